@@ -1,0 +1,1 @@
+"""Access: bearer tokens, roles and what each role may do."""

@@ -1,0 +1,89 @@
+"""Roles, permissions and token models."""
+
+from datetime import datetime
+from enum import StrEnum
+from uuid import UUID
+
+from pydantic import BaseModel
+
+from control_plane.audit.models import AuditContext
+
+
+class Role(StrEnum):
+    """What a bearer token is for.
+
+    ``bootstrap`` tokens only register agents; ``agent`` tokens are minted at
+    registration and bound to one node.
+    """
+
+    ADMIN = "admin"
+    OPERATOR = "operator"
+    AUDITOR = "auditor"
+    BOOTSTRAP = "bootstrap"
+    AGENT = "agent"
+
+
+class Permission(StrEnum):
+    """One thing an API caller may do; routes require exactly one."""
+
+    INVENTORY_READ = "inventory:read"
+    INVENTORY_WRITE = "inventory:write"
+    AUDIT_READ = "audit:read"
+    AGENT_REGISTER = "agent:register"
+    AGENT_HEARTBEAT = "agent:heartbeat"
+
+
+ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.OPERATOR: frozenset({Permission.INVENTORY_READ}),
+    Role.AUDITOR: frozenset({Permission.INVENTORY_READ, Permission.AUDIT_READ}),
+    Role.BOOTSTRAP: frozenset({Permission.AGENT_REGISTER}),
+    # An agent may heartbeat only for its own node; the heartbeat route checks which.
+    Role.AGENT: frozenset({Permission.AGENT_HEARTBEAT}),
+}
+
+
+class Principal(BaseModel):
+    """The authenticated caller of a request."""
+
+    token_id: UUID
+    name: str
+    role: Role
+    node_id: UUID | None = None
+
+    def can(self, permission: Permission) -> bool:
+        """Whether this caller's role grants ``permission``."""
+        return permission in ROLE_PERMISSIONS[self.role]
+
+    def audit_context(self, request_id: str | None) -> AuditContext:
+        """The actor this caller appears as in the audit log."""
+        return AuditContext(
+            actor_id=f"token:{self.token_id}", actor_name=self.name, request_id=request_id
+        )
+
+
+class TokenCreate(BaseModel):
+    """A request for a new bearer token."""
+
+    name: str
+    role: Role
+
+
+class TokenPublic(BaseModel):
+    """A stored token, without its secret."""
+
+    id: UUID
+    name: str
+    role: Role
+    token_prefix: str
+    node_id: UUID | None
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class IssuedToken(BaseModel):
+    """A token just created: the only time its secret is shown."""
+
+    token: str
+    info: TokenPublic

@@ -1,0 +1,100 @@
+"""The FastAPI application factory: ``create_app()`` builds a fully wired API.
+
+Nothing is built at import time: settings, the pool and metrics are created here (pool in
+the lifespan), so ``uvicorn --factory control_plane.app:create_app`` and tests can each make
+their own.
+"""
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from psycopg_pool import ConnectionPool
+
+import control_plane
+from control_plane.audit.api import router as audit_router
+from control_plane.core.db import DbConnection, create_pool
+from control_plane.core.http import install_error_handlers, request_id_middleware
+from control_plane.core.metrics import ApiMetrics, FleetCollector
+from control_plane.core.settings import Settings, load_settings
+from control_plane.inventory.api import router as inventory_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (read from the environment when omitted)."""
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = create_pool(
+            settings.database_url,
+            min_size=settings.db_pool_min_size,
+            max_size=settings.db_pool_max_size,
+        )
+        app.state.pool = pool
+        try:
+            yield
+        finally:
+            pool.close()
+
+    app = FastAPI(
+        title="Sovereign control plane",
+        version=control_plane.__version__,
+        description="GPU inventory with provenance and residency, policy and audit evidence.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    registry = CollectorRegistry()
+    metrics = ApiMetrics(registry)
+
+    def pooled_connection() -> "ConnectionPool[DbConnection]":
+        pool: ConnectionPool[DbConnection] = app.state.pool
+        return pool
+
+    registry.register(FleetCollector(lambda: pooled_connection().connection(timeout=2)))
+
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def measure(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.duration.labels(request.method, template).observe(time.perf_counter() - started)
+        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        return response
+
+    app.middleware("http")(request_id_middleware)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness: the process is up and serving."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    def readyz() -> Response:
+        """Readiness: the database answers."""
+        try:
+            with pooled_connection().connection(timeout=2) as conn:
+                conn.execute("SELECT 1")
+        except Exception:
+            return JSONResponse(
+                status_code=503,
+                content={"status": "unavailable", "database": "unreachable"},
+            )
+        return JSONResponse(content={"status": "ready", "database": "ok"})
+
+    @app.get("/metrics", tags=["health"], response_class=Response)
+    def prometheus_metrics() -> Response:
+        """Prometheus metrics: HTTP traffic and fleet gauges."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.include_router(inventory_router)
+    app.include_router(audit_router)
+    return app

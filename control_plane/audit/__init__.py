@@ -1,0 +1,1 @@
+"""Audit: the hash-chained, append-only log of every decision and change."""

@@ -1,0 +1,41 @@
+"""HTTP routes for reading and verifying the audit chain (auditors and admins)."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+
+from control_plane.access.models import Permission, Principal
+from control_plane.audit import service
+from control_plane.audit.models import AuditEventPage, ChainVerification
+from control_plane.core.http import Conn, require
+
+AuditReader = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get("/events")
+def list_events(
+    conn: Conn,
+    _: AuditReader,
+    object_type: str | None = None,
+    object_id: str | None = None,
+    action: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AuditEventPage:
+    """List audit events, oldest first."""
+    return service.list_events(
+        conn,
+        object_type=object_type,
+        object_id=object_id,
+        action=action,
+        limit=limit,
+        offset=offset,
+    )
+
+
+@router.get("/verify")
+def verify(conn: Conn, _: AuditReader) -> ChainVerification:
+    """Walk the whole chain and report the first broken event, if any."""
+    return service.verify_chain(conn)

@@ -1,0 +1,49 @@
+"""SQL access for the audit chain. Functions take the caller's connection."""
+
+from collections.abc import Iterator
+from typing import Any, LiteralString
+
+from psycopg.rows import DictRow
+
+from control_plane.core.db import DbConnection, fetch_all, fetch_one, load_queries
+
+
+def _q(name: str) -> LiteralString:
+    return load_queries("control_plane.audit")[name]
+
+
+def lock_chain(conn: DbConnection) -> None:
+    """Take the chain's writer lock for the rest of the current transaction."""
+    conn.execute(_q("lock_chain"))
+
+
+def chain_head(conn: DbConnection) -> DictRow | None:
+    """Return the newest event's ``seq`` and ``hash``, or None for an empty chain."""
+    return fetch_one(conn, _q("chain_head"), {})
+
+
+def insert_event(conn: DbConnection, event: dict[str, Any]) -> DictRow:
+    """Append one fully-formed event (``before``/``after`` as canonical JSON text)."""
+    row = fetch_one(conn, _q("insert_event"), event)
+    assert row is not None  # INSERT ... RETURNING always yields the row
+    return row
+
+
+def iter_events(conn: DbConnection, batch_size: int = 1000) -> Iterator[DictRow]:
+    """Yield every event in seq order, a batch at a time, so memory stays flat."""
+    after_seq = 0
+    while True:
+        rows = fetch_all(conn, _q("events_after"), {"after_seq": after_seq, "limit": batch_size})
+        if not rows:
+            return
+        yield from rows
+        after_seq = rows[-1]["seq"]
+
+
+def list_events(
+    conn: DbConnection, filters: dict[str, str | None], limit: int, offset: int
+) -> tuple[list[DictRow], int]:
+    """Return one page of events matching ``filters`` and the total that match."""
+    rows = fetch_all(conn, _q("list_events"), {**filters, "limit": limit, "offset": offset})
+    total = fetch_one(conn, _q("count_events"), filters)
+    return rows, int(total["total"]) if total else 0

@@ -1,0 +1,1 @@
+"""``sovctl``: the admin CLI for platform teams, admins and auditors."""

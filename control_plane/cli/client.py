@@ -1,0 +1,87 @@
+"""The CLI's HTTP client: server URL and token from flags, ``SOVCTL_*`` env, or a config file.
+
+Precedence: ``--url``/``--token`` flags, then ``SOVCTL_URL``/``SOVCTL_TOKEN``, then the YAML
+file at ``SOVCTL_CONFIG`` (default ``~/.config/sovereign/sovctl.yaml``) with keys ``url``
+and ``token``.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from control_plane.core.errors import ConfigurationError, ServiceUnavailableError, SovereignError
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+DEFAULT_CONFIG = Path("~/.config/sovereign/sovctl.yaml")
+
+
+class ClientConfig(BaseModel):
+    """Where the control plane is and which token to present."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = DEFAULT_URL
+    token: str | None = None
+
+
+def load_client_config(url: str | None, token: str | None) -> ClientConfig:
+    """Merge flags, environment and config file, in that order of precedence."""
+    path = Path(os.environ.get("SOVCTL_CONFIG", str(DEFAULT_CONFIG))).expanduser()
+    from_file: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            from_file = yaml.safe_load(path.read_text()) or {}
+            ClientConfig.model_validate(from_file)
+        except (yaml.YAMLError, ValidationError) as exc:
+            raise ConfigurationError(f"{path}: not a valid sovctl config ({exc})") from None
+    merged = {
+        "url": url or os.environ.get("SOVCTL_URL") or from_file.get("url") or DEFAULT_URL,
+        "token": token or os.environ.get("SOVCTL_TOKEN") or from_file.get("token"),
+    }
+    return ClientConfig.model_validate(merged)
+
+
+class RemoteError(SovereignError):
+    """The control plane refused the request."""
+
+    def __init__(self, status: int, body: dict[str, Any]):
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        super().__init__(
+            error.get("message") or f"HTTP {status}", details=error.get("details") or {}
+        )
+        self.http_status = status
+        self.remote_code = error.get("code", "error")
+
+
+class ControlPlaneClient:
+    """A small synchronous client for the ``/v1`` API."""
+
+    def __init__(self, config: ClientConfig, transport: httpx.BaseTransport | None = None):
+        headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        self._http = httpx.Client(
+            base_url=config.url, headers=headers, timeout=30, transport=transport
+        )
+        self._url = config.url
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """Send a request; return the decoded JSON body, or raise ``RemoteError``."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailableError(
+                f"the control plane is not reachable at {self._url} ({exc}); start it with "
+                "`make up` or set SOVCTL_URL"
+            ) from None
+        if response.status_code == 204:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"error": {"message": response.text[:200]}}
+        if response.is_error:
+            raise RemoteError(response.status_code, body)
+        return body

@@ -1,0 +1,461 @@
+"""``sovctl`` commands.
+
+Commands that run or set up the server (``db``, ``serve``, ``worker``, ``beat``, ``up``,
+``token``, ``demo``, ``audit verify``) use the database and settings directly, so they work
+before any token exists. Everyday commands (``zones``, ``nodes``) call the HTTP API with a
+token, like any other client.
+"""
+
+import getpass
+import socket
+import stat
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from control_plane.access import service as access
+from control_plane.access.models import Role
+from control_plane.audit import service as audit
+from control_plane.audit.models import AuditContext
+from control_plane.cli.client import ControlPlaneClient, RemoteError, load_client_config
+from control_plane.cli.output import OutputFormat, emit
+from control_plane.cli.supervisor import supervise
+from control_plane.core import migrations, preflight
+from control_plane.core.db import connect
+from control_plane.core.errors import SovereignError
+from control_plane.core.settings import Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, help="Sovereign admin CLI.", add_completion=False)
+db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
+token_app = typer.Typer(no_args_is_help=True, help="API tokens (stored only as hashes).")
+zones_app = typer.Typer(no_args_is_help=True, help="Residency zones (via the API).")
+nodes_app = typer.Typer(no_args_is_help=True, help="GPU servers (via the API).")
+audit_app = typer.Typer(no_args_is_help=True, help="The audit chain.")
+demo_app = typer.Typer(no_args_is_help=True, help="Demo data for a first look.")
+for sub, name in [
+    (db_app, "db"),
+    (token_app, "token"),
+    (zones_app, "zones"),
+    (nodes_app, "nodes"),
+    (audit_app, "audit"),
+    (demo_app, "demo"),
+]:
+    app.add_typer(sub, name=name)
+
+Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
+DEMO_ADMIN_NAME = "demo-admin"
+STATE_DIR = Path(".sovereign")
+
+
+class _Globals:
+    """Values from the top-level options, for the API commands."""
+
+    url: str | None = None
+    token: str | None = None
+
+
+@app.callback()
+def _root(
+    url: Annotated[str | None, typer.Option(help="Control-plane URL (or SOVCTL_URL).")] = None,
+    token: Annotated[str | None, typer.Option(help="API token (or SOVCTL_TOKEN).")] = None,
+) -> None:
+    """Sovereign admin CLI."""
+    _Globals.url = url
+    _Globals.token = token
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _cli_actor() -> AuditContext:
+    """The audit actor for commands run directly against the database."""
+    user = getpass.getuser()
+    return AuditContext(actor_id=f"cli:{user}@{socket.gethostname()}", actor_name=user)
+
+
+def _client() -> ControlPlaneClient:
+    return ControlPlaneClient(load_client_config(_Globals.url, _Globals.token))
+
+
+# -- server and database ---------------------------------------------------------------
+
+
+@app.command("preflight")
+def preflight_command() -> None:
+    """Check that PostgreSQL and Redis answer; say which to start if not."""
+    settings = _settings()
+    found = preflight.problems(settings.database_url, settings.redis_url)
+    for sentence in found:
+        typer.echo(sentence, err=True)
+    if found:
+        raise typer.Exit(1)
+    typer.echo("PostgreSQL and Redis are reachable.")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create the database if missing and apply pending migrations."""
+    settings = _settings()
+    if migrations.ensure_database(settings.database_url):
+        typer.echo("created the database")
+    applied = migrations.upgrade(settings.database_url)
+    typer.echo(f"applied {', '.join(applied)}" if applied else "database is up to date")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    settings = _settings()
+    uvicorn.run(
+        "control_plane.app:create_app",
+        factory=True,
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+    )
+
+
+@app.command("worker")
+def worker(concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2) -> None:
+    """Run a Celery worker."""
+    from control_plane.core.celery_app import create_celery
+
+    settings = _settings()
+    create_celery(settings).worker_main(
+        [
+            "worker",
+            f"--loglevel={settings.log_level}",
+            f"--concurrency={concurrency}",
+            "-Q",
+            settings.celery_queue,
+        ]
+    )
+
+
+@app.command("beat")
+def beat() -> None:
+    """Run Celery beat (the periodic schedule)."""
+    from control_plane.core.celery_app import create_celery
+
+    settings = _settings()
+    STATE_DIR.mkdir(exist_ok=True)
+    create_celery(settings).start(
+        [
+            "beat",
+            f"--loglevel={settings.log_level}",
+            f"--schedule={STATE_DIR / f'beat-schedule-{settings.celery_queue}'}",
+        ]
+    )
+
+
+@app.command("up")
+def up(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+) -> None:
+    """Run API, worker and beat together in the foreground (Ctrl-C stops all)."""
+    settings = _settings()
+    me = [sys.executable, "-m", "control_plane.cli"]
+    code = supervise(
+        {
+            "api": [
+                *me,
+                "serve",
+                "--host",
+                host or settings.api.host,
+                "--port",
+                str(port or settings.api.port),
+            ],
+            "worker": [*me, "worker", "--concurrency", "1"],
+            "beat": [*me, "beat"],
+        }
+    )
+    raise typer.Exit(code)
+
+
+# -- tokens ----------------------------------------------------------------------------
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Option(help="Who or what the token is for.")],
+    role: Annotated[Role, typer.Option(help="admin, operator, auditor or bootstrap.")],
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Create a token; its secret is printed once and never stored."""
+    settings = _settings()
+    with connect(settings.database_url) as conn:
+        issued = access.create_token(
+            conn,
+            _cli_actor(),
+            name=name,
+            role=role,
+            secret_key=settings.secret_key.get_secret_value(),
+        )
+    emit(
+        {"token": issued.token, **issued.info.model_dump(mode="json")},
+        output,
+        ["token", "id", "name", "role"],
+    )
+
+
+@token_app.command("list")
+def token_list(
+    all_tokens: Annotated[
+        bool, typer.Option("--all", help="Include revoked and agent tokens.")
+    ] = False,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """List tokens (never their secrets)."""
+    settings = _settings()
+    with connect(settings.database_url) as conn:
+        tokens = access.list_tokens(conn, include_revoked=all_tokens, include_agents=all_tokens)
+    emit(
+        [t.model_dump(mode="json") for t in tokens],
+        output,
+        ["id", "name", "role", "token_prefix", "created_at", "revoked_at"],
+    )
+
+
+@token_app.command("revoke")
+def token_revoke(
+    ref: Annotated[str, typer.Argument(help="Token id, name or prefix.")],
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Revoke a token; it stops working at once."""
+    settings = _settings()
+    with connect(settings.database_url) as conn:
+        revoked = access.revoke_token(conn, _cli_actor(), ref)
+    emit(revoked.model_dump(mode="json"), output, ["id", "name", "role", "revoked_at"])
+
+
+@demo_app.command("seed")
+def demo_seed() -> None:
+    """Create the demo admin token once; print it and keep it in .sovereign/admin.token."""
+    settings = _settings()
+    token_file = STATE_DIR / "admin.token"
+    with connect(settings.database_url) as conn:
+        existing = [t for t in access.list_tokens(conn) if t.name == DEMO_ADMIN_NAME]
+        if existing and token_file.is_file():
+            typer.echo(
+                f"demo admin token exists (prefix {existing[0].token_prefix}); "
+                f"it is in {token_file}"
+            )
+            return
+        if existing:
+            access.revoke_token(conn, _cli_actor(), str(existing[0].id))
+        issued = access.create_token(
+            conn,
+            _cli_actor(),
+            name=DEMO_ADMIN_NAME,
+            role=Role.ADMIN,
+            secret_key=settings.secret_key.get_secret_value(),
+        )
+    STATE_DIR.mkdir(exist_ok=True)
+    token_file.write_text(issued.token + "\n")
+    token_file.chmod(stat.S_IRUSR | stat.S_IWUSR)
+    typer.echo(f"demo admin token (shown once, also saved to {token_file}):\n  {issued.token}")
+
+
+# -- zones and nodes (through the API) -------------------------------------------------
+
+_ZONE_COLUMNS = ["slug", "name", "country", "parent", "description"]
+_NODE_COLUMNS = [
+    "id",
+    "hostname",
+    "zone",
+    "site",
+    "status",
+    "origin_country",
+    "provenance_status",
+    "gpu_count",
+    "labels",
+]
+
+
+def _node_row(node: dict[str, Any]) -> dict[str, Any]:
+    provenance = node.get("provenance", {})
+    return {
+        **node,
+        "origin_country": provenance.get("origin_country"),
+        "provenance_status": provenance.get("status"),
+    }
+
+
+@zones_app.command("create")
+def zones_create(
+    slug: Annotated[str, typer.Argument(help="Short id, e.g. jp-east.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    country: Annotated[str, typer.Option(help="ISO 3166-1 alpha-2, e.g. JP.")],
+    parent: Annotated[str | None, typer.Option(help="Enclosing zone's slug.")] = None,
+    description: Annotated[str, typer.Option(help="Free text.")] = "",
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Create a residency zone."""
+    zone = _client().request(
+        "POST",
+        "/v1/zones",
+        json={
+            "slug": slug,
+            "name": name,
+            "country": country,
+            "parent": parent,
+            "description": description,
+        },
+    )
+    emit(zone, output, _ZONE_COLUMNS)
+
+
+@zones_app.command("list")
+def zones_list(output: Output = OutputFormat.TABLE) -> None:
+    """List residency zones."""
+    emit(_client().request("GET", "/v1/zones"), output, _ZONE_COLUMNS)
+
+
+@nodes_app.command("list")
+def nodes_list(
+    zone: Annotated[str | None, typer.Option(help="Zone slug (nested zones included).")] = None,
+    origin_country: Annotated[
+        str | None, typer.Option("--origin", help="Country of origin.")
+    ] = None,
+    status: Annotated[str | None, typer.Option(help="Lifecycle status.")] = None,
+    gpu_model: Annotated[str | None, typer.Option(help="GPU model substring.")] = None,
+    provenance_status: Annotated[str | None, typer.Option("--provenance")] = None,
+    site: Annotated[str | None, typer.Option(help="Site slug.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """List GPU servers."""
+    params = {
+        k: v
+        for k, v in {
+            "zone": zone,
+            "origin_country": origin_country,
+            "status": status,
+            "gpu_model": gpu_model,
+            "provenance_status": provenance_status,
+            "site": site,
+            "limit": limit,
+            "offset": offset,
+        }.items()
+        if v is not None
+    }
+    page = _client().request("GET", "/v1/nodes", params=params)
+    if output is OutputFormat.JSON:
+        emit(page, output)
+        return
+    emit([_node_row(n) for n in page["items"]], output, _NODE_COLUMNS)
+    typer.echo(f"({len(page['items'])} of {page['total']})")
+
+
+@nodes_app.command("show")
+def nodes_show(
+    node: Annotated[str, typer.Argument(help="Node id or hostname.")],
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Show a GPU server with its GPUs."""
+    detail = _client().request("GET", f"/v1/nodes/{node}")
+    if output is OutputFormat.JSON:
+        emit(detail, output)
+        return
+    emit(_node_row(detail), output, [*_NODE_COLUMNS, "last_heartbeat_at", "agent_version"])
+    typer.echo("")
+    emit(
+        detail["gpus"],
+        output,
+        [
+            "index",
+            "uuid",
+            "model",
+            "serial",
+            "memory_total_bytes",
+            "utilization_pct",
+            "temperature_c",
+        ],
+    )
+
+
+@nodes_app.command("tag")
+def nodes_tag(
+    node: Annotated[str, typer.Argument(help="Node id or hostname.")],
+    labels: Annotated[list[str], typer.Argument(help="key=value to set, key- to remove.")],
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Set or remove labels on a GPU server."""
+    patch: dict[str, str | None] = {}
+    for item in labels:
+        if item.endswith("-") and "=" not in item:
+            patch[item[:-1]] = None
+        elif "=" in item:
+            key, value = item.split("=", 1)
+            patch[key] = value
+        else:
+            raise typer.BadParameter(f"{item!r}: use key=value or key-", param_hint="LABELS")
+    detail = _client().request("PATCH", f"/v1/nodes/{node}", json={"labels": patch})
+    emit(_node_row(detail), output, ["id", "hostname", "labels"])
+
+
+# -- audit -----------------------------------------------------------------------------
+
+
+@audit_app.command("verify")
+def audit_verify(
+    via_api: Annotated[
+        bool, typer.Option("--api", help="Ask the server instead of the DB.")
+    ] = False,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Walk the audit chain; exit 1 and name the first broken seq if it is not intact."""
+    if via_api:
+        result = _client().request("GET", "/v1/audit/verify")
+    else:
+        with connect(_settings().database_url) as conn:
+            result = audit.verify_chain(conn).model_dump(mode="json")
+    if output is OutputFormat.JSON:
+        emit(result, output)
+    elif result["ok"]:
+        typer.echo(
+            f"audit chain intact: {result['events_checked']} events, "
+            f"head seq {result['head_seq']}, hash {result['head_hash']}"
+        )
+    else:
+        typer.echo(
+            f"audit chain BROKEN at seq {result['first_broken_seq']}: {result['reason']} "
+            f"({result['events_checked']} events before it are intact)"
+        )
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+def main() -> int:
+    """Entry point: run the CLI and turn Sovereign errors into one line on stderr."""
+    try:
+        app(standalone_mode=False)
+    except SovereignError as exc:
+        prefix = f"HTTP {exc.http_status}: " if isinstance(exc, RemoteError) else ""
+        typer.echo(f"error: {prefix}{exc.message}", err=True)
+        return 1
+    except typer.Exit as exc:
+        return int(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        return 1
+    except Exception as exc:  # click usage errors carry their own exit codes
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            return exc.exit_code
+        raise
+    return 0

@@ -1,0 +1,52 @@
+"""Rendering CLI results as a plain table or as JSON (``--output table|json``)."""
+
+import json
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
+
+import typer
+
+
+class OutputFormat(StrEnum):
+    """How a command prints its result."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value) or "-"
+    return str(value)
+
+
+def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Format ``rows`` as aligned columns with an upper-case header."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def emit(result: Any, output: OutputFormat, columns: Sequence[str] | None = None) -> None:
+    """Print ``result`` (a dict, or a list of dicts) in the chosen format."""
+    if output is OutputFormat.JSON:
+        typer.echo(json.dumps(result, indent=2, default=str))
+        return
+    if isinstance(result, list):
+        keys = columns or (list(result[0]) if result else [])
+        typer.echo(table(result, keys) if result else "(none)")
+        return
+    if isinstance(result, Mapping):
+        keys = columns or list(result)
+        width = max(len(k) for k in keys) if keys else 0
+        for key in keys:
+            typer.echo(f"{key.ljust(width)}  {_cell(result.get(key))}")
+        return
+    typer.echo(str(result))

@@ -1,0 +1,147 @@
+"""PostgreSQL access: the connection pool, named SQL queries and error translation.
+
+Every feature keeps its SQL in a ``queries.sql`` beside its ``repository.py``, one query
+per ``-- name: query_name`` header, with ``%(param)s`` placeholders. Repository functions
+take the caller's connection; the caller (a service function) owns the transaction.
+"""
+
+import functools
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any, LiteralString, cast
+
+import psycopg
+from psycopg import Connection, sql
+from psycopg.rows import DictRow, dict_row
+from psycopg_pool import ConnectionPool
+
+from control_plane.core.errors import (
+    ConflictError,
+    InvalidInputError,
+    ServiceUnavailableError,
+    SovereignError,
+)
+
+#: The database role the application runs as. Migrations grant it what it may do (and,
+#: for the audit log, what it may not: UPDATE and DELETE); every pooled connection
+#: switches to it, so even a superuser login cannot rewrite history through the API.
+APP_ROLE = "sovereign_app"
+
+DbConnection = Connection[DictRow]
+
+_NAME_HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
+
+
+@functools.cache
+def load_queries(package: str, resource: str = "queries.sql") -> Mapping[str, LiteralString]:
+    """Parse a package's ``queries.sql`` into ``{name: sql}``, once per process.
+
+    The text comes from a file we ship, not from input, so it is safe to treat as a
+    ``LiteralString`` for psycopg's type checks.
+    """
+    text = resources.files(package).joinpath(resource).read_text(encoding="utf-8")
+    parts = _NAME_HEADER.split(text)
+    queries: dict[str, LiteralString] = {}
+    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+        if name in queries:
+            raise ValueError(f"{package}/{resource}: query {name!r} is defined twice")
+        queries[name] = cast(LiteralString, body.strip())
+    return queries
+
+
+def postgres_unreachable_message(database_url: str) -> str:
+    """Say in one sentence that PostgreSQL is down and how to start it."""
+    host = psycopg.conninfo.conninfo_to_dict(database_url).get("host", "localhost")
+    return (
+        f"PostgreSQL is not reachable at {host} ({database_url.split('@')[-1]}); start it with "
+        "`pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` "
+        "or point SOVEREIGN_DATABASE_URL at a running server."
+    )
+
+
+def _configure(conn: DbConnection) -> None:
+    conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(APP_ROLE)))
+
+
+def create_pool(
+    database_url: str, *, min_size: int = 1, max_size: int = 10
+) -> ConnectionPool[DbConnection]:
+    """Open a pool of autocommit connections running as ``APP_ROLE``.
+
+    Autocommit keeps reads cheap; writes open ``conn.transaction()`` explicitly so the
+    change and its audit event commit together.
+    """
+    pool: ConnectionPool[DbConnection] = ConnectionPool(
+        database_url,
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        configure=_configure,
+        connection_class=Connection[DictRow],
+        open=False,
+        name="sovereign",
+    )
+    try:
+        pool.open(wait=True, timeout=10)
+    except psycopg.OperationalError as exc:
+        pool.close()
+        raise ServiceUnavailableError(postgres_unreachable_message(database_url)) from exc
+    except Exception:
+        pool.close()
+        raise
+    return pool
+
+
+def connect(database_url: str, *, as_app: bool = True) -> DbConnection:
+    """Open one connection (for the CLI and Celery tasks), as ``APP_ROLE`` unless told not."""
+    try:
+        conn = psycopg.connect(database_url, autocommit=True, row_factory=dict_row)
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailableError(postgres_unreachable_message(database_url)) from exc
+    if as_app:
+        _configure(conn)
+    return conn
+
+
+ErrorFactory = Callable[[psycopg.errors.IntegrityError], SovereignError]
+
+
+def unique(field: str, message: str) -> ErrorFactory:
+    """Map a unique violation to a 409 that names the field."""
+    return lambda exc: ConflictError(
+        f"{field}: {message}", details={"field": field, "constraint": exc.diag.constraint_name}
+    )
+
+
+def references(field: str, message: str) -> ErrorFactory:
+    """Map a foreign-key or check violation to a 422 that names the field."""
+    return lambda exc: InvalidInputError.for_field(field, message)
+
+
+@contextmanager
+def translate_integrity_errors(constraints: Mapping[str, ErrorFactory]) -> Iterator[None]:
+    """Turn named constraint violations into domain errors at the repository boundary.
+
+    A violation of a constraint not in ``constraints`` is a bug, so it propagates.
+    """
+    try:
+        yield
+    except psycopg.errors.IntegrityError as exc:
+        factory = constraints.get(exc.diag.constraint_name or "")
+        if factory is None:
+            raise
+        raise factory(exc) from exc
+
+
+def fetch_one(
+    conn: DbConnection, query: LiteralString, params: Mapping[str, Any]
+) -> DictRow | None:
+    """Run a query and return its first row, or None."""
+    return conn.execute(query, params).fetchone()
+
+
+def fetch_all(conn: DbConnection, query: LiteralString, params: Mapping[str, Any]) -> list[DictRow]:
+    """Run a query and return every row."""
+    return conn.execute(query, params).fetchall()

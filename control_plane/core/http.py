@@ -1,0 +1,142 @@
+"""HTTP plumbing shared by every router: dependencies, request ids and error mapping.
+
+Routers declare what they need with the ``Annotated`` aliases here (``Conn``,
+``RequestId``) and ``require(permission)``; errors from any layer become one JSON shape in
+``install_error_handlers``.
+"""
+
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from control_plane.access import service as access
+from control_plane.access.models import Permission, Principal
+from control_plane.core.db import DbConnection
+from control_plane.core.errors import (
+    PermissionDeniedError,
+    ServiceUnavailableError,
+    SovereignError,
+)
+from control_plane.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_bearer = HTTPBearer(auto_error=False, description="A token from `sovctl token create`.")
+
+
+def get_settings(request: Request) -> Settings:
+    """The settings the app was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_conn(request: Request) -> Iterator[DbConnection]:
+    """Lend one pooled connection for the request; services open transactions on it."""
+    pool: ConnectionPool[DbConnection] = request.app.state.pool
+    try:
+        with pool.connection(timeout=5) as conn:
+            yield conn
+    except PoolTimeout as exc:
+        raise ServiceUnavailableError("no database connection became free in time") from exc
+
+
+def get_request_id(request: Request) -> str:
+    """The request's id (from ``X-Request-ID`` when the caller sent a sane one)."""
+    request_id: str = request.state.request_id
+    return request_id
+
+
+Conn = Annotated[DbConnection, Depends(get_conn)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RequestId = Annotated[str, Depends(get_request_id)]
+
+
+def get_principal(
+    conn: Conn,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    """Authenticate the bearer token (401 when missing, unknown or revoked)."""
+    token = credentials.credentials if credentials else None
+    return access.authenticate(conn, token, settings.secret_key.get_secret_value())
+
+
+def require(permission: Permission) -> Callable[[Principal], Principal]:
+    """Build a dependency that lets the request through only with ``permission`` (else 403)."""
+
+    def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not principal.can(permission):
+            raise PermissionDeniedError(
+                f"role {principal.role.value!r} may not {permission.value}",
+                details={"role": principal.role.value, "permission": permission.value},
+            )
+        return principal
+
+    dependency.__name__ = f"require_{permission.name.lower()}"
+    return dependency
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    parts = list(loc)
+    if parts and parts[0] == "body":
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or "body"
+
+
+def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    fields: list[dict[str, Any]] = [
+        {
+            "field": _field_name(tuple(err["loc"])),
+            "message": err["msg"].removeprefix("Value error, "),
+            "type": err["type"],
+        }
+        for err in exc.errors()
+    ]
+    message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    body = {"error": {"code": "invalid_input", "message": message, "details": {"fields": fields}}}
+    return JSONResponse(status_code=422, content=body)
+
+
+def _sovereign_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SovereignError)
+    if exc.status_code >= 500:
+        log.error("request %s failed: %s", request.state.request_id, exc.message)
+    return JSONResponse(status_code=exc.status_code, content=exc.to_body())
+
+
+def _unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error in request %s", request.state.request_id, exc_info=exc)
+    body = SovereignError(
+        "internal error; the request id identifies it in the server log",
+        details={"request_id": request.state.request_id},
+    ).to_body()
+    return JSONResponse(status_code=500, content=body)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every error to ``{"error": {"code", "message", "details"}}`` with its status."""
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(SovereignError, _sovereign_error)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+async def request_id_middleware(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    """Give each request an id, echo it back, and let the audit log record it."""
+    incoming = request.headers.get(REQUEST_ID_HEADER, "")
+    request.state.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else str(uuid.uuid4())
+    response = await call_next(request)
+    response.headers[REQUEST_ID_HEADER] = request.state.request_id
+    return response

@@ -1,0 +1,67 @@
+"""Prometheus metrics for the control plane.
+
+Each app gets its own registry (no global state), so several apps in one process (tests)
+do not collide. Fleet gauges are read from the database at scrape time: always current, and
+no background loop to keep in step.
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from control_plane.core.db import DbConnection
+from control_plane.inventory import repository as inventory
+
+
+class FleetCollector(Collector):
+    """Node and GPU counts by zone, status, origin country and model, read per scrape."""
+
+    def __init__(self, connection: Callable[[], AbstractContextManager[DbConnection]]):
+        self._connection = connection
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        """Yield the fleet gauges; nothing when the database cannot be reached."""
+        nodes = GaugeMetricFamily(
+            "sovereign_fleet_nodes",
+            "GPU servers by residency zone, lifecycle status and country of origin.",
+            labels=["zone", "status", "origin_country"],
+        )
+        gpus = GaugeMetricFamily(
+            "sovereign_fleet_gpus",
+            "GPUs on servers that are not decommissioned, by residency zone and model.",
+            labels=["zone", "model"],
+        )
+        try:
+            with self._connection() as conn:
+                for row in inventory.fleet_node_counts(conn):
+                    nodes.add_metric(
+                        [row["zone"], row["status"], row["origin_country"]], row["nodes"]
+                    )
+                for row in inventory.fleet_gpu_counts(conn):
+                    gpus.add_metric([row["zone"], row["model"]], row["gpus"])
+        except Exception:
+            return
+        yield nodes
+        yield gpus
+
+
+class ApiMetrics:
+    """The HTTP metrics every request updates."""
+
+    def __init__(self, registry: CollectorRegistry):
+        self.registry = registry
+        self.requests = Counter(
+            "sovereign_http_requests",
+            "HTTP requests served, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "sovereign_http_request_duration_seconds",
+            "Time to serve an HTTP request, by method and route template.",
+            ["method", "route"],
+            registry=registry,
+        )

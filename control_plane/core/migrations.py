@@ -1,0 +1,63 @@
+"""Apply the versioned SQL migrations in ``control_plane/migrations`` with yoyo-migrations.
+
+yoyo keeps a record of applied migrations and a lock table, so two processes upgrading at
+once do not race. Migrations run as the login user (the schema owner), not ``APP_ROLE``.
+"""
+
+from importlib import resources
+
+import psycopg
+from psycopg import sql
+from yoyo import get_backend, read_migrations
+
+from control_plane.core.db import postgres_unreachable_message
+from control_plane.core.errors import ServiceUnavailableError
+
+
+def _yoyo_url(database_url: str) -> str:
+    """Yoyo picks its driver from the scheme; ours is psycopg 3."""
+    for prefix in ("postgresql://", "postgres://"):
+        if database_url.startswith(prefix):
+            return "postgresql+psycopg://" + database_url.removeprefix(prefix)
+    return database_url
+
+
+def ensure_database(database_url: str) -> bool:
+    """Create the database named in ``database_url`` if it is missing; True if created.
+
+    Saves a manual ``createdb`` on a fresh machine; in production the DBA has made it.
+    """
+    params = psycopg.conninfo.conninfo_to_dict(database_url)
+    dbname = str(params.get("dbname") or "")
+    maintenance = psycopg.conninfo.make_conninfo(database_url, dbname="postgres")
+    try:
+        with psycopg.connect(maintenance, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)
+            ).fetchone()
+            if exists:
+                return False
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
+            return True
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailableError(postgres_unreachable_message(database_url)) from exc
+
+
+def pending(database_url: str) -> list[str]:
+    """Return the ids of migrations not yet applied, in order."""
+    backend = get_backend(_yoyo_url(database_url))
+    migrations = read_migrations(str(resources.files("control_plane").joinpath("migrations")))
+    return [m.id for m in backend.to_apply(migrations)]
+
+
+def upgrade(database_url: str) -> list[str]:
+    """Apply every pending migration; return the ids applied (empty when up to date)."""
+    try:
+        backend = get_backend(_yoyo_url(database_url))
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailableError(postgres_unreachable_message(database_url)) from exc
+    migrations = read_migrations(str(resources.files("control_plane").joinpath("migrations")))
+    with backend.lock():
+        to_apply = backend.to_apply(migrations)
+        backend.apply_migrations(to_apply)
+    return [m.id for m in to_apply]

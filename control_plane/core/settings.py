@@ -1,0 +1,113 @@
+"""Control-plane settings, read from ``SOVEREIGN_*`` environment variables.
+
+Settings are built explicitly (``load_settings()``) by the process entry points, never at
+import time, so tests and tools can build as many differently-configured apps as they need.
+"""
+
+import os
+from enum import StrEnum
+from typing import Self
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from control_plane.core.errors import ConfigurationError
+
+ENV_PREFIX = "SOVEREIGN_"
+#: The node agent reads its own ``SOVEREIGN_AGENT_*`` variables; they are not ours to reject.
+AGENT_ENV_PREFIX = "SOVEREIGN_AGENT_"
+#: Secrets that ship in examples and compose files; refused outside development.
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "dev-insecure-secret", "secret"})
+
+
+class Environment(StrEnum):
+    """Where the control plane runs; ``prod`` turns on the refusals that protect real data."""
+
+    DEV = "dev"
+    PROD = "prod"
+
+
+class ApiSettings(BaseModel):
+    """How ``sovctl serve`` listens."""
+
+    model_config = {"extra": "forbid"}
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    """Everything the API, the Celery worker and beat need to run.
+
+    Nested values use a double underscore: ``SOVEREIGN_API__PORT=9000``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    env: Environment = Environment.DEV
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/sovereign"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    secret_key: SecretStr = SecretStr("dev-insecure-secret")
+    api: ApiSettings = ApiSettings()
+    db_pool_min_size: int = Field(default=1, ge=0)
+    db_pool_max_size: int = Field(default=10, ge=1)
+    #: How often agents are told to send heartbeats; three missed ones mark a node offline.
+    heartbeat_interval_seconds: int = Field(default=10, ge=1, le=3600)
+    #: How often the beat schedule runs the offline sweep.
+    offline_sweep_seconds: float = Field(default=10.0, gt=0)
+    #: Celery queue name, so several deployments (or test runs) can share one Redis.
+    celery_queue: str = "sovereign"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret_in_prod(self) -> Self:
+        if (
+            self.env is Environment.PROD
+            and self.secret_key.get_secret_value() in PLACEHOLDER_SECRETS
+        ):
+            raise ValueError(
+                "SOVEREIGN_SECRET_KEY is a placeholder; set a random secret before running "
+                "with SOVEREIGN_ENV=prod"
+            )
+        return self
+
+
+def _unknown_environment_keys(environ: dict[str, str]) -> list[str]:
+    """Return ``SOVEREIGN_*`` variables that match no setting, so a typo fails loudly."""
+    known = {name.upper() for name in Settings.model_fields}
+    unknown = []
+    for key in environ:
+        upper = key.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(AGENT_ENV_PREFIX):
+            continue
+        field = upper.removeprefix(ENV_PREFIX).split("__", 1)[0]
+        if field not in known:
+            unknown.append(key)
+    return sorted(unknown)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment plus explicit overrides.
+
+    Raises ``ConfigurationError`` naming the offending variable instead of a pydantic
+    traceback, because this runs at process start where a clear sentence matters most.
+    """
+    unknown = _unknown_environment_keys(dict(os.environ))
+    if unknown:
+        raise ConfigurationError(
+            f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md",
+            details={"unknown": unknown},
+        )
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = [
+            f"{ENV_PREFIX}{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        ]
+        raise ConfigurationError("; ".join(problems), details={"errors": problems}) from None

@@ -1,0 +1,1 @@
+"""Inventory: residency zones, sites, GPU servers (nodes), their GPUs and provenance."""

@@ -1,0 +1,159 @@
+"""HTTP routes for zones, sites, nodes and the agent endpoints. Thin: parse, authorize, call."""
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from control_plane.access.models import Permission, Principal
+from control_plane.core.errors import PermissionDeniedError
+from control_plane.core.http import Conn, RequestId, SettingsDep, require
+from control_plane.inventory import service
+from control_plane.inventory.models import (
+    Heartbeat,
+    HeartbeatAck,
+    NodeDetail,
+    NodeFilters,
+    NodePage,
+    NodeRegister,
+    NodeRegistered,
+    NodeStatus,
+    NodeUpdate,
+    ProvenanceStatus,
+    SiteCreate,
+    SitePublic,
+    ZoneCreate,
+    ZonePublic,
+    ZoneUpdate,
+)
+
+Reader = Annotated[Principal, Depends(require(Permission.INVENTORY_READ))]
+Admin = Annotated[Principal, Depends(require(Permission.INVENTORY_WRITE))]
+Registrar = Annotated[Principal, Depends(require(Permission.AGENT_REGISTER))]
+Agent = Annotated[Principal, Depends(require(Permission.AGENT_HEARTBEAT))]
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/zones", status_code=status.HTTP_201_CREATED, tags=["zones"])
+def create_zone(zone: ZoneCreate, conn: Conn, who: Admin, request_id: RequestId) -> ZonePublic:
+    """Create a residency zone (optionally inside a parent zone)."""
+    return service.create_zone(conn, who.audit_context(request_id), zone)
+
+
+@router.get("/zones", tags=["zones"])
+def list_zones(conn: Conn, _: Reader) -> list[ZonePublic]:
+    """List every residency zone."""
+    return service.list_zones(conn)
+
+
+@router.get("/zones/{slug}", tags=["zones"])
+def get_zone(slug: str, conn: Conn, _: Reader) -> ZonePublic:
+    """Show one residency zone."""
+    return service.get_zone(conn, slug)
+
+
+@router.patch("/zones/{slug}", tags=["zones"])
+def update_zone(
+    slug: str, change: ZoneUpdate, conn: Conn, who: Admin, request_id: RequestId
+) -> ZonePublic:
+    """Change a zone's name, country, parent or description."""
+    return service.update_zone(conn, who.audit_context(request_id), slug, change)
+
+
+@router.delete("/zones/{slug}", status_code=status.HTTP_204_NO_CONTENT, tags=["zones"])
+def delete_zone(slug: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
+    """Delete a zone that nothing uses."""
+    service.delete_zone(conn, who.audit_context(request_id), slug)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/sites", status_code=status.HTTP_201_CREATED, tags=["sites"])
+def create_site(site: SiteCreate, conn: Conn, who: Admin, request_id: RequestId) -> SitePublic:
+    """Create a site (a data center or room) inside a zone."""
+    return service.create_site(conn, who.audit_context(request_id), site)
+
+
+@router.get("/sites", tags=["sites"])
+def list_sites(conn: Conn, _: Reader) -> list[SitePublic]:
+    """List every site."""
+    return service.list_sites(conn)
+
+
+@router.get("/nodes", tags=["nodes"])
+def list_nodes(
+    conn: Conn,
+    _: Reader,
+    zone: Annotated[str | None, Query(description="Zone slug; nested zones included.")] = None,
+    site: str | None = None,
+    origin_country: Annotated[str | None, Query(description="ISO 3166-1 alpha-2.")] = None,
+    node_status: Annotated[NodeStatus | None, Query(alias="status")] = None,
+    gpu_model: Annotated[str | None, Query(description="Substring, any case.")] = None,
+    provenance_status: ProvenanceStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> NodePage:
+    """List GPU servers, filtered and paginated."""
+    filters = NodeFilters(
+        zone=zone,
+        site=site,
+        origin_country=origin_country.upper() if origin_country else None,
+        status=node_status,
+        gpu_model=gpu_model,
+        provenance_status=provenance_status,
+    )
+    return service.list_nodes(conn, filters, limit, offset)
+
+
+@router.get("/nodes/{node}", tags=["nodes"])
+def get_node(node: str, conn: Conn, _: Reader) -> NodeDetail:
+    """Show one GPU server (by id or hostname) with its GPUs."""
+    return service.get_node(conn, service.resolve_node_id(conn, node))
+
+
+@router.patch("/nodes/{node}", tags=["nodes"])
+def update_node(
+    node: str, change: NodeUpdate, conn: Conn, who: Admin, request_id: RequestId
+) -> NodeDetail:
+    """Change a node's zone, site, status, labels or declared provenance."""
+    node_id = service.resolve_node_id(conn, node)
+    return service.update_node(conn, who.audit_context(request_id), node_id, change)
+
+
+@router.post("/agents/register", status_code=status.HTTP_201_CREATED, tags=["agents"])
+def register_agent(
+    registration: NodeRegister,
+    conn: Conn,
+    who: Registrar,
+    settings: SettingsDep,
+    request_id: RequestId,
+) -> NodeRegistered:
+    """Register a node with a bootstrap token; returns the node's own credential once."""
+    return service.register_node(
+        conn,
+        who.audit_context(request_id),
+        registration,
+        secret_key=settings.secret_key.get_secret_value(),
+        heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
+    )
+
+
+@router.post("/nodes/{node_id}/heartbeat", tags=["agents"])
+def heartbeat(
+    node_id: UUID,
+    beat: Heartbeat,
+    conn: Conn,
+    who: Agent,
+    settings: SettingsDep,
+    request_id: RequestId,
+) -> HeartbeatAck:
+    """Report telemetry (and changed inventory) for the caller's own node."""
+    if who.node_id is not None and who.node_id != node_id:
+        raise PermissionDeniedError("an agent may only send heartbeats for its own node")
+    return service.record_heartbeat(
+        conn,
+        who.audit_context(request_id),
+        node_id,
+        beat,
+        heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
+    )

@@ -1,0 +1,330 @@
+"""Inventory vocabulary and API models.
+
+Modelled on NetBox: residency zones nest (jp → jp-east → tokyo-dc1) like regions, sites sit
+in a zone, nodes sit at a site and in a zone. A GPU's model is its type; the GPU with its
+UUID and serial is the instance.
+"""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from control_plane.core.countries import CountryCode
+
+Slug = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+    ),
+]
+LabelKey = Annotated[
+    str,
+    StringConstraints(
+        pattern=r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
+    ),
+]
+LabelValue = Annotated[str, StringConstraints(max_length=256)]
+ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=256)]
+
+
+class _Input(BaseModel):
+    """Request bodies reject unknown fields, so a typo is an error rather than ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeStatus(StrEnum):
+    """Lifecycle of a GPU server; only ``active`` nodes are eligible for placement."""
+
+    PLANNED = "planned"
+    ACTIVE = "active"
+    MAINTENANCE = "maintenance"
+    OFFLINE = "offline"
+    QUARANTINED = "quarantined"
+    DECOMMISSIONED = "decommissioned"
+
+
+class ProvenanceStatus(StrEnum):
+    """How far a node's country of origin is to be believed.
+
+    ``declared``: someone stated it; ``verified``: it matches a bill of materials checked
+    against what the agent reads; ``mismatch``: the two disagree; ``unknown``: nothing stated.
+    """
+
+    DECLARED = "declared"
+    VERIFIED = "verified"
+    MISMATCH = "mismatch"
+    UNKNOWN = "unknown"
+
+
+class ComponentClass(StrEnum):
+    """Component classes whose country of origin procurement asks about."""
+
+    GPU = "gpu"
+    CPU = "cpu"
+    BOARD = "board"
+    NIC = "nic"
+
+
+# -- residency zones and sites ---------------------------------------------------------
+
+
+class ZoneCreate(_Input):
+    """A new residency zone."""
+
+    slug: Slug
+    name: ShortText = Field(min_length=1)
+    country: CountryCode
+    parent: Slug | None = Field(default=None, description="Slug of the enclosing zone.")
+    description: str = Field(default="", max_length=4000)
+
+
+class ZoneUpdate(_Input):
+    """Changes to a zone; omitted fields stay as they are, ``parent: null`` detaches it."""
+
+    name: ShortText | None = Field(default=None, min_length=1)
+    country: CountryCode | None = None
+    parent: Slug | None = None
+    description: str | None = Field(default=None, max_length=4000)
+
+
+class ZonePublic(BaseModel):
+    """A residency zone as stored."""
+
+    slug: str
+    name: str
+    country: str
+    parent: str | None
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class SiteCreate(_Input):
+    """A new site (a data center or room) inside a residency zone."""
+
+    slug: Slug
+    name: ShortText = Field(min_length=1)
+    zone: Slug
+    description: str = Field(default="", max_length=4000)
+
+
+class SitePublic(BaseModel):
+    """A site as stored."""
+
+    slug: str
+    name: str
+    zone: str
+    description: str
+    created_at: datetime
+
+
+# -- what the agent reports ------------------------------------------------------------
+
+
+class HostFacts(_Input):
+    """Host identity and facts the agent reads (DMI fields are null on many VMs)."""
+
+    hostname: ShortText = Field(min_length=1)
+    machine_id: ShortText = Field(min_length=1, description="/etc/machine-id or a derived id.")
+    agent_version: ShortText | None = None
+    os_name: ShortText | None = None
+    kernel_version: ShortText | None = None
+    cpu_model: ShortText | None = None
+    cpu_count: int | None = Field(default=None, ge=1)
+    memory_bytes: int | None = Field(default=None, ge=0)
+    system_manufacturer: ShortText | None = None
+    system_model: ShortText | None = None
+    system_serial: ShortText | None = None
+    board_vendor: ShortText | None = None
+    board_name: ShortText | None = None
+    asset_tag: ShortText | None = None
+
+
+class GpuInventory(_Input):
+    """Static facts of one GPU, read once at agent start."""
+
+    uuid: Annotated[str, StringConstraints(strip_whitespace=True, min_length=4, max_length=128)]
+    index: int = Field(ge=0)
+    model: ShortText = Field(min_length=1)
+    serial: ShortText | None = None
+    board_part_number: ShortText | None = None
+    vbios_version: ShortText | None = None
+    memory_total_bytes: int | None = Field(default=None, ge=0)
+    mig_mode: ShortText | None = None
+    driver_version: ShortText | None = None
+    cuda_version: ShortText | None = None
+    ecc_mode: ShortText | None = None
+    health: ShortText = "unknown"
+
+
+class GpuTelemetry(_Input):
+    """One GPU's latest readings; null where the board does not report it."""
+
+    uuid: str
+    utilization_pct: float | None = Field(default=None, ge=0, le=100)
+    memory_used_bytes: int | None = Field(default=None, ge=0)
+    temperature_c: float | None = Field(default=None, ge=-50, le=200)
+    power_w: float | None = Field(default=None, ge=0)
+
+
+class Inventory(_Input):
+    """Everything static the agent knows about its host."""
+
+    host: HostFacts
+    gpus: list[GpuInventory] = Field(default_factory=list, max_length=64)
+
+
+class DeclaredProvenance(_Input):
+    """What the operator declares (agent config, or an admin): origin and placement."""
+
+    origin_country: CountryCode | None = Field(
+        default=None, description="Country of final assembly of the server."
+    )
+    component_origins: dict[ComponentClass, CountryCode] = Field(default_factory=dict)
+    asset_tag: ShortText | None = None
+
+
+class NodeRegister(_Input):
+    """An agent's first contact, authenticated with a bootstrap token."""
+
+    inventory: Inventory
+    zone: Slug | None = None
+    site: Slug | None = None
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    provenance: DeclaredProvenance = Field(default_factory=DeclaredProvenance)
+
+
+class NodeRegistered(BaseModel):
+    """The node's id and its own credential (shown once; the agent stores it 0600)."""
+
+    node_id: UUID
+    token: str
+    heartbeat_interval_seconds: int
+
+
+class Heartbeat(_Input):
+    """Periodic report: telemetry always, the full inventory only when it changed."""
+
+    seq: int = Field(ge=1, description="Strictly increasing per node; repeats are dropped.")
+    telemetry: list[GpuTelemetry] = Field(default_factory=list, max_length=64)
+    inventory: Inventory | None = None
+
+
+class HeartbeatAck(BaseModel):
+    """What the control plane did with a heartbeat."""
+
+    accepted: bool
+    duplicate: bool
+    last_seq: int
+    status: NodeStatus
+    heartbeat_interval_seconds: int
+    inventory_changed: bool = False
+    unknown_gpus: list[str] = Field(default_factory=list)
+
+
+# -- nodes as the API shows them -------------------------------------------------------
+
+
+class Provenance(BaseModel):
+    """Where a server and its parts come from, and how well that is established."""
+
+    system_manufacturer: str | None
+    system_model: str | None
+    system_serial: str | None
+    board_vendor: str | None
+    board_name: str | None
+    asset_tag: str | None
+    origin_country: str | None
+    component_origins: dict[str, str]
+    status: ProvenanceStatus
+    evidence: dict[str, Any]
+
+
+class GpuPublic(BaseModel):
+    """One GPU with its static facts and latest telemetry."""
+
+    uuid: str
+    index: int
+    model: str
+    serial: str | None
+    board_part_number: str | None
+    vbios_version: str | None
+    memory_total_bytes: int | None
+    mig_mode: str | None
+    driver_version: str | None
+    cuda_version: str | None
+    ecc_mode: str | None
+    health: str
+    utilization_pct: float | None
+    memory_used_bytes: int | None
+    temperature_c: float | None
+    power_w: float | None
+    telemetry_at: datetime | None
+
+
+class NodePublic(BaseModel):
+    """A GPU server as listed."""
+
+    id: UUID
+    hostname: str
+    machine_id: str
+    site: str | None
+    zone: str | None
+    status: NodeStatus
+    labels: dict[str, str]
+    last_heartbeat_at: datetime | None
+    last_heartbeat_seq: int
+    agent_version: str | None
+    os_name: str | None
+    kernel_version: str | None
+    cpu_model: str | None
+    cpu_count: int | None
+    memory_bytes: int | None
+    gpu_count: int
+    provenance: Provenance
+    registered_at: datetime
+    updated_at: datetime
+
+
+class NodeDetail(NodePublic):
+    """A GPU server with its GPUs."""
+
+    gpus: list[GpuPublic]
+
+
+class NodePage(BaseModel):
+    """A page of nodes and how many match in all."""
+
+    items: list[NodePublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class NodeFilters(BaseModel):
+    """Filters for listing nodes; a zone includes the zones nested inside it."""
+
+    zone: str | None = None
+    site: str | None = None
+    origin_country: str | None = None
+    status: NodeStatus | None = None
+    gpu_model: str | None = None
+    provenance_status: ProvenanceStatus | None = None
+
+
+class NodeUpdate(_Input):
+    """An admin's change to a node; omitted fields stay as they are.
+
+    ``labels`` is a merge patch: a key set to null is removed. ``zone``/``site`` set to
+    null detach the node. ``provenance`` replaces the declared origin and marks it declared.
+    """
+
+    zone: Slug | None = None
+    site: Slug | None = None
+    status: NodeStatus | None = None
+    labels: dict[LabelKey, LabelValue | None] | None = None
+    provenance: DeclaredProvenance | None = None

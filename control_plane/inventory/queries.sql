@@ -1,0 +1,168 @@
+-- name: insert_zone
+INSERT INTO residency_zone (slug, name, country, parent_slug, description)
+VALUES (%(slug)s, %(name)s, %(country)s, %(parent)s, %(description)s)
+RETURNING slug, name, country, parent_slug AS parent, description, created_at, updated_at;
+
+-- name: list_zones
+SELECT slug, name, country, parent_slug AS parent, description, created_at, updated_at
+FROM residency_zone ORDER BY slug;
+
+-- name: get_zone
+SELECT slug, name, country, parent_slug AS parent, description, created_at, updated_at
+FROM residency_zone WHERE slug = %(slug)s;
+
+-- name: lock_zone
+SELECT slug, name, country, parent_slug AS parent, description, created_at, updated_at
+FROM residency_zone WHERE slug = %(slug)s FOR UPDATE;
+
+-- name: zone_ancestors
+-- The zone itself and every zone above it, nearest first.
+WITH RECURSIVE up(slug, parent_slug, depth) AS (
+    SELECT slug, parent_slug, 0 FROM residency_zone WHERE slug = %(slug)s
+    UNION ALL
+    SELECT z.slug, z.parent_slug, up.depth + 1
+    FROM residency_zone z JOIN up ON z.slug = up.parent_slug
+    WHERE up.depth < 64
+)
+SELECT slug FROM up ORDER BY depth;
+
+-- name: update_zone
+UPDATE residency_zone
+SET name = %(name)s, country = %(country)s, parent_slug = %(parent)s,
+    description = %(description)s, updated_at = now()
+WHERE slug = %(slug)s
+RETURNING slug, name, country, parent_slug AS parent, description, created_at, updated_at;
+
+-- name: delete_zone
+DELETE FROM residency_zone WHERE slug = %(slug)s RETURNING slug;
+
+-- name: insert_site
+INSERT INTO site (slug, name, zone_slug, description)
+VALUES (%(slug)s, %(name)s, %(zone)s, %(description)s)
+RETURNING slug, name, zone_slug AS zone, description, created_at;
+
+-- name: list_sites
+SELECT slug, name, zone_slug AS zone, description, created_at FROM site ORDER BY slug;
+
+-- name: search_nodes
+SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id) AS gpu_count
+FROM node_search(%(zone)s, %(site)s, %(origin_country)s, %(status)s, %(gpu_model)s,
+                 %(provenance_status)s) n
+ORDER BY n.hostname, n.id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: count_nodes
+SELECT count(*) AS total
+FROM node_search(%(zone)s, %(site)s, %(origin_country)s, %(status)s, %(gpu_model)s,
+                 %(provenance_status)s);
+
+-- name: get_node
+SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id) AS gpu_count
+FROM node n WHERE n.id = %(id)s;
+
+-- name: find_nodes_by_hostname
+SELECT id FROM node WHERE hostname = %(hostname)s ORDER BY registered_at;
+
+-- name: lock_node
+SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id) AS gpu_count
+FROM node n WHERE n.id = %(id)s FOR UPDATE;
+
+-- name: lock_node_by_machine_id
+SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id) AS gpu_count
+FROM node n WHERE n.machine_id = %(machine_id)s FOR UPDATE;
+
+-- name: insert_node
+INSERT INTO node (hostname, machine_id, site_slug, zone_slug, labels, last_heartbeat_at,
+                  agent_version, os_name, kernel_version, cpu_model, cpu_count, memory_bytes,
+                  system_manufacturer, system_model, system_serial, board_vendor, board_name,
+                  asset_tag, origin_country, component_origins, provenance_status,
+                  provenance_evidence, inventory_hash)
+VALUES (%(hostname)s, %(machine_id)s, %(site)s, %(zone)s, %(labels)s, now(),
+        %(agent_version)s, %(os_name)s, %(kernel_version)s, %(cpu_model)s, %(cpu_count)s,
+        %(memory_bytes)s, %(system_manufacturer)s, %(system_model)s, %(system_serial)s,
+        %(board_vendor)s, %(board_name)s, %(asset_tag)s, %(origin_country)s,
+        %(component_origins)s, %(provenance_status)s, %(provenance_evidence)s,
+        %(inventory_hash)s)
+RETURNING id;
+
+-- name: update_host_facts
+UPDATE node
+SET hostname = %(hostname)s, agent_version = %(agent_version)s, os_name = %(os_name)s,
+    kernel_version = %(kernel_version)s, cpu_model = %(cpu_model)s,
+    cpu_count = %(cpu_count)s, memory_bytes = %(memory_bytes)s,
+    system_manufacturer = %(system_manufacturer)s, system_model = %(system_model)s,
+    system_serial = %(system_serial)s, board_vendor = %(board_vendor)s,
+    board_name = %(board_name)s, asset_tag = coalesce(asset_tag, %(asset_tag)s),
+    inventory_hash = %(inventory_hash)s, updated_at = now()
+WHERE id = %(id)s;
+
+-- name: update_node_admin
+UPDATE node
+SET zone_slug = %(zone)s, site_slug = %(site)s, status = %(status)s, labels = %(labels)s,
+    origin_country = %(origin_country)s, component_origins = %(component_origins)s,
+    asset_tag = %(asset_tag)s, provenance_status = %(provenance_status)s,
+    provenance_evidence = %(provenance_evidence)s, updated_at = now()
+WHERE id = %(id)s;
+
+-- name: record_heartbeat
+UPDATE node
+SET last_heartbeat_at = now(), last_heartbeat_seq = %(seq)s,
+    status = CASE WHEN status = 'offline' THEN 'active' ELSE status END
+WHERE id = %(id)s
+RETURNING status;
+
+-- name: mark_stale_nodes_offline
+-- SKIP LOCKED: a node being updated by its own heartbeat right now is not stale.
+UPDATE node SET status = 'offline', updated_at = now()
+WHERE id IN (
+    SELECT id FROM node
+    WHERE status = 'active'
+      AND last_heartbeat_at < now() - make_interval(secs => %(threshold_seconds)s)
+    ORDER BY last_heartbeat_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, hostname, last_heartbeat_at;
+
+-- name: node_gpus
+SELECT * FROM gpu WHERE node_id = %(node_id)s ORDER BY index;
+
+-- name: upsert_gpu
+-- Only the node that owns a UUID may update it; no row back means another node owns it.
+INSERT INTO gpu (uuid, node_id, index, model, serial, board_part_number, vbios_version,
+                 memory_total_bytes, mig_mode, driver_version, cuda_version, ecc_mode, health)
+VALUES (%(uuid)s, %(node_id)s, %(index)s, %(model)s, %(serial)s, %(board_part_number)s,
+        %(vbios_version)s, %(memory_total_bytes)s, %(mig_mode)s, %(driver_version)s,
+        %(cuda_version)s, %(ecc_mode)s, %(health)s)
+ON CONFLICT (uuid) DO UPDATE
+SET index = EXCLUDED.index, model = EXCLUDED.model, serial = EXCLUDED.serial,
+    board_part_number = EXCLUDED.board_part_number, vbios_version = EXCLUDED.vbios_version,
+    memory_total_bytes = EXCLUDED.memory_total_bytes, mig_mode = EXCLUDED.mig_mode,
+    driver_version = EXCLUDED.driver_version, cuda_version = EXCLUDED.cuda_version,
+    ecc_mode = EXCLUDED.ecc_mode, health = EXCLUDED.health
+WHERE gpu.node_id = EXCLUDED.node_id
+RETURNING uuid;
+
+-- name: delete_gpus_not_in
+DELETE FROM gpu WHERE node_id = %(node_id)s AND NOT (uuid = ANY(%(uuids)s)) RETURNING uuid;
+
+-- name: update_gpu_telemetry
+UPDATE gpu AS g
+SET utilization_pct = t.utilization_pct, memory_used_bytes = t.memory_used_bytes,
+    temperature_c = t.temperature_c, power_w = t.power_w, telemetry_at = now()
+FROM unnest(%(uuids)s::text[], %(utilization_pct)s::real[], %(memory_used_bytes)s::bigint[],
+            %(temperature_c)s::real[], %(power_w)s::real[])
+     AS t(uuid, utilization_pct, memory_used_bytes, temperature_c, power_w)
+WHERE g.uuid = t.uuid AND g.node_id = %(node_id)s
+RETURNING g.uuid;
+
+-- name: fleet_node_counts
+SELECT coalesce(zone_slug, '') AS zone, status, coalesce(origin_country, '') AS origin_country,
+       count(*) AS nodes
+FROM node GROUP BY 1, 2, 3;
+
+-- name: fleet_gpu_counts
+SELECT coalesce(n.zone_slug, '') AS zone, g.model, count(*) AS gpus
+FROM gpu g JOIN node n ON n.id = g.node_id
+WHERE n.status <> 'decommissioned'
+GROUP BY 1, 2;

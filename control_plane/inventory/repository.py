@@ -1,0 +1,216 @@
+"""SQL access for zones, sites, nodes and GPUs. Functions take the caller's connection.
+
+Constraint violations become domain errors here, named after the API field they concern.
+"""
+
+from collections.abc import Sequence
+from typing import Any, LiteralString
+from uuid import UUID
+
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from control_plane.core.db import (
+    DbConnection,
+    ErrorFactory,
+    fetch_all,
+    fetch_one,
+    load_queries,
+    references,
+    translate_integrity_errors,
+    unique,
+)
+from control_plane.core.errors import ConflictError
+
+_ZONE_WRITE: dict[str, ErrorFactory] = {
+    "residency_zone_pkey": unique("slug", "a zone with this slug already exists"),
+    "residency_zone_parent_fkey": references("parent", "unknown zone"),
+}
+_ZONE_DELETE: dict[str, ErrorFactory] = {
+    name: lambda exc: ConflictError(
+        "zone is still used by nodes, sites or child zones; move them first",
+        details={"constraint": exc.diag.constraint_name},
+    )
+    for name in ("residency_zone_parent_fkey", "site_zone_fkey", "node_zone_fkey")
+}
+_SITE_WRITE: dict[str, ErrorFactory] = {
+    "site_pkey": unique("slug", "a site with this slug already exists"),
+    "site_zone_fkey": references("zone", "unknown zone"),
+}
+_NODE_WRITE: dict[str, ErrorFactory] = {
+    "node_zone_fkey": references("zone", "unknown zone"),
+    "node_site_fkey": references("site", "unknown site"),
+    "node_machine_id_key": unique("machine_id", "another node has this machine id"),
+}
+_GPU_WRITE: dict[str, ErrorFactory] = {
+    "gpu_node_index_key": unique("gpus.index", "two GPUs of one node share an index"),
+}
+_JSON_COLUMNS = ("labels", "component_origins", "provenance_evidence")
+
+
+def _q(name: str) -> LiteralString:
+    return load_queries("control_plane.inventory")[name]
+
+
+def _with_json(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: Jsonb(v) if k in _JSON_COLUMNS else v for k, v in values.items()}
+
+
+# -- zones and sites -------------------------------------------------------------------
+
+
+def insert_zone(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+    """Store a new zone."""
+    with translate_integrity_errors(_ZONE_WRITE):
+        row = fetch_one(conn, _q("insert_zone"), values)
+    assert row is not None
+    return row
+
+
+def list_zones(conn: DbConnection) -> list[DictRow]:
+    """Every zone, by slug."""
+    return fetch_all(conn, _q("list_zones"), {})
+
+
+def get_zone(conn: DbConnection, slug: str, *, for_update: bool = False) -> DictRow | None:
+    """One zone, optionally locked for the rest of the transaction."""
+    return fetch_one(conn, _q("lock_zone" if for_update else "get_zone"), {"slug": slug})
+
+
+def zone_ancestors(conn: DbConnection, slug: str) -> list[str]:
+    """The zone and every zone above it, nearest first."""
+    return [r["slug"] for r in fetch_all(conn, _q("zone_ancestors"), {"slug": slug})]
+
+
+def update_zone(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+    """Overwrite a zone's editable fields."""
+    with translate_integrity_errors(_ZONE_WRITE):
+        row = fetch_one(conn, _q("update_zone"), values)
+    assert row is not None
+    return row
+
+
+def delete_zone(conn: DbConnection, slug: str) -> bool:
+    """Delete an unused zone; False if it did not exist."""
+    with translate_integrity_errors(_ZONE_DELETE):
+        return fetch_one(conn, _q("delete_zone"), {"slug": slug}) is not None
+
+
+def insert_site(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+    """Store a new site."""
+    with translate_integrity_errors(_SITE_WRITE):
+        row = fetch_one(conn, _q("insert_site"), values)
+    assert row is not None
+    return row
+
+
+def list_sites(conn: DbConnection) -> list[DictRow]:
+    """Every site, by slug."""
+    return fetch_all(conn, _q("list_sites"), {})
+
+
+# -- nodes -----------------------------------------------------------------------------
+
+
+def search_nodes(
+    conn: DbConnection, filters: dict[str, Any], limit: int, offset: int
+) -> tuple[list[DictRow], int]:
+    """One page of nodes matching ``filters`` and the number that match in all."""
+    rows = fetch_all(conn, _q("search_nodes"), {**filters, "limit": limit, "offset": offset})
+    total = fetch_one(conn, _q("count_nodes"), filters)
+    return rows, int(total["total"]) if total else 0
+
+
+def get_node(conn: DbConnection, node_id: UUID, *, for_update: bool = False) -> DictRow | None:
+    """One node (with ``gpu_count``), optionally locked for the rest of the transaction."""
+    return fetch_one(conn, _q("lock_node" if for_update else "get_node"), {"id": node_id})
+
+
+def find_node_ids_by_hostname(conn: DbConnection, hostname: str) -> list[UUID]:
+    """Ids of nodes with this hostname (hostnames are not unique)."""
+    return [r["id"] for r in fetch_all(conn, _q("find_nodes_by_hostname"), {"hostname": hostname})]
+
+
+def lock_node_by_machine_id(conn: DbConnection, machine_id: str) -> DictRow | None:
+    """The node with this machine id, locked, or None."""
+    return fetch_one(conn, _q("lock_node_by_machine_id"), {"machine_id": machine_id})
+
+
+def insert_node(conn: DbConnection, values: dict[str, Any]) -> UUID:
+    """Store a newly registered node; return its id."""
+    with translate_integrity_errors(_NODE_WRITE):
+        row = fetch_one(conn, _q("insert_node"), _with_json(values))
+    assert row is not None
+    node_id: UUID = row["id"]
+    return node_id
+
+
+def update_host_facts(conn: DbConnection, values: dict[str, Any]) -> None:
+    """Overwrite what the agent reads about its host."""
+    conn.execute(_q("update_host_facts"), values)
+
+
+def update_node_admin(conn: DbConnection, values: dict[str, Any]) -> None:
+    """Overwrite the admin-owned fields of a node."""
+    with translate_integrity_errors(_NODE_WRITE):
+        conn.execute(_q("update_node_admin"), _with_json(values))
+
+
+def record_heartbeat(conn: DbConnection, node_id: UUID, seq: int) -> str:
+    """Stamp a heartbeat; an offline node comes back active. Returns the new status."""
+    row = fetch_one(conn, _q("record_heartbeat"), {"id": node_id, "seq": seq})
+    assert row is not None
+    status: str = row["status"]
+    return status
+
+
+def mark_stale_nodes_offline(
+    conn: DbConnection, threshold_seconds: float, limit: int
+) -> list[DictRow]:
+    """Mark up to ``limit`` active nodes silent for ``threshold_seconds`` offline."""
+    return fetch_all(
+        conn,
+        _q("mark_stale_nodes_offline"),
+        {"threshold_seconds": threshold_seconds, "limit": limit},
+    )
+
+
+# -- GPUs ------------------------------------------------------------------------------
+
+
+def node_gpus(conn: DbConnection, node_id: UUID) -> list[DictRow]:
+    """A node's GPUs by index."""
+    return fetch_all(conn, _q("node_gpus"), {"node_id": node_id})
+
+
+def upsert_gpu(conn: DbConnection, values: dict[str, Any]) -> bool:
+    """Insert or update a GPU of a node; False when another node owns that UUID."""
+    with translate_integrity_errors(_GPU_WRITE):
+        return fetch_one(conn, _q("upsert_gpu"), values) is not None
+
+
+def delete_gpus_not_in(conn: DbConnection, node_id: UUID, uuids: Sequence[str]) -> list[str]:
+    """Remove a node's GPUs that are no longer reported; return their UUIDs."""
+    rows = fetch_all(conn, _q("delete_gpus_not_in"), {"node_id": node_id, "uuids": list(uuids)})
+    return [r["uuid"] for r in rows]
+
+
+def update_gpu_telemetry(
+    conn: DbConnection, node_id: UUID, columns: dict[str, list[Any]]
+) -> set[str]:
+    """Overwrite the latest telemetry of a node's GPUs in one statement; return UUIDs hit."""
+    rows = fetch_all(conn, _q("update_gpu_telemetry"), {"node_id": node_id, **columns})
+    return {r["uuid"] for r in rows}
+
+
+# -- fleet gauges ----------------------------------------------------------------------
+
+
+def fleet_node_counts(conn: DbConnection) -> list[DictRow]:
+    """Nodes by zone, status and origin country, for metrics."""
+    return fetch_all(conn, _q("fleet_node_counts"), {})
+
+
+def fleet_gpu_counts(conn: DbConnection) -> list[DictRow]:
+    """GPUs by zone and model, for metrics."""
+    return fetch_all(conn, _q("fleet_gpu_counts"), {})

@@ -1,0 +1,473 @@
+"""Inventory use cases: zones, sites, node registration, heartbeats and admin changes.
+
+Each mutating function opens the transaction, makes the change and writes its audit event
+inside it, so a change without evidence (or evidence without a change) cannot be stored.
+"""
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from psycopg.rows import DictRow
+
+from control_plane.access import repository as access_repository
+from control_plane.access import service as access
+from control_plane.access.models import Role
+from control_plane.audit import service as audit
+from control_plane.audit.models import AuditContext
+from control_plane.audit.service import canonical_json
+from control_plane.core.db import DbConnection
+from control_plane.core.errors import ConflictError, InvalidInputError, NotFoundError
+from control_plane.inventory import repository
+from control_plane.inventory.models import (
+    DeclaredProvenance,
+    GpuPublic,
+    Heartbeat,
+    HeartbeatAck,
+    Inventory,
+    NodeDetail,
+    NodeFilters,
+    NodePage,
+    NodePublic,
+    NodeRegister,
+    NodeRegistered,
+    NodeStatus,
+    NodeUpdate,
+    Provenance,
+    ProvenanceStatus,
+    SiteCreate,
+    SitePublic,
+    ZoneCreate,
+    ZonePublic,
+    ZoneUpdate,
+)
+
+#: A node that misses this many heartbeat intervals is marked offline.
+MISSED_HEARTBEATS_OFFLINE = 3
+
+# -- zones -----------------------------------------------------------------------------
+
+
+def create_zone(conn: DbConnection, ctx: AuditContext, zone: ZoneCreate) -> ZonePublic:
+    """Store a residency zone (its parent must exist) and audit it."""
+    with conn.transaction():
+        created = ZonePublic.model_validate(repository.insert_zone(conn, zone.model_dump()))
+        audit.record(
+            conn,
+            ctx,
+            action="zone.created",
+            object_type="zone",
+            object_id=created.slug,
+            after=created.model_dump(mode="json"),
+        )
+    return created
+
+
+def list_zones(conn: DbConnection) -> list[ZonePublic]:
+    """Every residency zone."""
+    return [ZonePublic.model_validate(r) for r in repository.list_zones(conn)]
+
+
+def get_zone(conn: DbConnection, slug: str) -> ZonePublic:
+    """One residency zone, or 404."""
+    row = repository.get_zone(conn, slug)
+    if row is None:
+        raise NotFoundError(f"zone {slug!r} does not exist")
+    return ZonePublic.model_validate(row)
+
+
+def update_zone(conn: DbConnection, ctx: AuditContext, slug: str, change: ZoneUpdate) -> ZonePublic:
+    """Change a zone; refuse a parent that would put the zone inside itself."""
+    with conn.transaction():
+        row = repository.get_zone(conn, slug, for_update=True)
+        if row is None:
+            raise NotFoundError(f"zone {slug!r} does not exist")
+        before = ZonePublic.model_validate(row)
+        values = before.model_dump(include={"slug", "name", "country", "parent", "description"})
+        values.update(change.model_dump(exclude_unset=True))
+        parent = values["parent"]
+        if parent is not None and slug in repository.zone_ancestors(conn, parent):
+            raise InvalidInputError.for_field(
+                "parent", f"zone {parent!r} is inside {slug!r}; that would make a cycle", parent
+            )
+        after = ZonePublic.model_validate(repository.update_zone(conn, values))
+        audit.record(
+            conn,
+            ctx,
+            action="zone.updated",
+            object_type="zone",
+            object_id=slug,
+            before=before.model_dump(mode="json"),
+            after=after.model_dump(mode="json"),
+        )
+    return after
+
+
+def delete_zone(conn: DbConnection, ctx: AuditContext, slug: str) -> None:
+    """Delete a zone that no node, site or child zone uses (else 409)."""
+    with conn.transaction():
+        row = repository.get_zone(conn, slug, for_update=True)
+        if row is None:
+            raise NotFoundError(f"zone {slug!r} does not exist")
+        repository.delete_zone(conn, slug)
+        audit.record(
+            conn,
+            ctx,
+            action="zone.deleted",
+            object_type="zone",
+            object_id=slug,
+            before=ZonePublic.model_validate(row).model_dump(mode="json"),
+        )
+
+
+def create_site(conn: DbConnection, ctx: AuditContext, site: SiteCreate) -> SitePublic:
+    """Store a site inside an existing zone and audit it."""
+    with conn.transaction():
+        created = SitePublic.model_validate(repository.insert_site(conn, site.model_dump()))
+        audit.record(
+            conn,
+            ctx,
+            action="site.created",
+            object_type="site",
+            object_id=created.slug,
+            after=created.model_dump(mode="json"),
+        )
+    return created
+
+
+def list_sites(conn: DbConnection) -> list[SitePublic]:
+    """Every site."""
+    return [SitePublic.model_validate(r) for r in repository.list_sites(conn)]
+
+
+# -- nodes -----------------------------------------------------------------------------
+
+
+def _node_public(row: DictRow) -> NodePublic:
+    return NodePublic(
+        **{k: row[k] for k in NodePublic.model_fields if k in row and k != "provenance"},
+        site=row["site_slug"],
+        zone=row["zone_slug"],
+        provenance=Provenance(
+            system_manufacturer=row["system_manufacturer"],
+            system_model=row["system_model"],
+            system_serial=row["system_serial"],
+            board_vendor=row["board_vendor"],
+            board_name=row["board_name"],
+            asset_tag=row["asset_tag"],
+            origin_country=row["origin_country"],
+            component_origins=row["component_origins"],
+            status=row["provenance_status"],
+            evidence=row["provenance_evidence"],
+        ),
+    )
+
+
+def _node_detail(conn: DbConnection, row: DictRow) -> NodeDetail:
+    gpus = [GpuPublic.model_validate(g) for g in repository.node_gpus(conn, row["id"])]
+    return NodeDetail(**_node_public(row).model_dump(), gpus=gpus)
+
+
+def list_nodes(conn: DbConnection, filters: NodeFilters, limit: int, offset: int) -> NodePage:
+    """A page of nodes matching ``filters`` (a zone includes its nested zones)."""
+    rows, total = repository.search_nodes(conn, filters.model_dump(mode="json"), limit, offset)
+    return NodePage(items=[_node_public(r) for r in rows], total=total, limit=limit, offset=offset)
+
+
+def resolve_node_id(conn: DbConnection, ref: str) -> UUID:
+    """Accept a node's id or its hostname (when unambiguous)."""
+    try:
+        return UUID(ref)
+    except ValueError:
+        pass
+    ids = repository.find_node_ids_by_hostname(conn, ref)
+    if not ids:
+        raise NotFoundError(f"no node with id or hostname {ref!r}")
+    if len(ids) > 1:
+        raise ConflictError(
+            f"{len(ids)} nodes are named {ref!r}; use the node id",
+            details={"ids": [str(i) for i in ids]},
+        )
+    return ids[0]
+
+
+def get_node(conn: DbConnection, node_id: UUID) -> NodeDetail:
+    """One node with its GPUs, or 404."""
+    row = repository.get_node(conn, node_id)
+    if row is None:
+        raise NotFoundError(f"node {node_id} does not exist")
+    return _node_detail(conn, row)
+
+
+def _declared_provenance(
+    declared: DeclaredProvenance, source: str, ctx: AuditContext
+) -> dict[str, Any]:
+    """Columns for a declared origin; the evidence says who declared it, how and when."""
+    status = ProvenanceStatus.DECLARED if declared.origin_country else ProvenanceStatus.UNKNOWN
+    return {
+        "origin_country": declared.origin_country,
+        "component_origins": {k.value: v for k, v in declared.component_origins.items()},
+        "provenance_status": status.value,
+        "provenance_evidence": {
+            "source": source,
+            "declared_by": ctx.actor_name,
+            "declared_at": datetime.now(UTC).isoformat(),
+            "request_id": ctx.request_id,
+        },
+    }
+
+
+def update_node(
+    conn: DbConnection, ctx: AuditContext, node_id: UUID, change: NodeUpdate
+) -> NodeDetail:
+    """Apply an admin's change (zone, site, status, labels, declared provenance); audit it."""
+    with conn.transaction():
+        row = repository.get_node(conn, node_id, for_update=True)
+        if row is None:
+            raise NotFoundError(f"node {node_id} does not exist")
+        before = _node_public(row)
+        fields = change.model_fields_set
+        labels = dict(row["labels"])
+        for key, value in (change.labels or {}).items():
+            if value is None:
+                labels.pop(key, None)
+            else:
+                labels[key] = value
+        values: dict[str, Any] = {
+            "id": node_id,
+            "zone": change.zone if "zone" in fields else row["zone_slug"],
+            "site": change.site if "site" in fields else row["site_slug"],
+            "status": (change.status or row["status"]),
+            "labels": labels,
+            "origin_country": row["origin_country"],
+            "component_origins": row["component_origins"],
+            "asset_tag": row["asset_tag"],
+            "provenance_status": row["provenance_status"],
+            "provenance_evidence": row["provenance_evidence"],
+        }
+        if change.provenance is not None:
+            values.update(_declared_provenance(change.provenance, "admin", ctx))
+            if "asset_tag" in change.provenance.model_fields_set:
+                values["asset_tag"] = change.provenance.asset_tag
+        repository.update_node_admin(conn, values)
+        after_row = repository.get_node(conn, node_id)
+        assert after_row is not None
+        after = _node_public(after_row)
+        audit.record(
+            conn,
+            ctx,
+            action="node.updated",
+            object_type="node",
+            object_id=str(node_id),
+            before=before.model_dump(mode="json"),
+            after=after.model_dump(mode="json"),
+        )
+        return _node_detail(conn, after_row)
+
+
+def inventory_hash(inventory: Inventory) -> str:
+    """A stable digest of an inventory report, to tell whether anything changed."""
+    document = inventory.model_dump(mode="json")
+    document["gpus"] = sorted(document["gpus"], key=lambda g: g["uuid"])
+    return hashlib.sha256(canonical_json(document).encode()).hexdigest()
+
+
+def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> list[str]:
+    """Make the node's GPU rows match the report; return UUIDs that were removed."""
+    seen: set[str] = set()
+    for position, gpu in enumerate(inventory.gpus):
+        if gpu.uuid in seen:
+            raise InvalidInputError.for_field(
+                f"inventory.gpus.{position}.uuid", "reported twice", gpu.uuid
+            )
+        seen.add(gpu.uuid)
+        if not repository.upsert_gpu(conn, {**gpu.model_dump(), "node_id": node_id}):
+            raise ConflictError(
+                f"inventory.gpus.{position}.uuid: GPU {gpu.uuid} is registered to another node",
+                details={"field": f"inventory.gpus.{position}.uuid", "uuid": gpu.uuid},
+            )
+    return repository.delete_gpus_not_in(conn, node_id, sorted(seen))
+
+
+def _host_values(inventory: Inventory) -> dict[str, Any]:
+    return {**inventory.host.model_dump(), "inventory_hash": inventory_hash(inventory)}
+
+
+def register_node(
+    conn: DbConnection,
+    ctx: AuditContext,
+    registration: NodeRegister,
+    *,
+    secret_key: str,
+    heartbeat_interval_seconds: int,
+) -> NodeRegistered:
+    """Register an agent's node (or re-register it by machine id) and issue its credential.
+
+    On re-registration the agent's readings are refreshed and its old credentials revoked;
+    zone, site, labels and declared provenance stay as the admin left them.
+    """
+    host = registration.inventory.host
+    with conn.transaction():
+        existing = repository.lock_node_by_machine_id(conn, host.machine_id)
+        if existing is None:
+            declared = registration.provenance
+            node_id = repository.insert_node(
+                conn,
+                {
+                    **_host_values(registration.inventory),
+                    "site": registration.site,
+                    "zone": registration.zone,
+                    "labels": registration.labels,
+                    **_declared_provenance(declared, "agent-config", ctx),
+                    "asset_tag": declared.asset_tag or host.asset_tag,
+                },
+            )
+            before = None
+            action = "node.registered"
+        else:
+            node_id = existing["id"]
+            before = _node_detail(conn, existing).model_dump(mode="json")
+            repository.update_host_facts(
+                conn, {**_host_values(registration.inventory), "id": node_id}
+            )
+            access_repository.revoke_node_tokens(conn, node_id)
+            action = "node.reregistered"
+        _apply_gpus(conn, node_id, registration.inventory)
+        row = repository.get_node(conn, node_id)
+        assert row is not None
+        audit.record(
+            conn,
+            ctx,
+            action=action,
+            object_type="node",
+            object_id=str(node_id),
+            before=before,
+            after=_node_detail(conn, row).model_dump(mode="json"),
+        )
+        issued = access.issue_token(
+            conn,
+            ctx,
+            name=f"node:{host.hostname}",
+            role=Role.AGENT,
+            secret_key=secret_key,
+            node_id=node_id,
+        )
+    return NodeRegistered(
+        node_id=node_id, token=issued.token, heartbeat_interval_seconds=heartbeat_interval_seconds
+    )
+
+
+def _telemetry_columns(heartbeat: Heartbeat) -> dict[str, list[Any]]:
+    readings = heartbeat.telemetry
+    return {
+        "uuids": [t.uuid for t in readings],
+        "utilization_pct": [t.utilization_pct for t in readings],
+        "memory_used_bytes": [t.memory_used_bytes for t in readings],
+        "temperature_c": [t.temperature_c for t in readings],
+        "power_w": [t.power_w for t in readings],
+    }
+
+
+def record_heartbeat(
+    conn: DbConnection,
+    ctx: AuditContext,
+    node_id: UUID,
+    heartbeat: Heartbeat,
+    *,
+    heartbeat_interval_seconds: int,
+) -> HeartbeatAck:
+    """Take one heartbeat and return what was done with it.
+
+    Repeats (by sequence number) are dropped; telemetry overwrites the current state; a
+    changed inventory is applied; an offline node comes back. Only real changes are audited.
+    """
+    with conn.transaction():
+        row = repository.get_node(conn, node_id, for_update=True)
+        if row is None:
+            raise NotFoundError(f"node {node_id} does not exist")
+        if heartbeat.seq <= row["last_heartbeat_seq"]:
+            return HeartbeatAck(
+                accepted=False,
+                duplicate=True,
+                last_seq=row["last_heartbeat_seq"],
+                status=row["status"],
+                heartbeat_interval_seconds=heartbeat_interval_seconds,
+            )
+        inventory_changed = False
+        if heartbeat.inventory is not None:
+            if heartbeat.inventory.host.machine_id != row["machine_id"]:
+                raise InvalidInputError.for_field(
+                    "inventory.host.machine_id",
+                    "differs from the registered node's machine id",
+                    heartbeat.inventory.host.machine_id,
+                )
+            inventory_changed = inventory_hash(heartbeat.inventory) != row["inventory_hash"]
+        before = _node_detail(conn, row) if inventory_changed else None
+        if inventory_changed and heartbeat.inventory is not None:
+            repository.update_host_facts(conn, {**_host_values(heartbeat.inventory), "id": node_id})
+            _apply_gpus(conn, node_id, heartbeat.inventory)
+        status = repository.record_heartbeat(conn, node_id, heartbeat.seq)
+        updated = repository.update_gpu_telemetry(conn, node_id, _telemetry_columns(heartbeat))
+        unknown = sorted({t.uuid for t in heartbeat.telemetry} - updated)
+        if before is not None:
+            after_row = repository.get_node(conn, node_id)
+            assert after_row is not None
+            audit.record(
+                conn,
+                ctx,
+                action="node.inventory_changed",
+                object_type="node",
+                object_id=str(node_id),
+                before=before.model_dump(mode="json"),
+                after=_node_detail(conn, after_row).model_dump(mode="json"),
+            )
+        if row["status"] == NodeStatus.OFFLINE and status == NodeStatus.ACTIVE:
+            audit.record(
+                conn,
+                ctx,
+                action="node.online",
+                object_type="node",
+                object_id=str(node_id),
+                before={"status": row["status"]},
+                after={"status": status},
+            )
+    return HeartbeatAck(
+        accepted=True,
+        duplicate=False,
+        last_seq=heartbeat.seq,
+        status=NodeStatus(status),
+        heartbeat_interval_seconds=heartbeat_interval_seconds,
+        inventory_changed=inventory_changed,
+        unknown_gpus=unknown,
+    )
+
+
+def mark_stale_nodes_offline(
+    conn: DbConnection, ctx: AuditContext, *, heartbeat_interval_seconds: int, batch_size: int
+) -> int:
+    """Mark active nodes that missed three heartbeats offline, one audited batch at a time.
+
+    Returns how many were marked; a caller with a larger backlog calls again.
+    """
+    threshold = MISSED_HEARTBEATS_OFFLINE * heartbeat_interval_seconds
+    with conn.transaction():
+        stale = repository.mark_stale_nodes_offline(conn, threshold, batch_size)
+        for node in stale:
+            audit.record(
+                conn,
+                ctx,
+                action="node.offline",
+                object_type="node",
+                object_id=str(node["id"]),
+                before={
+                    "status": NodeStatus.ACTIVE.value,
+                    "last_heartbeat_at": node["last_heartbeat_at"].isoformat(),
+                },
+                after={
+                    "status": NodeStatus.OFFLINE.value,
+                    "reason": f"missed {MISSED_HEARTBEATS_OFFLINE} heartbeats "
+                    f"({threshold} s without one)",
+                },
+            )
+    return len(stale)
