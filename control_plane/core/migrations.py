@@ -5,6 +5,8 @@ once do not race. Migrations run as the login user (the schema owner), not ``APP
 """
 
 from importlib import resources
+from typing import Any
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg import sql
@@ -15,11 +17,17 @@ from control_plane.core.errors import ServiceUnavailableError
 
 
 def _yoyo_url(database_url: str) -> str:
-    """Yoyo picks its driver from the scheme; ours is psycopg 3."""
-    for prefix in ("postgresql://", "postgres://"):
-        if database_url.startswith(prefix):
-            return "postgresql+psycopg://" + database_url.removeprefix(prefix)
-    return database_url
+    """Rewrite any libpq URL or ``key=value`` string as the URL yoyo wants (psycopg 3)."""
+    params = {k: str(v) for k, v in psycopg.conninfo.conninfo_to_dict(database_url).items()}
+    user = quote(params.pop("user", ""), safe="")
+    password = quote(params.pop("password", ""), safe="")
+    host = params.pop("host", "")
+    port = params.pop("port", "")
+    dbname = quote(params.pop("dbname", ""), safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    netloc = f"{auth}{host}{':' + port if port else ''}"
+    query = f"?{urlencode(params)}" if params else ""
+    return f"postgresql+psycopg://{netloc}/{dbname}{query}"
 
 
 def ensure_database(database_url: str) -> bool:
@@ -43,21 +51,26 @@ def ensure_database(database_url: str) -> bool:
         raise ServiceUnavailableError(postgres_unreachable_message(database_url)) from exc
 
 
+def _backend(database_url: str) -> Any:
+    try:
+        return get_backend(_yoyo_url(database_url))
+    except psycopg.OperationalError as exc:
+        raise ServiceUnavailableError(postgres_unreachable_message(database_url)) from exc
+
+
+def _migrations() -> Any:
+    return read_migrations(str(resources.files("control_plane").joinpath("migrations")))
+
+
 def pending(database_url: str) -> list[str]:
     """Return the ids of migrations not yet applied, in order."""
-    backend = get_backend(_yoyo_url(database_url))
-    migrations = read_migrations(str(resources.files("control_plane").joinpath("migrations")))
-    return [m.id for m in backend.to_apply(migrations)]
+    with _backend(database_url) as backend:
+        return [m.id for m in backend.to_apply(_migrations())]
 
 
 def upgrade(database_url: str) -> list[str]:
     """Apply every pending migration; return the ids applied (empty when up to date)."""
-    try:
-        backend = get_backend(_yoyo_url(database_url))
-    except psycopg.OperationalError as exc:
-        raise ServiceUnavailableError(postgres_unreachable_message(database_url)) from exc
-    migrations = read_migrations(str(resources.files("control_plane").joinpath("migrations")))
-    with backend.lock():
-        to_apply = backend.to_apply(migrations)
+    with _backend(database_url) as backend, backend.lock():
+        to_apply = backend.to_apply(_migrations())
         backend.apply_migrations(to_apply)
-    return [m.id for m in to_apply]
+        return [m.id for m in to_apply]

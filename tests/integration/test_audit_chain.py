@@ -1,0 +1,115 @@
+"""The audit chain: linked hashes, tamper detection, and the application role's limits."""
+
+import psycopg
+import pytest
+
+from control_plane.audit import service as audit
+from control_plane.audit.models import GENESIS_HASH, AuditContext
+from control_plane.core.db import DbConnection
+
+pytestmark = pytest.mark.integration
+
+ACTOR = AuditContext(actor_id="test:audit", actor_name="auditor test", request_id="req-1")
+
+
+def write_events(conn: DbConnection, count: int) -> None:
+    for n in range(count):
+        with conn.transaction():
+            audit.record(
+                conn,
+                ACTOR,
+                action="zone.created",
+                object_type="zone",
+                object_id=f"z{n}",
+                before=None,
+                after={"slug": f"z{n}", "ratio": 0.1 * n, "big": 1e20},
+            )
+
+
+def test_events_link_to_each_other(conn: DbConnection) -> None:
+    write_events(conn, 3)
+    page = audit.list_events(conn)
+    assert [e.seq for e in page.items] == [1, 2, 3]
+    assert page.items[0].prev_hash == GENESIS_HASH
+    assert page.items[1].prev_hash == page.items[0].hash
+    assert page.items[2].prev_hash == page.items[1].hash
+    assert page.items[0].actor_name == "auditor test"
+    assert page.items[0].request_id == "req-1"
+    result = audit.verify_chain(conn)
+    assert result.ok
+    assert result.events_checked == 3
+    assert result.head_hash == page.items[2].hash
+
+
+def test_verify_names_the_modified_event(conn: DbConnection, owner_conn: DbConnection) -> None:
+    write_events(conn, 5)
+    # The owner can bypass the append-only trigger (replica mode); the chain still tells.
+    with owner_conn.transaction():
+        owner_conn.execute("SET LOCAL session_replication_role = replica")
+        owner_conn.execute('UPDATE audit_event SET after = \'{"slug": "forged"}\' WHERE seq = 3')
+    result = audit.verify_chain(conn)
+    assert not result.ok
+    assert result.first_broken_seq == 3
+    assert result.events_checked == 2
+    assert "contents" in (result.reason or "")
+
+
+def test_verify_names_a_gap_left_by_deletion(conn: DbConnection, owner_conn: DbConnection) -> None:
+    write_events(conn, 4)
+    with owner_conn.transaction():
+        owner_conn.execute("SET LOCAL session_replication_role = replica")
+        owner_conn.execute("DELETE FROM audit_event WHERE seq = 2")
+    result = audit.verify_chain(conn)
+    assert not result.ok
+    assert result.first_broken_seq == 2
+
+
+def test_verify_names_a_rehashed_event(conn: DbConnection, owner_conn: DbConnection) -> None:
+    """A forger who recomputes the changed event's own hash still breaks the next link."""
+    write_events(conn, 4)
+    row = owner_conn.execute("SELECT * FROM audit_event WHERE seq = 2").fetchone()
+    assert row is not None
+    forged = {**dict(row), "actor_name": "someone else"}
+    new_hash = audit.event_hash(forged, row["prev_hash"])
+    with owner_conn.transaction():
+        owner_conn.execute("SET LOCAL session_replication_role = replica")
+        owner_conn.execute(
+            "UPDATE audit_event SET actor_name = 'someone else', hash = %s WHERE seq = 2",
+            (new_hash,),
+        )
+    result = audit.verify_chain(conn)
+    assert result.first_broken_seq == 3
+    assert "prev_hash" in (result.reason or "")
+
+
+def test_app_role_cannot_update_or_delete(conn: DbConnection) -> None:
+    write_events(conn, 1)
+    for statement in ("UPDATE audit_event SET actor_name = 'x'", "DELETE FROM audit_event"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute(statement)
+    assert audit.verify_chain(conn).ok
+
+
+def test_owner_is_stopped_by_the_trigger(owner_conn: DbConnection, conn: DbConnection) -> None:
+    write_events(conn, 1)
+    for statement in (
+        "UPDATE audit_event SET actor_name = 'x'",
+        "DELETE FROM audit_event",
+        "TRUNCATE audit_event",
+    ):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            owner_conn.execute(statement)
+
+
+def test_record_refuses_to_run_outside_a_transaction(conn: DbConnection) -> None:
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        audit.record(conn, ACTOR, action="x.y", object_type="x", object_id="1")
+
+
+def test_a_rolled_back_change_leaves_no_event(conn: DbConnection) -> None:
+    with pytest.raises(ZeroDivisionError), conn.transaction():
+        audit.record(conn, ACTOR, action="x.y", object_type="x", object_id="1")
+        _ = 1 / 0
+    assert audit.list_events(conn).total == 0
+    write_events(conn, 1)
+    assert audit.list_events(conn).items[0].seq == 1

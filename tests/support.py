@@ -1,0 +1,102 @@
+"""Helpers shared by tests: request bodies, auth headers, ports and process plumbing."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from typing import Any
+
+import httpx
+import psycopg
+
+from control_plane.audit.models import AuditContext
+from control_plane.core.settings import Settings
+
+ADMIN_URL = os.environ.get(
+    "SOVEREIGN_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_URL = os.environ.get("SOVEREIGN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+SECRET = "test-secret-key-0123456789"
+TEST_ACTOR = AuditContext(actor_id="test:fixture", actor_name="pytest")
+
+
+def url_for(dbname: str) -> str:
+    return psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=dbname)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def registration(
+    hostname: str = "gpu-node-01",
+    machine_id: str | None = None,
+    gpu_uuids: tuple[str, ...] = ("GPU-00000000-0000-0000-0000-000000000001",),
+    zone: str | None = None,
+    origin_country: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A registration body like the agent sends (model name from the recorded H100)."""
+    body: dict[str, Any] = {
+        "inventory": {
+            "host": {"hostname": hostname, "machine_id": machine_id or f"mid-{uuid.uuid4().hex}"},
+            "gpus": [
+                {
+                    "uuid": u,
+                    "index": i,
+                    "model": "NVIDIA H100 80GB HBM3",
+                    "memory_total_bytes": 85520809984,
+                    "serial": f"165232{i:07d}",
+                }
+                for i, u in enumerate(gpu_uuids)
+            ],
+        },
+        "zone": zone,
+        "provenance": {"origin_country": origin_country} if origin_country else {},
+        **extra,
+    }
+    return body
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until_ready(
+    url: str, timeout: float = 30.0, process: subprocess.Popen[Any] | None = None
+) -> float:
+    """Poll ``url`` until it answers 200; return how long that took."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"process exited with {process.returncode} before {url} was ready")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return time.monotonic() - started
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{url} not ready within {timeout} s")
+
+
+def subprocess_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment for a ``sovctl`` child process running against the test database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SOVEREIGN_", "SOVCTL_"))}
+    env.update(
+        {
+            "SOVEREIGN_DATABASE_URL": settings.database_url,
+            "SOVEREIGN_REDIS_URL": settings.redis_url,
+            "SOVEREIGN_SECRET_KEY": settings.secret_key.get_secret_value(),
+            "SOVEREIGN_CELERY_QUEUE": settings.celery_queue,
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+SOVCTL = [sys.executable, "-m", "control_plane.cli"]
