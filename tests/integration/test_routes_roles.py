@@ -1,0 +1,192 @@
+"""Every route × every role: who may call what (401 without a token, 403 without the right)."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from control_plane.access.models import Role
+from tests.support import bearer, registration
+
+pytestmark = pytest.mark.integration
+
+A, O, U, B, G = Role.ADMIN, Role.OPERATOR, Role.AUDITOR, Role.BOOTSTRAP, Role.AGENT
+READERS = frozenset({A, O, U})
+
+
+@dataclass(frozen=True)
+class Fixture:
+    """What exists before the call: a zone, a node and that node's agent token."""
+
+    node_id: str
+    agent_token: str
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    path: str
+    allowed: frozenset[Role]
+    success: int
+    body: Callable[[Fixture], Any] | None = None
+
+    def url(self, fx: Fixture) -> str:
+        return (
+            self.path.replace("{slug}", "jp-east")
+            .replace("{node}", fx.node_id)
+            .replace("{node_id}", fx.node_id)
+        )
+
+
+CASES = [
+    Case(
+        "POST",
+        "/v1/zones",
+        frozenset({A}),
+        201,
+        lambda fx: {"slug": "kr", "name": "Korea", "country": "KR"},
+    ),
+    Case("GET", "/v1/zones", READERS, 200),
+    Case("GET", "/v1/zones/{slug}", READERS, 200),
+    Case(
+        "PATCH",
+        "/v1/zones/{slug}",
+        frozenset({A}),
+        200,
+        lambda fx: {"description": "Tokyo and Osaka"},
+    ),
+    Case("DELETE", "/v1/zones/{slug}", frozenset({A}), 204),
+    Case(
+        "POST",
+        "/v1/sites",
+        frozenset({A}),
+        201,
+        lambda fx: {"slug": "tokyo-dc2", "name": "Tokyo DC2", "zone": "jp"},
+    ),
+    Case("GET", "/v1/sites", READERS, 200),
+    Case("GET", "/v1/nodes", READERS, 200),
+    Case("GET", "/v1/nodes/{node}", READERS, 200),
+    Case(
+        "PATCH",
+        "/v1/nodes/{node}",
+        frozenset({A}),
+        200,
+        lambda fx: {"labels": {"team": "research"}},
+    ),
+    Case(
+        "POST",
+        "/v1/agents/register",
+        frozenset({A, B}),
+        201,
+        lambda fx: registration(
+            hostname="gpu-node-02", gpu_uuids=("GPU-00000000-0000-0000-0000-0000000000ff",)
+        ),
+    ),
+    Case(
+        "POST",
+        "/v1/nodes/{node_id}/heartbeat",
+        frozenset({A, G}),
+        200,
+        lambda fx: {"seq": 7, "telemetry": []},
+    ),
+    Case("GET", "/v1/audit/events", frozenset({A, U}), 200),
+    Case("GET", "/v1/audit/verify", frozenset({A, U}), 200),
+]
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+
+
+@pytest.fixture
+def world(client: TestClient, make_token: Callable[[Role], str]) -> Fixture:
+    admin = bearer(make_token(Role.ADMIN))
+    for zone in (
+        {"slug": "jp", "name": "Japan", "country": "JP"},
+        {"slug": "jp-east", "name": "Japan East", "country": "JP"},
+    ):
+        assert client.post("/v1/zones", json=zone, headers=admin).status_code == 201
+    registered = client.post(
+        "/v1/agents/register", json=registration(zone="jp"), headers=admin
+    ).json()
+    return Fixture(node_id=registered["node_id"], agent_token=registered["token"])
+
+
+def test_the_table_covers_every_route(app: FastAPI) -> None:
+    # The OpenAPI document lists every route the app serves (FastAPI's own docs aside).
+    routes = {
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+    }
+    assert routes == {(c.method, c.path) for c in CASES} | PUBLIC
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.path}")
+@pytest.mark.parametrize("role", [*Role, None], ids=lambda r: r.value if r else "no-token")
+def test_route_role(
+    case: Case,
+    role: Role | None,
+    client: TestClient,
+    world: Fixture,
+    make_token: Callable[[Role], str],
+) -> None:
+    if role is None:
+        headers: dict[str, str] = {}
+    elif role is Role.AGENT:
+        headers = bearer(world.agent_token)
+    else:
+        headers = bearer(make_token(role))
+    response = client.request(
+        case.method,
+        case.url(world),
+        headers=headers,
+        json=case.body(world) if case.body else None,
+    )
+    if role is None:
+        expected = 401
+    elif role in case.allowed:
+        expected = case.success
+    else:
+        expected = 403
+    assert response.status_code == expected, response.text
+    if expected >= 400:
+        assert response.json()["error"]["code"] in {"not_authenticated", "permission_denied"}
+
+
+@pytest.mark.parametrize("path", sorted(p for _, p in PUBLIC))
+def test_public_routes_need_no_token(client: TestClient, path: str) -> None:
+    assert client.get(path).status_code == 200
+
+
+def test_bad_and_revoked_tokens_are_401(client: TestClient, world: Fixture) -> None:
+    response = client.get("/v1/zones", headers=bearer("sov_not-a-real-token"))
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "not_authenticated"
+    # Re-registering the node revokes its old credential.
+    client_headers = bearer(world.agent_token)
+    assert (
+        client.post(
+            f"/v1/nodes/{world.node_id}/heartbeat", json={"seq": 1}, headers=client_headers
+        ).status_code
+        == 200
+    )
+
+
+def test_an_agent_may_not_heartbeat_for_another_node(
+    client: TestClient, world: Fixture, make_token: Callable[[Role], str]
+) -> None:
+    other = client.post(
+        "/v1/agents/register",
+        json=registration(
+            hostname="gpu-node-03", gpu_uuids=("GPU-00000000-0000-0000-0000-0000000000aa",)
+        ),
+        headers=bearer(make_token(Role.BOOTSTRAP)),
+    ).json()
+    response = client.post(
+        f"/v1/nodes/{other['node_id']}/heartbeat",
+        json={"seq": 1},
+        headers=bearer(world.agent_token),
+    )
+    assert response.status_code == 403
+    assert "own node" in response.json()["error"]["message"]
