@@ -107,9 +107,13 @@ def test_record_refuses_to_run_outside_a_transaction(conn: DbConnection) -> None
 
 
 def test_a_rolled_back_change_leaves_no_event(conn: DbConnection) -> None:
-    with pytest.raises(ZeroDivisionError), conn.transaction():
-        audit.record(conn, ACTOR, action="x.y", object_type="x", object_id="1")
-        _ = 1 / 0
+    def change_then_fail() -> None:
+        with conn.transaction():
+            audit.record(conn, ACTOR, action="x.y", object_type="x", object_id="1")
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        change_then_fail()
     assert audit.list_events(conn).total == 0
     write_events(conn, 1)
     assert audit.list_events(conn).items[0].seq == 1

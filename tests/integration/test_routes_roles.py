@@ -1,4 +1,4 @@
-"""Every route × every role: who may call what (401 without a token, 403 without the right)."""
+"""Every route x every role: who may call what (401 without a token, 403 without the right)."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,8 +13,8 @@ from tests.support import bearer, registration
 
 pytestmark = pytest.mark.integration
 
-A, O, U, B, G = Role.ADMIN, Role.OPERATOR, Role.AUDITOR, Role.BOOTSTRAP, Role.AGENT
-READERS = frozenset({A, O, U})
+A, OP, U, B, G = Role.ADMIN, Role.OPERATOR, Role.AUDITOR, Role.BOOTSTRAP, Role.AGENT
+READERS = frozenset({A, OP, U})
 
 
 @dataclass(frozen=True)
