@@ -67,6 +67,16 @@ class ControlPlaneClient:
         )
         self._url = config.url
 
+    def __enter__(self) -> "ControlPlaneClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the underlying connections."""
+        self._http.close()
+
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request; return the decoded JSON body, or raise ``RemoteError``."""
         try:

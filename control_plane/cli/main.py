@@ -76,8 +76,10 @@ def _cli_actor() -> AuditContext:
     return AuditContext(actor_id=f"cli:{user}@{socket.gethostname()}", actor_name=user)
 
 
-def _client() -> ControlPlaneClient:
-    return ControlPlaneClient(load_client_config(_Globals.url, _Globals.token))
+def _api(method: str, path: str, **kwargs: Any) -> Any:
+    """Call the control-plane API once with the configured URL and token."""
+    with ControlPlaneClient(load_client_config(_Globals.url, _Globals.token)) as client:
+        return client.request(method, path, **kwargs)
 
 
 # -- server and database ---------------------------------------------------------------
@@ -302,7 +304,7 @@ def zones_create(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """Create a residency zone."""
-    zone = _client().request(
+    zone = _api(
         "POST",
         "/v1/zones",
         json={
@@ -319,7 +321,7 @@ def zones_create(
 @zones_app.command("list")
 def zones_list(output: Output = OutputFormat.TABLE) -> None:
     """List residency zones."""
-    emit(_client().request("GET", "/v1/zones"), output, _ZONE_COLUMNS)
+    emit(_api("GET", "/v1/zones"), output, _ZONE_COLUMNS)
 
 
 @nodes_app.command("list")
@@ -351,7 +353,7 @@ def nodes_list(
         }.items()
         if v is not None
     }
-    page = _client().request("GET", "/v1/nodes", params=params)
+    page = _api("GET", "/v1/nodes", params=params)
     if output is OutputFormat.JSON:
         emit(page, output)
         return
@@ -365,7 +367,7 @@ def nodes_show(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """Show a GPU server with its GPUs."""
-    detail = _client().request("GET", f"/v1/nodes/{node}")
+    detail = _api("GET", f"/v1/nodes/{node}")
     if output is OutputFormat.JSON:
         emit(detail, output)
         return
@@ -402,7 +404,7 @@ def nodes_tag(
             patch[key] = value
         else:
             raise typer.BadParameter(f"{item!r}: use key=value or key-", param_hint="LABELS")
-    detail = _client().request("PATCH", f"/v1/nodes/{node}", json={"labels": patch})
+    detail = _api("PATCH", f"/v1/nodes/{node}", json={"labels": patch})
     emit(_node_row(detail), output, ["id", "hostname", "labels"])
 
 
@@ -418,7 +420,7 @@ def audit_verify(
 ) -> None:
     """Walk the audit chain; exit 1 and name the first broken seq if it is not intact."""
     if via_api:
-        result = _client().request("GET", "/v1/audit/verify")
+        result = _api("GET", "/v1/audit/verify")
     else:
         with connect(_settings().database_url) as conn:
             result = audit.verify_chain(conn).model_dump(mode="json")
@@ -441,7 +443,9 @@ def audit_verify(
 def main() -> int:
     """Entry point: run the CLI and turn Sovereign errors into one line on stderr."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, typer returns the code of a ``typer.Exit`` instead of
+        # raising it; our commands return nothing else.
+        outcome = app(standalone_mode=False)
     except SovereignError as exc:
         prefix = f"HTTP {exc.http_status}: " if isinstance(exc, RemoteError) else ""
         typer.echo(f"error: {prefix}{exc.message}", err=True)
@@ -451,11 +455,11 @@ def main() -> int:
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 1
-    except Exception as exc:  # click usage errors carry their own exit codes
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            return exc.exit_code
-        raise
-    return 0
+    except typer.TyperException as exc:  # usage errors: bad option, bad value
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            typer.echo(f"error: {exc.format_message()}", err=True)
+        return exc.exit_code
+    return outcome if isinstance(outcome, int) else 0
