@@ -14,7 +14,12 @@ from control_plane.access.models import IssuedToken, Principal, Role, TokenPubli
 from control_plane.audit import service as audit
 from control_plane.audit.models import AuditContext
 from control_plane.core.db import DbConnection
-from control_plane.core.errors import ConflictError, NotAuthenticatedError, NotFoundError
+from control_plane.core.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotAuthenticatedError,
+    NotFoundError,
+)
 
 TOKEN_PREFIX = "sov_"  # noqa: S105 - a marker so leaked tokens are easy to scan for
 _PREFIX_LENGTH = 12
@@ -64,7 +69,9 @@ def create_token(
 ) -> IssuedToken:
     """Create a human or bootstrap token (agents get theirs by registering)."""
     if role is Role.AGENT:
-        raise ConflictError("agent tokens are issued by registering a node, not by hand")
+        raise InvalidInputError.for_field(
+            "role", "agent tokens are issued by registering a node, not by hand", role.value
+        )
     with conn.transaction():
         return issue_token(conn, ctx, name=name, role=role, secret_key=secret_key)
 

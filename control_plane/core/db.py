@@ -115,9 +115,19 @@ def unique(field: str, message: str) -> ErrorFactory:
     )
 
 
+_KEY_DETAIL = re.compile(r"^Key \((?P<column>[^)]*)\)=\((?P<value>.*)\) ")
+
+
 def references(field: str, message: str) -> ErrorFactory:
-    """Map a foreign-key or check violation to a 422 that names the field."""
-    return lambda exc: InvalidInputError.for_field(field, message)
+    """Map a foreign-key violation to a 422 that names the field and the value given."""
+
+    def factory(exc: psycopg.errors.IntegrityError) -> SovereignError:
+        found = _KEY_DETAIL.match(exc.diag.message_detail or "")
+        value = found.group("value") if found else None
+        text = f"{message} {value!r}" if value is not None else message
+        return InvalidInputError.for_field(field, text, value)
+
+    return factory
 
 
 @contextmanager

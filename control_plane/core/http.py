@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool, PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from control_plane.access import service as access
 from control_plane.access.models import Permission, Principal
@@ -86,7 +87,9 @@ def require(permission: Permission) -> Callable[[Principal], Principal]:
     return dependency
 
 
-def _field_name(loc: tuple[int | str, ...]) -> str:
+def _field_name(loc: tuple[int | str, ...], error_type: str) -> str:
+    if error_type == "json_invalid":
+        return "body"  # the location is a character offset, not a field
     parts = list(loc)
     if parts and parts[0] == "body":
         parts = parts[1:]
@@ -97,7 +100,7 @@ def _validation_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     fields: list[dict[str, Any]] = [
         {
-            "field": _field_name(tuple(err["loc"])),
+            "field": _field_name(tuple(err["loc"]), err["type"]),
             "message": err["msg"].removeprefix("Value error, "),
             "type": err["type"],
         }
@@ -106,6 +109,22 @@ def _validation_error(_: Request, exc: Exception) -> Response:
     message = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
     body = {"error": {"code": "invalid_input", "message": message, "details": {"fields": fields}}}
     return JSONResponse(status_code=422, content=body)
+
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 401: "not_authenticated"}
+
+
+def _http_error(_: Request, exc: Exception) -> Response:
+    """Starlette's own errors (unknown route, wrong method) in our error shape."""
+    assert isinstance(exc, StarletteHTTPException)
+    body = {
+        "error": {
+            "code": _HTTP_CODES.get(exc.status_code, "http_error"),
+            "message": str(exc.detail),
+            "details": {},
+        }
+    }
+    return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
 
 
 def _sovereign_error(request: Request, exc: Exception) -> Response:
@@ -127,6 +146,7 @@ def _unexpected_error(request: Request, exc: Exception) -> Response:
 def install_error_handlers(app: FastAPI) -> None:
     """Map every error to ``{"error": {"code", "message", "details"}}`` with its status."""
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(SovereignError, _sovereign_error)
     app.add_exception_handler(Exception, _unexpected_error)
 

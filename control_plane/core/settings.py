@@ -6,7 +6,7 @@ import time, so tests and tools can build as many differently-configured apps as
 
 import os
 from enum import StrEnum
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +18,8 @@ ENV_PREFIX = "SOVEREIGN_"
 AGENT_ENV_PREFIX = "SOVEREIGN_AGENT_"
 #: Secrets that ship in examples and compose files; refused outside development.
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "dev-insecure-secret", "secret"})
+#: Token hashes are keyed with the secret; a short one is guessable.
+MIN_PROD_SECRET_LENGTH = 32
 
 
 class Environment(StrEnum):
@@ -62,18 +64,25 @@ class Settings(BaseSettings):
     offline_sweep_seconds: float = Field(default=10.0, gt=0)
     #: Celery queue name, so several deployments (or test runs) can share one Redis.
     celery_queue: str = "sovereign"
-    log_level: str = "INFO"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret_in_prod(self) -> Self:
-        if (
-            self.env is Environment.PROD
-            and self.secret_key.get_secret_value() in PLACEHOLDER_SECRETS
+        secret = self.secret_key.get_secret_value()
+        if self.env is Environment.PROD and (
+            secret in PLACEHOLDER_SECRETS or len(secret) < MIN_PROD_SECRET_LENGTH
         ):
             raise ValueError(
-                "SOVEREIGN_SECRET_KEY is a placeholder; set a random secret before running "
-                "with SOVEREIGN_ENV=prod"
+                "SOVEREIGN_SECRET_KEY is a placeholder or shorter than "
+                f"{MIN_PROD_SECRET_LENGTH} characters; set a random secret (e.g. "
+                "`openssl rand -hex 32`) before running with SOVEREIGN_ENV=prod"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _pool_bounds(self) -> Self:
+        if self.db_pool_min_size > self.db_pool_max_size:
+            raise ValueError("SOVEREIGN_DB_POOL_MIN_SIZE is larger than SOVEREIGN_DB_POOL_MAX_SIZE")
         return self
 
 
@@ -107,7 +116,8 @@ def load_settings(**overrides: object) -> Settings:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         problems = [
-            f"{ENV_PREFIX}{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            (f"{ENV_PREFIX}{'__'.join(str(p) for p in err['loc']).upper()}: " if err["loc"] else "")
+            + err["msg"].removeprefix("Value error, ")
             for err in exc.errors()
         ]
         raise ConfigurationError("; ".join(problems), details={"errors": problems}) from None

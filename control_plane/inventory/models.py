@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from control_plane.core.countries import CountryCode
 
@@ -89,6 +89,14 @@ class ZoneUpdate(_Input):
     country: CountryCode | None = None
     parent: Slug | None = None
     description: str | None = Field(default=None, max_length=4000)
+
+    @field_validator("name", "country", "description", mode="before")
+    @classmethod
+    def _only_parent_may_be_null(cls, value: object) -> object:
+        # Runs only for fields the request sets, so omitted fields stay untouched.
+        if value is None:
+            raise ValueError("may be changed but not removed (only parent may be null)")
+        return value
 
 
 class ZonePublic(BaseModel):

@@ -44,6 +44,9 @@ RETURNING slug, name, zone_slug AS zone, description, created_at;
 -- name: list_sites
 SELECT slug, name, zone_slug AS zone, description, created_at FROM site ORDER BY slug;
 
+-- name: get_site
+SELECT slug, name, zone_slug AS zone, description, created_at FROM site WHERE slug = %(slug)s;
+
 -- name: search_nodes
 SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id) AS gpu_count
 FROM node_search(%(zone)s, %(site)s, %(origin_country)s, %(status)s, %(gpu_model)s,
@@ -94,6 +97,14 @@ SET hostname = %(hostname)s, agent_version = %(agent_version)s, os_name = %(os_n
     system_serial = %(system_serial)s, board_vendor = %(board_vendor)s,
     board_name = %(board_name)s, asset_tag = coalesce(asset_tag, %(asset_tag)s),
     inventory_hash = %(inventory_hash)s, updated_at = now()
+WHERE id = %(id)s;
+
+-- name: refresh_registration
+-- A re-registered agent starts a new credential and a new heartbeat sequence; the
+-- registration itself is a sign of life.
+UPDATE node
+SET last_heartbeat_seq = 0, last_heartbeat_at = now(),
+    status = CASE WHEN status = 'offline' THEN 'active' ELSE status END
 WHERE id = %(id)s;
 
 -- name: update_node_admin

@@ -109,6 +109,11 @@ def list_sites(conn: DbConnection) -> list[DictRow]:
     return fetch_all(conn, _q("list_sites"), {})
 
 
+def get_site(conn: DbConnection, slug: str) -> DictRow | None:
+    """One site, or None."""
+    return fetch_one(conn, _q("get_site"), {"slug": slug})
+
+
 # -- nodes -----------------------------------------------------------------------------
 
 
@@ -148,6 +153,11 @@ def insert_node(conn: DbConnection, values: dict[str, Any]) -> UUID:
 def update_host_facts(conn: DbConnection, values: dict[str, Any]) -> None:
     """Overwrite what the agent reads about its host."""
     conn.execute(_q("update_host_facts"), values)
+
+
+def refresh_registration(conn: DbConnection, node_id: UUID) -> None:
+    """Restart a re-registered node's heartbeat sequence and count it as alive."""
+    conn.execute(_q("refresh_registration"), {"id": node_id})
 
 
 def update_node_admin(conn: DbConnection, values: dict[str, Any]) -> None:

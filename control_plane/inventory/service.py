@@ -200,6 +200,28 @@ def get_node(conn: DbConnection, node_id: UUID) -> NodeDetail:
     return _node_detail(conn, row)
 
 
+def _check_site_in_zone(conn: DbConnection, site: str | None, zone: str | None) -> None:
+    """A node's site and zone must not contradict: one zone must enclose the other.
+
+    An unknown site or zone is left to the foreign keys, which name the field.
+    """
+    if site is None or zone is None:
+        return
+    row = repository.get_site(conn, site)
+    if row is None or row["zone"] == zone:
+        return
+    if zone in repository.zone_ancestors(conn, row["zone"]) or row["zone"] in (
+        repository.zone_ancestors(conn, zone)
+    ):
+        return
+    raise InvalidInputError.for_field(
+        "site",
+        f"site {site!r} is in zone {row['zone']!r}, which neither encloses nor lies "
+        f"inside zone {zone!r}",
+        site,
+    )
+
+
 def _declared_provenance(
     declared: DeclaredProvenance, source: str, ctx: AuditContext
 ) -> dict[str, Any]:
@@ -246,6 +268,7 @@ def update_node(
             "provenance_status": row["provenance_status"],
             "provenance_evidence": row["provenance_evidence"],
         }
+        _check_site_in_zone(conn, values["site"], values["zone"])
         if change.provenance is not None:
             values.update(_declared_provenance(change.provenance, "admin", ctx))
             if "asset_tag" in change.provenance.model_fields_set:
@@ -311,6 +334,7 @@ def register_node(
     with conn.transaction():
         existing = repository.lock_node_by_machine_id(conn, host.machine_id)
         if existing is None:
+            _check_site_in_zone(conn, registration.site, registration.zone)
             declared = registration.provenance
             node_id = repository.insert_node(
                 conn,
@@ -331,6 +355,7 @@ def register_node(
             repository.update_host_facts(
                 conn, {**_host_values(registration.inventory), "id": node_id}
             )
+            repository.refresh_registration(conn, node_id)
             access_repository.revoke_node_tokens(conn, node_id)
             action = "node.reregistered"
         _apply_gpus(conn, node_id, registration.inventory)

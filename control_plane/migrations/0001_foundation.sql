@@ -123,7 +123,7 @@ LANGUAGE sql STABLE AS $$
       AND (p_provenance_status IS NULL OR n.provenance_status = p_provenance_status)
       AND (p_gpu_model IS NULL OR EXISTS (
             SELECT 1 FROM gpu g
-            WHERE g.node_id = n.id AND g.model ILIKE '%' || p_gpu_model || '%'))
+            WHERE g.node_id = n.id AND strpos(lower(g.model), lower(p_gpu_model)) > 0))
 $$;
 
 CREATE TABLE api_token (

@@ -448,3 +448,81 @@ def test_request_id_is_echoed_and_recorded(
     assert audit.list_events(conn, object_id="fr").items[0].request_id == "change-4711"
     generated = client.get("/healthz", headers={"X-Request-ID": "bad id with spaces"})
     assert generated.headers["X-Request-ID"] != "bad id with spaces"
+
+
+# -- edges found in review -----------------------------------------------------------------
+
+
+def test_zone_fields_cannot_be_nulled(
+    client: TestClient, admin: dict[str, str], zones: None
+) -> None:
+    for field in ("name", "country", "description"):
+        response = client.patch("/v1/zones/jp", json={field: None}, headers=admin)
+        assert response.status_code == 422, field
+        assert error_fields(response) == [field]
+
+
+def test_unknown_routes_and_methods_use_the_error_shape(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    missing = client.get("/v1/nope", headers=admin)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    wrong = client.put("/v1/zones", headers=admin)
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_malformed_json_names_the_body(client: TestClient, admin: dict[str, str]) -> None:
+    response = client.post(
+        "/v1/zones", content=b"{not json", headers={**admin, "Content-Type": "application/json"}
+    )
+    assert error_fields(response) == ["body"]
+
+
+def test_unknown_zone_error_carries_the_value(client: TestClient, admin: dict[str, str]) -> None:
+    response = client.post("/v1/agents/register", json=registration(zone="atlantis"), headers=admin)
+    assert response.status_code == 422
+    field = response.json()["error"]["details"]["fields"][0]
+    assert field == {**field, "field": "zone", "value": "atlantis"}
+    assert "atlantis" in response.json()["error"]["message"]
+
+
+def test_reregistration_restarts_the_sequence_and_revives_the_node(
+    client: TestClient, admin: dict[str, str], owner_conn: DbConnection
+) -> None:
+    body = registration(gpu_uuids=(GPU_A,))
+    first = client.post("/v1/agents/register", json=body, headers=admin).json()
+    url = f"/v1/nodes/{first['node_id']}/heartbeat"
+    client.post(url, json={"seq": 40}, headers=bearer(first["token"]))
+    owner_conn.execute("UPDATE node SET status = 'offline'")
+    second = client.post("/v1/agents/register", json=body, headers=admin).json()
+    assert client.get(url.removesuffix("/heartbeat"), headers=admin).json()["status"] == "active"
+    ack = client.post(url, json={"seq": 1}, headers=bearer(second["token"])).json()
+    assert ack["accepted"] is True
+
+
+def test_gpu_model_filter_is_a_plain_substring(
+    client: TestClient, admin: dict[str, str], fleet: dict[str, str]
+) -> None:
+    assert hostnames(client, admin, gpu_model="%") == []
+    assert hostnames(client, admin, gpu_model="H_00") == []
+    assert len(hostnames(client, admin, gpu_model="80GB")) == 5
+
+
+def test_site_and_zone_must_not_contradict(
+    client: TestClient, admin: dict[str, str], zones: None
+) -> None:
+    site = {"slug": "taipei-1", "name": "Taipei 1", "zone": "tw-north"}
+    assert client.post("/v1/sites", json=site, headers=admin).status_code == 201
+    response = client.post(
+        "/v1/agents/register", json=registration(zone="jp-east", site="taipei-1"), headers=admin
+    )
+    assert response.status_code == 422
+    assert error_fields(response) == ["site"]
+    inside = {"slug": "tokyo-hall-a", "name": "Hall A", "zone": "tokyo-dc1"}
+    assert client.post("/v1/sites", json=inside, headers=admin).status_code == 201
+    node = register(client, admin, zone="jp-east", site="tokyo-hall-a")
+    moved = client.patch(f"/v1/nodes/{node['node_id']}", json={"zone": "tw-north"}, headers=admin)
+    assert moved.status_code == 422
+    assert error_fields(moved) == ["site"]

@@ -1,0 +1,77 @@
+"""Settings: typos fail loudly, prod refuses placeholder secrets, agent variables are left alone."""
+
+import pytest
+
+from control_plane.core.errors import ConfigurationError
+from control_plane.core.settings import Environment, load_settings
+
+
+def test_defaults_are_for_local_development() -> None:
+    settings = load_settings()
+    assert settings.env is Environment.DEV
+    assert settings.database_url.startswith("postgresql://")
+    assert settings.api.port == 8080
+
+
+def test_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOVEREIGN_DATABASE_URL", "postgresql://app@db.internal/sov")
+    monkeypatch.setenv("SOVEREIGN_REDIS_URL", "redis://cache.internal:6379/2")
+    monkeypatch.setenv("SOVEREIGN_API__PORT", "9000")
+    settings = load_settings()
+    assert settings.database_url == "postgresql://app@db.internal/sov"
+    assert settings.redis_url == "redis://cache.internal:6379/2"
+    assert settings.api.port == 9000
+
+
+@pytest.mark.parametrize("name", ["SOVEREIGN_DATABSE_URL", "SOVEREIGN_API__PROT", "sovereign_foo"])
+def test_unknown_settings_are_an_error(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    monkeypatch.setenv(name, "x")
+    with pytest.raises(ConfigurationError, match=name.split("__")[0]):
+        load_settings()
+
+
+def test_agent_variables_are_not_ours_to_reject(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOVEREIGN_AGENT_CONTROL_PLANE_URL", "https://cp.internal")
+    load_settings()
+
+
+@pytest.mark.parametrize("secret", ["dev-insecure-secret", "change-me", ""])
+def test_prod_refuses_a_placeholder_secret(monkeypatch: pytest.MonkeyPatch, secret: str) -> None:
+    monkeypatch.setenv("SOVEREIGN_ENV", "prod")
+    monkeypatch.setenv("SOVEREIGN_SECRET_KEY", secret)
+    with pytest.raises(ConfigurationError, match="SOVEREIGN_SECRET_KEY"):
+        load_settings()
+
+
+def test_prod_starts_with_a_real_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOVEREIGN_ENV", "prod")
+    monkeypatch.setenv("SOVEREIGN_SECRET_KEY", "b5f0c1e4a7d2" * 4)
+    assert load_settings().env is Environment.PROD
+
+
+def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOVEREIGN_ENV", "staging")
+    monkeypatch.setenv("SOVEREIGN_API__PORT", "99999")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert "SOVEREIGN_ENV" in raised.value.message
+    assert "SOVEREIGN_API__PORT" in raised.value.message
+
+
+def test_prod_refuses_a_short_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOVEREIGN_ENV", "prod")
+    monkeypatch.setenv("SOVEREIGN_SECRET_KEY", "x")
+    with pytest.raises(ConfigurationError, match="32 characters") as raised:
+        load_settings()
+    assert not raised.value.message.startswith("SOVEREIGN_:")
+
+
+def test_pool_bounds_and_log_level_are_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOVEREIGN_DB_POOL_MIN_SIZE", "20")
+    monkeypatch.setenv("SOVEREIGN_DB_POOL_MAX_SIZE", "5")
+    with pytest.raises(ConfigurationError, match="MIN_SIZE"):
+        load_settings()
+    monkeypatch.delenv("SOVEREIGN_DB_POOL_MIN_SIZE")
+    monkeypatch.setenv("SOVEREIGN_LOG_LEVEL", "LOUD")
+    with pytest.raises(ConfigurationError, match="SOVEREIGN_LOG_LEVEL"):
+        load_settings()
