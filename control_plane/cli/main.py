@@ -10,7 +10,6 @@ import getpass
 import socket
 import stat
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -46,7 +45,6 @@ for sub, name in [
 
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
 DEMO_ADMIN_NAME = "demo-admin"
-STATE_DIR = Path(".sovereign")
 
 
 class _Globals:
@@ -150,13 +148,10 @@ def beat() -> None:
     from control_plane.core.celery_app import create_celery
 
     settings = _settings()
-    STATE_DIR.mkdir(exist_ok=True)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    schedule = settings.state_dir / f"beat-schedule-{settings.celery_queue}"
     create_celery(settings).start(
-        [
-            "beat",
-            f"--loglevel={settings.log_level}",
-            f"--schedule={STATE_DIR / f'beat-schedule-{settings.celery_queue}'}",
-        ]
+        ["beat", f"--loglevel={settings.log_level}", f"--schedule={schedule}"]
     )
 
 
@@ -245,7 +240,7 @@ def token_revoke(
 def demo_seed() -> None:
     """Create the demo admin token once; print it and keep it in .sovereign/admin.token."""
     settings = _settings()
-    token_file = STATE_DIR / "admin.token"
+    token_file = settings.state_dir / "admin.token"
     with connect(settings.database_url) as conn:
         existing = [t for t in access.list_tokens(conn) if t.name == DEMO_ADMIN_NAME]
         if existing and token_file.is_file():
@@ -263,7 +258,7 @@ def demo_seed() -> None:
             role=Role.ADMIN,
             secret_key=settings.secret_key.get_secret_value(),
         )
-    STATE_DIR.mkdir(exist_ok=True)
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
     token_file.write_text(issued.token + "\n")
     token_file.chmod(stat.S_IRUSR | stat.S_IWUSR)
     typer.echo(f"demo admin token (shown once, also saved to {token_file}):\n  {issued.token}")

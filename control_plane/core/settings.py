@@ -6,6 +6,7 @@ import time, so tests and tools can build as many differently-configured apps as
 
 import os
 from enum import StrEnum
+from pathlib import Path
 from typing import Literal, Self
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
@@ -64,6 +65,8 @@ class Settings(BaseSettings):
     offline_sweep_seconds: float = Field(default=10.0, gt=0)
     #: Celery queue name, so several deployments (or test runs) can share one Redis.
     celery_queue: str = "sovereign"
+    #: Local state of ``sovctl up``: beat's schedule file and the demo admin token.
+    state_dir: Path = Path(".sovereign")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
