@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -22,6 +23,7 @@ from control_plane.access import service as access
 from control_plane.access.models import Permission, Principal
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import (
+    InvalidInputError,
     PermissionDeniedError,
     ServiceUnavailableError,
     SovereignError,
@@ -134,6 +136,16 @@ def _sovereign_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(status_code=exc.status_code, content=exc.to_body())
 
 
+def _unstorable_value(request: Request, exc: Exception) -> Response:
+    """Safety net for values validation let through but PostgreSQL cannot store."""
+    log.warning("request %s: unstorable value: %s", request.state.request_id, exc)
+    body = InvalidInputError(
+        "a value in the request cannot be stored (a NUL character, or a number out of range)",
+        details={"request_id": request.state.request_id},
+    ).to_body()
+    return JSONResponse(status_code=422, content=body)
+
+
 def _unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error in request %s", request.state.request_id, exc_info=exc)
     body = SovereignError(
@@ -148,6 +160,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(SovereignError, _sovereign_error)
+    app.add_exception_handler(psycopg.DataError, _unstorable_value)
     app.add_exception_handler(Exception, _unexpected_error)
 
 

@@ -10,7 +10,14 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from control_plane.core.countries import CountryCode
 
@@ -26,8 +33,23 @@ LabelKey = Annotated[
         pattern=r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
     ),
 ]
-LabelValue = Annotated[str, StringConstraints(max_length=256)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, max_length=256)]
+
+
+def _storable_text(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it here so the error names the field.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+LabelValue = Annotated[str, StringConstraints(max_length=256), AfterValidator(_storable_text)]
+ShortText = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=256), AfterValidator(_storable_text)
+]
+Description = Annotated[str, StringConstraints(max_length=4000), AfterValidator(_storable_text)]
+#: Fits PostgreSQL's bigint; larger numbers are refused by validation, not by the database.
+BigCount = Annotated[int, Field(ge=0, le=2**63 - 1)]
+SmallCount = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 class _Input(BaseModel):
@@ -79,7 +101,7 @@ class ZoneCreate(_Input):
     name: ShortText = Field(min_length=1)
     country: CountryCode
     parent: Slug | None = Field(default=None, description="Slug of the enclosing zone.")
-    description: str = Field(default="", max_length=4000)
+    description: Description = ""
 
 
 class ZoneUpdate(_Input):
@@ -88,7 +110,7 @@ class ZoneUpdate(_Input):
     name: ShortText | None = Field(default=None, min_length=1)
     country: CountryCode | None = None
     parent: Slug | None = None
-    description: str | None = Field(default=None, max_length=4000)
+    description: Description | None = None
 
     @field_validator("name", "country", "description", mode="before")
     @classmethod
@@ -117,7 +139,7 @@ class SiteCreate(_Input):
     slug: Slug
     name: ShortText = Field(min_length=1)
     zone: Slug
-    description: str = Field(default="", max_length=4000)
+    description: Description = ""
 
 
 class SitePublic(BaseModel):
@@ -142,8 +164,8 @@ class HostFacts(_Input):
     os_name: ShortText | None = None
     kernel_version: ShortText | None = None
     cpu_model: ShortText | None = None
-    cpu_count: int | None = Field(default=None, ge=1)
-    memory_bytes: int | None = Field(default=None, ge=0)
+    cpu_count: SmallCount | None = Field(default=None, ge=1)
+    memory_bytes: BigCount | None = None
     system_manufacturer: ShortText | None = None
     system_model: ShortText | None = None
     system_serial: ShortText | None = None
@@ -155,13 +177,17 @@ class HostFacts(_Input):
 class GpuInventory(_Input):
     """Static facts of one GPU, read once at agent start."""
 
-    uuid: Annotated[str, StringConstraints(strip_whitespace=True, min_length=4, max_length=128)]
-    index: int = Field(ge=0)
+    uuid: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=4, max_length=128),
+        AfterValidator(_storable_text),
+    ]
+    index: SmallCount
     model: ShortText = Field(min_length=1)
     serial: ShortText | None = None
     board_part_number: ShortText | None = None
     vbios_version: ShortText | None = None
-    memory_total_bytes: int | None = Field(default=None, ge=0)
+    memory_total_bytes: BigCount | None = None
     mig_mode: ShortText | None = None
     driver_version: ShortText | None = None
     cuda_version: ShortText | None = None
@@ -172,11 +198,11 @@ class GpuInventory(_Input):
 class GpuTelemetry(_Input):
     """One GPU's latest readings; null where the board does not report it."""
 
-    uuid: str
+    uuid: ShortText
     utilization_pct: float | None = Field(default=None, ge=0, le=100)
-    memory_used_bytes: int | None = Field(default=None, ge=0)
+    memory_used_bytes: BigCount | None = None
     temperature_c: float | None = Field(default=None, ge=-50, le=200)
-    power_w: float | None = Field(default=None, ge=0)
+    power_w: float | None = Field(default=None, ge=0, le=100_000)
 
 
 class Inventory(_Input):
@@ -217,7 +243,7 @@ class NodeRegistered(BaseModel):
 class Heartbeat(_Input):
     """Periodic report: telemetry always, the full inventory only when it changed."""
 
-    seq: int = Field(ge=1, description="Strictly increasing per node; repeats are dropped.")
+    seq: BigCount = Field(ge=1, description="Strictly increasing per node; repeats are dropped.")
     telemetry: list[GpuTelemetry] = Field(default_factory=list, max_length=64)
     inventory: Inventory | None = None
 

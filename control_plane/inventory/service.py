@@ -299,12 +299,18 @@ def inventory_hash(inventory: Inventory) -> str:
 def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> list[str]:
     """Make the node's GPU rows match the report; return UUIDs that were removed."""
     seen: set[str] = set()
+    indexes: set[int] = set()
     for position, gpu in enumerate(inventory.gpus):
         if gpu.uuid in seen:
             raise InvalidInputError.for_field(
                 f"inventory.gpus.{position}.uuid", "reported twice", gpu.uuid
             )
+        if gpu.index in indexes:
+            raise InvalidInputError.for_field(
+                f"inventory.gpus.{position}.index", "two GPUs share this index", gpu.index
+            )
         seen.add(gpu.uuid)
+        indexes.add(gpu.index)
         if not repository.upsert_gpu(conn, {**gpu.model_dump(), "node_id": node_id}):
             raise ConflictError(
                 f"inventory.gpus.{position}.uuid: GPU {gpu.uuid} is registered to another node",

@@ -526,3 +526,46 @@ def test_site_and_zone_must_not_contradict(
     moved = client.patch(f"/v1/nodes/{node['node_id']}", json={"zone": "tw-north"}, headers=admin)
     assert moved.status_code == 422
     assert error_fields(moved) == ["site"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"slug": "nul", "name": "Na\u0000me", "country": "JP"}, "name"),
+        ({"slug": "nul", "name": "N", "country": "JP", "description": "\u0000"}, "description"),
+    ],
+)
+def test_nul_characters_are_refused_by_field(
+    client: TestClient, admin: dict[str, str], body: dict[str, Any], field: str
+) -> None:
+    response = client.post("/v1/zones", json=body, headers=admin)
+    assert response.status_code == 422
+    assert error_fields(response) == [field]
+
+
+def test_unstorable_path_and_query_values_are_422_not_500(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    assert client.get("/v1/zones/a%00b", headers=admin).status_code == 422
+    assert client.get("/v1/nodes", params={"zone": "a\u0000"}, headers=admin).status_code == 422
+    assert client.get("/v1/nodes/host%00name", headers=admin).status_code == 422
+
+
+def test_out_of_range_numbers_are_refused(client: TestClient, admin: dict[str, str]) -> None:
+    body = registration()
+    body["inventory"]["gpus"][0]["memory_total_bytes"] = 2**70
+    body["inventory"]["host"]["cpu_count"] = 2**40
+    response = client.post("/v1/agents/register", json=body, headers=admin)
+    assert response.status_code == 422
+    assert set(error_fields(response)) == {
+        "inventory.gpus.0.memory_total_bytes",
+        "inventory.host.cpu_count",
+    }
+
+
+def test_two_gpus_with_one_index_are_refused(client: TestClient, admin: dict[str, str]) -> None:
+    body = registration(gpu_uuids=(GPU_A, GPU_B))
+    body["inventory"]["gpus"][1]["index"] = 0
+    response = client.post("/v1/agents/register", json=body, headers=admin)
+    assert response.status_code == 422
+    assert error_fields(response) == ["inventory.gpus.1.index"]
