@@ -42,7 +42,7 @@ def _admin_execute(statement: sql.Composable) -> None:
 def _no_sovereign_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests must not pick up a developer's SOVEREIGN_* or SOVCTL_* settings."""
     for key in list(os.environ):
-        if key.startswith(("SOVEREIGN_", "SOVCTL_")) and not key.startswith("SOVEREIGN_TEST_"):
+        if key.startswith(("SOVEREIGN_", "SOVCTL_")):
             monkeypatch.delenv(key)
 
 
