@@ -14,9 +14,7 @@ import psycopg
 from control_plane.audit.models import AuditContext
 from control_plane.core.settings import Settings
 
-ADMIN_URL = os.environ.get(
-    "SOVTEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
+ADMIN_URL = os.environ.get("SOVTEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("SOVTEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = "test-secret-key-0123456789"
 TEST_ACTOR = AuditContext(actor_id="test:fixture", actor_name="pytest")

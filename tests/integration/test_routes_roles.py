@@ -190,3 +190,10 @@ def test_an_agent_may_not_heartbeat_for_another_node(
     )
     assert response.status_code == 403
     assert "own node" in response.json()["error"]["message"]
+
+
+def test_openapi_and_interactive_docs_are_served(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert "/v1/nodes" in spec["paths"]
+    assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+    assert "swagger-ui" in client.get("/docs").text
