@@ -98,3 +98,10 @@ def subprocess_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 SOVCTL = [sys.executable, "-m", "control_plane.cli"]
+
+
+def tamper(owner_conn: Any, statement: str, params: tuple[Any, ...] = ()) -> None:
+    """Rewrite audit rows as the database owner would: past the append-only trigger."""
+    with owner_conn.transaction():
+        owner_conn.execute("SET LOCAL session_replication_role = replica")
+        owner_conn.execute(statement, params)

@@ -6,6 +6,7 @@ import pytest
 from control_plane.audit import service as audit
 from control_plane.audit.models import GENESIS_HASH, AuditContext
 from control_plane.core.db import DbConnection
+from tests.support import tamper
 
 pytestmark = pytest.mark.integration
 
@@ -44,9 +45,7 @@ def test_events_link_to_each_other(conn: DbConnection) -> None:
 def test_verify_names_the_modified_event(conn: DbConnection, owner_conn: DbConnection) -> None:
     write_events(conn, 5)
     # The owner can bypass the append-only trigger (replica mode); the chain still tells.
-    with owner_conn.transaction():
-        owner_conn.execute("SET LOCAL session_replication_role = replica")
-        owner_conn.execute('UPDATE audit_event SET after = \'{"slug": "forged"}\' WHERE seq = 3')
+    tamper(owner_conn, 'UPDATE audit_event SET after = \'{"slug": "forged"}\' WHERE seq = 3')
     result = audit.verify_chain(conn)
     assert not result.ok
     assert result.first_broken_seq == 3
@@ -56,9 +55,7 @@ def test_verify_names_the_modified_event(conn: DbConnection, owner_conn: DbConne
 
 def test_verify_names_a_gap_left_by_deletion(conn: DbConnection, owner_conn: DbConnection) -> None:
     write_events(conn, 4)
-    with owner_conn.transaction():
-        owner_conn.execute("SET LOCAL session_replication_role = replica")
-        owner_conn.execute("DELETE FROM audit_event WHERE seq = 2")
+    tamper(owner_conn, "DELETE FROM audit_event WHERE seq = 2")
     result = audit.verify_chain(conn)
     assert not result.ok
     assert result.first_broken_seq == 2
@@ -71,12 +68,11 @@ def test_verify_names_a_rehashed_event(conn: DbConnection, owner_conn: DbConnect
     assert row is not None
     forged = {**dict(row), "actor_name": "someone else"}
     new_hash = audit.event_hash(forged, row["prev_hash"])
-    with owner_conn.transaction():
-        owner_conn.execute("SET LOCAL session_replication_role = replica")
-        owner_conn.execute(
-            "UPDATE audit_event SET actor_name = 'someone else', hash = %s WHERE seq = 2",
-            (new_hash,),
-        )
+    tamper(
+        owner_conn,
+        "UPDATE audit_event SET actor_name = 'someone else', hash = %s WHERE seq = 2",
+        (new_hash,),
+    )
     result = audit.verify_chain(conn)
     assert result.first_broken_seq == 3
     assert "prev_hash" in (result.reason or "")

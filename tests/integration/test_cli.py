@@ -14,7 +14,7 @@ from control_plane.access.models import Role
 from control_plane.cli.main import main
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import Settings
-from tests.support import bearer, registration
+from tests.support import bearer, registration, tamper
 
 pytestmark = pytest.mark.integration
 
@@ -184,9 +184,7 @@ def test_audit_verify_names_the_first_broken_seq(
     code, out, _ = sovctl("audit", "verify")
     assert code == 0
     assert "intact" in out
-    with owner_conn.transaction():
-        owner_conn.execute("SET LOCAL session_replication_role = replica")
-        owner_conn.execute("UPDATE audit_event SET actor_name = 'mallory' WHERE seq = 2")
+    tamper(owner_conn, "UPDATE audit_event SET actor_name = 'mallory' WHERE seq = 2")
     code, out, _ = sovctl("audit", "verify")
     assert code == 1
     assert "BROKEN at seq 2" in out
