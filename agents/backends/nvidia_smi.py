@@ -1,0 +1,374 @@
+"""Read GPUs through ``nvidia-smi -q -x``: live on this host, or from a saved capture.
+
+Why a second backend next to NVML: ``nvidia-smi`` ships with every driver, so it works
+where the NVML Python binding is missing, and support staff can parse a customer's
+``nvidia-smi -q -x > capture.xml`` with exactly the code the agent runs.
+
+The XML has changed across drivers (DTDs ``nvsmi_device_v10`` to ``v13``). Each field is
+read from every place a known generation puts it, newest first:
+
+========================  =============================================================
+Field                     Elements read, first reported value wins
+========================  =============================================================
+index                     the GPU's position in the document, which is the NVML index
+                          (``<minor_number>`` is the ``/dev/nvidiaN`` number: it can
+                          differ, for example inside a container, and is N/A on Windows)
+pci_bus_id                ``pci/pci_bus_id``, else the ``<gpu id="...">`` attribute
+board_part_number         ``board_part_number``; if absent (older drivers),
+                          ``gpu_part_number``, which then held the board's number
+power_limit_w             ``gpu_power_readings/current_power_limit`` (v12+), else
+                          ``power_readings/enforced_power_limit``, ``power_limit``
+power_w                   ``gpu_power_readings/instant_power_draw``, ``power_draw``,
+                          ``average_power_draw``, else ``power_readings/power_draw``
+ecc_uncorrected_errors    ``ecc_errors/volatile``: ``double_bit/total`` (v10, v11), else
+                          ``dram_uncorrectable`` plus ``sram_uncorrectable`` (v12) or
+                          ``sram_uncorrectable_parity`` + ``_secded`` (v13)
+mig_devices               ``mig_devices/mig_device``: ``index`` and
+                          ``fb_memory_usage/total``
+========================  =============================================================
+
+What the XML does not carry stays ``None`` here and comes from NVML instead: the compute
+capability, the confidential-computing mode (``nvidia-smi conf-compute`` reports it, not
+``-q``), and a MIG instance's profile name and UUID (``-q -x`` gives only instance ids).
+
+A value nvidia-smi cannot read is ``None``, never an error: ``N/A``, ``Not Supported``,
+an empty element, or any value in square brackets (``[N/A]``, ``[Not Supported]``,
+``[Unknown Error]``, ``[Insufficient Permissions]``: nvidia-smi's bracketed sentinels).
+Elements this module does not know are ignored. Only the document as a whole can fail,
+and then as :class:`BackendUnavailableError` with a one-line reason.
+"""
+
+import re
+import shlex
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+from xml.parsers import expat
+
+from agents.backends.base import BackendUnavailableError, GpuStatic, GpuTelemetry, MigDevice
+
+_T = TypeVar("_T")
+
+#: Values meaning "not available", compared case-insensitively (brackets handled apart).
+_NULL_VALUES = frozenset({"", "n/a", "not supported"})
+#: A number, then an optional unit: "81559 MiB", "69.95 W", "-8 C", "0 %".
+_QUANTITY = re.compile(r"(-?\d+(?:\.\d+)?)\s*(\S*)")
+_BYTES_PER_UNIT = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
+#: nvidia-smi never declares entities; refusing them keeps entity-expansion attacks
+#: (a hostile "capture" sent to support) out of ElementTree.
+_ENTITY_DECLARATION = re.compile(r"<!ENTITY", re.IGNORECASE)
+#: How much of a failing command's message to quote in the one-line reason.
+_DETAIL_CHARS = 200
+
+
+def _is_null(value: str) -> bool:
+    """True for nvidia-smi's ways of saying a value could not be read."""
+    return value.lower() in _NULL_VALUES or (value.startswith("[") and value.endswith("]"))
+
+
+def _text(parent: ET.Element, path: str) -> str | None:
+    """The stripped text at ``path`` under ``parent``; ``None`` if absent or a null value."""
+    node = parent.find(path)
+    if node is None:
+        return None
+    value = (node.text or "").strip()
+    return None if _is_null(value) else value
+
+
+def _first(*values: _T | None) -> _T | None:
+    """The first value that is not ``None``: read a field from newest to oldest layout."""
+    return next((value for value in values if value is not None), None)
+
+
+def _quantity(value: str | None, unit: str) -> float | None:
+    """The number in ``"<number> <unit>"``; ``None`` when absent or in another unit."""
+    if value is None:
+        return None
+    match = _QUANTITY.fullmatch(value)
+    if match is None or match.group(2) != unit:
+        return None
+    return float(match.group(1))
+
+
+def _bytes(value: str | None) -> int | None:
+    """``"81559 MiB"`` as bytes (binary units, as nvidia-smi prints them)."""
+    if value is None:
+        return None
+    match = _QUANTITY.fullmatch(value)
+    if match is None or match.group(2) not in _BYTES_PER_UNIT:
+        return None
+    return int(float(match.group(1)) * _BYTES_PER_UNIT[match.group(2)])
+
+
+def _count(value: str | None) -> int | None:
+    """A plain non-negative integer such as an error counter or an instance index."""
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _sum_reported(*counts: int | None) -> int | None:
+    """The sum of the counters that were reported; ``None`` if none was."""
+    reported = [count for count in counts if count is not None]
+    return sum(reported) if reported else None
+
+
+def _switch(value: str | None, on: str, off: str) -> str | None:
+    """Map a two-state value such as ``Enabled``/``Disabled`` to ``on``/``off``."""
+    if value is None:
+        return None
+    return {"enabled": on, "disabled": off}.get(value.lower())
+
+
+def _ecc_uncorrected(gpu: ET.Element) -> int | None:
+    """Uncorrectable ECC errors since the driver loaded, in any generation's layout."""
+    volatile = gpu.find("ecc_errors/volatile")
+    if volatile is None:
+        return None
+    legacy = volatile.find("double_bit")
+    if legacy is not None:
+        return _count(_text(legacy, "total"))
+    sram = _first(
+        _count(_text(volatile, "sram_uncorrectable")),
+        _sum_reported(
+            _count(_text(volatile, "sram_uncorrectable_parity")),
+            _count(_text(volatile, "sram_uncorrectable_secded")),
+        ),
+    )
+    return _sum_reported(_count(_text(volatile, "dram_uncorrectable")), sram)
+
+
+def _process_count(gpu: ET.Element) -> int | None:
+    """Processes using the GPU; ``None`` when the driver does not list them."""
+    processes = gpu.find("processes")
+    if processes is None:
+        return None
+    entries = processes.findall("process_info")
+    marker = (processes.text or "").strip()
+    if not entries and marker and _is_null(marker):
+        return None  # "<processes>N/A</processes>": not listed, which is not zero
+    return len(entries)
+
+
+def _mig_devices(gpu: ET.Element) -> tuple[MigDevice, ...]:
+    """The MIG instances listed under the GPU (none when MIG is off or unsupported)."""
+    devices = []
+    for position, node in enumerate(gpu.findall("mig_devices/mig_device")):
+        index = _count(_text(node, "index"))
+        devices.append(
+            MigDevice(
+                index=position if index is None else index,
+                uuid=None,
+                profile=None,
+                memory_total_bytes=_bytes(_text(node, "fb_memory_usage/total")),
+            )
+        )
+    return tuple(devices)
+
+
+def _board_part_number(gpu: ET.Element) -> str | None:
+    """The board's part number (``900-...``/``965-...``), as each generation names it.
+
+    Drivers before ``<board_part_number>`` existed printed the board's number as
+    ``<gpu_part_number>``; newer ones use that element for the chip's own part number, so
+    it is read only when ``<board_part_number>`` is absent altogether.
+    """
+    if gpu.find("board_part_number") is not None:
+        return _text(gpu, "board_part_number")
+    return _text(gpu, "gpu_part_number")
+
+
+def _required(gpu: ET.Element, path: str, position: int, source: str) -> str:
+    """A value no real GPU lacks; its absence means the document is not a usable capture."""
+    value = _text(gpu, path)
+    if value is None:
+        raise BackendUnavailableError(f"{source}: GPU {position} has no <{path}>")
+    return value
+
+
+def _static(
+    gpu: ET.Element, position: int, driver: str | None, cuda: str | None, source: str
+) -> GpuStatic:
+    """One GPU's static facts."""
+    readings = gpu.find("gpu_power_readings")
+    legacy_readings = gpu.find("power_readings")
+    return GpuStatic(
+        index=position,
+        uuid=_required(gpu, "uuid", position, source),
+        model=_required(gpu, "product_name", position, source),
+        serial=_text(gpu, "serial"),
+        board_part_number=_board_part_number(gpu),
+        vbios_version=_text(gpu, "vbios_version"),
+        pci_bus_id=_first(_text(gpu, "pci/pci_bus_id"), _attribute(gpu, "id")),
+        memory_total_bytes=_bytes(_text(gpu, "fb_memory_usage/total")),
+        mig_mode=_switch(_text(gpu, "mig_mode/current_mig"), "enabled", "disabled"),
+        mig_devices=_mig_devices(gpu),
+        ecc_mode=_switch(_text(gpu, "ecc_mode/current_ecc"), "enabled", "disabled"),
+        driver_version=driver,
+        cuda_version=cuda,
+        power_limit_w=_first(
+            _watts(readings, "current_power_limit"),
+            _watts(legacy_readings, "enforced_power_limit"),
+            _watts(legacy_readings, "power_limit"),
+        ),
+    )
+
+
+def _telemetry(gpu: ET.Element, uuid: str) -> GpuTelemetry:
+    """One GPU's current readings."""
+    readings = gpu.find("gpu_power_readings")
+    return GpuTelemetry(
+        uuid=uuid,
+        utilization_pct=_quantity(_text(gpu, "utilization/gpu_util"), "%"),
+        memory_used_bytes=_bytes(_text(gpu, "fb_memory_usage/used")),
+        temperature_c=_quantity(_text(gpu, "temperature/gpu_temp"), "C"),
+        power_w=_first(
+            _watts(readings, "instant_power_draw"),
+            _watts(readings, "power_draw"),
+            _watts(readings, "average_power_draw"),
+            _watts(gpu.find("power_readings"), "power_draw"),
+        ),
+        ecc_uncorrected_errors=_ecc_uncorrected(gpu),
+        process_count=_process_count(gpu),
+        fan_speed_pct=_quantity(_text(gpu, "fan_speed"), "%"),
+    )
+
+
+def _watts(parent: ET.Element | None, path: str) -> float | None:
+    """A power reading in watts from a (possibly absent) power section."""
+    return None if parent is None else _quantity(_text(parent, path), "W")
+
+
+def _attribute(node: ET.Element, name: str) -> str | None:
+    """An attribute's value, with nvidia-smi's null values as ``None``."""
+    value = node.get(name, "").strip()
+    return None if _is_null(value) else value
+
+
+def parse_nvidia_smi_xml(
+    text: str, *, source: str = "nvidia-smi output"
+) -> tuple[list[GpuStatic], list[GpuTelemetry]]:
+    """Parse ``nvidia-smi -q -x`` output into each GPU's static facts and readings.
+
+    Shared by the live backend, the capture reader and the replay backend, so all three
+    report a given document identically. ``source`` names the document in error messages.
+    Raises :class:`BackendUnavailableError` when the text is not well-formed XML (naming
+    the line and column), is not ``nvidia-smi -q -x`` output, or lists a GPU without a
+    UUID or model name.
+    """
+    if _ENTITY_DECLARATION.search(text):
+        raise BackendUnavailableError(
+            f"{source} declares XML entities, which nvidia-smi never does; not parsing it"
+        )
+    try:
+        # Entity declarations are refused above, so no expansion attack reaches expat.
+        root = ET.fromstring(text)  # noqa: S314
+    except ET.ParseError as error:
+        line, column = error.position
+        reason = expat.ErrorString(error.code)
+        raise BackendUnavailableError(
+            f"{source} is malformed XML: {reason} at line {line}, column {column}"
+        ) from None
+    if root.tag != "nvidia_smi_log":
+        raise BackendUnavailableError(
+            f"{source} is not nvidia-smi -q -x output (root element <{root.tag}>)"
+        )
+    driver = _text(root, "driver_version")
+    cuda = _text(root, "cuda_version")
+    statics: list[GpuStatic] = []
+    readings: list[GpuTelemetry] = []
+    for position, gpu in enumerate(root.findall("gpu")):
+        static = _static(gpu, position, driver, cuda, source)
+        statics.append(static)
+        readings.append(_telemetry(gpu, static.uuid))
+    return statics, readings
+
+
+def _first_line(output: bytes) -> str:
+    """The first non-blank line of a command's output, shortened for a log line."""
+    for line in output.decode("utf-8", errors="replace").splitlines():
+        if line.strip():
+            return line.strip()[:_DETAIL_CHARS]
+    return ""
+
+
+class NvidiaSmiBackend:
+    """GPU readings from ``nvidia-smi -q -x``, run live or read from a saved capture.
+
+    Live, every call runs the command again (list argv, no shell), so telemetry is current;
+    it costs a process start, which is why NVML is preferred where it loads. With
+    ``xml_path`` every call re-reads that file, so support staff see exactly what the
+    agent would report from a customer's capture.
+    """
+
+    name = "nvidia-smi"
+
+    def __init__(
+        self,
+        xml_path: str | Path | None = None,
+        command: Sequence[str] = ("nvidia-smi", "-q", "-x"),
+        timeout: float = 10.0,
+    ) -> None:
+        if not command:
+            raise ValueError("command must name the program to run")
+        self._xml_path = None if xml_path is None else Path(xml_path)
+        self._command = tuple(command)
+        self._timeout = timeout
+
+    def static(self) -> list[GpuStatic]:
+        """Every GPU's static facts, read now."""
+        return self._read()[0]
+
+    def telemetry(self) -> list[GpuTelemetry]:
+        """Every GPU's readings, from a fresh run of the command (or the capture)."""
+        return self._read()[1]
+
+    def close(self) -> None:
+        """Nothing to release: each read is a new process or a new file read."""
+
+    def _read(self) -> tuple[list[GpuStatic], list[GpuTelemetry]]:
+        """Fetch the document and parse it."""
+        if self._xml_path is not None:
+            return parse_nvidia_smi_xml(
+                self._read_capture(self._xml_path), source=str(self._xml_path)
+            )
+        return parse_nvidia_smi_xml(self._run_command(), source=shlex.join(self._command))
+
+    @staticmethod
+    def _read_capture(path: Path) -> str:
+        """The capture file's text; undecodable bytes are replaced, not fatal."""
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")
+        except OSError as error:
+            raise BackendUnavailableError(
+                f"cannot read the nvidia-smi capture {path}: {error.strerror or error}"
+            ) from None
+
+    def _run_command(self) -> str:
+        """Run the command and return its output, or say in one line why it failed."""
+        shown = shlex.join(self._command)
+        try:
+            # The argv is the operator's configuration, run without a shell.
+            completed = subprocess.run(  # noqa: S603
+                self._command, capture_output=True, timeout=self._timeout, check=False
+            )
+        except FileNotFoundError:
+            raise BackendUnavailableError(
+                f"{self._command[0]} not found: nvidia-smi is not installed or not on PATH"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise BackendUnavailableError(
+                f"{shown} timed out after {self._timeout:g} s (driver or GPU not responding)"
+            ) from None
+        except OSError as error:
+            raise BackendUnavailableError(
+                f"cannot run {shown}: {error.strerror or error}"
+            ) from None
+        if completed.returncode != 0:
+            # nvidia-smi prints its own failures ("couldn't communicate with the NVIDIA
+            # driver") on stdout, other programs on stderr: quote whichever has text.
+            detail = _first_line(completed.stderr) or _first_line(completed.stdout)
+            raise BackendUnavailableError(
+                f"{shown} exited with status {completed.returncode}: {detail or 'no output'}"
+            )
+        return completed.stdout.decode("utf-8", errors="replace")
