@@ -1,0 +1,302 @@
+"""Prometheus metrics of the node agent: its GPUs, and the agent itself.
+
+Each :class:`AgentMetrics` owns its own registry (no global state), so tests and the fleet
+simulator can run many agents in one process. Per-GPU gauges carry only ``uuid`` and
+``node`` labels, to keep cardinality low; identity (serial, model, origin, zone, driver)
+is on one ``sovereign_gpu_info`` series per GPU, joined in PromQL with
+``* on (uuid, node) group_left(serial, model) sovereign_gpu_info``. That identity is what
+DCGM exporter users ask for and lack.
+
+A reading the board does not report leaves no sample at all: a missing series says
+"unknown", where 0 or NaN would be mistaken for a measurement. GPUs that disappear lose
+their series, so dashboards do not show stale values for hardware that is gone.
+"""
+
+import math
+import threading
+from collections.abc import Callable, Iterable
+from typing import Final, Literal, get_args
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import start_http_server
+
+from agents.backends.base import GpuStatic, GpuTelemetry
+
+#: Where the agent serves ``/metrics`` unless told otherwise (DCGM exporter has 9400).
+DEFAULT_METRICS_PORT: Final = 9402
+
+#: What became of a heartbeat: delivered, written to the spool for later, refused by the
+#: control plane as already seen, or lost (neither delivered nor spooled).
+HeartbeatOutcome = Literal["sent", "spooled", "duplicate", "failed"]
+HEARTBEAT_OUTCOMES: Final[tuple[str, ...]] = get_args(HeartbeatOutcome)
+
+#: A sweep reads telemetry from every GPU: about 33 µs on one H100 through NVML, up to tens
+#: of milliseconds when nvidia-smi is run. Buckets span 10 µs to 100 ms.
+SWEEP_BUCKETS: Final = (
+    0.00001,
+    0.000025,
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+)
+
+GPU_INFO_LABELS: Final = (
+    "uuid",
+    "serial",
+    "model",
+    "index",
+    "node",
+    "zone",
+    "origin_country",
+    "gpu_origin_country",
+    "driver_version",
+    "mig_mode",
+)
+
+# (metric name, help, how to read the value from a reading). Percent becomes a 0-1 ratio.
+_GPU_GAUGES: Final[tuple[tuple[str, str, Callable[[GpuTelemetry], float | None]], ...]] = (
+    (
+        "sovereign_gpu_utilization_ratio",
+        "Fraction of the last sample period a kernel ran on the GPU (0-1).",
+        lambda r: None if r.utilization_pct is None else r.utilization_pct / 100,
+    ),
+    (
+        "sovereign_gpu_memory_used_bytes",
+        "GPU memory in use, in bytes.",
+        lambda r: r.memory_used_bytes,
+    ),
+    (
+        "sovereign_gpu_temperature_celsius",
+        "GPU core temperature, in degrees Celsius.",
+        lambda r: r.temperature_c,
+    ),
+    (
+        "sovereign_gpu_power_watts",
+        "GPU board power draw, in watts.",
+        lambda r: r.power_w,
+    ),
+    (
+        "sovereign_gpu_ecc_uncorrected_errors",
+        "Uncorrected ECC errors since the driver loaded (NVML volatile count), as read. "
+        "A gauge, not a counter: the count resets when the driver reloads.",
+        lambda r: r.ecc_uncorrected_errors,
+    ),
+    (
+        "sovereign_gpu_processes",
+        "Compute processes running on the GPU.",
+        lambda r: r.process_count,
+    ),
+)
+
+
+def _label(value: object) -> str:
+    """A label value; unknown (``None``) is the empty string, as Prometheus treats absence."""
+    return "" if value is None else str(value)
+
+
+class MetricsServer:
+    """The HTTP server answering ``/metrics`` in a daemon thread; ``close()`` stops it."""
+
+    def __init__(self, server: WSGIServer, thread: threading.Thread):
+        self._server = server
+        self._thread = thread
+        #: The port actually bound (useful when asked for port 0).
+        self.port: int = server.server_port
+
+    def close(self) -> None:
+        """Stop serving, release the port and wait for the thread to end."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def shutdown(self) -> None:
+        """Same as :meth:`close`, under the name ``socketserver`` uses."""
+        self.close()
+
+    def __enter__(self) -> "MetricsServer":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AgentMetrics:
+    """Every metric one node agent exposes, in a registry of its own."""
+
+    def __init__(self, node: str, zone: str | None = None, origin_country: str | None = None):
+        #: The registry holding these metrics only; pass it to exporters or aggregators.
+        self.registry = CollectorRegistry()
+        self.node = node
+        self.zone = zone
+        self.origin_country = origin_country
+        self._lock = threading.Lock()
+
+        self._gpu_info = Gauge(
+            "sovereign_gpu_info",
+            "Identity and placement of a GPU (always 1); join on uuid and node.",
+            GPU_INFO_LABELS,
+            registry=self.registry,
+        )
+        self._info_labels: dict[str, tuple[str, ...]] = {}  # uuid -> labels of its series
+
+        self._gpu_gauges = [
+            (Gauge(name, doc, ("uuid", "node"), registry=self.registry), read)
+            for name, doc, read in _GPU_GAUGES
+        ]
+        # Per gauge, the GPUs that have a sample now and its child (labels() costs ~1.5 µs
+        # a call, more than reading the GPU); a removal touches only GPUs listed here.
+        self._sampled: list[dict[str, Gauge]] = [{} for _ in self._gpu_gauges]
+
+        self._sweep = Histogram(
+            "sovereign_agent_sweep_duration_seconds",
+            "Time to read telemetry from every GPU of the node once.",
+            buckets=SWEEP_BUCKETS,
+            registry=self.registry,
+        )
+        self._spool_depth = Gauge(
+            "sovereign_agent_spool_depth",
+            "Heartbeats waiting on disk to be sent to the control plane.",
+            registry=self.registry,
+        )
+        self._spool_dropped = Counter(
+            "sovereign_agent_spool_dropped",
+            "Heartbeats dropped because the spool was full.",
+            registry=self.registry,
+        )
+        self._heartbeats = Counter(
+            "sovereign_agent_heartbeats",
+            "Heartbeats by outcome: sent, spooled (kept for later), duplicate (already "
+            "received by the control plane) or failed (neither sent nor spooled).",
+            ("outcome",),
+            registry=self.registry,
+        )
+        for outcome in HEARTBEAT_OUTCOMES:  # every series from the start, so rate() works
+            self._heartbeats.labels(outcome)
+        self._agent_info = Gauge(
+            "sovereign_agent_info",
+            "Version of the agent and the GPU backend it reads from (always 1).",
+            ("version", "backend"),
+            registry=self.registry,
+        )
+
+    def set_inventory(
+        self,
+        statics: list[GpuStatic],
+        *,
+        zone: str | None,
+        origin_country: str | None,
+        component_origins: dict[str, str],
+    ) -> None:
+        """Publish one ``sovereign_gpu_info`` series per GPU; drop those of GPUs now gone.
+
+        ``zone`` and ``origin_country`` replace the node's (given at construction) where not
+        ``None``; ``None`` keeps the node's. ``gpu_origin_country`` is
+        ``component_origins["gpu"]``. A GPU that left the inventory also loses its telemetry.
+        """
+        with self._lock:
+            if zone is not None:
+                self.zone = zone
+            if origin_country is not None:
+                self.origin_country = origin_country
+            wanted: dict[str, tuple[str, ...]] = {}
+            for gpu in statics:
+                wanted[gpu.uuid] = (
+                    gpu.uuid,
+                    _label(gpu.serial),
+                    gpu.model,
+                    str(gpu.index),
+                    self.node,
+                    _label(self.zone),
+                    _label(self.origin_country),
+                    _label(component_origins.get("gpu")),
+                    _label(gpu.driver_version),
+                    _label(gpu.mig_mode),
+                )
+            for uuid, labels in list(self._info_labels.items()):
+                if wanted.get(uuid) != labels:
+                    self._gpu_info.remove(*labels)
+                    del self._info_labels[uuid]
+                if uuid not in wanted:
+                    self._forget_telemetry({uuid})
+            for uuid, labels in wanted.items():
+                if uuid not in self._info_labels:
+                    self._gpu_info.labels(*labels).set(1)
+                    self._info_labels[uuid] = labels
+
+    def observe(self, readings: list[GpuTelemetry]) -> None:
+        """Record one sweep's readings; ``readings`` is every GPU present.
+
+        A value that is ``None`` (or not finite) removes that GPU's sample from the metric;
+        a GPU missing from ``readings`` loses all its telemetry series.
+        """
+        with self._lock:
+            seen = {reading.uuid for reading in readings}
+            for (gauge, read), sampled in zip(self._gpu_gauges, self._sampled, strict=True):
+                for reading in readings:
+                    value = read(reading)
+                    if value is not None and math.isfinite(value):
+                        child = sampled.get(reading.uuid)
+                        if child is None:
+                            child = sampled[reading.uuid] = gauge.labels(reading.uuid, self.node)
+                        child.set(value)
+                    elif reading.uuid in sampled:
+                        gauge.remove(reading.uuid, self.node)
+                        del sampled[reading.uuid]
+            self._forget_telemetry({uuid for s in self._sampled for uuid in s} - seen)
+
+    def _forget_telemetry(self, uuids: Iterable[str]) -> None:
+        """Remove every telemetry series of these GPUs (caller holds the lock)."""
+        for uuid in uuids:
+            for (gauge, _), sampled in zip(self._gpu_gauges, self._sampled, strict=True):
+                if uuid in sampled:
+                    gauge.remove(uuid, self.node)
+                    del sampled[uuid]
+
+    def observe_sweep(self, seconds: float) -> None:
+        """Record how long one telemetry sweep took, in seconds."""
+        self._sweep.observe(seconds)
+
+    def set_spool_depth(self, n: int) -> None:
+        """Set how many heartbeats are waiting on disk."""
+        self._spool_depth.set(n)
+
+    def count_dropped(self, n: int = 1) -> None:
+        """Count heartbeats dropped because the spool was full."""
+        self._spool_dropped.inc(n)
+
+    def count_heartbeat(self, outcome: HeartbeatOutcome) -> None:
+        """Count one heartbeat by outcome; an unknown outcome is a ``ValueError``.
+
+        The outcomes are a fixed set so the label's cardinality stays bounded.
+        """
+        if outcome not in HEARTBEAT_OUTCOMES:
+            raise ValueError(f"unknown heartbeat outcome {outcome!r}")
+        self._heartbeats.labels(outcome).inc()
+
+    def set_agent_info(self, version: str, backend: str) -> None:
+        """Publish the agent's version and GPU backend, replacing any earlier values."""
+        with self._lock:
+            self._agent_info.clear()
+            self._agent_info.labels(version, backend).set(1)
+
+    def render(self) -> bytes:
+        """The registry in Prometheus text exposition format, as a scrape would get it."""
+        return generate_latest(self.registry)
+
+    def serve(self, host: str, port: int = DEFAULT_METRICS_PORT) -> MetricsServer:
+        """Serve ``/metrics`` over HTTP on ``host:port`` from a daemon thread.
+
+        Raises ``OSError`` when the address cannot be bound (port in use). Call ``close()``
+        on the result to stop.
+        """
+        server, thread = start_http_server(port, addr=host, registry=self.registry)
+        return MetricsServer(server, thread)
