@@ -1,0 +1,70 @@
+"""A bounded on-disk queue of heartbeats waiting for the control plane.
+
+One file per heartbeat, named by its sequence number, written atomically (temporary file,
+fsync, rename), so a crash never leaves half a heartbeat and a restart replays what was
+waiting, in order. When full, the oldest heartbeats are dropped first and counted: the
+newest readings matter most, and the count says how many were lost.
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+_SUFFIX = ".json"
+
+
+class Spool:
+    """Heartbeats in sequence order, at most ``max_entries`` of them."""
+
+    def __init__(self, directory: Path, max_entries: int):
+        self.directory = directory
+        self.max_entries = max_entries
+        directory.mkdir(parents=True, exist_ok=True)
+        # Leftovers of a write interrupted by a crash are not heartbeats.
+        for stray in directory.glob("*.tmp"):
+            stray.unlink(missing_ok=True)
+        self._seqs = sorted(int(p.stem) for p in directory.glob(f"*{_SUFFIX}") if p.stem.isdigit())
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._seqs)
+
+    def _path(self, seq: int) -> Path:
+        return self.directory / f"{seq:020d}{_SUFFIX}"
+
+    def append(self, heartbeat: dict[str, Any]) -> int:
+        """Store a heartbeat; return how many old ones were dropped to make room."""
+        seq = int(heartbeat["seq"])
+        path = self._path(seq)
+        temporary = path.with_suffix(".tmp")
+        with temporary.open("w", encoding="utf-8") as handle:
+            json.dump(heartbeat, handle, separators=(",", ":"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.replace(path)
+        self._seqs.append(seq)
+        self._seqs.sort()
+        dropped = 0
+        while len(self._seqs) > self.max_entries:
+            self.remove(self._seqs[0])
+            dropped += 1
+        self.dropped += dropped
+        return dropped
+
+    def oldest(self) -> dict[str, Any] | None:
+        """The heartbeat to send next, or None when nothing waits."""
+        while self._seqs:
+            try:
+                loaded: dict[str, Any] = json.loads(self._path(self._seqs[0]).read_text())
+                return loaded
+            except (OSError, ValueError):
+                # A file someone truncated or removed by hand: skip it rather than stall.
+                self._seqs.pop(0)
+        return None
+
+    def remove(self, seq: int) -> None:
+        """Forget a heartbeat the control plane has acknowledged."""
+        self._path(seq).unlink(missing_ok=True)
+        if seq in self._seqs:
+            self._seqs.remove(seq)

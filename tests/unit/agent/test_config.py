@@ -1,0 +1,102 @@
+"""Agent configuration: file < environment < flags, and clear errors naming the key."""
+
+from pathlib import Path
+
+import pytest
+
+from agents.config import AgentConfigError, load_config
+
+FILE = """\
+version: v1
+control_plane:
+  url: https://cp.example:8443
+  bootstrap_token: sov_from_file
+sweep_interval_seconds: 5
+metrics: {port: 9500}
+spool: {max_entries: 100}
+declared:
+  zone: jp-east
+  origin_country: TW
+  component_origins: {gpu: TW, cpu: US}
+labels: {team: research}
+"""
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "agent.yaml"
+    path.write_text(FILE)
+    return path
+
+
+def test_file_values(config_file: Path) -> None:
+    config = load_config(config_file, environ={})
+    assert config.control_plane_url == "https://cp.example:8443"
+    assert config.sweep_interval_seconds == 5.0
+    assert config.metrics_port == 9500
+    assert config.spool_max_entries == 100
+    assert config.zone == "jp-east"
+    assert dict(config.component_origins) == {"gpu": "TW", "cpu": "US"}
+    assert config.registration_declarations() == {
+        "zone": "jp-east",
+        "site": None,
+        "labels": {"team": "research"},
+        "provenance": {"component_origins": {"gpu": "TW", "cpu": "US"}, "origin_country": "TW"},
+    }
+
+
+def test_environment_beats_file_and_flags_beat_environment(config_file: Path) -> None:
+    environ = {
+        "SOVEREIGN_AGENT_SWEEP_INTERVAL_SECONDS": "2",
+        "SOVEREIGN_AGENT_ZONE": "jp-west",
+        "SOVEREIGN_AGENT_LABELS": "team=infra,rack=a1",
+    }
+    config = load_config(config_file, environ=environ, flags={"zone": "tw-north", "site": None})
+    assert config.sweep_interval_seconds == 2.0
+    assert config.zone == "tw-north"
+    assert dict(config.labels) == {"team": "infra", "rack": "a1"}
+    assert config.bootstrap_token == "sov_from_file"
+
+
+def test_config_path_from_the_environment(config_file: Path) -> None:
+    config = load_config(environ={"SOVEREIGN_AGENT_CONFIG": str(config_file)})
+    assert config.zone == "jp-east"
+
+
+def test_missing_default_file_is_fine() -> None:
+    assert load_config(environ={}).sweep_interval_seconds == 10.0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("version: v2\n", "version must be one of v1"),
+        ("version: v1\nsweep_intervall: 3\n", "unknown key sweep_intervall"),
+        ("version: v1\ncontrol_plane: {uri: x}\n", "unknown key control_plane.uri"),
+        ("version: v1\nsweep_interval_seconds: fast\n", "sweep_interval_seconds"),
+        ("version: v1\nsweep_interval_seconds: 0\n", "greater than 0"),
+        ("version: v1\ndeclared: {component_origins: {fpga: US}}\n", "unknown class 'fpga'"),
+        ("version: v1\nmetrics: {port: 70000}\n", "metrics_port"),
+        ("version: [v1\n", "not valid YAML"),
+    ],
+)
+def test_bad_files_name_the_problem(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "agent.yaml"
+    path.write_text(text)
+    with pytest.raises(AgentConfigError, match=message):
+        load_config(path, environ={})
+
+
+def test_unknown_environment_variable_is_refused() -> None:
+    with pytest.raises(AgentConfigError, match="SOVEREIGN_AGENT_ZONES"):
+        load_config(environ={"SOVEREIGN_AGENT_ZONES": "x"})
+
+
+def test_named_file_must_exist(tmp_path: Path) -> None:
+    with pytest.raises(AgentConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml", environ={})
+
+
+def test_bad_pairs_are_refused() -> None:
+    with pytest.raises(AgentConfigError, match="labels"):
+        load_config(environ={"SOVEREIGN_AGENT_LABELS": "team"})
