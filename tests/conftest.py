@@ -5,6 +5,7 @@ migrated database in a few tens of milliseconds, so tests never see each other's
 """
 
 import os
+import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from psycopg import sql
 from control_plane.access import service as access
 from control_plane.access.models import Role
 from control_plane.app import create_app
+from control_plane.cli.main import main
 from control_plane.core import migrations
 from control_plane.core.db import DbConnection, connect
 from control_plane.core.settings import Settings
@@ -27,6 +29,7 @@ from tests.support import (
     REDIS_URL,
     SECRET,
     TEST_ACTOR,
+    Run,
     free_port,
     url_for,
     wait_until_ready,
@@ -151,3 +154,22 @@ def live_server(settings: Settings) -> Iterator[str]:
     yield base
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def sovctl(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Run:
+    """Run ``sovctl`` in-process with the test database; return (exit code, stdout, stderr)."""
+    monkeypatch.setenv("SOVEREIGN_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("SOVEREIGN_SECRET_KEY", settings.secret_key.get_secret_value())
+    monkeypatch.setenv("SOVCTL_CONFIG", "/nonexistent/sovctl.yaml")
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        monkeypatch.setattr(sys, "argv", ["sovctl", *args])
+        code = main()
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -98,6 +99,9 @@ def subprocess_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 SOVCTL = [sys.executable, "-m", "control_plane.cli"]
+
+#: ``sovctl`` run in-process (the ``sovctl`` fixture): arguments in, (exit code, stdout, stderr).
+Run = Callable[..., tuple[int, str, str]]
 
 
 def tamper(owner_conn: Any, statement: str, params: tuple[Any, ...] = ()) -> None:

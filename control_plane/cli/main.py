@@ -2,14 +2,15 @@
 
 Commands that run or set up the server (``db``, ``serve``, ``worker``, ``beat``, ``up``,
 ``token``, ``demo``, ``audit verify``) use the database and settings directly, so they work
-before any token exists. Everyday commands (``zones``, ``nodes``) call the HTTP API with a
-token, like any other client.
+before any token exists. Everyday commands (``zones``, ``nodes``, ``provenance``) call the
+HTTP API with a token, like any other client.
 """
 
 import getpass
 import socket
 import stat
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -23,14 +24,16 @@ from control_plane.cli.output import OutputFormat, emit
 from control_plane.cli.supervisor import supervise
 from control_plane.core import migrations, preflight
 from control_plane.core.db import connect
-from control_plane.core.errors import SovereignError
+from control_plane.core.errors import InvalidInputError, SovereignError
 from control_plane.core.settings import Settings, load_settings
+from control_plane.provenance import bom
 
 app = typer.Typer(no_args_is_help=True, help="Sovereign admin CLI.", add_completion=False)
 db_app = typer.Typer(no_args_is_help=True, help="Database schema.")
 token_app = typer.Typer(no_args_is_help=True, help="API tokens (stored only as hashes).")
 zones_app = typer.Typer(no_args_is_help=True, help="Residency zones (via the API).")
 nodes_app = typer.Typer(no_args_is_help=True, help="GPU servers (via the API).")
+provenance_app = typer.Typer(no_args_is_help=True, help="Provenance checks (via the API).")
 audit_app = typer.Typer(no_args_is_help=True, help="The audit chain.")
 demo_app = typer.Typer(no_args_is_help=True, help="Demo data for a first look.")
 for sub, name in [
@@ -38,6 +41,7 @@ for sub, name in [
     (token_app, "token"),
     (zones_app, "zones"),
     (nodes_app, "nodes"),
+    (provenance_app, "provenance"),
     (audit_app, "audit"),
     (demo_app, "demo"),
 ]:
@@ -275,6 +279,7 @@ _NODE_COLUMNS = [
     "status",
     "origin_country",
     "provenance_status",
+    "drift_status",
     "gpu_count",
     "labels",
 ]
@@ -286,6 +291,7 @@ def _node_row(node: dict[str, Any]) -> dict[str, Any]:
         **node,
         "origin_country": provenance.get("origin_country"),
         "provenance_status": provenance.get("status"),
+        "drift_status": node.get("drift", {}).get("status"),
     }
 
 
@@ -328,6 +334,7 @@ def nodes_list(
     status: Annotated[str | None, typer.Option(help="Lifecycle status.")] = None,
     gpu_model: Annotated[str | None, typer.Option(help="GPU model substring.")] = None,
     provenance_status: Annotated[str | None, typer.Option("--provenance")] = None,
+    drift_status: Annotated[str | None, typer.Option("--drift", help="none or drifted.")] = None,
     site: Annotated[str | None, typer.Option(help="Site slug.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
     offset: Annotated[int, typer.Option(min=0)] = 0,
@@ -342,6 +349,7 @@ def nodes_list(
             "status": status,
             "gpu_model": gpu_model,
             "provenance_status": provenance_status,
+            "drift_status": drift_status,
             "site": site,
             "limit": limit,
             "offset": offset,
@@ -401,6 +409,64 @@ def nodes_tag(
             raise typer.BadParameter(f"{item!r}: use key=value or key-", param_hint="LABELS")
     detail = _api("PATCH", f"/v1/nodes/{node}", json={"labels": patch})
     emit(_node_row(detail), output, ["id", "hostname", "labels"])
+
+
+@nodes_app.command("ack-drift")
+def nodes_ack_drift(
+    node: Annotated[str, typer.Argument(help="Node id or hostname.")],
+    note: Annotated[str | None, typer.Option(help="Why the change is expected.")] = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Accept a drifted node's reported hardware identity as its baseline; end the quarantine."""
+    detail = _api("POST", f"/v1/nodes/{node}/drift/acknowledge", json={"note": note})
+    emit(_node_row(detail), output, ["id", "hostname", "status", "drift_status"])
+
+
+# -- provenance (through the API) ------------------------------------------------------
+
+
+def _server_row(server: dict[str, Any]) -> dict[str, Any]:
+    mismatches = dict.fromkeys(c["check"] for c in server["checks"] if c["result"] == "mismatch")
+    return {
+        **server,
+        "detail": server["reason"] or ("mismatch: " + ", ".join(mismatches) if mismatches else ""),
+    }
+
+
+@provenance_app.command("import")
+def provenance_import(
+    path: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE.csv",
+            exists=True,
+            dir_okay=False,
+            help="BOM: system_serial,asset_tag,component,serial,part_number,origin_country.",
+        ),
+    ],
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Check a hardware bill of materials (CSV) against what the agents read."""
+    try:
+        rows = bom.parse_csv(path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{path}: not UTF-8 text") from None
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{path}: {exc.message}", details=exc.details) from None
+    result = _api(
+        "POST",
+        "/v1/provenance/imports",
+        json={"name": path.name, "rows": [r.model_dump(mode="json") for r in rows]},
+    )
+    if output is OutputFormat.JSON:
+        emit(result, output)
+        return
+    emit(
+        [_server_row(s) for s in result["servers"]],
+        output,
+        ["system_serial", "asset_tag", "hostname", "status", "detail"],
+    )
+    typer.echo(f"import {result['import_id']}: {len(result['servers'])} servers")
 
 
 # -- audit -----------------------------------------------------------------------------

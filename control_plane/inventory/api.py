@@ -10,6 +10,8 @@ from control_plane.core.errors import PermissionDeniedError
 from control_plane.core.http import Conn, RequestId, SettingsDep, require
 from control_plane.inventory import service
 from control_plane.inventory.models import (
+    DriftAcknowledge,
+    DriftStatus,
     Heartbeat,
     HeartbeatAck,
     NodeDetail,
@@ -90,6 +92,7 @@ def list_nodes(
     node_status: Annotated[NodeStatus | None, Query(alias="status")] = None,
     gpu_model: Annotated[str | None, Query(description="Substring, any case.")] = None,
     provenance_status: ProvenanceStatus | None = None,
+    drift_status: DriftStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> NodePage:
@@ -101,6 +104,7 @@ def list_nodes(
         status=node_status,
         gpu_model=gpu_model,
         provenance_status=provenance_status,
+        drift_status=drift_status,
     )
     return service.list_nodes(conn, filters, limit, offset)
 
@@ -118,6 +122,21 @@ def update_node(
     """Change a node's zone, site, status, labels or declared provenance."""
     node_id = service.resolve_node_id(conn, node)
     return service.update_node(conn, who.audit_context(request_id), node_id, change)
+
+
+@router.post("/nodes/{node}/drift/acknowledge", tags=["nodes"])
+def acknowledge_drift(
+    node: str,
+    conn: Conn,
+    who: Admin,
+    request_id: RequestId,
+    ack: DriftAcknowledge | None = None,
+) -> NodeDetail:
+    """Accept a drifted node's reported hardware identity as its baseline; end the quarantine."""
+    node_id = service.resolve_node_id(conn, node)
+    return service.acknowledge_drift(
+        conn, who.audit_context(request_id), node_id, ack or DriftAcknowledge()
+    )
 
 
 @router.post("/agents/register", status_code=status.HTTP_201_CREATED, tags=["agents"])

@@ -82,6 +82,16 @@ class ProvenanceStatus(StrEnum):
     UNKNOWN = "unknown"
 
 
+class DriftStatus(StrEnum):
+    """Whether the hardware an agent reports is still the identity an admin accepted.
+
+    ``drifted`` nodes are quarantined until an admin acknowledges the new identity.
+    """
+
+    NONE = "none"
+    DRIFTED = "drifted"
+
+
 class ComponentClass(StrEnum):
     """Component classes whose country of origin procurement asks about."""
 
@@ -203,6 +213,9 @@ class GpuTelemetry(_Input):
     memory_used_bytes: BigCount | None = None
     temperature_c: float | None = Field(default=None, ge=-50, le=200)
     power_w: float | None = Field(default=None, ge=0, le=100_000)
+    ecc_uncorrected_errors: BigCount | None = None
+    process_count: SmallCount | None = None
+    fan_speed_pct: float | None = Field(default=None, ge=0, le=100)
 
 
 class Inventory(_Input):
@@ -260,6 +273,52 @@ class HeartbeatAck(BaseModel):
     unknown_gpus: list[str] = Field(default_factory=list)
 
 
+# -- hardware identity -----------------------------------------------------------------
+
+
+class GpuIdentity(BaseModel):
+    """One GPU as the identity of a node knows it: what NVML reads and cannot be set."""
+
+    uuid: str
+    serial: str | None
+
+
+class NodeIdentity(BaseModel):
+    """A node's hardware identity: its system serial and its GPUs' (UUID, serial) pairs.
+
+    GPUs are kept sorted by UUID, so two identities are equal exactly when the same GPUs
+    with the same serials sit in a chassis with the same serial.
+    """
+
+    system_serial: str | None
+    gpus: list[GpuIdentity]
+
+    @field_validator("gpus")
+    @classmethod
+    def _by_uuid(cls, gpus: list[GpuIdentity]) -> list[GpuIdentity]:
+        return sorted(gpus, key=lambda gpu: gpu.uuid)
+
+
+class Drift(BaseModel):
+    """Whether the node's reported identity left its baseline, since when, and the evidence.
+
+    ``evidence`` holds ``before`` (the baseline), ``after`` (what was reported) and
+    ``differences`` (the change in words); it is empty when there is no drift.
+    """
+
+    status: DriftStatus
+    detected_at: datetime | None
+    evidence: dict[str, Any]
+
+
+class DriftAcknowledge(_Input):
+    """An admin accepting a drifted node's reported identity as its new baseline."""
+
+    note: Description | None = Field(
+        default=None, description="Why the change is expected, e.g. a ticket for a GPU swap."
+    )
+
+
 # -- nodes as the API shows them -------------------------------------------------------
 
 
@@ -297,6 +356,9 @@ class GpuPublic(BaseModel):
     memory_used_bytes: int | None
     temperature_c: float | None
     power_w: float | None
+    ecc_uncorrected_errors: int | None
+    process_count: int | None
+    fan_speed_pct: float | None
     telemetry_at: datetime | None
 
 
@@ -312,6 +374,7 @@ class NodePublic(BaseModel):
     labels: dict[str, str]
     last_heartbeat_at: datetime | None
     last_heartbeat_seq: int
+    heartbeats_received: int = Field(description="Heartbeats accepted (repeats not counted).")
     agent_version: str | None
     os_name: str | None
     kernel_version: str | None
@@ -320,6 +383,7 @@ class NodePublic(BaseModel):
     memory_bytes: int | None
     gpu_count: int
     provenance: Provenance
+    drift: Drift
     registered_at: datetime
     updated_at: datetime
 
@@ -348,6 +412,7 @@ class NodeFilters(BaseModel):
     status: NodeStatus | None = None
     gpu_model: str | None = None
     provenance_status: ProvenanceStatus | None = None
+    drift_status: DriftStatus | None = None
 
 
 class NodeUpdate(_Input):

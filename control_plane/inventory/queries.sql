@@ -50,14 +50,14 @@ SELECT slug, name, zone_slug AS zone, description, created_at FROM site WHERE sl
 -- name: search_nodes
 SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id) AS gpu_count
 FROM node_search(%(zone)s, %(site)s, %(origin_country)s, %(status)s, %(gpu_model)s,
-                 %(provenance_status)s) n
+                 %(provenance_status)s, %(drift_status)s) n
 ORDER BY n.hostname, n.id
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: count_nodes
 SELECT count(*) AS total
 FROM node_search(%(zone)s, %(site)s, %(origin_country)s, %(status)s, %(gpu_model)s,
-                 %(provenance_status)s);
+                 %(provenance_status)s, %(drift_status)s);
 
 -- name: get_node
 SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id) AS gpu_count
@@ -79,13 +79,13 @@ INSERT INTO node (hostname, machine_id, site_slug, zone_slug, labels, last_heart
                   agent_version, os_name, kernel_version, cpu_model, cpu_count, memory_bytes,
                   system_manufacturer, system_model, system_serial, board_vendor, board_name,
                   asset_tag, origin_country, component_origins, provenance_status,
-                  provenance_evidence, inventory_hash)
+                  provenance_evidence, inventory_hash, identity_baseline)
 VALUES (%(hostname)s, %(machine_id)s, %(site)s, %(zone)s, %(labels)s, now(),
         %(agent_version)s, %(os_name)s, %(kernel_version)s, %(cpu_model)s, %(cpu_count)s,
         %(memory_bytes)s, %(system_manufacturer)s, %(system_model)s, %(system_serial)s,
         %(board_vendor)s, %(board_name)s, %(asset_tag)s, %(origin_country)s,
         %(component_origins)s, %(provenance_status)s, %(provenance_evidence)s,
-        %(inventory_hash)s)
+        %(inventory_hash)s, %(identity_baseline)s)
 RETURNING id;
 
 -- name: update_host_facts
@@ -101,10 +101,12 @@ WHERE id = %(id)s;
 
 -- name: refresh_registration
 -- A re-registered agent starts a new credential and a new heartbeat sequence; the
--- registration itself is a sign of life.
+-- registration itself is a sign of life (but a drifted node stays out of placement).
 UPDATE node
 SET last_heartbeat_seq = 0, last_heartbeat_at = now(),
-    status = CASE WHEN status = 'offline' THEN 'active' ELSE status END
+    status = CASE WHEN status <> 'offline' THEN status
+                  WHEN drift_status = 'drifted' THEN 'quarantined'
+                  ELSE 'active' END
 WHERE id = %(id)s;
 
 -- name: update_node_admin
@@ -116,11 +118,31 @@ SET zone_slug = %(zone)s, site_slug = %(site)s, status = %(status)s, labels = %(
 WHERE id = %(id)s;
 
 -- name: record_heartbeat
+-- An offline node is back; a drifted one comes back quarantined, not eligible for placement.
 UPDATE node
 SET last_heartbeat_at = now(), last_heartbeat_seq = %(seq)s,
-    status = CASE WHEN status = 'offline' THEN 'active' ELSE status END
+    heartbeats_received = heartbeats_received + 1,
+    status = CASE WHEN status <> 'offline' THEN status
+                  WHEN drift_status = 'drifted' THEN 'quarantined'
+                  ELSE 'active' END
 WHERE id = %(id)s
 RETURNING status;
+
+-- name: mark_drifted
+-- Quarantine: only active nodes are eligible for placement.
+UPDATE node
+SET drift_status = 'drifted', drift_detected_at = now(), drift_evidence = %(drift_evidence)s,
+    status = 'quarantined', updated_at = now()
+WHERE id = %(id)s;
+
+-- name: acknowledge_drift
+-- Ends the quarantine the drift caused; a status an admin set since then is kept.
+UPDATE node
+SET identity_baseline = %(identity_baseline)s, drift_status = 'none', drift_detected_at = NULL,
+    drift_evidence = '{}',
+    status = CASE WHEN status = 'quarantined' THEN 'active' ELSE status END,
+    updated_at = now()
+WHERE id = %(id)s;
 
 -- name: mark_stale_nodes_offline
 -- SKIP LOCKED: a node being updated by its own heartbeat right now is not stale.
@@ -160,10 +182,14 @@ DELETE FROM gpu WHERE node_id = %(node_id)s AND NOT (uuid = ANY(%(uuids)s)) RETU
 -- name: update_gpu_telemetry
 UPDATE gpu AS g
 SET utilization_pct = t.utilization_pct, memory_used_bytes = t.memory_used_bytes,
-    temperature_c = t.temperature_c, power_w = t.power_w, telemetry_at = now()
+    temperature_c = t.temperature_c, power_w = t.power_w,
+    ecc_uncorrected_errors = t.ecc_uncorrected_errors, process_count = t.process_count,
+    fan_speed_pct = t.fan_speed_pct, telemetry_at = now()
 FROM unnest(%(uuids)s::text[], %(utilization_pct)s::real[], %(memory_used_bytes)s::bigint[],
-            %(temperature_c)s::real[], %(power_w)s::real[])
-     AS t(uuid, utilization_pct, memory_used_bytes, temperature_c, power_w)
+            %(temperature_c)s::real[], %(power_w)s::real[], %(ecc_uncorrected_errors)s::bigint[],
+            %(process_count)s::integer[], %(fan_speed_pct)s::real[])
+     AS t(uuid, utilization_pct, memory_used_bytes, temperature_c, power_w,
+          ecc_uncorrected_errors, process_count, fan_speed_pct)
 WHERE g.uuid = t.uuid AND g.node_id = %(node_id)s
 RETURNING g.uuid;
 

@@ -45,7 +45,13 @@ _NODE_WRITE: dict[str, ErrorFactory] = {
 _GPU_WRITE: dict[str, ErrorFactory] = {
     "gpu_node_index_key": unique("gpus.index", "two GPUs of one node share an index"),
 }
-_JSON_COLUMNS = ("labels", "component_origins", "provenance_evidence")
+_JSON_COLUMNS = (
+    "labels",
+    "component_origins",
+    "provenance_evidence",
+    "identity_baseline",
+    "drift_evidence",
+)
 
 
 def _q(name: str) -> LiteralString:
@@ -172,6 +178,18 @@ def record_heartbeat(conn: DbConnection, node_id: UUID, seq: int) -> str:
     assert row is not None
     status: str = row["status"]
     return status
+
+
+def mark_drifted(conn: DbConnection, node_id: UUID, evidence: dict[str, Any]) -> None:
+    """Mark a node drifted with its evidence and quarantine it."""
+    conn.execute(_q("mark_drifted"), _with_json({"id": node_id, "drift_evidence": evidence}))
+
+
+def acknowledge_drift(conn: DbConnection, node_id: UUID, baseline: dict[str, Any]) -> None:
+    """Adopt ``baseline`` as the node's identity, clear its drift and end the quarantine."""
+    conn.execute(
+        _q("acknowledge_drift"), _with_json({"id": node_id, "identity_baseline": baseline})
+    )
 
 
 def mark_stale_nodes_offline(

@@ -20,14 +20,19 @@ from control_plane.audit.service import canonical_json
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, InvalidInputError, NotFoundError
 from control_plane.inventory import repository
+from control_plane.inventory.identity import identity_differences, reported_identity
 from control_plane.inventory.models import (
     DeclaredProvenance,
+    Drift,
+    DriftAcknowledge,
+    DriftStatus,
     GpuPublic,
     Heartbeat,
     HeartbeatAck,
     Inventory,
     NodeDetail,
     NodeFilters,
+    NodeIdentity,
     NodePage,
     NodePublic,
     NodeRegister,
@@ -45,6 +50,13 @@ from control_plane.inventory.models import (
 
 #: A node that misses this many heartbeat intervals is marked offline.
 MISSED_HEARTBEATS_OFFLINE = 3
+
+#: The drift evidence when a drifted node reports its old baseline again: the hardware
+#: went away and came back, which an admin should still look at.
+BASELINE_AGAIN = "the reported identity matches the baseline again; acknowledge to clear it"
+
+#: The before and after of a ``node.drift_detected`` event.
+DriftEvent = tuple[dict[str, Any], dict[str, Any]]
 
 # -- zones -----------------------------------------------------------------------------
 
@@ -144,22 +156,36 @@ def list_sites(conn: DbConnection) -> list[SitePublic]:
 # -- nodes -----------------------------------------------------------------------------
 
 
+def node_provenance(row: DictRow) -> Provenance:
+    """A node row's provenance as the API shows it (also what provenance audit events hold)."""
+    return Provenance(
+        system_manufacturer=row["system_manufacturer"],
+        system_model=row["system_model"],
+        system_serial=row["system_serial"],
+        board_vendor=row["board_vendor"],
+        board_name=row["board_name"],
+        asset_tag=row["asset_tag"],
+        origin_country=row["origin_country"],
+        component_origins=row["component_origins"],
+        status=row["provenance_status"],
+        evidence=row["provenance_evidence"],
+    )
+
+
 def _node_public(row: DictRow) -> NodePublic:
     return NodePublic(
-        **{k: row[k] for k in NodePublic.model_fields if k in row and k != "provenance"},
+        **{
+            k: row[k]
+            for k in NodePublic.model_fields
+            if k in row and k not in {"provenance", "drift"}
+        },
         site=row["site_slug"],
         zone=row["zone_slug"],
-        provenance=Provenance(
-            system_manufacturer=row["system_manufacturer"],
-            system_model=row["system_model"],
-            system_serial=row["system_serial"],
-            board_vendor=row["board_vendor"],
-            board_name=row["board_name"],
-            asset_tag=row["asset_tag"],
-            origin_country=row["origin_country"],
-            component_origins=row["component_origins"],
-            status=row["provenance_status"],
-            evidence=row["provenance_evidence"],
+        provenance=node_provenance(row),
+        drift=Drift(
+            status=row["drift_status"],
+            detected_at=row["drift_detected_at"],
+            evidence=row["drift_evidence"],
         ),
     )
 
@@ -249,6 +275,12 @@ def update_node(
         if row is None:
             raise NotFoundError(f"node {node_id} does not exist")
         before = _node_public(row)
+        if row["drift_status"] == DriftStatus.DRIFTED and change.status == NodeStatus.ACTIVE:
+            raise ConflictError(
+                "status: the node's hardware identity has drifted; acknowledge the drift "
+                "before making the node active",
+                details={"field": "status", "drift_status": row["drift_status"]},
+            )
         fields = change.model_fields_set
         labels = dict(row["labels"])
         for key, value in (change.labels or {}).items():
@@ -285,6 +317,106 @@ def update_node(
             object_id=str(node_id),
             before=before.model_dump(mode="json"),
             after=after.model_dump(mode="json"),
+        )
+        return _node_detail(conn, after_row)
+
+
+def _check_identity(
+    conn: DbConnection, ctx: AuditContext, row: DictRow, inventory: Inventory, source: str
+) -> DriftEvent | None:
+    """Compare a report with the node's baseline; mark the node drifted if they differ.
+
+    A drifted node that keeps reporting the identity already in its evidence is left as
+    it is, so repeated reports write no new event. Returns the ``node.drift_detected``
+    event's before and after, or None when there is nothing new to record.
+    """
+    reported = reported_identity(inventory)
+    baseline = NodeIdentity.model_validate(row["identity_baseline"])
+    if row["drift_status"] == DriftStatus.DRIFTED:
+        if NodeIdentity.model_validate(row["drift_evidence"]["after"]) == reported:
+            return None
+    elif reported == baseline:
+        return None
+    evidence = {
+        "before": baseline.model_dump(mode="json"),
+        "after": reported.model_dump(mode="json"),
+        "differences": identity_differences(baseline, reported) or [BASELINE_AGAIN],
+        "source": source,
+        "request_id": ctx.request_id,
+    }
+    repository.mark_drifted(conn, row["id"], evidence)
+    before = {
+        "identity": evidence["before"],
+        "status": row["status"],
+        "drift_status": row["drift_status"],
+    }
+    after = {
+        "identity": evidence["after"],
+        "status": NodeStatus.QUARANTINED.value,
+        "drift_status": DriftStatus.DRIFTED.value,
+        "differences": evidence["differences"],
+    }
+    return before, after
+
+
+def _record_drift(
+    conn: DbConnection,
+    ctx: AuditContext,
+    node_id: UUID,
+    drift: DriftEvent | None,
+) -> None:
+    """Audit a drift ``_check_identity`` found, if it found one."""
+    if drift is not None:
+        audit.record(
+            conn,
+            ctx,
+            action="node.drift_detected",
+            object_type="node",
+            object_id=str(node_id),
+            before=drift[0],
+            after=drift[1],
+        )
+
+
+def acknowledge_drift(
+    conn: DbConnection, ctx: AuditContext, node_id: UUID, ack: DriftAcknowledge
+) -> NodeDetail:
+    """Accept a drifted node's reported identity as its baseline and end its quarantine.
+
+    409 when the node has not drifted. The identity accepted is the one in the evidence,
+    i.e. what the agent reported last.
+    """
+    with conn.transaction():
+        row = repository.get_node(conn, node_id, for_update=True)
+        if row is None:
+            raise NotFoundError(f"node {node_id} does not exist")
+        if row["drift_status"] != DriftStatus.DRIFTED:
+            raise ConflictError(
+                f"node {node_id} has no identity drift to acknowledge",
+                details={"drift_status": row["drift_status"]},
+            )
+        accepted = NodeIdentity.model_validate(row["drift_evidence"]["after"])
+        repository.acknowledge_drift(conn, node_id, accepted.model_dump(mode="json"))
+        after_row = repository.get_node(conn, node_id)
+        assert after_row is not None
+        audit.record(
+            conn,
+            ctx,
+            action="node.drift_acknowledged",
+            object_type="node",
+            object_id=str(node_id),
+            before={
+                "identity": row["identity_baseline"],
+                "status": row["status"],
+                "drift_status": row["drift_status"],
+                "drift_evidence": row["drift_evidence"],
+            },
+            after={
+                "identity": after_row["identity_baseline"],
+                "status": after_row["status"],
+                "drift_status": after_row["drift_status"],
+                "note": ack.note,
+            },
         )
         return _node_detail(conn, after_row)
 
@@ -334,9 +466,11 @@ def register_node(
     """Register an agent's node (or re-register it by machine id) and issue its credential.
 
     On re-registration the agent's readings are refreshed and its old credentials revoked;
-    zone, site, labels and declared provenance stay as the admin left them.
+    zone, site, labels and declared provenance stay as the admin left them, and a hardware
+    identity other than the baseline quarantines the node as drifted.
     """
     host = registration.inventory.host
+    drift: DriftEvent | None = None
     with conn.transaction():
         existing = repository.lock_node_by_machine_id(conn, host.machine_id)
         if existing is None:
@@ -351,6 +485,9 @@ def register_node(
                     "labels": registration.labels,
                     **_declared_provenance(declared, "agent-config", ctx),
                     "asset_tag": declared.asset_tag or host.asset_tag,
+                    "identity_baseline": reported_identity(registration.inventory).model_dump(
+                        mode="json"
+                    ),
                 },
             )
             before = None
@@ -363,6 +500,7 @@ def register_node(
             )
             repository.refresh_registration(conn, node_id)
             access_repository.revoke_node_tokens(conn, node_id)
+            drift = _check_identity(conn, ctx, existing, registration.inventory, "registration")
             action = "node.reregistered"
         _apply_gpus(conn, node_id, registration.inventory)
         row = repository.get_node(conn, node_id)
@@ -376,6 +514,7 @@ def register_node(
             before=before,
             after=_node_detail(conn, row).model_dump(mode="json"),
         )
+        _record_drift(conn, ctx, node_id, drift)
         issued = access.issue_token(
             conn,
             ctx,
@@ -397,6 +536,9 @@ def _telemetry_columns(heartbeat: Heartbeat) -> dict[str, list[Any]]:
         "memory_used_bytes": [t.memory_used_bytes for t in readings],
         "temperature_c": [t.temperature_c for t in readings],
         "power_w": [t.power_w for t in readings],
+        "ecc_uncorrected_errors": [t.ecc_uncorrected_errors for t in readings],
+        "process_count": [t.process_count for t in readings],
+        "fan_speed_pct": [t.fan_speed_pct for t in readings],
     }
 
 
@@ -411,7 +553,8 @@ def record_heartbeat(
     """Take one heartbeat and return what was done with it.
 
     Repeats (by sequence number) are dropped; telemetry overwrites the current state; a
-    changed inventory is applied; an offline node comes back. Only real changes are audited.
+    changed inventory is applied; a hardware identity other than the baseline quarantines
+    the node as drifted; an offline node comes back. Only real changes are audited.
     """
     with conn.transaction():
         row = repository.get_node(conn, node_id, for_update=True)
@@ -438,6 +581,9 @@ def record_heartbeat(
         if inventory_changed and heartbeat.inventory is not None:
             repository.update_host_facts(conn, {**_host_values(heartbeat.inventory), "id": node_id})
             _apply_gpus(conn, node_id, heartbeat.inventory)
+        drift: DriftEvent | None = None
+        if heartbeat.inventory is not None:
+            drift = _check_identity(conn, ctx, row, heartbeat.inventory, "heartbeat")
         status = repository.record_heartbeat(conn, node_id, heartbeat.seq)
         updated = repository.update_gpu_telemetry(conn, node_id, _telemetry_columns(heartbeat))
         unknown = sorted({t.uuid for t in heartbeat.telemetry} - updated)
@@ -453,7 +599,9 @@ def record_heartbeat(
                 before=before.model_dump(mode="json"),
                 after=_node_detail(conn, after_row).model_dump(mode="json"),
             )
-        if row["status"] == NodeStatus.OFFLINE and status == NodeStatus.ACTIVE:
+        _record_drift(conn, ctx, node_id, drift)
+        # A drifted node comes back quarantined rather than active; it is online all the same.
+        if row["status"] == NodeStatus.OFFLINE and status != NodeStatus.OFFLINE:
             audit.record(
                 conn,
                 ctx,

@@ -2,7 +2,6 @@
 zone and node commands against a live API."""
 
 import json
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,33 +10,10 @@ import httpx
 import pytest
 
 from control_plane.access.models import Role
-from control_plane.cli.main import main
 from control_plane.core.db import DbConnection
-from control_plane.core.settings import Settings
-from tests.support import bearer, registration, tamper
+from tests.support import Run, bearer, registration, tamper
 
 pytestmark = pytest.mark.integration
-
-Run = Callable[..., tuple[int, str, str]]
-
-
-@pytest.fixture
-def sovctl(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> Run:
-    """Run ``sovctl`` in-process with the test database; return (exit code, stdout, stderr)."""
-    monkeypatch.setenv("SOVEREIGN_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("SOVEREIGN_SECRET_KEY", settings.secret_key.get_secret_value())
-    monkeypatch.setenv("SOVCTL_CONFIG", "/nonexistent/sovctl.yaml")
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        monkeypatch.setattr(sys, "argv", ["sovctl", *args])
-        code = main()
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_token_lifecycle(sovctl: Run, live_server: str) -> None:

@@ -23,6 +23,7 @@ class Fixture:
 
     node_id: str
     agent_token: str
+    machine_id: str
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class Case:
     allowed: frozenset[Role]
     success: int
     body: Callable[[Fixture], Any] | None = None
+    setup: Callable[[TestClient, Fixture], None] | None = None
 
     def url(self, fx: Fixture) -> str:
         return (
@@ -39,6 +41,19 @@ class Case:
             .replace("{node}", fx.node_id)
             .replace("{node_id}", fx.node_id)
         )
+
+
+def drift_the_node(client: TestClient, fx: Fixture) -> None:
+    """The node's agent reports a GPU the node did not have: the node drifts."""
+    inventory = registration(
+        machine_id=fx.machine_id, gpu_uuids=("GPU-00000000-0000-0000-0000-0000000000d1",)
+    )["inventory"]
+    ack = client.post(
+        f"/v1/nodes/{fx.node_id}/heartbeat",
+        json={"seq": 1, "inventory": inventory},
+        headers=bearer(fx.agent_token),
+    ).json()
+    assert ack["status"] == "quarantined"
 
 
 CASES = [
@@ -78,6 +93,14 @@ CASES = [
     ),
     Case(
         "POST",
+        "/v1/nodes/{node}/drift/acknowledge",
+        frozenset({A}),
+        200,
+        lambda fx: {"note": "GPU swapped under ticket OPS-1234"},
+        setup=drift_the_node,
+    ),
+    Case(
+        "POST",
         "/v1/agents/register",
         frozenset({A, B}),
         201,
@@ -91,6 +114,17 @@ CASES = [
         frozenset({A, G}),
         200,
         lambda fx: {"seq": 7, "telemetry": []},
+    ),
+    Case(
+        "POST",
+        "/v1/provenance/imports",
+        frozenset({A}),
+        200,
+        lambda fx: {
+            "rows": [
+                {"system_serial": "S452938X3A11720", "component": "system", "origin_country": "US"}
+            ]
+        },
     ),
     Case("GET", "/v1/audit/events", frozenset({A, U}), 200),
     Case("GET", "/v1/audit/verify", frozenset({A, U}), 200),
@@ -106,10 +140,13 @@ def world(client: TestClient, make_token: Callable[[Role], str]) -> Fixture:
         {"slug": "jp-east", "name": "Japan East", "country": "JP"},
     ):
         assert client.post("/v1/zones", json=zone, headers=admin).status_code == 201
-    registered = client.post(
-        "/v1/agents/register", json=registration(zone="jp"), headers=admin
-    ).json()
-    return Fixture(node_id=registered["node_id"], agent_token=registered["token"])
+    body = registration(zone="jp")
+    registered = client.post("/v1/agents/register", json=body, headers=admin).json()
+    return Fixture(
+        node_id=registered["node_id"],
+        agent_token=registered["token"],
+        machine_id=body["inventory"]["host"]["machine_id"],
+    )
 
 
 def test_the_table_covers_every_route(app: FastAPI) -> None:
@@ -137,6 +174,8 @@ def test_route_role(
         headers = bearer(world.agent_token)
     else:
         headers = bearer(make_token(role))
+    if case.setup is not None:
+        case.setup(client, world)
     response = client.request(
         case.method,
         case.url(world),

@@ -57,7 +57,12 @@ def test_event_hash_is_the_same_in_any_time_zone() -> None:
 
 
 def test_every_feature_query_file_parses() -> None:
-    for package in ("control_plane.audit", "control_plane.access", "control_plane.inventory"):
+    for package in (
+        "control_plane.audit",
+        "control_plane.access",
+        "control_plane.inventory",
+        "control_plane.provenance",
+    ):
         queries = load_queries(package)
         assert queries
         for name, sql in queries.items():

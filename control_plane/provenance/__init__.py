@@ -1,0 +1,1 @@
+"""Provenance: checking a hardware bill of materials against what the node agents read."""

@@ -1,0 +1,20 @@
+"""HTTP routes for provenance checks (admins only). Thin: parse, authorize, call."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends
+
+from control_plane.access.models import Permission, Principal
+from control_plane.core.http import Conn, RequestId, require
+from control_plane.provenance import service
+from control_plane.provenance.models import BomImport, ImportResult
+
+Admin = Annotated[Principal, Depends(require(Permission.INVENTORY_WRITE))]
+
+router = APIRouter(prefix="/v1/provenance", tags=["provenance"])
+
+
+@router.post("/imports")
+def import_bom(bom: BomImport, conn: Conn, who: Admin, request_id: RequestId) -> ImportResult:
+    """Check a hardware bill of materials against what the agents read; record the verdicts."""
+    return service.import_bom(conn, who.audit_context(request_id), bom)

@@ -1,0 +1,18 @@
+-- name: lock_nodes_for_bom
+-- Every node a BOM could name, locked in id order so concurrent imports cannot deadlock.
+SELECT * FROM node
+WHERE system_serial = ANY(%(system_serials)s) OR asset_tag = ANY(%(asset_tags)s)
+ORDER BY id
+FOR UPDATE;
+
+-- name: gpu_serials
+-- What the agents read; null where a GPU did not report its serial.
+SELECT node_id, serial FROM gpu WHERE node_id = ANY(%(node_ids)s) ORDER BY node_id, index;
+
+-- name: record_provenance_check
+UPDATE node
+SET origin_country = %(origin_country)s, component_origins = %(component_origins)s,
+    provenance_status = %(provenance_status)s, provenance_evidence = %(provenance_evidence)s,
+    updated_at = now()
+WHERE id = %(id)s
+RETURNING *;

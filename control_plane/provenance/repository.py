@@ -1,0 +1,53 @@
+"""SQL access for provenance checks. Functions take the caller's connection.
+
+The nodes and GPUs belong to the inventory; this feature reads what the agents reported
+and writes only a node's origins and provenance status and evidence.
+"""
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, LiteralString
+from uuid import UUID
+
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from control_plane.core.db import DbConnection, fetch_all, fetch_one, load_queries
+
+
+def _q(name: str) -> LiteralString:
+    return load_queries("control_plane.provenance")[name]
+
+
+def lock_nodes_for_bom(
+    conn: DbConnection, system_serials: Sequence[str], asset_tags: Sequence[str]
+) -> list[DictRow]:
+    """Nodes with any of these system serials or asset tags, locked for the transaction."""
+    return fetch_all(
+        conn,
+        _q("lock_nodes_for_bom"),
+        {"system_serials": list(system_serials), "asset_tags": list(asset_tags)},
+    )
+
+
+def gpu_serials(conn: DbConnection, node_ids: Sequence[UUID]) -> dict[UUID, list[str | None]]:
+    """The GPU serials the agents read, per node, by GPU index (nodes without GPUs absent)."""
+    serials: dict[UUID, list[str | None]] = defaultdict(list)
+    for row in fetch_all(conn, _q("gpu_serials"), {"node_ids": list(node_ids)}):
+        serials[row["node_id"]].append(row["serial"])
+    return dict(serials)
+
+
+def record_provenance_check(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+    """Store a node's checked origins, provenance status and evidence; return the node."""
+    row = fetch_one(
+        conn,
+        _q("record_provenance_check"),
+        {
+            **values,
+            "component_origins": Jsonb(values["component_origins"]),
+            "provenance_evidence": Jsonb(values["provenance_evidence"]),
+        },
+    )
+    assert row is not None
+    return row

@@ -1,0 +1,392 @@
+"""Identity drift: a node whose agent reports other hardware than its baseline is quarantined
+until an admin acknowledges the new identity."""
+
+import copy
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from control_plane.access.models import Role
+from control_plane.audit import service as audit
+from control_plane.audit.models import AuditEventPublic
+from control_plane.core import migrations
+from control_plane.core.db import DbConnection
+from tests.support import ADMIN_URL, Run, bearer, registration, url_for
+
+pytestmark = pytest.mark.integration
+
+# The recorded H100 (tests/fixtures/gpu/h100-80gb-hbm3) and a second board like it.
+GPU_A, SERIAL_A = "GPU-29b79b44-4926-3788-174b-399b5b491b55", "1654525039369"
+GPU_B, SERIAL_B = "GPU-7d3e1c52-90aa-4f6b-b1d2-5e8f0c4a9b17", "1654525039412"
+GPU_C, SERIAL_C = "GPU-c04f9e21-6b7d-4a35-8e19-2f6a7b8c9d03", "1654525040077"
+SYSTEM_SERIAL = "S452938X3A11720"
+
+
+@dataclass
+class Node:
+    """A registered node, its agent's credential and the registration it sent."""
+
+    id: str
+    token: str
+    body: dict[str, Any]
+    seq: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"/v1/nodes/{self.id}"
+
+
+def body_with(
+    gpus: tuple[tuple[str, str | None], ...] = ((GPU_A, SERIAL_A), (GPU_B, SERIAL_B)),
+    system_serial: str | None = SYSTEM_SERIAL,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    body = registration(gpu_uuids=tuple(u for u, _ in gpus), **kwargs)
+    body["inventory"]["host"]["system_serial"] = system_serial
+    for gpu, (_, serial) in zip(body["inventory"]["gpus"], gpus, strict=True):
+        gpu["serial"] = serial
+    return body
+
+
+@pytest.fixture
+def admin(make_token: Callable[[Role], str]) -> dict[str, str]:
+    return bearer(make_token(Role.ADMIN))
+
+
+def register(client: TestClient, admin: dict[str, str], body: dict[str, Any]) -> Node:
+    response = client.post("/v1/agents/register", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    return Node(response.json()["node_id"], response.json()["token"], body)
+
+
+@pytest.fixture
+def node(client: TestClient, admin: dict[str, str]) -> Node:
+    return register(client, admin, body_with(hostname="gpu-a"))
+
+
+def report(
+    client: TestClient,
+    node: Node,
+    gpus: tuple[tuple[str, str | None], ...] = ((GPU_A, SERIAL_A), (GPU_B, SERIAL_B)),
+    system_serial: str | None = SYSTEM_SERIAL,
+) -> dict[str, Any]:
+    """Heartbeat with an inventory of these GPUs (same machine id)."""
+    inventory = copy.deepcopy(node.body["inventory"])
+    inventory["host"]["system_serial"] = system_serial
+    inventory["gpus"] = body_with(gpus)["inventory"]["gpus"]
+    node.seq += 1
+    response = client.post(
+        f"{node.url}/heartbeat",
+        json={"seq": node.seq, "inventory": inventory},
+        headers=bearer(node.token),
+    )
+    assert response.status_code == 200, response.text
+    ack: dict[str, Any] = response.json()
+    return ack
+
+
+def identity(system_serial: str | None, *gpus: tuple[str, str | None]) -> dict[str, Any]:
+    return {
+        "system_serial": system_serial,
+        "gpus": [{"uuid": u, "serial": s} for u, s in sorted(gpus)],
+    }
+
+
+def events(conn: DbConnection, node: Node, action: str) -> list[AuditEventPublic]:
+    return audit.list_events(conn, object_id=node.id, action=action, limit=1000).items
+
+
+BASELINE = identity(SYSTEM_SERIAL, (GPU_A, SERIAL_A), (GPU_B, SERIAL_B))
+SWAPPED = identity(SYSTEM_SERIAL, (GPU_A, SERIAL_A), (GPU_C, SERIAL_C))
+
+
+def test_a_replaced_gpu_drifts_and_quarantines_the_node(
+    client: TestClient, admin: dict[str, str], node: Node, conn: DbConnection
+) -> None:
+    ack = report(client, node, ((GPU_A, SERIAL_A), (GPU_C, SERIAL_C)))
+    assert ack["status"] == "quarantined"
+    detail = client.get(node.url, headers=admin).json()
+    assert detail["status"] == "quarantined"
+    drift = detail["drift"]
+    assert drift["status"] == "drifted"
+    assert drift["detected_at"] is not None
+    assert drift["evidence"]["before"] == BASELINE
+    assert drift["evidence"]["after"] == SWAPPED
+    assert drift["evidence"]["source"] == "heartbeat"
+    assert drift["evidence"]["differences"] == [
+        f"GPU {GPU_B} (serial {SERIAL_B}) is no longer reported",
+        f"new GPU {GPU_C} (serial {SERIAL_C})",
+    ]
+    # The GPU rows show what is there now; the baseline still says what was accepted.
+    assert {g["uuid"] for g in detail["gpus"]} == {GPU_A, GPU_C}
+    [event] = events(conn, node, "node.drift_detected")
+    assert event.before == {"identity": BASELINE, "status": "active", "drift_status": "none"}
+    assert event.after["identity"] == SWAPPED
+    assert event.after["status"] == "quarantined"
+    assert event.after["differences"] == drift["evidence"]["differences"]
+    assert audit.verify_chain(conn).ok
+
+
+def test_the_same_drift_reported_again_writes_no_new_event(
+    client: TestClient, admin: dict[str, str], node: Node, conn: DbConnection
+) -> None:
+    for _ in range(4):
+        assert report(client, node, ((GPU_A, SERIAL_A), (GPU_C, SERIAL_C)))["status"] == (
+            "quarantined"
+        )
+    assert len(events(conn, node, "node.drift_detected")) == 1
+    # A different identity again is new evidence, still compared with the baseline.
+    report(client, node, ((GPU_C, SERIAL_C),))
+    drifts = events(conn, node, "node.drift_detected")
+    assert len(drifts) == 2
+    assert drifts[1].before["identity"] == BASELINE
+    assert drifts[1].before["drift_status"] == "drifted"
+    assert drifts[1].after["identity"] == identity(SYSTEM_SERIAL, (GPU_C, SERIAL_C))
+    # Hardware put back as it was is still for an admin to acknowledge.
+    report(client, node)
+    detail = client.get(node.url, headers=admin).json()
+    assert detail["status"] == "quarantined"
+    assert detail["drift"]["evidence"]["differences"] == [
+        "the reported identity matches the baseline again; acknowledge to clear it"
+    ]
+    assert len(events(conn, node, "node.drift_detected")) == 3
+
+
+def test_a_changed_gpu_serial_alone_is_drift(
+    client: TestClient, admin: dict[str, str], node: Node, conn: DbConnection
+) -> None:
+    report(client, node, ((GPU_A, "1654525099999"), (GPU_B, SERIAL_B)))
+    drift = client.get(node.url, headers=admin).json()["drift"]
+    assert drift["status"] == "drifted"
+    assert drift["evidence"]["differences"] == [
+        f"GPU {GPU_A} serial changed from {SERIAL_A} to 1654525099999"
+    ]
+
+
+def test_a_changed_system_serial_is_drift(
+    client: TestClient, admin: dict[str, str], node: Node
+) -> None:
+    ack = report(client, node, system_serial="S452938X3A99999")
+    assert ack["status"] == "quarantined"
+    drift = client.get(node.url, headers=admin).json()["drift"]
+    assert drift["evidence"]["differences"] == [
+        f"system serial changed from {SYSTEM_SERIAL} to S452938X3A99999"
+    ]
+    # A serial the agent can no longer read is a change too.
+    report(client, node, system_serial=None)
+    drift = client.get(node.url, headers=admin).json()["drift"]
+    assert drift["evidence"]["differences"] == [
+        f"system serial changed from {SYSTEM_SERIAL} to unread"
+    ]
+
+
+def test_an_unchanged_identity_is_not_drift(
+    client: TestClient, admin: dict[str, str], node: Node, conn: DbConnection
+) -> None:
+    assert report(client, node)["status"] == "active"
+    # Other facts may change freely: a new kernel, GPUs reported in another order.
+    inventory = copy.deepcopy(node.body["inventory"])
+    inventory["host"]["kernel_version"] = "6.8.0-49-generic"
+    inventory["gpus"].reverse()
+    for gpu, index in zip(inventory["gpus"], (1, 0), strict=True):
+        gpu["index"] = index
+    ack = client.post(
+        f"{node.url}/heartbeat", json={"seq": 9, "inventory": inventory}, headers=bearer(node.token)
+    ).json()
+    assert ack["inventory_changed"] is True
+    assert ack["status"] == "active"
+    detail = client.get(node.url, headers=admin).json()
+    assert detail["drift"] == {"status": "none", "detected_at": None, "evidence": {}}
+    assert events(conn, node, "node.drift_detected") == []
+
+
+def test_acknowledging_adopts_the_reported_identity(
+    client: TestClient, admin: dict[str, str], node: Node, conn: DbConnection
+) -> None:
+    report(client, node, ((GPU_A, SERIAL_A), (GPU_C, SERIAL_C)))
+    response = client.post(
+        "/v1/nodes/gpu-a/drift/acknowledge",
+        json={"note": "GPU 1 replaced under RMA 88123"},
+        headers=admin,
+    )
+    assert response.status_code == 200, response.text
+    detail = response.json()
+    assert detail["status"] == "active"
+    assert detail["drift"] == {"status": "none", "detected_at": None, "evidence": {}}
+    [event] = events(conn, node, "node.drift_acknowledged")
+    assert event.before["identity"] == BASELINE
+    assert event.before["status"] == "quarantined"
+    assert event.before["drift_evidence"]["after"] == SWAPPED
+    assert event.after == {
+        "identity": SWAPPED,
+        "status": "active",
+        "drift_status": "none",
+        "note": "GPU 1 replaced under RMA 88123",
+    }
+    # The new identity is the baseline now: reporting it is not drift, the old one is.
+    assert report(client, node, ((GPU_A, SERIAL_A), (GPU_C, SERIAL_C)))["status"] == "active"
+    assert len(events(conn, node, "node.drift_detected")) == 1
+    assert report(client, node)["status"] == "quarantined"
+    assert len(events(conn, node, "node.drift_detected")) == 2
+    assert audit.verify_chain(conn).ok
+
+
+def test_acknowledging_needs_no_body(client: TestClient, admin: dict[str, str], node: Node) -> None:
+    report(client, node, system_serial="S452938X3A99999")
+    response = client.post(f"{node.url}/drift/acknowledge", headers=admin)
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "active"
+
+
+def test_acknowledging_a_node_without_drift_is_409(
+    client: TestClient, admin: dict[str, str], node: Node, conn: DbConnection
+) -> None:
+    before = audit.list_events(conn).total
+    response = client.post(f"{node.url}/drift/acknowledge", json={}, headers=admin)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "conflict"
+    assert "no identity drift" in response.json()["error"]["message"]
+    assert audit.list_events(conn).total == before
+    missing = "/v1/nodes/00000000-0000-0000-0000-000000000000/drift/acknowledge"
+    assert client.post(missing, headers=admin).status_code == 404
+
+
+def test_reregistering_with_other_gpus_is_drift(
+    client: TestClient, admin: dict[str, str], node: Node, conn: DbConnection
+) -> None:
+    body = copy.deepcopy(node.body)
+    body["inventory"]["gpus"] = body_with(((GPU_C, SERIAL_C),))["inventory"]["gpus"]
+    again = client.post("/v1/agents/register", json=body, headers=admin)
+    assert again.status_code == 201
+    assert again.json()["node_id"] == node.id
+    detail = client.get(node.url, headers=admin).json()
+    assert detail["status"] == "quarantined"
+    assert detail["drift"]["evidence"]["source"] == "registration"
+    assert detail["drift"]["evidence"]["after"] == identity(SYSTEM_SERIAL, (GPU_C, SERIAL_C))
+    assert [g["uuid"] for g in detail["gpus"]] == [GPU_C]
+    assert len(events(conn, node, "node.drift_detected")) == 1
+    # Registering the same hardware once more adds nothing.
+    assert client.post("/v1/agents/register", json=body, headers=admin).status_code == 201
+    assert len(events(conn, node, "node.drift_detected")) == 1
+
+
+def test_list_nodes_by_drift_status(client: TestClient, admin: dict[str, str], node: Node) -> None:
+    register(client, admin, body_with(((GPU_C, SERIAL_C),), hostname="gpu-b"))
+    report(client, node, ((GPU_A, SERIAL_A),))
+
+    def hostnames(**params: str) -> list[str]:
+        response = client.get("/v1/nodes", params=params, headers=admin)
+        assert response.status_code == 200, response.text
+        return [n["hostname"] for n in response.json()["items"]]
+
+    assert hostnames(drift_status="drifted") == ["gpu-a"]
+    assert hostnames(drift_status="none") == ["gpu-b"]
+    assert hostnames(drift_status="drifted", status="quarantined") == ["gpu-a"]
+    assert hostnames() == ["gpu-a", "gpu-b"]
+    response = client.get("/v1/nodes", params={"drift_status": "maybe"}, headers=admin)
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["fields"][0]["field"] == "query.drift_status"
+
+
+def test_a_drifted_node_stays_quarantined(
+    client: TestClient, admin: dict[str, str], node: Node, conn: DbConnection
+) -> None:
+    report(client, node, ((GPU_A, SERIAL_A),))
+    refused = client.patch(node.url, json={"status": "active"}, headers=admin)
+    assert refused.status_code == 409
+    assert refused.json()["error"]["details"]["field"] == "status"
+    # Back from offline (here: set by hand), a drifted node is online but still quarantined.
+    assert client.patch(node.url, json={"status": "offline"}, headers=admin).status_code == 200
+    assert report(client, node, ((GPU_A, SERIAL_A),))["status"] == "quarantined"
+    [online] = events(conn, node, "node.online")
+    assert online.after == {"status": "quarantined"}
+    assert client.patch(node.url, json={"status": "offline"}, headers=admin).status_code == 200
+    again = client.post("/v1/agents/register", json=node.body, headers=admin)
+    assert again.status_code == 201
+    assert client.get(node.url, headers=admin).json()["status"] == "quarantined"
+
+
+def test_ack_drift_from_the_cli(
+    sovctl: Run,
+    live_server: str,
+    client: TestClient,
+    admin: dict[str, str],
+    node: Node,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SOVCTL_URL", live_server)
+    monkeypatch.setenv("SOVCTL_TOKEN", admin["Authorization"].removeprefix("Bearer "))
+    code, _, err = sovctl("nodes", "ack-drift", "gpu-a")
+    assert code == 1
+    assert "HTTP 409" in err
+    report(client, node, ((GPU_A, SERIAL_A),))
+    code, out, _ = sovctl("nodes", "list", "--drift", "drifted")
+    assert "gpu-a" in out
+    assert "drifted" in out
+    code, out, err = sovctl("nodes", "ack-drift", "gpu-a", "--note", "GPU 1 out for RMA")
+    assert code == 0, err
+    assert "active" in out
+    assert client.get(node.url, headers=admin).json()["drift"]["status"] == "none"
+
+
+# -- the migration ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def foundation_database() -> Iterator[str]:
+    """A database with only the first migration applied."""
+    name = f"sovereign_drift_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = url_for(name)
+    try:
+        with migrations._backend(url) as backend, backend.lock():
+            first = backend.to_apply(migrations._migrations()).filter(
+                lambda m: m.id == "0001_foundation"
+            )
+            backend.apply_migrations(first)
+        yield url
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def test_nodes_from_before_the_migration_accept_their_current_identity(
+    foundation_database: str,
+) -> None:
+    with psycopg.connect(foundation_database, autocommit=True) as conn:
+        older = conn.execute(
+            "INSERT INTO node (hostname, machine_id, system_serial, labels) "
+            "VALUES ('old-1', 'mid-old-1', %s, %s) RETURNING id",
+            (SYSTEM_SERIAL, Jsonb({})),
+        ).fetchone()
+        bare = conn.execute(
+            "INSERT INTO node (hostname, machine_id) VALUES ('old-2', 'mid-old-2') RETURNING id"
+        ).fetchone()
+        assert older is not None
+        assert bare is not None
+        for index, (gpu_uuid, serial) in enumerate(((GPU_B, SERIAL_B), (GPU_A, None))):
+            conn.execute(
+                "INSERT INTO gpu (uuid, node_id, index, model, serial) "
+                "VALUES (%s, %s, %s, 'NVIDIA H100 80GB HBM3', %s)",
+                (gpu_uuid, older[0], index, serial),
+            )
+    migrations.upgrade(foundation_database)
+    with psycopg.connect(foundation_database) as conn:
+        rows = conn.execute(
+            "SELECT hostname, identity_baseline, drift_status, drift_evidence FROM node "
+            "ORDER BY hostname"
+        ).fetchall()
+    assert rows == [
+        ("old-1", identity(SYSTEM_SERIAL, (GPU_A, None), (GPU_B, SERIAL_B)), "none", {}),
+        ("old-2", identity(None), "none", {}),
+    ]
