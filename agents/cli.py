@@ -1,25 +1,72 @@
 """``sovereign-agent``: the node agent's command line.
 
 ``probe`` reads everything once and prints it, so an operator (or support, with a
-customer's ``nvidia-smi -q -x`` capture) sees exactly what the agent would report. The
-daemon (``run``) and the fleet simulator (``simulate``) come with the agent's next steps.
+customer's ``nvidia-smi -q -x`` capture) sees exactly what the agent would report. ``run``
+is the daemon. ``simulate`` runs many virtual agents from recorded readings.
 """
 
 import argparse
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from agents import __version__
 from agents.backends.base import BackendUnavailableError
 from agents.backends.selection import BackendKind, open_backend
+from agents.client import ControlPlaneClient
+from agents.config import AgentConfigError, load_config
+from agents.daemon import Agent
 from agents.host import read_host_identity
+from agents.metrics import AgentMetrics
+from agents.simulator import FleetPlan, build_fleet, run_fleet
 
 log = logging.getLogger("sovereign.agent")
 DEFAULT_STATE_DIR = Path("/var/lib/sovereign-agent")
+
+
+def _add_backend_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--backend",
+        type=BackendKind,
+        choices=list(BackendKind),
+        default=None,
+        help="Where to read GPUs from (default auto).",
+    )
+    command.add_argument(
+        "--nvidia-smi-xml",
+        type=Path,
+        metavar="PATH",
+        help="Parse this `nvidia-smi -q -x` capture instead of running it.",
+    )
+    command.add_argument(
+        "--replay",
+        type=Path,
+        metavar="PATH",
+        help="A recording (folder with nvml-dump.json or nvidia-smi-q.xml).",
+    )
+
+
+def _add_agent_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--config", type=Path, help="YAML file (default /etc/sovereign/agent.yaml)."
+    )
+    command.add_argument("--control-plane", dest="control_plane_url", metavar="URL")
+    command.add_argument("--bootstrap-token", help="Registers the node the first time.")
+    command.add_argument("--ca-bundle", type=Path)
+    command.add_argument("--interval", dest="sweep_interval_seconds", type=float)
+    command.add_argument("--state-dir", type=Path)
+    command.add_argument("--metrics-port", type=int)
+    command.add_argument("--zone")
+    command.add_argument("--site")
+    command.add_argument("--origin-country")
+    command.add_argument("--component-origins", metavar="gpu=TW,cpu=US")
+    command.add_argument("--labels", metavar="k=v,k2=v2")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,25 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"sovereign-agent {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     probe = commands.add_parser("probe", help="Read GPUs and host identity once and print them.")
-    probe.add_argument(
-        "--backend",
-        type=BackendKind,
-        choices=list(BackendKind),
-        default=BackendKind.AUTO,
-        help="Where to read GPUs from (default auto).",
-    )
-    probe.add_argument(
-        "--nvidia-smi-xml",
-        type=Path,
-        metavar="PATH",
-        help="Parse this `nvidia-smi -q -x` capture instead of running it.",
-    )
-    probe.add_argument(
-        "--replay",
-        type=Path,
-        metavar="PATH",
-        help="A recording (folder with nvml-dump.json or nvidia-smi-q.xml).",
-    )
+    _add_backend_options(probe)
     probe.add_argument(
         "--state-dir",
         type=Path,
@@ -53,13 +82,28 @@ def _parser() -> argparse.ArgumentParser:
         help="Where a derived machine id is kept (hosts without one).",
     )
     probe.add_argument("--json", action="store_true", help="Print JSON instead of text.")
+    run = commands.add_parser("run", help="Register and report until SIGTERM (the daemon).")
+    _add_backend_options(run)
+    _add_agent_options(run)
+    simulate = commands.add_parser("simulate", help="Run N virtual agents from a recording.")
+    _add_agent_options(simulate)
+    simulate.add_argument("--nodes", type=int, required=True)
+    simulate.add_argument(
+        "--fixture",
+        type=Path,
+        required=True,
+        help="Recording folder (nvml-dump.json or nvidia-smi-q.xml).",
+    )
+    simulate.add_argument("--zones", default="", help="Comma-separated zone slugs.")
+    simulate.add_argument("--origins", default="", help="Comma-separated ISO country codes.")
+    simulate.add_argument("--hostname-prefix", default="sim")
     return parser
 
 
 def probe(args: argparse.Namespace) -> dict[str, Any]:
     """Read everything once: the backend chosen and why, the host, each GPU."""
     backend, reason = open_backend(
-        args.backend, nvidia_smi_xml=args.nvidia_smi_xml, replay=args.replay
+        args.backend or BackendKind.AUTO, nvidia_smi_xml=args.nvidia_smi_xml, replay=args.replay
     )
     try:
         statics = backend.static()
@@ -97,13 +141,106 @@ def _print_text(report: dict[str, Any]) -> None:
         )
 
 
+_CONFIG_FLAGS = (
+    "control_plane_url",
+    "bootstrap_token",
+    "ca_bundle",
+    "sweep_interval_seconds",
+    "state_dir",
+    "metrics_port",
+    "zone",
+    "site",
+    "origin_country",
+    "component_origins",
+    "labels",
+    "backend",
+    "nvidia_smi_xml",
+    "replay",
+)
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGTERM (systemd, Kubernetes) and SIGINT stop the loop after the current step."""
+    stop = threading.Event()
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handle)
+    return stop
+
+
+def _config(args: argparse.Namespace) -> Any:
+    flags = {name: getattr(args, name, None) for name in _CONFIG_FLAGS}
+    backend = flags.get("backend")
+    if isinstance(backend, BackendKind):
+        flags["backend"] = backend.value
+    config = load_config(args.config, flags=flags)
+    if not config.control_plane_url:
+        raise AgentConfigError(
+            "control plane URL missing (--control-plane, "
+            "SOVEREIGN_AGENT_CONTROL_PLANE_URL or control_plane.url)"
+        )
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    """The daemon: register once, then sweep and report until SIGTERM."""
+    config = _config(args)
+    backend, reason = open_backend(
+        BackendKind(config.backend), nvidia_smi_xml=config.nvidia_smi_xml, replay=config.replay
+    )
+    log.info("backend %s: %s", backend.name, reason)
+    client = ControlPlaneClient(config.control_plane_url, ca_bundle=config.ca_bundle)
+    agent = Agent(config, backend, client)
+    metrics = AgentMetrics(
+        node=agent.host.hostname, zone=config.zone, origin_country=config.origin_country
+    )
+    metrics.set_agent_info(__version__, backend.name)
+    metrics.set_inventory(
+        agent.statics,
+        zone=config.zone,
+        origin_country=config.origin_country,
+        component_origins=dict(config.component_origins),
+    )
+    agent.metrics = metrics
+    server = metrics.serve(config.metrics_host, config.metrics_port)
+    try:
+        agent.run(_stop_on_signals())
+    finally:
+        server.close()
+    return 0
+
+
+def simulate(args: argparse.Namespace) -> int:
+    """Run ``--nodes`` virtual agents until SIGTERM or Ctrl-C."""
+    config = _config(args)
+    plan = FleetPlan(
+        nodes=args.nodes,
+        fixture=args.fixture,
+        zones=tuple(z.strip() for z in args.zones.split(",") if z.strip()) or (None,),
+        origins=tuple(o.strip().upper() for o in args.origins.split(",") if o.strip()) or (None,),
+        hostname_prefix=args.hostname_prefix,
+    )
+    client = ControlPlaneClient(config.control_plane_url, ca_bundle=config.ca_bundle)
+    agents = build_fleet(plan, config, client)
+    run_fleet(agents, config.sweep_interval_seconds, _stop_on_signals())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; a backend that cannot run is one line on stderr and exit status 1."""
+    """Run a command; a configuration or backend problem is one line on stderr, exit 1."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.command == "run":
+            return run(args)
+        if args.command == "simulate":
+            return simulate(args)
         report = probe(args)
-    except BackendUnavailableError as exc:
+    except (BackendUnavailableError, AgentConfigError) as exc:
         print(f"sovereign-agent: {exc}", file=sys.stderr)
         return 1
     log.info("backend %s: %s", report["backend"], report["reason"])

@@ -1,0 +1,311 @@
+"""The agent's work: register once, then sweep and report, surviving control-plane outages.
+
+Each sweep reads telemetry (cheap), builds a heartbeat with the next sequence number and
+the full inventory only when it changed, and delivers it. While the control plane is
+unreachable, heartbeats go to the on-disk spool and delivery backs off exponentially (with
+jitter, up to a cap); when it answers again, the spool is replayed oldest first. The server
+drops repeated sequence numbers, so a heartbeat sent twice still counts once.
+"""
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agents import __version__
+from agents.backends.base import GpuBackend, GpuStatic
+from agents.client import (
+    ControlPlaneClient,
+    ControlPlaneUnreachableError,
+    CredentialRejectedError,
+    RequestRejectedError,
+)
+from agents.config import AgentConfig
+from agents.host import HostIdentity, read_host_identity
+from agents.metrics import AgentMetrics
+from agents.spool import Spool
+
+log = logging.getLogger("sovereign.agent")
+
+CREDENTIAL_FILE = "credential.json"
+SEQUENCE_FILE = "seq"
+BACKOFF_BASE_SECONDS = 1.0
+#: Sweeps start up to this fraction of the interval early or late, so a rack of agents
+#: restarted together does not report in lock-step.
+JITTER_FRACTION = 0.1
+
+_GPU_INVENTORY_FIELDS = (
+    "uuid",
+    "index",
+    "model",
+    "serial",
+    "board_part_number",
+    "vbios_version",
+    "memory_total_bytes",
+    "mig_mode",
+    "driver_version",
+    "cuda_version",
+    "ecc_mode",
+)
+_HOST_FIELDS = (
+    "hostname",
+    "machine_id",
+    "os_name",
+    "kernel_version",
+    "cpu_model",
+    "cpu_count",
+    "memory_bytes",
+    "system_manufacturer",
+    "system_model",
+    "system_serial",
+    "board_vendor",
+    "board_name",
+    "asset_tag",
+)
+
+
+class RegistrationError(Exception):
+    """The node could not register (no or revoked bootstrap token, rejected declarations).
+
+    Nothing can be delivered until an operator fixes the configuration, so heartbeats stay
+    in the spool and registration is retried with backoff.
+    """
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (credentials), atomically."""
+    temporary = path.with_suffix(".tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    temporary.replace(path)
+
+
+class Agent:
+    """One node's agent: the state, the sweep and the delivery loop."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        backend: GpuBackend,
+        client: ControlPlaneClient,
+        *,
+        hostname: str | None = None,
+        host_root: Path = Path("/"),
+        metrics: AgentMetrics | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ):
+        self.config = config
+        self.backend = backend
+        self.client = client
+        self.metrics = metrics
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.state_dir = config.state_dir
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        # Static facts once: some NVML calls cost milliseconds.
+        self.statics: list[GpuStatic] = backend.static()
+        self.host: HostIdentity = read_host_identity(
+            self.state_dir, [g.uuid for g in self.statics], root=host_root, hostname=hostname
+        )
+        self.spool = Spool(self.state_dir / "spool", config.spool_max_entries)
+        self.interval = config.sweep_interval_seconds
+        self.seq = self._read_sequence()
+        self.credential = self._read_credential()
+        self._sent_inventory_hash: str | None = None
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._health: dict[str, str] = {g.uuid: "ok" for g in self.statics}
+
+    # -- state on disk --------------------------------------------------------------------
+
+    def _read_sequence(self) -> int:
+        try:
+            return int((self.state_dir / SEQUENCE_FILE).read_text().strip())
+        except (OSError, ValueError):
+            return 0
+
+    def _next_sequence(self) -> int:
+        self.seq += 1
+        (self.state_dir / SEQUENCE_FILE).write_text(f"{self.seq}\n")
+        return self.seq
+
+    def _read_credential(self) -> dict[str, str] | None:
+        try:
+            stored: dict[str, str] = json.loads((self.state_dir / CREDENTIAL_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        if stored.get("control_plane_url") != self.client.base_url:
+            return None  # registered with another control plane: start over
+        return stored
+
+    # -- what is reported -----------------------------------------------------------------
+
+    def inventory(self) -> dict[str, Any]:
+        """The full static inventory in the control plane's ``Inventory`` shape."""
+        host = {name: getattr(self.host, name) for name in _HOST_FIELDS}
+        host["agent_version"] = __version__
+        gpus = [
+            {
+                **{name: getattr(g, name) for name in _GPU_INVENTORY_FIELDS},
+                "health": self._health.get(g.uuid, "unknown"),
+            }
+            for g in self.statics
+        ]
+        return {"host": host, "gpus": gpus}
+
+    @staticmethod
+    def _hash(inventory: dict[str, Any]) -> str:
+        return hashlib.sha256(json.dumps(inventory, sort_keys=True).encode()).hexdigest()
+
+    def register(self) -> None:
+        """Register with the bootstrap token and keep the node credential (mode 0600)."""
+        if not self.config.bootstrap_token:
+            raise CredentialRejectedError(
+                "no node credential and no bootstrap token to register with "
+                "(set control_plane.bootstrap_token or SOVEREIGN_AGENT_BOOTSTRAP_TOKEN)"
+            )
+        inventory = self.inventory()
+        answer = self.client.register(
+            self.config.bootstrap_token,
+            {"inventory": inventory, **self.config.registration_declarations()},
+        )
+        self.credential = {
+            "node_id": str(answer["node_id"]),
+            "token": str(answer["token"]),
+            "control_plane_url": self.client.base_url,
+        }
+        _write_private(self.state_dir / CREDENTIAL_FILE, json.dumps(self.credential))
+        self._sent_inventory_hash = self._hash(inventory)
+        expected = float(answer.get("heartbeat_interval_seconds") or self.interval)
+        if expected < self.interval:
+            log.warning(
+                "control plane expects heartbeats every %s s; sweeping that often", expected
+            )
+            self.interval = expected
+        log.info("registered as node %s (%s)", self.credential["node_id"], self.host.hostname)
+
+    def sweep(self) -> dict[str, Any]:
+        """Read telemetry and build the next heartbeat (inventory only if it changed)."""
+        started = time.perf_counter()
+        readings = self.backend.telemetry()
+        if self.metrics is not None:
+            self.metrics.observe_sweep(time.perf_counter() - started)
+            self.metrics.observe(readings)
+        for reading in readings:
+            errors = reading.ecc_uncorrected_errors
+            self._health[reading.uuid] = "ecc-errors" if errors else "ok"
+        heartbeat: dict[str, Any] = {
+            "seq": self._next_sequence(),
+            "telemetry": [dataclasses.asdict(r) for r in readings],
+        }
+        inventory = self.inventory()
+        digest = self._hash(inventory)
+        if digest != self._sent_inventory_hash:
+            heartbeat["inventory"] = inventory
+            self._sent_inventory_hash = digest
+        return heartbeat
+
+    # -- delivery -------------------------------------------------------------------------
+
+    def _back_off(self, reason: str) -> None:
+        self._failures += 1
+        ceiling = min(
+            self.config.backoff_max_seconds, BACKOFF_BASE_SECONDS * 2 ** min(self._failures - 1, 30)
+        )
+        delay = ceiling * self.rng.uniform(0.5, 1.0)
+        self._next_attempt = self.clock() + delay
+        log.warning(
+            "not delivered (%s); %d heartbeat(s) spooled, retry in %.1f s",
+            reason,
+            len(self.spool),
+            delay,
+        )
+
+    def _ensure_registered(self) -> dict[str, str]:
+        if self.credential is None:
+            try:
+                self.register()
+            except (RequestRejectedError, CredentialRejectedError) as exc:
+                raise RegistrationError(str(exc)) from None
+        assert self.credential is not None
+        return self.credential
+
+    def _send(self, heartbeat: dict[str, Any]) -> None:
+        """Send one heartbeat, registering first (or again) when needed."""
+        credential = self._ensure_registered()
+        try:
+            answer = self.client.heartbeat(credential["node_id"], credential["token"], heartbeat)
+        except CredentialRejectedError:
+            log.warning("node credential rejected; registering again")
+            self.credential = None
+            credential = self._ensure_registered()
+            answer = self.client.heartbeat(credential["node_id"], credential["token"], heartbeat)
+        if self.metrics is not None:
+            self.metrics.count_heartbeat("duplicate" if answer.get("duplicate") else "sent")
+
+    def deliver(self, heartbeat: dict[str, Any]) -> None:
+        """Queue a heartbeat behind any spooled ones and send what the backoff allows."""
+        dropped = self.spool.append(heartbeat)
+        if dropped:
+            log.warning("spool full: dropped the %d oldest heartbeat(s)", dropped)
+            # The dropped ones may have carried an inventory change: send it again.
+            self._sent_inventory_hash = None
+            if self.metrics is not None:
+                self.metrics.count_dropped(dropped)
+        self.drain()
+
+    def drain(self) -> None:
+        """Send spooled heartbeats oldest first until one fails or none are left."""
+        while self.clock() >= self._next_attempt:
+            heartbeat = self.spool.oldest()
+            if heartbeat is None:
+                break
+            try:
+                self._send(heartbeat)
+            except (ControlPlaneUnreachableError, RegistrationError) as exc:
+                if isinstance(exc, RegistrationError):
+                    log.error("cannot register: %s", exc)
+                self._back_off(str(exc))
+                if self.metrics is not None:
+                    self.metrics.count_heartbeat("spooled")
+                break
+            except (RequestRejectedError, CredentialRejectedError) as exc:
+                # Resending the same body cannot succeed; keep the queue moving.
+                log.error("heartbeat %s refused: %s", heartbeat["seq"], exc)
+                if self.metrics is not None:
+                    self.metrics.count_heartbeat("failed")
+            self.spool.remove(int(heartbeat["seq"]))
+            self._failures = 0
+        if self.metrics is not None:
+            self.metrics.set_spool_depth(len(self.spool))
+
+    def next_sweep_delay(self) -> float:
+        """The interval with jitter."""
+        return self.interval * self.rng.uniform(1 - JITTER_FRACTION, 1 + JITTER_FRACTION)
+
+    def run(self, stop: threading.Event) -> None:
+        """Sweep and deliver until ``stop`` is set (SIGTERM sets it), then close cleanly."""
+        log.info(
+            "agent %s on %s: %d GPU(s), every %.1f s, %d heartbeat(s) spooled",
+            __version__,
+            self.host.hostname,
+            len(self.statics),
+            self.interval,
+            len(self.spool),
+        )
+        try:
+            while not stop.is_set():
+                self.deliver(self.sweep())
+                stop.wait(self.next_sweep_delay())
+        finally:
+            self.backend.close()
+            log.info("agent stopped; %d heartbeat(s) left in the spool", len(self.spool))

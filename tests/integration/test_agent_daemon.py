@@ -1,0 +1,169 @@
+"""The agent's real code against the real API: registration, heartbeats, spool, backoff."""
+
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from agents.backends.replay import ReplayBackend
+from agents.client import ControlPlaneClient
+from agents.config import AgentConfig
+from agents.daemon import Agent
+from control_plane.access.models import Role
+from tests.support import bearer, free_port
+
+pytestmark = pytest.mark.integration
+
+RECORDING = Path(__file__).resolve().parents[1] / "fixtures/gpu/h100-80gb-hbm3"
+
+
+class Clock:
+    """A clock the test moves by hand, so backoff is observable without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def make_agent(
+    live_server: str, make_token: Callable[[Role], str], tmp_path: Path
+) -> Callable[..., Agent]:
+    bootstrap = make_token(Role.BOOTSTRAP)
+
+    def make(variant: int = 0, clock: Clock | None = None, **overrides: Any) -> Agent:
+        settings: dict[str, Any] = {
+            "control_plane_url": live_server,
+            "bootstrap_token": bootstrap,
+            "state_dir": tmp_path / "state",
+            "origin_country": "TW",
+        }
+        config = AgentConfig(**{**settings, **overrides})
+        empty_root = tmp_path / "root"
+        empty_root.mkdir(exist_ok=True)
+        return Agent(
+            config,
+            ReplayBackend(RECORDING, variant=variant),
+            ControlPlaneClient(live_server),
+            hostname="h100-vm",
+            host_root=empty_root,
+            clock=clock or Clock(),
+        )
+
+    return make
+
+
+def node(live_server: str, headers: dict[str, str], node_id: str) -> dict[str, Any]:
+    response = httpx.get(f"{live_server}/v1/nodes/{node_id}", headers=headers)
+    assert response.status_code == 200, response.text
+    detail: dict[str, Any] = response.json()
+    return detail
+
+
+def test_register_heartbeat_and_restart(
+    make_agent: Callable[..., Agent],
+    live_server: str,
+    make_token: Callable[[Role], str],
+) -> None:
+    admin = bearer(make_token(Role.ADMIN))
+    agent = make_agent()
+    first = agent.sweep()
+    assert "inventory" in first  # nothing sent yet: the inventory goes with the first beat
+    agent.deliver(first)
+    assert agent.credential is not None
+    credential_file = agent.state_dir / "credential.json"
+    assert stat.S_IMODE(credential_file.stat().st_mode) == 0o600
+    second = agent.sweep()
+    assert "inventory" not in second  # unchanged since registration
+    agent.deliver(second)
+
+    detail = node(live_server, admin, agent.credential["node_id"])
+    assert detail["hostname"] == "h100-vm"
+    assert detail["last_heartbeat_seq"] == 2
+    assert detail["provenance"]["origin_country"] == "TW"
+    (gpu,) = detail["gpus"]
+    assert gpu["uuid"] == agent.statics[0].uuid
+    assert gpu["model"] == "NVIDIA H100 80GB HBM3"
+    assert gpu["temperature_c"] == 35.0
+    assert gpu["memory_total_bytes"] == 85520809984
+
+    # A restart reuses the credential and continues the sequence: no second node.
+    restarted = make_agent()
+    assert restarted.credential == agent.credential
+    restarted.deliver(restarted.sweep())
+    assert node(live_server, admin, agent.credential["node_id"])["last_heartbeat_seq"] == 3
+    nodes = httpx.get(f"{live_server}/v1/nodes", headers=admin).json()
+    assert nodes["total"] == 1
+
+
+def test_outage_spools_then_replays_in_order(
+    make_agent: Callable[..., Agent],
+    live_server: str,
+    make_token: Callable[[Role], str],
+) -> None:
+    admin = bearer(make_token(Role.ADMIN))
+    clock = Clock()
+    agent = make_agent(clock=clock, backoff_max_seconds=30.0)
+    agent.deliver(agent.sweep())
+    assert agent.credential is not None
+    reachable = agent.client
+    agent.client = ControlPlaneClient(f"http://127.0.0.1:{free_port()}", timeout=1)
+    for _ in range(5):
+        clock.now += 10
+        agent.deliver(agent.sweep())
+    assert len(agent.spool) == 5
+    assert node(live_server, admin, agent.credential["node_id"])["last_heartbeat_seq"] == 1
+
+    agent.client = reachable
+    agent.deliver(agent.sweep())  # still backing off: queued behind the others
+    assert len(agent.spool) == 6
+    clock.now += 60  # past the capped backoff
+    agent.drain()
+    assert len(agent.spool) == 0
+    assert node(live_server, admin, agent.credential["node_id"])["last_heartbeat_seq"] == 7
+
+
+def test_backoff_grows_and_is_capped(make_agent: Callable[..., Agent]) -> None:
+    clock = Clock()
+    agent = make_agent(clock=clock, backoff_max_seconds=8.0)
+    agent.client = ControlPlaneClient(f"http://127.0.0.1:{free_port()}", timeout=1)
+    delays = []
+    for _ in range(8):
+        clock.now = agent._next_attempt
+        before = clock.now
+        agent.deliver(agent.sweep())
+        delays.append(agent._next_attempt - before)
+    assert all(0.5 <= d <= 1.0 for d in delays[:1])
+    assert delays[3] > delays[0]
+    assert max(delays) <= 8.0
+    assert len(agent.spool) == 8
+
+
+def test_a_revoked_credential_leads_to_registering_again(
+    make_agent: Callable[..., Agent],
+    live_server: str,
+    make_token: Callable[[Role], str],
+) -> None:
+    agent = make_agent()
+    agent.deliver(agent.sweep())
+    assert agent.credential is not None
+    old = dict(agent.credential)
+    agent.credential["token"] = "sov_revoked"  # the server no longer knows this one
+    agent.deliver(agent.sweep())
+    assert agent.credential["node_id"] == old["node_id"]
+    assert agent.credential["token"] != "sov_revoked"
+    assert len(agent.spool) == 0
+
+
+def test_without_a_bootstrap_token_heartbeats_wait_in_the_spool(
+    make_agent: Callable[..., Agent],
+) -> None:
+    agent = make_agent(bootstrap_token=None)
+    agent.deliver(agent.sweep())
+    assert agent.credential is None
+    assert len(agent.spool) == 1
