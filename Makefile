@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# GPU servers the demo fleet simulates (replayed H100 readings); 0 for none.
+SIMULATED_NODES ?= 50
 
 .PHONY: install up test lint format clean
 
@@ -18,7 +20,7 @@ up: $(STAMP)
 	@$(BIN)/sovctl preflight
 	@$(BIN)/sovctl db upgrade
 	@$(BIN)/sovctl demo seed
-	$(BIN)/sovctl up
+	$(BIN)/sovctl up --simulate $(SIMULATED_NODES)
 
 test: $(STAMP)
 	@$(BIN)/sovctl preflight

@@ -8,7 +8,6 @@ HTTP API with a token, like any other client.
 
 import getpass
 import socket
-import stat
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +18,7 @@ from control_plane.access import service as access
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.audit.models import AuditContext
+from control_plane.cli import demo
 from control_plane.cli.client import ControlPlaneClient, RemoteError, load_client_config
 from control_plane.cli.output import OutputFormat, emit
 from control_plane.cli.supervisor import supervise
@@ -48,7 +48,6 @@ for sub, name in [
     app.add_typer(sub, name=name)
 
 Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
-DEMO_ADMIN_NAME = "demo-admin"
 
 
 class _Globals:
@@ -163,25 +162,33 @@ def beat() -> None:
 def up(
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    simulate: Annotated[
+        int, typer.Option(help="Simulated GPU servers to run (needs `demo seed` first).")
+    ] = 0,
 ) -> None:
-    """Run API, worker and beat together in the foreground (Ctrl-C stops all)."""
+    """Run API, worker and beat (and a simulated fleet) in the foreground; Ctrl-C stops all."""
     settings = _settings()
     me = [sys.executable, "-m", "control_plane.cli"]
-    code = supervise(
-        {
-            "api": [
-                *me,
-                "serve",
-                "--host",
-                host or settings.api.host,
-                "--port",
-                str(port or settings.api.port),
-            ],
-            "worker": [*me, "worker", "--concurrency", "1"],
-            "beat": [*me, "beat"],
-        }
-    )
-    raise typer.Exit(code)
+    commands = {
+        "api": [
+            *me,
+            "serve",
+            "--host",
+            host or settings.api.host,
+            "--port",
+            str(port or settings.api.port),
+        ],
+        "worker": [*me, "worker", "--concurrency", "1"],
+        "beat": [*me, "beat"],
+    }
+    fleet = demo.simulator_command(settings.state_dir / "simulator.yaml", simulate)
+    if fleet is not None:
+        commands["simulator"] = fleet
+    elif simulate:
+        typer.echo(
+            "no recording to simulate from (tests/fixtures/gpu); running without a fleet", err=True
+        )
+    raise typer.Exit(supervise(commands))
 
 
 # -- tokens ----------------------------------------------------------------------------
@@ -240,32 +247,29 @@ def token_revoke(
     emit(revoked.model_dump(mode="json"), output, ["id", "name", "role", "revoked_at"])
 
 
+def _local_api_url(settings: Settings, host: str | None, port: int | None) -> str:
+    listen = host or settings.api.host
+    reachable = "127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen  # noqa: S104
+    return f"http://{reachable}:{port or settings.api.port}"
+
+
 @demo_app.command("seed")
-def demo_seed() -> None:
-    """Create the demo admin token once; print it and keep it in .sovereign/admin.token."""
+def demo_seed(
+    host: Annotated[str | None, typer.Option(help="API address the simulator uses.")] = None,
+    port: Annotated[int | None, typer.Option(help="API port the simulator uses.")] = None,
+) -> None:
+    """Create the demo admin token (printed once), demo zones and the simulator's config."""
     settings = _settings()
-    token_file = settings.state_dir / "admin.token"
-    with connect(settings.database_url) as conn:
-        existing = [t for t in access.list_tokens(conn) if t.name == DEMO_ADMIN_NAME]
-        if existing and token_file.is_file():
-            typer.echo(
-                f"demo admin token exists (prefix {existing[0].token_prefix}); "
-                f"it is in {token_file}"
-            )
-            return
-        if existing:
-            access.revoke_token(conn, _cli_actor(), str(existing[0].id))
-        issued = access.create_token(
-            conn,
-            _cli_actor(),
-            name=DEMO_ADMIN_NAME,
-            role=Role.ADMIN,
-            secret_key=settings.secret_key.get_secret_value(),
+    result = demo.seed(settings, _cli_actor(), _local_api_url(settings, host, port))
+    if result.admin_token:
+        typer.echo(
+            f"demo admin token (shown once, also saved to {result.admin_token_file}):\n"
+            f"  {result.admin_token}"
         )
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    token_file.write_text(issued.token + "\n")
-    token_file.chmod(stat.S_IRUSR | stat.S_IWUSR)
-    typer.echo(f"demo admin token (shown once, also saved to {token_file}):\n  {issued.token}")
+    else:
+        typer.echo(f"demo admin token exists; it is in {result.admin_token_file}")
+    if result.zones_created:
+        typer.echo(f"demo zones created: {', '.join(result.zones_created)}")
 
 
 # -- zones and nodes (through the API) -------------------------------------------------

@@ -8,14 +8,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import FrameType
 
 #: How long children get to stop after SIGTERM before they are killed.
 STOP_GRACE_SECONDS = 10.0
 
 
-def supervise(commands: dict[str, Sequence[str]]) -> int:
+def supervise(commands: Mapping[str, Sequence[str]]) -> int:
     """Start every command; return the first exit code once any stops or we are signalled."""
     # Our own fixed command lines (sys.executable -m control_plane.cli ...), not input.
     children = {name: subprocess.Popen(list(argv)) for name, argv in commands.items()}  # noqa: S603

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -27,6 +28,8 @@ pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_WITHIN_SECONDS = 30
+#: Fewer than make up's default 50: the test's 1 s heartbeats on 2 cores.
+SIMULATED_NODES = 8
 
 
 @dataclass
@@ -66,7 +69,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     output = tmp_path / "make-up.log"
     with output.open("w") as log:
         process = subprocess.Popen(
-            ["make", "--no-print-directory", "up"],
+            ["make", "--no-print-directory", "up", f"SIMULATED_NODES={SIMULATED_NODES}"],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -129,19 +132,33 @@ def test_make_up_then_the_readme_steps(stack: Stack) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "gpu-node-01" in out
-    assert "jp-east" in out
+    assert "de-fra" in out
     assert "audit chain intact" in out
 
     headers = {"Authorization": f"Bearer {token}"}
-    by_zone = httpx.get(f"{stack.url}/v1/nodes", params={"zone": "jp"}, headers=headers).json()
+    by_zone = httpx.get(f"{stack.url}/v1/nodes", params={"zone": "de"}, headers=headers).json()
     assert [n["hostname"] for n in by_zone["items"]] == ["gpu-node-01"]
     node = by_zone["items"][0]
     assert node["labels"] == {"team": "research", "rack": "a1"}
     assert node["provenance"]["origin_country"] == "TW"
     by_origin = httpx.get(
-        f"{stack.url}/v1/nodes", params={"origin_country": "US"}, headers=headers
+        f"{stack.url}/v1/nodes", params={"origin_country": "TW", "limit": 500}, headers=headers
     ).json()
-    assert by_origin["total"] == 0
+    assert "gpu-node-01" in [n["hostname"] for n in by_origin["items"]]
+
+    # The simulated fleet: every node registered, spread over 4 zones and 3 origins.
+    def fleet() -> list[dict[str, Any]]:
+        page = httpx.get(f"{stack.url}/v1/nodes", params={"limit": 500}, headers=headers).json()
+        return [n for n in page["items"] if n["labels"].get("simulated") == "true"]
+
+    deadline = time.monotonic() + 30
+    while len(fleet()) < SIMULATED_NODES and time.monotonic() < deadline:
+        time.sleep(0.5)
+    simulated = fleet()
+    assert len(simulated) == SIMULATED_NODES, stack.output.read_text()[-3000:]
+    assert {n["zone"] for n in simulated} == {"jp-east", "jp-west", "tw-north", "us-east"}
+    assert {n["provenance"]["origin_country"] for n in simulated} == {"TW", "US", "JP"}
+    assert all(n["gpu_count"] == 1 for n in simulated)
 
     # Worker and beat are running: the node never sends a heartbeat, so within a few
     # seconds (3 missed 1 s intervals, swept every 0.5 s) it is marked offline.

@@ -1,0 +1,118 @@
+"""Demo data for ``make up``: an admin token, residency zones and a simulated fleet.
+
+A new user should see a living inventory at once: four zones in three countries with
+simulated GPU servers reporting into them. Everything here is idempotent, so ``make up``
+can run it every time.
+"""
+
+import stat
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+import control_plane
+from control_plane.access import service as access
+from control_plane.access.models import Role
+from control_plane.audit.models import AuditContext
+from control_plane.core.db import connect
+from control_plane.core.settings import Settings
+from control_plane.inventory import service as inventory
+from control_plane.inventory.models import ZoneCreate
+
+DEMO_ADMIN_NAME = "demo-admin"
+SIMULATOR_TOKEN_NAME = "demo-simulator"  # noqa: S105 - a token's name, not a secret
+#: Parents first. The simulated fleet spreads over the four leaf zones.
+DEMO_ZONES = (
+    ZoneCreate(slug="jp", name="Japan", country="JP"),
+    ZoneCreate(slug="jp-east", name="Japan East (Tokyo)", country="JP", parent="jp"),
+    ZoneCreate(slug="jp-west", name="Japan West (Osaka)", country="JP", parent="jp"),
+    ZoneCreate(slug="tw-north", name="Taiwan North (Hsinchu)", country="TW"),
+    ZoneCreate(slug="us-east", name="US East (Virginia)", country="US"),
+)
+SIMULATED_ZONES = ("jp-east", "jp-west", "tw-north", "us-east")
+SIMULATED_ORIGINS = ("TW", "US", "JP")
+#: The recorded H100 the simulator replays; present in a checkout of the repository.
+RECORDING = Path(control_plane.__file__).resolve().parent.parent / (
+    "tests/fixtures/gpu/h100-80gb-hbm3"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DemoSeed:
+    """What seeding produced: the admin token (only when new) and the simulator config."""
+
+    admin_token: str | None
+    admin_token_file: Path
+    simulator_config: Path
+    zones_created: list[str]
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+def _token(
+    settings: Settings, actor: AuditContext, name: str, role: Role, file: Path
+) -> str | None:
+    """Create the named token unless it exists with its file; return it when new."""
+    with connect(settings.database_url) as conn:
+        existing = [t for t in access.list_tokens(conn) if t.name == name]
+        if existing and file.is_file():
+            return None
+        if existing:  # the secret is lost with its file: replace the token
+            access.revoke_token(conn, actor, str(existing[0].id))
+        issued = access.create_token(
+            conn, actor, name=name, role=role, secret_key=settings.secret_key.get_secret_value()
+        )
+    _write_private(file, issued.token + "\n")
+    return issued.token
+
+
+def seed(settings: Settings, actor: AuditContext, api_url: str) -> DemoSeed:
+    """Create the demo admin token, zones and the simulator's bootstrap config if missing."""
+    admin_file = settings.state_dir / "admin.token"
+    admin_token = _token(settings, actor, DEMO_ADMIN_NAME, Role.ADMIN, admin_file)
+    created = []
+    with connect(settings.database_url) as conn:
+        present = {z.slug for z in inventory.list_zones(conn)}
+        for zone in DEMO_ZONES:
+            if zone.slug not in present:
+                inventory.create_zone(conn, actor, zone)
+                created.append(zone.slug)
+    simulator_file = settings.state_dir / "simulator.token"
+    _token(settings, actor, SIMULATOR_TOKEN_NAME, Role.BOOTSTRAP, simulator_file)
+    config = settings.state_dir / "simulator.yaml"
+    document = {
+        "version": "v1",
+        "control_plane": {"url": api_url, "bootstrap_token": simulator_file.read_text().strip()},
+        "sweep_interval_seconds": settings.heartbeat_interval_seconds,
+        "state_dir": str(settings.state_dir / "simulator"),
+    }
+    _write_private(config, yaml.safe_dump(document, sort_keys=False))
+    return DemoSeed(admin_token, admin_file, config, created)
+
+
+def simulator_command(config: Path, nodes: int) -> list[str] | None:
+    """The command that runs the simulated fleet, or None without the recording."""
+    if nodes <= 0 or not RECORDING.is_dir():
+        return None
+    return [
+        sys.executable,
+        "-m",
+        "agents",
+        "simulate",
+        "--config",
+        str(config),
+        "--nodes",
+        str(nodes),
+        "--fixture",
+        str(RECORDING),
+        "--zones",
+        ",".join(SIMULATED_ZONES),
+        "--origins",
+        ",".join(SIMULATED_ORIGINS),
+    ]
