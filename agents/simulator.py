@@ -5,12 +5,15 @@ backoff) over a ``ReplayBackend`` variant, so it has its own GPU UUIDs, serials,
 and derived machine id, spread round-robin over the given zones and countries of origin.
 """
 
+import dataclasses
 import logging
+import random
 import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from agents.backends.base import GpuStatic, GpuTelemetry
 from agents.backends.replay import ReplayBackend
 from agents.client import ControlPlaneClient
 from agents.config import AgentConfig
@@ -28,6 +31,49 @@ class FleetPlan:
     zones: tuple[str | None, ...] = (None,)
     origins: tuple[str | None, ...] = (None,)
     hostname_prefix: str = "sim"
+
+
+class LivelyReplay:
+    """A replayed GPU whose load wanders, so a demo fleet looks like it is working.
+
+    Utilization takes a bounded random walk (seeded per node, so runs repeat), and memory
+    used, temperature and power follow it; identity and static facts stay as recorded.
+    """
+
+    name = "replay"
+
+    def __init__(self, recording: ReplayBackend, seed: int):
+        self._recording = recording
+        self._rng = random.Random(seed)  # noqa: S311 - demo load, not secrets
+        self._load = {g.uuid: self._rng.uniform(0, 100) for g in recording.static()}
+        self._memory = {g.uuid: g.memory_total_bytes for g in recording.static()}
+
+    def static(self) -> list[GpuStatic]:
+        """The recorded static facts."""
+        return self._recording.static()
+
+    def telemetry(self) -> list[GpuTelemetry]:
+        """The recorded readings, moved along the node's load."""
+        readings = []
+        for reading in self._recording.telemetry():
+            load = min(100.0, max(0.0, self._load[reading.uuid] + self._rng.gauss(0, 8)))
+            self._load[reading.uuid] = load
+            total = self._memory.get(reading.uuid)
+            readings.append(
+                dataclasses.replace(
+                    reading,
+                    utilization_pct=round(load, 1),
+                    memory_used_bytes=int(total * load / 110)
+                    if total
+                    else reading.memory_used_bytes,
+                    temperature_c=round(30 + load * 0.45, 1),
+                    power_w=round(70 + load * 6.3, 1),
+                )
+            )
+        return readings
+
+    def close(self) -> None:
+        """Nothing to release."""
 
 
 def build_fleet(plan: FleetPlan, base: AgentConfig, client: ControlPlaneClient) -> list[Agent]:
@@ -49,7 +95,7 @@ def build_fleet(plan: FleetPlan, base: AgentConfig, client: ControlPlaneClient) 
         agents.append(
             Agent(
                 config,
-                ReplayBackend(plan.fixture, variant=n),
+                LivelyReplay(ReplayBackend(plan.fixture, variant=n), seed=n),
                 client,
                 hostname=hostname,
                 host_root=empty_root,
