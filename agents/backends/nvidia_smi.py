@@ -4,7 +4,7 @@ Why a second backend next to NVML: ``nvidia-smi`` ships with every driver, so it
 where the NVML Python binding is missing, and support staff can parse a customer's
 ``nvidia-smi -q -x > capture.xml`` with exactly the code the agent runs.
 
-The XML has changed across drivers (DTDs ``nvsmi_device_v10`` to ``v13``). Each field is
+The XML has changed across drivers (DTDs ``nvsmi_device_v8`` to ``v13``). Each field is
 read from every place a known generation puts it, newest first:
 
 ========================  =============================================================
@@ -13,15 +13,17 @@ Field                     Elements read, first reported value wins
 index                     the GPU's position in the document, which is the NVML index
                           (``<minor_number>`` is the ``/dev/nvidiaN`` number: it can
                           differ, for example inside a container, and is N/A on Windows)
-pci_bus_id                ``pci/pci_bus_id``, else the ``<gpu id="...">`` attribute
+pci_bus_id                ``pci/pci_bus_id``, else the ``<gpu id="...">`` attribute (as
+                          printed: v8 and older print a 4-digit domain, ``0000:85:00.0``)
 board_part_number         ``board_part_number``; if absent (older drivers),
                           ``gpu_part_number``, which then held the board's number
 power_limit_w             ``gpu_power_readings/current_power_limit`` (v12+), else
                           ``power_readings/enforced_power_limit``, ``power_limit``
 power_w                   ``gpu_power_readings/instant_power_draw``, ``power_draw``,
                           ``average_power_draw``, else ``power_readings/power_draw``
-ecc_uncorrected_errors    ``ecc_errors/volatile``: ``double_bit/total`` (v10, v11), else
-                          ``dram_uncorrectable`` plus ``sram_uncorrectable`` (v12) or
+ecc_uncorrected_errors    ``ecc_errors/volatile``: ``double_bit/total`` (v8 to v11), else
+                          ``dram_uncorrectable`` plus ``sram_uncorrectable`` (v12, and
+                          already v11 on Ampere boards such as the A100) or
                           ``sram_uncorrectable_parity`` + ``_secded`` (v13)
 mig_devices               ``mig_devices/mig_device``: ``index`` and
                           ``fb_memory_usage/total``

@@ -16,16 +16,25 @@ from agents.backends.nvidia_smi import NvidiaSmiBackend, parse_nvidia_smi_xml
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures/gpu"
 H100 = FIXTURES / "h100-80gb-hbm3"
 H100_XML = H100 / "nvidia-smi-q.xml"
+K80 = FIXTURES / "nvidia-smi/v8-tesla-k80-one-board.xml"
+V100_PCIE = FIXTURES / "nvidia-smi/v9-tesla-v100-pcie-16gb.xml"
 V100 = FIXTURES / "nvidia-smi/v10-tesla-v100-sxm2-32gb.xml"
 FOUR_H100 = FIXTURES / "nvidia-smi/v12-4x-h100-80gb-hbm3.xml"
 A100_MIG = FIXTURES / "nvidia-smi/v12-a100-sxm4-80gb-mig.xml"
+A100_V11 = FIXTURES / "nvidia-smi/v11-a100-sxm4-40gb.xml"
 VGPU = FIXTURES / "nvidia-smi/v12-vgpu-guest-unsupported-fields.xml"
 TRUNCATED = FIXTURES / "nvidia-smi/malformed-truncated-v12.xml"
 
 MIB = 1024 * 1024
 
 H100_UUID = "GPU-29b79b44-4926-3788-174b-399b5b491b55"
+K80_UUIDS = (
+    "GPU-4b2c91e7-5d0a-63f8-a1c4-7e9f20b85d13",
+    "GPU-9e07f3a2-1b6c-d845-3f90-c26a8e4b71f0",
+)
+V100_PCIE_UUID = "GPU-c83f5e19-2a7d-94b6-0e3f-58d1a7c24b96"
 V100_UUID = "GPU-7d3f2a91-5c4e-8b60-1f27-c9e04a6b3d58"
+A100_V11_UUID = "GPU-6f1d8c3a-0e72-b594-2c4d-9a83e7f05b61"
 FOUR_H100_UUIDS = (
     "GPU-5a1c0f3e-7b2d-4c89-9e61-0d2f4b8a7c11",
     "GPU-0e9b6d47-31a8-4f2c-b5d3-8c7e1f904a22",
@@ -34,6 +43,25 @@ FOUR_H100_UUIDS = (
 )
 A100_UUID = "GPU-3b9e0d52-a7c4-1f86-d2e9-64f1b8c07a5d"
 VGPU_UUID = "GPU-e21f7c68-0b4a-11ee-9d3c-5a7f40b2c919"
+
+
+def k80(index: int, vbios: str, bus: str, power_limit_w: float) -> GpuStatic:
+    """One GPU of the K80 board (DTD v8): the two GPUs share the board's serial number."""
+    return GpuStatic(
+        index=index,
+        uuid=K80_UUIDS[index],
+        model="Tesla K80",
+        serial="0324816113540",  # one board, one serial: not unique per GPU
+        board_part_number="900-22080-0000-000",  # from <gpu_part_number>
+        vbios_version=vbios,
+        pci_bus_id=f"0000:{bus}:00.0",  # v8 prints a 4-digit PCI domain, reported as printed
+        memory_total_bytes=11439 * MIB,
+        mig_mode=None,  # no <mig_mode> before Ampere
+        ecc_mode="enabled",
+        driver_version="375.51",
+        cuda_version=None,  # no <cuda_version> before DTD v10
+        power_limit_w=power_limit_w,
+    )
 
 
 def four_h100(index: int, serial: str, bus: str, power_limit_w: float) -> GpuStatic:
@@ -99,6 +127,49 @@ STATIC_CASES = [
             power_limit_w=300.0,  # <power_readings><enforced_power_limit>
         ),
         id="v100-v10",
+    ),
+    pytest.param(K80, 0, k80(0, "80.21.1F.00.01", "85", 149.0), id="k80-v8-gpu0"),
+    pytest.param(K80, 1, k80(1, "80.21.1F.00.02", "86", 175.0), id="k80-v8-gpu1-raised-limit"),
+    pytest.param(
+        V100_PCIE,
+        0,
+        GpuStatic(
+            index=0,
+            uuid=V100_PCIE_UUID,
+            model="Tesla V100-PCIE-16GB",
+            serial="0322818021734",
+            board_part_number="900-2G500-0000-000",  # from <gpu_part_number> on v9
+            vbios_version="88.00.43.00.01",
+            pci_bus_id="00000000:3B:00.0",
+            memory_total_bytes=16160 * MIB,
+            mig_mode=None,
+            ecc_mode="enabled",
+            driver_version="390.87",
+            cuda_version=None,  # no <cuda_version> before DTD v10
+            power_limit_w=200.0,  # an administrator's cap below the 250 W default
+        ),
+        id="v100-pcie-v9",
+    ),
+    pytest.param(
+        A100_V11,
+        0,
+        GpuStatic(
+            index=0,
+            uuid=A100_V11_UUID,
+            model="NVIDIA A100-SXM4-40GB",
+            serial="1322621047219",
+            board_part_number="692-2G506-0200-002",  # still <gpu_part_number> on v11
+            vbios_version="92.00.25.00.08",
+            pci_bus_id="00000000:47:00.0",
+            memory_total_bytes=40536 * MIB,
+            mig_mode="disabled",
+            mig_devices=(),  # <mig_devices>None</mig_devices>
+            ecc_mode="enabled",
+            driver_version="470.82.01",
+            cuda_version="11.4",
+            power_limit_w=400.0,
+        ),
+        id="a100-v11-mig-disabled",
     ),
     pytest.param(FOUR_H100, 0, four_h100(0, "1652823051234", "9A", 700.0), id="4xh100-gpu0"),
     pytest.param(FOUR_H100, 1, four_h100(1, "1652823051987", "AB", 700.0), id="4xh100-gpu1"),
@@ -184,6 +255,48 @@ TELEMETRY_CASES = [
         id="v100-v10",
     ),
     pytest.param(
+        K80,
+        0,
+        GpuTelemetry(K80_UUIDS[0], 98.0, 10873 * MIB, 71.0, 143.27, 0, 1, None),
+        id="k80-v8-gpu0",
+    ),
+    pytest.param(
+        K80,
+        1,
+        GpuTelemetry(K80_UUIDS[1], 0.0, 0, 38.0, 27.81, 1, 0, None),
+        id="k80-v8-gpu1-double-bit-error",
+    ),
+    pytest.param(
+        V100_PCIE,
+        0,
+        GpuTelemetry(
+            uuid=V100_PCIE_UUID,
+            utilization_pct=64.0,
+            memory_used_bytes=9217 * MIB,
+            temperature_c=57.0,
+            power_w=197.64,
+            ecc_uncorrected_errors=0,  # <double_bit><total>, not single_bit (3)
+            process_count=2,
+            fan_speed_pct=None,
+        ),
+        id="v100-pcie-v9",
+    ),
+    pytest.param(
+        A100_V11,
+        0,
+        GpuTelemetry(
+            uuid=A100_V11_UUID,
+            utilization_pct=91.0,
+            memory_used_bytes=31212 * MIB,
+            temperature_c=52.0,
+            power_w=318.45,
+            ecc_uncorrected_errors=1,  # SRAM/DRAM layout already on v11 for Ampere: 0 + 1
+            process_count=1,
+            fan_speed_pct=None,
+        ),
+        id="a100-v11-dram-uncorrectable",
+    ),
+    pytest.param(
         FOUR_H100,
         0,
         GpuTelemetry(FOUR_H100_UUIDS[0], 97.0, 71234 * MIB, 58.0, 612.40, 0, 1, None),
@@ -240,8 +353,11 @@ def test_telemetry(capture: Path, position: int, expected: GpuTelemetry) -> None
     ("capture", "gpus"),
     [
         pytest.param(H100_XML, 1, id="h100"),
+        pytest.param(K80, 2, id="k80"),
+        pytest.param(V100_PCIE, 1, id="v100-pcie"),
         pytest.param(V100, 1, id="v100"),
         pytest.param(FOUR_H100, 4, id="4xh100"),
+        pytest.param(A100_V11, 1, id="a100-v11"),
         pytest.param(A100_MIG, 1, id="a100-mig"),
         pytest.param(VGPU, 1, id="vgpu"),
     ],
@@ -495,7 +611,9 @@ def test_unusable_documents(text: str, fragment: str) -> None:
     assert fragment in str(caught.value)
 
 
-@pytest.mark.parametrize("capture", [H100_XML, V100, FOUR_H100, A100_MIG, VGPU], ids=str)
+@pytest.mark.parametrize(
+    "capture", [H100_XML, K80, V100_PCIE, V100, A100_V11, FOUR_H100, A100_MIG, VGPU], ids=str
+)
 def test_live_command_reads_the_same_as_the_capture(capture: Path) -> None:
     live = NvidiaSmiBackend(command=("cat", str(capture)))
     saved = NvidiaSmiBackend(xml_path=capture)
