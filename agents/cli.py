@@ -194,7 +194,10 @@ def run(args: argparse.Namespace) -> int:
     )
     log.info("backend %s: %s", backend.name, reason)
     client = ControlPlaneClient(config.control_plane_url, ca_bundle=config.ca_bundle)
-    agent = Agent(config, backend, client)
+    try:
+        agent = Agent(config, backend, client)
+    except OSError as exc:
+        raise AgentConfigError(f"state_dir {config.state_dir}: {exc.strerror or exc}") from None
     metrics = AgentMetrics(
         node=agent.host.hostname, zone=config.zone, origin_country=config.origin_country
     )
@@ -206,7 +209,13 @@ def run(args: argparse.Namespace) -> int:
         component_origins=dict(config.component_origins),
     )
     agent.metrics = metrics
-    server = metrics.serve(config.metrics_host, config.metrics_port)
+    try:
+        server = metrics.serve(config.metrics_host, config.metrics_port)
+    except OSError as exc:
+        raise AgentConfigError(
+            f"metrics: cannot listen on {config.metrics_host}:{config.metrics_port} "
+            f"({exc.strerror or exc})"
+        ) from None
     try:
         agent.run(_stop_on_signals())
     finally:

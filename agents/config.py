@@ -18,6 +18,7 @@ DEFAULT_STATE_DIR = Path("/var/lib/sovereign-agent")
 ENV_PREFIX = "SOVEREIGN_AGENT_"
 SUPPORTED_VERSIONS = ("v1",)
 COMPONENT_CLASSES = ("gpu", "cpu", "board", "nic")
+BACKENDS = ("auto", "nvml", "nvidia-smi", "replay")
 
 
 class AgentConfigError(Exception):
@@ -176,6 +177,13 @@ def _validate(config: AgentConfig) -> AgentConfig:
         raise AgentConfigError("metrics_port must be between 1 and 65535")
     if config.spool_max_entries < 1:
         raise AgentConfigError("spool_max_entries must be at least 1")
+    if config.backend not in BACKENDS:
+        raise AgentConfigError(f"backend: {config.backend!r} is not one of {', '.join(BACKENDS)}")
+    url = config.control_plane_url
+    if url is not None and not url.startswith(("http://", "https://")):
+        raise AgentConfigError(f"control_plane.url: {url!r} must start with http:// or https://")
+    if config.ca_bundle is not None and not config.ca_bundle.is_file():
+        raise AgentConfigError(f"control_plane.ca_bundle: no such file {config.ca_bundle}")
     unknown = set(config.component_origins) - set(COMPONENT_CLASSES)
     if unknown:
         raise AgentConfigError(

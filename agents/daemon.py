@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agents import __version__
-from agents.backends.base import GpuBackend, GpuStatic
+from agents.backends.base import BackendUnavailableError, GpuBackend, GpuStatic
 from agents.client import (
     ControlPlaneClient,
     ControlPlaneUnreachableError,
@@ -124,18 +124,25 @@ class Agent:
         self._failures = 0
         self._next_attempt = 0.0
         self._health: dict[str, str] = {g.uuid: "ok" for g in self.statics}
+        #: Set by ``run`` on SIGTERM, so replaying a long spool does not delay shutdown.
+        self._stopping = threading.Event()
 
     # -- state on disk --------------------------------------------------------------------
 
     def _read_sequence(self) -> int:
+        """The last sequence number used; never below what the spool still holds."""
         try:
-            return int((self.state_dir / SEQUENCE_FILE).read_text().strip())
+            stored = int((self.state_dir / SEQUENCE_FILE).read_text().strip())
         except (OSError, ValueError):
-            return 0
+            stored = 0
+        return max(stored, self.spool.newest_seq())
 
     def _next_sequence(self) -> int:
         self.seq += 1
-        (self.state_dir / SEQUENCE_FILE).write_text(f"{self.seq}\n")
+        path = self.state_dir / SEQUENCE_FILE
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(f"{self.seq}\n")
+        temporary.replace(path)  # a crash leaves the old number or the new, never half
         return self.seq
 
     def _read_credential(self) -> dict[str, str] | None:
@@ -185,18 +192,19 @@ class Agent:
         }
         _write_private(self.state_dir / CREDENTIAL_FILE, json.dumps(self.credential))
         self._sent_inventory_hash = self._hash(inventory)
-        expected = float(answer.get("heartbeat_interval_seconds") or self.interval)
-        if expected < self.interval:
-            log.warning(
-                "control plane expects heartbeats every %s s; sweeping that often", expected
-            )
-            self.interval = expected
+        self._adopt_interval(answer.get("heartbeat_interval_seconds"))
         log.info("registered as node %s (%s)", self.credential["node_id"], self.host.hostname)
 
     def sweep(self) -> dict[str, Any]:
         """Read telemetry and build the next heartbeat (inventory only if it changed)."""
         started = time.perf_counter()
-        readings = self.backend.telemetry()
+        try:
+            readings = self.backend.telemetry()
+        except BackendUnavailableError as exc:
+            # One failed read (a driver hiccup, an nvidia-smi timeout) is a gap in the
+            # telemetry, not a reason to stop reporting.
+            log.warning("telemetry unavailable this sweep: %s", exc)
+            readings = []
         if self.metrics is not None:
             self.metrics.observe_sweep(time.perf_counter() - started)
             self.metrics.observe(readings)
@@ -251,9 +259,19 @@ class Agent:
             answer = self.client.heartbeat(credential["node_id"], credential["token"], heartbeat)
         if self.metrics is not None:
             self.metrics.count_heartbeat("duplicate" if answer.get("duplicate") else "sent")
+        self._adopt_interval(answer.get("heartbeat_interval_seconds"))
+
+    def _adopt_interval(self, expected: object) -> None:
+        """Sweep at least as often as the control plane expects, or it marks us offline."""
+        if isinstance(expected, int | float) and 0 < expected < self.interval:
+            log.warning(
+                "control plane expects heartbeats every %s s; sweeping that often", expected
+            )
+            self.interval = float(expected)
 
     def deliver(self, heartbeat: dict[str, Any]) -> None:
         """Queue a heartbeat behind any spooled ones and send what the backoff allows."""
+        seq = int(heartbeat["seq"])
         dropped = self.spool.append(heartbeat)
         if dropped:
             log.warning("spool full: dropped the %d oldest heartbeat(s)", dropped)
@@ -262,10 +280,12 @@ class Agent:
             if self.metrics is not None:
                 self.metrics.count_dropped(dropped)
         self.drain()
+        if self.metrics is not None and self.spool.holds(seq):
+            self.metrics.count_heartbeat("spooled")
 
     def drain(self) -> None:
         """Send spooled heartbeats oldest first until one fails or none are left."""
-        while self.clock() >= self._next_attempt:
+        while self.clock() >= self._next_attempt and not self._stopping.is_set():
             heartbeat = self.spool.oldest()
             if heartbeat is None:
                 break
@@ -275,12 +295,12 @@ class Agent:
                 if isinstance(exc, RegistrationError):
                     log.error("cannot register: %s", exc)
                 self._back_off(str(exc))
-                if self.metrics is not None:
-                    self.metrics.count_heartbeat("spooled")
                 break
             except (RequestRejectedError, CredentialRejectedError) as exc:
                 # Resending the same body cannot succeed; keep the queue moving.
                 log.error("heartbeat %s refused: %s", heartbeat["seq"], exc)
+                if "inventory" in heartbeat:
+                    self._sent_inventory_hash = None  # send the inventory again next time
                 if self.metrics is not None:
                     self.metrics.count_heartbeat("failed")
             self.spool.remove(int(heartbeat["seq"]))
@@ -302,6 +322,7 @@ class Agent:
             self.interval,
             len(self.spool),
         )
+        self._stopping = stop
         try:
             while not stop.is_set():
                 self.deliver(self.sweep())

@@ -95,7 +95,8 @@ def build_fleet(plan: FleetPlan, base: AgentConfig, client: ControlPlaneClient) 
         agents.append(
             Agent(
                 config,
-                LivelyReplay(ReplayBackend(plan.fixture, variant=n), seed=n),
+                # Identities derive from the hostname, so fleets with other prefixes differ.
+                LivelyReplay(ReplayBackend(plan.fixture, variant=hostname), seed=n),
                 client,
                 hostname=hostname,
                 host_root=empty_root,

@@ -52,6 +52,14 @@ class Spool:
         self.dropped += dropped
         return dropped
 
+    def newest_seq(self) -> int:
+        """The highest sequence number waiting (0 when empty)."""
+        return self._seqs[-1] if self._seqs else 0
+
+    def holds(self, seq: int) -> bool:
+        """Whether the heartbeat with this sequence number still waits."""
+        return seq in self._seqs
+
     def oldest(self) -> dict[str, Any] | None:
         """The heartbeat to send next, or None when nothing waits."""
         while self._seqs:

@@ -81,7 +81,7 @@ def _from_nvml_dump(dump: dict[str, Any]) -> tuple[list[GpuStatic], list[GpuTele
     return statics, readings
 
 
-def _varied(value: str | None, variant: int, digits_only: bool = False) -> str | None:
+def _varied(value: str | None, variant: int | str, digits_only: bool = False) -> str | None:
     """Replace the tail of an identifier with one derived from ``variant``, stably."""
     if value is None:
         return None
@@ -97,7 +97,7 @@ class ReplayBackend:
 
     name = "replay"
 
-    def __init__(self, recording: str | Path, variant: int | None = None):
+    def __init__(self, recording: str | Path, variant: int | str | None = None):
         path = Path(recording)
         if path.is_dir():
             candidates = [path / NVML_DUMP, path / NVIDIA_SMI_XML]

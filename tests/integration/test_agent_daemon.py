@@ -8,10 +8,12 @@ from typing import Any
 import httpx
 import pytest
 
+from agents.backends.base import BackendUnavailableError
 from agents.backends.replay import ReplayBackend
 from agents.client import ControlPlaneClient
 from agents.config import AgentConfig
 from agents.daemon import Agent
+from agents.metrics import AgentMetrics
 from control_plane.access.models import Role
 from tests.support import bearer, free_port
 
@@ -167,3 +169,61 @@ def test_without_a_bootstrap_token_heartbeats_wait_in_the_spool(
     agent.deliver(agent.sweep())
     assert agent.credential is None
     assert len(agent.spool) == 1
+
+
+def test_a_lost_sequence_file_resumes_after_the_spool(make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent()
+    agent.client = ControlPlaneClient(f"http://127.0.0.1:{free_port()}", timeout=1)
+    for _ in range(3):
+        agent.deliver(agent.sweep())
+    (agent.state_dir / "seq").unlink()
+    restarted = make_agent()
+    assert restarted.sweep()["seq"] == 4  # never reuses a number still waiting to be sent
+
+
+class FlakyBackend(ReplayBackend):
+    """A recording whose telemetry read fails once, like an nvidia-smi timeout."""
+
+    failures = 1
+
+    def telemetry(self) -> list[Any]:
+        if self.failures:
+            self.failures -= 1
+            raise BackendUnavailableError("nvidia-smi timed out")
+        return super().telemetry()
+
+
+def test_a_failed_telemetry_read_is_a_gap_not_a_stop(
+    make_agent: Callable[..., Agent],
+    live_server: str,
+    make_token: Callable[[Role], str],
+) -> None:
+    agent = make_agent()
+    agent.backend = FlakyBackend(RECORDING, variant=0)
+    first = agent.sweep()
+    assert first["telemetry"] == []
+    agent.deliver(first)
+    agent.deliver(agent.sweep())
+    assert agent.credential is not None
+    detail = node(live_server, bearer(make_token(Role.ADMIN)), agent.credential["node_id"])
+    assert detail["last_heartbeat_seq"] == 2
+    assert detail["gpus"][0]["temperature_c"] == 35.0
+
+
+def test_the_control_planes_interval_is_adopted(make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent(sweep_interval_seconds=60.0)
+    agent.deliver(agent.sweep())
+    assert agent.interval == 10.0  # the control plane's default heartbeat interval
+
+
+def test_spooled_and_sent_heartbeats_are_counted(make_agent: Callable[..., Agent]) -> None:
+    agent = make_agent()
+    agent.metrics = AgentMetrics(node="h100-vm")
+    agent.deliver(agent.sweep())
+    agent.client = ControlPlaneClient(f"http://127.0.0.1:{free_port()}", timeout=1)
+    agent.deliver(agent.sweep())
+    agent.deliver(agent.sweep())
+    text = agent.metrics.render().decode()
+    assert 'sovereign_agent_heartbeats_total{outcome="sent"} 1.0' in text
+    assert 'sovereign_agent_heartbeats_total{outcome="spooled"} 2.0' in text
+    assert "sovereign_agent_spool_depth 2.0" in text

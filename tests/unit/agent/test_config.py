@@ -100,3 +100,16 @@ def test_named_file_must_exist(tmp_path: Path) -> None:
 def test_bad_pairs_are_refused() -> None:
     with pytest.raises(AgentConfigError, match="labels"):
         load_config(environ={"SOVEREIGN_AGENT_LABELS": "team"})
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SOVEREIGN_AGENT_BACKEND": "dcgm"}, "backend: 'dcgm' is not one of"),
+        ({"SOVEREIGN_AGENT_CONTROL_PLANE_URL": "cp.internal:8080"}, "must start with http"),
+        ({"SOVEREIGN_AGENT_CA_BUNDLE": "/nonexistent/ca.pem"}, "no such file"),
+    ],
+)
+def test_bad_values_are_one_line_errors(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(AgentConfigError, match=message):
+        load_config(environ=environ)

@@ -39,3 +39,14 @@ def test_interrupted_writes_and_damaged_files_do_not_stall_it(tmp_path: Path) ->
     reopened = Spool(tmp_path, max_entries=10)
     assert not list(tmp_path.glob("*.tmp"))
     assert reopened.oldest() == beat(2)
+
+
+def test_newest_and_holds(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_entries=10)
+    assert spool.newest_seq() == 0
+    spool.append(beat(4))
+    spool.append(beat(9))
+    assert spool.newest_seq() == 9
+    assert spool.holds(4)
+    spool.remove(4)
+    assert not spool.holds(4)
