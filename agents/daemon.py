@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agents import __version__
-from agents.backends.base import BackendUnavailableError, GpuBackend, GpuStatic
+from agents.backends.base import BackendUnavailableError, GpuBackend, GpuStatic, GpuTelemetry
 from agents.client import (
     ControlPlaneClient,
     ControlPlaneUnreachableError,
@@ -54,6 +54,7 @@ _GPU_INVENTORY_FIELDS = (
     "cuda_version",
     "ecc_mode",
 )
+_TELEMETRY_FIELDS = tuple(f.name for f in dataclasses.fields(GpuTelemetry))
 _HOST_FIELDS = (
     "hostname",
     "machine_id",
@@ -126,6 +127,8 @@ class Agent:
         self._health: dict[str, str] = {g.uuid: "ok" for g in self.statics}
         #: Set by ``run`` on SIGTERM, so replaying a long spool does not delay shutdown.
         self._stopping = threading.Event()
+        self._sequence_fd: int | None = None
+        self._inventory_cache: tuple[tuple[tuple[str, str], ...], dict[str, Any], str] | None = None
 
     # -- state on disk --------------------------------------------------------------------
 
@@ -139,11 +142,21 @@ class Agent:
 
     def _next_sequence(self) -> int:
         self.seq += 1
-        path = self.state_dir / SEQUENCE_FILE
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(f"{self.seq}\n")
-        temporary.replace(path)  # a crash leaves the old number or the new, never half
+        self._write_sequence()
         return self.seq
+
+    def _write_sequence(self) -> None:
+        """Record the sequence number: one fixed-width write into an open file per sweep.
+
+        Fixed width means the write never leaves a shorter number with a longer one's tail.
+        If the number is ever lost, the spool and the control plane's duplicate answers
+        (which carry its last sequence number) put the agent back ahead.
+        """
+        if self._sequence_fd is None:
+            self._sequence_fd = os.open(
+                self.state_dir / SEQUENCE_FILE, os.O_RDWR | os.O_CREAT, 0o600
+            )
+        os.pwrite(self._sequence_fd, b"%20d\n" % self.seq, 0)
 
     def _read_credential(self) -> dict[str, str] | None:
         try:
@@ -158,6 +171,19 @@ class Agent:
 
     def inventory(self) -> dict[str, Any]:
         """The full static inventory in the control plane's ``Inventory`` shape."""
+        key = tuple(sorted(self._health.items()))
+        if self._inventory_cache is None or self._inventory_cache[0] != key:
+            # Only GPU health changes while the agent runs: rebuild (and rehash) only then.
+            inventory = self._build_inventory()
+            self._inventory_cache = (key, inventory, self._hash(inventory))
+        return self._inventory_cache[1]
+
+    def _inventory_hash(self) -> str:
+        self.inventory()
+        assert self._inventory_cache is not None
+        return self._inventory_cache[2]
+
+    def _build_inventory(self) -> dict[str, Any]:
         host = {name: getattr(self.host, name) for name in _HOST_FIELDS}
         host["agent_version"] = __version__
         gpus = [
@@ -191,7 +217,7 @@ class Agent:
             "control_plane_url": self.client.base_url,
         }
         _write_private(self.state_dir / CREDENTIAL_FILE, json.dumps(self.credential))
-        self._sent_inventory_hash = self._hash(inventory)
+        self._sent_inventory_hash = self._inventory_hash()
         self._adopt_interval(answer.get("heartbeat_interval_seconds"))
         log.info("registered as node %s (%s)", self.credential["node_id"], self.host.hostname)
 
@@ -213,12 +239,11 @@ class Agent:
             self._health[reading.uuid] = "ecc-errors" if errors else "ok"
         heartbeat: dict[str, Any] = {
             "seq": self._next_sequence(),
-            "telemetry": [dataclasses.asdict(r) for r in readings],
+            "telemetry": [{name: getattr(r, name) for name in _TELEMETRY_FIELDS} for r in readings],
         }
-        inventory = self.inventory()
-        digest = self._hash(inventory)
+        digest = self._inventory_hash()
         if digest != self._sent_inventory_hash:
-            heartbeat["inventory"] = inventory
+            heartbeat["inventory"] = self.inventory()
             self._sent_inventory_hash = digest
         return heartbeat
 
@@ -259,6 +284,14 @@ class Agent:
             answer = self.client.heartbeat(credential["node_id"], credential["token"], heartbeat)
         if self.metrics is not None:
             self.metrics.count_heartbeat("duplicate" if answer.get("duplicate") else "sent")
+        last_seq = answer.get("last_seq")
+        if answer.get("duplicate") and isinstance(last_seq, int) and last_seq > self.seq:
+            # Our sequence number was lost or rolled back: continue after the server's.
+            log.warning(
+                "control plane is at seq %d, ahead of ours (%d); catching up", last_seq, self.seq
+            )
+            self.seq = last_seq
+            self._write_sequence()
         self._adopt_interval(answer.get("heartbeat_interval_seconds"))
 
     def _adopt_interval(self, expected: object) -> None:
@@ -270,8 +303,24 @@ class Agent:
             self.interval = float(expected)
 
     def deliver(self, heartbeat: dict[str, Any]) -> None:
-        """Queue a heartbeat behind any spooled ones and send what the backoff allows."""
+        """Send a heartbeat, or queue it behind spooled ones while that is not possible.
+
+        With nothing waiting it goes straight out: the disk is touched only when the
+        control plane cannot be reached, which keeps the everyday sweep cheap.
+        """
         seq = int(heartbeat["seq"])
+        if not len(self.spool) and self.clock() >= self._next_attempt:
+            try:
+                self._send(heartbeat)
+                self._failures = 0
+                return
+            except (ControlPlaneUnreachableError, RegistrationError) as exc:
+                if isinstance(exc, RegistrationError):
+                    log.error("cannot register: %s", exc)
+                self._back_off(str(exc))
+            except (RequestRejectedError, CredentialRejectedError) as exc:
+                self._refused(heartbeat, exc)
+                return
         dropped = self.spool.append(heartbeat)
         if dropped:
             log.warning("spool full: dropped the %d oldest heartbeat(s)", dropped)
@@ -282,6 +331,14 @@ class Agent:
         self.drain()
         if self.metrics is not None and self.spool.holds(seq):
             self.metrics.count_heartbeat("spooled")
+
+    def _refused(self, heartbeat: dict[str, Any], exc: Exception) -> None:
+        """Resending the same body cannot succeed; log it and keep the queue moving."""
+        log.error("heartbeat %s refused: %s", heartbeat["seq"], exc)
+        if "inventory" in heartbeat:
+            self._sent_inventory_hash = None  # send the inventory again next time
+        if self.metrics is not None:
+            self.metrics.count_heartbeat("failed")
 
     def drain(self) -> None:
         """Send spooled heartbeats oldest first until one fails or none are left."""
@@ -297,12 +354,7 @@ class Agent:
                 self._back_off(str(exc))
                 break
             except (RequestRejectedError, CredentialRejectedError) as exc:
-                # Resending the same body cannot succeed; keep the queue moving.
-                log.error("heartbeat %s refused: %s", heartbeat["seq"], exc)
-                if "inventory" in heartbeat:
-                    self._sent_inventory_hash = None  # send the inventory again next time
-                if self.metrics is not None:
-                    self.metrics.count_heartbeat("failed")
+                self._refused(heartbeat, exc)
             self.spool.remove(int(heartbeat["seq"]))
             self._failures = 0
         if self.metrics is not None:
@@ -311,6 +363,14 @@ class Agent:
     def next_sweep_delay(self) -> float:
         """The interval with jitter."""
         return self.interval * self.rng.uniform(1 - JITTER_FRACTION, 1 + JITTER_FRACTION)
+
+    def close(self) -> None:
+        """Release the backend, the connection and the sequence file."""
+        self.backend.close()
+        self.client.close()
+        if self._sequence_fd is not None:
+            os.close(self._sequence_fd)
+            self._sequence_fd = None
 
     def run(self, stop: threading.Event) -> None:
         """Sweep and deliver until ``stop`` is set (SIGTERM sets it), then close cleanly."""
@@ -328,5 +388,5 @@ class Agent:
                 self.deliver(self.sweep())
                 stop.wait(self.next_sweep_delay())
         finally:
-            self.backend.close()
+            self.close()
             log.info("agent stopped; %d heartbeat(s) left in the spool", len(self.spool))

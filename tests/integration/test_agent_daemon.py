@@ -1,7 +1,7 @@
 """The agent's real code against the real API: registration, heartbeats, spool, backoff."""
 
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +35,9 @@ class Clock:
 @pytest.fixture
 def make_agent(
     live_server: str, make_token: Callable[[Role], str], tmp_path: Path
-) -> Callable[..., Agent]:
+) -> Iterator[Callable[..., Agent]]:
     bootstrap = make_token(Role.BOOTSTRAP)
+    made: list[Agent] = []
 
     def make(variant: int = 0, clock: Clock | None = None, **overrides: Any) -> Agent:
         settings: dict[str, Any] = {
@@ -48,7 +49,7 @@ def make_agent(
         config = AgentConfig(**{**settings, **overrides})
         empty_root = tmp_path / "root"
         empty_root.mkdir(exist_ok=True)
-        return Agent(
+        agent = Agent(
             config,
             ReplayBackend(RECORDING, variant=variant),
             ControlPlaneClient(live_server),
@@ -56,8 +57,20 @@ def make_agent(
             host_root=empty_root,
             clock=clock or Clock(),
         )
+        made.append(agent)
+        return agent
 
-    return make
+    yield make
+    for agent in made:
+        agent.close()
+
+
+def use_client(agent: Agent, client: ControlPlaneClient) -> ControlPlaneClient:
+    """Point the agent at another control plane; return the previous client (closed)."""
+    previous = agent.client
+    previous.close()
+    agent.client = client
+    return previous
 
 
 def node(live_server: str, headers: dict[str, str], node_id: str) -> dict[str, Any]:
@@ -113,15 +126,14 @@ def test_outage_spools_then_replays_in_order(
     agent = make_agent(clock=clock, backoff_max_seconds=30.0)
     agent.deliver(agent.sweep())
     assert agent.credential is not None
-    reachable = agent.client
-    agent.client = ControlPlaneClient(f"http://127.0.0.1:{free_port()}", timeout=1)
+    reachable = use_client(agent, ControlPlaneClient(f"http://127.0.0.1:{free_port()}", timeout=1))
     for _ in range(5):
         clock.now += 10
         agent.deliver(agent.sweep())
     assert len(agent.spool) == 5
     assert node(live_server, admin, agent.credential["node_id"])["last_heartbeat_seq"] == 1
 
-    agent.client = reachable
+    use_client(agent, reachable)
     agent.deliver(agent.sweep())  # still backing off: queued behind the others
     assert len(agent.spool) == 6
     clock.now += 60  # past the capped backoff
@@ -133,7 +145,7 @@ def test_outage_spools_then_replays_in_order(
 def test_backoff_grows_and_is_capped(make_agent: Callable[..., Agent]) -> None:
     clock = Clock()
     agent = make_agent(clock=clock, backoff_max_seconds=8.0)
-    agent.client = ControlPlaneClient(f"http://127.0.0.1:{free_port()}", timeout=1)
+    use_client(agent, ControlPlaneClient(f"http://127.0.0.1:{free_port()}", timeout=1))
     delays = []
     for _ in range(8):
         clock.now = agent._next_attempt
@@ -173,7 +185,7 @@ def test_without_a_bootstrap_token_heartbeats_wait_in_the_spool(
 
 def test_a_lost_sequence_file_resumes_after_the_spool(make_agent: Callable[..., Agent]) -> None:
     agent = make_agent()
-    agent.client = ControlPlaneClient(f"http://127.0.0.1:{free_port()}", timeout=1)
+    use_client(agent, ControlPlaneClient(f"http://127.0.0.1:{free_port()}", timeout=1))
     for _ in range(3):
         agent.deliver(agent.sweep())
     (agent.state_dir / "seq").unlink()
@@ -220,10 +232,30 @@ def test_spooled_and_sent_heartbeats_are_counted(make_agent: Callable[..., Agent
     agent = make_agent()
     agent.metrics = AgentMetrics(node="h100-vm")
     agent.deliver(agent.sweep())
-    agent.client = ControlPlaneClient(f"http://127.0.0.1:{free_port()}", timeout=1)
+    use_client(agent, ControlPlaneClient(f"http://127.0.0.1:{free_port()}", timeout=1))
     agent.deliver(agent.sweep())
     agent.deliver(agent.sweep())
     text = agent.metrics.render().decode()
     assert 'sovereign_agent_heartbeats_total{outcome="sent"} 1.0' in text
     assert 'sovereign_agent_heartbeats_total{outcome="spooled"} 2.0' in text
     assert "sovereign_agent_spool_depth 2.0" in text
+
+
+def test_a_lost_sequence_catches_up_from_the_control_plane(
+    make_agent: Callable[..., Agent],
+    live_server: str,
+    make_token: Callable[[Role], str],
+) -> None:
+    agent = make_agent()
+    for _ in range(5):
+        agent.deliver(agent.sweep())
+    assert agent.credential is not None
+    agent.close()
+    (agent.state_dir / "seq").unlink()  # lost, with nothing in the spool to recover from
+    restarted = make_agent()
+    restarted.deliver(restarted.sweep())  # seq 1: a duplicate, answered with last_seq 5
+    assert restarted.seq == 5
+    restarted.deliver(restarted.sweep())
+    admin = bearer(make_token(Role.ADMIN))
+    assert node(live_server, admin, agent.credential["node_id"])["last_heartbeat_seq"] == 6
+    assert int((agent.state_dir / "seq").read_text()) == 6
