@@ -13,13 +13,21 @@ their series, so dashboards do not show stale values for hardware that is gone.
 """
 
 import math
+import socket
 import threading
 from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
 from typing import Final, Literal, get_args
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    make_wsgi_app,
+)
 
 from agents.backends.base import GpuStatic, GpuTelemetry
 
@@ -103,20 +111,56 @@ def _label(value: object) -> str:
     return "" if value is None else str(value)
 
 
-class MetricsServer:
-    """The HTTP server answering ``/metrics`` in a daemon thread; ``close()`` stops it."""
+class _QuietHandler(WSGIRequestHandler):
+    """Scrapes are not worth a log line each."""
 
-    def __init__(self, server: WSGIServer, thread: threading.Thread):
-        self._server = server
-        self._thread = thread
+    def log_message(self, format: str, *args: object) -> None:
+        """Say nothing."""
+
+
+class _MetricsHTTPServer(ThreadingMixIn, WSGIServer):
+    """One thread per scrape, so a slow client never blocks the next."""
+
+    daemon_threads = True
+
+
+class MetricsServer:
+    """The HTTP server answering ``/metrics`` from a daemon thread; ``close()`` stops it.
+
+    The thread blocks in ``accept`` between scrapes instead of polling twice a second, as
+    ``serve_forever`` does: on an idle GPU server those wake-ups alone cost as much CPU as
+    the agent's whole budget. ``close()`` wakes it with a connection of its own.
+    """
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry):
+        self._server = make_server(
+            host, port, make_wsgi_app(registry), _MetricsHTTPServer, handler_class=_QuietHandler
+        )
+        self._server.timeout = None  # handle_request blocks until a scrape arrives
         #: The port actually bound (useful when asked for port 0).
-        self.port: int = server.server_port
+        self.port: int = self._server.server_port
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="metrics", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stopping.is_set():
+            self._server.handle_request()
 
     def close(self) -> None:
         """Stop serving, release the port and wait for the thread to end."""
-        self._server.shutdown()
-        self._server.server_close()
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        host = self._server.server_address[0]
+        wake = "127.0.0.1" if host in ("0.0.0.0", "") else str(host)  # noqa: S104
+        try:
+            with socket.create_connection((wake, self.port), timeout=1):
+                pass
+        except OSError:
+            pass  # the thread may be gone already
         self._thread.join(timeout=5)
+        self._server.server_close()
 
     def shutdown(self) -> None:
         """Same as :meth:`close`, under the name ``socketserver`` uses."""
@@ -298,5 +342,4 @@ class AgentMetrics:
         Raises ``OSError`` when the address cannot be bound (port in use). Call ``close()``
         on the result to stop.
         """
-        server, thread = start_http_server(port, addr=host, registry=self.registry)
-        return MetricsServer(server, thread)
+        return MetricsServer(host, port, self.registry)
