@@ -31,6 +31,7 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     AGENT_REGISTER = "agent:register"
     AGENT_HEARTBEAT = "agent:heartbeat"
+    REGISTRY_WRITE = "registry:write"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

@@ -13,6 +13,7 @@ from uuid import UUID
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -21,11 +22,17 @@ from pydantic import (
 
 from control_plane.core.countries import CountryCode
 
+
+def _normalise_slug(value: object) -> object:
+    # Lower-case before the pattern check (StringConstraints checks the pattern first).
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+#: A short identifier: lower-case letters, digits and inner hyphens; input is lower-cased.
 Slug = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True, to_lower=True, pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
-    ),
+    BeforeValidator(_normalise_slug),
+    StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"),
 ]
 LabelKey = Annotated[
     str,

@@ -26,12 +26,24 @@ _ZONE_WRITE: dict[str, ErrorFactory] = {
     "residency_zone_pkey": unique("slug", "a zone with this slug already exists"),
     "residency_zone_parent_fkey": references("parent", "unknown zone"),
 }
-_ZONE_DELETE: dict[str, ErrorFactory] = {
-    name: lambda exc: ConflictError(
-        "zone is still used by nodes, sites or child zones; move them first",
+
+
+def _zone_in_use(users: str) -> ErrorFactory:
+    return lambda exc: ConflictError(
+        f"zone is still used by {users}; move them first",
         details={"constraint": exc.diag.constraint_name},
     )
-    for name in ("residency_zone_parent_fkey", "site_zone_fkey", "node_zone_fkey")
+
+
+#: What may still refer to a zone being deleted, by foreign key.
+_ZONE_DELETE: dict[str, ErrorFactory] = {
+    "residency_zone_parent_fkey": _zone_in_use("child zones"),
+    "site_zone_fkey": _zone_in_use("sites"),
+    "node_zone_fkey": _zone_in_use("nodes"),
+    "tenant_quota_zone_fkey": _zone_in_use("tenant quotas"),
+    "dataset_storage_zone_zone_fkey": _zone_in_use("datasets stored in it"),
+    "model_storage_zone_zone_fkey": _zone_in_use("models stored in it"),
+    "artifact_destination_zone_fkey": _zone_in_use("artifact destinations"),
 }
 _SITE_WRITE: dict[str, ErrorFactory] = {
     "site_pkey": unique("slug", "a site with this slug already exists"),

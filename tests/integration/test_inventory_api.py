@@ -569,3 +569,11 @@ def test_two_gpus_with_one_index_are_refused(client: TestClient, admin: dict[str
     response = client.post("/v1/agents/register", json=body, headers=admin)
     assert response.status_code == 422
     assert error_fields(response) == ["inventory.gpus.1.index"]
+
+
+def test_slugs_are_lower_cased(client: TestClient, admin: dict[str, str]) -> None:
+    response = client.post(
+        "/v1/zones", json={"slug": " KR-Seoul ", "name": "Seoul", "country": "KR"}, headers=admin
+    )
+    assert response.status_code == 201
+    assert response.json()["slug"] == "kr-seoul"

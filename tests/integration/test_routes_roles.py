@@ -19,7 +19,7 @@ READERS = frozenset({A, OP, U})
 
 @dataclass(frozen=True)
 class Fixture:
-    """What exists before the call: a zone, a node and that node's agent token."""
+    """What exists before the call: zones, a node and its agent token, registry entries."""
 
     node_id: str
     agent_token: str
@@ -40,6 +40,11 @@ class Case:
             self.path.replace("{slug}", "jp-east")
             .replace("{node}", fx.node_id)
             .replace("{node_id}", fx.node_id)
+            .replace("{tenant}", "research")
+            .replace("{zone}", "jp")
+            .replace("{dataset}", "support-tickets")
+            .replace("{model}", "llama-3-8b")
+            .replace("{destination}", "results-jp")
         )
 
 
@@ -55,6 +60,16 @@ def drift_the_node(client: TestClient, fx: Fixture) -> None:
     ).json()
     assert ack["status"] == "quarantined"
 
+
+MODEL = {
+    "name": "llama-3-8b",
+    "tenant": "platform",
+    "classification": "internal",
+    "zones": ["jp"],
+    "supplier": "Meta",
+    "origin_country": "US",
+    "license": "llama3",
+}
 
 CASES = [
     Case(
@@ -126,6 +141,67 @@ CASES = [
             ]
         },
     ),
+    Case(
+        "POST",
+        "/v1/tenants",
+        frozenset({A}),
+        201,
+        lambda fx: {"slug": "finance", "name": "Finance"},
+    ),
+    Case("GET", "/v1/tenants", READERS, 200),
+    Case("GET", "/v1/tenants/{tenant}", READERS, 200),
+    Case("DELETE", "/v1/tenants/{tenant}", frozenset({A}), 204),
+    Case(
+        "PUT",
+        "/v1/tenants/{tenant}/quotas/{zone}",
+        frozenset({A}),
+        200,
+        lambda fx: {"max_gpus": 8, "gpu_hours_per_period": 2000, "period": "month"},
+    ),
+    Case("DELETE", "/v1/tenants/{tenant}/quotas/{zone}", frozenset({A}), 204),
+    Case(
+        "POST",
+        "/v1/datasets",
+        frozenset({A}),
+        201,
+        lambda fx: {
+            "name": "web-crawl",
+            "tenant": "platform",
+            "classification": "public",
+            "zones": ["jp"],
+        },
+    ),
+    Case("GET", "/v1/datasets", READERS, 200),
+    Case("GET", "/v1/datasets/{dataset}", READERS, 200),
+    Case(
+        "PATCH",
+        "/v1/datasets/{dataset}",
+        frozenset({A}),
+        200,
+        lambda fx: {"classification": "restricted"},
+    ),
+    Case("DELETE", "/v1/datasets/{dataset}", frozenset({A}), 204),
+    Case(
+        "POST",
+        "/v1/models",
+        frozenset({A}),
+        201,
+        lambda fx: {**MODEL, "name": "qwen-7b", "origin_country": "CN"},
+    ),
+    Case("GET", "/v1/models", READERS, 200),
+    Case("GET", "/v1/models/{model}", READERS, 200),
+    Case("PATCH", "/v1/models/{model}", frozenset({A}), 200, lambda fx: {"license": "llama3.1"}),
+    Case("DELETE", "/v1/models/{model}", frozenset({A}), 204),
+    Case(
+        "POST",
+        "/v1/destinations",
+        frozenset({A}),
+        201,
+        lambda fx: {"name": "results-tw", "zone": "jp"},
+    ),
+    Case("GET", "/v1/destinations", READERS, 200),
+    Case("GET", "/v1/destinations/{destination}", READERS, 200),
+    Case("DELETE", "/v1/destinations/{destination}", frozenset({A}), 204),
     Case("GET", "/v1/audit/events", frozenset({A, U}), 200),
     Case("GET", "/v1/audit/verify", frozenset({A, U}), 200),
 ]
@@ -142,6 +218,26 @@ def world(client: TestClient, make_token: Callable[[Role], str]) -> Fixture:
         assert client.post("/v1/zones", json=zone, headers=admin).status_code == 201
     body = registration(zone="jp")
     registered = client.post("/v1/agents/register", json=body, headers=admin).json()
+    # The registry: "research" owns nothing (so it may be deleted), "platform" owns the
+    # assets. All of it is in zone jp, so that jp-east stays free to be deleted.
+    for path, item in (
+        ("/v1/tenants", {"slug": "research", "name": "Research"}),
+        ("/v1/tenants", {"slug": "platform", "name": "Platform"}),
+        (
+            "/v1/datasets",
+            {
+                "name": "support-tickets",
+                "tenant": "platform",
+                "classification": "confidential",
+                "zones": ["jp"],
+            },
+        ),
+        ("/v1/models", MODEL),
+        ("/v1/destinations", {"name": "results-jp", "zone": "jp"}),
+    ):
+        assert client.post(path, json=item, headers=admin).status_code == 201
+    quota = client.put("/v1/tenants/research/quotas/jp", json={"max_gpus": 4}, headers=admin)
+    assert quota.status_code == 200
     return Fixture(
         node_id=registered["node_id"],
         agent_token=registered["token"],

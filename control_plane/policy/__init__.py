@@ -1,0 +1,6 @@
+"""Residency policy: versioned policy documents and the pure engine that applies them.
+
+``models.py`` holds the vocabulary, the policy documents and the engine's inputs and
+outputs; ``documents.py`` loads, validates and compiles documents into a ``PolicySet``;
+``engine.py`` decides, without I/O, whether a workload may run and on which nodes.
+"""

@@ -1,0 +1,346 @@
+"""Residency policy vocabulary, policy documents, and the engine's inputs and outputs.
+
+Three kinds of things live here:
+
+* the typed vocabulary recorded on every decision (``EnforcementAction``,
+  ``EnforcementPoint``, ``DecisionOutcome``, ``Classification``), as Gatekeeper records
+  enforcement actions and points on every result;
+* ``PolicyDocument``, what a policy author writes in YAML or JSON (pydantic, unknown fields
+  refused so a typo is an error rather than a rule silently not applied);
+* the engine's inputs (``WorkloadView``, ``NodeView``, ...) and outputs (``Decision``,
+  ``Reason``). These are frozen dataclasses, not pydantic models: callers build thousands
+  of node views per decision sweep from rows they have already validated, and a dataclass
+  costs a fraction of a validated model to build. Pydantic still serializes them
+  (``TypeAdapter(Decision)``), and ``Decision.to_json()`` gives the JSON form directly.
+"""
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from control_plane.core.countries import CountryCode
+from control_plane.inventory.models import (
+    ComponentClass,
+    Description,
+    DriftStatus,
+    LabelKey,
+    LabelValue,
+    NodeStatus,
+    ProvenanceStatus,
+    Slug,
+)
+
+
+class EnforcementAction(StrEnum):
+    """What a policy's violation does.
+
+    ``deny`` refuses the workload or the node; ``warn`` admits it and says why it should
+    not have been; ``dryrun`` changes nothing and records what the policy would have done,
+    so a new policy can be watched before it is enforced.
+    """
+
+    DENY = "deny"
+    WARN = "warn"
+    DRYRUN = "dryrun"
+
+
+class EnforcementPoint(StrEnum):
+    """Which caller asked for a decision; recorded on it so evidence says where it came from."""
+
+    API = "api"
+    WEBHOOK = "webhook"
+    SWEEP = "sweep"
+    WHATIF = "whatif"
+    CLI = "cli"
+
+
+class DecisionOutcome(StrEnum):
+    """The verdict on a workload (or on a running workload's node)."""
+
+    ADMITTED = "admitted"
+    DENIED = "denied"
+    ADMITTED_WITH_WARNINGS = "admitted_with_warnings"
+
+
+class Classification(StrEnum):
+    """How sensitive a dataset or model is, from ``public`` up to ``restricted``.
+
+    The order matters: a workload is as sensitive as its most sensitive dataset or model
+    (``Classification.highest``), which is what CEL sees as ``workload.classification``.
+    """
+
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    CONFIDENTIAL = "confidential"
+    RESTRICTED = "restricted"
+
+    @property
+    def rank(self) -> int:
+        """Position in the order public (0) < internal < confidential < restricted (3)."""
+        return _CLASSIFICATION_RANK[self]
+
+    @classmethod
+    def highest(cls, values: Iterable["Classification"]) -> "Classification | None":
+        """The most sensitive of ``values``; ``None`` when there are none."""
+        return max(values, key=lambda value: _CLASSIFICATION_RANK[value], default=None)
+
+
+_CLASSIFICATION_RANK = {value: rank for rank, value in enumerate(Classification)}
+
+#: How far each provenance status goes towards a policy's minimum; ``mismatch`` never does.
+PROVENANCE_RANK: Mapping[ProvenanceStatus, int] = {
+    ProvenanceStatus.UNKNOWN: 0,
+    ProvenanceStatus.DECLARED: 1,
+    ProvenanceStatus.VERIFIED: 2,
+}
+
+
+# -- policy documents ------------------------------------------------------------------
+
+
+class _Input(BaseModel):
+    """Policy documents reject unknown fields, so a misspelt requirement is an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def _lower(value: object) -> object:
+    # Before the pattern check, which StringConstraints runs ahead of its own lower-casing.
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+#: A CEL rule's name: like a slug, underscores allowed; reasons show it as ``cel.<name>``.
+RuleName = Annotated[
+    str,
+    BeforeValidator(_lower),
+    StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_-]*$"),
+]
+Expression = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+
+
+class Selector(_Input):
+    """Which workloads a policy applies to; an empty selector applies to all of them.
+
+    Every field given must match: the workload's tenant is one of ``tenants``; one of its
+    datasets or models has one of ``classifications``; one of its datasets carries all of
+    ``dataset_labels``; one of its models carries all of ``model_labels``.
+    """
+
+    tenants: list[Slug] = Field(default_factory=list)
+    classifications: list[Classification] = Field(default_factory=list)
+    dataset_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    model_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+
+
+class CelRule(_Input):
+    """A condition in CEL for what the structured requirements cannot say; it must be true."""
+
+    name: RuleName
+    expression: Expression
+    message: Description = Field(
+        default="", description="What the condition requires, in words; shown when it fails."
+    )
+
+
+class Requirements(_Input):
+    """What a selected workload requires; an empty list means no constraint of that kind.
+
+    ``compute_zones`` and ``compute_countries`` together are the allowed places: a node is
+    inside when its zone is, or lies within, one of the zones, or its zone's country is one
+    of the countries. ``data_residency`` applies the same places to where datasets and
+    model weights are stored and to the output destination.
+    """
+
+    compute_zones: list[Slug] = Field(default_factory=list)
+    compute_countries: list[CountryCode] = Field(default_factory=list)
+    server_origin_countries: list[CountryCode] = Field(default_factory=list)
+    component_origin_countries: dict[
+        ComponentClass, Annotated[list[CountryCode], Field(min_length=1)]
+    ] = Field(default_factory=dict)
+    min_provenance_status: ProvenanceStatus | None = None
+    exclude_quarantined: bool = True
+    data_residency: bool = False
+    cel: list[CelRule] = Field(default_factory=list)
+
+    @field_validator("min_provenance_status")
+    @classmethod
+    def _declared_or_verified(cls, value: ProvenanceStatus | None) -> ProvenanceStatus | None:
+        if value is not None and value not in (
+            ProvenanceStatus.DECLARED,
+            ProvenanceStatus.VERIFIED,
+        ):
+            raise ValueError("must be declared or verified")
+        return value
+
+
+class PolicyDocument(_Input):
+    """One residency policy as its author writes it (YAML or JSON)."""
+
+    name: Slug
+    description: Description = ""
+    enforcement_action: EnforcementAction = EnforcementAction.DENY
+    selector: Selector = Field(default_factory=Selector)
+    requirements: Requirements = Field(default_factory=Requirements)
+
+
+# -- what the engine is given ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneView:
+    """A residency zone: its slug, the zone enclosing it (if any) and its country."""
+
+    slug: str
+    parent: str | None
+    country: str
+
+
+@dataclass(frozen=True, slots=True)
+class DataAssetView:
+    """A dataset a workload reads, with where its bytes are stored."""
+
+    name: str
+    classification: Classification
+    storage_zones: Sequence[str] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    """A model a workload loads, with where its weights are stored and where it comes from."""
+
+    name: str
+    classification: Classification
+    storage_zones: Sequence[str] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+    supplier: str | None = None
+    origin_country: str | None = None
+    license: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationView:
+    """Where a workload writes its results; ``zone`` is ``None`` when nobody recorded it."""
+
+    name: str
+    zone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadView:
+    """A workload asking to run: who, on what data and models, and how many GPUs of what kind.
+
+    ``gpu_model`` matches a GPU whose model contains it, ignoring case (``H100`` matches
+    ``NVIDIA H100 80GB HBM3``). With ``mig_profile`` set, only MIG-enabled GPUs count;
+    without it, only GPUs with MIG off do.
+    """
+
+    tenant: str
+    datasets: Sequence[DataAssetView] = ()
+    models: Sequence[ModelView] = ()
+    output: DestinationView | None = None
+    gpu_count: int = 1
+    gpu_model: str | None = None
+    min_gpu_memory_bytes: int | None = None
+    mig_profile: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuView:
+    """One GPU of a node; callers pass only the GPUs that are free."""
+
+    uuid: str
+    model: str
+    memory_total_bytes: int | None = None
+    mig_mode: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeView:
+    """A GPU server as the engine sees it: where it is, where it comes from, how it is doing.
+
+    ``component_origins`` maps a component class (``gpu``, ``cpu``, ``board``, ``nic``)
+    to its country of origin.
+    """
+
+    id: str
+    hostname: str
+    zone: str | None
+    status: NodeStatus = NodeStatus.ACTIVE
+    drift_status: DriftStatus = DriftStatus.NONE
+    origin_country: str | None = None
+    component_origins: Mapping[str, str] = field(default_factory=dict)
+    provenance_status: ProvenanceStatus = ProvenanceStatus.UNKNOWN
+    labels: Mapping[str, str] = field(default_factory=dict)
+    gpus: Sequence[GpuView] = ()
+
+
+# -- what the engine answers -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """One thing a policy (or the baseline, when ``policy`` is ``None``) found, in words.
+
+    ``rule`` names the requirement (``compute_location``, ``data_residency``,
+    ``cel.<name>``, ...; for the baseline ``nodes``, ``node_status`` or ``capacity``) and
+    ``action`` is the policy's enforcement action, so warnings and dry-run findings are
+    told apart from denials.
+    """
+
+    policy: str | None
+    rule: str
+    action: EnforcementAction
+    message: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The reason as JSON-safe values."""
+        return {
+            "policy": self.policy,
+            "rule": self.rule,
+            "action": self.action.value,
+            "message": self.message,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's verdict, with the policy-set version and hash it was reached under.
+
+    ``eligible_node_ids`` are the nodes the workload may be placed on (empty when denied);
+    choosing one and reserving GPUs is the caller's business.
+    """
+
+    outcome: DecisionOutcome
+    reasons: list[Reason]
+    eligible_node_ids: list[str]
+    policy_set_version: int
+    policy_set_hash: str
+    point: EnforcementPoint
+
+    @property
+    def admitted(self) -> bool:
+        """Whether the workload may run (with or without warnings)."""
+        return self.outcome is not DecisionOutcome.DENIED
+
+    def to_json(self) -> dict[str, Any]:
+        """The decision as JSON-safe values, as the API and the audit log record it."""
+        return {
+            "outcome": self.outcome.value,
+            "reasons": [reason.to_json() for reason in self.reasons],
+            "eligible_node_ids": list(self.eligible_node_ids),
+            "policy_set_version": self.policy_set_version,
+            "policy_set_hash": self.policy_set_hash,
+            "point": self.point.value,
+        }

@@ -1,0 +1,1 @@
+"""Registry: what AI workloads touch (tenants and quotas, datasets, models, destinations)."""

@@ -1,0 +1,220 @@
+"""HTTP routes for tenants, quotas, datasets, models and artifact destinations.
+
+Thin: parse, authorize, call. Reading needs ``inventory:read``; changes need
+``registry:write`` (admins only).
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response, status
+
+from control_plane.access.models import Permission, Principal
+from control_plane.core.http import Conn, RequestId, require
+from control_plane.registry import service
+from control_plane.registry.models import (
+    AssetFilters,
+    Classification,
+    DatasetCreate,
+    DatasetPage,
+    DatasetPublic,
+    DatasetUpdate,
+    DestinationCreate,
+    DestinationPublic,
+    ModelCreate,
+    ModelFilters,
+    ModelPage,
+    ModelPublic,
+    ModelUpdate,
+    QuotaPublic,
+    QuotaSet,
+    TenantCreate,
+    TenantPublic,
+)
+
+Reader = Annotated[Principal, Depends(require(Permission.INVENTORY_READ))]
+Admin = Annotated[Principal, Depends(require(Permission.REGISTRY_WRITE))]
+TenantFilter = Annotated[str | None, Query(description="Owning tenant's slug.")]
+ZoneFilter = Annotated[str | None, Query(description="Storage zone slug; nested zones included.")]
+Limit = Annotated[int, Query(ge=1, le=500)]
+Offset = Annotated[int, Query(ge=0)]
+
+router = APIRouter(prefix="/v1")
+
+
+# -- tenants and quotas ----------------------------------------------------------------
+
+
+@router.post("/tenants", status_code=status.HTTP_201_CREATED, tags=["tenants"])
+def create_tenant(
+    tenant: TenantCreate, conn: Conn, who: Admin, request_id: RequestId
+) -> TenantPublic:
+    """Create a tenant (a department or project)."""
+    return service.create_tenant(conn, who.audit_context(request_id), tenant)
+
+
+@router.get("/tenants", tags=["tenants"])
+def list_tenants(conn: Conn, _: Reader) -> list[TenantPublic]:
+    """List every tenant with its quotas."""
+    return service.list_tenants(conn)
+
+
+@router.get("/tenants/{tenant}", tags=["tenants"])
+def get_tenant(tenant: str, conn: Conn, _: Reader) -> TenantPublic:
+    """Show one tenant with its quotas."""
+    return service.get_tenant(conn, tenant)
+
+
+@router.delete("/tenants/{tenant}", status_code=status.HTTP_204_NO_CONTENT, tags=["tenants"])
+def delete_tenant(tenant: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
+    """Delete a tenant that owns no dataset or model, with its quotas."""
+    service.delete_tenant(conn, who.audit_context(request_id), tenant)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/tenants/{tenant}/quotas/{zone}", tags=["tenants"])
+def set_quota(
+    tenant: str, zone: str, quota: QuotaSet, conn: Conn, who: Admin, request_id: RequestId
+) -> QuotaPublic:
+    """Set a tenant's GPU quota in a zone, replacing the one it had there."""
+    return service.set_quota(conn, who.audit_context(request_id), tenant, zone, quota)
+
+
+@router.delete(
+    "/tenants/{tenant}/quotas/{zone}", status_code=status.HTTP_204_NO_CONTENT, tags=["tenants"]
+)
+def remove_quota(tenant: str, zone: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
+    """Remove a tenant's GPU quota in a zone."""
+    service.remove_quota(conn, who.audit_context(request_id), tenant, zone)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# -- datasets --------------------------------------------------------------------------
+
+
+@router.post("/datasets", status_code=status.HTTP_201_CREATED, tags=["datasets"])
+def register_dataset(
+    dataset: DatasetCreate, conn: Conn, who: Admin, request_id: RequestId
+) -> DatasetPublic:
+    """Register a dataset: owner, classification, storage zones and labels."""
+    return service.register_dataset(conn, who.audit_context(request_id), dataset)
+
+
+@router.get("/datasets", tags=["datasets"])
+def list_datasets(
+    conn: Conn,
+    _: Reader,
+    tenant: TenantFilter = None,
+    classification: Classification | None = None,
+    zone: ZoneFilter = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> DatasetPage:
+    """List datasets, filtered and paginated."""
+    filters = AssetFilters(tenant=tenant, classification=classification, zone=zone)
+    return service.list_datasets(conn, filters, limit, offset)
+
+
+@router.get("/datasets/{dataset}", tags=["datasets"])
+def get_dataset(dataset: str, conn: Conn, _: Reader) -> DatasetPublic:
+    """Show one dataset."""
+    return service.get_dataset(conn, dataset)
+
+
+@router.patch("/datasets/{dataset}", tags=["datasets"])
+def update_dataset(
+    dataset: str, change: DatasetUpdate, conn: Conn, who: Admin, request_id: RequestId
+) -> DatasetPublic:
+    """Change a dataset's owner, classification, storage zones, labels or description."""
+    return service.update_dataset(conn, who.audit_context(request_id), dataset, change)
+
+
+@router.delete("/datasets/{dataset}", status_code=status.HTTP_204_NO_CONTENT, tags=["datasets"])
+def delete_dataset(dataset: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
+    """Delete a dataset from the registry."""
+    service.delete_dataset(conn, who.audit_context(request_id), dataset)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# -- models ----------------------------------------------------------------------------
+
+
+@router.post("/models", status_code=status.HTTP_201_CREATED, tags=["models"])
+def register_model(
+    model: ModelCreate, conn: Conn, who: Admin, request_id: RequestId
+) -> ModelPublic:
+    """Register a model: owner, classification, storage zones, labels, provenance, license."""
+    return service.register_model(conn, who.audit_context(request_id), model)
+
+
+@router.get("/models", tags=["models"])
+def list_models(
+    conn: Conn,
+    _: Reader,
+    tenant: TenantFilter = None,
+    classification: Classification | None = None,
+    zone: ZoneFilter = None,
+    origin_country: Annotated[str | None, Query(description="ISO 3166-1 alpha-2.")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> ModelPage:
+    """List models, filtered and paginated."""
+    filters = ModelFilters(
+        tenant=tenant,
+        classification=classification,
+        zone=zone,
+        origin_country=origin_country.upper() if origin_country else None,
+    )
+    return service.list_models(conn, filters, limit, offset)
+
+
+@router.get("/models/{model}", tags=["models"])
+def get_model(model: str, conn: Conn, _: Reader) -> ModelPublic:
+    """Show one model."""
+    return service.get_model(conn, model)
+
+
+@router.patch("/models/{model}", tags=["models"])
+def update_model(
+    model: str, change: ModelUpdate, conn: Conn, who: Admin, request_id: RequestId
+) -> ModelPublic:
+    """Change a model's owner, classification, zones, labels, provenance or license."""
+    return service.update_model(conn, who.audit_context(request_id), model, change)
+
+
+@router.delete("/models/{model}", status_code=status.HTTP_204_NO_CONTENT, tags=["models"])
+def delete_model(model: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
+    """Delete a model from the registry."""
+    service.delete_model(conn, who.audit_context(request_id), model)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# -- artifact destinations -------------------------------------------------------------
+
+
+@router.post("/destinations", status_code=status.HTTP_201_CREATED, tags=["destinations"])
+def create_destination(
+    destination: DestinationCreate, conn: Conn, who: Admin, request_id: RequestId
+) -> DestinationPublic:
+    """Create an artifact destination (where workloads write outputs) in a zone."""
+    return service.create_destination(conn, who.audit_context(request_id), destination)
+
+
+@router.get("/destinations", tags=["destinations"])
+def list_destinations(conn: Conn, _: Reader) -> list[DestinationPublic]:
+    """List every artifact destination."""
+    return service.list_destinations(conn)
+
+
+@router.get("/destinations/{destination}", tags=["destinations"])
+def get_destination(destination: str, conn: Conn, _: Reader) -> DestinationPublic:
+    """Show one artifact destination."""
+    return service.get_destination(conn, destination)
+
+
+@router.delete(
+    "/destinations/{destination}", status_code=status.HTTP_204_NO_CONTENT, tags=["destinations"]
+)
+def delete_destination(destination: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
+    """Delete an artifact destination."""
+    service.delete_destination(conn, who.audit_context(request_id), destination)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,268 @@
+"""Registry vocabulary and API models: what AI workloads touch.
+
+Tenants (departments or projects) hold GPU quotas per residency zone. Datasets and models
+belong to a tenant, carry a classification and labels, and are stored in one or more zones;
+models also carry their provenance (supplier, country of origin) and license. Artifact
+destinations are where workloads write their outputs, each in one zone.
+"""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from control_plane.core.countries import CountryCode
+from control_plane.inventory.models import (
+    Description,
+    LabelKey,
+    LabelValue,
+    ShortText,
+    Slug,
+    SmallCount,
+)
+
+
+class _Input(BaseModel):
+    """Request bodies reject unknown fields, so a typo is an error rather than ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Classification(StrEnum):
+    """How sensitive a dataset or model is: public < internal < confidential < restricted.
+
+    Compare sensitivities by ``rank``, never by the strings (which sort alphabetically).
+    """
+
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    CONFIDENTIAL = "confidential"
+    RESTRICTED = "restricted"
+
+    @property
+    def rank(self) -> int:
+        """Position in the order of sensitivity: 0 for ``public`` up to 3 for ``restricted``."""
+        return _CLASSIFICATION_RANK[self]
+
+
+_CLASSIFICATION_RANK = {
+    Classification.PUBLIC: 0,
+    Classification.INTERNAL: 1,
+    Classification.CONFIDENTIAL: 2,
+    Classification.RESTRICTED: 3,
+}
+
+
+class QuotaPeriod(StrEnum):
+    """The period a tenant's GPU-hours are counted over."""
+
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+
+
+class AssetKind(StrEnum):
+    """What the registry holds that workloads read; also the audit ``object_type``."""
+
+    DATASET = "dataset"
+    MODEL = "model"
+
+
+def _distinct(zones: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for zone in zones:
+        if zone in seen:
+            raise ValueError(f"zone {zone!r} is listed twice")
+        seen.add(zone)
+    return zones
+
+
+#: The residency zones an asset is stored in: at least one, each once.
+StorageZones = Annotated[list[Slug], Field(min_length=1, max_length=64), AfterValidator(_distinct)]
+GpuHours = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
+
+
+# -- tenants and quotas ----------------------------------------------------------------
+
+
+class TenantCreate(_Input):
+    """A new tenant: a department or project that owns assets and holds GPU quotas."""
+
+    slug: Slug
+    name: ShortText = Field(min_length=1)
+    description: Description = ""
+
+
+class QuotaSet(_Input):
+    """A tenant's quota in one zone; replaces whatever quota it had there."""
+
+    max_gpus: SmallCount = Field(description="GPUs the tenant may hold at once in the zone.")
+    gpu_hours_per_period: GpuHours | None = Field(
+        default=None, description="GPU-hours per period; null means no limit on hours."
+    )
+    period: QuotaPeriod = QuotaPeriod.MONTH
+
+
+class QuotaPublic(BaseModel):
+    """A tenant's quota in one zone, as stored."""
+
+    tenant: str
+    zone: str
+    max_gpus: int
+    gpu_hours_per_period: float | None
+    period: QuotaPeriod
+    updated_at: datetime
+
+
+class TenantPublic(BaseModel):
+    """A tenant with its quotas (by zone)."""
+
+    slug: str
+    name: str
+    description: str
+    created_at: datetime
+    quotas: list[QuotaPublic]
+
+
+# -- datasets and models ---------------------------------------------------------------
+
+
+class _AssetCreate(_Input):
+    """What datasets and models have in common when registered."""
+
+    name: Slug
+    tenant: Slug = Field(description="Slug of the owning tenant.")
+    classification: Classification
+    zones: StorageZones = Field(description="Slugs of the residency zones it is stored in.")
+    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    description: Description = ""
+
+
+class DatasetCreate(_AssetCreate):
+    """A dataset to register."""
+
+
+class ModelCreate(_AssetCreate):
+    """A model to register, with the provenance and license of its weights."""
+
+    supplier: ShortText = Field(min_length=1, description="Who supplied the weights.")
+    origin_country: CountryCode = Field(description="The supplier's country, ISO alpha-2.")
+    license: ShortText = Field(min_length=1, description="E.g. an SPDX id or 'proprietary'.")
+
+
+class _AssetUpdate(_Input):
+    """Changes to a dataset or model; omitted fields stay as they are.
+
+    ``labels`` is a merge patch (a key set to null is removed); ``zones`` replaces the list.
+    """
+
+    tenant: Slug | None = None
+    classification: Classification | None = None
+    zones: StorageZones | None = None
+    labels: dict[LabelKey, LabelValue | None] | None = None
+    description: Description | None = None
+
+    @field_validator("tenant", "classification", "zones", "description", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # Runs only for fields the request sets, so omitted fields stay untouched.
+        if value is None:
+            raise ValueError("may be changed but not removed")
+        return value
+
+
+class DatasetUpdate(_AssetUpdate):
+    """Changes to a dataset."""
+
+
+class ModelUpdate(_AssetUpdate):
+    """Changes to a model, its provenance and its license included."""
+
+    supplier: ShortText | None = Field(default=None, min_length=1)
+    origin_country: CountryCode | None = None
+    license: ShortText | None = Field(default=None, min_length=1)
+
+    @field_validator("supplier", "origin_country", "license", mode="before")
+    @classmethod
+    def _provenance_not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be changed but not removed")
+        return value
+
+
+class AssetPublic(BaseModel):
+    """What datasets and models have in common as stored."""
+
+    name: str
+    tenant: str
+    classification: Classification
+    zones: list[str] = Field(description="Storage zones, by slug.")
+    labels: dict[str, str]
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class DatasetPublic(AssetPublic):
+    """A registered dataset."""
+
+
+class ModelPublic(AssetPublic):
+    """A registered model with its provenance and license."""
+
+    supplier: str
+    origin_country: str
+    license: str
+
+
+class DatasetPage(BaseModel):
+    """A page of datasets and how many match in all."""
+
+    items: list[DatasetPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class ModelPage(BaseModel):
+    """A page of models and how many match in all."""
+
+    items: list[ModelPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class AssetFilters(BaseModel):
+    """Filters for listing datasets; a zone includes the zones nested inside it."""
+
+    tenant: str | None = None
+    classification: Classification | None = None
+    zone: str | None = None
+
+
+class ModelFilters(AssetFilters):
+    """Filters for listing models: those of datasets, and the country of origin."""
+
+    origin_country: str | None = None
+
+
+# -- artifact destinations -------------------------------------------------------------
+
+
+class DestinationCreate(_Input):
+    """A place workloads write outputs to (a bucket, a share), in one residency zone."""
+
+    name: Slug
+    zone: Slug
+    description: Description = ""
+
+
+class DestinationPublic(BaseModel):
+    """An artifact destination as stored."""
+
+    name: str
+    zone: str
+    description: str
+    created_at: datetime

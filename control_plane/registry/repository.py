@@ -1,0 +1,193 @@
+"""SQL access for tenants, quotas, datasets, models and artifact destinations.
+
+Functions take the caller's connection. Datasets and models live in tables of the same
+shape (``dataset``/``model``, each with a ``*_storage_zone`` join table), so their
+functions take an ``AssetKind`` and run that kind's named queries. Constraint violations
+become domain errors here, named after the API field they concern.
+"""
+
+from collections.abc import Sequence
+from typing import Any, LiteralString
+
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from control_plane.core.db import (
+    DbConnection,
+    ErrorFactory,
+    fetch_all,
+    fetch_one,
+    load_queries,
+    references,
+    translate_integrity_errors,
+    unique,
+)
+from control_plane.core.errors import ConflictError
+from control_plane.registry.models import AssetKind
+
+_TENANT_WRITE: dict[str, ErrorFactory] = {
+    "tenant_pkey": unique("slug", "a tenant with this slug already exists"),
+}
+
+
+def _still_owns(what: str) -> ErrorFactory:
+    return lambda exc: ConflictError(
+        f"tenant still owns {what}; delete them or move them to another tenant first",
+        details={"constraint": exc.diag.constraint_name},
+    )
+
+
+_TENANT_DELETE: dict[str, ErrorFactory] = {
+    "dataset_owner_tenant_fkey": _still_owns("datasets"),
+    "model_owner_tenant_fkey": _still_owns("models"),
+}
+_QUOTA_WRITE: dict[str, ErrorFactory] = {
+    "tenant_quota_zone_fkey": references("zone", "unknown zone"),
+}
+_ASSET_WRITE: dict[str, ErrorFactory] = {
+    "dataset_pkey": unique("name", "a dataset with this name already exists"),
+    "dataset_owner_tenant_fkey": references("tenant", "unknown tenant"),
+    "dataset_storage_zone_zone_fkey": references("zones", "unknown zone"),
+    "model_pkey": unique("name", "a model with this name already exists"),
+    "model_owner_tenant_fkey": references("tenant", "unknown tenant"),
+    "model_storage_zone_zone_fkey": references("zones", "unknown zone"),
+}
+_DESTINATION_WRITE: dict[str, ErrorFactory] = {
+    "artifact_destination_pkey": unique("name", "a destination with this name already exists"),
+    "artifact_destination_zone_fkey": references("zone", "unknown zone"),
+}
+
+
+def _q(name: str) -> LiteralString:
+    return load_queries("control_plane.registry")[name]
+
+
+# -- tenants and quotas ----------------------------------------------------------------
+
+
+def insert_tenant(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+    """Store a new tenant."""
+    with translate_integrity_errors(_TENANT_WRITE):
+        row = fetch_one(conn, _q("insert_tenant"), values)
+    assert row is not None
+    return row
+
+
+def list_tenants(conn: DbConnection) -> list[DictRow]:
+    """Every tenant, by slug."""
+    return fetch_all(conn, _q("list_tenants"), {})
+
+
+def get_tenant(conn: DbConnection, slug: str, *, for_update: bool = False) -> DictRow | None:
+    """One tenant, optionally locked for the rest of the transaction."""
+    return fetch_one(conn, _q("lock_tenant" if for_update else "get_tenant"), {"slug": slug})
+
+
+def lock_tenant_quotas(conn: DbConnection, slug: str) -> bool:
+    """Hold the tenant's quotas still until commit; False if the tenant does not exist."""
+    return fetch_one(conn, _q("lock_tenant_quotas"), {"slug": slug}) is not None
+
+
+def delete_tenant(conn: DbConnection, slug: str) -> None:
+    """Delete a tenant that owns no dataset or model (else 409); its quotas go with it."""
+    with translate_integrity_errors(_TENANT_DELETE):
+        conn.execute(_q("delete_tenant"), {"slug": slug})
+
+
+def list_quotas(conn: DbConnection) -> list[DictRow]:
+    """Every quota, by tenant and zone."""
+    return fetch_all(conn, _q("list_quotas"), {})
+
+
+def tenant_quotas(conn: DbConnection, tenant: str) -> list[DictRow]:
+    """One tenant's quotas, by zone."""
+    return fetch_all(conn, _q("tenant_quotas"), {"tenant": tenant})
+
+
+def get_quota(conn: DbConnection, tenant: str, zone: str) -> DictRow | None:
+    """A tenant's quota in one zone, or None."""
+    return fetch_one(conn, _q("get_quota"), {"tenant": tenant, "zone": zone})
+
+
+def upsert_quota(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+    """Set a tenant's quota in a zone, replacing any quota it had there."""
+    with translate_integrity_errors(_QUOTA_WRITE):
+        row = fetch_one(conn, _q("upsert_quota"), values)
+    assert row is not None
+    return row
+
+
+def delete_quota(conn: DbConnection, tenant: str, zone: str) -> None:
+    """Remove a tenant's quota in a zone."""
+    conn.execute(_q("delete_quota"), {"tenant": tenant, "zone": zone})
+
+
+# -- datasets and models ---------------------------------------------------------------
+
+
+def insert_asset(conn: DbConnection, kind: AssetKind, values: dict[str, Any]) -> None:
+    """Store a new dataset or model (without its storage zones)."""
+    with translate_integrity_errors(_ASSET_WRITE):
+        conn.execute(_q(f"insert_{kind}"), {**values, "labels": Jsonb(values["labels"])})
+
+
+def get_asset(
+    conn: DbConnection, kind: AssetKind, name: str, *, for_update: bool = False
+) -> DictRow | None:
+    """One dataset or model with its storage zones, optionally locked."""
+    query = f"lock_{kind}" if for_update else f"get_{kind}"
+    return fetch_one(conn, _q(query), {"name": name})
+
+
+def search_assets(
+    conn: DbConnection, kind: AssetKind, filters: dict[str, Any], limit: int, offset: int
+) -> tuple[list[DictRow], int]:
+    """One page of datasets or models matching ``filters`` and the number that match."""
+    rows = fetch_all(conn, _q(f"search_{kind}s"), {**filters, "limit": limit, "offset": offset})
+    total = fetch_one(conn, _q(f"count_{kind}s"), filters)
+    return rows, int(total["total"]) if total else 0
+
+
+def update_asset(conn: DbConnection, kind: AssetKind, values: dict[str, Any]) -> None:
+    """Overwrite the editable fields of a dataset or model."""
+    with translate_integrity_errors(_ASSET_WRITE):
+        conn.execute(_q(f"update_{kind}"), {**values, "labels": Jsonb(values["labels"])})
+
+
+def delete_asset(conn: DbConnection, kind: AssetKind, name: str) -> None:
+    """Delete a dataset or model and its storage zones."""
+    conn.execute(_q(f"delete_{kind}"), {"name": name})
+
+
+def set_storage_zones(conn: DbConnection, kind: AssetKind, name: str, zones: Sequence[str]) -> None:
+    """Make ``zones`` the zones a dataset or model is stored in."""
+    conn.execute(_q(f"clear_{kind}_zones"), {"name": name})
+    with translate_integrity_errors(_ASSET_WRITE):
+        conn.execute(_q(f"add_{kind}_zones"), {"name": name, "zones": list(zones)})
+
+
+# -- artifact destinations -------------------------------------------------------------
+
+
+def insert_destination(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+    """Store a new artifact destination."""
+    with translate_integrity_errors(_DESTINATION_WRITE):
+        row = fetch_one(conn, _q("insert_destination"), values)
+    assert row is not None
+    return row
+
+
+def list_destinations(conn: DbConnection) -> list[DictRow]:
+    """Every artifact destination, by name."""
+    return fetch_all(conn, _q("list_destinations"), {})
+
+
+def get_destination(conn: DbConnection, name: str, *, for_update: bool = False) -> DictRow | None:
+    """One artifact destination, optionally locked for the rest of the transaction."""
+    query = "lock_destination" if for_update else "get_destination"
+    return fetch_one(conn, _q(query), {"name": name})
+
+
+def delete_destination(conn: DbConnection, name: str) -> None:
+    """Delete an artifact destination."""
+    conn.execute(_q("delete_destination"), {"name": name})

@@ -1,0 +1,357 @@
+"""Registry use cases: tenants and their quotas, datasets, models and artifact destinations.
+
+Each mutating function opens the transaction, makes the change and writes its audit event
+last inside it, so a change without evidence (or evidence without a change) cannot be
+stored. Datasets and models share one implementation, parametrised by ``AssetKind``.
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from psycopg.rows import DictRow
+
+from control_plane.audit import service as audit
+from control_plane.audit.models import AuditContext
+from control_plane.core.db import DbConnection
+from control_plane.core.errors import NotFoundError
+from control_plane.registry import repository
+from control_plane.registry.models import (
+    AssetFilters,
+    AssetKind,
+    AssetPublic,
+    DatasetCreate,
+    DatasetPage,
+    DatasetPublic,
+    DatasetUpdate,
+    DestinationCreate,
+    DestinationPublic,
+    ModelCreate,
+    ModelFilters,
+    ModelPage,
+    ModelPublic,
+    ModelUpdate,
+    QuotaPublic,
+    QuotaSet,
+    TenantCreate,
+    TenantPublic,
+)
+
+AssetT = TypeVar("AssetT", bound=AssetPublic)
+
+# -- tenants and quotas ----------------------------------------------------------------
+
+
+def _tenant_public(row: DictRow, quotas: list[DictRow]) -> TenantPublic:
+    return TenantPublic(**row, quotas=[QuotaPublic.model_validate(q) for q in quotas])
+
+
+def _existing_tenant(conn: DbConnection, slug: str, *, for_update: bool = False) -> DictRow:
+    row = repository.get_tenant(conn, slug, for_update=for_update)
+    if row is None:
+        raise NotFoundError(f"tenant {slug!r} does not exist")
+    return row
+
+
+def create_tenant(conn: DbConnection, ctx: AuditContext, tenant: TenantCreate) -> TenantPublic:
+    """Store a tenant (with no quotas yet) and audit it."""
+    with conn.transaction():
+        created = _tenant_public(repository.insert_tenant(conn, tenant.model_dump()), [])
+        audit.record(
+            conn,
+            ctx,
+            action="tenant.created",
+            object_type="tenant",
+            object_id=created.slug,
+            after=created.model_dump(mode="json"),
+        )
+    return created
+
+
+def list_tenants(conn: DbConnection) -> list[TenantPublic]:
+    """Every tenant with its quotas."""
+    quotas: defaultdict[str, list[DictRow]] = defaultdict(list)
+    for quota in repository.list_quotas(conn):
+        quotas[quota["tenant"]].append(quota)
+    return [_tenant_public(r, quotas[r["slug"]]) for r in repository.list_tenants(conn)]
+
+
+def get_tenant(conn: DbConnection, slug: str) -> TenantPublic:
+    """One tenant with its quotas, or 404."""
+    return _tenant_public(_existing_tenant(conn, slug), repository.tenant_quotas(conn, slug))
+
+
+def delete_tenant(conn: DbConnection, ctx: AuditContext, slug: str) -> None:
+    """Delete a tenant that owns no dataset or model (else 409), with its quotas."""
+    with conn.transaction():
+        row = _existing_tenant(conn, slug, for_update=True)
+        before = _tenant_public(row, repository.tenant_quotas(conn, slug))
+        repository.delete_tenant(conn, slug)
+        audit.record(
+            conn,
+            ctx,
+            action="tenant.deleted",
+            object_type="tenant",
+            object_id=slug,
+            before=before.model_dump(mode="json"),
+        )
+
+
+def set_quota(
+    conn: DbConnection, ctx: AuditContext, tenant: str, zone: str, quota: QuotaSet
+) -> QuotaPublic:
+    """Set a tenant's GPU quota in a zone (an unknown zone is 422); audit old and new."""
+    with conn.transaction():
+        if not repository.lock_tenant_quotas(conn, tenant):
+            raise NotFoundError(f"tenant {tenant!r} does not exist")
+        row = repository.get_quota(conn, tenant, zone)
+        before = None if row is None else QuotaPublic.model_validate(row).model_dump(mode="json")
+        values = {**quota.model_dump(mode="json"), "tenant": tenant, "zone": zone}
+        after = QuotaPublic.model_validate(repository.upsert_quota(conn, values))
+        audit.record(
+            conn,
+            ctx,
+            action="tenant.quota_set",
+            object_type="tenant",
+            object_id=tenant,
+            before=before,
+            after=after.model_dump(mode="json"),
+        )
+    return after
+
+
+def remove_quota(conn: DbConnection, ctx: AuditContext, tenant: str, zone: str) -> None:
+    """Remove a tenant's quota in a zone (404 if it has none there); audit it."""
+    with conn.transaction():
+        if not repository.lock_tenant_quotas(conn, tenant):
+            raise NotFoundError(f"tenant {tenant!r} does not exist")
+        before = repository.get_quota(conn, tenant, zone)
+        if before is None:
+            raise NotFoundError(f"tenant {tenant!r} has no quota in zone {zone!r}")
+        repository.delete_quota(conn, tenant, zone)
+        audit.record(
+            conn,
+            ctx,
+            action="tenant.quota_removed",
+            object_type="tenant",
+            object_id=tenant,
+            before=QuotaPublic.model_validate(before).model_dump(mode="json"),
+        )
+
+
+# -- datasets and models (one implementation, by kind) ----------------------------------
+
+
+@dataclass(frozen=True)
+class _Assets(Generic[AssetT]):
+    """One kind of asset: its tables (through ``kind``) and its public model."""
+
+    kind: AssetKind
+    public: type[AssetT]
+
+    def existing(self, conn: DbConnection, name: str, *, for_update: bool = False) -> AssetT:
+        """The asset with its storage zones, or 404."""
+        row = repository.get_asset(conn, self.kind, name, for_update=for_update)
+        if row is None:
+            raise NotFoundError(f"{self.kind} {name!r} does not exist")
+        return self.public.model_validate(row)
+
+
+_DATASETS = _Assets(AssetKind.DATASET, DatasetPublic)
+_MODELS = _Assets(AssetKind.MODEL, ModelPublic)
+
+
+def _register(
+    conn: DbConnection,
+    ctx: AuditContext,
+    assets: _Assets[AssetT],
+    asset: DatasetCreate | ModelCreate,
+) -> AssetT:
+    """Store a dataset or model with its storage zones and audit it."""
+    kind = assets.kind
+    with conn.transaction():
+        repository.insert_asset(conn, kind, asset.model_dump(mode="json", exclude={"zones"}))
+        repository.set_storage_zones(conn, kind, asset.name, asset.zones)
+        created = assets.existing(conn, asset.name)
+        audit.record(
+            conn,
+            ctx,
+            action=f"{kind}.registered",
+            object_type=kind.value,
+            object_id=asset.name,
+            after=created.model_dump(mode="json"),
+        )
+    return created
+
+
+def _update(
+    conn: DbConnection,
+    ctx: AuditContext,
+    assets: _Assets[AssetT],
+    name: str,
+    change: DatasetUpdate | ModelUpdate,
+) -> AssetT:
+    """Apply a change to a dataset or model; audit it with before and after."""
+    kind = assets.kind
+    with conn.transaction():
+        before = assets.existing(conn, name, for_update=True)
+        values = before.model_dump(mode="json", exclude={"zones", "created_at", "updated_at"})
+        values.update(
+            change.model_dump(mode="json", exclude_unset=True, exclude={"labels", "zones"})
+        )
+        for key, value in (change.labels or {}).items():
+            if value is None:
+                values["labels"].pop(key, None)
+            else:
+                values["labels"][key] = value
+        repository.update_asset(conn, kind, values)
+        if change.zones is not None:
+            repository.set_storage_zones(conn, kind, name, change.zones)
+        after = assets.existing(conn, name)
+        audit.record(
+            conn,
+            ctx,
+            action=f"{kind}.updated",
+            object_type=kind.value,
+            object_id=name,
+            before=before.model_dump(mode="json"),
+            after=after.model_dump(mode="json"),
+        )
+    return after
+
+
+def _delete(conn: DbConnection, ctx: AuditContext, assets: _Assets[AssetT], name: str) -> None:
+    """Delete a dataset or model with its storage zones; audit what it was."""
+    kind = assets.kind
+    with conn.transaction():
+        before = assets.existing(conn, name, for_update=True)
+        repository.delete_asset(conn, kind, name)
+        audit.record(
+            conn,
+            ctx,
+            action=f"{kind}.deleted",
+            object_type=kind.value,
+            object_id=name,
+            before=before.model_dump(mode="json"),
+        )
+
+
+def _search(
+    conn: DbConnection, assets: _Assets[AssetT], filters: AssetFilters, limit: int, offset: int
+) -> tuple[list[AssetT], int]:
+    """One page of datasets or models matching ``filters``, and how many match in all."""
+    rows, total = repository.search_assets(
+        conn, assets.kind, filters.model_dump(mode="json"), limit, offset
+    )
+    return [assets.public.model_validate(r) for r in rows], total
+
+
+def register_dataset(
+    conn: DbConnection, ctx: AuditContext, dataset: DatasetCreate
+) -> DatasetPublic:
+    """Register a dataset of an existing tenant, stored in existing zones; audit it."""
+    return _register(conn, ctx, _DATASETS, dataset)
+
+
+def list_datasets(
+    conn: DbConnection, filters: AssetFilters, limit: int, offset: int
+) -> DatasetPage:
+    """A page of datasets matching ``filters`` (a zone includes its nested zones)."""
+    items, total = _search(conn, _DATASETS, filters, limit, offset)
+    return DatasetPage(items=items, total=total, limit=limit, offset=offset)
+
+
+def get_dataset(conn: DbConnection, name: str) -> DatasetPublic:
+    """One dataset with its storage zones, or 404."""
+    return _DATASETS.existing(conn, name)
+
+
+def update_dataset(
+    conn: DbConnection, ctx: AuditContext, name: str, change: DatasetUpdate
+) -> DatasetPublic:
+    """Change a dataset's owner, classification, storage zones, labels or description."""
+    return _update(conn, ctx, _DATASETS, name, change)
+
+
+def delete_dataset(conn: DbConnection, ctx: AuditContext, name: str) -> None:
+    """Delete a dataset from the registry; audit it."""
+    _delete(conn, ctx, _DATASETS, name)
+
+
+def register_model(conn: DbConnection, ctx: AuditContext, model: ModelCreate) -> ModelPublic:
+    """Register a model with its provenance and license; audit it."""
+    return _register(conn, ctx, _MODELS, model)
+
+
+def list_models(conn: DbConnection, filters: ModelFilters, limit: int, offset: int) -> ModelPage:
+    """A page of models matching ``filters`` (a zone includes its nested zones)."""
+    items, total = _search(conn, _MODELS, filters, limit, offset)
+    return ModelPage(items=items, total=total, limit=limit, offset=offset)
+
+
+def get_model(conn: DbConnection, name: str) -> ModelPublic:
+    """One model with its storage zones, or 404."""
+    return _MODELS.existing(conn, name)
+
+
+def update_model(
+    conn: DbConnection, ctx: AuditContext, name: str, change: ModelUpdate
+) -> ModelPublic:
+    """Change a model's owner, classification, zones, labels, provenance or license."""
+    return _update(conn, ctx, _MODELS, name, change)
+
+
+def delete_model(conn: DbConnection, ctx: AuditContext, name: str) -> None:
+    """Delete a model from the registry; audit it."""
+    _delete(conn, ctx, _MODELS, name)
+
+
+# -- artifact destinations -------------------------------------------------------------
+
+
+def create_destination(
+    conn: DbConnection, ctx: AuditContext, destination: DestinationCreate
+) -> DestinationPublic:
+    """Store an artifact destination in an existing zone and audit it."""
+    with conn.transaction():
+        row = repository.insert_destination(conn, destination.model_dump())
+        created = DestinationPublic.model_validate(row)
+        audit.record(
+            conn,
+            ctx,
+            action="destination.created",
+            object_type="destination",
+            object_id=created.name,
+            after=created.model_dump(mode="json"),
+        )
+    return created
+
+
+def list_destinations(conn: DbConnection) -> list[DestinationPublic]:
+    """Every artifact destination."""
+    return [DestinationPublic.model_validate(r) for r in repository.list_destinations(conn)]
+
+
+def get_destination(conn: DbConnection, name: str) -> DestinationPublic:
+    """One artifact destination, or 404."""
+    row = repository.get_destination(conn, name)
+    if row is None:
+        raise NotFoundError(f"destination {name!r} does not exist")
+    return DestinationPublic.model_validate(row)
+
+
+def delete_destination(conn: DbConnection, ctx: AuditContext, name: str) -> None:
+    """Delete an artifact destination; audit what it was."""
+    with conn.transaction():
+        row = repository.get_destination(conn, name, for_update=True)
+        if row is None:
+            raise NotFoundError(f"destination {name!r} does not exist")
+        repository.delete_destination(conn, name)
+        audit.record(
+            conn,
+            ctx,
+            action="destination.deleted",
+            object_type="destination",
+            object_id=name,
+            before=DestinationPublic.model_validate(row).model_dump(mode="json"),
+        )
