@@ -21,6 +21,7 @@ from control_plane.core.http import install_error_handlers, request_id_middlewar
 from control_plane.core.metrics import ApiMetrics, FleetCollector
 from control_plane.core.settings import Settings, load_settings
 from control_plane.inventory.api import router as inventory_router
+from control_plane.policy.api import router as policy_router
 from control_plane.provenance.api import router as provenance_router
 from control_plane.registry.api import router as registry_router
 
@@ -100,5 +101,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(inventory_router)
     app.include_router(provenance_router)
     app.include_router(registry_router)
+    app.include_router(policy_router)
     app.include_router(audit_router)
     return app

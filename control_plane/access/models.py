@@ -32,6 +32,7 @@ class Permission(StrEnum):
     AGENT_REGISTER = "agent:register"
     AGENT_HEARTBEAT = "agent:heartbeat"
     REGISTRY_WRITE = "registry:write"
+    POLICY_WRITE = "policy:write"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {

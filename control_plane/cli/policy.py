@@ -1,17 +1,23 @@
-"""``sovctl policy``: residency policies, offline.
+"""``sovctl policy``: residency policies, offline and in the policy store.
 
 ``sovctl policy test`` runs the policy engine on files alone (policy documents and a
 scenario with the workload, the nodes and the zones), with no server and no database, so
 policy authors and CI pipelines can check what a policy does before it is active. Its exit
 code can be relied on: 0 admitted (with or without warnings), 1 denied, 2 usage or
 validation error.
+
+``apply``, ``list``, ``show``, ``activate``, ``rollback`` and ``sets`` call the API (URL and
+token as for every ``sovctl`` API command): they store policy versions and choose which set
+of them is enforced.
 """
 
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
+from control_plane.cli.client import RemoteError
 from control_plane.cli.output import OutputFormat, emit
 from control_plane.core.errors import InvalidInputError
 from control_plane.policy.documents import compile_policy_set, load_documents
@@ -19,7 +25,12 @@ from control_plane.policy.engine import NodeIndex, decide
 from control_plane.policy.models import Decision, EnforcementPoint
 from control_plane.policy.scenario import load_scenario
 
-app = typer.Typer(no_args_is_help=True, help="Residency policies (offline).")
+app = typer.Typer(
+    no_args_is_help=True, help="Residency policies: test offline, store and activate via the API."
+)
+
+Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
+Note = Annotated[str, typer.Option("--note", help="Why; kept with the set and in the audit log.")]
 
 #: Exit code for a file that does not parse or validate, as for a usage error.
 EXIT_INVALID = 2
@@ -129,3 +140,160 @@ def policy_test(
         _print_table(decision, index)
     if not decision.admitted:
         raise typer.Exit(EXIT_DENIED)
+
+
+# -- the policy store, through the API -------------------------------------------------
+
+_SUMMARY_COLUMNS = ["name", "version", "active_version", "enforcement_action", "description"]
+_VERSION_COLUMNS = ["name", "version", "active", "content_hash", "created_at", "created_by"]
+_SET_COLUMNS = ["version", "members", "content_hash", "activated_at", "activated_by", "note"]
+
+
+def _api(method: str, path: str, **kwargs: Any) -> Any:
+    """Call the API as every ``sovctl`` API command does (``main._api``)."""
+    # main imports this module to register its commands, so import it when a command runs.
+    from control_plane.cli import main
+
+    return main._api(method, path, **kwargs)
+
+
+def _set_row(policy_set: dict[str, Any]) -> dict[str, Any]:
+    members = [f"{m['name']}@{m['version']}" for m in policy_set["members"]]
+    return {**policy_set, "members": members}
+
+
+def _print_set(policy_set: dict[str, Any], output: OutputFormat) -> None:
+    if output is OutputFormat.JSON:
+        emit(policy_set, output)
+        return
+    emit(_set_row(policy_set), output, [*_SET_COLUMNS, "previous_version", "restores_version"])
+
+
+def _member(text: str) -> dict[str, Any]:
+    """``name`` (its latest version) or ``name@version``."""
+    name, sep, version = text.partition("@")
+    if not name or (sep and not version.isdigit()):
+        raise typer.BadParameter(f"{text!r}: use NAME or NAME@VERSION", param_hint="--member")
+    return {"name": name, "version": int(version)} if sep else {"name": name}
+
+
+@app.command("apply")
+def policy_apply(
+    policy_file: Annotated[
+        Path,
+        typer.Option(
+            "--file",
+            "-f",
+            exists=True,
+            dir_okay=False,
+            help="Policy documents (YAML or JSON): one, a list, or several YAML documents.",
+        ),
+    ],
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Store new versions of the file's policies; `policy activate` makes them enforced."""
+    try:
+        documents = load_documents(_read(policy_file))
+        applied = _api("POST", "/v1/policies", json=documents)
+    except InvalidInputError as exc:
+        raise _in_file(policy_file, exc) from None
+    except RemoteError as exc:
+        fields = exc.details.get("fields") or []
+        if len(fields) <= 1:
+            raise
+        # One line per problem, as `policy test` prints them, rather than one long line.
+        lead = f"error: HTTP {exc.http_status}: {policy_file}"
+        typer.echo(f"{lead}: {len(fields)} problems", err=True)
+        for field in fields:
+            typer.echo(f"  {field['field']}: {field['message']}", err=True)
+        raise typer.Exit(1) from None
+    if output is OutputFormat.JSON:
+        emit(applied, output)
+        return
+    rows = [{**p, "result": "stored" if p["created"] else "unchanged"} for p in applied]
+    emit(rows, output, ["name", "version", "result", "content_hash"])
+    typer.echo("not enforced until activated: sovctl policy activate")
+
+
+@app.command("list")
+def policy_list(output: Output = OutputFormat.TABLE) -> None:
+    """List every policy's latest version and the version the active set enforces."""
+    policies = _api("GET", "/v1/policies")
+    if output is OutputFormat.JSON:
+        emit(policies, output)
+        return
+    active = _api("GET", "/v1/policy-sets/active")
+    typer.echo(f"active policy set: version {active['version']}, sha256 {active['content_hash']}")
+    emit(policies, output, _SUMMARY_COLUMNS)
+
+
+@app.command("show")
+def policy_show(
+    name: Annotated[str, typer.Argument(help="Policy name.")],
+    version: Annotated[
+        int | None, typer.Option("--version", min=1, help="One version (default: all).")
+    ] = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Show a policy's versions, or one version with its document."""
+    if version is None:
+        emit(_api("GET", f"/v1/policies/{name}"), output, _VERSION_COLUMNS)
+        return
+    found = _api("GET", f"/v1/policies/{name}/versions/{version}")
+    if output is OutputFormat.JSON:
+        emit(found, output)
+        return
+    emit(found, output, _VERSION_COLUMNS)
+    typer.echo("")
+    typer.echo(yaml.safe_dump(found["document"], sort_keys=False).rstrip())
+
+
+@app.command("activate")
+def policy_activate(
+    member: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--member",
+            "-m",
+            help="NAME or NAME@VERSION; repeat. Default: the latest version of every policy.",
+        ),
+    ] = None,
+    without: Annotated[
+        list[str] | None, typer.Option("--without", help="Leave this policy out; repeat.")
+    ] = None,
+    note: Note = "",
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Make a new policy set active (enforced from now on)."""
+    body: dict[str, Any] = {"without": without or [], "note": note}
+    if member:
+        body["members"] = [_member(text) for text in member]
+    _print_set(_api("POST", "/v1/policy-sets/activate", json=body), output)
+
+
+@app.command("rollback")
+def policy_rollback(
+    to: Annotated[
+        int | None,
+        typer.Option("--to", min=1, help="Set version to restore (default: the previous one)."),
+    ] = None,
+    note: Note = "",
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Make an earlier set's policies active again, as a new set."""
+    body = {"to_version": to, "note": note}
+    _print_set(_api("POST", "/v1/policy-sets/rollback", json=body), output)
+
+
+@app.command("sets")
+def policy_sets(
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """List the policy sets activated, newest (the active one) first."""
+    page = _api("GET", "/v1/policy-sets", params={"limit": limit})
+    if output is OutputFormat.JSON:
+        emit(page, output)
+        return
+    emit([_set_row(item) for item in page["items"]], output, _SET_COLUMNS)
+    typer.echo(f"({len(page['items'])} of {page['total']})")

@@ -40,6 +40,15 @@ def load_documents(text: str, *, source: str | None = None) -> list[dict[str, An
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise InvalidInputError(f"{lead}not valid YAML or JSON{where}: {problem}") from None
+    return split_documents(parsed)
+
+
+def split_documents(parsed: Iterable[Any]) -> list[dict[str, Any]]:
+    """Flatten parsed documents into one list of policies, in order.
+
+    Each element of ``parsed`` is one policy, a list of policies, or ``{"policies": [...]}``
+    (what ``load_documents`` accepts per YAML document; the API uses it on a JSON body).
+    """
     documents: list[dict[str, Any]] = []
     for doc in parsed:
         if isinstance(doc, Mapping) and set(doc) == {"policies"}:

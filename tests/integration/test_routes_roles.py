@@ -19,7 +19,7 @@ READERS = frozenset({A, OP, U})
 
 @dataclass(frozen=True)
 class Fixture:
-    """What exists before the call: zones, a node and its agent token, registry entries."""
+    """What exists before the call: zones, a node and its token, registry entries, policies."""
 
     node_id: str
     agent_token: str
@@ -45,6 +45,8 @@ class Case:
             .replace("{dataset}", "support-tickets")
             .replace("{model}", "llama-3-8b")
             .replace("{destination}", "results-jp")
+            .replace("{name}", POLICY["name"])
+            .replace("{version}", "1")
         )
 
 
@@ -70,6 +72,8 @@ MODEL = {
     "origin_country": "US",
     "license": "llama3",
 }
+
+POLICY = {"name": "pii-stays-in-japan", "requirements": {"compute_zones": ["jp"]}}
 
 CASES = [
     Case(
@@ -202,6 +206,30 @@ CASES = [
     Case("GET", "/v1/destinations", READERS, 200),
     Case("GET", "/v1/destinations/{destination}", READERS, 200),
     Case("DELETE", "/v1/destinations/{destination}", frozenset({A}), 204),
+    Case(
+        "POST",
+        "/v1/policies",
+        frozenset({A}),
+        201,
+        lambda fx: {
+            "name": "verified-hardware",
+            "requirements": {"min_provenance_status": "verified"},
+        },
+    ),
+    Case("GET", "/v1/policies", READERS, 200),
+    Case("GET", "/v1/policies/{name}", READERS, 200),
+    Case("GET", "/v1/policies/{name}/versions/{version}", READERS, 200),
+    Case("GET", "/v1/policy-sets/active", READERS, 200),
+    Case("GET", "/v1/policy-sets", READERS, 200),
+    # The world's active set holds version 2 of the policy: version 1 is a change.
+    Case(
+        "POST",
+        "/v1/policy-sets/activate",
+        frozenset({A}),
+        200,
+        lambda fx: {"members": [{"name": POLICY["name"], "version": 1}]},
+    ),
+    Case("POST", "/v1/policy-sets/rollback", frozenset({A}), 200, lambda fx: {}),
     Case("GET", "/v1/audit/events", frozenset({A, U}), 200),
     Case("GET", "/v1/audit/verify", frozenset({A, U}), 200),
 ]
@@ -238,6 +266,12 @@ def world(client: TestClient, make_token: Callable[[Role], str]) -> Fixture:
         assert client.post(path, json=item, headers=admin).status_code == 201
     quota = client.put("/v1/tenants/research/quotas/jp", json={"max_gpus": 4}, headers=admin)
     assert quota.status_code == 200
+    # Two versions of one policy, each activated in turn: sets 1 and 2, 2 active.
+    for description in ("first", "second"):
+        policy = {**POLICY, "description": description}
+        assert client.post("/v1/policies", json=policy, headers=admin).status_code == 201
+        activated = client.post("/v1/policy-sets/activate", json={}, headers=admin)
+        assert activated.status_code == 200, activated.text
     return Fixture(
         node_id=registered["node_id"],
         agent_token=registered["token"],

@@ -1,0 +1,410 @@
+"""Policy store use cases: apply documents, activate a set, roll back, and the active set.
+
+Three steps, each audited in its own transaction:
+
+* ``apply_policies`` validates documents against the zones that exist and stores each as a
+  new version of its name (a document equal to the latest version is not stored again).
+  It changes nothing that is enforced.
+* ``activate`` makes a set of ``name@version`` members active, as a new policy set.
+* ``rollback`` makes an earlier set's members active again, also as a new set, so the
+  history stays a line and the highest set version is always the active one.
+
+``active_policy_set`` gives callers (admission, the sweep) the compiled active set; with a
+``CompiledPolicySets`` held per process, each set is compiled once.
+"""
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from psycopg.rows import DictRow
+
+from control_plane.audit import service as audit
+from control_plane.audit.models import AuditContext
+from control_plane.core.db import DbConnection
+from control_plane.core.errors import ConflictError, InvalidInputError, NotFoundError
+from control_plane.policy import repository
+from control_plane.policy.documents import (
+    PolicySet,
+    compile_policy_set,
+    content_hash,
+    validate_documents,
+)
+from control_plane.policy.models import PolicyDocument
+from control_plane.policy.store_models import (
+    AppliedPolicy,
+    PolicySetActivate,
+    PolicySetPage,
+    PolicySetPublic,
+    PolicySetRollback,
+    PolicySummary,
+    PolicyVersionPublic,
+)
+
+log = logging.getLogger(__name__)
+
+#: The content hash of a set with no policies (version 0, before any activation).
+EMPTY_SET_HASH = content_hash([])
+
+
+# -- reading ---------------------------------------------------------------------------
+
+
+def _set_public(row: DictRow | None) -> PolicySetPublic:
+    if row is None:
+        return PolicySetPublic(
+            version=0,
+            content_hash=EMPTY_SET_HASH,
+            members=[],
+            activated_at=None,
+            activated_by=None,
+            note="",
+            previous_version=None,
+            restores_version=None,
+        )
+    return PolicySetPublic.model_validate(row)
+
+
+def _members(policy_set: PolicySetPublic) -> dict[str, int]:
+    return {member.name: member.version for member in policy_set.members}
+
+
+def get_active_set(conn: DbConnection) -> PolicySetPublic:
+    """The active policy set; version 0, empty, when nothing was ever activated."""
+    return _set_public(repository.active_set(conn))
+
+
+def list_sets(conn: DbConnection, limit: int, offset: int) -> PolicySetPage:
+    """Every policy set ever activated, newest (the active one) first."""
+    rows, total = repository.list_sets(conn, limit, offset)
+    return PolicySetPage(
+        items=[_set_public(row) for row in rows], total=total, limit=limit, offset=offset
+    )
+
+
+def list_policies(conn: DbConnection) -> list[PolicySummary]:
+    """Every stored policy's latest version, with the version the active set enforces."""
+    active = _members(get_active_set(conn))
+    return [
+        PolicySummary(
+            name=row["name"],
+            version=row["version"],
+            content_hash=row["content_hash"],
+            created_at=row["created_at"],
+            created_by=row["created_by"],
+            description=row["document"].get("description", ""),
+            enforcement_action=row["document"]["enforcement_action"],
+            active_version=active.get(row["name"]),
+            active=active.get(row["name"]) == row["version"],
+        )
+        for row in repository.latest_versions(conn)
+    ]
+
+
+def _version_public(row: DictRow, active: Mapping[str, int]) -> PolicyVersionPublic:
+    return PolicyVersionPublic(**row, active=active.get(row["name"]) == row["version"])
+
+
+def policy_history(conn: DbConnection, name: str) -> list[PolicyVersionPublic]:
+    """Every version of one policy, oldest first (404 if it was never applied)."""
+    rows = repository.policy_versions(conn, name)
+    if not rows:
+        raise NotFoundError(f"policy {name!r} does not exist")
+    active = _members(get_active_set(conn))
+    return [_version_public(row, active) for row in rows]
+
+
+def get_policy_version(conn: DbConnection, name: str, version: int) -> PolicyVersionPublic:
+    """One version of a policy (404 if the policy or the version does not exist)."""
+    row = repository.get_version(conn, name, version)
+    if row is None:
+        if repository.latest_version(conn, name) is None:
+            raise NotFoundError(f"policy {name!r} does not exist")
+        raise NotFoundError(f"policy {name!r} has no version {version}")
+    return _version_public(row, _members(get_active_set(conn)))
+
+
+# -- applying documents ----------------------------------------------------------------
+
+
+def _set_summary(policy_set: PolicySetPublic) -> dict[str, Any]:
+    return {"version": policy_set.version, "content_hash": policy_set.content_hash}
+
+
+def apply_policies(
+    conn: DbConnection, ctx: AuditContext, documents: Sequence[Mapping[str, Any]]
+) -> list[AppliedPolicy]:
+    """Validate documents and store each as a new version of its name; activate nothing.
+
+    A document equal (after validation) to its name's latest version is reported with
+    ``created: false`` and not stored again. Invalid documents are 422, every problem named
+    by its path (``policies[0].requirements.compute_zones[1]: unknown zone 'jp-nort'``),
+    and nothing is stored.
+    """
+    if not documents:
+        raise InvalidInputError.for_field("policies", "give at least one policy document")
+    validated = validate_documents(documents, repository.zone_slugs(conn))
+    applied: list[AppliedPolicy] = []
+    events: list[tuple[DictRow | None, DictRow, PolicyDocument]] = []
+    with conn.transaction():
+        repository.lock_store(conn)
+        for doc in validated:
+            digest = content_hash([doc])
+            latest = repository.latest_version(conn, doc.name)
+            if latest is not None and latest["content_hash"] == digest:
+                applied.append(
+                    AppliedPolicy(
+                        name=doc.name, version=latest["version"], content_hash=digest, created=False
+                    )
+                )
+                continue
+            row = repository.insert_version(
+                conn,
+                {
+                    "name": doc.name,
+                    "version": 1 if latest is None else latest["version"] + 1,
+                    "document": doc.model_dump(mode="json"),
+                    "content_hash": digest,
+                    "created_by": ctx.actor_name,
+                },
+            )
+            applied.append(AppliedPolicy(**row, created=True))
+            events.append((latest, row, doc))
+        # What is enforced does not change; the events say which set still is.
+        enforced = _set_summary(get_active_set(conn))
+        for latest, row, doc in events:
+            audit.record(
+                conn,
+                ctx,
+                action="policy.applied",
+                object_type="policy",
+                object_id=doc.name,
+                before=None
+                if latest is None
+                else {
+                    "name": doc.name,
+                    "version": latest["version"],
+                    "content_hash": latest["content_hash"],
+                },
+                after={
+                    "name": doc.name,
+                    "version": row["version"],
+                    "content_hash": row["content_hash"],
+                    "document": doc.model_dump(mode="json"),
+                    "active_policy_set": enforced,
+                },
+            )
+    return applied
+
+
+# -- activating and rolling back -------------------------------------------------------
+
+
+def _chosen_members(conn: DbConnection, choice: PolicySetActivate) -> dict[str, int]:
+    """The members ``choice`` asks for, checked against what is stored (422 naming the field)."""
+    latest = {row["name"]: row["version"] for row in repository.latest_versions(conn)}
+    if choice.members is None:
+        members = dict(latest)
+    else:
+        members = {}
+        for position, member in enumerate(choice.members):
+            where = f"members.{position}"
+            if member.name not in latest:
+                raise InvalidInputError.for_field(
+                    f"{where}.name", f"unknown policy {member.name!r}", member.name
+                )
+            if member.name in members:
+                raise InvalidInputError.for_field(
+                    f"{where}.name", f"policy {member.name!r} is listed twice", member.name
+                )
+            version = latest[member.name] if member.version is None else member.version
+            if version > latest[member.name]:
+                raise InvalidInputError.for_field(
+                    f"{where}.version",
+                    f"policy {member.name!r} has no version {version}"
+                    f" (latest is {latest[member.name]})",
+                    version,
+                )
+            members[member.name] = version
+    for position, name in enumerate(choice.without):
+        if name not in members:
+            raise InvalidInputError.for_field(
+                f"without.{position}", f"policy {name!r} is not in the set", name
+            )
+        del members[name]
+    return members
+
+
+def _store_set(
+    conn: DbConnection,
+    ctx: AuditContext,
+    *,
+    members: Mapping[str, int],
+    active: PolicySetPublic,
+    note: str,
+    restores: int | None,
+) -> PolicySetPublic:
+    """Insert the new active set after ``active`` and audit it; the caller holds the lock."""
+    if not members:
+        raise ConflictError(
+            "a policy set needs at least one policy; there is nothing to activate",
+            details={"reason": "empty"},
+        )
+    if dict(members) == _members(active):
+        raise ConflictError(
+            f"policy set {active.version} already has exactly these members",
+            details={"reason": "unchanged", "active_version": active.version},
+        )
+    listed = [{"name": name, "version": members[name]} for name in sorted(members)]
+    documents = [
+        PolicyDocument.model_validate(row["document"])
+        for row in repository.member_documents(conn, listed)
+    ]
+    created = _set_public(
+        repository.insert_set(
+            conn,
+            {
+                "version": active.version + 1,
+                "content_hash": content_hash(documents),
+                "members": listed,
+                "activated_by": ctx.actor_name,
+                "note": note,
+                "previous_version": active.version or None,
+                "restores_version": restores,
+            },
+        )
+    )
+    audit.record(
+        conn,
+        ctx,
+        action="policy_set.activated" if restores is None else "policy_set.rolled_back",
+        object_type="policy_set",
+        object_id=str(created.version),
+        before=active.model_dump(mode="json", include={"version", "content_hash", "members"}),
+        after=created.model_dump(
+            mode="json",
+            include={"version", "content_hash", "members", "note", "restores_version"},
+        ),
+    )
+    return created
+
+
+def activate(conn: DbConnection, ctx: AuditContext, choice: PolicySetActivate) -> PolicySetPublic:
+    """Make a new policy set active: by default the latest version of every stored policy.
+
+    ``members`` lists the policies instead (a member without a version means its latest);
+    ``without`` leaves policies out. An empty set, or one with exactly the active set's
+    members, is 409. Audited as ``policy_set.activated``.
+    """
+    with conn.transaction():
+        repository.lock_store(conn)
+        active = get_active_set(conn)
+        return _store_set(
+            conn,
+            ctx,
+            members=_chosen_members(conn, choice),
+            active=active,
+            note=choice.note,
+            restores=None,
+        )
+
+
+def rollback(conn: DbConnection, ctx: AuditContext, request: PolicySetRollback) -> PolicySetPublic:
+    """Make an earlier set's members active again, as a new set.
+
+    By default the set active before the current one, so rolling back twice returns to
+    where it started (as ``kubectl rollout undo`` does). 409 when there is nothing to roll
+    back to or the target has the active set's members. Audited as
+    ``policy_set.rolled_back``.
+    """
+    with conn.transaction():
+        repository.lock_store(conn)
+        active = get_active_set(conn)
+        target_version = request.to_version or active.previous_version
+        if target_version is None:
+            raise ConflictError(
+                "there is no earlier policy set to roll back to",
+                details={"reason": "no_previous", "active_version": active.version},
+            )
+        row = repository.get_set(conn, target_version)
+        if row is None:
+            raise InvalidInputError.for_field(
+                "to_version", f"policy set {target_version} does not exist", target_version
+            )
+        target = _set_public(row)
+        return _store_set(
+            conn,
+            ctx,
+            members=_members(target),
+            active=active,
+            note=request.note,
+            restores=target.version,
+        )
+
+
+# -- the compiled active set -----------------------------------------------------------
+
+
+class CompiledPolicySets:
+    """The last few compiled policy sets, by (set version, content hash).
+
+    Compiling a set (its CEL above all) costs milliseconds, and admission wants the active
+    set on every request. Hold one of these per process (an API instance, a worker) and
+    each activated set is compiled once; the answers its CEL
+    conditions remember survive between requests too. Safe to share between threads: a
+    set compiled twice by a race is harmless, and the first one stored wins.
+    """
+
+    def __init__(self, capacity: int = 4) -> None:
+        self._capacity = capacity
+        self._sets: OrderedDict[tuple[int, str], PolicySet] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[int, str], build: Callable[[], PolicySet]) -> PolicySet:
+        """The set stored under ``key``, built (outside the lock) and kept if missing."""
+        with self._lock:
+            found = self._sets.get(key)
+            if found is not None:
+                self._sets.move_to_end(key)
+                return found
+        built = build()
+        with self._lock:
+            kept = self._sets.setdefault(key, built)
+            self._sets.move_to_end(key)
+            while len(self._sets) > self._capacity:
+                self._sets.popitem(last=False)
+        return kept
+
+
+def _compile(conn: DbConnection, policy_set: PolicySetPublic) -> PolicySet:
+    listed = [member.model_dump() for member in policy_set.members]
+    documents = [row["document"] for row in repository.member_documents(conn, listed)]
+    # Zones were checked when each document was applied. A zone deleted since must not stop
+    # the active set from compiling: it simply contains no node any more (failing closed).
+    named = {
+        zone for doc in documents for zone in doc.get("requirements", {}).get("compute_zones", [])
+    }
+    compiled = compile_policy_set(documents, policy_set.version, named)
+    if compiled.content_hash != policy_set.content_hash:
+        log.warning(
+            "policy set %s hashes to %s now but %s when activated; decisions record %s",
+            policy_set.version,
+            compiled.content_hash,
+            policy_set.content_hash,
+            compiled.content_hash,
+        )
+    return compiled
+
+
+def active_policy_set(conn: DbConnection, cache: CompiledPolicySets | None = None) -> PolicySet:
+    """The active set, compiled, with its version (0 and empty before any activation).
+
+    With ``cache``, one indexed read per call finds the active version and hash, and the
+    set is compiled only the first time that pair is seen.
+    """
+    active = get_active_set(conn)
+    if cache is None:
+        return _compile(conn, active)
+    return cache.get((active.version, active.content_hash), lambda: _compile(conn, active))

@@ -1,0 +1,128 @@
+"""API models of the policy store: stored policy versions and the policy sets made active.
+
+They live apart from ``models.py`` because that module is the pure engine's vocabulary,
+kept free of anything about storage or time (a unit test checks it). A policy version is
+one validated document under its name and number; a policy set is a list of
+``name@version`` members, numbered 1, 2, 3, ... in the order they were activated. The set
+with the highest version is the active one.
+"""
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from control_plane.inventory.models import Description, Slug
+from control_plane.policy.models import EnforcementAction, PolicyDocument
+
+#: A policy or policy-set version number: 1, 2, 3, ... (PostgreSQL ``integer``).
+VersionNumber = Annotated[int, Field(ge=1, le=2**31 - 1)]
+
+
+class _Input(BaseModel):
+    """Request bodies reject unknown fields, so a typo is an error rather than ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class PolicyVersionPublic(BaseModel):
+    """One stored version of a policy, with its document."""
+
+    name: str
+    version: int
+    content_hash: str = Field(description="SHA-256 of the document's canonical JSON.")
+    created_at: datetime
+    created_by: str
+    active: bool = Field(description="Whether this version is a member of the active set.")
+    document: PolicyDocument
+
+
+class PolicySummary(BaseModel):
+    """A policy's latest version, and which of its versions the active set enforces."""
+
+    name: str
+    version: int = Field(description="The latest version.")
+    content_hash: str
+    created_at: datetime
+    created_by: str
+    description: str
+    enforcement_action: EnforcementAction
+    active_version: int | None = Field(
+        description="The version in the active set; null when the policy is not in it."
+    )
+    active: bool = Field(description="Whether the latest version is the one enforced.")
+
+
+class AppliedPolicy(BaseModel):
+    """What applying one document did: stored a new version, or found it unchanged."""
+
+    name: str
+    version: int = Field(description="The new version, or the latest one when unchanged.")
+    content_hash: str
+    created: bool = Field(
+        description="False when the document equals the latest version, which is kept."
+    )
+
+
+class PolicySetMember(_Input):
+    """One policy of a set, at a version."""
+
+    name: Slug
+    version: VersionNumber
+
+
+class PolicySetPublic(BaseModel):
+    """A policy set as activated: its members, content hash and who made it active.
+
+    Version 0 is the empty set in force before anything was activated; it has no
+    ``activated_at`` or ``activated_by``.
+    """
+
+    version: int
+    content_hash: str = Field(description="SHA-256 of the members' documents, by name.")
+    members: list[PolicySetMember] = Field(description="By name.")
+    activated_at: datetime | None
+    activated_by: str | None
+    note: str
+    previous_version: int | None = Field(description="The set active until this one.")
+    restores_version: int | None = Field(
+        description="For a rollback: the earlier set whose members this one restores."
+    )
+
+
+class PolicySetPage(BaseModel):
+    """A page of policy sets, newest first, and how many there are."""
+
+    items: list[PolicySetPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class MemberChoice(_Input):
+    """A policy to put in a set; without ``version``, its latest version."""
+
+    name: Slug
+    version: VersionNumber | None = None
+
+
+class PolicySetActivate(_Input):
+    """Which set to make active.
+
+    Without ``members``: the latest version of every stored policy. ``without`` then
+    leaves policies out by name.
+    """
+
+    members: list[MemberChoice] | None = Field(default=None, max_length=1000)
+    without: list[Slug] = Field(default_factory=list, max_length=1000)
+    note: Description = ""
+
+
+class PolicySetRollback(_Input):
+    """Make an earlier set's members active again, as a new set.
+
+    Without ``to_version``: the set that was active before the current one.
+    """
+
+    to_version: VersionNumber | None = None
+    note: Description = ""
