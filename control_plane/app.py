@@ -22,8 +22,10 @@ from control_plane.core.metrics import ApiMetrics, FleetCollector
 from control_plane.core.settings import Settings, load_settings
 from control_plane.inventory.api import router as inventory_router
 from control_plane.policy.api import router as policy_router
+from control_plane.policy.service import CompiledPolicySets
 from control_plane.provenance.api import router as provenance_router
 from control_plane.registry.api import router as registry_router
+from control_plane.scheduling.api import router as scheduling_router
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -50,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # One per app: each active policy set is compiled once, not per admission request.
+    app.state.policy_sets = CompiledPolicySets()
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
 
@@ -102,5 +106,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(provenance_router)
     app.include_router(registry_router)
     app.include_router(policy_router)
+    app.include_router(scheduling_router)
     app.include_router(audit_router)
     return app

@@ -33,11 +33,13 @@ class Permission(StrEnum):
     AGENT_HEARTBEAT = "agent:heartbeat"
     REGISTRY_WRITE = "registry:write"
     POLICY_WRITE = "policy:write"
+    WORKLOAD_WRITE = "workload:write"
 
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.OPERATOR: frozenset({Permission.INVENTORY_READ}),
+    # Operators run workloads: submit, release and renew them.
+    Role.OPERATOR: frozenset({Permission.INVENTORY_READ, Permission.WORKLOAD_WRITE}),
     Role.AUDITOR: frozenset({Permission.INVENTORY_READ, Permission.AUDIT_READ}),
     Role.BOOTSTRAP: frozenset({Permission.AGENT_REGISTER}),
     # An agent may heartbeat only for its own node; the heartbeat route checks which.

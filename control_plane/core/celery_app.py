@@ -8,6 +8,7 @@ from celery import Celery
 
 from control_plane.core.settings import Settings
 from control_plane.inventory import tasks as inventory_tasks
+from control_plane.scheduling import tasks as scheduling_tasks
 
 
 def create_celery(settings: Settings) -> Celery:
@@ -26,4 +27,5 @@ def create_celery(settings: Settings) -> Celery:
         timezone="UTC",
     )
     inventory_tasks.register(app, settings)
+    scheduling_tasks.register(app, settings)
     return app

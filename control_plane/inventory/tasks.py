@@ -25,7 +25,9 @@ SWEEP_ACTOR = AuditContext(actor_id="system:offline-sweep", actor_name="offline 
 def register(app: Celery, settings: Settings) -> None:
     """Add the offline sweep task and its beat schedule to ``app``."""
 
-    @app.task(name=MARK_OFFLINE_TASK, bind=True, ignore_result=False)
+    # shared=False: a shared task would be added to every Celery app built later in the
+    # process too, with this app's settings in its closure.
+    @app.task(name=MARK_OFFLINE_TASK, bind=True, ignore_result=False, shared=False)
     def mark_offline_nodes(self: object) -> int:
         """Mark nodes that missed three heartbeats offline; re-enqueue if a batch was full."""
         with connect(settings.database_url) as conn:

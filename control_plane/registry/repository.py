@@ -40,6 +40,11 @@ def _still_owns(what: str) -> ErrorFactory:
 _TENANT_DELETE: dict[str, ErrorFactory] = {
     "dataset_owner_tenant_fkey": _still_owns("datasets"),
     "model_owner_tenant_fkey": _still_owns("models"),
+    # Workloads are decisions on record and are never deleted, so neither is their tenant.
+    "workload_tenant_fkey": lambda exc: ConflictError(
+        "tenant has workloads on record; their history keeps the tenant",
+        details={"constraint": exc.diag.constraint_name},
+    ),
 }
 _QUOTA_WRITE: dict[str, ErrorFactory] = {
     "tenant_quota_zone_fkey": references("zone", "unknown zone"),

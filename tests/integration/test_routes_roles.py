@@ -15,6 +15,7 @@ pytestmark = pytest.mark.integration
 
 A, OP, U, B, G = Role.ADMIN, Role.OPERATOR, Role.AUDITOR, Role.BOOTSTRAP, Role.AGENT
 READERS = frozenset({A, OP, U})
+RUNNERS = frozenset({A, OP})
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Fixture:
     node_id: str
     agent_token: str
     machine_id: str
+    workload_id: str
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Case:
             .replace("{destination}", "results-jp")
             .replace("{name}", POLICY["name"])
             .replace("{version}", "1")
+            .replace("{workload_id}", fx.workload_id)
         )
 
 
@@ -74,6 +77,15 @@ MODEL = {
 }
 
 POLICY = {"name": "pii-stays-in-japan", "requirements": {"compute_zones": ["jp"]}}
+
+#: A workload the world's node (in jp, two GPUs) can take under the world's policy.
+WORKLOAD = {
+    "tenant": "platform",
+    "datasets": ["support-tickets"],
+    "models": ["llama-3-8b"],
+    "output": "results-jp",
+    "gpu_count": 1,
+}
 
 CASES = [
     Case(
@@ -230,6 +242,12 @@ CASES = [
         lambda fx: {"members": [{"name": POLICY["name"], "version": 1}]},
     ),
     Case("POST", "/v1/policy-sets/rollback", frozenset({A}), 200, lambda fx: {}),
+    # The world's workload holds one of the node's two GPUs; this one gets the other.
+    Case("POST", "/v1/workloads", RUNNERS, 201, lambda fx: WORKLOAD),
+    Case("GET", "/v1/workloads", READERS, 200),
+    Case("GET", "/v1/workloads/{workload_id}", READERS, 200),
+    Case("POST", "/v1/workloads/{workload_id}/release", RUNNERS, 200),
+    Case("POST", "/v1/workloads/{workload_id}/renew", RUNNERS, 200, lambda fx: {}),
     Case("GET", "/v1/audit/events", frozenset({A, U}), 200),
     Case("GET", "/v1/audit/verify", frozenset({A, U}), 200),
 ]
@@ -244,7 +262,13 @@ def world(client: TestClient, make_token: Callable[[Role], str]) -> Fixture:
         {"slug": "jp-east", "name": "Japan East", "country": "JP"},
     ):
         assert client.post("/v1/zones", json=zone, headers=admin).status_code == 201
-    body = registration(zone="jp")
+    body = registration(
+        zone="jp",
+        gpu_uuids=(
+            "GPU-00000000-0000-0000-0000-000000000001",
+            "GPU-00000000-0000-0000-0000-000000000002",
+        ),
+    )
     registered = client.post("/v1/agents/register", json=body, headers=admin).json()
     # The registry: "research" owns nothing (so it may be deleted), "platform" owns the
     # assets. All of it is in zone jp, so that jp-east stays free to be deleted.
@@ -272,10 +296,14 @@ def world(client: TestClient, make_token: Callable[[Role], str]) -> Fixture:
         assert client.post("/v1/policies", json=policy, headers=admin).status_code == 201
         activated = client.post("/v1/policy-sets/activate", json={}, headers=admin)
         assert activated.status_code == 200, activated.text
+    # A running workload (of "platform", so that "research" stays deletable).
+    workload = client.post("/v1/workloads", json=WORKLOAD, headers=admin).json()
+    assert workload["status"] == "admitted", workload
     return Fixture(
         node_id=registered["node_id"],
         agent_token=registered["token"],
         machine_id=body["inventory"]["host"]["machine_id"],
+        workload_id=workload["id"],
     )
 
 

@@ -1,0 +1,158 @@
+"""``sovctl workload submit|list|release``: workload admission, through the HTTP API.
+
+``main.py`` adds this sub-app to ``sovctl``. ``submit`` exits 0 when the workload is
+admitted and 1 when it is denied (the reasons are printed), as ``sovctl policy test``
+does, so scripts can branch on the verdict.
+"""
+
+from typing import Annotated, Any
+
+import typer
+
+from control_plane.cli.output import OutputFormat, emit, table
+from control_plane.scheduling.models import (
+    DEFAULT_LEASE_SECONDS,
+    MAX_LEASE_SECONDS,
+    MIN_LEASE_SECONDS,
+    PlacementStrategy,
+    WorkloadStatus,
+)
+
+app = typer.Typer(
+    no_args_is_help=True, help="Workloads: admission and GPU placement (via the API)."
+)
+
+#: ``--output`` names the artifact destination on ``submit``, so the format is ``--format``.
+Format = Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json")]
+Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
+
+_GIB = 1024**3
+_SUMMARY = [
+    "id",
+    "tenant",
+    "status",
+    "outcome",
+    "hostname",
+    "zone",
+    "gpu_uuids",
+    "lease_expires_at",
+    "policy_set",
+]
+_LIST_COLUMNS = ["id", "tenant", "status", "hostname", "gpu_uuids", "lease_expires_at"]
+_REASON_COLUMNS = ["action", "policy", "rule", "message"]
+
+
+def _api(method: str, path: str, **kwargs: Any) -> Any:
+    """Call the API as every ``sovctl`` API command does (``main._api``)."""
+    # main imports this module to register its commands, so import it when a command runs.
+    from control_plane.cli import main
+
+    return main._api(method, path, **kwargs)
+
+
+def _summary(workload: dict[str, Any]) -> dict[str, Any]:
+    version, digest = workload["policy_set_version"], workload["policy_set_hash"]
+    return {**workload, "policy_set": f"version {version}, sha256 {digest}"}
+
+
+def _print(workload: dict[str, Any], output: OutputFormat) -> None:
+    if output is OutputFormat.JSON:
+        emit(workload, output)
+        return
+    emit(_summary(workload), output, _SUMMARY)
+    if workload["reasons"]:
+        typer.echo("")
+        typer.echo(table(workload["reasons"], _REASON_COLUMNS))
+
+
+@app.command("submit")
+def submit(
+    tenant: Annotated[str, typer.Option(help="Tenant slug.")],
+    gpus: Annotated[int, typer.Option(min=1, max=64, help="GPUs on one node.")] = 1,
+    dataset: Annotated[
+        list[str] | None, typer.Option("--dataset", help="Dataset name; repeat for more.")
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option("--model", help="Model name; repeat for more.")
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", help="Artifact destination for the results.")
+    ] = None,
+    gpu_model: Annotated[
+        str | None, typer.Option(help="Substring of the GPU model, any case (H100).")
+    ] = None,
+    min_memory_gib: Annotated[
+        float | None, typer.Option(min=0, help="Minimum memory per GPU, GiB.")
+    ] = None,
+    mig_profile: Annotated[
+        str | None, typer.Option(help="MIG profile, e.g. 1g.10gb (MIG-enabled GPUs).")
+    ] = None,
+    strategy: Annotated[
+        PlacementStrategy, typer.Option(help="binpack (keep whole nodes free) or spread.")
+    ] = PlacementStrategy.BINPACK,
+    lease_seconds: Annotated[
+        int,
+        typer.Option(
+            min=MIN_LEASE_SECONDS, max=MAX_LEASE_SECONDS, help="Lease; renew before it passes."
+        ),
+    ] = DEFAULT_LEASE_SECONDS,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="key=value; repeat for more labels.")
+    ] = None,
+    output_format: Format = OutputFormat.TABLE,
+) -> None:
+    """Ask for GPUs: prints the decision and placement; exits 1 when denied."""
+    labels: dict[str, str] = {}
+    for item in label or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r}: use key=value", param_hint="--label")
+        labels[key] = value
+    body: dict[str, Any] = {
+        "tenant": tenant,
+        "datasets": dataset or [],
+        "models": model or [],
+        "output": output,
+        "gpu_count": gpus,
+        "gpu_model": gpu_model,
+        "min_gpu_memory_bytes": None if min_memory_gib is None else int(min_memory_gib * _GIB),
+        "mig_profile": mig_profile,
+        "labels": labels,
+        "strategy": strategy.value,
+        "lease_seconds": lease_seconds,
+    }
+    workload = _api("POST", "/v1/workloads", json=body)
+    _print(workload, output_format)
+    if workload["status"] == WorkloadStatus.DENIED:
+        raise typer.Exit(1)
+
+
+@app.command("list")
+def list_workloads(
+    tenant: Annotated[str | None, typer.Option(help="Tenant slug.")] = None,
+    status: Annotated[WorkloadStatus | None, typer.Option(help="Workload status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """List workloads, newest first."""
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if tenant is not None:
+        params["tenant"] = tenant
+    if status is not None:
+        params["status"] = status.value
+    page = _api("GET", "/v1/workloads", params=params)
+    if output is OutputFormat.JSON:
+        emit(page, output)
+        return
+    emit(page["items"], output, _LIST_COLUMNS)
+    typer.echo(f"({len(page['items'])} of {page['total']})")
+
+
+@app.command("release")
+def release(
+    workload_id: Annotated[str, typer.Argument(help="Workload id.")],
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """End a workload and free its GPUs."""
+    _print(_api("POST", f"/v1/workloads/{workload_id}/release"), output)

@@ -1,0 +1,1 @@
+"""Scheduling: workload admission, GPU placement and reservations with leases."""

@@ -1,0 +1,85 @@
+"""HTTP routes for workloads: submit (decide, place, reserve), list, show, release, renew.
+
+Thin: parse, authorize, call. Reading needs ``inventory:read``; submitting, releasing and
+renewing need ``workload:write`` (operators and admins).
+"""
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, Request, status
+
+from control_plane.access.models import Permission, Principal
+from control_plane.core.http import Conn, RequestId, require
+from control_plane.policy.service import CompiledPolicySets
+from control_plane.scheduling import service
+from control_plane.scheduling.models import (
+    LeaseRenew,
+    WorkloadCreate,
+    WorkloadFilters,
+    WorkloadPage,
+    WorkloadPublic,
+    WorkloadStatus,
+)
+
+Reader = Annotated[Principal, Depends(require(Permission.INVENTORY_READ))]
+Writer = Annotated[Principal, Depends(require(Permission.WORKLOAD_WRITE))]
+
+
+def get_policy_sets(request: Request) -> CompiledPolicySets:
+    """The app's compiled policy sets, so each active set is compiled once per process."""
+    policy_sets: CompiledPolicySets = request.app.state.policy_sets
+    return policy_sets
+
+
+PolicySets = Annotated[CompiledPolicySets, Depends(get_policy_sets)]
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/workloads", status_code=status.HTTP_201_CREATED, tags=["workloads"])
+def submit_workload(
+    workload: WorkloadCreate,
+    conn: Conn,
+    who: Writer,
+    request_id: RequestId,
+    policy_sets: PolicySets,
+) -> WorkloadPublic:
+    """Decide a workload and, when admitted, reserve GPUs on one node (a denial is 201 too)."""
+    return service.admit(conn, who.audit_context(request_id), workload, policy_sets)
+
+
+@router.get("/workloads", tags=["workloads"])
+def list_workloads(
+    conn: Conn,
+    _: Reader,
+    tenant: Annotated[str | None, Query(description="Tenant slug.")] = None,
+    status: WorkloadStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> WorkloadPage:
+    """List workloads, admitted and denied, newest first; filtered and paginated."""
+    filters = WorkloadFilters(tenant=tenant, status=status)
+    return service.list_workloads(conn, filters, limit, offset)
+
+
+@router.get("/workloads/{workload_id}", tags=["workloads"])
+def get_workload(workload_id: UUID, conn: Conn, _: Reader) -> WorkloadPublic:
+    """Show one workload: its request, the decision and its placement."""
+    return service.get_workload(conn, workload_id)
+
+
+@router.post("/workloads/{workload_id}/release", tags=["workloads"])
+def release_workload(
+    workload_id: UUID, conn: Conn, who: Writer, request_id: RequestId
+) -> WorkloadPublic:
+    """End an admitted workload and free its GPUs."""
+    return service.release(conn, who.audit_context(request_id), workload_id)
+
+
+@router.post("/workloads/{workload_id}/renew", tags=["workloads"])
+def renew_lease(
+    workload_id: UUID, conn: Conn, _: Writer, renewal: LeaseRenew | None = None
+) -> WorkloadPublic:
+    """Restart an admitted workload's lease from now."""
+    return service.renew(conn, workload_id, renewal or LeaseRenew())

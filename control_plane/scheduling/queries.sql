@@ -1,0 +1,146 @@
+-- name: zones
+SELECT slug, parent_slug, country FROM residency_zone;
+
+-- name: fleet
+-- Every node placement could consider, with its FREE GPUs only (no reservation), as the
+-- policy engine wants them. Decommissioned nodes are left out: they are not part of the
+-- fleet any more and would only clutter the reasons.
+SELECT n.id, n.hostname, n.zone_slug AS zone, n.status, n.drift_status, n.origin_country,
+       n.component_origins, n.provenance_status, n.labels,
+       coalesce(
+           (SELECT jsonb_agg(jsonb_build_object('uuid', g.uuid, 'model', g.model,
+                                                'memory_total_bytes', g.memory_total_bytes,
+                                                'mig_mode', g.mig_mode) ORDER BY g.index)
+            FROM gpu g
+            WHERE g.node_id = n.id
+              AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)),
+           '[]'::jsonb) AS free_gpus
+FROM node n
+WHERE n.status <> 'decommissioned'
+ORDER BY n.hostname, n.id;
+
+-- name: lock_quotas
+-- The tenant's quotas in the zones placement may use, locked in zone order (the same
+-- order in every transaction, so two admissions cannot deadlock on them). Held until
+-- commit: admissions of one tenant in one zone are serialized, and each counts the
+-- reservations the previous one committed.
+SELECT zone_slug AS zone, max_gpus, gpu_hours_per_period, period
+FROM tenant_quota
+WHERE tenant_slug = %(tenant)s AND zone_slug = ANY(%(zones)s)
+ORDER BY zone_slug
+FOR UPDATE;
+
+-- name: reserved_gpus
+-- GPUs the tenant holds now in one zone (booked while the node was in that zone).
+SELECT count(*) AS reserved
+FROM gpu_reservation WHERE tenant_slug = %(tenant)s AND zone_slug = %(zone)s;
+
+-- name: gpu_seconds_in_period
+-- GPU-seconds the tenant used in one zone since the start of the current period (UTC):
+-- ended workloads up to their end, running ones up to now.
+WITH period AS (SELECT date_trunc(%(period)s, now(), 'UTC') AS since)
+SELECT coalesce(sum(
+           cardinality(w.gpu_uuids)
+           * extract(epoch FROM coalesce(w.ended_at, now()) - greatest(w.created_at, p.since))
+       ), 0)::float8 AS gpu_seconds
+FROM workload w, period p
+WHERE w.tenant_slug = %(tenant)s AND w.zone_slug = %(zone)s
+  AND w.status IN ('admitted', 'released', 'expired')
+  AND coalesce(w.ended_at, now()) > p.since;
+
+-- name: lock_node
+-- Share-locks the node while its GPUs are booked: a status change (offline, quarantine)
+-- waits for the booking to commit, and a node that changed since the decision is skipped.
+SELECT id FROM node
+WHERE id = %(node_id)s AND status = 'active' AND drift_status = 'none'
+FOR SHARE;
+
+-- name: lock_free_gpus
+-- SKIP LOCKED: a GPU another admission is booking right now is not free for this one.
+SELECT g.uuid FROM gpu g
+WHERE g.node_id = %(node_id)s AND g.uuid = ANY(%(uuids)s)
+  AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)
+ORDER BY g.index
+LIMIT %(count)s
+FOR UPDATE OF g SKIP LOCKED;
+
+-- name: insert_workload
+INSERT INTO workload (id, tenant_slug, request, strategy, status, outcome, reasons,
+                      policy_set_version, policy_set_hash, node_id, zone_slug, gpu_uuids,
+                      lease_seconds, lease_expires_at, created_by)
+VALUES (%(id)s, %(tenant)s, %(request)s, %(strategy)s, %(status)s, %(outcome)s, %(reasons)s,
+        %(policy_set_version)s, %(policy_set_hash)s, %(node_id)s, %(zone)s, %(gpu_uuids)s,
+        %(lease_seconds)s,
+        CASE WHEN %(node_id)s::uuid IS NULL THEN NULL
+             ELSE now() + make_interval(secs => %(lease_seconds)s) END,
+        %(created_by)s);
+
+-- name: insert_reservations
+-- A GPU booked by a transaction that committed after this one looked is skipped, not an
+-- error: the caller sees fewer rows than it asked for and tries again.
+INSERT INTO gpu_reservation (gpu_uuid, workload_id, node_id, zone_slug, tenant_slug)
+SELECT uuid, %(workload_id)s, %(node_id)s, %(zone)s, %(tenant)s
+FROM unnest(%(uuids)s::text[]) AS uuid
+ON CONFLICT (gpu_uuid) DO NOTHING
+RETURNING gpu_uuid;
+
+-- name: get_workload
+SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.policy_set_version,
+       w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname, w.zone_slug AS zone,
+       w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at, w.created_by,
+       w.ended_at
+FROM workload w LEFT JOIN node n ON n.id = w.node_id
+WHERE w.id = %(id)s;
+
+-- name: lock_workload
+SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.policy_set_version,
+       w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname, w.zone_slug AS zone,
+       w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at, w.created_by,
+       w.ended_at, w.lease_expires_at <= now() AS lease_expired
+FROM workload w LEFT JOIN node n ON n.id = w.node_id
+WHERE w.id = %(id)s
+FOR UPDATE OF w;
+
+-- name: list_workloads
+SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.policy_set_version,
+       w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname, w.zone_slug AS zone,
+       w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at, w.created_by,
+       w.ended_at
+FROM workload w LEFT JOIN node n ON n.id = w.node_id
+WHERE (%(tenant)s::text IS NULL OR w.tenant_slug = %(tenant)s)
+  AND (%(status)s::text IS NULL OR w.status = %(status)s)
+ORDER BY w.created_at DESC, w.id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: count_workloads
+SELECT count(*) AS total FROM workload w
+WHERE (%(tenant)s::text IS NULL OR w.tenant_slug = %(tenant)s)
+  AND (%(status)s::text IS NULL OR w.status = %(status)s);
+
+-- name: end_workload
+UPDATE workload SET status = %(status)s, ended_at = now()
+WHERE id = %(id)s AND status = 'admitted'
+RETURNING id;
+
+-- name: renew_lease
+UPDATE workload
+SET lease_seconds = %(lease_seconds)s,
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+WHERE id = %(id)s AND status = 'admitted'
+RETURNING id;
+
+-- name: expire_due
+-- SKIP LOCKED: a workload being released or renewed right now is left to that request.
+UPDATE workload SET status = 'expired', ended_at = now()
+WHERE id IN (
+    SELECT id FROM workload
+    WHERE status = 'admitted' AND lease_expires_at <= now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, tenant_slug AS tenant, node_id, zone_slug AS zone, gpu_uuids, lease_expires_at,
+          ended_at;
+
+-- name: delete_reservations
+DELETE FROM gpu_reservation WHERE workload_id = ANY(%(ids)s) RETURNING gpu_uuid;

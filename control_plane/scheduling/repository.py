@@ -1,0 +1,122 @@
+"""SQL access for workloads and GPU reservations. Functions take the caller's connection.
+
+The locking that makes placement safe lives in the queries: quota rows ``FOR UPDATE`` in
+zone order, the node ``FOR SHARE``, free GPUs ``FOR UPDATE SKIP LOCKED``, and reservations
+inserted ``ON CONFLICT DO NOTHING`` under the GPU-UUID primary key. The service decides
+what to do when a step comes back short.
+"""
+
+from collections.abc import Sequence
+from typing import Any, LiteralString
+from uuid import UUID
+
+from psycopg.rows import DictRow
+from psycopg.types.json import Jsonb
+
+from control_plane.core.db import DbConnection, fetch_all, fetch_one, load_queries
+
+
+def _q(name: str) -> LiteralString:
+    return load_queries("control_plane.scheduling")[name]
+
+
+def zones(conn: DbConnection) -> list[DictRow]:
+    """Every residency zone: slug, parent slug and country."""
+    return fetch_all(conn, _q("zones"), {})
+
+
+def fleet(conn: DbConnection) -> list[DictRow]:
+    """Every node that is not decommissioned, with its free GPUs (``free_gpus``, JSON)."""
+    return fetch_all(conn, _q("fleet"), {})
+
+
+def lock_quotas(conn: DbConnection, tenant: str, zones: Sequence[str]) -> dict[str, DictRow]:
+    """Lock the tenant's quota rows in ``zones`` until commit; by zone."""
+    rows = fetch_all(conn, _q("lock_quotas"), {"tenant": tenant, "zones": list(zones)})
+    return {row["zone"]: row for row in rows}
+
+
+def reserved_gpus(conn: DbConnection, tenant: str, zone: str) -> int:
+    """How many GPUs the tenant holds now in ``zone``."""
+    row = fetch_one(conn, _q("reserved_gpus"), {"tenant": tenant, "zone": zone})
+    assert row is not None
+    return int(row["reserved"])
+
+
+def gpu_seconds_in_period(conn: DbConnection, tenant: str, zone: str, period: str) -> float:
+    """GPU-seconds the tenant used in ``zone`` since the current ``period`` began (UTC)."""
+    params = {"tenant": tenant, "zone": zone, "period": period}
+    row = fetch_one(conn, _q("gpu_seconds_in_period"), params)
+    assert row is not None
+    return float(row["gpu_seconds"])
+
+
+def lock_node(conn: DbConnection, node_id: str) -> bool:
+    """Share-lock the node if it is still active and not drifted; whether it is."""
+    return fetch_one(conn, _q("lock_node"), {"node_id": node_id}) is not None
+
+
+def lock_free_gpus(conn: DbConnection, node_id: str, uuids: Sequence[str], count: int) -> list[str]:
+    """Lock up to ``count`` of ``uuids`` that nobody holds or is booking; in GPU order."""
+    rows = fetch_all(
+        conn,
+        _q("lock_free_gpus"),
+        {"node_id": node_id, "uuids": list(uuids), "count": count},
+    )
+    return [row["uuid"] for row in rows]
+
+
+def insert_workload(conn: DbConnection, values: dict[str, Any]) -> None:
+    """Store a decided workload; the lease starts now when it has a node."""
+    conn.execute(
+        _q("insert_workload"),
+        {**values, "request": Jsonb(values["request"]), "reasons": Jsonb(values["reasons"])},
+    )
+
+
+def insert_reservations(conn: DbConnection, values: dict[str, Any]) -> list[str]:
+    """Book GPUs for a workload; returns the UUIDs booked (fewer if some were taken)."""
+    return [row["gpu_uuid"] for row in fetch_all(conn, _q("insert_reservations"), values)]
+
+
+def get_workload(conn: DbConnection, workload_id: UUID) -> DictRow | None:
+    """One workload with its node's hostname, or None."""
+    return fetch_one(conn, _q("get_workload"), {"id": workload_id})
+
+
+def lock_workload(conn: DbConnection, workload_id: UUID) -> DictRow | None:
+    """One workload, locked until commit, with ``lease_expired``; or None."""
+    return fetch_one(conn, _q("lock_workload"), {"id": workload_id})
+
+
+def list_workloads(
+    conn: DbConnection, filters: dict[str, Any], limit: int, offset: int
+) -> tuple[list[DictRow], int]:
+    """A page of workloads, newest first, and how many match ``filters`` in all."""
+    rows = fetch_all(conn, _q("list_workloads"), {**filters, "limit": limit, "offset": offset})
+    total = fetch_one(conn, _q("count_workloads"), filters)
+    assert total is not None
+    return rows, int(total["total"])
+
+
+def end_workload(conn: DbConnection, workload_id: UUID, status: str) -> bool:
+    """Mark a running workload released or expired; whether it was running."""
+    row = fetch_one(conn, _q("end_workload"), {"id": workload_id, "status": status})
+    return row is not None
+
+
+def renew_lease(conn: DbConnection, workload_id: UUID, lease_seconds: int) -> bool:
+    """Restart a running workload's lease from now; whether it was running."""
+    params = {"id": workload_id, "lease_seconds": lease_seconds}
+    return fetch_one(conn, _q("renew_lease"), params) is not None
+
+
+def expire_due(conn: DbConnection, limit: int) -> list[DictRow]:
+    """Mark up to ``limit`` running workloads whose lease has passed expired; return them."""
+    return fetch_all(conn, _q("expire_due"), {"limit": limit})
+
+
+def delete_reservations(conn: DbConnection, workload_ids: Sequence[UUID]) -> list[str]:
+    """Free the GPUs the workloads hold; returns their UUIDs."""
+    rows = fetch_all(conn, _q("delete_reservations"), {"ids": list(workload_ids)})
+    return [row["gpu_uuid"] for row in rows]

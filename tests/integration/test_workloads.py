@@ -1,0 +1,548 @@
+"""Workload admission and GPU placement against the real database (and a real worker)."""
+
+import json
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import httpx
+import pytest
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from fastapi.testclient import TestClient
+
+from control_plane.access.models import Role
+from control_plane.audit import service as audit
+from control_plane.core.celery_app import create_celery
+from control_plane.core.db import DbConnection
+from control_plane.core.settings import Settings
+from control_plane.scheduling import service
+from control_plane.scheduling.tasks import (
+    EXPIRE_LEASES_TASK,
+    LEASE_SWEEP_ACTOR,
+    LEASE_SWEEP_SECONDS,
+)
+from tests.support import Run, bearer, registration
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """A pool wide enough for the concurrent requests to really run side by side."""
+    return settings.model_copy(update={"db_pool_max_size": 16})
+
+
+@dataclass
+class Fleet:
+    """Zones jp and tw, nodes with free GPUs in them, and a tenant with a dataset in jp."""
+
+    admin: dict[str, str]
+    node_ids: dict[str, str]
+    gpus: dict[str, tuple[str, ...]]
+    agents: dict[str, tuple[str, str]]  # hostname -> (agent token, machine id)
+
+
+def _gpu_uuids(hostname: str, count: int) -> tuple[str, ...]:
+    return tuple(f"GPU-{hostname}-{i:04d}" for i in range(count))
+
+
+def _register(client: TestClient, fleet: Fleet, hostname: str, zone: str, count: int) -> None:
+    uuids = _gpu_uuids(hostname, count)
+    body = registration(hostname=hostname, zone=zone, gpu_uuids=uuids)
+    response = client.post("/v1/agents/register", json=body, headers=fleet.admin)
+    assert response.status_code == 201, response.text
+    fleet.node_ids[hostname] = response.json()["node_id"]
+    fleet.gpus[hostname] = uuids
+    fleet.agents[hostname] = (response.json()["token"], body["inventory"]["host"]["machine_id"])
+
+
+def _build(client: TestClient, admin: dict[str, str], nodes: list[tuple[str, str, int]]) -> Fleet:
+    fleet = Fleet(admin=admin, node_ids={}, gpus={}, agents={})
+    for item in (
+        ("/v1/zones", {"slug": "jp", "name": "Japan", "country": "JP"}),
+        ("/v1/zones", {"slug": "tw", "name": "Taiwan", "country": "TW"}),
+        ("/v1/tenants", {"slug": "research", "name": "Research"}),
+        ("/v1/tenants", {"slug": "platform", "name": "Platform"}),
+        (
+            "/v1/datasets",
+            {
+                "name": "tickets",
+                "tenant": "research",
+                "classification": "confidential",
+                "zones": ["jp"],
+            },
+        ),
+        ("/v1/destinations", {"name": "results-jp", "zone": "jp"}),
+    ):
+        response = client.post(item[0], json=item[1], headers=admin)
+        assert response.status_code == 201, response.text
+    for hostname, zone, count in nodes:
+        _register(client, fleet, hostname, zone, count)
+    return fleet
+
+
+@pytest.fixture
+def fleet(client: TestClient, make_token: Callable[[Role], str]) -> Fleet:
+    """jp-a (4 GPUs) and jp-b (2) in jp, tw-a (2) in tw."""
+    admin = bearer(make_token(Role.ADMIN))
+    return _build(client, admin, [("jp-a", "jp", 4), ("jp-b", "jp", 2), ("tw-a", "tw", 2)])
+
+
+def request_body(**overrides: Any) -> dict[str, Any]:
+    return {
+        "tenant": "research",
+        "datasets": ["tickets"],
+        "output": "results-jp",
+        "gpu_count": 1,
+        **overrides,
+    }
+
+
+def submit(client: TestClient, fleet: Fleet, **overrides: Any) -> dict[str, Any]:
+    response = client.post("/v1/workloads", json=request_body(**overrides), headers=fleet.admin)
+    assert response.status_code == 201, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def reservations(conn: DbConnection) -> dict[str, UUID]:
+    return {
+        row["gpu_uuid"]: row["workload_id"]
+        for row in conn.execute("SELECT gpu_uuid, workload_id FROM gpu_reservation")
+    }
+
+
+def rules(workload: dict[str, Any]) -> set[str]:
+    return {reason["rule"] for reason in workload["reasons"]}
+
+
+# -- admission and placement -----------------------------------------------------------
+
+
+def test_an_admitted_workload_holds_gpus_on_one_node(
+    client: TestClient, conn: DbConnection, fleet: Fleet
+) -> None:
+    workload = submit(client, fleet, gpu_count=2, lease_seconds=120, labels={"team": "nlp"})
+    assert workload["status"] == "admitted"
+    assert workload["outcome"] == "admitted"
+    # Bin-pack: jp-b and tw-a have exactly 2 free; the tie goes to the hostname.
+    assert workload["hostname"] == "jp-b"
+    assert workload["node_id"] == fleet.node_ids["jp-b"]
+    assert workload["zone"] == "jp"
+    assert sorted(workload["gpu_uuids"]) == sorted(fleet.gpus["jp-b"])
+    assert workload["request"]["labels"] == {"team": "nlp"}
+    assert workload["lease_seconds"] == 120
+    assert reservations(conn) == {uuid: UUID(workload["id"]) for uuid in fleet.gpus["jp-b"]}
+    fetched = client.get(f"/v1/workloads/{workload['id']}", headers=fleet.admin).json()
+    assert fetched == workload
+    lease = conn.execute(
+        "SELECT lease_expires_at - created_at AS lease FROM workload WHERE id = %s",
+        (workload["id"],),
+    ).fetchone()
+    assert lease is not None
+    assert lease["lease"].total_seconds() == pytest.approx(120, abs=2)
+
+    [event] = audit.list_events(conn, action="workload.admitted").items
+    assert event.object_type == "workload"
+    assert event.object_id == workload["id"]
+    assert event.after["gpu_uuids"] == workload["gpu_uuids"]
+    assert event.after["node_id"] == fleet.node_ids["jp-b"]
+    assert event.after["policy_set_version"] == 0
+    assert event.after["policy_set_hash"] == workload["policy_set_hash"]
+    assert event.after["point"] == "api"
+
+
+def test_binpack_fills_nodes_and_spread_picks_the_emptiest(
+    client: TestClient, fleet: Fleet
+) -> None:
+    assert submit(client, fleet)["hostname"] == "jp-b"
+    # jp-b now has the fewest free GPUs that still fit.
+    assert submit(client, fleet)["hostname"] == "jp-b"
+    assert submit(client, fleet, strategy="spread")["hostname"] == "jp-a"
+    assert submit(client, fleet, gpu_count=3)["hostname"] == "jp-a"
+    # tw-a, the only node left with free GPUs, is whole until nothing else fits.
+    assert submit(client, fleet)["hostname"] == "tw-a"
+
+
+def test_gpu_kind_is_respected(client: TestClient, fleet: Fleet) -> None:
+    assert submit(client, fleet, gpu_model="h100")["status"] == "admitted"
+    denied = submit(client, fleet, gpu_model="A100")
+    assert denied["status"] == "denied"
+    assert rules(denied) == {"capacity"}
+    assert submit(client, fleet, min_gpu_memory_bytes=200 * 1024**3)["status"] == "denied"
+    # No GPU has MIG enabled.
+    assert submit(client, fleet, mig_profile="1g.10gb")["status"] == "denied"
+
+
+def test_a_policy_denial_is_stored_and_audited_with_the_policy_set(
+    client: TestClient, conn: DbConnection, fleet: Fleet
+) -> None:
+    policy = {
+        "name": "results-in-taiwan",
+        "requirements": {"compute_zones": ["tw"], "data_residency": True},
+    }
+    assert client.post("/v1/policies", json=policy, headers=fleet.admin).status_code == 201
+    active = client.post("/v1/policy-sets/activate", json={}, headers=fleet.admin).json()
+
+    denied = submit(client, fleet)
+    assert denied["status"] == "denied"
+    assert denied["outcome"] == "denied"
+    assert denied["node_id"] is None
+    assert denied["gpu_uuids"] == []
+    assert denied["lease_expires_at"] is None
+    assert denied["policy_set_version"] == active["version"]
+    assert denied["policy_set_hash"] == active["content_hash"]
+    # The dataset and the output are both stored in jp.
+    found = [r for r in denied["reasons"] if r["rule"] == "data_residency"]
+    assert {r["policy"] for r in found} == {"results-in-taiwan"}
+    assert any("tickets" in r["message"] for r in found)
+    assert reservations(conn) == {}
+
+    [event] = audit.list_events(conn, action="workload.denied").items
+    assert event.object_id == denied["id"]
+    assert event.after["policy_set_hash"] == active["content_hash"]
+    assert event.after["reasons"] == denied["reasons"]
+    # Denied workloads are listed like admitted ones.
+    page = client.get("/v1/workloads?status=denied", headers=fleet.admin).json()
+    assert [w["id"] for w in page["items"]] == [denied["id"]]
+    assert page["total"] == 1
+
+
+def test_never_on_offline_quarantined_or_drifted_nodes(
+    client: TestClient, owner_conn: DbConnection, fleet: Fleet
+) -> None:
+    token, machine_id = fleet.agents["jp-a"]
+    changed = registration(machine_id=machine_id, gpu_uuids=("GPU-swapped-0000",))["inventory"]
+    ack = client.post(
+        f"/v1/nodes/{fleet.node_ids['jp-a']}/heartbeat",
+        json={"seq": 1, "inventory": changed},
+        headers=bearer(token),
+    ).json()
+    assert ack["status"] == "quarantined"
+    for hostname, node_status in (("jp-b", "quarantined"), ("tw-a", "offline")):
+        response = client.patch(
+            f"/v1/nodes/{fleet.node_ids[hostname]}",
+            json={"status": node_status},
+            headers=fleet.admin,
+        )
+        assert response.status_code == 200, response.text
+
+    denied = submit(client, fleet)
+    assert denied["status"] == "denied"
+    assert "node_status" in rules(denied)
+
+    # Even a drifted node that is somehow active again is never used.
+    owner_conn.execute("UPDATE node SET status = 'active' WHERE id = %s", (fleet.node_ids["jp-a"],))
+    denied = submit(client, fleet)
+    assert denied["status"] == "denied"
+    assert "capacity" in rules(denied)
+
+
+def test_unknown_names_are_422_naming_the_field(
+    client: TestClient, conn: DbConnection, fleet: Fleet
+) -> None:
+    cases = [
+        ({"datasets": ["tickets", "nope"]}, "datasets.1"),
+        ({"tenant": "nobody"}, "tenant"),
+        ({"models": ["nope"]}, "models.0"),
+        ({"output": "nowhere"}, "output"),
+    ]
+    for overrides, field in cases:
+        response = client.post("/v1/workloads", json=request_body(**overrides), headers=fleet.admin)
+        assert response.status_code == 422, response.text
+        [problem] = response.json()["error"]["details"]["fields"]
+        assert problem["field"] == field
+    for body, field in (
+        (request_body(lease_seconds=10), "lease_seconds"),
+        (request_body(gpu_count=0), "gpu_count"),
+        (request_body(strategy="random"), "strategy"),
+        (request_body(datasets=["tickets", "tickets"]), "datasets"),
+    ):
+        response = client.post("/v1/workloads", json=body, headers=fleet.admin)
+        assert response.status_code == 422
+        assert response.json()["error"]["details"]["fields"][0]["field"] == field
+    assert conn.execute("SELECT count(*) AS n FROM workload").fetchone() == {"n": 0}
+
+
+# -- quotas ----------------------------------------------------------------------------
+
+
+def test_the_quota_in_a_zone_refuses_with_a_reason(client: TestClient, fleet: Fleet) -> None:
+    for zone, limit in (("jp", 3), ("tw", 0)):
+        response = client.put(
+            f"/v1/tenants/research/quotas/{zone}", json={"max_gpus": limit}, headers=fleet.admin
+        )
+        assert response.status_code == 200
+    assert submit(client, fleet, gpu_count=2)["zone"] == "jp"
+    denied = submit(client, fleet, gpu_count=2)
+    assert denied["status"] == "denied"
+    assert rules(denied) == {"quota"}
+    messages = sorted(r["message"] for r in denied["reasons"])
+    assert messages == [
+        "tenant research may hold 0 GPUs at once in zone tw; it holds 0 and asks for 2",
+        "tenant research may hold 3 GPUs at once in zone jp; it holds 2 and asks for 2",
+    ]
+    assert submit(client, fleet, gpu_count=1)["status"] == "admitted"
+    # Another tenant's quota is its own.
+    platform = submit(client, fleet, tenant="platform", datasets=[], gpu_count=2)
+    assert platform["status"] == "admitted"
+    # Its workloads are on record, so the tenant stays.
+    deleted = client.delete("/v1/tenants/platform", headers=fleet.admin)
+    assert deleted.status_code == 409
+    assert "workloads on record" in deleted.json()["error"]["message"]
+
+
+def test_gpu_hours_used_this_period_are_enforced(
+    client: TestClient, owner_conn: DbConnection, fleet: Fleet
+) -> None:
+    response = client.put(
+        "/v1/tenants/research/quotas/jp",
+        json={"max_gpus": 8, "gpu_hours_per_period": 0.05, "period": "month"},
+        headers=fleet.admin,
+    )
+    assert response.status_code == 200
+    client.put("/v1/tenants/research/quotas/tw", json={"max_gpus": 0}, headers=fleet.admin)
+    first = submit(client, fleet, gpu_count=4)
+    assert first["status"] == "admitted"
+    # 4 GPUs for a minute: 0.067 GPU-hours, over the 0.05 allowed this month.
+    owner_conn.execute(
+        "UPDATE workload SET created_at = now() - interval '1 minute' WHERE id = %s",
+        (first["id"],),
+    )
+    denied = submit(client, fleet)
+    assert denied["status"] == "denied"
+    assert any("GPU-hours this month in zone jp" in r["message"] for r in denied["reasons"])
+
+
+# -- release, renewal, expiry ----------------------------------------------------------
+
+
+def test_release_frees_the_gpus(client: TestClient, conn: DbConnection, fleet: Fleet) -> None:
+    workload = submit(client, fleet, gpu_count=2)
+    response = client.post(f"/v1/workloads/{workload['id']}/release", headers=fleet.admin)
+    assert response.status_code == 200, response.text
+    released = response.json()
+    assert released["status"] == "released"
+    assert released["ended_at"] is not None
+    assert released["gpu_uuids"] == workload["gpu_uuids"]
+    assert reservations(conn) == {}
+    [event] = audit.list_events(conn, action="workload.released").items
+    assert event.before["gpu_uuids"] == workload["gpu_uuids"]
+    assert event.after["freed_gpu_uuids"] == sorted(workload["gpu_uuids"])
+    # The same GPUs can be booked again; a second release is a conflict.
+    assert sorted(submit(client, fleet, gpu_count=2)["gpu_uuids"]) == sorted(workload["gpu_uuids"])
+    again = client.post(f"/v1/workloads/{workload['id']}/release", headers=fleet.admin)
+    assert again.status_code == 409
+    assert again.json()["error"]["details"] == {"status": "released"}
+    missing = client.post(
+        "/v1/workloads/00000000-0000-0000-0000-000000000000/release", headers=fleet.admin
+    )
+    assert missing.status_code == 404
+
+
+def test_renew_extends_the_lease(
+    client: TestClient, conn: DbConnection, owner_conn: DbConnection, fleet: Fleet
+) -> None:
+    workload = submit(client, fleet, lease_seconds=30)
+    path = f"/v1/workloads/{workload['id']}/renew"
+    renewed = client.post(path, json={"lease_seconds": 600}, headers=fleet.admin).json()
+    assert renewed["lease_seconds"] == 600
+    assert renewed["lease_expires_at"] > workload["lease_expires_at"]
+    # Without a body, the workload's own lease length is used again.
+    assert client.post(path, headers=fleet.admin).json()["lease_seconds"] == 600
+    owner_conn.execute(
+        "UPDATE workload SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+        (workload["id"],),
+    )
+    late = client.post(path, headers=fleet.admin)
+    assert late.status_code == 409
+    assert late.json()["error"]["details"]["reason"] == "lease_expired"
+
+
+def age_lease(owner_conn: DbConnection, workload_id: str) -> None:
+    owner_conn.execute(
+        "UPDATE workload SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+        (workload_id,),
+    )
+
+
+def test_leases_not_renewed_expire(
+    client: TestClient, conn: DbConnection, owner_conn: DbConnection, fleet: Fleet
+) -> None:
+    stale = submit(client, fleet)
+    fresh = submit(client, fleet)
+    age_lease(owner_conn, stale["id"])
+    assert service.expire_leases(conn, LEASE_SWEEP_ACTOR, batch_size=100) == 1
+    assert set(reservations(conn)) == set(fresh["gpu_uuids"])
+    expired = client.get(f"/v1/workloads/{stale['id']}", headers=fleet.admin).json()
+    assert expired["status"] == "expired"
+    assert expired["ended_at"] is not None
+    [event] = audit.list_events(conn, action="workload.expired").items
+    assert event.object_id == stale["id"]
+    assert event.actor_id == "system:lease-sweep"
+    assert event.after["reason"] == "lease not renewed"
+    # Idempotent; and an expired workload can be neither renewed nor released.
+    assert service.expire_leases(conn, LEASE_SWEEP_ACTOR, batch_size=100) == 0
+    for verb in ("renew", "release"):
+        response = client.post(f"/v1/workloads/{stale['id']}/{verb}", headers=fleet.admin)
+        assert response.status_code == 409
+
+
+@pytest.fixture
+def celery_app(settings: Settings) -> Celery:
+    return create_celery(settings)
+
+
+@pytest.fixture
+def worker(celery_app: Celery, settings: Settings) -> Iterator[None]:
+    with start_worker(
+        celery_app,
+        pool="solo",
+        perform_ping_check=False,
+        queues=[settings.celery_queue],
+        shutdown_timeout=20,
+    ):
+        yield
+
+
+def test_the_lease_sweep_runs_on_a_real_worker(
+    celery_app: Celery,
+    worker: None,
+    client: TestClient,
+    conn: DbConnection,
+    owner_conn: DbConnection,
+    fleet: Fleet,
+) -> None:
+    workload = submit(client, fleet, gpu_count=2)
+    age_lease(owner_conn, workload["id"])
+    assert celery_app.send_task(EXPIRE_LEASES_TASK).get(timeout=30) == 1
+    assert reservations(conn) == {}
+    assert celery_app.send_task(EXPIRE_LEASES_TASK).get(timeout=30) == 0
+    assert audit.verify_chain(conn).ok
+
+
+def test_beat_schedules_the_lease_sweep(celery_app: Celery) -> None:
+    entry = celery_app.conf.beat_schedule["expire-leases"]
+    assert entry["task"] == EXPIRE_LEASES_TASK
+    assert entry["schedule"] == LEASE_SWEEP_SECONDS
+    # The offline sweep is still there beside it.
+    assert "mark-offline-nodes" in celery_app.conf.beat_schedule
+
+
+# -- concurrency -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def last_eight(client: TestClient, make_token: Callable[[Role], str]) -> Fleet:
+    """Twelve GPUs in jp; another tenant already holds four, so the last eight are free."""
+    admin = bearer(make_token(Role.ADMIN))
+    nodes = [("c-0", "jp", 4), ("c-1", "jp", 4), ("c-2", "jp", 2), ("c-3", "jp", 2)]
+    fleet = _build(client, admin, nodes)
+    held = submit(client, fleet, tenant="platform", datasets=[], gpu_count=4)
+    assert held["hostname"] == "c-0"
+    return fleet
+
+
+def race(live_server: str, fleet: Fleet, requests: int = 64) -> list[dict[str, Any]]:
+    """``requests`` one-GPU submissions at once, 16 in flight, through the real server."""
+
+    def post(_: int) -> httpx.Response:
+        return httpx.post(
+            f"{live_server}/v1/workloads", json=request_body(), headers=fleet.admin, timeout=60
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        responses = list(pool.map(post, range(requests)))
+    assert [r.status_code for r in responses] == [201] * requests, [
+        r.text for r in responses if r.status_code != 201
+    ]
+    return [r.json() for r in responses]
+
+
+def test_64_concurrent_requests_for_the_last_8_gpus(
+    live_server: str, conn: DbConnection, last_eight: Fleet
+) -> None:
+    results = race(live_server, last_eight)
+    admitted = [w for w in results if w["status"] == "admitted"]
+    denied = [w for w in results if w["status"] == "denied"]
+    assert len(admitted) == 8
+    assert len(denied) == 56
+    assert all(rules(w) == {"capacity"} for w in denied)
+    booked = [uuid for w in admitted for uuid in w["gpu_uuids"]]
+    free = {u for host in ("c-1", "c-2", "c-3") for u in last_eight.gpus[host]}
+    assert len(booked) == len(set(booked)) == 8
+    assert set(booked) == free
+    held = reservations(conn)
+    assert len(held) == 12
+    assert {held[u] for u in booked} == {UUID(w["id"]) for w in admitted}
+    counts = {
+        row["action"]: row["n"]
+        for row in conn.execute(
+            "SELECT action, count(*) AS n FROM audit_event WHERE action LIKE 'workload.%%'"
+            " GROUP BY action"
+        )
+    }
+    assert counts == {"workload.admitted": 9, "workload.denied": 56}
+    assert audit.verify_chain(conn).ok
+
+
+def test_concurrent_requests_never_exceed_the_quota(
+    client: TestClient, live_server: str, conn: DbConnection, last_eight: Fleet
+) -> None:
+    response = client.put(
+        "/v1/tenants/research/quotas/jp", json={"max_gpus": 3}, headers=last_eight.admin
+    )
+    assert response.status_code == 200
+    results = race(live_server, last_eight)
+    admitted = [w for w in results if w["status"] == "admitted"]
+    assert len(admitted) == 3
+    assert all(rules(w) == {"quota"} for w in results if w["status"] == "denied")
+    research = conn.execute(
+        "SELECT count(*) AS n FROM gpu_reservation WHERE tenant_slug = 'research'"
+    ).fetchone()
+    assert research == {"n": 3}
+    assert audit.verify_chain(conn).ok
+
+
+# -- sovctl ----------------------------------------------------------------------------
+
+
+def test_sovctl_workload_submit_list_release(
+    sovctl: Run,
+    live_server: str,
+    fleet: Fleet,
+    make_token: Callable[[Role], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SOVCTL_URL", live_server)
+    monkeypatch.setenv("SOVCTL_TOKEN", make_token(Role.OPERATOR))
+    code, out, err = sovctl(
+        "workload", "submit", "--tenant", "research", "--dataset", "tickets",
+        "--output", "results-jp", "--gpus", "2", "--gpu-model", "H100",
+        "--min-memory-gib", "40", "--strategy", "spread", "--lease-seconds", "600",
+        "--format", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    admitted = json.loads(out)
+    assert admitted["hostname"] == "jp-a"
+    assert admitted["request"]["min_gpu_memory_bytes"] == 40 * 1024**3
+
+    code, out, _ = sovctl("workload", "submit", "--tenant", "research", "--gpus", "8")
+    assert code == 1
+    assert "denied" in out
+    assert "capacity" in out
+
+    code, out, err = sovctl("workload", "list", "--status", "admitted")
+    assert code == 0, err
+    assert admitted["id"] in out
+    assert "(1 of 1)" in out
+
+    code, out, err = sovctl("workload", "release", admitted["id"])
+    assert code == 0, err
+    assert "released" in out
+    code, _, err = sovctl("workload", "release", admitted["id"])
+    assert code == 1
+    assert "HTTP 409" in err
