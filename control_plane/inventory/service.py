@@ -19,6 +19,7 @@ from control_plane.audit.models import AuditContext
 from control_plane.audit.service import canonical_json
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, InvalidInputError, NotFoundError
+from control_plane.core.labels import merge_labels
 from control_plane.inventory import repository
 from control_plane.inventory.identity import identity_differences, reported_identity
 from control_plane.inventory.models import (
@@ -282,12 +283,7 @@ def update_node(
                 details={"field": "status", "drift_status": row["drift_status"]},
             )
         fields = change.model_fields_set
-        labels = dict(row["labels"])
-        for key, value in (change.labels or {}).items():
-            if value is None:
-                labels.pop(key, None)
-            else:
-                labels[key] = value
+        labels = merge_labels(row["labels"], change.labels)
         values: dict[str, Any] = {
             "id": node_id,
             "zone": change.zone if "zone" in fields else row["zone_slug"],

@@ -15,6 +15,7 @@ from control_plane.audit import service as audit
 from control_plane.audit.models import AuditContext
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import NotFoundError
+from control_plane.core.labels import merge_labels
 from control_plane.registry import repository
 from control_plane.registry.models import (
     AssetFilters,
@@ -199,11 +200,7 @@ def _update(
         values.update(
             change.model_dump(mode="json", exclude_unset=True, exclude={"labels", "zones"})
         )
-        for key, value in (change.labels or {}).items():
-            if value is None:
-                values["labels"].pop(key, None)
-            else:
-                values["labels"][key] = value
+        values["labels"] = merge_labels(values["labels"], change.labels)
         repository.update_asset(conn, kind, values)
         if change.zones is not None:
             repository.set_storage_zones(conn, kind, name, change.zones)
