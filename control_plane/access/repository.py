@@ -9,8 +9,8 @@ from control_plane.core.db import (
     DbConnection,
     fetch_all,
     fetch_one,
+    fetch_returning,
     load_queries,
-    translate_integrity_errors,
     unique,
 )
 
@@ -25,10 +25,7 @@ def _q(name: str) -> LiteralString:
 
 def insert_token(conn: DbConnection, values: dict[str, Any]) -> DictRow:
     """Store a token's hash and metadata; return the stored row without the hash."""
-    with translate_integrity_errors(_CONSTRAINTS):
-        row = fetch_one(conn, _q("insert_token"), values)
-    assert row is not None
-    return row
+    return fetch_returning(conn, _q("insert_token"), values, _CONSTRAINTS)
 
 
 def active_token_by_hash(conn: DbConnection, token_hash: str) -> DictRow | None:

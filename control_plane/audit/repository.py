@@ -5,7 +5,7 @@ from typing import Any, LiteralString
 
 from psycopg.rows import DictRow
 
-from control_plane.core.db import DbConnection, fetch_all, fetch_one, load_queries
+from control_plane.core.db import DbConnection, fetch_all, fetch_one, fetch_returning, load_queries
 
 
 def _q(name: str) -> LiteralString:
@@ -24,9 +24,7 @@ def chain_head(conn: DbConnection) -> DictRow | None:
 
 def insert_event(conn: DbConnection, event: dict[str, Any]) -> DictRow:
     """Append one fully-formed event (``before``/``after`` as canonical JSON text)."""
-    row = fetch_one(conn, _q("insert_event"), event)
-    assert row is not None  # INSERT ... RETURNING always yields the row
-    return row
+    return fetch_returning(conn, _q("insert_event"), event)
 
 
 def iter_events(conn: DbConnection, batch_size: int = 1000) -> Iterator[DictRow]:

@@ -152,6 +152,24 @@ def fetch_one(
     return conn.execute(query, params).fetchone()
 
 
+def fetch_returning(
+    conn: DbConnection,
+    query: LiteralString,
+    params: Mapping[str, Any],
+    constraints: Mapping[str, ErrorFactory] | None = None,
+) -> DictRow:
+    """Run a write with ``RETURNING`` and return its row, translating named violations.
+
+    For statements that always yield a row when they succeed (INSERT, upsert); a missing
+    row is a bug, not an input error.
+    """
+    with translate_integrity_errors(constraints or {}):
+        row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise RuntimeError("a write with RETURNING returned no row")
+    return row
+
+
 def fetch_all(conn: DbConnection, query: LiteralString, params: Mapping[str, Any]) -> list[DictRow]:
     """Run a query and return every row."""
     return conn.execute(query, params).fetchall()

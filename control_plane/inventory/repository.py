@@ -15,6 +15,7 @@ from control_plane.core.db import (
     ErrorFactory,
     fetch_all,
     fetch_one,
+    fetch_returning,
     load_queries,
     references,
     translate_integrity_errors,
@@ -79,10 +80,7 @@ def _with_json(values: dict[str, Any]) -> dict[str, Any]:
 
 def insert_zone(conn: DbConnection, values: dict[str, Any]) -> DictRow:
     """Store a new zone."""
-    with translate_integrity_errors(_ZONE_WRITE):
-        row = fetch_one(conn, _q("insert_zone"), values)
-    assert row is not None
-    return row
+    return fetch_returning(conn, _q("insert_zone"), values, _ZONE_WRITE)
 
 
 def list_zones(conn: DbConnection) -> list[DictRow]:
@@ -102,10 +100,7 @@ def zone_ancestors(conn: DbConnection, slug: str) -> list[str]:
 
 def update_zone(conn: DbConnection, values: dict[str, Any]) -> DictRow:
     """Overwrite a zone's editable fields."""
-    with translate_integrity_errors(_ZONE_WRITE):
-        row = fetch_one(conn, _q("update_zone"), values)
-    assert row is not None
-    return row
+    return fetch_returning(conn, _q("update_zone"), values, _ZONE_WRITE)
 
 
 def delete_zone(conn: DbConnection, slug: str) -> bool:
@@ -116,10 +111,7 @@ def delete_zone(conn: DbConnection, slug: str) -> bool:
 
 def insert_site(conn: DbConnection, values: dict[str, Any]) -> DictRow:
     """Store a new site."""
-    with translate_integrity_errors(_SITE_WRITE):
-        row = fetch_one(conn, _q("insert_site"), values)
-    assert row is not None
-    return row
+    return fetch_returning(conn, _q("insert_site"), values, _SITE_WRITE)
 
 
 def list_sites(conn: DbConnection) -> list[DictRow]:
@@ -161,9 +153,7 @@ def lock_node_by_machine_id(conn: DbConnection, machine_id: str) -> DictRow | No
 
 def insert_node(conn: DbConnection, values: dict[str, Any]) -> UUID:
     """Store a newly registered node; return its id."""
-    with translate_integrity_errors(_NODE_WRITE):
-        row = fetch_one(conn, _q("insert_node"), _with_json(values))
-    assert row is not None
+    row = fetch_returning(conn, _q("insert_node"), _with_json(values), _NODE_WRITE)
     node_id: UUID = row["id"]
     return node_id
 
@@ -186,8 +176,7 @@ def update_node_admin(conn: DbConnection, values: dict[str, Any]) -> None:
 
 def record_heartbeat(conn: DbConnection, node_id: UUID, seq: int) -> str:
     """Stamp a heartbeat; an offline node comes back active. Returns the new status."""
-    row = fetch_one(conn, _q("record_heartbeat"), {"id": node_id, "seq": seq})
-    assert row is not None
+    row = fetch_returning(conn, _q("record_heartbeat"), {"id": node_id, "seq": seq})
     status: str = row["status"]
     return status
 

@@ -11,7 +11,7 @@ from typing import Any, LiteralString
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from control_plane.core.db import DbConnection, fetch_all, fetch_one, load_queries
+from control_plane.core.db import DbConnection, fetch_all, fetch_one, fetch_returning, load_queries
 
 
 def _q(name: str) -> LiteralString:
@@ -40,9 +40,9 @@ def latest_versions(conn: DbConnection) -> list[DictRow]:
 
 def insert_version(conn: DbConnection, values: dict[str, Any]) -> DictRow:
     """Store a new version of a policy; ``document`` is the validated document as JSON."""
-    row = fetch_one(conn, _q("insert_version"), {**values, "document": Jsonb(values["document"])})
-    assert row is not None
-    return row
+    return fetch_returning(
+        conn, _q("insert_version"), {**values, "document": Jsonb(values["document"])}
+    )
 
 
 def policy_versions(conn: DbConnection, name: str) -> list[DictRow]:
@@ -80,6 +80,4 @@ def list_sets(conn: DbConnection, limit: int, offset: int) -> tuple[list[DictRow
 
 def insert_set(conn: DbConnection, values: dict[str, Any]) -> DictRow:
     """Store a policy set as activated; ``members`` is a list of ``{name, version}``."""
-    row = fetch_one(conn, _q("insert_set"), {**values, "members": Jsonb(values["members"])})
-    assert row is not None
-    return row
+    return fetch_returning(conn, _q("insert_set"), {**values, "members": Jsonb(values["members"])})

@@ -12,7 +12,7 @@ from uuid import UUID
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from control_plane.core.db import DbConnection, fetch_all, fetch_one, load_queries
+from control_plane.core.db import DbConnection, fetch_all, fetch_returning, load_queries
 
 
 def _q(name: str) -> LiteralString:
@@ -40,7 +40,7 @@ def gpu_serials(conn: DbConnection, node_ids: Sequence[UUID]) -> dict[UUID, list
 
 def record_provenance_check(conn: DbConnection, values: dict[str, Any]) -> DictRow:
     """Store a node's checked origins, provenance status and evidence; return the node."""
-    row = fetch_one(
+    return fetch_returning(
         conn,
         _q("record_provenance_check"),
         {
@@ -49,5 +49,3 @@ def record_provenance_check(conn: DbConnection, values: dict[str, Any]) -> DictR
             "provenance_evidence": Jsonb(values["provenance_evidence"]),
         },
     )
-    assert row is not None
-    return row

@@ -17,6 +17,7 @@ from control_plane.core.db import (
     ErrorFactory,
     fetch_all,
     fetch_one,
+    fetch_returning,
     load_queries,
     references,
     translate_integrity_errors,
@@ -72,10 +73,7 @@ def _q(name: str) -> LiteralString:
 
 def insert_tenant(conn: DbConnection, values: dict[str, Any]) -> DictRow:
     """Store a new tenant."""
-    with translate_integrity_errors(_TENANT_WRITE):
-        row = fetch_one(conn, _q("insert_tenant"), values)
-    assert row is not None
-    return row
+    return fetch_returning(conn, _q("insert_tenant"), values, _TENANT_WRITE)
 
 
 def list_tenants(conn: DbConnection) -> list[DictRow]:
@@ -116,10 +114,7 @@ def get_quota(conn: DbConnection, tenant: str, zone: str) -> DictRow | None:
 
 def upsert_quota(conn: DbConnection, values: dict[str, Any]) -> DictRow:
     """Set a tenant's quota in a zone, replacing any quota it had there."""
-    with translate_integrity_errors(_QUOTA_WRITE):
-        row = fetch_one(conn, _q("upsert_quota"), values)
-    assert row is not None
-    return row
+    return fetch_returning(conn, _q("upsert_quota"), values, _QUOTA_WRITE)
 
 
 def delete_quota(conn: DbConnection, tenant: str, zone: str) -> None:
@@ -176,10 +171,7 @@ def set_storage_zones(conn: DbConnection, kind: AssetKind, name: str, zones: Seq
 
 def insert_destination(conn: DbConnection, values: dict[str, Any]) -> DictRow:
     """Store a new artifact destination."""
-    with translate_integrity_errors(_DESTINATION_WRITE):
-        row = fetch_one(conn, _q("insert_destination"), values)
-    assert row is not None
-    return row
+    return fetch_returning(conn, _q("insert_destination"), values, _DESTINATION_WRITE)
 
 
 def list_destinations(conn: DbConnection) -> list[DictRow]:
