@@ -8,8 +8,10 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from control_plane.access import service as access
 from control_plane.access.models import Role
-from tests.support import bearer, registration
+from control_plane.core.db import DbConnection
+from tests.support import TEST_ACTOR, bearer, registration
 
 pytestmark = pytest.mark.integration
 
@@ -356,18 +358,19 @@ def test_public_routes_need_no_token(client: TestClient, path: str) -> None:
     assert client.get(path).status_code == 200
 
 
-def test_bad_and_revoked_tokens_are_401(client: TestClient, world: Fixture) -> None:
+def test_bad_and_revoked_tokens_are_401(
+    client: TestClient, world: Fixture, conn: DbConnection
+) -> None:
     response = client.get("/v1/zones", headers=bearer("sov_not-a-real-token"))
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "not_authenticated"
-    # Re-registering the node revokes its old credential.
-    client_headers = bearer(world.agent_token)
-    assert (
-        client.post(
-            f"/v1/nodes/{world.node_id}/heartbeat", json={"seq": 1}, headers=client_headers
-        ).status_code
-        == 200
-    )
+    url = f"/v1/nodes/{world.node_id}/heartbeat"
+    headers = bearer(world.agent_token)
+    assert client.post(url, json={"seq": 1}, headers=headers).status_code == 200
+    access.revoke_token(conn, TEST_ACTOR, "node:gpu-node-01")
+    revoked = client.post(url, json={"seq": 2}, headers=headers)
+    assert revoked.status_code == 401
+    assert revoked.json()["error"]["code"] == "not_authenticated"
 
 
 def test_an_agent_may_not_heartbeat_for_another_node(
