@@ -26,6 +26,7 @@ from control_plane.policy.service import CompiledPolicySets
 from control_plane.provenance.api import router as provenance_router
 from control_plane.registry.api import router as registry_router
 from control_plane.scheduling.api import router as scheduling_router
+from control_plane.scheduling.fleet import FleetCache
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # One per app: each active policy set is compiled once, not per admission request.
     app.state.policy_sets = CompiledPolicySets()
+    # One per app: the fleet snapshot is rebuilt when the fleet changes, not per admission.
+    app.state.fleet = FleetCache()
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
 

@@ -293,7 +293,12 @@ class NodeIndex:
         return self.by_status.get(NodeStatus.ACTIVE, 0)
 
     def capacity(self, workload: WorkloadView) -> int:
-        """Nodes with at least ``gpu_count`` free GPUs of the kind the workload asks for."""
+        """Nodes with at least ``gpu_count`` GPUs of the kind the workload asks for.
+
+        Counted over the GPUs in the node views: admission passes every GPU of a node and
+        checks which are booked itself (``scheduling.fleet``); other callers may pass only
+        the free ones.
+        """
         if workload.gpu_count <= 0:
             return self.all
         key = (
@@ -875,7 +880,7 @@ def _gpu_request(workload: WorkloadView) -> str:
     qualifiers.append(
         f"MIG enabled for {workload.mig_profile}" if workload.mig_profile else "MIG off"
     )
-    return f"{_plural(workload.gpu_count, 'free GPU')} ({', '.join(qualifiers)})"
+    return f"{_plural(workload.gpu_count, 'GPU')} ({', '.join(qualifiers)})"
 
 
 def _baseline_reasons(index: NodeIndex, workload: WorkloadView) -> list[Reason]:
@@ -959,11 +964,29 @@ def decide(
 ) -> Decision:
     """Decide whether ``workload`` may run, and on which of the indexed nodes.
 
+    See ``decide_with_mask``, which this calls, for the rules.
+    """
+    return decide_with_mask(workload, index, policy_set, point=point)[0]
+
+
+def decide_with_mask(
+    workload: WorkloadView,
+    index: NodeIndex,
+    policy_set: PolicySet,
+    *,
+    point: EnforcementPoint,
+) -> tuple[Decision, int]:
+    """Decide whether ``workload`` may run, and on which of the indexed nodes.
+
     Denied when a deny policy's workload rule fails, or when no node is left after the
     baseline (active, enough free GPUs) and every deny policy's node rules; then each
     policy and rule that excluded nodes says how many and where. Warn and dryrun policies
     add reasons but never change which nodes are eligible; their node rules are reported
     against the eligible nodes (how many of them they would have excluded).
+
+    Also returns the eligible nodes as a bitmask over ``index`` (bit ``i`` is
+    ``index.nodes[i]``; 0 when denied), for callers that keep working with the index, such
+    as placement, without turning thousands of ids back into positions.
     """
     scope = _CelScope(workload, index, policy_set)
     candidates = index.active() & index.capacity(workload)
@@ -1028,7 +1051,7 @@ def decide(
         policy_set_version=policy_set.version,
         policy_set_hash=policy_set.content_hash,
         point=point,
-    )
+    ), (0 if denied else eligible)
 
 
 def evaluate_node(

@@ -258,7 +258,7 @@ class WorkloadView:
 
 @dataclass(frozen=True, slots=True)
 class GpuView:
-    """One GPU of a node; callers pass only the GPUs that are free."""
+    """One GPU of a node, as capacity counts it (see ``NodeIndex.capacity``)."""
 
     uuid: str
     model: str

@@ -13,6 +13,7 @@ from control_plane.access.models import Permission, Principal
 from control_plane.core.http import Conn, RequestId, require
 from control_plane.policy.service import CompiledPolicySets
 from control_plane.scheduling import service
+from control_plane.scheduling.fleet import FleetCache
 from control_plane.scheduling.models import (
     LeaseRenew,
     WorkloadCreate,
@@ -34,6 +35,15 @@ def get_policy_sets(request: Request) -> CompiledPolicySets:
 
 PolicySets = Annotated[CompiledPolicySets, Depends(get_policy_sets)]
 
+
+def get_fleet(request: Request) -> FleetCache:
+    """The app's fleet cache: one fleet snapshot per generation, shared by its requests."""
+    fleet: FleetCache = request.app.state.fleet
+    return fleet
+
+
+Fleet = Annotated[FleetCache, Depends(get_fleet)]
+
 router = APIRouter(prefix="/v1")
 
 
@@ -44,9 +54,10 @@ def submit_workload(
     who: Writer,
     request_id: RequestId,
     policy_sets: PolicySets,
+    fleet: Fleet,
 ) -> WorkloadPublic:
     """Decide a workload and, when admitted, reserve GPUs on one node (a denial is 201 too)."""
-    return service.admit(conn, who.audit_context(request_id), workload, policy_sets)
+    return service.admit(conn, who.audit_context(request_id), workload, policy_sets, fleet)
 
 
 @router.get("/workloads", tags=["workloads"])
@@ -71,10 +82,10 @@ def get_workload(workload_id: UUID, conn: Conn, _: Reader) -> WorkloadPublic:
 
 @router.post("/workloads/{workload_id}/release", tags=["workloads"])
 def release_workload(
-    workload_id: UUID, conn: Conn, who: Writer, request_id: RequestId
+    workload_id: UUID, conn: Conn, who: Writer, request_id: RequestId, fleet: Fleet
 ) -> WorkloadPublic:
     """End an admitted workload and free its GPUs."""
-    return service.release(conn, who.audit_context(request_id), workload_id)
+    return service.release(conn, who.audit_context(request_id), workload_id, fleet)
 
 
 @router.post("/workloads/{workload_id}/renew", tags=["workloads"])

@@ -1,23 +1,29 @@
 -- name: zones
 SELECT slug, parent_slug, country FROM residency_zone;
 
+-- name: fleet_generation
+-- Goes up with every committed change to what ``fleet`` returns (migration 0007).
+SELECT generation FROM fleet_generation;
+
 -- name: fleet
--- Every node placement could consider, with its FREE GPUs only (no reservation), as the
--- policy engine wants them. Decommissioned nodes are left out: they are not part of the
--- fleet any more and would only clutter the reasons.
+-- Every node placement could consider, with ALL its GPUs, as the policy engine wants
+-- them; which GPUs are booked is read separately (``reserved_gpu_uuids``), because that
+-- changes with every admission while this changes rarely. Decommissioned nodes are left
+-- out: they are not part of the fleet any more and would only clutter the reasons.
 SELECT n.id, n.hostname, n.zone_slug AS zone, n.status, n.drift_status, n.origin_country,
        n.component_origins, n.provenance_status, n.labels,
        coalesce(
            (SELECT jsonb_agg(jsonb_build_object('uuid', g.uuid, 'model', g.model,
                                                 'memory_total_bytes', g.memory_total_bytes,
                                                 'mig_mode', g.mig_mode) ORDER BY g.index)
-            FROM gpu g
-            WHERE g.node_id = n.id
-              AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)),
-           '[]'::jsonb) AS free_gpus
+            FROM gpu g WHERE g.node_id = n.id),
+           '[]'::jsonb) AS gpus
 FROM node n
 WHERE n.status <> 'decommissioned'
 ORDER BY n.hostname, n.id;
+
+-- name: reserved_gpu_uuids
+SELECT gpu_uuid FROM gpu_reservation;
 
 -- name: lock_quotas
 -- The tenant's quotas in the zones placement may use, locked in zone order (the same
@@ -48,41 +54,66 @@ WHERE w.tenant_slug = %(tenant)s AND w.zone_slug = %(zone)s
   AND w.status IN ('admitted', 'released', 'expired')
   AND coalesce(w.ended_at, now()) > p.since;
 
--- name: lock_node
--- Share-locks the node while its GPUs are booked: a status change (offline, quarantine)
--- waits for the booking to commit, and a node that changed since the decision is skipped.
-SELECT id FROM node
-WHERE id = %(node_id)s AND status = 'active' AND drift_status = 'none'
-FOR SHARE;
+-- name: book
+-- One round trip per node tried. Share-locks the node if it is still active, undrifted
+-- and in the zone the decision was taken for (a status or zone change waits for the
+-- booking to commit; a node that changed since the snapshot is skipped); locks up to
+-- `count` of its free GPUs of the kind asked for, those this process claimed for the
+-- request first, SKIP LOCKED (a GPU another admission is booking right now is not free
+-- for this one); and only when there are `count` of them,
+-- stores the workload and its reservations. Always one row: `id` is null when the node
+-- could not take it, and then `lockable` says which of the GPUs asked for were free and
+-- not being booked by anyone else (so the caller's belief learns about bookings still in
+-- flight in other processes, not only committed ones). A GPU booked by a transaction that
+-- committed after this statement looked is skipped by ON CONFLICT: `booked` comes back
+-- short of `count` and the caller rolls back.
+WITH target AS (
+    SELECT id FROM node
+    WHERE id = %(node_id)s AND status = 'active' AND drift_status = 'none'
+      AND zone_slug IS NOT DISTINCT FROM %(zone)s
+    FOR SHARE
+), locked AS (
+    SELECT g.uuid, g.index FROM gpu g JOIN target t ON t.id = g.node_id
+    WHERE g.uuid = ANY(%(uuids)s)
+      AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)
+    ORDER BY g.uuid = ANY(%(claimed)s) DESC, g.index
+    LIMIT %(count)s
+    FOR UPDATE OF g SKIP LOCKED
+), chosen AS (
+    SELECT array_agg(uuid ORDER BY index) AS uuids FROM locked HAVING count(*) = %(count)s
+), stored AS (
+    INSERT INTO workload (id, tenant_slug, request, strategy, status, outcome, reasons,
+                          policy_set_version, policy_set_hash, node_id, zone_slug, gpu_uuids,
+                          lease_seconds, lease_expires_at, created_by)
+    SELECT %(id)s, %(tenant)s, %(request)s, %(strategy)s, %(status)s, %(outcome)s,
+           %(reasons)s, %(policy_set_version)s, %(policy_set_hash)s, %(node_id)s, %(zone)s,
+           chosen.uuids, %(lease_seconds)s, now() + make_interval(secs => %(lease_seconds)s),
+           %(created_by)s
+    FROM chosen
+    RETURNING *
+), reserved AS (
+    INSERT INTO gpu_reservation (gpu_uuid, workload_id, node_id, zone_slug, tenant_slug)
+    SELECT uuid, s.id, s.node_id, s.zone_slug, s.tenant_slug
+    FROM stored s, unnest(s.gpu_uuids) AS uuid
+    ON CONFLICT (gpu_uuid) DO NOTHING
+    RETURNING gpu_uuid
+)
+SELECT s.id, s.tenant_slug AS tenant, s.status, s.outcome, s.reasons, s.policy_set_version,
+       s.policy_set_hash, s.strategy, s.request, s.node_id, %(hostname)s AS hostname,
+       s.zone_slug AS zone, s.gpu_uuids, s.lease_seconds, s.lease_expires_at, s.created_at,
+       s.created_by, s.ended_at, (SELECT count(*) FROM reserved) AS booked,
+       (SELECT coalesce(array_agg(uuid), '{}') FROM locked) AS lockable
+FROM (SELECT 1) AS one LEFT JOIN stored s ON true;
 
--- name: lock_free_gpus
--- SKIP LOCKED: a GPU another admission is booking right now is not free for this one.
-SELECT g.uuid FROM gpu g
-WHERE g.node_id = %(node_id)s AND g.uuid = ANY(%(uuids)s)
-  AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)
-ORDER BY g.index
-LIMIT %(count)s
-FOR UPDATE OF g SKIP LOCKED;
-
--- name: insert_workload
+-- name: insert_denied
 INSERT INTO workload (id, tenant_slug, request, strategy, status, outcome, reasons,
-                      policy_set_version, policy_set_hash, node_id, zone_slug, gpu_uuids,
-                      lease_seconds, lease_expires_at, created_by)
-VALUES (%(id)s, %(tenant)s, %(request)s, %(strategy)s, %(status)s, %(outcome)s, %(reasons)s,
-        %(policy_set_version)s, %(policy_set_hash)s, %(node_id)s, %(zone)s, %(gpu_uuids)s,
-        %(lease_seconds)s,
-        CASE WHEN %(node_id)s::uuid IS NULL THEN NULL
-             ELSE now() + make_interval(secs => %(lease_seconds)s) END,
-        %(created_by)s);
-
--- name: insert_reservations
--- A GPU booked by a transaction that committed after this one looked is skipped, not an
--- error: the caller sees fewer rows than it asked for and tries again.
-INSERT INTO gpu_reservation (gpu_uuid, workload_id, node_id, zone_slug, tenant_slug)
-SELECT uuid, %(workload_id)s, %(node_id)s, %(zone)s, %(tenant)s
-FROM unnest(%(uuids)s::text[]) AS uuid
-ON CONFLICT (gpu_uuid) DO NOTHING
-RETURNING gpu_uuid;
+                      policy_set_version, policy_set_hash, lease_seconds, created_by)
+VALUES (%(id)s, %(tenant)s, %(request)s, %(strategy)s, 'denied', %(outcome)s, %(reasons)s,
+        %(policy_set_version)s, %(policy_set_hash)s, %(lease_seconds)s, %(created_by)s)
+RETURNING id, tenant_slug AS tenant, status, outcome, reasons, policy_set_version,
+          policy_set_hash, strategy, request, node_id, NULL::text AS hostname,
+          zone_slug AS zone, gpu_uuids, lease_seconds, lease_expires_at, created_at,
+          created_by, ended_at;
 
 -- name: get_workload
 SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.policy_set_version,

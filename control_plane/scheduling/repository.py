@@ -13,7 +13,13 @@ from uuid import UUID
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from control_plane.core.db import DbConnection, fetch_all, fetch_one, load_queries
+from control_plane.core.db import (
+    DbConnection,
+    fetch_all,
+    fetch_one,
+    fetch_returning,
+    load_queries,
+)
 
 
 def _q(name: str) -> LiteralString:
@@ -25,9 +31,21 @@ def zones(conn: DbConnection) -> list[DictRow]:
     return fetch_all(conn, _q("zones"), {})
 
 
+def fleet_generation(conn: DbConnection) -> int:
+    """The fleet's generation: it goes up with every committed change ``fleet`` would show."""
+    row = fetch_one(conn, _q("fleet_generation"), {})
+    assert row is not None
+    return int(row["generation"])
+
+
 def fleet(conn: DbConnection) -> list[DictRow]:
-    """Every node that is not decommissioned, with its free GPUs (``free_gpus``, JSON)."""
+    """Every node that is not decommissioned, with all its GPUs (``gpus``, JSON)."""
     return fetch_all(conn, _q("fleet"), {})
+
+
+def reserved_gpu_uuids(conn: DbConnection) -> set[str]:
+    """The UUIDs of every GPU booked now."""
+    return {row["gpu_uuid"] for row in fetch_all(conn, _q("reserved_gpu_uuids"), {})}
 
 
 def lock_quotas(conn: DbConnection, tenant: str, zones: Sequence[str]) -> dict[str, DictRow]:
@@ -51,32 +69,30 @@ def gpu_seconds_in_period(conn: DbConnection, tenant: str, zone: str, period: st
     return float(row["gpu_seconds"])
 
 
-def lock_node(conn: DbConnection, node_id: str) -> bool:
-    """Share-lock the node if it is still active and not drifted; whether it is."""
-    return fetch_one(conn, _q("lock_node"), {"node_id": node_id}) is not None
+def book(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+    """Book ``count`` of ``uuids`` on one node and store the workload, in one statement.
+
+    Returns the stored workload with ``booked`` (reservations inserted; short of ``count``
+    when another transaction committed one of them meanwhile); or, when the node is no
+    longer active, undrifted and in ``zone`` or has fewer than ``count`` of them free, a
+    row whose ``id`` is None and whose ``lockable`` lists the ones that were free.
+    """
+    params = {
+        **values,
+        "request": Jsonb(values["request"]),
+        "reasons": Jsonb(values["reasons"]),
+        "uuids": list(values["uuids"]),
+        "claimed": list(values["claimed"]),
+    }
+    row = fetch_one(conn, _q("book"), params)
+    assert row is not None
+    return row
 
 
-def lock_free_gpus(conn: DbConnection, node_id: str, uuids: Sequence[str], count: int) -> list[str]:
-    """Lock up to ``count`` of ``uuids`` that nobody holds or is booking; in GPU order."""
-    rows = fetch_all(
-        conn,
-        _q("lock_free_gpus"),
-        {"node_id": node_id, "uuids": list(uuids), "count": count},
-    )
-    return [row["uuid"] for row in rows]
-
-
-def insert_workload(conn: DbConnection, values: dict[str, Any]) -> None:
-    """Store a decided workload; the lease starts now when it has a node."""
-    conn.execute(
-        _q("insert_workload"),
-        {**values, "request": Jsonb(values["request"]), "reasons": Jsonb(values["reasons"])},
-    )
-
-
-def insert_reservations(conn: DbConnection, values: dict[str, Any]) -> list[str]:
-    """Book GPUs for a workload; returns the UUIDs booked (fewer if some were taken)."""
-    return [row["gpu_uuid"] for row in fetch_all(conn, _q("insert_reservations"), values)]
+def insert_denied(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+    """Store a denied workload; returns it as ``get_workload`` would."""
+    params = {**values, "request": Jsonb(values["request"]), "reasons": Jsonb(values["reasons"])}
+    return fetch_returning(conn, _q("insert_denied"), params)
 
 
 def get_workload(conn: DbConnection, workload_id: UUID) -> DictRow | None:

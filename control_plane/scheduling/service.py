@@ -1,19 +1,24 @@
 """Workload admission and GPU placement: decide, place, reserve, release, expire.
 
-``admit`` is one transaction. It loads what the request names from the registry, builds
-the policy engine's views of the fleet (free GPUs only), asks the active policy set for a
-decision, and, when admitted, books GPUs on one node:
+``admit`` is one transaction. It loads what the request names from the registry, takes
+the fleet snapshot of the current generation from the process's ``FleetCache`` (rebuilt
+only when the fleet changed), asks the active policy set for a decision, and, when
+admitted, books GPUs on one node:
 
-1. the eligible nodes are ordered by the strategy (``placement.candidate_order``);
-2. the tenant's quota rows in those nodes' zones are locked (``FOR UPDATE``, zone order),
-   so admissions of one tenant in one zone are serialized and each counts what the
-   previous one committed;
-3. per node, in order: skip it if the quota is exhausted there, share-lock it if it is
-   still active and not drifted, lock its free GPUs of the right kind ``FOR UPDATE SKIP
-   LOCKED`` and insert the reservations. A GPU being booked by another transaction is
-   skipped, so concurrent admissions fall through to the next node instead of waiting;
-   one that another transaction booked after this one looked makes the insert come back
-   short, and the step is retried from a savepoint.
+1. the tenant's quota rows in the eligible nodes' zones are locked (``FOR UPDATE``, zone
+   order), so admissions of one tenant in one zone are serialized and each counts what
+   the previous one committed;
+2. the eligible nodes are tried in the strategy's order (``fleet.Occupancy.candidates``:
+   this process's belief about free GPUs, a hint only);
+3. per node: skip it if the quota is exhausted there, share-lock it if it is still active
+   and not drifted, lock its free GPUs of the right kind ``FOR UPDATE SKIP LOCKED`` and
+   insert the reservations. A GPU being booked by another transaction is skipped, so
+   concurrent admissions fall through to the next node instead of waiting; one that
+   another transaction booked after this one looked makes the insert come back short,
+   and the step is retried from a savepoint. A node that had fewer free GPUs than
+   believed is re-read from the database;
+4. before answering "no capacity", the belief is reloaded from the database and the
+   nodes are tried once more, so a denial never rests on a stale belief.
 
 The ``gpu_reservation`` primary key (the GPU UUID) is the last line: no interleaving can
 book one GPU twice. Whatever the verdict, the workload is stored and audited
@@ -21,7 +26,7 @@ book one GPU twice. Whatever the verdict, the workload is stored and audited
 the reasons, in the same transaction.
 """
 
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -31,26 +36,22 @@ from control_plane.audit import service as audit
 from control_plane.audit.models import AuditContext
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, InvalidInputError, NotFoundError
-from control_plane.inventory.models import DriftStatus, NodeStatus, ProvenanceStatus
-from control_plane.policy.engine import NodeIndex, decide
+from control_plane.policy.engine import decide_with_mask
 from control_plane.policy.models import (
     Classification,
     DataAssetView,
-    Decision,
     DecisionOutcome,
     DestinationView,
     EnforcementAction,
     EnforcementPoint,
-    GpuView,
     ModelView,
-    NodeView,
     Reason,
     WorkloadView,
-    ZoneView,
 )
 from control_plane.policy.service import CompiledPolicySets, active_policy_set
 from control_plane.registry import service as registry
 from control_plane.scheduling import repository
+from control_plane.scheduling.fleet import FleetCache, Occupancy
 from control_plane.scheduling.models import (
     LeaseRenew,
     WorkloadCreate,
@@ -59,16 +60,12 @@ from control_plane.scheduling.models import (
     WorkloadPublic,
     WorkloadStatus,
 )
-from control_plane.scheduling.placement import candidate_order, fitting_gpus
+from control_plane.scheduling.placement import placeable
 
-#: Tries per node when GPUs it locked turn out to be booked by a transaction that
-#: committed after this one looked; each try sees that commit, so one more is usually enough.
-_BOOKING_ATTEMPTS = 3
+#: Whole admissions tried when GPUs this one locked turn out to have been booked by a
+#: transaction that committed after it looked; each try sees that commit.
+_ADMISSION_ATTEMPTS = 3
 _SECONDS_PER_HOUR = 3600.0
-
-
-class _NotBookedError(Exception):
-    """The node no longer has enough free GPUs; roll back its savepoint (freeing the locks)."""
 
 
 class _BookedMeanwhileError(Exception):
@@ -101,7 +98,7 @@ def list_workloads(
 # -- the engine's views ----------------------------------------------------------------
 
 
-def _workload_view(conn: DbConnection, request: WorkloadCreate) -> WorkloadView:
+def workload_view(conn: DbConnection, request: WorkloadCreate) -> WorkloadView:
     """The request with what it names loaded from the registry (unknown names: 422)."""
     try:
         registry.get_tenant(conn, request.tenant)
@@ -166,31 +163,6 @@ def _workload_view(conn: DbConnection, request: WorkloadCreate) -> WorkloadView:
     )
 
 
-def _node_view(row: DictRow) -> NodeView:
-    return NodeView(
-        id=str(row["id"]),
-        hostname=row["hostname"],
-        zone=row["zone"],
-        status=NodeStatus(row["status"]),
-        drift_status=DriftStatus(row["drift_status"]),
-        origin_country=row["origin_country"],
-        component_origins=row["component_origins"],
-        provenance_status=ProvenanceStatus(row["provenance_status"]),
-        labels=row["labels"],
-        gpus=tuple(
-            GpuView(g["uuid"], g["model"], g["memory_total_bytes"], g["mig_mode"])
-            for g in row["free_gpus"]
-        ),
-    )
-
-
-def _zone_views(conn: DbConnection) -> dict[str, ZoneView]:
-    return {
-        row["slug"]: ZoneView(row["slug"], row["parent_slug"], row["country"])
-        for row in repository.zones(conn)
-    }
-
-
 # -- placement -------------------------------------------------------------------------
 
 
@@ -230,82 +202,89 @@ def _quota_refusal(
     return None
 
 
-def _book(
-    conn: DbConnection,
-    node: NodeView,
-    workload: WorkloadView,
-    values: dict[str, Any],
-) -> list[str] | None:
-    """Book ``gpu_count`` fitting GPUs on ``node`` and store the workload; None if it cannot.
+@dataclass
+class _Placement:
+    """One admission's walk over the candidate nodes, best first, until one books."""
 
-    Each try runs in a savepoint, so a failed one leaves no row and no GPU lock behind.
-    """
-    if not repository.lock_node(conn, node.id):
-        return None
-    fitting = fitting_gpus(node, workload)
-    for _ in range(_BOOKING_ATTEMPTS):
-        try:
-            with conn.transaction():
-                locked = repository.lock_free_gpus(conn, node.id, fitting, workload.gpu_count)
-                if len(locked) < workload.gpu_count:
-                    raise _NotBookedError
-                repository.insert_workload(
-                    conn, {**values, "node_id": node.id, "zone": node.zone, "gpu_uuids": locked}
-                )
-                booked = repository.insert_reservations(
-                    conn,
-                    {
-                        "workload_id": values["id"],
-                        "node_id": node.id,
-                        "zone": node.zone,
-                        "tenant": values["tenant"],
-                        "uuids": locked,
-                    },
-                )
-                if len(booked) < len(locked):
+    conn: DbConnection
+    fleet: FleetCache
+    request: WorkloadCreate
+    workload: WorkloadView
+    values: dict[str, Any]
+    quotas: dict[str, DictRow]
+    refusals: dict[str | None, Reason | None] = field(default_factory=dict)
+    taken: int = 0
+    tried: int = 0
+    #: GPUs marked booked in the belief while they are being booked, so the process's
+    #: other requests pick other GPUs; given back if this admission does not commit them.
+    claimed: list[str] = field(default_factory=list)
+
+    def refusal(self, zone: str | None) -> Reason | None:
+        """Why the tenant's quota in ``zone`` refuses the request (worked out once per zone)."""
+        if zone not in self.refusals:
+            quota = None if zone is None else self.quotas.get(zone)
+            self.refusals[zone] = _quota_refusal(self.conn, self.request, zone, quota)
+        return self.refusals[zone]
+
+    def walk(self, occupancy: Occupancy, eligible: int) -> DictRow | None:
+        """Try the candidates in order until one books; the stored workload, or None."""
+        count = self.workload.gpu_count
+        while True:
+            pick = self.fleet.pick(
+                occupancy, eligible & ~self.tried, self.workload, self.request.strategy
+            )
+            if pick is None:
+                return None
+            self.tried |= 1 << pick.position
+            node = pick.node
+            if not placeable(node) or self.refusal(node.zone) is not None:
+                self.fleet.settle(pick.claimed, ())
+                continue
+            self.claimed += pick.claimed
+            row = repository.book(
+                self.conn,
+                {
+                    **self.values,
+                    "node_id": node.id,
+                    "hostname": node.hostname,
+                    "zone": node.zone,
+                    "uuids": pick.fitting,
+                    "claimed": pick.claimed,
+                    "count": count,
+                },
+            )
+            if row["id"] is not None:
+                if row["booked"] < count:
                     raise _BookedMeanwhileError
-                return locked
-        except _NotBookedError:
-            return None
-        except _BookedMeanwhileError:
-            continue
-    return None
+                return row
+            self.taken += 1
+            self.claimed = self.claimed[: len(self.claimed) - len(pick.claimed)]
+            self.fleet.missed(occupancy, pick, row["lockable"])
 
 
 def _place(
-    conn: DbConnection,
-    request: WorkloadCreate,
-    workload: WorkloadView,
-    nodes: list[NodeView],
-    decision: Decision,
-    values: dict[str, Any],
-) -> tuple[NodeView | None, list[Reason]]:
-    """Book GPUs on the first candidate node that has them; else the reasons it could not."""
-    candidates = candidate_order(nodes, decision.eligible_node_ids, workload, request.strategy)
-    zones = sorted({node.zone for node in candidates if node.zone is not None})
-    quotas = repository.lock_quotas(conn, request.tenant, zones)
-    refusals: dict[str | None, Reason | None] = {}
-    taken = 0
-    for node in candidates:
-        if node.zone not in refusals:
-            quota = None if node.zone is None else quotas.get(node.zone)
-            refusals[node.zone] = _quota_refusal(conn, request, node.zone, quota)
-        if refusals[node.zone] is not None:
-            continue
-        if _book(conn, node, workload, values) is not None:
-            return node, []
-        taken += 1
-    reasons = [reason for reason in refusals.values() if reason is not None]
-    if taken:
+    walk: _Placement, occupancy: Occupancy, eligible: int
+) -> tuple[DictRow | None, list[Reason]]:
+    """Book GPUs on the first of the ``eligible`` nodes (bitmask) that has them, or say why not."""
+    started = walk.fleet.clock()
+    row = walk.walk(occupancy, eligible)
+    if row is None and occupancy.loaded_at < started:
+        # The belief predates this request: reload it before saying there is no room.
+        walk.tried = 0
+        row = walk.walk(walk.fleet.resync(walk.conn, occupancy), eligible)
+    if row is not None:
+        return row, []
+    reasons = [reason for reason in walk.refusals.values() if reason is not None]
+    if walk.taken:
         reasons.append(
             _deny(
-                f"the free GPUs of {taken} eligible node{'s' if taken != 1 else ''} were booked"
-                " by concurrent requests, or the node changed state, before this one could"
-                " book them",
+                f"the free GPUs of {walk.taken} eligible node{'s' if walk.taken != 1 else ''}"
+                " were booked by concurrent requests, or the node changed state, before this"
+                " one could book them",
                 "capacity",
             )
         )
-    elif not candidates:
+    elif not reasons:
         message = "no eligible node is active, undrifted and has enough free GPUs of the kind"
         reasons.append(_deny(f"{message} asked for", "capacity"))
     return None, reasons
@@ -320,68 +299,101 @@ def admit(
     ctx: AuditContext,
     request: WorkloadCreate,
     policy_sets: CompiledPolicySets | None = None,
+    fleet: FleetCache | None = None,
 ) -> WorkloadPublic:
     """Decide a workload and, when admitted, reserve GPUs for it on one node.
 
     A denial is an answer, not an error: the workload is stored with status ``denied``
     and the reasons (policies, capacity, quota). Unknown tenant, dataset, model or output
     names are 422 naming the field. Audited as ``workload.admitted`` or
-    ``workload.denied``, with the policy set's version and hash.
+    ``workload.denied``, with the policy set's version and hash. ``fleet`` is the
+    process's cache (the API keeps one); without it the fleet is read afresh.
     """
+    fleet = fleet or FleetCache()
+    for _ in range(_ADMISSION_ATTEMPTS - 1):
+        try:
+            return _admit(conn, ctx, request, policy_sets, fleet)
+        except _BookedMeanwhileError:
+            continue
+    try:
+        return _admit(conn, ctx, request, policy_sets, fleet)
+    except _BookedMeanwhileError:
+        raise ConflictError(
+            "the GPUs chosen for this workload were booked by concurrent requests on every"
+            f" one of {_ADMISSION_ATTEMPTS} tries; submit it again",
+            details={"reason": "contention"},
+        ) from None
+
+
+def _admit(
+    conn: DbConnection,
+    ctx: AuditContext,
+    request: WorkloadCreate,
+    policy_sets: CompiledPolicySets | None,
+    fleet: FleetCache,
+) -> WorkloadPublic:
+    """One try at ``admit``, in one transaction."""
     workload_id = uuid4()
-    with conn.transaction():
-        workload = _workload_view(conn, request)
-        nodes = [_node_view(row) for row in repository.fleet(conn)]
-        index = NodeIndex.build(nodes, _zone_views(conn))
-        policy_set = active_policy_set(conn, policy_sets)
-        decision = decide(workload, index, policy_set, point=EnforcementPoint.API)
-        values: dict[str, Any] = {
-            "id": workload_id,
-            "tenant": request.tenant,
-            "request": _request_json(request),
-            "strategy": request.strategy.value,
-            "status": WorkloadStatus.ADMITTED.value,
-            "outcome": decision.outcome.value,
-            "reasons": [reason.to_json() for reason in decision.reasons],
-            "policy_set_version": decision.policy_set_version,
-            "policy_set_hash": decision.policy_set_hash,
-            "lease_seconds": request.lease_seconds,
-            "created_by": ctx.actor_name,
-        }
-        placed: NodeView | None = None
-        if decision.admitted:
-            placed, refusals = _place(conn, request, workload, nodes, decision, values)
-            if placed is None:
-                decision = replace(
-                    decision,
-                    outcome=DecisionOutcome.DENIED,
-                    reasons=[*decision.reasons, *refusals],
-                    eligible_node_ids=[],
-                )
-        if placed is None:
-            repository.insert_workload(
-                conn,
-                {
-                    **values,
-                    "status": WorkloadStatus.DENIED.value,
-                    "outcome": decision.outcome.value,
-                    "reasons": [reason.to_json() for reason in decision.reasons],
-                    "node_id": None,
-                    "zone": None,
-                    "gpu_uuids": [],
-                },
+    walk: _Placement | None = None
+    try:
+        with conn.transaction():
+            workload = workload_view(conn, request)
+            occupancy = fleet.current(conn)
+            policy_set = active_policy_set(conn, policy_sets)
+            index = occupancy.snapshot.index
+            decision, eligible = decide_with_mask(
+                workload, index, policy_set, point=EnforcementPoint.API
             )
-        row = repository.get_workload(conn, workload_id)
-        assert row is not None
-        created = _public(row)
-        audit.record(
-            conn,
-            ctx,
-            action="workload.admitted" if placed is not None else "workload.denied",
-            object_type="workload",
-            object_id=str(workload_id),
-            after={**created.model_dump(mode="json"), "point": decision.point.value},
-        )
+            values: dict[str, Any] = {
+                "id": workload_id,
+                "tenant": request.tenant,
+                "request": _request_json(request),
+                "strategy": request.strategy.value,
+                "status": WorkloadStatus.ADMITTED.value,
+                "outcome": decision.outcome.value,
+                "reasons": [reason.to_json() for reason in decision.reasons],
+                "policy_set_version": decision.policy_set_version,
+                "policy_set_hash": decision.policy_set_hash,
+                "lease_seconds": request.lease_seconds,
+                "created_by": ctx.actor_name,
+            }
+            row: DictRow | None = None
+            if decision.admitted:
+                zones = sorted(z for z, mask in index.by_zone.items() if z and mask & eligible)
+                quotas = repository.lock_quotas(conn, request.tenant, zones)
+                walk = _Placement(conn, fleet, request, workload, values, quotas)
+                row, refusals = _place(walk, occupancy, eligible)
+                if row is None:
+                    decision = replace(
+                        decision,
+                        outcome=DecisionOutcome.DENIED,
+                        reasons=[*decision.reasons, *refusals],
+                        eligible_node_ids=[],
+                    )
+            if row is None:
+                row = repository.insert_denied(
+                    conn,
+                    {
+                        **values,
+                        "outcome": decision.outcome.value,
+                        "reasons": [reason.to_json() for reason in decision.reasons],
+                    },
+                )
+            created = _public(row)
+            audit.record(
+                conn,
+                ctx,
+                action=f"workload.{created.status.value}",
+                object_type="workload",
+                object_id=str(workload_id),
+                after={**created.model_dump(mode="json"), "point": decision.point.value},
+            )
+    except BaseException:
+        if walk is not None:
+            fleet.settle(walk.claimed, ())
+        raise
+    if walk is not None:
+        fleet.settle(walk.claimed, created.gpu_uuids)
     return created
 
 
@@ -410,8 +422,13 @@ def _holding(row: DictRow) -> dict[str, Any]:
     }
 
 
-def release(conn: DbConnection, ctx: AuditContext, workload_id: UUID) -> WorkloadPublic:
-    """End an admitted workload and free its GPUs (409 if it is not running); audited."""
+def release(
+    conn: DbConnection, ctx: AuditContext, workload_id: UUID, fleet: FleetCache | None = None
+) -> WorkloadPublic:
+    """End an admitted workload and free its GPUs (409 if it is not running); audited.
+
+    ``fleet``: the process's cache, told about the freed GPUs after commit.
+    """
     with conn.transaction():
         before = _running(conn, workload_id, "released")
         repository.end_workload(conn, workload_id, WorkloadStatus.RELEASED.value)
@@ -430,6 +447,8 @@ def release(conn: DbConnection, ctx: AuditContext, workload_id: UUID) -> Workloa
                 "freed_gpu_uuids": sorted(freed),
             },
         )
+    if fleet is not None:
+        fleet.freed(freed)
     return after
 
 

@@ -18,7 +18,7 @@ from control_plane.audit import service as audit
 from control_plane.core.celery_app import create_celery
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import Settings
-from control_plane.scheduling import service
+from control_plane.scheduling import repository, service
 from control_plane.scheduling.tasks import (
     EXPIRE_LEASES_TASK,
     LEASE_SWEEP_ACTOR,
@@ -546,3 +546,92 @@ def test_sovctl_workload_submit_list_release(
     code, _, err = sovctl("workload", "release", admitted["id"])
     assert code == 1
     assert "HTTP 409" in err
+
+
+# -- the fleet snapshot and the occupancy belief ------------------------------------------
+
+
+def generation(conn: DbConnection) -> int:
+    return repository.fleet_generation(conn)
+
+
+def test_the_fleet_generation_moves_only_with_what_placement_reads(
+    owner_conn: DbConnection, conn: DbConnection, fleet: Fleet
+) -> None:
+    node_id = fleet.node_ids["jp-a"]
+    start = generation(conn)
+    # Heartbeat bookkeeping and telemetry leave it alone.
+    owner_conn.execute(
+        "UPDATE node SET last_heartbeat_at = now(), last_heartbeat_seq = 9 WHERE id = %s",
+        (node_id,),
+    )
+    owner_conn.execute("UPDATE gpu SET utilization_pct = 50, temperature_c = 60")
+    owner_conn.execute("UPDATE node SET labels = labels WHERE id = %s", (node_id,))
+    assert generation(conn) == start
+    # A zone change, a new GPU and a zone-tree change each move it, once per transaction.
+    owner_conn.execute("UPDATE node SET zone_slug = 'tw' WHERE id = %s", (node_id,))
+    assert generation(conn) == start + 1
+    with owner_conn.transaction():
+        owner_conn.execute("UPDATE node SET status = 'maintenance'")
+        owner_conn.execute(
+            "INSERT INTO gpu (uuid, node_id, index, model, memory_total_bytes)"
+            " VALUES ('GPU-new', %s, 9, 'NVIDIA H100 80GB HBM3', 1)",
+            (node_id,),
+        )
+        assert generation(conn) == start + 1  # not before commit
+    assert generation(conn) == start + 2
+    owner_conn.execute("UPDATE residency_zone SET country = 'TW' WHERE slug = 'jp'")
+    assert generation(conn) == start + 3
+
+
+def test_admission_sees_fleet_changes_made_by_other_processes(
+    client: TestClient, owner_conn: DbConnection, fleet: Fleet
+) -> None:
+    first = submit(client, fleet)  # warms the app's snapshot
+    assert first["hostname"] == "jp-b"  # binpack: the smaller node first
+    # Another process (an admin's SQL, a worker) takes jp-b and jp-a out of service.
+    owner_conn.execute("UPDATE node SET status = 'offline' WHERE hostname IN ('jp-b', 'jp-a')")
+    placed = submit(client, fleet)
+    assert placed["status"] == "admitted"
+    assert placed["hostname"] == "tw-a"
+
+
+def test_gpus_booked_elsewhere_are_skipped_and_never_booked_twice(
+    client: TestClient, conn: DbConnection, owner_conn: DbConnection, fleet: Fleet
+) -> None:
+    submit(client, fleet)  # the app now believes jp-b has one GPU free
+    # Another API process books the rest of jp-b behind this process's back.
+    owner_conn.execute(
+        """INSERT INTO workload (id, tenant_slug, request, strategy, status, outcome,
+                                 policy_set_version, policy_set_hash, node_id, zone_slug,
+                                 gpu_uuids, lease_seconds, lease_expires_at, created_by)
+           VALUES ('00000000-0000-0000-0000-0000000000aa', 'research', '{}', 'binpack',
+                   'admitted', 'admitted', 0, repeat('0', 64), %(node)s, 'jp',
+                   ARRAY['GPU-jp-b-0001'], 60, now() + interval '1 minute', 'elsewhere')""",
+        {"node": fleet.node_ids["jp-b"]},
+    )
+    owner_conn.execute(
+        """INSERT INTO gpu_reservation (gpu_uuid, workload_id, node_id, zone_slug, tenant_slug)
+           VALUES ('GPU-jp-b-0001', '00000000-0000-0000-0000-0000000000aa', %s, 'jp',
+                   'research')""",
+        (fleet.node_ids["jp-b"],),
+    )
+    placed = submit(client, fleet)
+    assert placed["status"] == "admitted"
+    assert placed["hostname"] == "tw-a"  # jp-b is full after all; tw-a is the next fullest
+    assert len(reservations(conn)) == 3
+
+
+def test_gpus_freed_elsewhere_are_found_before_a_capacity_denial(
+    client: TestClient, conn: DbConnection, fleet: Fleet
+) -> None:
+    held = [submit(client, fleet) for _ in range(8)]
+    assert all(w["status"] == "admitted" for w in held)
+    assert "capacity" in rules(submit(client, fleet))
+    # The lease sweep (a worker, another process) frees one behind the app's back.
+    with conn.transaction():
+        repository.end_workload(conn, UUID(held[3]["id"]), "released")
+        repository.delete_reservations(conn, [UUID(held[3]["id"])])
+    placed = submit(client, fleet)
+    assert placed["status"] == "admitted"
+    assert placed["gpu_uuids"] == held[3]["gpu_uuids"]

@@ -1,58 +1,122 @@
-"""Placement order and GPU fit: pure code, no services."""
+"""Placement order, GPU fit and the occupancy belief: pure code, no services."""
 
 from control_plane.inventory.models import DriftStatus, NodeStatus
+from control_plane.policy.engine import NodeIndex
 from control_plane.policy.models import GpuView, NodeView, WorkloadView
+from control_plane.scheduling.fleet import FleetSnapshot, Occupancy
 from control_plane.scheduling.models import PlacementStrategy
-from control_plane.scheduling.placement import candidate_order, fitting_gpus, gpu_fits
+from control_plane.scheduling.placement import fitting_gpus, gpu_fits, gpu_kind, placeable
 
 H100 = "NVIDIA H100 80GB HBM3"
+A100 = "NVIDIA A100-SXM4-40GB"
 MEMORY = 85_520_809_984
+BINPACK, SPREAD = PlacementStrategy.BINPACK, PlacementStrategy.SPREAD
 
 
 def node(
     hostname: str,
-    free: int,
+    gpus: int,
     status: NodeStatus = NodeStatus.ACTIVE,
     drift_status: DriftStatus = DriftStatus.NONE,
+    model: str = H100,
 ) -> NodeView:
-    gpus = tuple(GpuView(f"GPU-{hostname}-{i}", H100, MEMORY, "Disabled") for i in range(free))
-    return NodeView(hostname, hostname, "jp", status, drift_status, gpus=gpus)
+    views = tuple(GpuView(f"GPU-{hostname}-{i}", model, MEMORY, "Disabled") for i in range(gpus))
+    return NodeView(hostname, hostname, "jp", status, drift_status, gpus=views)
 
 
-def order(nodes: list[NodeView], strategy: PlacementStrategy, gpu_count: int = 1) -> list[str]:
-    workload = WorkloadView(tenant="research", gpu_count=gpu_count)
-    ids = [n.id for n in nodes]
-    return [n.hostname for n in candidate_order(nodes, ids, workload, strategy)]
+def occupancy(nodes: list[NodeView], reserved: tuple[str, ...] = ()) -> Occupancy:
+    # The index orders nodes as the fleet query does: by hostname.
+    ordered = sorted(nodes, key=lambda n: (n.hostname, n.id))
+    return Occupancy(FleetSnapshot(1, NodeIndex.build(ordered, {})), reserved, loaded_at=0.0)
+
+
+def order(
+    belief: Occupancy,
+    strategy: PlacementStrategy,
+    gpu_count: int = 1,
+    eligible: int | None = None,
+    gpu_model: str | None = None,
+    limit: int = 100,
+) -> list[str]:
+    workload = WorkloadView(tenant="research", gpu_count=gpu_count, gpu_model=gpu_model)
+    mask = belief.snapshot.index.all if eligible is None else eligible
+    positions = belief.candidates(mask, workload, strategy, limit)
+    return [belief.snapshot.nodes[p].hostname for p in positions]
 
 
 def test_binpack_prefers_the_fullest_node_that_fits_and_spread_the_emptiest() -> None:
-    nodes = [node("b", 8), node("a", 2), node("c", 2), node("d", 1)]
-    assert order(nodes, PlacementStrategy.BINPACK) == ["d", "a", "c", "b"]
-    assert order(nodes, PlacementStrategy.SPREAD) == ["b", "a", "c", "d"]
-    assert order(nodes, PlacementStrategy.BINPACK, gpu_count=2) == ["a", "c", "b"]
+    # a and c have 2 free GPUs (c has 4, two booked), b has 8, d has 1.
+    belief = occupancy(
+        [node("b", 8), node("a", 2), node("c", 4), node("d", 1)],
+        reserved=("GPU-c-0", "GPU-c-1"),
+    )
+    assert order(belief, BINPACK) == ["d", "a", "c", "b"]
+    assert order(belief, SPREAD) == ["b", "a", "c", "d"]
+    assert order(belief, BINPACK, gpu_count=2) == ["a", "c", "b"]
+    assert order(belief, BINPACK, gpu_count=9) == []
+    assert order(belief, BINPACK, limit=2) == ["d", "a"]
 
 
-def test_only_eligible_active_undrifted_nodes_are_candidates() -> None:
-    nodes = [
-        node("a", 2),
-        node("b", 2, status=NodeStatus.OFFLINE),
-        node("c", 2, drift_status=DriftStatus.DRIFTED),
-        node("d", 2),
-    ]
-    workload = WorkloadView(tenant="research")
-    found = candidate_order(nodes, ["a", "b", "c"], workload, PlacementStrategy.BINPACK)
-    assert [n.id for n in found] == ["a"]
+def test_only_eligible_nodes_are_candidates() -> None:
+    belief = occupancy([node("a", 2), node("b", 2), node("c", 2)])
+    index = belief.snapshot.index
+    eligible = (1 << index.position("a")) | (1 << index.position("c"))
+    assert order(belief, BINPACK, eligible=eligible) == ["a", "c"]
+    assert order(belief, BINPACK, eligible=0) == []
+
+
+def test_booking_and_freeing_move_a_node_between_buckets() -> None:
+    belief = occupancy([node("a", 2), node("b", 3)])
+    assert order(belief, BINPACK) == ["a", "b"]
+    belief.booked(["GPU-a-0", "GPU-a-1"])
+    assert order(belief, BINPACK) == ["b"]
+    belief.booked(["GPU-b-0", "GPU-b-1"])
+    assert order(belief, BINPACK) == ["b"]
+    assert order(belief, BINPACK, gpu_count=2) == []
+    belief.freed(["GPU-a-1", "GPU-unknown"])
+    assert order(belief, BINPACK) == ["a", "b"]
+    # What the database says wins over the belief, for one node (and only that node).
+    position = belief.snapshot.index.position("b")
+    belief.mark(position, busy=["GPU-b-2"], free=["GPU-b-0", "GPU-b-1", "GPU-a-0"])
+    assert order(belief, SPREAD) == ["b", "a"]
+    assert order(belief, BINPACK, gpu_count=2) == ["b"]
+
+
+def test_each_gpu_kind_is_counted_on_its_own() -> None:
+    belief = occupancy([node("a", 4, model=A100), node("h", 2)])
+    assert order(belief, BINPACK, gpu_model="h100") == ["h"]
+    assert order(belief, BINPACK, gpu_model="a100", gpu_count=3) == ["a"]
+    assert order(belief, BINPACK) == ["h", "a"]
+    belief.booked(["GPU-h-0"])
+    assert order(belief, BINPACK, gpu_model="h100", gpu_count=2) == []
+    assert order(belief, BINPACK, gpu_count=2) == ["a"]
+    workload = WorkloadView(tenant="t", gpu_model="A100")
+    assert belief.fitting(belief.snapshot.index.position("a"), workload) == (
+        "GPU-a-0",
+        "GPU-a-1",
+        "GPU-a-2",
+        "GPU-a-3",
+    )
+
+
+def test_only_active_undrifted_nodes_are_placeable() -> None:
+    assert placeable(node("a", 1))
+    assert not placeable(node("b", 1, status=NodeStatus.OFFLINE))
+    assert not placeable(node("c", 1, drift_status=DriftStatus.DRIFTED))
 
 
 def test_gpu_fit_mirrors_the_engine() -> None:
+    def fits(gpu: GpuView, **request: object) -> bool:
+        return gpu_fits(gpu, gpu_kind(WorkloadView(tenant="t", **request)))  # type: ignore[arg-type]
+
     gpu = GpuView("GPU-1", H100, MEMORY, "Disabled")
-    assert gpu_fits(gpu, WorkloadView(tenant="t", gpu_model="h100"))
-    assert not gpu_fits(gpu, WorkloadView(tenant="t", gpu_model="A100"))
-    assert not gpu_fits(gpu, WorkloadView(tenant="t", min_gpu_memory_bytes=MEMORY + 1))
-    assert not gpu_fits(gpu, WorkloadView(tenant="t", mig_profile="1g.10gb"))
+    assert fits(gpu, gpu_model="h100")
+    assert not fits(gpu, gpu_model="A100")
+    assert not fits(gpu, min_gpu_memory_bytes=MEMORY + 1)
+    assert not fits(gpu, mig_profile="1g.10gb")
     mig = GpuView("GPU-2", H100, MEMORY, "Enabled")
-    assert gpu_fits(mig, WorkloadView(tenant="t", mig_profile="1g.10gb"))
-    assert not gpu_fits(mig, WorkloadView(tenant="t"))
+    assert fits(mig, mig_profile="1g.10gb")
+    assert not fits(mig)
     # Unknown memory never counts, as in the engine's capacity check.
-    assert not gpu_fits(GpuView("GPU-3", H100, None, None), WorkloadView(tenant="t"))
-    assert fitting_gpus(node("a", 2), WorkloadView(tenant="t")) == ["GPU-a-0", "GPU-a-1"]
+    assert not fits(GpuView("GPU-3", H100, None, None))
+    assert fitting_gpus(node("a", 2), gpu_kind(WorkloadView(tenant="t"))) == ("GPU-a-0", "GPU-a-1")

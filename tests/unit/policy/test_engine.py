@@ -726,7 +726,7 @@ CASES = [
         [],
         DENIED,
         [],
-        ["2 active nodes lack 4 free GPUs (MIG off)"],
+        ["2 active nodes lack 4 GPUs (MIG off)"],
         [(None, "capacity", DENY)],
     ),
     Case(
@@ -760,7 +760,7 @@ CASES = [
         [],
         DENIED,
         [],
-        ["1 active node lack 2 free GPUs (model A100, at least 80 GiB, MIG off)"],
+        ["1 active node lack 2 GPUs (model A100, at least 80 GiB, MIG off)"],
     ),
     Case(
         "a CPU-only workload fits any active node",
@@ -778,7 +778,7 @@ CASES = [
         DENIED,
         [],
         [
-            "1 active node lack 8 free GPUs",
+            "1 active node lack 8 GPUs",
             "policy in-jp forbids compute in tw-north (1 node excluded: tw-big;",
         ],
         [(None, "capacity", DENY), ("in-jp", "compute_location", DENY)],
