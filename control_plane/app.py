@@ -5,11 +5,10 @@ the lifespan), so ``uvicorn --factory control_plane.app:create_app`` and tests c
 their own.
 """
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from psycopg_pool import ConnectionPool
@@ -17,8 +16,8 @@ from psycopg_pool import ConnectionPool
 import control_plane
 from control_plane.audit.api import router as audit_router
 from control_plane.core.db import DbConnection, create_pool
-from control_plane.core.http import install_error_handlers, request_id_middleware
-from control_plane.core.metrics import ApiMetrics, FleetCollector
+from control_plane.core.http import RequestIdMiddleware, install_error_handlers
+from control_plane.core.metrics import ApiMetrics, FleetCollector, HttpMetricsMiddleware
 from control_plane.core.settings import Settings, load_settings
 from control_plane.inventory.api import router as inventory_router
 from control_plane.policy.api import router as policy_router
@@ -68,19 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def measure(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        template = getattr(route, "path", "unmatched")
-        metrics.duration.labels(request.method, template).observe(time.perf_counter() - started)
-        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
-        return response
-
-    app.middleware("http")(request_id_middleware)
+    # Outermost last: the request id is set before the metrics middleware times the rest.
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

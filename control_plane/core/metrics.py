@@ -5,12 +5,14 @@ do not collide. Fleet gauges are read from the database at scrape time: always c
 no background loop to keep in step.
 """
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.core.db import DbConnection
 from control_plane.inventory import repository as inventory
@@ -65,3 +67,40 @@ class ApiMetrics:
             ["method", "route"],
             registry=registry,
         )
+
+
+class HttpMetricsMiddleware:
+    """Count and time every HTTP request by method, route template and status code.
+
+    A plain ASGI middleware (not ``BaseHTTPMiddleware``): it only watches the response
+    start go by. The route template (``/v1/nodes/{node_id}``, not the concrete path, so
+    label sets stay bounded) is known once routing has run; unrouted requests are
+    ``unmatched``.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
+        """Wrap ``app``; record into ``metrics``."""
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request and record it, whatever the outcome."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def watched(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watched)
+        finally:
+            template = getattr(scope.get("route"), "path", "unmatched")
+            method = scope["method"]
+            self.metrics.duration.labels(method, template).observe(time.perf_counter() - started)
+            self.metrics.requests.labels(method, template, str(status)).inc()

@@ -27,7 +27,7 @@ Reader = Annotated[Principal, Depends(require(Permission.INVENTORY_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.WORKLOAD_WRITE))]
 
 
-def get_policy_sets(request: Request) -> CompiledPolicySets:
+async def get_policy_sets(request: Request) -> CompiledPolicySets:
     """The app's compiled policy sets, so each active set is compiled once per process."""
     policy_sets: CompiledPolicySets = request.app.state.policy_sets
     return policy_sets
@@ -36,7 +36,7 @@ def get_policy_sets(request: Request) -> CompiledPolicySets:
 PolicySets = Annotated[CompiledPolicySets, Depends(get_policy_sets)]
 
 
-def get_fleet(request: Request) -> FleetCache:
+async def get_fleet(request: Request) -> FleetCache:
     """The app's fleet cache: one fleet snapshot per generation, shared by its requests."""
     fleet: FleetCache = request.app.state.fleet
     return fleet
