@@ -5,6 +5,7 @@ Run from the repository root (PostgreSQL and Redis as for the integration tests)
     python bench/placement.py                          # 5,000 nodes x 8 GPUs, 16 clients, 20 s
     python bench/placement.py --nodes 500 --seconds 10
     python bench/placement.py --json
+    python bench/placement.py --direct                 # no HTTP: service.admit in threads
 
 What it does:
 
@@ -22,6 +23,11 @@ What it does:
    denials and errors (non-2xx, transport errors), then checks the database: no GPU UUID
    in ``gpu_reservation`` twice, no GPU in two admitted workloads, every admitted
    workload's GPUs distinct, and the admitted count the clients saw equal to the rows.
+
+``--direct`` skips steps 3-4: the client threads call ``scheduling.service.admit`` on their
+own connections, sharing one ``FleetCache`` per simulated API process (``--workers`` of
+them, threads dealt round-robin), so the policy engine, placement and the database are
+measured without the HTTP stack.
 
 The goal (issue anchor): >= 500 placements/s at 5,000 nodes x 8 GPUs with 16 clients, zero
 double-bookings. Results are in docs/benchmarks.md.
@@ -55,6 +61,10 @@ from control_plane.access.models import Role  # noqa: E402
 from control_plane.audit.models import AuditContext  # noqa: E402
 from control_plane.core import migrations  # noqa: E402
 from control_plane.core.db import connect  # noqa: E402
+from control_plane.policy.service import CompiledPolicySets  # noqa: E402
+from control_plane.scheduling import service  # noqa: E402
+from control_plane.scheduling.fleet import FleetCache  # noqa: E402
+from control_plane.scheduling.models import WorkloadCreate  # noqa: E402
 
 GOAL_PER_SECOND = 500.0
 ADMIN_URL = os.environ.get("SOVBENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -276,6 +286,50 @@ def client(base: str, token: str, load: Load) -> None:
                     load.denied += 1
 
 
+def direct_client(url: str, fleet: FleetCache, load: Load) -> None:
+    """Like ``client``, through ``service.admit`` on its own connection, without HTTP."""
+    body = {"tenant": "research", "datasets": ["tickets"], "output": "results-jp", "gpu_count": 1}
+    request = WorkloadCreate.model_validate(body)
+    policy_sets = CompiledPolicySets()
+    with connect(url) as conn:
+        while load.take():
+            start = time.perf_counter()
+            try:
+                result = service.admit(conn, ACTOR, request, policy_sets, fleet)
+            except Exception as exc:  # counted, like transport errors
+                with load.lock:
+                    key = type(exc).__name__
+                    load.errors[key] = load.errors.get(key, 0) + 1
+                continue
+            elapsed = time.perf_counter() - start
+            with load.lock:
+                load.latencies.append(elapsed)
+                if result.status.value == "admitted":
+                    load.admitted.append((str(result.id), list(result.gpu_uuids)))
+                else:
+                    load.denied += 1
+
+
+def run_direct(url: str, clients: int, workers: int, seconds: float, requests: int | None) -> Load:
+    """Run the load through ``service.admit`` in threads, one fleet cache per "worker"."""
+    fleets = [FleetCache() for _ in range(workers)]
+    with connect(url) as conn:
+        for fleet in fleets:  # warm each snapshot, as an API worker's first request would
+            fleet.current(conn)
+    started = time.perf_counter()
+    load = Load(requests, started + seconds)
+    threads = [
+        threading.Thread(target=direct_client, args=(url, fleets[i % workers], load), daemon=True)
+        for i in range(clients)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    load.elapsed = time.perf_counter() - started  # type: ignore[attr-defined]
+    return load
+
+
 def run_load(base: str, token: str, clients: int, seconds: float, requests: int | None) -> Load:
     # Warm-up: the first admission in each worker compiles and caches what it can.
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
@@ -316,7 +370,7 @@ def verify(url: str, load: Load) -> dict[str, Any]:
     seen = [u for _, uuids in load.admitted for u in uuids]
     client_twice = len(seen) - len(set(seen))
     within = sum(1 for _, uuids in load.admitted if len(set(uuids)) != len(uuids))
-    result = {
+    result: dict[str, Any] = {
         "gpu_reservation_duplicates": len(twice),
         "gpus_in_two_admitted_workloads": len(in_two_workloads),
         "client_seen_duplicate_gpus": client_twice,
@@ -362,6 +416,9 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="API worker processes")
     parser.add_argument("--pool", type=int, default=16, help="DB pool size per API worker")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--direct", action="store_true", help="call service.admit in threads, without HTTP"
+    )
     args = parser.parse_args()
 
     name = f"sovereign_bench_{uuid.uuid4().hex[:10]}"
@@ -373,13 +430,16 @@ def main() -> int:
         migrations.ensure_database(url)
         migrations.upgrade(url)
         seeded = seed(url, args.nodes, args.gpus_per_node)
-        token = admin_token(url)
-        port = free_port()
-        process = start_api(url, port, args.workers, args.pool)
         seconds = args.seconds if args.requests is None else 3600.0
-        load = run_load(f"http://127.0.0.1:{port}", token, args.clients, seconds, args.requests)
-        stop_api(process)
-        process = None
+        if args.direct:
+            load = run_direct(url, args.clients, args.workers, seconds, args.requests)
+        else:
+            token = admin_token(url)
+            port = free_port()
+            process = start_api(url, port, args.workers, args.pool)
+            load = run_load(f"http://127.0.0.1:{port}", token, args.clients, seconds, args.requests)
+            stop_api(process)
+            process = None
         checks = verify(url, load)
     except KeyboardInterrupt:
         print("interrupted; dropping the scratch database", file=sys.stderr)
@@ -392,7 +452,7 @@ def main() -> int:
     elapsed: float = load.elapsed  # type: ignore[attr-defined]
     ordered = sorted(load.latencies)
     total = len(load.latencies) + sum(v for k, v in load.errors.items() if not k.isdigit())
-    result = {
+    result: dict[str, Any] = {
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -404,6 +464,7 @@ def main() -> int:
             "gpus_per_node": args.gpus_per_node,
             "clients": args.clients,
             "api_workers": args.workers,
+            "mode": "direct" if args.direct else "http",
             "db_pool_per_worker": args.pool,
             "seconds": args.seconds,
             "requests": args.requests,
@@ -433,7 +494,7 @@ def main() -> int:
     print(f"python {m['python']} on {m['processor']} ({m['cpus']} CPUs)")
     print(
         f"{c['nodes']} nodes x {c['gpus_per_node']} GPUs seeded in {seeded['seconds']:.1f} s;"
-        f" {c['clients']} clients, {c['api_workers']} API workers"
+        f" {c['clients']} clients, {c['api_workers']} API workers ({c['mode']})"
     )
     print(
         f"{result['requests']} requests in {elapsed:.1f} s: {result['admitted']} admitted,"
