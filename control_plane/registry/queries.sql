@@ -164,3 +164,24 @@ FROM artifact_destination WHERE name = %(name)s FOR UPDATE;
 
 -- name: delete_destination
 DELETE FROM artifact_destination WHERE name = %(name)s;
+
+-- name: lookup
+-- Everything a workload request names, in one round trip (admission runs it per request):
+-- whether the tenant exists, the named datasets and models with their storage zones (absent
+-- names are simply missing), and the output destination or null.
+SELECT
+    EXISTS (SELECT 1 FROM tenant WHERE slug = %(tenant)s) AS tenant_exists,
+    coalesce((SELECT jsonb_agg(jsonb_build_object(
+                  'name', d.name, 'classification', d.classification, 'labels', d.labels,
+                  'zones', ARRAY(SELECT s.zone_slug FROM dataset_storage_zone s
+                                 WHERE s.dataset_name = d.name ORDER BY s.zone_slug)))
+              FROM dataset d WHERE d.name = ANY(%(datasets)s)), '[]'::jsonb) AS datasets,
+    coalesce((SELECT jsonb_agg(jsonb_build_object(
+                  'name', m.name, 'classification', m.classification, 'labels', m.labels,
+                  'zones', ARRAY(SELECT s.zone_slug FROM model_storage_zone s
+                                 WHERE s.model_name = m.name ORDER BY s.zone_slug),
+                  'supplier', m.supplier, 'origin_country', m.origin_country,
+                  'license', m.license))
+              FROM model m WHERE m.name = ANY(%(models)s)), '[]'::jsonb) AS models,
+    (SELECT jsonb_build_object('name', a.name, 'zone', a.zone_slug)
+     FROM artifact_destination a WHERE a.name = %(output)s) AS destination;

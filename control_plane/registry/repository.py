@@ -188,3 +188,17 @@ def get_destination(conn: DbConnection, name: str, *, for_update: bool = False) 
 def delete_destination(conn: DbConnection, name: str) -> None:
     """Delete an artifact destination."""
     conn.execute(_q("delete_destination"), {"name": name})
+
+
+def lookup(
+    conn: DbConnection,
+    tenant: str,
+    datasets: Sequence[str],
+    models: Sequence[str],
+    output: str | None,
+) -> DictRow:
+    """What a workload request names, in one query (see ``lookup`` in queries.sql)."""
+    params = {"tenant": tenant, "datasets": list(datasets), "models": list(models)}
+    row = fetch_one(conn, _q("lookup"), {**params, "output": output})
+    assert row is not None
+    return row

@@ -6,8 +6,9 @@ stored. Datasets and models share one implementation, parametrised by ``AssetKin
 """
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from psycopg.rows import DictRow
 
@@ -352,3 +353,38 @@ def delete_destination(conn: DbConnection, ctx: AuditContext, name: str) -> None
             object_id=name,
             before=DestinationPublic.model_validate(row).model_dump(mode="json"),
         )
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What a workload request names, as the registry has it; absent names are missing.
+
+    ``datasets`` and ``models`` map each name found to its fields (``classification``,
+    ``labels``, ``zones``; models also ``supplier``, ``origin_country``, ``license``);
+    ``destination`` is the output destination's ``name`` and ``zone``, or None.
+    """
+
+    tenant_exists: bool
+    datasets: dict[str, dict[str, Any]]
+    models: dict[str, dict[str, Any]]
+    destination: dict[str, Any] | None
+
+
+def lookup(
+    conn: DbConnection,
+    tenant: str,
+    datasets: Sequence[str],
+    models: Sequence[str],
+    output: str | None,
+) -> Lookup:
+    """Find a workload request's tenant, datasets, models and output in one query.
+
+    Admission calls this for every request; the caller decides what a missing name means.
+    """
+    row = repository.lookup(conn, tenant, datasets, models, output)
+    return Lookup(
+        tenant_exists=row["tenant_exists"],
+        datasets={item["name"]: item for item in row["datasets"]},
+        models={item["name"]: item for item in row["models"]},
+        destination=row["destination"],
+    )

@@ -99,57 +99,53 @@ def list_workloads(
 
 
 def workload_view(conn: DbConnection, request: WorkloadCreate) -> WorkloadView:
-    """The request with what it names loaded from the registry (unknown names: 422)."""
-    try:
-        registry.get_tenant(conn, request.tenant)
-    except NotFoundError:
+    """The request with what it names loaded from the registry (unknown names: 422).
+
+    One query for the tenant, datasets, models and output together.
+    """
+    found = registry.lookup(conn, request.tenant, request.datasets, request.models, request.output)
+    if not found.tenant_exists:
         raise InvalidInputError.for_field(
             "tenant", f"unknown tenant {request.tenant!r}", request.tenant
-        ) from None
+        )
     datasets = []
     for position, name in enumerate(request.datasets):
-        try:
-            dataset = registry.get_dataset(conn, name)
-        except NotFoundError:
+        dataset = found.datasets.get(name)
+        if dataset is None:
             raise InvalidInputError.for_field(
                 f"datasets.{position}", f"unknown dataset {name!r}", name
-            ) from None
+            )
         datasets.append(
             DataAssetView(
-                dataset.name,
-                Classification(dataset.classification.value),
-                tuple(dataset.zones),
-                dataset.labels,
+                name,
+                Classification(dataset["classification"]),
+                tuple(dataset["zones"]),
+                dataset["labels"],
             )
         )
     models = []
     for position, name in enumerate(request.models):
-        try:
-            model = registry.get_model(conn, name)
-        except NotFoundError:
-            raise InvalidInputError.for_field(
-                f"models.{position}", f"unknown model {name!r}", name
-            ) from None
+        model = found.models.get(name)
+        if model is None:
+            raise InvalidInputError.for_field(f"models.{position}", f"unknown model {name!r}", name)
         models.append(
             ModelView(
-                model.name,
-                Classification(model.classification.value),
-                tuple(model.zones),
-                model.labels,
-                supplier=model.supplier,
-                origin_country=model.origin_country,
-                license=model.license,
+                name,
+                Classification(model["classification"]),
+                tuple(model["zones"]),
+                model["labels"],
+                supplier=model["supplier"],
+                origin_country=model["origin_country"],
+                license=model["license"],
             )
         )
     output = None
     if request.output is not None:
-        try:
-            destination = registry.get_destination(conn, request.output)
-        except NotFoundError:
+        if found.destination is None:
             raise InvalidInputError.for_field(
                 "output", f"unknown artifact destination {request.output!r}", request.output
-            ) from None
-        output = DestinationView(destination.name, destination.zone)
+            )
+        output = DestinationView(request.output, found.destination["zone"])
     return WorkloadView(
         tenant=request.tenant,
         datasets=tuple(datasets),
