@@ -15,9 +15,15 @@ from psycopg_pool import ConnectionPool
 
 import control_plane
 from control_plane.audit.api import router as audit_router
+from control_plane.compliance.api import router as compliance_router
 from control_plane.core.db import DbConnection, create_pool
 from control_plane.core.http import RequestIdMiddleware, install_error_handlers
-from control_plane.core.metrics import ApiMetrics, FleetCollector, HttpMetricsMiddleware
+from control_plane.core.metrics import (
+    ApiMetrics,
+    ComplianceCollector,
+    FleetCollector,
+    HttpMetricsMiddleware,
+)
 from control_plane.core.settings import Settings, load_settings
 from control_plane.inventory.api import router as inventory_router
 from control_plane.policy.api import router as policy_router
@@ -64,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return pool
 
     registry.register(FleetCollector(lambda: pooled_connection().connection(timeout=2)))
+    registry.register(ComplianceCollector(lambda: pooled_connection().connection(timeout=2)))
 
     install_error_handlers(app)
 
@@ -91,7 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/metrics", tags=["health"], response_class=Response)
     def prometheus_metrics() -> Response:
-        """Prometheus metrics: HTTP traffic and fleet gauges."""
+        """Prometheus metrics: HTTP traffic, fleet and compliance gauges."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     app.include_router(inventory_router)
@@ -99,5 +106,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(registry_router)
     app.include_router(policy_router)
     app.include_router(scheduling_router)
+    app.include_router(compliance_router)
     app.include_router(audit_router)
     return app

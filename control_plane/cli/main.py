@@ -18,7 +18,7 @@ from control_plane.access import service as access
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.audit.models import AuditContext
-from control_plane.cli import demo, policy, registry, workload
+from control_plane.cli import compliance, demo, policy, registry, workload
 from control_plane.cli.client import ControlPlaneClient, RemoteError, load_client_config
 from control_plane.cli.output import OutputFormat, emit
 from control_plane.cli.supervisor import supervise
@@ -50,6 +50,7 @@ for sub, name in [
     (registry.model_app, "model"),
     (registry.destination_app, "destination"),
     (workload.app, "workload"),
+    (compliance.app, "compliance"),
 ]:
     app.add_typer(sub, name=name)
 

@@ -8,7 +8,8 @@ validation error.
 
 ``apply``, ``list``, ``show``, ``activate``, ``rollback`` and ``sets`` call the API (URL and
 token as for every ``sovctl`` API command): they store policy versions and choose which set
-of them is enforced.
+of them is enforced. ``whatif`` asks the API what activating a file's policies would change
+for the running workloads and each tenant's usable GPUs, and stores nothing.
 """
 
 from pathlib import Path
@@ -18,6 +19,7 @@ import typer
 import yaml
 
 from control_plane.cli.client import RemoteError
+from control_plane.cli.compliance import denied_by
 from control_plane.cli.output import OutputFormat, emit
 from control_plane.core.errors import InvalidInputError
 from control_plane.policy.documents import compile_policy_set, load_documents
@@ -177,24 +179,11 @@ def _member(text: str) -> dict[str, Any]:
     return {"name": name, "version": int(version)} if sep else {"name": name}
 
 
-@app.command("apply")
-def policy_apply(
-    policy_file: Annotated[
-        Path,
-        typer.Option(
-            "--file",
-            "-f",
-            exists=True,
-            dir_okay=False,
-            help="Policy documents (YAML or JSON): one, a list, or several YAML documents.",
-        ),
-    ],
-    output: Output = OutputFormat.TABLE,
-) -> None:
-    """Store new versions of the file's policies; `policy activate` makes them enforced."""
+def _post_documents(policy_file: Path, path: str) -> Any:
+    """Send a policy file's documents to the API; a rejected file's problems one per line."""
     try:
         documents = load_documents(_read(policy_file))
-        applied = _api("POST", "/v1/policies", json=documents)
+        return _api("POST", path, json=documents)
     except InvalidInputError as exc:
         raise _in_file(policy_file, exc) from None
     except RemoteError as exc:
@@ -207,6 +196,24 @@ def policy_apply(
         for field in fields:
             typer.echo(f"  {field['field']}: {field['message']}", err=True)
         raise typer.Exit(1) from None
+
+
+PolicyFile = Annotated[
+    Path,
+    typer.Option(
+        "--file",
+        "-f",
+        exists=True,
+        dir_okay=False,
+        help="Policy documents (YAML or JSON): one, a list, or several YAML documents.",
+    ),
+]
+
+
+@app.command("apply")
+def policy_apply(policy_file: PolicyFile, output: Output = OutputFormat.TABLE) -> None:
+    """Store new versions of the file's policies; `policy activate` makes them enforced."""
+    applied = _post_documents(policy_file, "/v1/policies")
     if output is OutputFormat.JSON:
         emit(applied, output)
         return
@@ -297,3 +304,93 @@ def policy_sets(
         return
     emit([_set_row(item) for item in page["items"]], output, _SET_COLUMNS)
     typer.echo(f"({len(page['items'])} of {page['total']})")
+
+
+# -- what-if ---------------------------------------------------------------------------
+
+_WHATIF_COLUMNS = ["workload_id", "tenant", "hostname", "zone", "new", "denied_by"]
+_CAPACITY_COLUMNS = [
+    "tenant",
+    "nodes_now",
+    "nodes_candidate",
+    "lost",
+    "gained",
+    "gpus_now",
+    "gpus_candidate",
+    "change",
+]
+
+
+def _hosts(change: dict[str, Any]) -> str:
+    """``3 (gpu-a, gpu-b and 1 more)``: the count and the hostnames the API listed."""
+    if not change["count"]:
+        return "0"
+    listed = ", ".join(change["hostnames"])
+    more = change["count"] - len(change["hostnames"])
+    return f"{change['count']} ({listed}{f' and {more} more' if more else ''})"
+
+
+def _print_whatif(result: dict[str, Any]) -> None:
+    active, candidate = result["active_set"], result["candidate_set"]
+    violations = result["violations"]
+    typer.echo(
+        f"active policy set:    version {active['version']}, sha256 {active['content_hash']}"
+    )
+    state = (
+        "says what the active set says"
+        if candidate["unchanged"]
+        else f"activation would make it version {candidate['version']}"
+    )
+    typer.echo(f"candidate policy set: sha256 {candidate['content_hash']} ({state})")
+    members = ", ".join(
+        f"{m['name']}@{m['version']}" if m["source"] == "stored" else f"{m['name']} (candidate)"
+        for m in candidate["members"]
+    )
+    typer.echo(f"candidate members:    {members}")
+    typer.echo(
+        f"running workloads:    {result['workloads_evaluated']} evaluated;"
+        f" {violations['count']} would violate ({violations['new']} new),"
+        f" {violations['fixed']} fixed, {violations['warned']} with warnings"
+    )
+    if violations["items"]:
+        typer.echo("")
+        rows = [
+            {
+                **item,
+                "new": "yes" if item["new"] else "no",
+                "denied_by": denied_by(item["reasons"]),
+            }
+            for item in violations["items"]
+        ]
+        emit(rows, OutputFormat.TABLE, _WHATIF_COLUMNS)
+        if len(rows) < violations["count"]:
+            typer.echo(f"({len(rows)} of {violations['count']}; -o json for the reasons)")
+    typer.echo("")
+    typer.echo("usable GPUs per tenant (probe: 1 GPU, no data named):")
+    emit(
+        [
+            {
+                "tenant": tenant["tenant"],
+                "nodes_now": tenant["eligible_nodes_now"],
+                "nodes_candidate": tenant["eligible_nodes_candidate"],
+                "lost": _hosts(tenant["nodes_lost"]),
+                "gained": _hosts(tenant["nodes_gained"]),
+                "gpus_now": tenant["usable_gpus_now"],
+                "gpus_candidate": tenant["usable_gpus_candidate"],
+                "change": f"{tenant['change']:+d}",
+            }
+            for tenant in result["tenants"]
+        ],
+        OutputFormat.TABLE,
+        _CAPACITY_COLUMNS,
+    )
+
+
+@app.command("whatif")
+def policy_whatif(policy_file: PolicyFile, output: Output = OutputFormat.TABLE) -> None:
+    """Show what activating the file's policies would change; stores nothing."""
+    result = _post_documents(policy_file, "/v1/policies/whatif")
+    if output is OutputFormat.JSON:
+        emit(result, output)
+        return
+    _print_whatif(result)

@@ -6,6 +6,7 @@ Built from settings on demand, not at import time. Each feature's ``tasks.py`` e
 
 from celery import Celery
 
+from control_plane.compliance import tasks as compliance_tasks
 from control_plane.core.settings import Settings
 from control_plane.inventory import tasks as inventory_tasks
 from control_plane.scheduling import tasks as scheduling_tasks
@@ -28,4 +29,5 @@ def create_celery(settings: Settings) -> Celery:
     )
     inventory_tasks.register(app, settings)
     scheduling_tasks.register(app, settings)
+    compliance_tasks.register(app, settings)
     return app

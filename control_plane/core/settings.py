@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     heartbeat_interval_seconds: int = Field(default=10, ge=1, le=3600)
     #: How often the beat schedule runs the offline sweep.
     offline_sweep_seconds: float = Field(default=10.0, gt=0)
+    #: How often beat runs the compliance evaluation; it re-evaluates running workloads
+    #: only when something asked for it (a policy activation, a node change, drift).
+    compliance_interval_seconds: float = Field(default=10.0, gt=0)
+    #: Violating workloads kept, with their reasons, per compliance evaluation and what-if
+    #: answer; the counts are always exact.
+    compliance_sample_size: int = Field(default=100, ge=1, le=10_000)
     #: Celery queue name, so several deployments (or test runs) can share one Redis.
     celery_queue: str = "sovereign"
     #: Local state of ``sovctl up``: beat's schedule file and the demo admin token.

@@ -2,6 +2,9 @@
 
 Each mutating function opens the transaction, makes the change and writes its audit event
 inside it, so a change without evidence (or evidence without a change) cannot be stored.
+A change that can make a running workload break a policy (a node's zone, provenance,
+status or labels, drift, a zone moved) also asks for a compliance evaluation in that
+transaction (``compliance.outbox``).
 """
 
 import hashlib
@@ -17,6 +20,8 @@ from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.audit.models import AuditContext
 from control_plane.audit.service import canonical_json
+from control_plane.compliance.models import EvaluationTrigger
+from control_plane.compliance.outbox import request_evaluation
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, InvalidInputError, NotFoundError
 from control_plane.core.labels import merge_labels
@@ -58,6 +63,22 @@ BASELINE_AGAIN = "the reported identity matches the baseline again; acknowledge 
 
 #: The before and after of a ``node.drift_detected`` event.
 DriftEvent = tuple[dict[str, Any], dict[str, Any]]
+
+#: What the policy engine reads about a node, by the compliance trigger a change raises:
+#: (trigger, ((column, name in the request's subject), ...)).
+_COMPLIANCE_FIELDS: tuple[tuple[EvaluationTrigger, tuple[tuple[str, str], ...]], ...] = (
+    (EvaluationTrigger.NODE_ZONE_CHANGED, (("zone_slug", "zone"),)),
+    (
+        EvaluationTrigger.NODE_PROVENANCE_CHANGED,
+        (
+            ("provenance_status", "provenance_status"),
+            ("origin_country", "origin_country"),
+            ("component_origins", "component_origins"),
+        ),
+    ),
+    (EvaluationTrigger.NODE_STATUS_CHANGED, (("status", "status"),)),
+    (EvaluationTrigger.NODE_LABELS_CHANGED, (("labels", "labels"),)),
+)
 
 # -- zones -----------------------------------------------------------------------------
 
@@ -105,6 +126,18 @@ def update_zone(conn: DbConnection, ctx: AuditContext, slug: str, change: ZoneUp
                 "parent", f"zone {parent!r} is inside {slug!r}; that would make a cycle", parent
             )
         after = ZonePublic.model_validate(repository.update_zone(conn, values))
+        placement = {"parent", "country"}
+        if before.model_dump(include=placement) != after.model_dump(include=placement):
+            # Every node in the zone (or inside it) now lies in other places.
+            request_evaluation(
+                conn,
+                EvaluationTrigger.ZONE_CHANGED,
+                {
+                    "zone": slug,
+                    "before": before.model_dump(mode="json", include=placement),
+                    "after": after.model_dump(mode="json", include=placement),
+                },
+            )
         audit.record(
             conn,
             ctx,
@@ -267,6 +300,28 @@ def _declared_provenance(
     }
 
 
+def _request_compliance(conn: DbConnection, before: DictRow, after: DictRow) -> None:
+    """Ask for a compliance evaluation for each kind of change the policy engine can see.
+
+    A node's zone, provenance, status (quarantine, decommissioning) and labels (node CEL
+    rules) decide whether the workloads running on it still comply.
+    """
+    for trigger, fields in _COMPLIANCE_FIELDS:
+        old = {name: before[column] for column, name in fields}
+        new = {name: after[column] for column, name in fields}
+        if old != new:
+            request_evaluation(
+                conn,
+                trigger,
+                {
+                    "node_id": str(after["id"]),
+                    "hostname": after["hostname"],
+                    "before": old,
+                    "after": new,
+                },
+            )
+
+
 def update_node(
     conn: DbConnection, ctx: AuditContext, node_id: UUID, change: NodeUpdate
 ) -> NodeDetail:
@@ -305,6 +360,7 @@ def update_node(
         after_row = repository.get_node(conn, node_id)
         assert after_row is not None
         after = _node_public(after_row)
+        _request_compliance(conn, row, after_row)
         audit.record(
             conn,
             ctx,
@@ -341,6 +397,11 @@ def _check_identity(
         "request_id": ctx.request_id,
     }
     repository.mark_drifted(conn, row["id"], evidence)
+    request_evaluation(
+        conn,
+        EvaluationTrigger.NODE_DRIFT_DETECTED,
+        {"node_id": str(row["id"]), "hostname": row["hostname"], "source": source},
+    )
     before = {
         "identity": evidence["before"],
         "status": row["status"],
@@ -395,6 +456,15 @@ def acknowledge_drift(
         repository.acknowledge_drift(conn, node_id, accepted.model_dump(mode="json"))
         after_row = repository.get_node(conn, node_id)
         assert after_row is not None
+        request_evaluation(
+            conn,
+            EvaluationTrigger.NODE_DRIFT_ACKNOWLEDGED,
+            {
+                "node_id": str(node_id),
+                "hostname": after_row["hostname"],
+                "status": after_row["status"],
+            },
+        )
         audit.record(
             conn,
             ctx,

@@ -31,7 +31,7 @@ Admin = Annotated[Principal, Depends(require(Permission.POLICY_WRITE))]
 MAX_BODY_BYTES = 1024 * 1024
 _YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
 #: The body in OpenAPI: the document format is on ``PolicyVersionPublic.document``.
-_BODY_CONTENT = {
+DOCUMENTS_BODY = {
     "application/json": {
         "schema": {
             "type": ["object", "array"],
@@ -79,7 +79,7 @@ Documents = Annotated[list[dict[str, Any]], Depends(policy_documents)]
     "/policies",
     status_code=status.HTTP_201_CREATED,
     tags=["policies"],
-    openapi_extra={"requestBody": {"required": True, "content": _BODY_CONTENT}},
+    openapi_extra={"requestBody": {"required": True, "content": DOCUMENTS_BODY}},
 )
 def apply_policies(
     documents: Documents, conn: Conn, who: Admin, request_id: RequestId, response: Response

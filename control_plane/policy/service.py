@@ -10,19 +10,25 @@ Three steps, each audited in its own transaction:
   history stays a line and the highest set version is always the active one.
 
 ``active_policy_set`` gives callers (admission, the sweep) the compiled active set; with a
-``CompiledPolicySets`` held per process, each set is compiled once.
+``CompiledPolicySets`` held per process, each set is compiled once. ``candidate_set``
+compiles what applying documents and then activating by default would enforce, storing
+nothing, for what-if. Activation and rollback ask for a compliance evaluation
+(``compliance.outbox``) in their transaction.
 """
 
 import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg.rows import DictRow
 
 from control_plane.audit import service as audit
 from control_plane.audit.models import AuditContext
+from control_plane.compliance.models import EvaluationTrigger
+from control_plane.compliance.outbox import request_evaluation
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, InvalidInputError, NotFoundError
 from control_plane.policy import repository
@@ -35,6 +41,8 @@ from control_plane.policy.documents import (
 from control_plane.policy.models import PolicyDocument
 from control_plane.policy.store_models import (
     AppliedPolicy,
+    CandidateMember,
+    MemberSource,
     PolicySetActivate,
     PolicySetPage,
     PolicySetPublic,
@@ -133,6 +141,13 @@ def _set_summary(policy_set: PolicySetPublic) -> dict[str, Any]:
     return {"version": policy_set.version, "content_hash": policy_set.content_hash}
 
 
+def _validated(conn: DbConnection, documents: Sequence[Mapping[str, Any]]) -> list[PolicyDocument]:
+    """Documents checked as applying checks them (422 naming every problem), in order."""
+    if not documents:
+        raise InvalidInputError.for_field("policies", "give at least one policy document")
+    return validate_documents(documents, repository.zone_slugs(conn))
+
+
 def apply_policies(
     conn: DbConnection, ctx: AuditContext, documents: Sequence[Mapping[str, Any]]
 ) -> list[AppliedPolicy]:
@@ -143,9 +158,7 @@ def apply_policies(
     by its path (``policies[0].requirements.compute_zones[1]: unknown zone 'jp-nort'``),
     and nothing is stored.
     """
-    if not documents:
-        raise InvalidInputError.for_field("policies", "give at least one policy document")
-    validated = validate_documents(documents, repository.zone_slugs(conn))
+    validated = _validated(conn, documents)
     applied: list[AppliedPolicy] = []
     events: list[tuple[DictRow | None, DictRow, PolicyDocument]] = []
     with conn.transaction():
@@ -276,6 +289,18 @@ def _store_set(
             },
         )
     )
+    request_evaluation(
+        conn,
+        EvaluationTrigger.POLICY_SET_ACTIVATED
+        if restores is None
+        else EvaluationTrigger.POLICY_SET_ROLLED_BACK,
+        {
+            "policy_set_version": created.version,
+            "content_hash": created.content_hash,
+            "previous_version": active.version,
+            "restores_version": restores,
+        },
+    )
     audit.record(
         conn,
         ctx,
@@ -378,15 +403,20 @@ class CompiledPolicySets:
         return kept
 
 
-def _compile(conn: DbConnection, policy_set: PolicySetPublic) -> PolicySet:
-    listed = [member.model_dump() for member in policy_set.members]
-    documents = [row["document"] for row in repository.member_documents(conn, listed)]
+def _compiled(documents: Sequence[Mapping[str, Any]], version: int) -> PolicySet:
+    """Compile documents that were validated when applied (as JSON) into a set."""
     # Zones were checked when each document was applied. A zone deleted since must not stop
-    # the active set from compiling: it simply contains no node any more (failing closed).
+    # the set from compiling: it simply contains no node any more (failing closed).
     named = {
         zone for doc in documents for zone in doc.get("requirements", {}).get("compute_zones", [])
     }
-    compiled = compile_policy_set(documents, policy_set.version, named)
+    return compile_policy_set(documents, version, named)
+
+
+def _compile(conn: DbConnection, policy_set: PolicySetPublic) -> PolicySet:
+    listed = [member.model_dump() for member in policy_set.members]
+    documents = [row["document"] for row in repository.member_documents(conn, listed)]
+    compiled = _compiled(documents, policy_set.version)
     if compiled.content_hash != policy_set.content_hash:
         log.warning(
             "policy set %s hashes to %s now but %s when activated; decisions record %s",
@@ -408,3 +438,56 @@ def active_policy_set(conn: DbConnection, cache: CompiledPolicySets | None = Non
     if cache is None:
         return _compile(conn, active)
     return cache.get((active.version, active.content_hash), lambda: _compile(conn, active))
+
+
+# -- what-if: the set a candidate would make ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateSet:
+    """The set that applying documents and then activating by default would enforce.
+
+    ``policy_set`` is compiled with the version and content hash activation would record;
+    ``members`` says which policies are stored versions and which are the proposed
+    documents. ``active`` is the set in force now.
+    """
+
+    policy_set: PolicySet
+    members: list[CandidateMember]
+    active: PolicySetPublic
+
+
+def candidate_set(conn: DbConnection, documents: Sequence[Mapping[str, Any]]) -> CandidateSet:
+    """Compile what ``policy apply`` of ``documents`` then ``policy activate`` would enforce.
+
+    Nothing is stored. The documents are validated as applying validates them (422 naming
+    every problem). The members are those of a default activation (the latest version of
+    every stored policy), with each proposed document in place of its name's stored
+    versions; a new name joins the set.
+    """
+    validated = _validated(conn, documents)
+    proposed = {doc.name for doc in validated}
+    kept = {
+        name: version
+        for name, version in _chosen_members(conn, PolicySetActivate()).items()
+        if name not in proposed
+    }
+    listed = [{"name": name, "version": kept[name]} for name in sorted(kept)]
+    stored = [row["document"] for row in repository.member_documents(conn, listed)]
+    active = get_active_set(conn)
+    compiled = _compiled(
+        [*stored, *(doc.model_dump(mode="json") for doc in validated)], active.version + 1
+    )
+    members = [
+        *(
+            CandidateMember(name=name, version=kept[name], source=MemberSource.STORED)
+            for name in kept
+        ),
+        *(
+            CandidateMember(name=name, version=None, source=MemberSource.CANDIDATE)
+            for name in proposed
+        ),
+    ]
+    return CandidateSet(
+        policy_set=compiled, members=sorted(members, key=lambda m: m.name), active=active
+    )

@@ -8,6 +8,7 @@ with the highest version is the active one.
 """
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -126,3 +127,18 @@ class PolicySetRollback(_Input):
 
     to_version: VersionNumber | None = None
     note: Description = ""
+
+
+class MemberSource(StrEnum):
+    """Where a candidate set's member comes from: the store, or the documents proposed."""
+
+    STORED = "stored"
+    CANDIDATE = "candidate"
+
+
+class CandidateMember(BaseModel):
+    """One policy of a candidate set: a stored version, or a proposed document."""
+
+    name: str
+    version: int | None = Field(description="The stored version; null for a proposed document.")
+    source: MemberSource

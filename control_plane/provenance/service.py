@@ -4,6 +4,8 @@ An import is one transaction. Every node the BOM could name is locked; each BOM 
 matched to a node by system serial, else by asset tag, and compared with it; nodes found
 ``verified`` or ``mismatch`` get the verdict and its evidence, and one audit event each,
 written last. Nodes whose BOM could not be checked against any reading are left as they are.
+When a verdict or an origin changed, the import asks for a compliance evaluation in the
+same transaction: policies may require verified provenance or particular origins.
 """
 
 from collections import defaultdict
@@ -14,6 +16,8 @@ from psycopg.rows import DictRow
 
 from control_plane.audit import service as audit
 from control_plane.audit.models import AuditContext
+from control_plane.compliance.models import EvaluationTrigger
+from control_plane.compliance.outbox import request_evaluation
 from control_plane.core.db import DbConnection
 from control_plane.inventory.service import node_provenance
 from control_plane.provenance import repository
@@ -29,6 +33,11 @@ from control_plane.provenance.models import (
 
 #: What ``provenance_evidence.source`` says for a verdict from a BOM import.
 EVIDENCE_SOURCE = "bom-import"
+
+#: The node columns policies read that an import may change.
+_POLICY_COLUMNS = ("provenance_status", "origin_country", "component_origins")
+#: Node ids named in one compliance request; the request also has the exact count.
+_NODE_IDS_PER_REQUEST = 100
 
 _Index = dict[MatchedBy, dict[str, list[DictRow]]]
 
@@ -154,6 +163,22 @@ def import_bom(conn: DbConnection, ctx: AuditContext, bom: BomImport) -> ImportR
                     reason=None,
                     checks=assessment.checks,
                 )
+            )
+        moved = [
+            str(after["id"])
+            for before, after in changed
+            if any(before[column] != after[column] for column in _POLICY_COLUMNS)
+        ]
+        if moved:
+            request_evaluation(
+                conn,
+                EvaluationTrigger.NODE_PROVENANCE_CHANGED,
+                {
+                    "import_id": str(import_id),
+                    "bom_name": bom.name,
+                    "nodes": len(moved),
+                    "node_ids": moved[:_NODE_IDS_PER_REQUEST],
+                },
             )
         # Last, and all together: the first record takes the chain lock until commit.
         for before, after in changed:

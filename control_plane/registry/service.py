@@ -14,6 +14,8 @@ from psycopg.rows import DictRow
 
 from control_plane.audit import service as audit
 from control_plane.audit.models import AuditContext
+from control_plane.compliance.models import EvaluationTrigger
+from control_plane.compliance.outbox import request_evaluation
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import NotFoundError
 from control_plane.core.labels import merge_labels
@@ -186,6 +188,11 @@ def _register(
     return created
 
 
+def _judged(asset: AssetPublic) -> dict[str, Any]:
+    """What the policy engine reads of a dataset or model: a change here can break residency."""
+    return asset.model_dump(mode="json", exclude={"description", "created_at", "updated_at"})
+
+
 def _update(
     conn: DbConnection,
     ctx: AuditContext,
@@ -206,6 +213,12 @@ def _update(
         if change.zones is not None:
             repository.set_storage_zones(conn, kind, name, change.zones)
         after = assets.existing(conn, name)
+        if _judged(before) != _judged(after):
+            request_evaluation(
+                conn,
+                EvaluationTrigger.REGISTRY_CHANGED,
+                {"kind": kind.value, "name": name, "change": "updated"},
+            )
         audit.record(
             conn,
             ctx,
@@ -224,6 +237,11 @@ def _delete(conn: DbConnection, ctx: AuditContext, assets: _Assets[AssetT], name
     with conn.transaction():
         before = assets.existing(conn, name, for_update=True)
         repository.delete_asset(conn, kind, name)
+        request_evaluation(
+            conn,
+            EvaluationTrigger.REGISTRY_CHANGED,
+            {"kind": kind.value, "name": name, "change": "deleted"},
+        )
         audit.record(
             conn,
             ctx,
@@ -345,6 +363,11 @@ def delete_destination(conn: DbConnection, ctx: AuditContext, name: str) -> None
         if row is None:
             raise NotFoundError(f"destination {name!r} does not exist")
         repository.delete_destination(conn, name)
+        request_evaluation(
+            conn,
+            EvaluationTrigger.REGISTRY_CHANGED,
+            {"kind": "destination", "name": name, "change": "deleted"},
+        )
         audit.record(
             conn,
             ctx,

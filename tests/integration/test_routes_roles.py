@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 
 from control_plane.access import service as access
 from control_plane.access.models import Role
+from control_plane.compliance import service as compliance
+from control_plane.compliance.tasks import COMPLIANCE_ACTOR
 from control_plane.core.db import DbConnection
 from tests.support import TEST_ACTOR, bearer, registration
 
@@ -22,12 +24,16 @@ RUNNERS = frozenset({A, OP})
 
 @dataclass(frozen=True)
 class Fixture:
-    """What exists before the call: zones, a node and its token, registry entries, policies."""
+    """What exists before the call: zones, a node and its token, registry entries, policies.
+
+    Also a running workload, and a compliance evaluation the policy activations asked for.
+    """
 
     node_id: str
     agent_token: str
     machine_id: str
     workload_id: str
+    evaluation_id: str
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class Case:
             .replace("{name}", POLICY["name"])
             .replace("{version}", "1")
             .replace("{workload_id}", fx.workload_id)
+            .replace("{evaluation_id}", fx.evaluation_id)
         )
 
 
@@ -250,6 +257,18 @@ CASES = [
     Case("GET", "/v1/workloads/{workload_id}", READERS, 200),
     Case("POST", "/v1/workloads/{workload_id}/release", RUNNERS, 200),
     Case("POST", "/v1/workloads/{workload_id}/renew", RUNNERS, 200, lambda fx: {}),
+    Case("POST", "/v1/compliance/evaluations", frozenset({A}), 202),
+    Case("GET", "/v1/compliance/evaluations", frozenset({A, U}), 200),
+    Case("GET", "/v1/compliance/evaluations/latest", frozenset({A, U}), 200),
+    Case("GET", "/v1/compliance/evaluations/{evaluation_id}", frozenset({A, U}), 200),
+    # What activating a tighter version of the world's policy would change; stores nothing.
+    Case(
+        "POST",
+        "/v1/policies/whatif",
+        frozenset({A}),
+        200,
+        lambda fx: {**POLICY, "requirements": {"compute_zones": ["jp-east"]}},
+    ),
     Case("GET", "/v1/audit/events", frozenset({A, U}), 200),
     Case("GET", "/v1/audit/verify", frozenset({A, U}), 200),
 ]
@@ -257,7 +276,7 @@ PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 
 
 @pytest.fixture
-def world(client: TestClient, make_token: Callable[[Role], str]) -> Fixture:
+def world(client: TestClient, make_token: Callable[[Role], str], conn: DbConnection) -> Fixture:
     admin = bearer(make_token(Role.ADMIN))
     for zone in (
         {"slug": "jp", "name": "Japan", "country": "JP"},
@@ -301,11 +320,15 @@ def world(client: TestClient, make_token: Callable[[Role], str]) -> Fixture:
     # A running workload (of "platform", so that "research" stays deletable).
     workload = client.post("/v1/workloads", json=WORKLOAD, headers=admin).json()
     assert workload["status"] == "admitted", workload
+    # The activations asked for a compliance evaluation; run it, as the worker would.
+    evaluation = compliance.run_pending(conn, COMPLIANCE_ACTOR, sample_size=10)
+    assert evaluation is not None
     return Fixture(
         node_id=registered["node_id"],
         agent_token=registered["token"],
         machine_id=body["inventory"]["host"]["machine_id"],
         workload_id=workload["id"],
+        evaluation_id=str(evaluation.id),
     )
 
 

@@ -1,0 +1,79 @@
+"""HTTP routes for compliance evaluations and policy what-if.
+
+Thin: parse, authorize, call. Evaluations are evidence: reading them needs ``audit:read``
+(auditors and admins). Asking for one, and what-if, need ``policy:write`` (admins), as
+applying and activating policies do.
+"""
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, Query, status
+
+from control_plane.access.models import Permission, Principal
+from control_plane.compliance import service
+from control_plane.compliance.models import (
+    ComplianceRequestPublic,
+    EvaluationPage,
+    EvaluationPublic,
+    WhatIfResult,
+)
+from control_plane.core.http import Conn, RequestId, SettingsDep, require
+from control_plane.policy.api import DOCUMENTS_BODY, Documents
+from control_plane.scheduling.api import PolicySets
+
+Reader = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
+Admin = Annotated[Principal, Depends(require(Permission.POLICY_WRITE))]
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post(
+    "/compliance/evaluations",
+    status_code=status.HTTP_202_ACCEPTED,
+    tags=["compliance"],
+)
+def request_evaluation(conn: Conn, who: Admin, request_id: RequestId) -> ComplianceRequestPublic:
+    """Ask for every running workload to be re-evaluated; the worker runs it on its next beat."""
+    return service.request_by_admin(conn, who.audit_context(request_id))
+
+
+@router.get("/compliance/evaluations", tags=["compliance"])
+def list_evaluations(
+    conn: Conn,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> EvaluationPage:
+    """List compliance evaluations, newest first, without their samples."""
+    return service.list_evaluations(conn, limit, offset)
+
+
+@router.get("/compliance/evaluations/latest", tags=["compliance"])
+def latest_evaluation(conn: Conn, _: Reader) -> EvaluationPublic:
+    """Show the latest compliance evaluation with its sample of violating workloads."""
+    return service.latest_evaluation(conn)
+
+
+@router.get("/compliance/evaluations/{evaluation_id}", tags=["compliance"])
+def get_evaluation(evaluation_id: UUID, conn: Conn, _: Reader) -> EvaluationPublic:
+    """Show one compliance evaluation with its sample of violating workloads."""
+    return service.get_evaluation(conn, evaluation_id)
+
+
+@router.post(
+    "/policies/whatif",
+    tags=["policies", "compliance"],
+    openapi_extra={"requestBody": {"required": True, "content": DOCUMENTS_BODY}},
+)
+def whatif(
+    _: Admin,
+    documents: Documents,
+    conn: Conn,
+    settings: SettingsDep,
+    policy_sets: PolicySets,
+) -> WhatIfResult:
+    """Show what activating candidate policies would change, storing nothing (JSON or YAML)."""
+    return service.whatif(
+        conn, documents, sample_size=settings.compliance_sample_size, policy_sets=policy_sets
+    )

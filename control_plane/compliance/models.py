@@ -1,0 +1,193 @@
+"""Compliance vocabulary and API models: evaluation requests, evaluations, what-if answers.
+
+An evaluation judges every running workload against the active policy set and keeps exact
+counts plus a capped sample of the violating workloads, as Gatekeeper's audit keeps a
+capped list of violations with an exact total. A what-if answer does the same for a
+candidate policy set without storing anything, and adds what the candidate changes for
+each tenant's usable GPUs.
+"""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from control_plane.policy.store_models import CandidateMember
+from control_plane.scheduling.models import ReasonPublic
+
+
+class EvaluationTrigger(StrEnum):
+    """Why an evaluation was asked for: a change that can turn a running workload non-compliant.
+
+    Stored on each ``compliance_request`` (the database checks the same list). ``requested``
+    is an admin asking through the API or ``sovctl compliance evaluate``.
+    """
+
+    POLICY_SET_ACTIVATED = "policy_set.activated"
+    POLICY_SET_ROLLED_BACK = "policy_set.rolled_back"
+    NODE_ZONE_CHANGED = "node.zone_changed"
+    NODE_PROVENANCE_CHANGED = "node.provenance_changed"
+    NODE_STATUS_CHANGED = "node.status_changed"
+    NODE_LABELS_CHANGED = "node.labels_changed"
+    NODE_DRIFT_DETECTED = "node.drift_detected"
+    NODE_DRIFT_ACKNOWLEDGED = "node.drift_acknowledged"
+    ZONE_CHANGED = "zone.changed"
+    #: A dataset's or model's storage zones, classification, labels or provenance changed,
+    #: or a dataset, model or destination a running workload may name was deleted.
+    REGISTRY_CHANGED = "registry.changed"
+    REQUESTED = "requested"
+
+
+class ComplianceRequestPublic(BaseModel):
+    """One request for an evaluation; ``evaluation_id`` is null until one handles it."""
+
+    id: int
+    reason: EvaluationTrigger
+    subject: dict[str, Any] = Field(description="What changed, as the caller saw it.")
+    requested_at: datetime
+    evaluation_id: UUID | None
+
+
+class ViolationPublic(BaseModel):
+    """A running workload that a policy set denies where it runs now, and why."""
+
+    workload_id: UUID
+    tenant: str
+    node_id: UUID | None
+    hostname: str | None = Field(description="The node's hostname now.")
+    zone: str | None = Field(
+        description="The node's zone now (the zone at admission when the node left the fleet)."
+    )
+    reasons: list[ReasonPublic] = Field(
+        description="Every reason the engine gave, deny and warn; at least one denies."
+    )
+
+
+class RuleCount(BaseModel):
+    """How many violating workloads one policy's rule denies (``policy`` null: no policy)."""
+
+    policy: str | None
+    rule: str
+    workloads: int
+
+
+class TriggerPublic(BaseModel):
+    """A request an evaluation handled."""
+
+    id: int
+    reason: EvaluationTrigger
+    subject: dict[str, Any]
+    requested_at: datetime
+
+
+class EvaluationSummary(BaseModel):
+    """One compliance evaluation: what triggered it, what it judged under, exact counts."""
+
+    id: UUID
+    started_at: datetime
+    finished_at: datetime
+    triggers: list[TriggerPublic] = Field(description="The requests it handled, oldest first.")
+    trigger_count: int = Field(description="How many requests it handled (exact).")
+    policy_set_version: int
+    policy_set_hash: str
+    fleet_generation: int = Field(description="The fleet generation the nodes were read at.")
+    workloads_evaluated: int = Field(description="Running workloads judged.")
+    violating_workloads: int = Field(description="Of them, denied by a deny policy (exact).")
+    warned_workloads: int = Field(description="Of them, admitted only with warnings (exact).")
+    violations_by_rule: list[RuleCount] = Field(
+        description="Violating workloads per policy and rule, most first (exact)."
+    )
+    violations_by_tenant: dict[str, int] = Field(
+        description="Violating workloads per tenant (exact)."
+    )
+
+
+class EvaluationPublic(EvaluationSummary):
+    """An evaluation with its sample: the first violating workloads by id."""
+
+    sample: list[ViolationPublic] = Field(
+        description="At most SOVEREIGN_COMPLIANCE_SAMPLE_SIZE violating workloads, by id."
+    )
+
+
+class EvaluationPage(BaseModel):
+    """A page of evaluations, newest first (without their samples), and how many there are."""
+
+    items: list[EvaluationSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class PolicySetRef(BaseModel):
+    """A policy set by version and content hash."""
+
+    version: int
+    content_hash: str
+
+
+class CandidateSetPublic(BaseModel):
+    """The set that applying the candidate documents and activating by default would enforce."""
+
+    version: int = Field(description="The version activation would give it.")
+    content_hash: str = Field(description="The content hash activation would record.")
+    members: list[CandidateMember]
+    unchanged: bool = Field(description="Whether it says exactly what the active set says.")
+
+
+class WhatIfViolation(ViolationPublic):
+    """A running workload the candidate set would deny."""
+
+    new: bool = Field(description="True when the active set does not deny it now.")
+
+
+class WhatIfViolations(BaseModel):
+    """Running workloads the candidate set would deny: exact counts and the first by id."""
+
+    count: int = Field(description="Running workloads the candidate would deny (exact).")
+    new: int = Field(description="Of them, not denied under the active set (exact).")
+    fixed: int = Field(
+        description="Running workloads denied under the active set that the candidate allows."
+    )
+    warned: int = Field(description="Running workloads the candidate admits only with warnings.")
+    items: list[WhatIfViolation] = Field(
+        description="At most SOVEREIGN_COMPLIANCE_SAMPLE_SIZE of them, by workload id."
+    )
+
+
+class NodeSetChange(BaseModel):
+    """Nodes that enter or leave a set: exact count, hostnames (capped) in hostname order."""
+
+    count: int
+    hostnames: list[str]
+
+
+class TenantCapacityChange(BaseModel):
+    """How the candidate set changes where one tenant may run (its probe workload).
+
+    The probe asks for one GPU and names no dataset, model or output. A node is usable
+    when it is active, has not drifted, has a GPU with MIG off and no deny policy selected
+    for the probe excludes it; its usable GPUs are all its GPUs.
+    """
+
+    tenant: str
+    eligible_nodes_now: int
+    eligible_nodes_candidate: int
+    nodes_lost: NodeSetChange
+    nodes_gained: NodeSetChange
+    usable_gpus_now: int
+    usable_gpus_candidate: int
+    change: int = Field(description="usable_gpus_candidate - usable_gpus_now")
+
+
+class WhatIfResult(BaseModel):
+    """What activating a candidate policy set would change, computed and not stored."""
+
+    active_set: PolicySetRef
+    candidate_set: CandidateSetPublic
+    fleet_generation: int
+    workloads_evaluated: int
+    violations: WhatIfViolations
+    tenants: list[TenantCapacityChange] = Field(description="Every tenant, by slug.")

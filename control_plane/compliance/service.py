@@ -1,0 +1,355 @@
+"""Compliance use cases: evaluate running workloads and record it, read evaluations, what-if.
+
+``run_pending`` is the evaluation the Celery task runs. One transaction: it claims the
+pending requests (``FOR UPDATE SKIP LOCKED``, so two workers never evaluate for the same
+requests), reads the fleet snapshot, the active policy set and every running workload,
+judges them all (``evaluation.assess``), stores one ``compliance_evaluation`` with exact
+counts and a capped sample, marks the requests handled and audits
+``compliance.evaluated``, last. Nothing pending, nothing done: the task is idempotent.
+
+``whatif`` judges the same running workloads, on the same kind of snapshot, under the
+active set and under the candidate set that applying some documents and activating them
+would make (``policy.service.candidate_set``), and stores nothing.
+"""
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from psycopg.rows import DictRow
+
+from control_plane.audit import service as audit
+from control_plane.audit.models import AuditContext
+from control_plane.compliance import evaluation, repository
+from control_plane.compliance.evaluation import Assessment, RunningWorkload
+from control_plane.compliance.models import (
+    CandidateSetPublic,
+    ComplianceRequestPublic,
+    EvaluationPage,
+    EvaluationPublic,
+    EvaluationSummary,
+    EvaluationTrigger,
+    NodeSetChange,
+    PolicySetRef,
+    TenantCapacityChange,
+    WhatIfResult,
+    WhatIfViolation,
+    WhatIfViolations,
+)
+from control_plane.compliance.outbox import request_evaluation
+from control_plane.core.db import DbConnection
+from control_plane.core.errors import InvalidInputError, NotFoundError
+from control_plane.policy import service as policies
+from control_plane.policy.models import EnforcementPoint, WorkloadView
+from control_plane.policy.service import CompiledPolicySets, active_policy_set
+from control_plane.registry import service as registry
+from control_plane.scheduling.fleet import load_snapshot
+from control_plane.scheduling.models import WorkloadCreate
+from control_plane.scheduling.service import workload_view
+
+#: Requests listed on an evaluation (its ``trigger_count`` is exact). A burst of drift or
+#: node edits can pile up thousands; the first ones say enough about why it ran.
+TRIGGERS_KEPT = 100
+#: Hostnames listed per tenant for the nodes a candidate set takes away or adds.
+HOSTNAMES_LISTED = 20
+
+
+# -- the engine's views of running workloads -------------------------------------------
+
+
+class _RequestViews:
+    """The engine's views of running workloads' requests, each registry name read once.
+
+    Views are built by admission's own ``workload_view``, one name at a time (a request
+    naming just that tenant, dataset, model or destination), so they are exactly what
+    admission builds, and thousands of workloads naming the same few datasets cost one
+    lookup per name rather than one per workload and name. Lives for one evaluation.
+    """
+
+    def __init__(self, conn: DbConnection) -> None:
+        self._conn = conn
+        self._found: dict[tuple[str, str], WorkloadView | str] = {}
+
+    def _lookup(self, kind: str, name: str, probe: WorkloadCreate) -> WorkloadView | str:
+        """The view of a request naming only ``name``, or why it could not be built."""
+        key = (kind, name)
+        found = self._found.get(key)
+        if found is None:
+            try:
+                found = workload_view(self._conn, probe)
+            except InvalidInputError:
+                found = f"{kind} {name!r} named by the workload is no longer in the registry"
+            self._found[key] = found
+        return found
+
+    def view(self, request: WorkloadCreate) -> WorkloadView | str:
+        """The engine's view of ``request``, or why something it names is missing."""
+        tenant = self._lookup("tenant", request.tenant, WorkloadCreate(tenant=request.tenant))
+        if isinstance(tenant, str):
+            return tenant
+        datasets = [
+            self._lookup("dataset", name, WorkloadCreate(tenant=request.tenant, datasets=[name]))
+            for name in request.datasets
+        ]
+        models = [
+            self._lookup("model", name, WorkloadCreate(tenant=request.tenant, models=[name]))
+            for name in request.models
+        ]
+        outputs = [
+            self._lookup(
+                "artifact destination", name, WorkloadCreate(tenant=request.tenant, output=name)
+            )
+            for name in ([request.output] if request.output is not None else [])
+        ]
+        missing = [found for found in (*datasets, *models, *outputs) if isinstance(found, str)]
+        if missing:
+            return "; ".join(missing)
+        return replace(
+            tenant,
+            datasets=tuple(v.datasets[0] for v in datasets if not isinstance(v, str)),
+            models=tuple(v.models[0] for v in models if not isinstance(v, str)),
+            output=next((v.output for v in outputs if not isinstance(v, str)), None),
+            gpu_count=request.gpu_count,
+            gpu_model=request.gpu_model,
+            min_gpu_memory_bytes=request.min_gpu_memory_bytes,
+            mig_profile=request.mig_profile,
+            labels=request.labels,
+        )
+
+
+def running_workloads(conn: DbConnection) -> list[RunningWorkload]:
+    """Every workload that holds GPUs now, by id, with the engine's view of its request."""
+    views = _RequestViews(conn)
+    found = []
+    for row in repository.running_workloads(conn):
+        view = views.view(WorkloadCreate.model_validate(row["request"]))
+        found.append(
+            RunningWorkload(
+                id=str(row["id"]),
+                tenant=row["tenant"],
+                node_id=str(row["node_id"]),
+                view=None if isinstance(view, str) else view,
+                problem=view if isinstance(view, str) else None,
+                hostname=row["hostname"],
+                node_status=row["node_status"],
+                zone=row["zone"],
+            )
+        )
+    return found
+
+
+# -- requesting and reading evaluations ------------------------------------------------
+
+
+def request_by_admin(conn: DbConnection, ctx: AuditContext) -> ComplianceRequestPublic:
+    """Ask for an evaluation now (an admin, through the API); the task runs it next beat."""
+    with conn.transaction():
+        return request_evaluation(
+            conn,
+            EvaluationTrigger.REQUESTED,
+            {
+                "actor_id": ctx.actor_id,
+                "requested_by": ctx.actor_name,
+                "request_id": ctx.request_id,
+            },
+        )
+
+
+def _public(row: DictRow) -> EvaluationPublic:
+    return EvaluationPublic.model_validate(row)
+
+
+def get_evaluation(conn: DbConnection, evaluation_id: UUID) -> EvaluationPublic:
+    """One evaluation with its sample, or 404."""
+    row = repository.get_evaluation(conn, evaluation_id)
+    if row is None:
+        raise NotFoundError(f"compliance evaluation {evaluation_id} does not exist")
+    return _public(row)
+
+
+def latest_evaluation(conn: DbConnection) -> EvaluationPublic:
+    """The evaluation that finished last, or 404 when none has run yet."""
+    row = repository.latest_evaluation(conn)
+    if row is None:
+        raise NotFoundError("no compliance evaluation has run yet")
+    return _public(row)
+
+
+def list_evaluations(conn: DbConnection, limit: int, offset: int) -> EvaluationPage:
+    """A page of evaluations, newest first, without their samples."""
+    rows, total = repository.list_evaluations(conn, limit, offset)
+    return EvaluationPage(
+        items=[EvaluationSummary.model_validate(row) for row in rows],
+        total=total,
+        limit=limit,
+        offset=offset,
+    )
+
+
+# -- evaluating ------------------------------------------------------------------------
+
+
+def _trigger_json(row: DictRow) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "reason": row["reason"],
+        "subject": row["subject"],
+        "requested_at": row["requested_at"].isoformat(),
+    }
+
+
+def _counts(found: Assessment) -> dict[str, Any]:
+    """The exact counts of an assessment, as stored and audited."""
+    return {
+        "workloads_evaluated": found.evaluated,
+        "violating_workloads": len(found.violations),
+        "warned_workloads": found.warned,
+        "violations_by_rule": [count.to_json() for count in found.by_rule],
+        "violations_by_tenant": found.by_tenant,
+    }
+
+
+def run_pending(
+    conn: DbConnection,
+    ctx: AuditContext,
+    *,
+    sample_size: int,
+    policy_sets: CompiledPolicySets | None = None,
+) -> EvaluationPublic | None:
+    """Evaluate every running workload if any evaluation request is pending; record it.
+
+    Returns the evaluation, or None when nothing was pending (or another worker holds
+    every pending request). ``sample_size`` caps the violating workloads kept with their
+    reasons; the counts are exact. Audited as ``compliance.evaluated``.
+    """
+    started_at = datetime.now(UTC)
+    with conn.transaction():
+        claimed = repository.claim_pending(conn)
+        if not claimed:
+            return None
+        # Read after claiming: every change whose request was claimed has committed.
+        snapshot = load_snapshot(conn)
+        policy_set = active_policy_set(conn, policy_sets)
+        found = evaluation.assess(
+            running_workloads(conn), snapshot.index, policy_set, point=EnforcementPoint.SWEEP
+        )
+        sample = found.violations[:sample_size]
+        evaluation_id = uuid4()
+        counts = _counts(found)
+        row = repository.insert_evaluation(
+            conn,
+            {
+                "id": evaluation_id,
+                "started_at": started_at,
+                "finished_at": datetime.now(UTC),
+                "triggers": [_trigger_json(request) for request in claimed[:TRIGGERS_KEPT]],
+                "trigger_count": len(claimed),
+                "policy_set_version": policy_set.version,
+                "policy_set_hash": policy_set.content_hash,
+                "fleet_generation": snapshot.generation,
+                **counts,
+                "sample": [finding.to_json() for finding in sample],
+            },
+        )
+        repository.mark_handled(conn, [request["id"] for request in claimed], evaluation_id)
+        audit.record(
+            conn,
+            ctx,
+            action="compliance.evaluated",
+            object_type="compliance_evaluation",
+            object_id=str(evaluation_id),
+            after={
+                "policy_set": {
+                    "version": policy_set.version,
+                    "content_hash": policy_set.content_hash,
+                },
+                "fleet_generation": snapshot.generation,
+                **counts,
+                "sampled_workload_ids": [finding.workload_id for finding in sample],
+                "triggers": {
+                    "count": len(claimed),
+                    "reasons": dict(sorted(Counter(r["reason"] for r in claimed).items())),
+                },
+            },
+        )
+    return _public(row)
+
+
+# -- what-if ---------------------------------------------------------------------------
+
+
+def whatif(
+    conn: DbConnection,
+    documents: Sequence[Mapping[str, Any]],
+    *,
+    sample_size: int,
+    policy_sets: CompiledPolicySets | None = None,
+) -> WhatIfResult:
+    """What activating ``documents`` (as ``policy apply`` then ``policy activate``) would do.
+
+    Validated as applying validates (422 naming every problem); nothing is stored. Every
+    running workload is judged under the active set and the candidate, as the compliance
+    evaluation judges them; every tenant's probe (one GPU, nothing named) is placed under
+    both. ``sample_size`` caps the violations listed; counts are exact.
+    """
+    with conn.transaction():
+        repository.consistent_read(conn)
+        candidate = policies.candidate_set(conn, documents)
+        current = active_policy_set(conn, policy_sets)
+        snapshot = load_snapshot(conn)
+        workloads = running_workloads(conn)
+        tenants = [tenant.slug for tenant in registry.list_tenants(conn)]
+    result = evaluation.what_if(
+        workloads,
+        snapshot.index,
+        current,
+        candidate.policy_set,
+        tenants,
+        limit=HOSTNAMES_LISTED,
+    )
+    new_ids = result.new_ids
+    return WhatIfResult(
+        active_set=PolicySetRef(
+            version=candidate.active.version, content_hash=candidate.active.content_hash
+        ),
+        candidate_set=CandidateSetPublic(
+            version=candidate.policy_set.version,
+            content_hash=candidate.policy_set.content_hash,
+            members=candidate.members,
+            unchanged=candidate.policy_set.content_hash == candidate.active.content_hash,
+        ),
+        fleet_generation=snapshot.generation,
+        workloads_evaluated=result.candidate.evaluated,
+        violations=WhatIfViolations(
+            count=len(result.candidate.violations),
+            new=len(new_ids),
+            fixed=len(result.fixed_ids),
+            warned=result.candidate.warned,
+            items=[
+                WhatIfViolation.model_validate(
+                    {**finding.to_json(), "new": finding.workload_id in new_ids}
+                )
+                for finding in result.candidate.violations[:sample_size]
+            ],
+        ),
+        tenants=[
+            TenantCapacityChange(
+                tenant=change.tenant,
+                eligible_nodes_now=change.nodes_now,
+                eligible_nodes_candidate=change.nodes_candidate,
+                nodes_lost=NodeSetChange(
+                    count=change.lost.count, hostnames=list(change.lost.hostnames)
+                ),
+                nodes_gained=NodeSetChange(
+                    count=change.gained.count, hostnames=list(change.gained.hostnames)
+                ),
+                usable_gpus_now=change.gpus_now,
+                usable_gpus_candidate=change.gpus_candidate,
+                change=change.change,
+            )
+            for change in result.capacity
+        ],
+    )

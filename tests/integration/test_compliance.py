@@ -1,0 +1,639 @@
+"""Continuous compliance and what-if against the real database, API and a real Celery worker."""
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
+from fastapi.testclient import TestClient
+from psycopg.rows import DictRow
+
+from control_plane.access.models import Role
+from control_plane.audit import service as audit
+from control_plane.compliance import service
+from control_plane.compliance.models import EvaluationPublic, EvaluationTrigger
+from control_plane.compliance.outbox import request_evaluation
+from control_plane.compliance.tasks import COMPLIANCE_ACTOR, EVALUATE_TASK
+from control_plane.core.celery_app import create_celery
+from control_plane.core.db import DbConnection
+from control_plane.core.settings import Settings
+from tests.support import Run, bearer, registration
+
+pytestmark = pytest.mark.integration
+
+JAPAN_ONLY = {"name": "compute-in-japan", "requirements": {"compute_zones": ["jp"]}}
+TAIWAN_ONLY = {"name": "compute-in-japan", "requirements": {"compute_zones": ["tw"]}}
+
+
+@dataclass
+class World:
+    """Zones jp and tw, two nodes in each, two tenants and a dataset stored in jp."""
+
+    admin: dict[str, str]
+    node_ids: dict[str, str]
+    agents: dict[str, tuple[str, str]]  # hostname -> (agent token, machine id)
+
+
+#: hostname -> (zone, GPUs, system serial)
+NODES = {
+    "jp-a": ("jp", 4, "S-JP-A"),
+    "jp-b": ("jp", 2, "S-JP-B"),
+    "tw-a": ("tw", 2, "S-TW-A"),
+    "tw-b": ("tw", 2, "S-TW-B"),
+}
+
+
+@pytest.fixture
+def world(client: TestClient, make_token: Callable[[Role], str]) -> World:
+    admin = bearer(make_token(Role.ADMIN))
+    for path, body in (
+        ("/v1/zones", {"slug": "jp", "name": "Japan", "country": "JP"}),
+        ("/v1/zones", {"slug": "tw", "name": "Taiwan", "country": "TW"}),
+        ("/v1/zones", {"slug": "jp-east", "name": "Japan East", "country": "JP"}),
+        ("/v1/tenants", {"slug": "research", "name": "Research"}),
+        ("/v1/tenants", {"slug": "platform", "name": "Platform"}),
+        (
+            "/v1/datasets",
+            {
+                "name": "tickets",
+                "tenant": "research",
+                "classification": "confidential",
+                "zones": ["jp"],
+            },
+        ),
+        ("/v1/destinations", {"name": "results-jp", "zone": "jp"}),
+    ):
+        response = client.post(path, json=body, headers=admin)
+        assert response.status_code == 201, response.text
+    world = World(admin=admin, node_ids={}, agents={})
+    for hostname, (zone, gpus, serial) in NODES.items():
+        body = registration(
+            hostname=hostname,
+            zone=zone,
+            gpu_uuids=tuple(f"GPU-{hostname}-{i}" for i in range(gpus)),
+        )
+        body["inventory"]["host"]["system_serial"] = serial
+        response = client.post("/v1/agents/register", json=body, headers=admin)
+        assert response.status_code == 201, response.text
+        world.node_ids[hostname] = response.json()["node_id"]
+        world.agents[hostname] = (
+            response.json()["token"],
+            body["inventory"]["host"]["machine_id"],
+        )
+    return world
+
+
+def submit(client: TestClient, world: World, **overrides: Any) -> dict[str, Any]:
+    body = {"tenant": "research", "datasets": ["tickets"], "output": "results-jp", **overrides}
+    response = client.post("/v1/workloads", json=body, headers=world.admin)
+    assert response.status_code == 201, response.text
+    workload: dict[str, Any] = response.json()
+    assert workload["status"] == "admitted", workload
+    return workload
+
+
+def fill_the_fleet(client: TestClient, world: World) -> list[dict[str, Any]]:
+    """One-GPU workloads until every GPU is held: some land in jp, some in tw."""
+    total = sum(gpus for _, gpus, _ in NODES.values())
+    return [
+        submit(client, world, tenant="platform" if i % 3 == 0 else "research") for i in range(total)
+    ]
+
+
+def pending(conn: DbConnection) -> list[DictRow]:
+    return conn.execute(
+        "SELECT reason, subject FROM compliance_request WHERE evaluation_id IS NULL ORDER BY id"
+    ).fetchall()
+
+
+def reasons(conn: DbConnection) -> list[str]:
+    return [row["reason"] for row in pending(conn)]
+
+
+def run(conn: DbConnection, sample_size: int = 100) -> EvaluationPublic | None:
+    return service.run_pending(conn, COMPLIANCE_ACTOR, sample_size=sample_size)
+
+
+def apply_and_activate(client: TestClient, world: World, *documents: dict[str, Any]) -> Any:
+    applied = client.post("/v1/policies", json=list(documents), headers=world.admin)
+    assert applied.status_code in (200, 201), applied.text
+    activated = client.post("/v1/policy-sets/activate", json={}, headers=world.admin)
+    assert activated.status_code == 200, activated.text
+    return activated.json()
+
+
+# -- the outbox: a request in the transaction of each change ---------------------------
+
+
+def test_activation_and_rollback_request_an_evaluation(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    assert pending(conn) == []
+    first = apply_and_activate(client, world, JAPAN_ONLY)
+    second = apply_and_activate(client, world, TAIWAN_ONLY)
+    rolled = client.post("/v1/policy-sets/rollback", json={}, headers=world.admin).json()
+    rows = pending(conn)
+    assert [row["reason"] for row in rows] == [
+        "policy_set.activated",
+        "policy_set.activated",
+        "policy_set.rolled_back",
+    ]
+    assert rows[0]["subject"]["policy_set_version"] == first["version"]
+    assert rows[1]["subject"]["content_hash"] == second["content_hash"]
+    assert rows[2]["subject"] == {
+        "policy_set_version": rolled["version"],
+        "content_hash": rolled["content_hash"],
+        "previous_version": second["version"],
+        "restores_version": first["version"],
+    }
+    # A refused activation (nothing would change) asks for nothing: its transaction rolled back.
+    same = {"members": [{"name": "compute-in-japan", "version": 1}]}
+    refused = client.post("/v1/policy-sets/activate", json=same, headers=world.admin)
+    assert refused.status_code == 409
+    assert len(pending(conn)) == 3
+
+
+def test_node_edits_request_an_evaluation_per_kind_of_change(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    node = world.node_ids["tw-a"]
+
+    def patch(body: dict[str, Any]) -> int:
+        return client.patch(f"/v1/nodes/{node}", json=body, headers=world.admin).status_code
+
+    assert patch({"zone": "jp"}) == 200
+    [row] = pending(conn)
+    assert row["reason"] == "node.zone_changed"
+    assert row["subject"] == {
+        "node_id": node,
+        "hostname": "tw-a",
+        "before": {"zone": "tw"},
+        "after": {"zone": "jp"},
+    }
+    assert patch({"provenance": {"origin_country": "US"}}) == 200
+    assert patch({"labels": {"tier": "spot"}}) == 200
+    assert patch({"status": "maintenance"}) == 200
+    assert reasons(conn)[1:] == [
+        "node.provenance_changed",
+        "node.labels_changed",
+        "node.status_changed",
+    ]
+    provenance = pending(conn)[1]["subject"]
+    assert provenance["before"]["provenance_status"] == "unknown"
+    assert provenance["after"] == {
+        "provenance_status": "declared",
+        "origin_country": "US",
+        "component_origins": {},
+    }
+    # Nothing the engine reads changed: no request. A refused edit: none either.
+    assert patch({"labels": {"tier": "spot"}}) == 200
+    assert patch({"zone": "nowhere"}) == 422
+    assert len(pending(conn)) == 4
+
+
+def test_a_zone_moved_requests_an_evaluation(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    response = client.patch("/v1/zones/jp-east", json={"parent": "jp"}, headers=world.admin)
+    assert response.status_code == 200, response.text
+    [row] = pending(conn)
+    assert row["reason"] == "zone.changed"
+    assert row["subject"]["after"] == {"parent": "jp", "country": "JP"}
+    # A description is not a place: no request.
+    client.patch("/v1/zones/jp-east", json={"description": "Tokyo"}, headers=world.admin)
+    assert len(pending(conn)) == 1
+
+
+def test_registry_changes_that_policies_read_request_an_evaluation(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    # A description is not read by any policy: no request.
+    client.patch("/v1/datasets/tickets", json={"description": "CRM"}, headers=world.admin)
+    assert pending(conn) == []
+    moved = client.patch("/v1/datasets/tickets", json={"zones": ["tw"]}, headers=world.admin)
+    assert moved.status_code == 200, moved.text
+    [row] = pending(conn)
+    assert row["reason"] == "registry.changed"
+    assert row["subject"] == {"kind": "dataset", "name": "tickets", "change": "updated"}
+    assert client.delete("/v1/destinations/results-jp", headers=world.admin).status_code == 204
+    assert reasons(conn) == ["registry.changed", "registry.changed"]
+    assert pending(conn)[1]["subject"]["kind"] == "destination"
+
+
+def test_a_bom_import_that_changes_provenance_requests_an_evaluation(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    rows = [
+        {"system_serial": "S-TW-A", "component": "system", "origin_country": "TW"},
+        *(
+            {
+                "system_serial": "S-TW-A",
+                "component": "gpu",
+                "serial": f"165232{i:07d}",
+                "origin_country": "TW",
+            }
+            for i in range(2)
+        ),
+    ]
+    imported = client.post("/v1/provenance/imports", json={"rows": rows}, headers=world.admin)
+    assert imported.status_code == 200, imported.text
+    assert imported.json()["servers"][0]["status"] == "verified"
+    [row] = pending(conn)
+    assert row["reason"] == "node.provenance_changed"
+    assert row["subject"]["node_ids"] == [world.node_ids["tw-a"]]
+    assert row["subject"]["nodes"] == 1
+    # The same BOM again changes nothing, and asks for nothing.
+    client.post("/v1/provenance/imports", json={"rows": rows}, headers=world.admin)
+    assert len(pending(conn)) == 1
+
+
+def test_drift_and_its_acknowledgement_request_an_evaluation(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    token, machine_id = world.agents["jp-b"]
+    node = world.node_ids["jp-b"]
+    swapped = registration(hostname="jp-b", machine_id=machine_id, gpu_uuids=("GPU-swapped",))[
+        "inventory"
+    ]
+    heartbeat = {"seq": 1, "inventory": swapped}
+    ack = client.post(f"/v1/nodes/{node}/heartbeat", json=heartbeat, headers=bearer(token))
+    assert ack.json()["status"] == "quarantined"
+    [row] = pending(conn)
+    assert row["reason"] == "node.drift_detected"
+    assert row["subject"] == {"node_id": node, "hostname": "jp-b", "source": "heartbeat"}
+    # The same report again is no new drift.
+    again = {"seq": 2, "inventory": swapped}
+    client.post(f"/v1/nodes/{node}/heartbeat", json=again, headers=bearer(token))
+    assert len(pending(conn)) == 1
+    acknowledged = client.post(f"/v1/nodes/{node}/drift/acknowledge", json={}, headers=world.admin)
+    assert acknowledged.status_code == 200
+    assert reasons(conn) == ["node.drift_detected", "node.drift_acknowledged"]
+
+
+def test_every_trigger_is_storable_and_only_inside_a_transaction(conn: DbConnection) -> None:
+    with conn.transaction():
+        for trigger in EvaluationTrigger:
+            request_evaluation(conn, trigger, {"test": True})
+    assert reasons(conn) == [trigger.value for trigger in EvaluationTrigger]
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        request_evaluation(conn, EvaluationTrigger.REQUESTED, {})
+
+
+# -- the evaluation --------------------------------------------------------------------
+
+
+def test_an_evaluation_records_counts_sample_and_one_audit_event(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    workloads = fill_the_fleet(client, world)
+    in_taiwan = sorted(w["id"] for w in workloads if w["zone"] == "tw")
+    assert len(in_taiwan) == 4
+    active = apply_and_activate(client, world, JAPAN_ONLY)
+    assert run(conn, sample_size=3) is not None
+    evaluation = client.get("/v1/compliance/evaluations/latest", headers=world.admin).json()
+    assert evaluation["trigger_count"] == 1
+    assert [t["reason"] for t in evaluation["triggers"]] == ["policy_set.activated"]
+    assert evaluation["policy_set_version"] == active["version"]
+    assert evaluation["policy_set_hash"] == active["content_hash"]
+    assert evaluation["workloads_evaluated"] == len(workloads)
+    assert evaluation["violating_workloads"] == 4
+    assert evaluation["warned_workloads"] == 0
+    assert evaluation["violations_by_rule"] == [
+        {"policy": "compute-in-japan", "rule": "compute_location", "workloads": 4}
+    ]
+    expected_by_tenant: dict[str, int] = {}
+    for w in workloads:
+        if w["zone"] == "tw":
+            expected_by_tenant[w["tenant"]] = expected_by_tenant.get(w["tenant"], 0) + 1
+    assert evaluation["violations_by_tenant"] == dict(sorted(expected_by_tenant.items()))
+    # The sample is capped; the first violating workloads by id.
+    assert [s["workload_id"] for s in evaluation["sample"]] == in_taiwan[:3]
+    first = evaluation["sample"][0]
+    assert first["hostname"] in {"tw-a", "tw-b"}
+    assert first["zone"] == "tw"
+    assert first["reasons"][0]["rule"] == "compute_location"
+    assert f"node {first['hostname']}" in first["reasons"][0]["message"]
+    # Requests handled; one audit event with the counts and the sampled ids.
+    assert pending(conn) == []
+    [event] = audit.list_events(conn, action="compliance.evaluated").items
+    assert event.actor_id == "system:compliance"
+    assert event.object_type == "compliance_evaluation"
+    assert event.object_id == evaluation["id"]
+    assert event.after["violating_workloads"] == 4
+    assert event.after["sampled_workload_ids"] == in_taiwan[:3]
+    assert event.after["triggers"] == {"count": 1, "reasons": {"policy_set.activated": 1}}
+    assert audit.verify_chain(conn).ok
+    # Idempotent: nothing pending, nothing done.
+    assert run(conn) is None
+    assert len(audit.list_events(conn, action="compliance.evaluated").items) == 1
+    # Read back by id and in the list (without the sample).
+    by_id = client.get(f"/v1/compliance/evaluations/{evaluation['id']}", headers=world.admin)
+    assert by_id.json() == evaluation
+    page = client.get("/v1/compliance/evaluations", headers=world.admin).json()
+    assert page["total"] == 1
+    assert page["items"][0]["id"] == evaluation["id"]
+    assert "sample" not in page["items"][0]
+
+
+def test_reading_before_any_evaluation_and_requesting_one(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    latest = client.get("/v1/compliance/evaluations/latest", headers=world.admin)
+    assert latest.status_code == 404
+    assert latest.json()["error"]["code"] == "not_found"
+    unknown = "00000000-0000-0000-0000-000000000000"
+    by_id = client.get(f"/v1/compliance/evaluations/{unknown}", headers=world.admin)
+    assert by_id.status_code == 404
+    requested = client.post("/v1/compliance/evaluations", headers=world.admin)
+    assert requested.status_code == 202
+    body = requested.json()
+    assert body["reason"] == "requested"
+    assert body["evaluation_id"] is None
+    assert body["subject"]["requested_by"].startswith("admin-")
+    found = run(conn)
+    assert found is not None
+    assert found.workloads_evaluated == 0
+    assert found.violating_workloads == 0
+    assert [t.id for t in found.triggers] == [body["id"]]
+
+
+def test_a_workload_on_a_decommissioned_node_is_a_violation(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    workloads = fill_the_fleet(client, world)
+    on_tw_a = sorted(w["id"] for w in workloads if w["hostname"] == "tw-a")
+    response = client.patch(
+        f"/v1/nodes/{world.node_ids['tw-a']}",
+        json={"status": "decommissioned"},
+        headers=world.admin,
+    )
+    assert response.status_code == 200
+    assert reasons(conn) == ["node.status_changed"]
+    found = run(conn)
+    assert found is not None
+    assert found.violating_workloads == len(on_tw_a) == 2
+    assert [str(s.workload_id) for s in found.sample] == on_tw_a
+    [reason] = found.sample[0].reasons
+    assert (reason.policy, reason.rule) == (None, "node_status")
+    assert reason.message == "node tw-a is decommissioned, but the workload still holds GPUs on it"
+    assert found.violations_by_rule[0].policy is None
+
+
+def test_metrics_show_the_latest_evaluation(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    text = client.get("/metrics").text
+    assert "sovereign_compliance_pending_requests 0.0" in text
+    assert "sovereign_compliance_violating_workloads " not in text
+    fill_the_fleet(client, world)
+    apply_and_activate(client, world, JAPAN_ONLY)
+    assert "sovereign_compliance_pending_requests 1.0" in client.get("/metrics").text
+    run(conn)
+    text = client.get("/metrics").text
+    assert "sovereign_compliance_pending_requests 0.0" in text
+    assert "sovereign_compliance_workloads_evaluated 10.0" in text
+    assert "sovereign_compliance_violating_workloads 4.0" in text
+    assert "sovereign_compliance_warned_workloads 0.0" in text
+    assert (
+        'sovereign_compliance_violations{policy="compute-in-japan",rule="compute_location"} 4.0'
+        in text
+    )
+    assert "sovereign_compliance_last_evaluation_timestamp_seconds " in text
+
+
+# -- what-if ---------------------------------------------------------------------------
+
+
+def whatif(client: TestClient, world: World, body: Any) -> dict[str, Any]:
+    response = client.post("/v1/policies/whatif", json=body, headers=world.admin)
+    assert response.status_code == 200, response.text
+    result: dict[str, Any] = response.json()
+    return result
+
+
+def test_whatif_reports_new_and_fixed_violations_and_replaces_same_named_policies(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    workloads = fill_the_fleet(client, world)
+    by_zone = {z: sorted(w["id"] for w in workloads if w["zone"] == z) for z in ("jp", "tw")}
+    apply_and_activate(client, world, JAPAN_ONLY)
+    verified = {"name": "verified-hardware", "requirements": {"min_provenance_status": "verified"}}
+    applied = client.post("/v1/policies", json=verified, headers=world.admin)
+    assert applied.status_code == 201
+    policies_before = conn.execute("SELECT count(*) AS n FROM policy_version").fetchone()
+    pending_before = len(pending(conn))
+
+    # Japan only -> Taiwan only, under the same name; verified-hardware (stored, not
+    # active) joins, as a default activation would take it.
+    result = whatif(client, world, [TAIWAN_ONLY])
+    assert result["active_set"]["version"] == 1
+    assert result["candidate_set"]["version"] == 2
+    assert result["candidate_set"]["unchanged"] is False
+    assert result["candidate_set"]["members"] == [
+        {"name": "compute-in-japan", "version": None, "source": "candidate"},
+        {"name": "verified-hardware", "version": 1, "source": "stored"},
+    ]
+    violations = result["violations"]
+    # Every node's provenance is unknown: verified-hardware denies every workload.
+    assert violations["count"] == 10
+    assert violations["new"] == 6
+    assert violations["fixed"] == 0
+    new = {item["workload_id"] for item in violations["items"] if item["new"]}
+    assert new == set(by_zone["jp"])
+    assert [item["workload_id"] for item in violations["items"]] == sorted(
+        w["id"] for w in workloads
+    )
+    # Without verified-hardware: Taiwan only fixes the tw workloads and breaks the jp ones.
+    result = whatif(client, world, [TAIWAN_ONLY, {**verified, "enforcement_action": "warn"}])
+    assert result["violations"]["count"] == 6
+    assert result["violations"]["fixed"] == 4
+    assert result["violations"]["warned"] == 4
+    assert {i["workload_id"] for i in result["violations"]["items"]} == set(by_zone["jp"])
+    # Nothing was stored.
+    assert conn.execute("SELECT count(*) AS n FROM policy_version").fetchone() == policies_before
+    assert len(pending(conn)) == pending_before
+
+
+def test_whatif_capacity_per_tenant(client: TestClient, world: World) -> None:
+    only_research = {
+        "name": "research-in-taiwan",
+        "selector": {"tenants": ["research"]},
+        "requirements": {"compute_zones": ["tw"]},
+    }
+    result = whatif(client, world, only_research)
+    tenants = {t["tenant"]: t for t in result["tenants"]}
+    assert sorted(tenants) == ["platform", "research"]
+    assert tenants["research"] == {
+        "tenant": "research",
+        "eligible_nodes_now": 4,
+        "eligible_nodes_candidate": 2,
+        "nodes_lost": {"count": 2, "hostnames": ["jp-a", "jp-b"]},
+        "nodes_gained": {"count": 0, "hostnames": []},
+        "usable_gpus_now": 10,
+        "usable_gpus_candidate": 4,
+        "change": -6,
+    }
+    assert tenants["platform"]["change"] == 0
+    # A YAML body, as `policy apply` takes it.
+    response = client.post(
+        "/v1/policies/whatif",
+        content=yaml.safe_dump(only_research),
+        headers={**world.admin, "Content-Type": "application/yaml"},
+    )
+    assert response.status_code == 200
+    assert response.json()["tenants"] == result["tenants"]
+
+
+def test_whatif_with_an_invalid_candidate_is_422_naming_the_field(
+    client: TestClient, world: World
+) -> None:
+    bad = {"name": "typo", "requirements": {"compute_zones": ["jp", "jp-nort"]}}
+    response = client.post("/v1/policies/whatif", json=[JAPAN_ONLY, bad], headers=world.admin)
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_input"
+    assert [f["field"] for f in error["details"]["fields"]] == [
+        "policies[1].requirements.compute_zones[1]"
+    ]
+    assert "unknown zone 'jp-nort'" in error["message"]
+    for body, field in (([], "policies"), ({"name": "x", "oops": 1}, "policies[0].oops")):
+        response = client.post("/v1/policies/whatif", json=body, headers=world.admin)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["details"]["fields"][0]["field"] == field
+    response = client.post(
+        "/v1/policies/whatif",
+        content=b"{not json",
+        headers={**world.admin, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["details"]["fields"][0]["field"] == "body"
+
+
+# -- the acceptance test: what-if predicts what the evaluation records -----------------
+
+
+@pytest.fixture
+def celery_app(settings: Settings) -> Celery:
+    return create_celery(settings)
+
+
+@pytest.fixture
+def worker(celery_app: Celery, settings: Settings) -> Iterator[None]:
+    with start_worker(
+        celery_app,
+        pool="solo",
+        perform_ping_check=False,
+        queues=[settings.celery_queue],
+        shutdown_timeout=20,
+    ):
+        yield
+
+
+def test_whatif_predicts_exactly_what_the_evaluation_records_after_activation(
+    celery_app: Celery, worker: None, client: TestClient, conn: DbConnection, world: World
+) -> None:
+    workloads = fill_the_fleet(client, world)
+    in_taiwan = sorted(w["id"] for w in workloads if w["zone"] == "tw")
+    assert len(in_taiwan) == 4
+    assert len(workloads) - len(in_taiwan) == 6
+
+    # What-if: tightening to compute in Japan only reports exactly the Taiwan workloads.
+    predicted = whatif(client, world, JAPAN_ONLY)
+    assert predicted["workloads_evaluated"] == 10
+    assert predicted["violations"]["count"] == 4
+    assert predicted["violations"]["new"] == 4
+    assert [item["workload_id"] for item in predicted["violations"]["items"]] == in_taiwan
+    assert all(item["new"] for item in predicted["violations"]["items"])
+    assert {item["zone"] for item in predicted["violations"]["items"]} == {"tw"}
+    for tenant in predicted["tenants"]:
+        assert tenant["nodes_lost"] == {"count": 2, "hostnames": ["tw-a", "tw-b"]}
+        assert (tenant["usable_gpus_now"], tenant["usable_gpus_candidate"]) == (10, 6)
+
+    # Activate it, and let the real worker run the evaluation.
+    active = apply_and_activate(client, world, JAPAN_ONLY)
+    assert active["content_hash"] == predicted["candidate_set"]["content_hash"]
+    assert active["version"] == predicted["candidate_set"]["version"]
+    summary = celery_app.send_task(EVALUATE_TASK).get(timeout=30)
+    assert summary["violating_workloads"] == 4
+    assert summary["policy_set_version"] == active["version"]
+    recorded = client.get("/v1/compliance/evaluations/latest", headers=world.admin).json()
+    assert recorded["id"] == summary["evaluation_id"]
+    assert recorded["violating_workloads"] == predicted["violations"]["count"]
+    assert [s["workload_id"] for s in recorded["sample"]] == in_taiwan
+    assert recorded["sample"] == [
+        {k: v for k, v in item.items() if k != "new"} for item in predicted["violations"]["items"]
+    ]
+    # Idempotent on the worker too: nothing pending, nothing recorded.
+    assert celery_app.send_task(EVALUATE_TASK).get(timeout=30) is None
+    assert client.get("/v1/compliance/evaluations", headers=world.admin).json()["total"] == 1
+    assert audit.verify_chain(conn).ok
+
+
+# -- sovctl ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(
+    sovctl: Run,
+    live_server: str,
+    make_token: Callable[[Role], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Run:
+    """``sovctl`` pointed at the live API with an admin token."""
+    monkeypatch.setenv("SOVCTL_URL", live_server)
+    monkeypatch.setenv("SOVCTL_TOKEN", make_token(Role.ADMIN))
+    return sovctl
+
+
+def test_sovctl_policy_whatif_and_compliance(
+    api: Run, conn: DbConnection, live_server: str, world: World, tmp_path: Path
+) -> None:
+    for i in range(10):
+        body = {"tenant": "research", "datasets": ["tickets"], "output": "results-jp"}
+        response = httpx.post(f"{live_server}/v1/workloads", json=body, headers=world.admin)
+        assert response.json()["status"] == "admitted", i
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(yaml.safe_dump(JAPAN_ONLY))
+
+    code, out, err = api("policy", "whatif", "-f", str(candidate))
+    assert code == 0, err
+    assert "candidate policy set: sha256" in out
+    assert "10 evaluated; 4 would violate (4 new), 0 fixed" in out
+    assert out.count(" tw-a ") + out.count(" tw-b ") == 4
+    assert "compute-in-japan:compute_location" in out
+    assert "research" in out
+    code, out, _ = api("policy", "whatif", "-f", str(candidate), "-o", "json")
+    assert code == 0
+    assert json.loads(out)["violations"]["count"] == 4
+
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        yaml.safe_dump([{**JAPAN_ONLY, "requirements": {"compute_zones": ["mars", "venus"]}}])
+    )
+    code, _, err = api("policy", "whatif", "-f", str(broken))
+    assert code == 1
+    assert "2 problems" in err
+    assert "policies[0].requirements.compute_zones[0]: unknown zone 'mars'" in err
+
+    code, out, err = api("compliance", "evaluate")
+    assert code == 0, err
+    assert "evaluation requested" in out
+    code, _, err = api("compliance", "show")
+    assert code == 1
+    assert "HTTP 404" in err
+    assert run(conn) is not None
+    code, out, err = api("compliance", "show")
+    assert code == 0, err
+    assert "10 evaluated, 0 violating" in out
+    assert "requested" in out
+    code, out, _ = api("compliance", "list")
+    assert "(1 of 1)" in out
+    evaluation_id = json.loads(api("compliance", "list", "-o", "json")[1])["items"][0]["id"]
+    code, out, _ = api("compliance", "show", evaluation_id, "-o", "json")
+    assert json.loads(out)["id"] == evaluation_id
