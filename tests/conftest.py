@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 import uvicorn
+from celery import Celery
+from celery.contrib.testing.worker import start_worker
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from psycopg import sql
@@ -22,6 +24,7 @@ from control_plane.access.models import Role
 from control_plane.app import create_app
 from control_plane.cli.main import main
 from control_plane.core import migrations
+from control_plane.core.celery_app import create_celery
 from control_plane.core.db import DbConnection, connect
 from control_plane.core.settings import Settings
 from tests.support import (
@@ -173,3 +176,22 @@ def sovctl(
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def celery_app(settings: Settings) -> Celery:
+    """The real Celery app on Redis, with this test's own queue."""
+    return create_celery(settings)
+
+
+@pytest.fixture
+def worker(celery_app: Celery, settings: Settings) -> Iterator[None]:
+    """A real Celery worker (solo pool, in a thread) consuming this test's queue."""
+    with start_worker(
+        celery_app,
+        pool="solo",
+        perform_ping_check=False,
+        queues=[settings.celery_queue],
+        shutdown_timeout=20,
+    ):
+        yield

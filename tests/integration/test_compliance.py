@@ -1,7 +1,7 @@
 """Continuous compliance and what-if against the real database, API and a real Celery worker."""
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +10,6 @@ import httpx
 import pytest
 import yaml
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 from psycopg.rows import DictRow
 
@@ -20,9 +19,7 @@ from control_plane.compliance import service
 from control_plane.compliance.models import EvaluationPublic, EvaluationTrigger
 from control_plane.compliance.outbox import request_evaluation
 from control_plane.compliance.tasks import COMPLIANCE_ACTOR, EVALUATE_TASK
-from control_plane.core.celery_app import create_celery
 from control_plane.core.db import DbConnection
-from control_plane.core.settings import Settings
 from tests.support import Run, bearer, registration
 
 pytestmark = pytest.mark.integration
@@ -516,23 +513,6 @@ def test_whatif_with_an_invalid_candidate_is_422_naming_the_field(
 
 
 # -- the acceptance test: what-if predicts what the evaluation records -----------------
-
-
-@pytest.fixture
-def celery_app(settings: Settings) -> Celery:
-    return create_celery(settings)
-
-
-@pytest.fixture
-def worker(celery_app: Celery, settings: Settings) -> Iterator[None]:
-    with start_worker(
-        celery_app,
-        pool="solo",
-        perform_ping_check=False,
-        queues=[settings.celery_queue],
-        shutdown_timeout=20,
-    ):
-        yield
 
 
 def test_whatif_predicts_exactly_what_the_evaluation_records_after_activation(

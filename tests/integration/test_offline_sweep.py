@@ -1,16 +1,14 @@
 """Nodes that miss three heartbeats go offline: the service, and the task on a real worker."""
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from uuid import UUID
 
 import pytest
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
-from control_plane.core.celery_app import create_celery
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import Settings
 from control_plane.inventory import service
@@ -107,23 +105,6 @@ def test_a_heartbeat_brings_an_offline_node_back(
     assert ack["status"] == "active"
     actions = [e.action for e in audit.list_events(conn).items]
     assert actions[-2:] == ["node.offline", "node.online"]
-
-
-@pytest.fixture
-def celery_app(settings: Settings) -> Celery:
-    return create_celery(settings)
-
-
-@pytest.fixture
-def worker(celery_app: Celery, settings: Settings) -> Iterator[None]:
-    with start_worker(
-        celery_app,
-        pool="solo",
-        perform_ping_check=False,
-        queues=[settings.celery_queue],
-        shutdown_timeout=20,
-    ):
-        yield
 
 
 def test_the_task_runs_on_a_real_worker(

@@ -1,7 +1,7 @@
 """Workload admission and GPU placement against the real database (and a real worker)."""
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -10,12 +10,10 @@ from uuid import UUID
 import httpx
 import pytest
 from celery import Celery
-from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
-from control_plane.core.celery_app import create_celery
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import Settings
 from control_plane.scheduling import repository, service
@@ -389,23 +387,6 @@ def test_leases_not_renewed_expire(
     for verb in ("renew", "release"):
         response = client.post(f"/v1/workloads/{stale['id']}/{verb}", headers=fleet.admin)
         assert response.status_code == 409
-
-
-@pytest.fixture
-def celery_app(settings: Settings) -> Celery:
-    return create_celery(settings)
-
-
-@pytest.fixture
-def worker(celery_app: Celery, settings: Settings) -> Iterator[None]:
-    with start_worker(
-        celery_app,
-        pool="solo",
-        perform_ping_check=False,
-        queues=[settings.celery_queue],
-        shutdown_timeout=20,
-    ):
-        yield
 
 
 def test_the_lease_sweep_runs_on_a_real_worker(
