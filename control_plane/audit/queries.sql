@@ -1,10 +1,8 @@
--- name: lock_chain
--- One writer extends the chain at a time, across every API process; the lock is held
--- until the surrounding transaction ends, so events are linked in commit order.
-SELECT pg_advisory_xact_lock(7302519406183735296);
-
--- name: chain_head
-SELECT seq, hash FROM audit_event ORDER BY seq DESC LIMIT 1;
+-- name: lock_head
+-- Takes the chain's writer lock (held until the surrounding transaction ends, so events are
+-- linked in commit order, across every API process) and then reads the newest event's seq
+-- and hash, in one round trip (migration 0009). Both are null for an empty chain.
+SELECT seq, hash FROM audit_lock_head();
 
 -- name: insert_event
 INSERT INTO audit_event (seq, occurred_at, actor_id, actor_name, request_id, action,

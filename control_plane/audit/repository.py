@@ -12,14 +12,14 @@ def _q(name: str) -> LiteralString:
     return load_queries("control_plane.audit")[name]
 
 
-def lock_chain(conn: DbConnection) -> None:
-    """Take the chain's writer lock for the rest of the current transaction."""
-    conn.execute(_q("lock_chain"))
+def lock_head(conn: DbConnection) -> DictRow | None:
+    """Take the chain's writer lock until commit; the newest ``seq`` and ``hash``, or None.
 
-
-def chain_head(conn: DbConnection) -> DictRow | None:
-    """Return the newest event's ``seq`` and ``hash``, or None for an empty chain."""
-    return fetch_one(conn, _q("chain_head"), {})
+    None for an empty chain. The head is read after the lock is granted, so it is the one
+    the previous writer committed.
+    """
+    row = fetch_one(conn, _q("lock_head"), {})
+    return None if row is None or row["seq"] is None else row
 
 
 def insert_event(conn: DbConnection, event: dict[str, Any]) -> DictRow:

@@ -75,8 +75,7 @@ def record(
     # Round-trip through canonical text so what is hashed is exactly what is stored.
     before_json = None if before is None else canonical_json(before)
     after_json = None if after is None else canonical_json(after)
-    repository.lock_chain(conn)
-    head = repository.chain_head(conn)
+    head = repository.lock_head(conn)
     fields: dict[str, Any] = {
         "seq": 1 if head is None else head["seq"] + 1,
         "occurred_at": datetime.now(UTC),
