@@ -20,14 +20,13 @@ from agents import __version__
 from agents.backends.base import BackendUnavailableError
 from agents.backends.selection import BackendKind, open_backend
 from agents.client import ControlPlaneClient
-from agents.config import AgentConfigError, load_config
+from agents.config import DEFAULT_STATE_DIR, AgentConfigError, load_config
 from agents.daemon import Agent
 from agents.host import read_host_identity
 from agents.metrics import AgentMetrics
 from agents.simulator import FleetPlan, build_fleet, run_fleet
 
 log = logging.getLogger("sovereign.agent")
-DEFAULT_STATE_DIR = Path("/var/lib/sovereign-agent")
 
 
 def _add_backend_options(command: argparse.ArgumentParser) -> None:
@@ -174,9 +173,6 @@ def _stop_on_signals() -> threading.Event:
 
 def _config(args: argparse.Namespace) -> Any:
     flags = {name: getattr(args, name, None) for name in _CONFIG_FLAGS}
-    backend = flags.get("backend")
-    if isinstance(backend, BackendKind):
-        flags["backend"] = backend.value
     config = load_config(args.config, flags=flags)
     if not config.control_plane_url:
         raise AgentConfigError(

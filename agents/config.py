@@ -13,12 +13,15 @@ from typing import Any
 
 import yaml
 
+from agents.backends.selection import BackendKind
+from agents.metrics import DEFAULT_METRICS_PORT
+
 DEFAULT_CONFIG_PATH = Path("/etc/sovereign/agent.yaml")
 DEFAULT_STATE_DIR = Path("/var/lib/sovereign-agent")
 ENV_PREFIX = "SOVEREIGN_AGENT_"
 SUPPORTED_VERSIONS = ("v1",)
 COMPONENT_CLASSES = ("gpu", "cpu", "board", "nic")
-BACKENDS = ("auto", "nvml", "nvidia-smi", "replay")
+BACKENDS = tuple(BackendKind)
 
 
 class AgentConfigError(Exception):
@@ -38,7 +41,7 @@ class AgentConfig:
     replay: Path | None = None
     state_dir: Path = DEFAULT_STATE_DIR
     metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes the node from outside
-    metrics_port: int = 9402
+    metrics_port: int = DEFAULT_METRICS_PORT
     spool_max_entries: int = 8640  # a day of 10 s heartbeats
     backoff_max_seconds: float = 300.0
     # Declared placement and provenance, sent at registration.

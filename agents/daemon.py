@@ -100,16 +100,15 @@ class Agent:
         *,
         hostname: str | None = None,
         host_root: Path = Path("/"),
-        metrics: AgentMetrics | None = None,
         clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
     ):
         self.config = config
         self.backend = backend
         self.client = client
-        self.metrics = metrics
+        #: Attached by the caller once the host (and so the node label) is known.
+        self.metrics: AgentMetrics | None = None
         self.clock = clock
-        self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self.rng = random.Random()  # noqa: S311 - jitter, not secrets
         self.state_dir = config.state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # Static facts once: some NVML calls cost milliseconds.
@@ -268,6 +267,7 @@ class Agent:
             try:
                 self.register()
             except (RequestRejectedError, CredentialRejectedError) as exc:
+                log.error("cannot register: %s", exc)
                 raise RegistrationError(str(exc)) from None
         assert self.credential is not None
         return self.credential
@@ -315,8 +315,6 @@ class Agent:
                 self._failures = 0
                 return
             except (ControlPlaneUnreachableError, RegistrationError) as exc:
-                if isinstance(exc, RegistrationError):
-                    log.error("cannot register: %s", exc)
                 self._back_off(str(exc))
             except (RequestRejectedError, CredentialRejectedError) as exc:
                 self._refused(heartbeat, exc)
@@ -349,8 +347,6 @@ class Agent:
             try:
                 self._send(heartbeat)
             except (ControlPlaneUnreachableError, RegistrationError) as exc:
-                if isinstance(exc, RegistrationError):
-                    log.error("cannot register: %s", exc)
                 self._back_off(str(exc))
                 break
             except (RequestRejectedError, CredentialRejectedError) as exc:

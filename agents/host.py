@@ -76,16 +76,15 @@ def _os_name(root: Path) -> str | None:
     return None
 
 
-def _cpu_model(root: Path) -> str | None:
-    for line in (_read(root / "proc/cpuinfo") or "").splitlines():
+def _cpu_model(cpuinfo: list[str]) -> str | None:
+    for line in cpuinfo:
         if line.lower().startswith("model name"):
             return line.split(":", 1)[1].strip() or None
     return None
 
 
-def _cpu_count(root: Path) -> int | None:
-    lines = (_read(root / "proc/cpuinfo") or "").splitlines()
-    count = sum(1 for line in lines if line.split(":", 1)[0].strip() == "processor")
+def _cpu_count(cpuinfo: list[str]) -> int | None:
+    count = sum(1 for line in cpuinfo if line.split(":", 1)[0].strip() == "processor")
     return count or None
 
 
@@ -133,14 +132,15 @@ def read_host_identity(
     """Read the host's identity; ``root`` lets tests point at a recorded filesystem tree."""
     name = hostname or socket.gethostname()
     machine_id, source = _machine_id(root, state_dir, name, gpu_uuids)
+    cpuinfo = (_read(root / "proc/cpuinfo") or "").splitlines()
     return HostIdentity(
         hostname=name,
         machine_id=machine_id,
         machine_id_source=source,
         os_name=_os_name(root),
         kernel_version=_read(root / "proc/sys/kernel/osrelease") or None,
-        cpu_model=_cpu_model(root),
-        cpu_count=_cpu_count(root),
+        cpu_model=_cpu_model(cpuinfo),
+        cpu_count=_cpu_count(cpuinfo),
         memory_bytes=_memory_bytes(root),
         system_manufacturer=_dmi(root, "sys_vendor"),
         system_model=_dmi(root, "product_name"),

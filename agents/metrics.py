@@ -162,16 +162,6 @@ class MetricsServer:
         self._thread.join(timeout=5)
         self._server.server_close()
 
-    def shutdown(self) -> None:
-        """Same as :meth:`close`, under the name ``socketserver`` uses."""
-        self.close()
-
-    def __enter__(self) -> "MetricsServer":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
 
 class AgentMetrics:
     """Every metric one node agent exposes, in a registry of its own."""

@@ -25,7 +25,6 @@ class Spool:
         for stray in directory.glob("*.tmp"):
             stray.unlink(missing_ok=True)
         self._seqs = sorted(int(p.stem) for p in directory.glob(f"*{_SUFFIX}") if p.stem.isdigit())
-        self.dropped = 0
 
     def __len__(self) -> int:
         return len(self._seqs)
@@ -49,7 +48,6 @@ class Spool:
         while len(self._seqs) > self.max_entries:
             self.remove(self._seqs[0])
             dropped += 1
-        self.dropped += dropped
         return dropped
 
     def newest_seq(self) -> int:

@@ -115,11 +115,10 @@ def _sum_reported(*counts: int | None) -> int | None:
     return sum(reported) if reported else None
 
 
-def _switch(value: str | None, on: str, off: str) -> str | None:
-    """Map a two-state value such as ``Enabled``/``Disabled`` to ``on``/``off``."""
-    if value is None:
-        return None
-    return {"enabled": on, "disabled": off}.get(value.lower())
+def _switch(value: str | None) -> str | None:
+    """A mode printed ``Enabled``/``Disabled`` as "enabled"/"disabled"; anything else ``None``."""
+    state = None if value is None else value.lower()
+    return state if state in ("enabled", "disabled") else None
 
 
 def _ecc_uncorrected(gpu: ET.Element) -> int | None:
@@ -203,9 +202,9 @@ def _static(
         vbios_version=_text(gpu, "vbios_version"),
         pci_bus_id=_first(_text(gpu, "pci/pci_bus_id"), _attribute(gpu, "id")),
         memory_total_bytes=_bytes(_text(gpu, "fb_memory_usage/total")),
-        mig_mode=_switch(_text(gpu, "mig_mode/current_mig"), "enabled", "disabled"),
+        mig_mode=_switch(_text(gpu, "mig_mode/current_mig")),
         mig_devices=_mig_devices(gpu),
-        ecc_mode=_switch(_text(gpu, "ecc_mode/current_ecc"), "enabled", "disabled"),
+        ecc_mode=_switch(_text(gpu, "ecc_mode/current_ecc")),
         driver_version=driver,
         cuda_version=cuda,
         power_limit_w=_first(

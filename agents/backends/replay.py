@@ -126,7 +126,6 @@ class ReplayBackend:
             readings = [dataclasses.replace(r, uuid=renamed.get(r.uuid, r.uuid)) for r in readings]
         self._statics = statics
         self._readings = readings
-        self.source = path
 
     def static(self) -> list[GpuStatic]:
         """The recorded static facts."""
