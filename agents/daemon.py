@@ -28,6 +28,7 @@ from agents.client import (
     RequestRejectedError,
 )
 from agents.config import AgentConfig
+from agents.files import write_atomically
 from agents.host import HostIdentity, read_host_identity
 from agents.metrics import AgentMetrics
 from agents.spool import Spool
@@ -78,15 +79,6 @@ class RegistrationError(Exception):
     Nothing can be delivered until an operator fixes the configuration, so heartbeats stay
     in the spool and registration is retried with backoff.
     """
-
-
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (credentials), atomically."""
-    temporary = path.with_suffix(".tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    temporary.replace(path)
 
 
 class Agent:
@@ -215,7 +207,7 @@ class Agent:
             "token": str(answer["token"]),
             "control_plane_url": self.client.base_url,
         }
-        _write_private(self.state_dir / CREDENTIAL_FILE, json.dumps(self.credential))
+        write_atomically(self.state_dir / CREDENTIAL_FILE, json.dumps(self.credential))
         self._sent_inventory_hash = self._inventory_hash()
         self._adopt_interval(answer.get("heartbeat_interval_seconds"))
         log.info("registered as node %s (%s)", self.credential["node_id"], self.host.hostname)

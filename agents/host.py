@@ -11,6 +11,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.files import write_atomically
+
 #: Values firmware vendors leave in DMI fields they did not fill in.
 DMI_PLACEHOLDERS = frozenset(
     {
@@ -118,7 +120,7 @@ def _machine_id(
         return existing, "derived"
     derived = derive_machine_id(hostname, gpu_uuids)
     state_dir.mkdir(parents=True, exist_ok=True)
-    persisted.write_text(derived + "\n", encoding="utf-8")
+    write_atomically(persisted, derived + "\n")
     return derived, "derived"
 
 

@@ -7,9 +7,10 @@ newest readings matter most, and the count says how many were lost.
 """
 
 import json
-import os
 from pathlib import Path
 from typing import Any
+
+from agents.files import write_atomically
 
 _SUFFIX = ".json"
 
@@ -36,12 +37,7 @@ class Spool:
         """Store a heartbeat; return how many old ones were dropped to make room."""
         seq = int(heartbeat["seq"])
         path = self._path(seq)
-        temporary = path.with_suffix(".tmp")
-        with temporary.open("w", encoding="utf-8") as handle:
-            json.dump(heartbeat, handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.replace(path)
+        write_atomically(path, json.dumps(heartbeat, separators=(",", ":")))
         self._seqs.append(seq)
         self._seqs.sort()
         dropped = 0
