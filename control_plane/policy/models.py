@@ -3,8 +3,8 @@
 Three kinds of things live here:
 
 * the typed vocabulary recorded on every decision (``EnforcementAction``,
-  ``EnforcementPoint``, ``DecisionOutcome``, ``Classification``), as Gatekeeper records
-  enforcement actions and points on every result;
+  ``EnforcementPoint``, ``DecisionOutcome``), as Gatekeeper records enforcement actions
+  and points on every result; ``Classification`` is the registry's, re-exported here;
 * ``PolicyDocument``, what a policy author writes in YAML or JSON (pydantic, unknown fields
   refused so a typo is an error rather than a rule silently not applied);
 * the engine's inputs (``WorkloadView``, ``NodeView``, ...) and outputs (``Decision``,
@@ -14,7 +14,7 @@ Three kinds of things live here:
   (``TypeAdapter(Decision)``), and ``Decision.to_json()`` gives the JSON form directly.
 """
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any
@@ -39,6 +39,7 @@ from control_plane.inventory.models import (
     ProvenanceStatus,
     Slug,
 )
+from control_plane.registry.models import Classification as Classification
 
 
 class EnforcementAction(StrEnum):
@@ -71,31 +72,6 @@ class DecisionOutcome(StrEnum):
     DENIED = "denied"
     ADMITTED_WITH_WARNINGS = "admitted_with_warnings"
 
-
-class Classification(StrEnum):
-    """How sensitive a dataset or model is, from ``public`` up to ``restricted``.
-
-    The order matters: a workload is as sensitive as its most sensitive dataset or model
-    (``Classification.highest``), which is what CEL sees as ``workload.classification``.
-    """
-
-    PUBLIC = "public"
-    INTERNAL = "internal"
-    CONFIDENTIAL = "confidential"
-    RESTRICTED = "restricted"
-
-    @property
-    def rank(self) -> int:
-        """Position in the order public (0) < internal < confidential < restricted (3)."""
-        return _CLASSIFICATION_RANK[self]
-
-    @classmethod
-    def highest(cls, values: Iterable["Classification"]) -> "Classification | None":
-        """The most sensitive of ``values``; ``None`` when there are none."""
-        return max(values, key=lambda value: _CLASSIFICATION_RANK[value], default=None)
-
-
-_CLASSIFICATION_RANK = {value: rank for rank, value in enumerate(Classification)}
 
 #: How far each provenance status goes towards a policy's minimum; ``mismatch`` never does.
 PROVENANCE_RANK: Mapping[ProvenanceStatus, int] = {

@@ -6,6 +6,7 @@ models also carry their provenance (supplier, country of origin) and license. Ar
 destinations are where workloads write their outputs, each in one zone.
 """
 
+from collections.abc import Iterable
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
@@ -32,7 +33,9 @@ class _Input(BaseModel):
 class Classification(StrEnum):
     """How sensitive a dataset or model is: public < internal < confidential < restricted.
 
-    Compare sensitivities by ``rank``, never by the strings (which sort alphabetically).
+    Compare sensitivities by ``rank``, never by the strings (which sort alphabetically). A
+    workload is as sensitive as its most sensitive dataset or model (``highest``), which is
+    what policy CEL sees as ``workload.classification``.
     """
 
     PUBLIC = "public"
@@ -45,13 +48,13 @@ class Classification(StrEnum):
         """Position in the order of sensitivity: 0 for ``public`` up to 3 for ``restricted``."""
         return _CLASSIFICATION_RANK[self]
 
+    @classmethod
+    def highest(cls, values: Iterable["Classification"]) -> "Classification | None":
+        """The most sensitive of ``values``; ``None`` when there are none."""
+        return max(values, key=lambda value: _CLASSIFICATION_RANK[value], default=None)
 
-_CLASSIFICATION_RANK = {
-    Classification.PUBLIC: 0,
-    Classification.INTERNAL: 1,
-    Classification.CONFIDENTIAL: 2,
-    Classification.RESTRICTED: 3,
-}
+
+_CLASSIFICATION_RANK = {value: rank for rank, value in enumerate(Classification)}
 
 
 class QuotaPeriod(StrEnum):
