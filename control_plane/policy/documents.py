@@ -158,7 +158,7 @@ def _check_cel(raw: Mapping[str, Any], prefix: str) -> tuple[list[cel.Program], 
 
 
 def _validate(
-    documents: Sequence[Mapping[str, Any] | PolicyDocument], known_zones: Collection[str]
+    documents: Sequence[Mapping[str, Any] | PolicyDocument], known_zones: Collection[str] | None
 ) -> list[tuple[PolicyDocument, list[cel.Program]]]:
     problems: list[Problem] = []
     checked: list[tuple[PolicyDocument, list[cel.Program]]] = []
@@ -168,7 +168,8 @@ def _validate(
         raw = given.model_dump(mode="json") if isinstance(given, PolicyDocument) else given
         # Zones and CEL are checked on the raw document too, so that one run reports them
         # alongside any schema error rather than after it is fixed.
-        problems += _check_zones(raw, prefix, known_zones)
+        if known_zones is not None:
+            problems += _check_zones(raw, prefix, known_zones)
         programs, cel_problems = _check_cel(raw, prefix)
         problems += cel_problems
         try:
@@ -304,10 +305,9 @@ class CompiledPolicy:
     action: EnforcementAction
     tenants: frozenset[str]
     classifications: frozenset[str]
-    dataset_labels: Mapping[str, str]
-    dataset_label_items: frozenset[tuple[str, str]]
-    model_labels: Mapping[str, str]
-    model_label_items: frozenset[tuple[str, str]]
+    #: The selector's labels as (key, value) pairs, so "carries them all" is a subset test.
+    dataset_labels: frozenset[tuple[str, str]]
+    model_labels: frozenset[tuple[str, str]]
     compute_zones: frozenset[str]
     compute_countries: frozenset[str]
     server_origin_countries: frozenset[str]
@@ -394,10 +394,8 @@ def _compile(doc: PolicyDocument, compiled_cel: list[CelCondition]) -> CompiledP
         action=doc.enforcement_action,
         tenants=frozenset(doc.selector.tenants),
         classifications=frozenset(doc.selector.classifications),
-        dataset_labels=dict(doc.selector.dataset_labels),
-        dataset_label_items=frozenset(doc.selector.dataset_labels.items()),
-        model_labels=dict(doc.selector.model_labels),
-        model_label_items=frozenset(doc.selector.model_labels.items()),
+        dataset_labels=frozenset(doc.selector.dataset_labels.items()),
+        model_labels=frozenset(doc.selector.model_labels.items()),
         compute_zones=places[0],
         compute_countries=places[1],
         server_origin_countries=frozenset(req.server_origin_countries),
@@ -486,12 +484,14 @@ def _slots_read(condition: CelCondition, slots: list[Slot]) -> tuple[int, ...]:
 def compile_policy_set(
     documents: Sequence[Mapping[str, Any] | PolicyDocument],
     version: int,
-    known_zones: Collection[str],
+    known_zones: Collection[str] | None,
 ) -> PolicySet:
     """Validate ``documents`` and compile them into the policy set the engine evaluates.
 
     Policies are kept in name order, so reasons come out in the same order whatever the
     order of the file. Raises ``InvalidInputError`` as ``validate_documents`` does.
+    ``known_zones`` ``None`` skips the zone check, for documents checked when they were
+    stored: a zone deleted since then simply contains no node (failing closed).
     """
     if version < 0:
         raise InvalidInputError.for_field("version", "must not be negative", version)

@@ -782,7 +782,7 @@ def _data_context(policy: CompiledPolicy, workload: WorkloadView) -> str:
             d
             for d in workload.datasets
             if (not policy.classifications or d.classification in policy.classifications)
-            and all(d.labels.get(k) == v for k, v in policy.dataset_labels.items())
+            and all(d.labels.get(k) == v for k, v in policy.dataset_labels)
         ),
         workload.datasets[0],
     )
@@ -936,12 +936,12 @@ def selected_policies(workload: WorkloadView, policy_set: PolicySet) -> list[Com
             if policy.dataset_labels:
                 if dataset_labels is None:
                     dataset_labels = [frozenset(d.labels.items()) for d in workload.datasets]
-                if not _carries(dataset_labels, policy.dataset_label_items):
+                if not _carries(dataset_labels, policy.dataset_labels):
                     continue
             if policy.model_labels:
                 if model_labels is None:
                     model_labels = [frozenset(m.labels.items()) for m in workload.models]
-                if not _carries(model_labels, policy.model_label_items):
+                if not _carries(model_labels, policy.model_labels):
                     continue
         selected.append(policy)
     return selected

@@ -403,20 +403,12 @@ class CompiledPolicySets:
         return kept
 
 
-def _compiled(documents: Sequence[Mapping[str, Any]], version: int) -> PolicySet:
-    """Compile documents that were validated when applied (as JSON) into a set."""
-    # Zones were checked when each document was applied. A zone deleted since must not stop
-    # the set from compiling: it simply contains no node any more (failing closed).
-    named = {
-        zone for doc in documents for zone in doc.get("requirements", {}).get("compute_zones", [])
-    }
-    return compile_policy_set(documents, version, named)
-
-
 def _compile(conn: DbConnection, policy_set: PolicySetPublic) -> PolicySet:
     listed = [member.model_dump() for member in policy_set.members]
     documents = [row["document"] for row in repository.member_documents(conn, listed)]
-    compiled = _compiled(documents, policy_set.version)
+    # Zones were checked when each document was applied; one deleted since must not stop
+    # the active set from compiling.
+    compiled = compile_policy_set(documents, policy_set.version, known_zones=None)
     if compiled.content_hash != policy_set.content_hash:
         log.warning(
             "policy set %s hashes to %s now but %s when activated; decisions record %s",
@@ -467,21 +459,18 @@ def candidate_set(conn: DbConnection, documents: Sequence[Mapping[str, Any]]) ->
     """
     validated = _validated(conn, documents)
     proposed = {doc.name for doc in validated}
-    kept = {
-        name: version
-        for name, version in _chosen_members(conn, PolicySetActivate()).items()
-        if name not in proposed
-    }
-    listed = [{"name": name, "version": kept[name]} for name in sorted(kept)]
-    stored = [row["document"] for row in repository.member_documents(conn, listed)]
+    # A default activation's members are the latest versions, read here with their documents.
+    kept = [row for row in repository.latest_versions(conn) if row["name"] not in proposed]
     active = get_active_set(conn)
-    compiled = _compiled(
-        [*stored, *(doc.model_dump(mode="json") for doc in validated)], active.version + 1
+    compiled = compile_policy_set(
+        [*(row["document"] for row in kept), *(doc.model_dump(mode="json") for doc in validated)],
+        active.version + 1,
+        known_zones=None,  # checked: stored documents when applied, proposed ones above
     )
     members = [
         *(
-            CandidateMember(name=name, version=kept[name], source=MemberSource.STORED)
-            for name in kept
+            CandidateMember(name=row["name"], version=row["version"], source=MemberSource.STORED)
+            for row in kept
         ),
         *(
             CandidateMember(name=name, version=None, source=MemberSource.CANDIDATE)
