@@ -115,6 +115,11 @@ def unique(field: str, message: str) -> ErrorFactory:
     )
 
 
+def in_use(message: str) -> ErrorFactory:
+    """Map a foreign-key violation on delete (something still refers to the row) to a 409."""
+    return lambda exc: ConflictError(message, details={"constraint": exc.diag.constraint_name})
+
+
 _KEY_DETAIL = re.compile(r"^Key \((?P<column>[^)]*)\)=\((?P<value>.*)\) ")
 
 

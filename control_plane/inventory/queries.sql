@@ -177,7 +177,7 @@ WHERE gpu.node_id = EXCLUDED.node_id
 RETURNING uuid;
 
 -- name: delete_gpus_not_in
-DELETE FROM gpu WHERE node_id = %(node_id)s AND NOT (uuid = ANY(%(uuids)s)) RETURNING uuid;
+DELETE FROM gpu WHERE node_id = %(node_id)s AND NOT (uuid = ANY(%(uuids)s));
 
 -- name: update_gpu_telemetry
 UPDATE gpu AS g

@@ -16,12 +16,12 @@ from control_plane.core.db import (
     fetch_all,
     fetch_one,
     fetch_returning,
+    in_use,
     load_queries,
     references,
     translate_integrity_errors,
     unique,
 )
-from control_plane.core.errors import ConflictError
 
 _ZONE_WRITE: dict[str, ErrorFactory] = {
     "residency_zone_pkey": unique("slug", "a zone with this slug already exists"),
@@ -30,10 +30,7 @@ _ZONE_WRITE: dict[str, ErrorFactory] = {
 
 
 def _zone_in_use(users: str) -> ErrorFactory:
-    return lambda exc: ConflictError(
-        f"zone is still used by {users}; move them first",
-        details={"constraint": exc.diag.constraint_name},
-    )
+    return in_use(f"zone is still used by {users}; move them first")
 
 
 #: What may still refer to a zone being deleted, by foreign key.
@@ -218,10 +215,9 @@ def upsert_gpu(conn: DbConnection, values: dict[str, Any]) -> bool:
         return fetch_one(conn, _q("upsert_gpu"), values) is not None
 
 
-def delete_gpus_not_in(conn: DbConnection, node_id: UUID, uuids: Sequence[str]) -> list[str]:
-    """Remove a node's GPUs that are no longer reported; return their UUIDs."""
-    rows = fetch_all(conn, _q("delete_gpus_not_in"), {"node_id": node_id, "uuids": list(uuids)})
-    return [r["uuid"] for r in rows]
+def delete_gpus_not_in(conn: DbConnection, node_id: UUID, uuids: Sequence[str]) -> None:
+    """Remove a node's GPUs that are no longer reported."""
+    conn.execute(_q("delete_gpus_not_in"), {"node_id": node_id, "uuids": list(uuids)})
 
 
 def update_gpu_telemetry(

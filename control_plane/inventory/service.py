@@ -494,8 +494,8 @@ def inventory_hash(inventory: Inventory) -> str:
     return hashlib.sha256(canonical_json(document).encode()).hexdigest()
 
 
-def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> list[str]:
-    """Make the node's GPU rows match the report; return UUIDs that were removed."""
+def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> None:
+    """Make the node's GPU rows match the report: upsert those reported, delete the rest."""
     seen: set[str] = set()
     indexes: set[int] = set()
     for position, gpu in enumerate(inventory.gpus):
@@ -514,7 +514,7 @@ def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> list
                 f"inventory.gpus.{position}.uuid: GPU {gpu.uuid} is registered to another node",
                 details={"field": f"inventory.gpus.{position}.uuid", "uuid": gpu.uuid},
             )
-    return repository.delete_gpus_not_in(conn, node_id, sorted(seen))
+    repository.delete_gpus_not_in(conn, node_id, sorted(seen))
 
 
 def _host_values(inventory: Inventory) -> dict[str, Any]:
@@ -634,22 +634,21 @@ def record_heartbeat(
                 status=row["status"],
                 heartbeat_interval_seconds=heartbeat_interval_seconds,
             )
-        inventory_changed = False
-        if heartbeat.inventory is not None:
-            if heartbeat.inventory.host.machine_id != row["machine_id"]:
+        before: NodeDetail | None = None
+        drift: DriftEvent | None = None
+        inventory = heartbeat.inventory
+        if inventory is not None:
+            if inventory.host.machine_id != row["machine_id"]:
                 raise InvalidInputError.for_field(
                     "inventory.host.machine_id",
                     "differs from the registered node's machine id",
-                    heartbeat.inventory.host.machine_id,
+                    inventory.host.machine_id,
                 )
-            inventory_changed = inventory_hash(heartbeat.inventory) != row["inventory_hash"]
-        before = _node_detail(conn, row) if inventory_changed else None
-        if inventory_changed and heartbeat.inventory is not None:
-            repository.update_host_facts(conn, {**_host_values(heartbeat.inventory), "id": node_id})
-            _apply_gpus(conn, node_id, heartbeat.inventory)
-        drift: DriftEvent | None = None
-        if heartbeat.inventory is not None:
-            drift = _check_identity(conn, ctx, row, heartbeat.inventory, "heartbeat")
+            if inventory_hash(inventory) != row["inventory_hash"]:
+                before = _node_detail(conn, row)
+                repository.update_host_facts(conn, {**_host_values(inventory), "id": node_id})
+                _apply_gpus(conn, node_id, inventory)
+            drift = _check_identity(conn, ctx, row, inventory, "heartbeat")
         status = repository.record_heartbeat(conn, node_id, heartbeat.seq)
         updated = repository.update_gpu_telemetry(conn, node_id, _telemetry_columns(heartbeat))
         unknown = sorted({t.uuid for t in heartbeat.telemetry} - updated)
@@ -683,7 +682,7 @@ def record_heartbeat(
         last_seq=heartbeat.seq,
         status=NodeStatus(status),
         heartbeat_interval_seconds=heartbeat_interval_seconds,
-        inventory_changed=inventory_changed,
+        inventory_changed=before is not None,
         unknown_gpus=unknown,
     )
 
