@@ -6,7 +6,7 @@ their own.
 """
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractContextManager, asynccontextmanager
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -65,12 +65,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
 
-    def pooled_connection() -> "ConnectionPool[DbConnection]":
+    def probe_connection() -> AbstractContextManager[DbConnection]:
+        """A pooled connection for a probe or a scrape, which gives up after 2 s."""
         pool: ConnectionPool[DbConnection] = app.state.pool
-        return pool
+        return pool.connection(timeout=2)
 
-    registry.register(FleetCollector(lambda: pooled_connection().connection(timeout=2)))
-    registry.register(ComplianceCollector(lambda: pooled_connection().connection(timeout=2)))
+    registry.register(FleetCollector(probe_connection))
+    registry.register(ComplianceCollector(probe_connection))
 
     install_error_handlers(app)
 
@@ -87,7 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def readyz() -> Response:
         """Readiness: the database answers."""
         try:
-            with pooled_connection().connection(timeout=2) as conn:
+            with probe_connection() as conn:
                 conn.execute("SELECT 1")
         except Exception:
             return JSONResponse(

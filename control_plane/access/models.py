@@ -66,13 +66,6 @@ class Principal(BaseModel):
         )
 
 
-class TokenCreate(BaseModel):
-    """A request for a new bearer token."""
-
-    name: str
-    role: Role
-
-
 class TokenPublic(BaseModel):
     """A stored token, without its secret."""
 
