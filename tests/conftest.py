@@ -10,14 +10,12 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator
 
-import psycopg
 import pytest
 import uvicorn
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from psycopg import sql
 
 from control_plane.access import service as access
 from control_plane.access.models import Role
@@ -28,20 +26,16 @@ from control_plane.core.celery_app import create_celery
 from control_plane.core.db import DbConnection, connect
 from control_plane.core.settings import Settings
 from tests.support import (
-    ADMIN_URL,
     REDIS_URL,
     SECRET,
     TEST_ACTOR,
     Run,
+    bearer,
     free_port,
+    scratch_database,
     url_for,
     wait_until_ready,
 )
-
-
-def _admin_execute(statement: sql.Composable) -> None:
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(statement)
 
 
 @pytest.fixture(autouse=True)
@@ -55,32 +49,16 @@ def _no_sovereign_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def template_database() -> Iterator[str]:
     """A database with every migration applied, used only as a template."""
-    name = f"sovereign_tmpl_{uuid.uuid4().hex[:8]}"
-    _admin_execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
+    with scratch_database("sovereign_tmpl") as name:
         migrations.upgrade(url_for(name))
         yield name
-    finally:
-        _admin_execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 @pytest.fixture
 def database_url(template_database: str) -> Iterator[str]:
     """A private, migrated database for one test (owner/login connection URL)."""
-    name = f"sovereign_t_{uuid.uuid4().hex[:12]}"
-    _admin_execute(
-        sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-            sql.Identifier(name), sql.Identifier(template_database)
-        )
-    )
-    try:
+    with scratch_database("sovereign_t", template=template_database) as name:
         yield url_for(name)
-    finally:
-        _admin_execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 @pytest.fixture
@@ -139,8 +117,9 @@ def make_token(conn: DbConnection) -> Callable[[Role], str]:
 
 
 @pytest.fixture
-def admin_headers(make_token: Callable[[Role], str]) -> dict[str, str]:
-    return {"Authorization": f"Bearer {make_token(Role.ADMIN)}"}
+def admin(make_token: Callable[[Role], str]) -> dict[str, str]:
+    """Headers that authenticate as a fresh admin token."""
+    return bearer(make_token(Role.ADMIN))
 
 
 @pytest.fixture

@@ -6,11 +6,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 import psycopg
+from psycopg import sql
 
 from control_plane.audit.models import AuditContext
 from control_plane.core.settings import Settings
@@ -23,6 +25,30 @@ TEST_ACTOR = AuditContext(actor_id="test:fixture", actor_name="pytest")
 
 def url_for(dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=dbname)
+
+
+def _admin_execute(statement: sql.Composable) -> None:
+    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+def drop_database(name: str) -> None:
+    """Drop a test database, closing any connection still open to it."""
+    _admin_execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def scratch_database(prefix: str, template: str | None = None) -> Iterator[str]:
+    """Create a database (empty, or a copy of ``template``), yield its name, then drop it."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        create = sql.SQL("{} TEMPLATE {}").format(create, sql.Identifier(template))
+    _admin_execute(create)
+    try:
+        yield name
+    finally:
+        drop_database(name)
 
 
 def bearer(token: str) -> dict[str, str]:

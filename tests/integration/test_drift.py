@@ -2,23 +2,20 @@
 until an admin acknowledges the new identity."""
 
 import copy
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.audit.models import AuditEventPublic
 from control_plane.core import migrations
 from control_plane.core.db import DbConnection
-from tests.support import ADMIN_URL, Run, bearer, registration, url_for
+from tests.support import Run, bearer, registration, scratch_database, url_for
 
 pytestmark = pytest.mark.integration
 
@@ -53,11 +50,6 @@ def body_with(
     for gpu, (_, serial) in zip(body["inventory"]["gpus"], gpus, strict=True):
         gpu["serial"] = serial
     return body
-
-
-@pytest.fixture
-def admin(make_token: Callable[[Role], str]) -> dict[str, str]:
-    return bearer(make_token(Role.ADMIN))
 
 
 def register(client: TestClient, admin: dict[str, str], body: dict[str, Any]) -> Node:
@@ -342,22 +334,14 @@ def test_ack_drift_from_the_cli(
 @pytest.fixture
 def foundation_database() -> Iterator[str]:
     """A database with only the first migration applied."""
-    name = f"sovereign_drift_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = url_for(name)
-    try:
+    with scratch_database("sovereign_drift") as name:
+        url = url_for(name)
         with migrations._backend(url) as backend, backend.lock():
             first = backend.to_apply(migrations._migrations()).filter(
                 lambda m: m.id == "0001_foundation"
             )
             backend.apply_migrations(first)
         yield url
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def test_nodes_from_before_the_migration_accept_their_current_identity(

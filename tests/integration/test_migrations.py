@@ -7,10 +7,9 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from control_plane.core import migrations
-from tests.support import ADMIN_URL, url_for
+from tests.support import drop_database, scratch_database, url_for
 
 pytestmark = pytest.mark.integration
 
@@ -43,16 +42,8 @@ ORDER BY 1
 
 @pytest.fixture
 def empty_database() -> Iterator[str]:
-    name = f"sovereign_empty_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
+    with scratch_database("sovereign_empty") as name:
         yield url_for(name)
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 def schema_of(database_url: str) -> str:
@@ -92,14 +83,11 @@ def test_app_role_may_not_rewrite_the_audit_log(empty_database: str) -> None:
     assert grants == {"SELECT", "INSERT"}
 
 
-def test_ensure_database_creates_once(empty_database: str) -> None:
+def test_ensure_database_creates_once() -> None:
     name = f"sovereign_new_{uuid.uuid4().hex[:8]}"
     url = url_for(name)
     try:
         assert migrations.ensure_database(url) is True
         assert migrations.ensure_database(url) is False
     finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+        drop_database(name)

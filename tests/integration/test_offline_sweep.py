@@ -19,8 +19,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def nodes(client: TestClient, make_token: Callable[[Role], str]) -> dict[str, UUID]:
-    admin = bearer(make_token(Role.ADMIN))
+def nodes(client: TestClient, admin: dict[str, str]) -> dict[str, UUID]:
     ids = {}
     for n, hostname in enumerate(("silent", "chatty", "parked")):
         body = registration(hostname=hostname, gpu_uuids=(f"GPU-{n:08d}-0000",))
@@ -38,6 +37,13 @@ def age_heartbeats(owner_conn: DbConnection, node_ids: list[UUID], seconds: int)
     )
 
 
+def sweep(conn: DbConnection, batch_size: int = 100) -> int:
+    """Run the offline sweep once, with a 10 s heartbeat interval (offline after 30 s)."""
+    return service.mark_stale_nodes_offline(
+        conn, SWEEP_ACTOR, heartbeat_interval_seconds=10, batch_size=batch_size
+    )
+
+
 def statuses(conn: DbConnection) -> dict[str, str]:
     return {r["hostname"]: r["status"] for r in conn.execute("SELECT hostname, status FROM node")}
 
@@ -47,40 +53,22 @@ def test_only_active_nodes_silent_for_three_intervals_go_offline(
 ) -> None:
     age_heartbeats(owner_conn, [nodes["silent"], nodes["parked"]], 31)
     age_heartbeats(owner_conn, [nodes["chatty"]], 29)
-    marked = service.mark_stale_nodes_offline(
-        conn, SWEEP_ACTOR, heartbeat_interval_seconds=10, batch_size=100
-    )
-    assert marked == 1
+    assert sweep(conn) == 1
     assert statuses(conn) == {"silent": "offline", "chatty": "active", "parked": "maintenance"}
     event = audit.list_events(conn, action="node.offline").items[0]
     assert event.object_id == str(nodes["silent"])
     assert event.actor_id == "system:offline-sweep"
     assert event.before["status"] == "active"
     # Idempotent: a second sweep finds nothing more to do.
-    assert (
-        service.mark_stale_nodes_offline(
-            conn, SWEEP_ACTOR, heartbeat_interval_seconds=10, batch_size=100
-        )
-        == 0
-    )
+    assert sweep(conn) == 0
 
 
 def test_batches_are_bounded(
     conn: DbConnection, owner_conn: DbConnection, nodes: dict[str, UUID]
 ) -> None:
     age_heartbeats(owner_conn, [nodes["silent"], nodes["chatty"]], 300)
-    assert (
-        service.mark_stale_nodes_offline(
-            conn, SWEEP_ACTOR, heartbeat_interval_seconds=10, batch_size=1
-        )
-        == 1
-    )
-    assert (
-        service.mark_stale_nodes_offline(
-            conn, SWEEP_ACTOR, heartbeat_interval_seconds=10, batch_size=1
-        )
-        == 1
-    )
+    assert sweep(conn, batch_size=1) == 1
+    assert sweep(conn, batch_size=1) == 1
     assert sorted(statuses(conn).values()) == ["maintenance", "offline", "offline"]
 
 
@@ -94,9 +82,7 @@ def test_a_heartbeat_brings_an_offline_node_back(
         "/v1/agents/register", json=registration(), headers=bearer(make_token(Role.BOOTSTRAP))
     ).json()
     age_heartbeats(owner_conn, [UUID(registered["node_id"])], 60)
-    service.mark_stale_nodes_offline(
-        conn, SWEEP_ACTOR, heartbeat_interval_seconds=10, batch_size=10
-    )
+    sweep(conn)
     ack = client.post(
         f"/v1/nodes/{registered['node_id']}/heartbeat",
         json={"seq": 1},

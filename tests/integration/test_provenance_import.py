@@ -43,11 +43,6 @@ def csv_text(*rows: str) -> str:
     return "\n".join([HEADER, *rows]) + "\n"
 
 
-@pytest.fixture
-def admin(make_token: Callable[[Role], str]) -> dict[str, str]:
-    return bearer(make_token(Role.ADMIN))
-
-
 def register(
     client: TestClient,
     admin: dict[str, str],

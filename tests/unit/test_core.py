@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, ValidationError
 
+import control_plane
 from control_plane.audit.models import GENESIS_HASH
 from control_plane.audit.service import canonical_json, event_hash
 from control_plane.cli.output import table
@@ -57,12 +58,10 @@ def test_event_hash_is_the_same_in_any_time_zone() -> None:
 
 
 def test_every_feature_query_file_parses() -> None:
-    for package in (
-        "control_plane.audit",
-        "control_plane.access",
-        "control_plane.inventory",
-        "control_plane.provenance",
-    ):
+    root = Path(control_plane.__file__).parent
+    features = sorted(path.parent.name for path in root.glob("*/queries.sql"))
+    assert {"access", "audit", "inventory", "provenance"} <= set(features)
+    for package in (f"control_plane.{feature}" for feature in features):
         queries = load_queries(package)
         assert queries
         for name, sql in queries.items():
