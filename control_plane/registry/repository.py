@@ -18,12 +18,12 @@ from control_plane.core.db import (
     fetch_all,
     fetch_one,
     fetch_returning,
+    in_use,
     load_queries,
     references,
     translate_integrity_errors,
     unique,
 )
-from control_plane.core.errors import ConflictError
 from control_plane.registry.models import AssetKind
 
 _TENANT_WRITE: dict[str, ErrorFactory] = {
@@ -32,19 +32,15 @@ _TENANT_WRITE: dict[str, ErrorFactory] = {
 
 
 def _still_owns(what: str) -> ErrorFactory:
-    return lambda exc: ConflictError(
-        f"tenant still owns {what}; delete them or move them to another tenant first",
-        details={"constraint": exc.diag.constraint_name},
-    )
+    return in_use(f"tenant still owns {what}; delete them or move them to another tenant first")
 
 
 _TENANT_DELETE: dict[str, ErrorFactory] = {
     "dataset_owner_tenant_fkey": _still_owns("datasets"),
     "model_owner_tenant_fkey": _still_owns("models"),
     # Workloads are decisions on record and are never deleted, so neither is their tenant.
-    "workload_tenant_fkey": lambda exc: ConflictError(
-        "tenant has workloads on record; their history keeps the tenant",
-        details={"constraint": exc.diag.constraint_name},
+    "workload_tenant_fkey": in_use(
+        "tenant has workloads on record; their history keeps the tenant"
     ),
 }
 _QUOTA_WRITE: dict[str, ErrorFactory] = {

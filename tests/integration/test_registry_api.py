@@ -15,11 +15,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def admin(make_token: Callable[[Role], str]) -> dict[str, str]:
-    return bearer(make_token(Role.ADMIN))
-
-
-@pytest.fixture
 def world(client: TestClient, admin: dict[str, str]) -> None:
     """Zones (jp > jp-east > tokyo-dc1, tw-north) and two tenants."""
     for zone in (
