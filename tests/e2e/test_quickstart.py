@@ -18,11 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
 
-from tests.support import ADMIN_URL, REDIS_URL, free_port, url_for, wait_until_ready
+from tests.support import REDIS_URL, drop_database, free_port, url_for, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -88,10 +86,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
-            )
+        drop_database(database)
 
 
 def readme_first_steps() -> str:
