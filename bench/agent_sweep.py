@@ -22,10 +22,12 @@ hot caches; the daemon sleeps between sweeps, so the whole sweep is also timed o
     overhead, which adds to NVML's cost on a real GPU.
 ``AgentMetrics.observe()``, ``Agent.sweep()`` and ``Agent.deliver()``
     The agent's per-sweep work without the network: readings into Prometheus gauges; the
-    heartbeat with its sequence number (written to a file each sweep), the telemetry as
-    dicts and the inventory hash; then the spool round trip (write with fsync, read back,
-    JSON encoding as the HTTP client does, remove). The sequence file is timed on its own
-    too, and ``Agent.sweep()`` once more with the sequence kept in memory.
+    heartbeat with its sequence number (a fixed-width ``pwrite`` to the sequence file each
+    sweep) and the telemetry as dicts; then delivery as the daemon does it with the control
+    plane up: the body JSON-encoded as the HTTP client does, sent straight out, no file
+    touched (the spool is used only while the control plane is unreachable). The sequence
+    write is timed on its own too, and ``Agent.sweep()`` once more with the sequence kept
+    in memory.
 """
 
 import argparse
@@ -338,7 +340,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ("Agent.sweep()", agent.sweep),
             ("Agent.sweep() with the sequence in memory", in_memory.sweep),
             (
-                "Agent.deliver() without network (spool + JSON)",
+                "Agent.deliver() without network (JSON encoding)",
                 lambda: agent.deliver(steady_heartbeat),
             ),
             ("Agent.sweep() + deliver() without network", lambda: agent.deliver(agent.sweep())),
