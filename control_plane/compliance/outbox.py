@@ -1,9 +1,10 @@
 """Asking for a compliance evaluation, in the transaction of the change that calls for it.
 
-The policy store, the inventory and provenance imports call ``request_evaluation`` when
-they change something a running workload's compliance depends on. The request is a row
-(an outbox), committed with the change or not at all, so a trigger is never lost while the
-worker is down and never fires for a change that rolled back.
+The policy store, the inventory, provenance imports and the registry call
+``request_evaluation`` when they change something a running workload's compliance depends
+on. The request is a row (an outbox), committed with the change or not at all, so a
+trigger is never lost while the worker is down and never fires for a change that rolled
+back.
 
 This lives apart from ``service.py`` because the evaluation imports the policy store and
 the scheduler, which call this: keeping the outbox free of them keeps imports one-way.

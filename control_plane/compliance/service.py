@@ -14,7 +14,6 @@ would make (``policy.service.candidate_set``), and stores nothing.
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
@@ -41,14 +40,14 @@ from control_plane.compliance.models import (
 )
 from control_plane.compliance.outbox import request_evaluation
 from control_plane.core.db import DbConnection
-from control_plane.core.errors import InvalidInputError, NotFoundError
+from control_plane.core.errors import NotFoundError
 from control_plane.policy import service as policies
 from control_plane.policy.models import EnforcementPoint, WorkloadView
 from control_plane.policy.service import CompiledPolicySets, active_policy_set
 from control_plane.registry import service as registry
 from control_plane.scheduling.fleet import load_snapshot
 from control_plane.scheduling.models import WorkloadCreate
-from control_plane.scheduling.service import workload_view
+from control_plane.scheduling.service import unknown_names, view_of
 
 #: Requests listed on an evaluation (its ``trigger_count`` is exact). A burst of drift or
 #: node edits can pile up thousands; the first ones say enough about why it ran.
@@ -60,72 +59,61 @@ HOSTNAMES_LISTED = 20
 # -- the engine's views of running workloads -------------------------------------------
 
 
-class _RequestViews:
-    """The engine's views of running workloads' requests, each registry name read once.
+class _Registry:
+    """What running workloads name, each name read from the registry once per evaluation.
 
-    Views are built by admission's own ``workload_view``, one name at a time (a request
-    naming just that tenant, dataset, model or destination), so they are exactly what
-    admission builds, and thousands of workloads naming the same few datasets cost one
-    lookup per name rather than one per workload and name. Lives for one evaluation.
+    Thousands of workloads naming the same few datasets cost one ``registry.lookup`` per
+    workload that names something not read yet, rather than one per workload; the views
+    are then built by admission's own ``view_of``, so they are exactly what admission
+    builds. Lives for one evaluation.
     """
 
     def __init__(self, conn: DbConnection) -> None:
         self._conn = conn
-        self._found: dict[tuple[str, str], WorkloadView | str] = {}
+        self._tenants: dict[str, bool] = {}
+        #: Name to its registry row, or None when the registry no longer has it.
+        self._datasets: dict[str, dict[str, Any] | None] = {}
+        self._models: dict[str, dict[str, Any] | None] = {}
+        self._destinations: dict[str, dict[str, Any] | None] = {}
 
-    def _lookup(self, kind: str, name: str, probe: WorkloadCreate) -> WorkloadView | str:
-        """The view of a request naming only ``name``, or why it could not be built."""
-        key = (kind, name)
-        found = self._found.get(key)
-        if found is None:
-            try:
-                found = workload_view(self._conn, probe)
-            except InvalidInputError:
-                found = f"{kind} {name!r} named by the workload is no longer in the registry"
-            self._found[key] = found
-        return found
+    def _read(self, request: WorkloadCreate) -> None:
+        """Look up, in one query, what ``request`` names that has not been read yet."""
+        datasets = [name for name in request.datasets if name not in self._datasets]
+        models = [name for name in request.models if name not in self._models]
+        output = request.output if request.output not in self._destinations else None
+        if request.tenant in self._tenants and not datasets and not models and output is None:
+            return
+        found = registry.lookup(self._conn, request.tenant, datasets, models, output)
+        self._tenants[request.tenant] = found.tenant_exists
+        self._datasets.update({name: found.datasets.get(name) for name in datasets})
+        self._models.update({name: found.models.get(name) for name in models})
+        if output is not None:
+            self._destinations[output] = found.destination
 
     def view(self, request: WorkloadCreate) -> WorkloadView | str:
         """The engine's view of ``request``, or why something it names is missing."""
-        tenant = self._lookup("tenant", request.tenant, WorkloadCreate(tenant=request.tenant))
-        if isinstance(tenant, str):
-            return tenant
-        datasets = [
-            self._lookup("dataset", name, WorkloadCreate(tenant=request.tenant, datasets=[name]))
-            for name in request.datasets
-        ]
-        models = [
-            self._lookup("model", name, WorkloadCreate(tenant=request.tenant, models=[name]))
-            for name in request.models
-        ]
-        outputs = [
-            self._lookup(
-                "artifact destination", name, WorkloadCreate(tenant=request.tenant, output=name)
-            )
-            for name in ([request.output] if request.output is not None else [])
-        ]
-        missing = [found for found in (*datasets, *models, *outputs) if isinstance(found, str)]
-        if missing:
-            return "; ".join(missing)
-        return replace(
-            tenant,
-            datasets=tuple(v.datasets[0] for v in datasets if not isinstance(v, str)),
-            models=tuple(v.models[0] for v in models if not isinstance(v, str)),
-            output=next((v.output for v in outputs if not isinstance(v, str)), None),
-            gpu_count=request.gpu_count,
-            gpu_model=request.gpu_model,
-            min_gpu_memory_bytes=request.min_gpu_memory_bytes,
-            mig_profile=request.mig_profile,
-            labels=request.labels,
+        self._read(request)
+        found = registry.Lookup(
+            tenant_exists=self._tenants[request.tenant],
+            datasets={n: row for n in request.datasets if (row := self._datasets[n]) is not None},
+            models={n: row for n in request.models if (row := self._models[n]) is not None},
+            destination=None if request.output is None else self._destinations[request.output],
         )
+        unknown = unknown_names(request, found)
+        if unknown:
+            return "; ".join(
+                f"{name.kind} {name.name!r} named by the workload is no longer in the registry"
+                for name in unknown
+            )
+        return view_of(request, found)
 
 
 def running_workloads(conn: DbConnection) -> list[RunningWorkload]:
     """Every workload that holds GPUs now, by id, with the engine's view of its request."""
-    views = _RequestViews(conn)
+    known = _Registry(conn)
     found = []
     for row in repository.running_workloads(conn):
-        view = views.view(WorkloadCreate.model_validate(row["request"]))
+        view = known.view(WorkloadCreate.model_validate(row["request"]))
         found.append(
             RunningWorkload(
                 id=str(row["id"]),

@@ -282,7 +282,7 @@ class FleetCache:
         reserved = repository.reserved_gpu_uuids(conn)
         with self._lock:
             current = self._occupancy
-            if current is not occupancy or current is None:
+            if current is not occupancy:
                 return current or occupancy
             fresh = Occupancy(occupancy.snapshot, reserved | self._claimed, self.clock())
             self._occupancy = fresh

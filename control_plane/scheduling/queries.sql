@@ -150,15 +150,13 @@ WHERE (%(tenant)s::text IS NULL OR w.tenant_slug = %(tenant)s)
 
 -- name: end_workload
 UPDATE workload SET status = %(status)s, ended_at = now()
-WHERE id = %(id)s AND status = 'admitted'
-RETURNING id;
+WHERE id = %(id)s AND status = 'admitted';
 
 -- name: renew_lease
 UPDATE workload
 SET lease_seconds = %(lease_seconds)s,
     lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-WHERE id = %(id)s AND status = 'admitted'
-RETURNING id;
+WHERE id = %(id)s AND status = 'admitted';
 
 -- name: expire_due
 -- SKIP LOCKED: a workload being released or renewed right now is left to that request.

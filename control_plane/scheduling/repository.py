@@ -115,16 +115,14 @@ def list_workloads(
     return rows, int(total["total"])
 
 
-def end_workload(conn: DbConnection, workload_id: UUID, status: str) -> bool:
-    """Mark a running workload released or expired; whether it was running."""
-    row = fetch_one(conn, _q("end_workload"), {"id": workload_id, "status": status})
-    return row is not None
+def end_workload(conn: DbConnection, workload_id: UUID, status: str) -> None:
+    """Mark a running workload released or expired (the caller has locked it)."""
+    conn.execute(_q("end_workload"), {"id": workload_id, "status": status})
 
 
-def renew_lease(conn: DbConnection, workload_id: UUID, lease_seconds: int) -> bool:
-    """Restart a running workload's lease from now; whether it was running."""
-    params = {"id": workload_id, "lease_seconds": lease_seconds}
-    return fetch_one(conn, _q("renew_lease"), params) is not None
+def renew_lease(conn: DbConnection, workload_id: UUID, lease_seconds: int) -> None:
+    """Restart a running workload's lease from now (the caller has locked it)."""
+    conn.execute(_q("renew_lease"), {"id": workload_id, "lease_seconds": lease_seconds})
 
 
 def expire_due(conn: DbConnection, limit: int) -> list[DictRow]:

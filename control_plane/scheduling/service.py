@@ -10,13 +10,15 @@ admitted, books GPUs on one node:
    the previous one committed;
 2. the eligible nodes are tried in the strategy's order (``fleet.Occupancy.candidates``:
    this process's belief about free GPUs, a hint only);
-3. per node: skip it if the quota is exhausted there, share-lock it if it is still active
-   and not drifted, lock its free GPUs of the right kind ``FOR UPDATE SKIP LOCKED`` and
-   insert the reservations. A GPU being booked by another transaction is skipped, so
-   concurrent admissions fall through to the next node instead of waiting; one that
-   another transaction booked after this one looked makes the insert come back short,
-   and the step is retried from a savepoint. A node that had fewer free GPUs than
-   believed is re-read from the database;
+3. per node, skipped if the quota is exhausted there, one statement (``book`` in
+   queries.sql): share-lock the node if it is still active, undrifted and in the decided
+   zone, lock its free GPUs of the right kind ``FOR UPDATE SKIP LOCKED`` (the ones this
+   request claimed first) and insert the workload and its reservations. A GPU being booked
+   by another transaction is skipped, so concurrent admissions fall through to the next
+   node instead of waiting. A node with too few left says which of its GPUs were still
+   free, and the belief takes that over. A GPU that another transaction booked after
+   this one looked makes the insert come back short: the whole admission is rolled back
+   and tried again (``409`` after three tries);
 4. before answering "no capacity", the belief is reloaded from the database and the
    nodes are tried once more, so a denial never rests on a stale belief.
 
@@ -98,58 +100,67 @@ def list_workloads(
 # -- the engine's views ----------------------------------------------------------------
 
 
-def workload_view(conn: DbConnection, request: WorkloadCreate) -> WorkloadView:
-    """The request with what it names loaded from the registry (unknown names: 422).
+@dataclass(frozen=True, slots=True)
+class UnknownName:
+    """A name a workload request gives that the registry does not hold."""
 
-    One query for the tenant, datasets, models and output together.
-    """
-    found = registry.lookup(conn, request.tenant, request.datasets, request.models, request.output)
+    #: The request's field, e.g. ``datasets.1``.
+    field: str
+    #: ``tenant``, ``dataset``, ``model`` or ``artifact destination``.
+    kind: str
+    name: str
+
+
+def unknown_names(request: WorkloadCreate, found: registry.Lookup) -> list[UnknownName]:
+    """What ``request`` names that ``found`` lacks, in field order; only the tenant if unknown."""
     if not found.tenant_exists:
-        raise InvalidInputError.for_field(
-            "tenant", f"unknown tenant {request.tenant!r}", request.tenant
-        )
-    datasets = []
-    for position, name in enumerate(request.datasets):
-        dataset = found.datasets.get(name)
-        if dataset is None:
-            raise InvalidInputError.for_field(
-                f"datasets.{position}", f"unknown dataset {name!r}", name
-            )
-        datasets.append(
-            DataAssetView(
-                name,
-                Classification(dataset["classification"]),
-                tuple(dataset["zones"]),
-                dataset["labels"],
-            )
-        )
-    models = []
-    for position, name in enumerate(request.models):
-        model = found.models.get(name)
-        if model is None:
-            raise InvalidInputError.for_field(f"models.{position}", f"unknown model {name!r}", name)
-        models.append(
-            ModelView(
-                name,
-                Classification(model["classification"]),
-                tuple(model["zones"]),
-                model["labels"],
-                supplier=model["supplier"],
-                origin_country=model["origin_country"],
-                license=model["license"],
-            )
-        )
+        return [UnknownName("tenant", "tenant", request.tenant)]
+    unknown = [
+        UnknownName(f"datasets.{position}", "dataset", name)
+        for position, name in enumerate(request.datasets)
+        if name not in found.datasets
+    ]
+    unknown += [
+        UnknownName(f"models.{position}", "model", name)
+        for position, name in enumerate(request.models)
+        if name not in found.models
+    ]
+    if request.output is not None and found.destination is None:
+        unknown.append(UnknownName("output", "artifact destination", request.output))
+    return unknown
+
+
+def _dataset_view(name: str, dataset: dict[str, Any]) -> DataAssetView:
+    return DataAssetView(
+        name, Classification(dataset["classification"]), tuple(dataset["zones"]), dataset["labels"]
+    )
+
+
+def _model_view(name: str, model: dict[str, Any]) -> ModelView:
+    return ModelView(
+        name,
+        Classification(model["classification"]),
+        tuple(model["zones"]),
+        model["labels"],
+        supplier=model["supplier"],
+        origin_country=model["origin_country"],
+        license=model["license"],
+    )
+
+
+def view_of(request: WorkloadCreate, found: registry.Lookup) -> WorkloadView:
+    """The engine's view of ``request``, with what it names as ``found`` has it.
+
+    Everything it names must be in ``found`` (``unknown_names`` is empty). Admission and
+    the compliance evaluation both build their views here, so they judge the same thing.
+    """
     output = None
-    if request.output is not None:
-        if found.destination is None:
-            raise InvalidInputError.for_field(
-                "output", f"unknown artifact destination {request.output!r}", request.output
-            )
+    if request.output is not None and found.destination is not None:
         output = DestinationView(request.output, found.destination["zone"])
     return WorkloadView(
         tenant=request.tenant,
-        datasets=tuple(datasets),
-        models=tuple(models),
+        datasets=tuple(_dataset_view(name, found.datasets[name]) for name in request.datasets),
+        models=tuple(_model_view(name, found.models[name]) for name in request.models),
         output=output,
         gpu_count=request.gpu_count,
         gpu_model=request.gpu_model,
@@ -159,6 +170,18 @@ def workload_view(conn: DbConnection, request: WorkloadCreate) -> WorkloadView:
     )
 
 
+def workload_view(conn: DbConnection, request: WorkloadCreate) -> WorkloadView:
+    """The request with what it names loaded from the registry in one query (unknown: 422)."""
+    found = registry.lookup(conn, request.tenant, request.datasets, request.models, request.output)
+    unknown = unknown_names(request, found)
+    if unknown:
+        first = unknown[0]
+        raise InvalidInputError.for_field(
+            first.field, f"unknown {first.kind} {first.name!r}", first.name
+        )
+    return view_of(request, found)
+
+
 # -- placement -------------------------------------------------------------------------
 
 
@@ -166,16 +189,9 @@ def _deny(message: str, rule: str) -> Reason:
     return Reason(None, rule, EnforcementAction.DENY, message)
 
 
-def _quota_refusal(
-    conn: DbConnection, request: WorkloadCreate, zone: str | None, quota: DictRow | None
-) -> Reason | None:
-    """Why the tenant's quota in ``zone`` refuses the request, or None if it allows it.
-
-    A quota covers nodes whose zone is exactly its zone; a zone without a quota row (and
-    a node without a zone) sets no limit.
-    """
-    if zone is None or quota is None:
-        return None
+def _quota_refusal(conn: DbConnection, request: WorkloadCreate, quota: DictRow) -> Reason | None:
+    """Why the tenant's ``quota`` (one zone's, locked) refuses the request, or None."""
+    zone = quota["zone"]
     held = repository.reserved_gpus(conn, request.tenant, zone)
     if held + request.gpu_count > quota["max_gpus"]:
         return _deny(
@@ -211,15 +227,21 @@ class _Placement:
     refusals: dict[str | None, Reason | None] = field(default_factory=dict)
     taken: int = 0
     tried: int = 0
-    #: GPUs marked booked in the belief while they are being booked, so the process's
-    #: other requests pick other GPUs; given back if this admission does not commit them.
-    claimed: list[str] = field(default_factory=list)
+    #: The claims of the node being booked (GPUs marked booked in the belief so the
+    #: process's other requests pick others); given back if this admission does not
+    #: commit them. A node refused or missed has settled its claims already.
+    claimed: tuple[str, ...] = ()
 
     def refusal(self, zone: str | None) -> Reason | None:
-        """Why the tenant's quota in ``zone`` refuses the request (worked out once per zone)."""
+        """Why the tenant's quota in ``zone`` refuses the request (worked out once per zone).
+
+        A quota covers nodes whose zone is exactly its zone; a zone without a quota row
+        (and a node without a zone) sets no limit.
+        """
         if zone not in self.refusals:
             quota = None if zone is None else self.quotas.get(zone)
-            self.refusals[zone] = _quota_refusal(self.conn, self.request, zone, quota)
+            refusal = None if quota is None else _quota_refusal(self.conn, self.request, quota)
+            self.refusals[zone] = refusal
         return self.refusals[zone]
 
     def walk(self, occupancy: Occupancy, eligible: int) -> DictRow | None:
@@ -236,7 +258,7 @@ class _Placement:
             if not placeable(node) or self.refusal(node.zone) is not None:
                 self.fleet.settle(pick.claimed, ())
                 continue
-            self.claimed += pick.claimed
+            self.claimed = pick.claimed
             row = repository.book(
                 self.conn,
                 {
@@ -254,7 +276,7 @@ class _Placement:
                     raise _BookedMeanwhileError
                 return row
             self.taken += 1
-            self.claimed = self.claimed[: len(self.claimed) - len(pick.claimed)]
+            self.claimed = ()
             self.fleet.missed(occupancy, pick, row["lockable"])
 
 
@@ -306,19 +328,16 @@ def admit(
     process's cache (the API keeps one); without it the fleet is read afresh.
     """
     fleet = fleet or FleetCache()
-    for _ in range(_ADMISSION_ATTEMPTS - 1):
+    for _ in range(_ADMISSION_ATTEMPTS):
         try:
             return _admit(conn, ctx, request, policy_sets, fleet)
         except _BookedMeanwhileError:
             continue
-    try:
-        return _admit(conn, ctx, request, policy_sets, fleet)
-    except _BookedMeanwhileError:
-        raise ConflictError(
-            "the GPUs chosen for this workload were booked by concurrent requests on every"
-            f" one of {_ADMISSION_ATTEMPTS} tries; submit it again",
-            details={"reason": "contention"},
-        ) from None
+    raise ConflictError(
+        "the GPUs chosen for this workload were booked by concurrent requests on every"
+        f" one of {_ADMISSION_ATTEMPTS} tries; submit it again",
+        details={"reason": "contention"},
+    )
 
 
 def _admit(

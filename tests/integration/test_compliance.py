@@ -382,6 +382,31 @@ def test_a_workload_on_a_decommissioned_node_is_a_violation(
     assert found.violations_by_rule[0].policy is None
 
 
+def test_a_workload_naming_what_left_the_registry_is_a_violation(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    both = submit(client, world)
+    dataset_only = submit(client, world, output=None)
+    nothing = submit(client, world, tenant="platform", datasets=[], output=None)
+    for path in ("/v1/datasets/tickets", "/v1/destinations/results-jp"):
+        assert client.delete(path, headers=world.admin).status_code == 204
+    found = run(conn)
+    assert found is not None
+    assert found.workloads_evaluated == 3
+    sample = {str(s.workload_id): s.reasons for s in found.sample}
+    assert sorted(sample) == sorted([both["id"], dataset_only["id"]])
+    assert nothing["id"] not in sample
+    gone = "dataset 'tickets' named by the workload is no longer in the registry"
+    [reason] = sample[both["id"]]
+    assert (reason.policy, reason.rule) == (None, "registry")
+    assert reason.message == (
+        f"{gone}; artifact destination 'results-jp' named by the workload is no longer in the"
+        " registry; its residency cannot be checked"
+    )
+    [reason] = sample[dataset_only["id"]]
+    assert reason.message == f"{gone}; its residency cannot be checked"
+
+
 def test_metrics_show_the_latest_evaluation(
     client: TestClient, conn: DbConnection, world: World
 ) -> None:
