@@ -95,3 +95,25 @@ class ControlPlaneClient:
         if response.is_error:
             raise RemoteError(response.status_code, body)
         return body
+
+
+class _Target:
+    """The ``--url`` and ``--token`` given to ``sovctl`` (None: not given)."""
+
+    url: str | None = None
+    token: str | None = None
+
+
+def set_target(url: str | None, token: str | None) -> None:
+    """Remember ``sovctl``'s top-level ``--url`` and ``--token`` for ``api``."""
+    _Target.url = url
+    _Target.token = token
+
+
+def api(method: str, path: str, **kwargs: Any) -> Any:
+    """Call the control-plane API once, as every ``sovctl`` API command does.
+
+    The URL and token come from ``set_target``, else the environment or the config file.
+    """
+    with ControlPlaneClient(load_client_config(_Target.url, _Target.token)) as client:
+        return client.request(method, path, **kwargs)

@@ -8,14 +8,13 @@ from typing import Annotated, Any
 
 import typer
 
-from control_plane.cli.output import OutputFormat, emit
+from control_plane.cli.client import api
+from control_plane.cli.output import Output, OutputFormat, emit, emit_page
 
 app = typer.Typer(
     no_args_is_help=True,
     help="Continuous compliance: re-evaluate running workloads (via the API).",
 )
-
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
 
 _LIST_COLUMNS = [
     "id",
@@ -29,18 +28,10 @@ _LIST_COLUMNS = [
 _SAMPLE_COLUMNS = ["workload_id", "tenant", "hostname", "zone", "denied_by"]
 
 
-def _api(method: str, path: str, **kwargs: Any) -> Any:
-    """Call the API as every ``sovctl`` API command does (``main._api``)."""
-    # main imports this module to register its commands, so import it when a command runs.
-    from control_plane.cli import main
-
-    return main._api(method, path, **kwargs)
-
-
 @app.command("evaluate")
 def compliance_evaluate(output: Output = OutputFormat.TABLE) -> None:
     """Ask for every running workload to be re-evaluated; the worker runs it next beat."""
-    requested = _api("POST", "/v1/compliance/evaluations")
+    requested = api("POST", "/v1/compliance/evaluations")
     if output is OutputFormat.JSON:
         emit(requested, output)
         return
@@ -56,12 +47,9 @@ def compliance_list(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """List compliance evaluations, newest first."""
-    page = _api("GET", "/v1/compliance/evaluations", params={"limit": limit})
-    if output is OutputFormat.JSON:
-        emit(page, output)
-        return
-    emit(page["items"], output, _LIST_COLUMNS)
-    typer.echo(f"({len(page['items'])} of {page['total']})")
+    emit_page(
+        api("GET", "/v1/compliance/evaluations", params={"limit": limit}), output, _LIST_COLUMNS
+    )
 
 
 def denied_by(reasons: list[dict[str, Any]]) -> str:
@@ -113,7 +101,7 @@ def compliance_show(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """Show an evaluation (the latest by default) with its sample of violating workloads."""
-    found = _api("GET", f"/v1/compliance/evaluations/{evaluation_id or 'latest'}")
+    found = api("GET", f"/v1/compliance/evaluations/{evaluation_id or 'latest'}")
     if output is OutputFormat.JSON:
         emit(found, output)
         return

@@ -19,8 +19,8 @@ from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.audit.models import AuditContext
 from control_plane.cli import compliance, demo, policy, registry, workload
-from control_plane.cli.client import ControlPlaneClient, RemoteError, load_client_config
-from control_plane.cli.output import OutputFormat, emit
+from control_plane.cli.client import RemoteError, api, set_target
+from control_plane.cli.output import Output, OutputFormat, emit, emit_page
 from control_plane.cli.supervisor import supervise
 from control_plane.core import migrations, preflight
 from control_plane.core.db import connect
@@ -54,15 +54,6 @@ for sub, name in [
 ]:
     app.add_typer(sub, name=name)
 
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
-
-
-class _Globals:
-    """Values from the top-level options, for the API commands."""
-
-    url: str | None = None
-    token: str | None = None
-
 
 @app.callback()
 def _root(
@@ -70,8 +61,7 @@ def _root(
     token: Annotated[str | None, typer.Option(help="API token (or SOVCTL_TOKEN).")] = None,
 ) -> None:
     """Sovereign admin CLI."""
-    _Globals.url = url
-    _Globals.token = token
+    set_target(url, token)
 
 
 def _settings() -> Settings:
@@ -82,12 +72,6 @@ def _cli_actor() -> AuditContext:
     """The audit actor for commands run directly against the database."""
     user = getpass.getuser()
     return AuditContext(actor_id=f"cli:{user}@{socket.gethostname()}", actor_name=user)
-
-
-def _api(method: str, path: str, **kwargs: Any) -> Any:
-    """Call the control-plane API once with the configured URL and token."""
-    with ControlPlaneClient(load_client_config(_Globals.url, _Globals.token)) as client:
-        return client.request(method, path, **kwargs)
 
 
 # -- server and database ---------------------------------------------------------------
@@ -316,7 +300,7 @@ def zones_create(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """Create a residency zone."""
-    zone = _api(
+    zone = api(
         "POST",
         "/v1/zones",
         json={
@@ -333,7 +317,7 @@ def zones_create(
 @zones_app.command("list")
 def zones_list(output: Output = OutputFormat.TABLE) -> None:
     """List residency zones."""
-    emit(_api("GET", "/v1/zones"), output, _ZONE_COLUMNS)
+    emit(api("GET", "/v1/zones"), output, _ZONE_COLUMNS)
 
 
 @nodes_app.command("list")
@@ -367,12 +351,7 @@ def nodes_list(
         }.items()
         if v is not None
     }
-    page = _api("GET", "/v1/nodes", params=params)
-    if output is OutputFormat.JSON:
-        emit(page, output)
-        return
-    emit([_node_row(n) for n in page["items"]], output, _NODE_COLUMNS)
-    typer.echo(f"({len(page['items'])} of {page['total']})")
+    emit_page(api("GET", "/v1/nodes", params=params), output, _NODE_COLUMNS, _node_row)
 
 
 @nodes_app.command("show")
@@ -381,7 +360,7 @@ def nodes_show(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """Show a GPU server with its GPUs."""
-    detail = _api("GET", f"/v1/nodes/{node}")
+    detail = api("GET", f"/v1/nodes/{node}")
     if output is OutputFormat.JSON:
         emit(detail, output)
         return
@@ -418,7 +397,7 @@ def nodes_tag(
             patch[key] = value
         else:
             raise typer.BadParameter(f"{item!r}: use key=value or key-", param_hint="LABELS")
-    detail = _api("PATCH", f"/v1/nodes/{node}", json={"labels": patch})
+    detail = api("PATCH", f"/v1/nodes/{node}", json={"labels": patch})
     emit(_node_row(detail), output, ["id", "hostname", "labels"])
 
 
@@ -429,7 +408,7 @@ def nodes_ack_drift(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """Accept a drifted node's reported hardware identity as its baseline; end the quarantine."""
-    detail = _api("POST", f"/v1/nodes/{node}/drift/acknowledge", json={"note": note})
+    detail = api("POST", f"/v1/nodes/{node}/drift/acknowledge", json={"note": note})
     emit(_node_row(detail), output, ["id", "hostname", "status", "drift_status"])
 
 
@@ -464,7 +443,7 @@ def provenance_import(
         raise InvalidInputError(f"{path}: not UTF-8 text") from None
     except InvalidInputError as exc:
         raise InvalidInputError(f"{path}: {exc.message}", details=exc.details) from None
-    result = _api(
+    result = api(
         "POST",
         "/v1/provenance/imports",
         json={"name": path.name, "rows": [r.model_dump(mode="json") for r in rows]},
@@ -492,7 +471,7 @@ def audit_verify(
 ) -> None:
     """Walk the audit chain; exit 1 and name the first broken seq if it is not intact."""
     if via_api:
-        result = _api("GET", "/v1/audit/verify")
+        result = api("GET", "/v1/audit/verify")
     else:
         with connect(_settings().database_url) as conn:
             result = audit.verify_chain(conn).model_dump(mode="json")

@@ -1,9 +1,9 @@
 """Rendering CLI results as a plain table or as JSON (``--output table|json``)."""
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
@@ -13,6 +13,10 @@ class OutputFormat(StrEnum):
 
     TABLE = "table"
     JSON = "json"
+
+
+#: The ``--output``/``-o`` option of every command that prints a result.
+Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
 
 
 def _cell(value: Any) -> str:
@@ -50,3 +54,21 @@ def emit(result: Any, output: OutputFormat, columns: Sequence[str] | None = None
             typer.echo(f"{key.ljust(width)}  {_cell(result.get(key))}")
         return
     typer.echo(str(result))
+
+
+def emit_page(
+    page: Mapping[str, Any],
+    output: OutputFormat,
+    columns: Sequence[str],
+    row: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+) -> None:
+    """Print a listing's page: all of it as JSON, or its items as a table and ``(n of total)``.
+
+    ``row``, if given, reshapes each item for the table.
+    """
+    if output is OutputFormat.JSON:
+        emit(page, output)
+        return
+    items = page["items"]
+    emit([row(item) for item in items] if row else items, output, columns)
+    typer.echo(f"({len(items)} of {page['total']})")

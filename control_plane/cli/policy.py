@@ -18,9 +18,9 @@ from typing import Annotated, Any
 import typer
 import yaml
 
-from control_plane.cli.client import RemoteError
+from control_plane.cli.client import RemoteError, api
 from control_plane.cli.compliance import denied_by
-from control_plane.cli.output import OutputFormat, emit
+from control_plane.cli.output import Output, OutputFormat, emit, emit_page
 from control_plane.core.errors import InvalidInputError
 from control_plane.policy.documents import compile_policy_set, load_documents
 from control_plane.policy.engine import NodeIndex, decide
@@ -31,7 +31,16 @@ app = typer.Typer(
     no_args_is_help=True, help="Residency policies: test offline, store and activate via the API."
 )
 
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
+PolicyFile = Annotated[
+    Path,
+    typer.Option(
+        "--file",
+        "-f",
+        exists=True,
+        dir_okay=False,
+        help="Policy documents (YAML or JSON): one, a list, or several YAML documents.",
+    ),
+]
 Note = Annotated[str, typer.Option("--note", help="Why; kept with the set and in the audit log.")]
 
 #: Exit code for a file that does not parse or validate, as for a usage error.
@@ -98,16 +107,7 @@ def _print_table(decision: Decision, index: NodeIndex) -> None:
 
 @app.command("test")
 def policy_test(
-    policy_file: Annotated[
-        Path,
-        typer.Option(
-            "--file",
-            "-f",
-            exists=True,
-            dir_okay=False,
-            help="Policy documents (YAML or JSON): one, a list, or several YAML documents.",
-        ),
-    ],
+    policy_file: PolicyFile,
     scenario_file: Annotated[
         Path,
         typer.Option(
@@ -121,9 +121,7 @@ def policy_test(
     version: Annotated[
         int, typer.Option("--policy-version", min=0, help="Version to record on the decision.")
     ] = 0,
-    output: Annotated[
-        OutputFormat, typer.Option("--output", "-o", help="table or json")
-    ] = OutputFormat.TABLE,
+    output: Output = OutputFormat.TABLE,
 ) -> None:
     """Decide a scenario's workload under the policies, offline; exit 1 if it is denied."""
     try:
@@ -151,14 +149,6 @@ _VERSION_COLUMNS = ["name", "version", "active", "content_hash", "created_at", "
 _SET_COLUMNS = ["version", "members", "content_hash", "activated_at", "activated_by", "note"]
 
 
-def _api(method: str, path: str, **kwargs: Any) -> Any:
-    """Call the API as every ``sovctl`` API command does (``main._api``)."""
-    # main imports this module to register its commands, so import it when a command runs.
-    from control_plane.cli import main
-
-    return main._api(method, path, **kwargs)
-
-
 def _set_row(policy_set: dict[str, Any]) -> dict[str, Any]:
     members = [f"{m['name']}@{m['version']}" for m in policy_set["members"]]
     return {**policy_set, "members": members}
@@ -183,7 +173,7 @@ def _post_documents(policy_file: Path, path: str) -> Any:
     """Send a policy file's documents to the API; a rejected file's problems one per line."""
     try:
         documents = load_documents(_read(policy_file))
-        return _api("POST", path, json=documents)
+        return api("POST", path, json=documents)
     except InvalidInputError as exc:
         raise _in_file(policy_file, exc) from None
     except RemoteError as exc:
@@ -196,18 +186,6 @@ def _post_documents(policy_file: Path, path: str) -> Any:
         for field in fields:
             typer.echo(f"  {field['field']}: {field['message']}", err=True)
         raise typer.Exit(1) from None
-
-
-PolicyFile = Annotated[
-    Path,
-    typer.Option(
-        "--file",
-        "-f",
-        exists=True,
-        dir_okay=False,
-        help="Policy documents (YAML or JSON): one, a list, or several YAML documents.",
-    ),
-]
 
 
 @app.command("apply")
@@ -225,11 +203,11 @@ def policy_apply(policy_file: PolicyFile, output: Output = OutputFormat.TABLE) -
 @app.command("list")
 def policy_list(output: Output = OutputFormat.TABLE) -> None:
     """List every policy's latest version and the version the active set enforces."""
-    policies = _api("GET", "/v1/policies")
+    policies = api("GET", "/v1/policies")
     if output is OutputFormat.JSON:
         emit(policies, output)
         return
-    active = _api("GET", "/v1/policy-sets/active")
+    active = api("GET", "/v1/policy-sets/active")
     typer.echo(f"active policy set: version {active['version']}, sha256 {active['content_hash']}")
     emit(policies, output, _SUMMARY_COLUMNS)
 
@@ -244,9 +222,9 @@ def policy_show(
 ) -> None:
     """Show a policy's versions, or one version with its document."""
     if version is None:
-        emit(_api("GET", f"/v1/policies/{name}"), output, _VERSION_COLUMNS)
+        emit(api("GET", f"/v1/policies/{name}"), output, _VERSION_COLUMNS)
         return
-    found = _api("GET", f"/v1/policies/{name}/versions/{version}")
+    found = api("GET", f"/v1/policies/{name}/versions/{version}")
     if output is OutputFormat.JSON:
         emit(found, output)
         return
@@ -275,7 +253,7 @@ def policy_activate(
     body: dict[str, Any] = {"without": without or [], "note": note}
     if member:
         body["members"] = [_member(text) for text in member]
-    _print_set(_api("POST", "/v1/policy-sets/activate", json=body), output)
+    _print_set(api("POST", "/v1/policy-sets/activate", json=body), output)
 
 
 @app.command("rollback")
@@ -289,7 +267,7 @@ def policy_rollback(
 ) -> None:
     """Make an earlier set's policies active again, as a new set."""
     body = {"to_version": to, "note": note}
-    _print_set(_api("POST", "/v1/policy-sets/rollback", json=body), output)
+    _print_set(api("POST", "/v1/policy-sets/rollback", json=body), output)
 
 
 @app.command("sets")
@@ -298,12 +276,8 @@ def policy_sets(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """List the policy sets activated, newest (the active one) first."""
-    page = _api("GET", "/v1/policy-sets", params={"limit": limit})
-    if output is OutputFormat.JSON:
-        emit(page, output)
-        return
-    emit([_set_row(item) for item in page["items"]], output, _SET_COLUMNS)
-    typer.echo(f"({len(page['items'])} of {page['total']})")
+    page = api("GET", "/v1/policy-sets", params={"limit": limit})
+    emit_page(page, output, _SET_COLUMNS, _set_row)
 
 
 # -- what-if ---------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from control_plane.cli.output import OutputFormat, emit
+from control_plane.cli.client import api
+from control_plane.cli.output import Output, OutputFormat, emit, emit_page
 from control_plane.registry.models import Classification, QuotaPeriod
 
 tenant_app = typer.Typer(no_args_is_help=True, help="Tenants and their GPU quotas (via the API).")
@@ -16,7 +17,6 @@ dataset_app = typer.Typer(no_args_is_help=True, help="Datasets (via the API).")
 model_app = typer.Typer(no_args_is_help=True, help="Models (via the API).")
 destination_app = typer.Typer(no_args_is_help=True, help="Artifact destinations (via the API).")
 
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
 Zones = Annotated[
     str, typer.Option("--zones", help="Storage zones, comma-separated, e.g. jp-east,jp-west.")
 ]
@@ -38,19 +38,12 @@ _MODEL_COLUMNS = [*_DATASET_COLUMNS[:4], "supplier", "origin_country", "license"
 _DESTINATION_COLUMNS = ["name", "zone", "description"]
 
 
-def _api(method: str, path: str, **kwargs: Any) -> Any:
-    """Call the API as every ``sovctl`` API command does (``main._api``)."""
-    # main imports this module to register its commands, so import it when a command runs.
-    from control_plane.cli import main
-
-    return main._api(method, path, **kwargs)
-
-
 def _zones(text: str) -> list[str]:
     return [zone.strip() for zone in text.split(",") if zone.strip()]
 
 
-def _labels(items: list[str] | None) -> dict[str, str]:
+def parse_labels(items: list[str] | None) -> dict[str, str]:
+    """``--label key=value`` options as a dict (a bad one is a usage error)."""
     labels: dict[str, str] = {}
     for item in items or []:
         key, sep, value = item.partition("=")
@@ -63,14 +56,6 @@ def _labels(items: list[str] | None) -> dict[str, str]:
 def _params(**values: Any) -> dict[str, Any]:
     """Query parameters, leaving out the filters not given."""
     return {k: v for k, v in values.items() if v is not None}
-
-
-def _emit_page(page: dict[str, Any], output: OutputFormat, columns: list[str]) -> None:
-    if output is OutputFormat.JSON:
-        emit(page, output)
-        return
-    emit(page["items"], output, columns)
-    typer.echo(f"({len(page['items'])} of {page['total']})")
 
 
 def _tenant_row(tenant: dict[str, Any]) -> dict[str, Any]:
@@ -90,13 +75,13 @@ def tenant_create(
 ) -> None:
     """Create a tenant (a department or project)."""
     body = {"slug": slug, "name": name, "description": description}
-    emit(_tenant_row(_api("POST", "/v1/tenants", json=body)), output, _TENANT_COLUMNS)
+    emit(_tenant_row(api("POST", "/v1/tenants", json=body)), output, _TENANT_COLUMNS)
 
 
 @tenant_app.command("list")
 def tenant_list(output: Output = OutputFormat.TABLE) -> None:
     """List tenants with their GPU quotas (zone=GPUs at once)."""
-    tenants = _api("GET", "/v1/tenants")
+    tenants = api("GET", "/v1/tenants")
     if output is OutputFormat.JSON:
         emit(tenants, output)
         return
@@ -122,13 +107,13 @@ def tenant_quota(
     if remove:
         if max_gpus is not None or gpu_hours is not None:
             raise typer.BadParameter("--remove takes no quota values", param_hint="--remove")
-        _api("DELETE", path)
+        api("DELETE", path)
         typer.echo(f"removed the quota of {tenant} in {zone}")
         return
     if max_gpus is None:
         raise typer.BadParameter("give --max-gpus, or --remove", param_hint="--max-gpus")
     body = {"max_gpus": max_gpus, "gpu_hours_per_period": gpu_hours, "period": period.value}
-    emit(_api("PUT", path, json=body), output, _QUOTA_COLUMNS)
+    emit(api("PUT", path, json=body), output, _QUOTA_COLUMNS)
 
 
 # -- datasets and models ---------------------------------------------------------------
@@ -150,10 +135,10 @@ def dataset_register(
         "tenant": tenant,
         "classification": classification.value,
         "zones": _zones(zones),
-        "labels": _labels(label),
+        "labels": parse_labels(label),
         "description": description,
     }
-    emit(_api("POST", "/v1/datasets", json=body), output, _DATASET_COLUMNS)
+    emit(api("POST", "/v1/datasets", json=body), output, _DATASET_COLUMNS)
 
 
 @dataset_app.command("list")
@@ -169,7 +154,7 @@ def dataset_list(
     params = _params(
         tenant=tenant, classification=classification, zone=zone, limit=limit, offset=offset
     )
-    _emit_page(_api("GET", "/v1/datasets", params=params), output, _DATASET_COLUMNS)
+    emit_page(api("GET", "/v1/datasets", params=params), output, _DATASET_COLUMNS)
 
 
 @model_app.command("register")
@@ -193,13 +178,13 @@ def model_register(
         "tenant": tenant,
         "classification": classification.value,
         "zones": _zones(zones),
-        "labels": _labels(label),
+        "labels": parse_labels(label),
         "description": description,
         "supplier": supplier,
         "origin_country": origin_country,
         "license": license_,
     }
-    emit(_api("POST", "/v1/models", json=body), output, _MODEL_COLUMNS)
+    emit(api("POST", "/v1/models", json=body), output, _MODEL_COLUMNS)
 
 
 @model_app.command("list")
@@ -223,7 +208,7 @@ def model_list(
         limit=limit,
         offset=offset,
     )
-    _emit_page(_api("GET", "/v1/models", params=params), output, _MODEL_COLUMNS)
+    emit_page(api("GET", "/v1/models", params=params), output, _MODEL_COLUMNS)
 
 
 # -- artifact destinations -------------------------------------------------------------
@@ -238,10 +223,10 @@ def destination_create(
 ) -> None:
     """Create an artifact destination (where workloads write outputs)."""
     body = {"name": name, "zone": zone, "description": description}
-    emit(_api("POST", "/v1/destinations", json=body), output, _DESTINATION_COLUMNS)
+    emit(api("POST", "/v1/destinations", json=body), output, _DESTINATION_COLUMNS)
 
 
 @destination_app.command("list")
 def destination_list(output: Output = OutputFormat.TABLE) -> None:
     """List artifact destinations."""
-    emit(_api("GET", "/v1/destinations"), output, _DESTINATION_COLUMNS)
+    emit(api("GET", "/v1/destinations"), output, _DESTINATION_COLUMNS)

@@ -9,7 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from control_plane.cli.output import OutputFormat, emit, table
+from control_plane.cli.client import api
+from control_plane.cli.output import Output, OutputFormat, emit, emit_page, table
+from control_plane.cli.registry import Labels, parse_labels
 from control_plane.scheduling.models import (
     DEFAULT_LEASE_SECONDS,
     MAX_LEASE_SECONDS,
@@ -24,7 +26,6 @@ app = typer.Typer(
 
 #: ``--output`` names the artifact destination on ``submit``, so the format is ``--format``.
 Format = Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json")]
-Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or json")]
 
 _GIB = 1024**3
 _SUMMARY = [
@@ -40,14 +41,6 @@ _SUMMARY = [
 ]
 _LIST_COLUMNS = ["id", "tenant", "status", "hostname", "gpu_uuids", "lease_expires_at"]
 _REASON_COLUMNS = ["action", "policy", "rule", "message"]
-
-
-def _api(method: str, path: str, **kwargs: Any) -> Any:
-    """Call the API as every ``sovctl`` API command does (``main._api``)."""
-    # main imports this module to register its commands, so import it when a command runs.
-    from control_plane.cli import main
-
-    return main._api(method, path, **kwargs)
 
 
 def _summary(workload: dict[str, Any]) -> dict[str, Any]:
@@ -96,18 +89,10 @@ def submit(
             min=MIN_LEASE_SECONDS, max=MAX_LEASE_SECONDS, help="Lease; renew before it passes."
         ),
     ] = DEFAULT_LEASE_SECONDS,
-    label: Annotated[
-        list[str] | None, typer.Option("--label", help="key=value; repeat for more labels.")
-    ] = None,
+    label: Labels = None,
     output_format: Format = OutputFormat.TABLE,
 ) -> None:
     """Ask for GPUs: prints the decision and placement; exits 1 when denied."""
-    labels: dict[str, str] = {}
-    for item in label or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"{item!r}: use key=value", param_hint="--label")
-        labels[key] = value
     body: dict[str, Any] = {
         "tenant": tenant,
         "datasets": dataset or [],
@@ -117,11 +102,11 @@ def submit(
         "gpu_model": gpu_model,
         "min_gpu_memory_bytes": None if min_memory_gib is None else int(min_memory_gib * _GIB),
         "mig_profile": mig_profile,
-        "labels": labels,
+        "labels": parse_labels(label),
         "strategy": strategy.value,
         "lease_seconds": lease_seconds,
     }
-    workload = _api("POST", "/v1/workloads", json=body)
+    workload = api("POST", "/v1/workloads", json=body)
     _print(workload, output_format)
     if workload["status"] == WorkloadStatus.DENIED:
         raise typer.Exit(1)
@@ -141,12 +126,7 @@ def list_workloads(
         params["tenant"] = tenant
     if status is not None:
         params["status"] = status.value
-    page = _api("GET", "/v1/workloads", params=params)
-    if output is OutputFormat.JSON:
-        emit(page, output)
-        return
-    emit(page["items"], output, _LIST_COLUMNS)
-    typer.echo(f"({len(page['items'])} of {page['total']})")
+    emit_page(api("GET", "/v1/workloads", params=params), output, _LIST_COLUMNS)
 
 
 @app.command("release")
@@ -155,4 +135,4 @@ def release(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """End a workload and free its GPUs."""
-    _print(_api("POST", f"/v1/workloads/{workload_id}/release"), output)
+    _print(api("POST", f"/v1/workloads/{workload_id}/release"), output)
