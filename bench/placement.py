@@ -76,7 +76,7 @@ H100_MEMORY = 85_520_809_984
 ACTOR = AuditContext(actor_id="bench:placement", actor_name="bench")
 
 
-def _admin(statement: sql.Composable) -> None:
+def _admin(statement: sql.Composed) -> None:
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(statement)
 
@@ -246,6 +246,16 @@ class Load:
         self.admitted: list[tuple[str, list[str]]] = []
         self.denied = 0
         self.errors: dict[str, int] = {}
+        self.elapsed = 0.0
+
+    def drive(self, clients: list[threading.Thread]) -> None:
+        """Run the client threads to the end and record how long they took."""
+        started = time.perf_counter()
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join()
+        self.elapsed = time.perf_counter() - started
 
     def take(self) -> bool:
         if time.perf_counter() >= self.deadline:
@@ -316,36 +326,31 @@ def run_direct(url: str, clients: int, workers: int, seconds: float, requests: i
     with connect(url) as conn:
         for fleet in fleets:  # warm each snapshot, as an API worker's first request would
             fleet.current(conn)
-    started = time.perf_counter()
-    load = Load(requests, started + seconds)
-    threads = [
-        threading.Thread(target=direct_client, args=(url, fleets[i % workers], load), daemon=True)
-        for i in range(clients)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    load.elapsed = time.perf_counter() - started  # type: ignore[attr-defined]
+    load = Load(requests, time.perf_counter() + seconds)
+    load.drive(
+        [
+            threading.Thread(
+                target=direct_client, args=(url, fleets[i % workers], load), daemon=True
+            )
+            for i in range(clients)
+        ]
+    )
     return load
 
 
 def run_load(base: str, token: str, clients: int, seconds: float, requests: int | None) -> Load:
-    # Warm-up: the first admission in each worker compiles and caches what it can.
+    # Warm-up: a few requests that touch the database. No admission: the first one in
+    # each API worker (which builds that worker's fleet snapshot) is in the measured window.
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
         for _ in range(4):
             http.get("/readyz")
-    started = time.perf_counter()
-    load = Load(requests, started + seconds)
-    threads = [
-        threading.Thread(target=client, args=(base, token, load), daemon=True)
-        for _ in range(clients)
-    ]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    load.elapsed = time.perf_counter() - started  # type: ignore[attr-defined]
+    load = Load(requests, time.perf_counter() + seconds)
+    load.drive(
+        [
+            threading.Thread(target=client, args=(base, token, load), daemon=True)
+            for _ in range(clients)
+        ]
+    )
     return load
 
 
@@ -449,7 +454,7 @@ def main() -> int:
             stop_api(process)
         _drop(name)
 
-    elapsed: float = load.elapsed  # type: ignore[attr-defined]
+    elapsed = load.elapsed
     ordered = sorted(load.latencies)
     total = len(load.latencies) + sum(v for k, v in load.errors.items() if not k.isdigit())
     result: dict[str, Any] = {
