@@ -158,6 +158,19 @@ def sovctl(
 
 
 @pytest.fixture
+def admin_sovctl(
+    sovctl: Run,
+    live_server: str,
+    make_token: Callable[[Role], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Run:
+    """``sovctl`` pointed at the live API (``live_server``) with a fresh admin token."""
+    monkeypatch.setenv("SOVCTL_URL", live_server)
+    monkeypatch.setenv("SOVCTL_TOKEN", make_token(Role.ADMIN))
+    return sovctl
+
+
+@pytest.fixture
 def celery_app(settings: Settings) -> Celery:
     """The real Celery app on Redis, with this test's own queue."""
     return create_celery(settings)

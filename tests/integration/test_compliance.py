@@ -583,22 +583,10 @@ def test_whatif_predicts_exactly_what_the_evaluation_records_after_activation(
 # -- sovctl ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def api(
-    sovctl: Run,
-    live_server: str,
-    make_token: Callable[[Role], str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Run:
-    """``sovctl`` pointed at the live API with an admin token."""
-    monkeypatch.setenv("SOVCTL_URL", live_server)
-    monkeypatch.setenv("SOVCTL_TOKEN", make_token(Role.ADMIN))
-    return sovctl
-
-
 def test_sovctl_policy_whatif_and_compliance(
-    api: Run, conn: DbConnection, live_server: str, world: World, tmp_path: Path
+    admin_sovctl: Run, conn: DbConnection, live_server: str, world: World, tmp_path: Path
 ) -> None:
+    api = admin_sovctl
     for i in range(10):
         body = {"tenant": "research", "datasets": ["tickets"], "output": "results-jp"}
         response = httpx.post(f"{live_server}/v1/workloads", json=body, headers=world.admin)

@@ -382,15 +382,8 @@ def test_active_policy_set_is_compiled_once_per_version(
 # -- sovctl ----------------------------------------------------------------------------
 
 
-def test_sovctl_policy_round_trip(
-    sovctl: Run,
-    live_server: str,
-    make_token: Callable[[Role], str],
-    monkeypatch: pytest.MonkeyPatch,
-    tmp_path: Path,
-) -> None:
-    monkeypatch.setenv("SOVCTL_URL", live_server)
-    monkeypatch.setenv("SOVCTL_TOKEN", make_token(Role.ADMIN))
+def test_sovctl_policy_round_trip(admin_sovctl: Run, tmp_path: Path) -> None:
+    sovctl = admin_sovctl
     assert sovctl("zones", "create", "jp", "--name", "Japan", "--country", "JP")[0] == 0
 
     code, out, err = sovctl("policy", "apply", "-f", str(EXAMPLE))

@@ -1,26 +1,18 @@
 """``sovctl tenant|dataset|model|destination`` against a live API."""
 
 import json
-from collections.abc import Callable
 
 import pytest
 
-from control_plane.access.models import Role
 from tests.support import Run
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def api(
-    sovctl: Run,
-    live_server: str,
-    make_token: Callable[[Role], str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> Run:
+def api(admin_sovctl: Run) -> Run:
     """``sovctl`` pointed at the live API with an admin token, with two zones in place."""
-    monkeypatch.setenv("SOVCTL_URL", live_server)
-    monkeypatch.setenv("SOVCTL_TOKEN", make_token(Role.ADMIN))
+    sovctl = admin_sovctl
     assert sovctl("zones", "create", "jp", "--name", "Japan", "--country", "JP")[0] == 0
     for slug in ("jp-east", "jp-west"):
         code, _, err = sovctl(
