@@ -19,8 +19,7 @@ from control_plane.compliance.models import (
     WhatIfResult,
 )
 from control_plane.core.http import Conn, RequestId, SettingsDep, require
-from control_plane.policy.api import DOCUMENTS_BODY, Documents
-from control_plane.scheduling.api import PolicySets
+from control_plane.policy.api import DOCUMENTS_BODY, Documents, PolicySets
 
 Reader = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
 Admin = Annotated[Principal, Depends(require(Permission.POLICY_WRITE))]

@@ -14,6 +14,7 @@ from control_plane.core.errors import InvalidInputError
 from control_plane.core.http import Conn, RequestId, require
 from control_plane.policy import service
 from control_plane.policy.documents import load_documents, split_documents
+from control_plane.policy.service import CompiledPolicySets
 from control_plane.policy.store_models import (
     AppliedPolicy,
     PolicySetActivate,
@@ -26,6 +27,15 @@ from control_plane.policy.store_models import (
 
 Reader = Annotated[Principal, Depends(require(Permission.INVENTORY_READ))]
 Admin = Annotated[Principal, Depends(require(Permission.POLICY_WRITE))]
+
+
+async def get_policy_sets(request: Request) -> CompiledPolicySets:
+    """The app's compiled policy sets, so each active set is compiled once per process."""
+    policy_sets: CompiledPolicySets = request.app.state.policy_sets
+    return policy_sets
+
+
+PolicySets = Annotated[CompiledPolicySets, Depends(get_policy_sets)]
 
 #: Policy files are small; a body larger than this is refused before it is parsed.
 MAX_BODY_BYTES = 1024 * 1024

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 
 from control_plane.access.models import Permission, Principal
 from control_plane.core.http import Conn, RequestId, require
-from control_plane.policy.service import CompiledPolicySets
+from control_plane.policy.api import PolicySets
 from control_plane.scheduling import service
 from control_plane.scheduling.fleet import FleetCache
 from control_plane.scheduling.models import (
@@ -25,15 +25,6 @@ from control_plane.scheduling.models import (
 
 Reader = Annotated[Principal, Depends(require(Permission.INVENTORY_READ))]
 Writer = Annotated[Principal, Depends(require(Permission.WORKLOAD_WRITE))]
-
-
-async def get_policy_sets(request: Request) -> CompiledPolicySets:
-    """The app's compiled policy sets, so each active set is compiled once per process."""
-    policy_sets: CompiledPolicySets = request.app.state.policy_sets
-    return policy_sets
-
-
-PolicySets = Annotated[CompiledPolicySets, Depends(get_policy_sets)]
 
 
 async def get_fleet(request: Request) -> FleetCache:
