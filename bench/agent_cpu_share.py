@@ -25,10 +25,8 @@ the agent's ``/metrics`` are part of its life, so the parent scrapes it every
 
 import argparse
 import copy
-import datetime
 import json
 import os
-import platform
 import re
 import resource
 import signal
@@ -43,6 +41,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from machine_info import describe_machine, filesystem_of
 
 ROOT = Path(__file__).resolve().parents[1]
 RECORDING = ROOT / "tests" / "fixtures" / "gpu" / "h100-80gb-hbm3"
@@ -182,38 +182,6 @@ def live_threads_cpu_seconds(pid: int) -> float | None:
     except (FileNotFoundError, ValueError, IndexError):
         return None
     return total / 1e9
-
-
-def filesystem_of(path: Path) -> str:
-    """The filesystem type holding ``path`` (from /proc/mounts)."""
-    best, kind = "", "unknown"
-    resolved = str(path.resolve())
-    for line in Path("/proc/mounts").read_text().splitlines():
-        parts = line.split()
-        mount_point = parts[1] if len(parts) >= 3 else ""
-        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
-        if mount_point and inside and len(mount_point) >= len(best):
-            best, kind = mount_point, parts[2]
-    return kind
-
-
-def describe_machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "unknown",
-    )
-    return {
-        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "cpu_model": cpu_model,
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 def agent_command(args: argparse.Namespace, work: Path, url: str, metrics_port: int) -> list[str]:

@@ -32,12 +32,9 @@ hot caches; the daemon sleeps between sweeps, so the whole sweep is also timed o
 
 import argparse
 import dataclasses
-import datetime
 import gc
 import json
 import math
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -45,6 +42,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
 from typing import Any
+
+from machine_info import describe_machine, filesystem_of
 
 ROOT = Path(__file__).resolve().parents[1]
 # A GPU host may have a copy of the checkout and the agent's dependencies but not the
@@ -269,43 +268,6 @@ def summarise(step: str, timing: Timing, gpus: int) -> dict[str, Any]:
     }
 
 
-def filesystem_of(path: Path) -> str:
-    """The filesystem type holding ``path`` (from /proc/mounts; "unknown" elsewhere)."""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return "unknown"
-    best, kind = "", "unknown"
-    resolved = str(path.resolve())
-    for line in mounts:
-        parts = line.split()
-        mount_point = parts[1] if len(parts) >= 3 else ""
-        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
-        if mount_point and inside and len(mount_point) >= len(best):
-            best, kind = mount_point, parts[2]
-    return kind
-
-
-def describe_machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    cpu_model = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "date_utc": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "cpu_model": cpu_model,
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "agent_version": __version__,
-    }
-
-
 def open_backend(kind: str, gpus: int) -> GpuBackend:
     """The backend under test: NVML on this host's GPUs, or the recording cloned ``gpus`` times."""
     if kind == "nvml":
@@ -365,7 +327,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         state_filesystem = filesystem_of(scratch_dir)
     backend.close()
     stub.close()
-    machine = describe_machine()
+    machine = {**describe_machine(), "agent_version": __version__}
     machine["state_dir_filesystem"] = state_filesystem
     machine["gc_enabled"] = gc.isenabled()
     return {

@@ -50,6 +50,7 @@ from typing import Any
 
 import httpx
 import psycopg
+from machine_info import cpu_model
 from psycopg import sql
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -401,16 +402,6 @@ def percentile(ordered: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=5000)
@@ -461,7 +452,7 @@ def main() -> int:
         "machine": {
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "processor": _cpu_model(),
+            "processor": cpu_model(),
             "cpus": os.cpu_count(),
         },
         "config": {
