@@ -134,6 +134,7 @@ class NodeIndex:
         "_capacity_memo",
         "_cel_memo",
         "_dynamic_memo",
+        "_plan_memo",
         "_policy_memo",
         "_positions",
         "_profile_memo",
@@ -183,6 +184,7 @@ class NodeIndex:
         self._cel_memo: dict[str, _CelAnswer] = {}
         self._dynamic_memo: dict[tuple[str, str, str, Any], _NodeCheck] = {}
         self._profile_memo: dict[Any, list[tuple[dict[str, Any], int]]] = {}
+        self._plan_memo: dict[tuple[str, Any], _Plan] = {}
 
     @classmethod
     def build(cls, nodes: Iterable[NodeView], zones: Mapping[str, ZoneView]) -> "NodeIndex":
@@ -518,12 +520,18 @@ class _CelScope:
         "_workload",
     )
 
-    def __init__(self, workload: WorkloadView, index: NodeIndex, policy_set: PolicySet) -> None:
+    def __init__(
+        self,
+        workload: WorkloadView,
+        index: NodeIndex,
+        policy_set: PolicySet,
+        slot_keys: list[bytes] | None = None,
+    ) -> None:
         self._workload = workload
         self._index = index
         self._policy_set = policy_set
         self._values: dict[str, Any] = {}
-        self._slot_keys: list[bytes] | None = None
+        self._slot_keys = slot_keys
         self._context: cel.Context | None = None
         self._added: set[str] = set()
 
@@ -545,10 +553,14 @@ class _CelScope:
 
     def key(self, condition: CelCondition) -> Any:
         """The fingerprints of what ``condition`` reads: the key its answers are kept under."""
+        return condition.key(self.slot_keys())
+
+    def slot_keys(self) -> list[bytes]:
+        """The fingerprint of every value the set's conditions read (``PolicySet.slots``)."""
         keys = self._slot_keys
         if keys is None:
             keys = self._slot_keys = [self._slot_fingerprint(s) for s in self._policy_set.slots]
-        return condition.key(keys)
+        return keys
 
     def _slot_fingerprint(self, slot: tuple[str, str | None, str | None]) -> bytes:
         variable, name, key = slot
@@ -947,6 +959,90 @@ def selected_policies(workload: WorkloadView, policy_set: PolicySet) -> list[Com
     return selected
 
 
+# -- what a decision works out from the workload alone ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What a decision works out from the workload and the policy set, reading no node.
+
+    The selected policies, each with what it finds wrong with the workload itself (data
+    residency, workload CEL), and the fingerprints CEL node conditions that also read the
+    workload look their answers up by. Kept per index (whose zone tree the residency
+    rules read) under the set's content hash and the workload's content (``_content``),
+    so a workload seen before skips selection, residency and fingerprinting; the node
+    filters still run on every decision.
+    """
+
+    policies: tuple[tuple[CompiledPolicy, tuple[Reason, ...]], ...]
+    slot_keys: list[bytes] | None
+
+
+def _asset_content(asset: DataAssetView) -> tuple[Any, ...]:
+    return (asset.name, asset.classification, tuple(asset.storage_zones), *asset.labels.items())
+
+
+def _model_content(model: ModelView) -> tuple[Any, ...]:
+    return (
+        model.name,
+        model.classification,
+        model.supplier,
+        model.origin_country,
+        model.license,
+        tuple(model.storage_zones),
+        *model.labels.items(),
+    )
+
+
+def _content(workload: WorkloadView) -> tuple[Any, ...]:
+    """Every field of ``workload`` as one hashable value: equal only for equal workloads.
+
+    Label order is kept, so the same labels in another order only miss the memory.
+    """
+    output = workload.output
+    return (
+        workload.tenant,
+        tuple(map(_asset_content, workload.datasets)),
+        tuple(map(_model_content, workload.models)),
+        None if output is None else (output.name, output.zone),
+        workload.gpu_count,
+        workload.gpu_model,
+        workload.min_gpu_memory_bytes,
+        workload.mig_profile,
+        *workload.labels.items(),
+    )
+
+
+def _plan(
+    workload: WorkloadView, index: NodeIndex, policy_set: PolicySet
+) -> tuple[_Plan, _CelScope]:
+    """The decision's plan, remembered per workload content, and a CEL scope for it."""
+    key: tuple[str, Any] | None = (policy_set.content_hash, _content(workload))
+    try:
+        plan = index._plan_memo.get(key)  # type: ignore[arg-type]
+    except TypeError:  # a label value that cannot be hashed: work it out every time
+        plan, key = None, None
+    if plan is not None:
+        return plan, _CelScope(workload, index, policy_set, plan.slot_keys)
+    scope = _CelScope(workload, index, policy_set)
+    selected = selected_policies(workload, policy_set)
+    plan = _Plan(
+        tuple(
+            (
+                policy,
+                tuple(_workload_findings(policy, workload, index, scope))
+                if policy.judges_workload
+                else (),
+            )
+            for policy in selected
+        ),
+        scope.slot_keys() if any(p.workload_node_cel for p in selected) else None,
+    )
+    if key is not None:
+        _remember(index._plan_memo, key, plan)
+    return plan, scope
+
+
 def _outcome(denied: bool, reasons: Sequence[Reason]) -> DecisionOutcome:
     if denied:
         return DecisionOutcome.DENIED
@@ -988,17 +1084,14 @@ def decide_with_mask(
     ``index.nodes[i]``; 0 when denied), for callers that keep working with the index, such
     as placement, without turning thousands of ids back into positions.
     """
-    scope = _CelScope(workload, index, policy_set)
+    plan, scope = _plan(workload, index, policy_set)
     candidates = index.active() & index.capacity(workload)
     eligible = candidates
     denials: list[Reason] = []
     deny_checks: list[tuple[CompiledPolicy, Sequence[_NodeCheck]]] = []
     soft: list[tuple[CompiledPolicy, Sequence[Reason], Sequence[_NodeCheck]]] = []
     policy_memo = index._policy_memo
-    for policy in selected_policies(workload, policy_set):
-        found: Sequence[Reason] = (
-            _workload_findings(policy, workload, index, scope) if policy.judges_workload else ()
-        )
+    for policy, found in plan.policies:
         static = policy_memo.get(policy.node_key) or _policy_checks(index, policy)
         checks: Sequence[_NodeCheck] = static.checks
         if policy.action is _DENY:
@@ -1073,11 +1166,10 @@ def evaluate_node(
     position = index.position(node_id)
     bit = 1 << position
     hostname = index.nodes[position].hostname
-    scope = _CelScope(workload, index, policy_set)
+    plan, scope = _plan(workload, index, policy_set)
     reasons: list[Reason] = []
-    for policy in selected_policies(workload, policy_set):
-        if policy.judges_workload:
-            reasons += _workload_findings(policy, workload, index, scope)
+    for policy, found in plan.policies:
+        reasons += found
         checks = [
             *_policy_checks(index, policy).checks,
             *(_dynamic_cel_check(index, c, scope) for c in policy.workload_node_cel),

@@ -75,9 +75,11 @@ def model(
     zones: tuple[str, ...] = ("jp-east",),
     labels: dict[str, str] | None = None,
     origin: str | None = "JP",
+    supplier: str | None = "acme-research",
+    license: str | None = "mit",
 ) -> ModelView:
-    """A model, by default internal weights stored in jp-east, made in Japan."""
-    return ModelView(name, classification, zones, labels or {}, "acme-research", origin, "mit")
+    """A model, by default internal MIT-licensed weights stored in jp-east, made in Japan."""
+    return ModelView(name, classification, zones, labels or {}, supplier, origin, license)
 
 
 def workload(

@@ -891,6 +891,118 @@ def test_a_condition_runs_again_only_when_what_it_reads_changes() -> None:
     assert answers == {"max": 1, "cc": 4, "east": 4}
 
 
+def test_remembered_workload_plans_follow_every_field() -> None:
+    """Workloads differing in one field each, decided on one index (which remembers each
+    workload's plan), come out exactly as decided on a fresh index, which remembers nothing."""
+    documents = [
+        policy(
+            "pii",
+            selector={"classifications": ["restricted"]},
+            data_residency=True,
+            compute_zones=["jp"],
+        ),
+        policy("team-a", selector={"tenants": ["team-a"]}, compute_zones=["tw-north"]),
+        policy(
+            "tagged", "warn", selector={"dataset_labels": {"pii": "yes"}}, compute_zones=["jp-west"]
+        ),
+        policy(
+            "weights",
+            selector={"model_labels": {"export": "no"}},
+            data_residency=True,
+            compute_countries=["JP"],
+        ),
+        policy(
+            "model-facts",
+            cel=[
+                cel("origin", 'models.all(m, m.origin_country == "JP")'),
+                cel("license", 'models.all(m, m.license == "mit")'),
+                cel("supplier", 'models.all(m, m.supplier == "acme-research")'),
+                cel("names", 'datasets.all(d, d.name != "leak")'),
+            ],
+        ),
+        policy(
+            "shape",
+            "dryrun",
+            cel=[
+                cel("gpus", 'workload.gpu_count < 4 || node.labels["tier"] == "reserved"'),
+                cel("model", "workload.gpu_model == null"),
+                cel("memory", "workload.min_gpu_memory_bytes == null"),
+                cel("mig", "workload.mig_profile == null"),
+                cel("cc", 'workload.labels["cost-center"] == "cc-1"'),
+                cel("output", "workload.output != null"),
+                cel("data", "size(datasets) > 0"),
+            ],
+        ),
+    ]
+    policy_set = compile_policy_set(documents, 1, ZONES)
+    nodes = (
+        node("east", labels={"tier": "reserved"}),
+        node("west", "jp-west", labels={"tier": "spot"}),
+        node("taipei", "tw-north"),
+    )
+    base = {
+        "datasets": (dataset(),),
+        "models": (model(),),
+        "output": ("east", "jp-east"),
+        "labels": {"cost-center": "cc-1", "team": "x"},
+    }
+    variants: list[dict[str, Any]] = [
+        {},
+        {"tenant": "team-a"},
+        {"datasets": (dataset(classification=Classification.INTERNAL),)},
+        {"datasets": (dataset(zones=("tw-north",)),)},
+        {"datasets": (dataset(labels={"pii": "yes"}),)},
+        {"datasets": (dataset(name="leak"),)},
+        {"datasets": ()},
+        {"models": (model(origin="US"),)},
+        {"models": (model(labels={"export": "no"}, zones=("us-west",)),)},
+        {"models": (model(license="apache-2.0"),)},
+        {"models": (model(supplier="other"),)},
+        {"output": ("west", "us-west")},
+        {"output": None},
+        {"gpu_count": 4},
+        {"gpu_model": "H100"},
+        {"min_memory": 40 * GIB},
+        {"mig_profile": "1g.10gb"},
+        {"labels": {"cost-center": "cc-2", "team": "x"}},
+        {"labels": {"team": "x", "cost-center": "cc-1"}},
+    ]
+    shared = NodeIndex.build(nodes, ZONES)
+    seen = set()
+    for _ in range(2):
+        for variant in variants:
+            wanted = workload(**{**base, **variant})
+            remembered = decide(wanted, shared, policy_set, point=EnforcementPoint.API)
+            fresh = decide(
+                wanted,
+                NodeIndex.build(nodes, ZONES),
+                compile_policy_set(documents, 1, ZONES),
+                point=EnforcementPoint.API,
+            )
+            assert remembered == fresh, variant
+            seen.add(
+                (
+                    remembered.outcome,
+                    tuple(remembered.eligible_node_ids),
+                    tuple(r.message for r in remembered.reasons),
+                )
+            )
+    # Every variant but the reordered labels changes the decision: none was answered
+    # from another's memory by accident.
+    assert len(seen) == len(variants) - 1
+
+
+def test_a_workload_that_cannot_be_remembered_is_still_decided() -> None:
+    policy_set = compile_policy_set(
+        [policy("cc", cel=[cel("cc", "size(workload.labels) > 0")])], 1, ZONES
+    )
+    index = NodeIndex.build(JP_TW, ZONES)
+    # Callers pass strings, but a list slipping into a label must not break the decision.
+    odd = workload(labels={"teams": ["a", "b"]})  # type: ignore[dict-item]
+    for _ in range(2):
+        assert decide(odd, index, policy_set, point=EnforcementPoint.API).admitted
+
+
 def test_the_same_expression_in_two_policies_keeps_each_message() -> None:
     expression = 'node.labels["tier"] != "spot"'
     policy_set = compile_policy_set(
