@@ -1,16 +1,11 @@
--- name: lock_head
--- Takes the chain's writer lock (held until the surrounding transaction ends, so events are
--- linked in commit order, across every API process) and then reads the newest event's seq
--- and hash, in one round trip (migration 0009). Both are null for an empty chain.
-SELECT seq, hash FROM audit_lock_head();
-
--- name: insert_event
-INSERT INTO audit_event (seq, occurred_at, actor_id, actor_name, request_id, action,
-                         object_type, object_id, before, after, prev_hash, hash)
-VALUES (%(seq)s, %(occurred_at)s, %(actor_id)s, %(actor_name)s, %(request_id)s, %(action)s,
-        %(object_type)s, %(object_id)s, %(before)s::json, %(after)s::json, %(prev_hash)s,
-        %(hash)s)
-RETURNING *;
+-- name: insert_pending
+-- Queues an event; the deferred trigger audit_pending_chain (migration 0010) links it into
+-- audit_event at commit, under the chain's writer lock.
+INSERT INTO audit_pending (occurred_at, actor_id, actor_name, request_id, action,
+                           object_type, object_id, before, after, hash_head, hash_tail)
+VALUES (%(occurred_at)s, %(actor_id)s, %(actor_name)s, %(request_id)s, %(action)s,
+        %(object_type)s, %(object_id)s, %(before)s::json, %(after)s::json, %(hash_head)s,
+        %(hash_tail)s);
 
 -- name: events_after
 SELECT * FROM audit_event WHERE seq > %(after_seq)s ORDER BY seq LIMIT %(limit)s;

@@ -5,26 +5,20 @@ from typing import Any, LiteralString
 
 from psycopg.rows import DictRow
 
-from control_plane.core.db import DbConnection, fetch_all, fetch_one, fetch_returning, load_queries
+from control_plane.core.db import DbConnection, fetch_all, fetch_one, load_queries
 
 
 def _q(name: str) -> LiteralString:
     return load_queries("control_plane.audit")[name]
 
 
-def lock_head(conn: DbConnection) -> DictRow | None:
-    """Take the chain's writer lock until commit; the newest ``seq`` and ``hash``, or None.
+def insert_pending(conn: DbConnection, event: dict[str, Any]) -> None:
+    """Queue one event for the chain; a trigger links it in when the transaction commits.
 
-    None for an empty chain. The head is read after the lock is granted, so it is the one
-    the previous writer committed.
+    ``event`` holds the hashed fields (``before``/``after`` as canonical JSON text) and the
+    canonical JSON cut around the head's values (``hash_head``, ``hash_tail``).
     """
-    row = fetch_one(conn, _q("lock_head"), {})
-    return None if row is None or row["seq"] is None else row
-
-
-def insert_event(conn: DbConnection, event: dict[str, Any]) -> DictRow:
-    """Append one fully-formed event (``before``/``after`` as canonical JSON text)."""
-    return fetch_returning(conn, _q("insert_event"), event)
+    conn.execute(_q("insert_pending"), event)
 
 
 def iter_events(conn: DbConnection, batch_size: int = 1000) -> Iterator[DictRow]:

@@ -3,7 +3,10 @@
 Each event's hash is SHA-256 over the canonical JSON of its fields plus the previous
 event's hash, so changing, inserting or removing any event breaks every hash after it.
 ``record`` must run inside the transaction that makes the change it describes: the change
-and its evidence commit together or not at all.
+and its evidence commit together or not at all. The event is linked into the chain when
+that transaction commits (migration 0010): PostgreSQL then takes the chain's writer lock,
+reads the head and computes the same hash from the canonical JSON ``record`` prepared, so
+the lock is held for the commit alone, not for the rest of the transaction.
 """
 
 import hashlib
@@ -55,6 +58,26 @@ def event_hash(fields: dict[str, Any], prev_hash: str) -> str:
     return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
 
 
+#: The keys that only the chain's head decides, or that sit between them, in sorted order:
+#: every other hashed key sorts before them, so the canonical JSON ends with these three.
+_HEAD_DECIDED = ("prev_hash", "request_id", "seq")
+assert sorted((*_HASHED_FIELDS, "prev_hash"))[-3:] == list(_HEAD_DECIDED)
+
+
+def hash_parts(fields: dict[str, Any]) -> tuple[str, str]:
+    """The canonical JSON ``event_hash`` hashes, cut around the values of prev_hash and seq.
+
+    ``head + prev_hash + tail + str(seq) + "}"`` is that JSON for any head: PostgreSQL
+    completes and hashes it when the event is linked at commit (migration 0010). ``fields``
+    needs every hashed field except ``seq``.
+    """
+    document = {name: fields[name] for name in _HASHED_FIELDS if name not in _HEAD_DECIDED}
+    document["occurred_at"] = _timestamp(fields["occurred_at"])
+    head = canonical_json(document)[:-1] + ',"prev_hash":"'
+    tail = '","request_id":' + canonical_json(fields["request_id"]) + ',"seq":'
+    return head, tail
+
+
 def record(
     conn: DbConnection,
     ctx: AuditContext,
@@ -64,20 +87,20 @@ def record(
     object_id: str,
     before: Any = None,
     after: Any = None,
-) -> AuditEventPublic:
-    """Append one event to the chain inside the caller's open transaction.
+) -> None:
+    """Record one event inside the caller's open transaction; it joins the chain at commit.
 
-    ``before`` and ``after`` must be JSON-safe (use ``model_dump(mode="json")``). Call
-    this last in the transaction: it holds the chain lock until commit.
+    ``before`` and ``after`` must be JSON-safe (use ``model_dump(mode="json")``). The event
+    gets its ``seq`` and ``hash`` when the transaction commits, in commit order across
+    every process, and disappears with it if it rolls back. Call this last in the
+    transaction, after the changes it describes (see the lock order in migration 0010).
     """
     if conn.info.transaction_status != TransactionStatus.INTRANS:
         raise RuntimeError("audit.record must run inside the transaction that makes the change")
     # Round-trip through canonical text so what is hashed is exactly what is stored.
     before_json = None if before is None else canonical_json(before)
     after_json = None if after is None else canonical_json(after)
-    head = repository.lock_head(conn)
     fields: dict[str, Any] = {
-        "seq": 1 if head is None else head["seq"] + 1,
         "occurred_at": datetime.now(UTC),
         "actor_id": ctx.actor_id,
         "actor_name": ctx.actor_name,
@@ -88,19 +111,17 @@ def record(
         "before": None if before_json is None else json.loads(before_json),
         "after": None if after_json is None else json.loads(after_json),
     }
-    prev_hash = GENESIS_HASH if head is None else head["hash"]
-    digest = event_hash(fields, prev_hash)
-    row = repository.insert_event(
+    hash_head, hash_tail = hash_parts(fields)
+    repository.insert_pending(
         conn,
         {
             **fields,
             "before": before_json,
             "after": after_json,
-            "prev_hash": prev_hash,
-            "hash": digest,
+            "hash_head": hash_head,
+            "hash_tail": hash_tail,
         },
     )
-    return AuditEventPublic.model_validate(row)
 
 
 def _broken(row: DictRow, expected_seq: int, prev_hash: str) -> str | None:

@@ -11,9 +11,10 @@ from control_plane.core.db import connect
 from control_plane.core.settings import Settings
 from control_plane.inventory import service
 
-#: Nodes marked per transaction. Each one costs an UPDATE row and an audit insert under
-#: the chain lock, so 500 keeps one transaction well under a second; a larger backlog
-#: re-enqueues the task rather than holding the chain lock for long.
+#: Nodes marked per transaction. Each one costs an UPDATE row and an audit event, linked
+#: under the chain lock at commit, so 500 keeps one transaction (and that commit) well
+#: under a second; a larger backlog re-enqueues the task rather than holding the chain
+#: lock for long.
 OFFLINE_SWEEP_BATCH = 500
 
 MARK_OFFLINE_TASK = "inventory.mark_offline_nodes"

@@ -180,7 +180,7 @@ def import_bom(conn: DbConnection, ctx: AuditContext, bom: BomImport) -> ImportR
                     "node_ids": moved[:_NODE_IDS_PER_REQUEST],
                 },
             )
-        # Last, and all together: the first record takes the chain lock until commit.
+        # Last, after every change they describe (see audit.record on lock order).
         for before, after in changed:
             audit.record(
                 conn,

@@ -12,8 +12,9 @@ from control_plane.core.settings import Settings
 from control_plane.scheduling import service
 
 #: Workloads expired per transaction. Each costs an UPDATE, a DELETE of its reservations and
-#: an audit insert under the chain lock; 500 keeps a transaction well under a second, and
-#: a larger backlog re-enqueues the task rather than holding the chain lock for long.
+#: an audit event, linked under the chain lock at commit; 500 keeps a transaction (and that
+#: commit) well under a second, and a larger backlog re-enqueues the task rather than
+#: holding the chain lock for long.
 LEASE_SWEEP_BATCH = 500
 
 #: How often beat runs the sweep. A lease is freed at most this long after it passed.

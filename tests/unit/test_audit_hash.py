@@ -1,0 +1,47 @@
+"""The canonical JSON PostgreSQL completes at commit is exactly what ``event_hash`` hashes."""
+
+import hashlib
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from control_plane.audit.service import canonical_json, event_hash, hash_parts
+
+FIELDS = {
+    "occurred_at": datetime(2026, 11, 25, 19, 30, 1, 123456, tzinfo=UTC),
+    "actor_id": "token:1",
+    "actor_name": 'Zoë "admin" \\ root',
+    "request_id": "req-7",
+    "action": "workload.admitted",
+    "object_type": "workload",
+    "object_id": "0b6f",
+    "before": None,
+    "after": {"z": [1, 2.5, None, True], "a": {"ü": "日本"}, "prev_hash": "not the key"},
+}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"request_id": None},
+        {"before": {"seq": 3}, "after": None},
+        {"occurred_at": datetime(2026, 1, 1, 9, 0, tzinfo=timezone(timedelta(hours=9)))},
+    ],
+)
+@pytest.mark.parametrize(("seq", "prev_hash"), [(1, "0" * 64), (123456789, "ab" * 32)])
+def test_the_parts_complete_to_the_hashed_document(
+    changes: dict[str, object], seq: int, prev_hash: str
+) -> None:
+    fields = {**FIELDS, **changes}
+    head, tail = hash_parts(fields)
+    completed = head + prev_hash + tail + str(seq) + "}"
+    document = {
+        **fields,
+        "occurred_at": fields["occurred_at"].astimezone(UTC).isoformat(timespec="microseconds"),  # type: ignore[union-attr]
+        "seq": seq,
+        "prev_hash": prev_hash,
+    }
+    assert completed == canonical_json(document)
+    digest = hashlib.sha256(completed.encode("utf-8")).hexdigest()
+    assert digest == event_hash({**fields, "seq": seq}, prev_hash)
