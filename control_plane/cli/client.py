@@ -110,10 +110,15 @@ def set_target(url: str | None, token: str | None) -> None:
     _Target.token = token
 
 
+def api_client() -> ControlPlaneClient:
+    """A client for several calls on one connection (polling), configured as ``api`` is."""
+    return ControlPlaneClient(load_client_config(_Target.url, _Target.token))
+
+
 def api(method: str, path: str, **kwargs: Any) -> Any:
     """Call the control-plane API once, as every ``sovctl`` API command does.
 
     The URL and token come from ``set_target``, else the environment or the config file.
     """
-    with ControlPlaneClient(load_client_config(_Target.url, _Target.token)) as client:
+    with api_client() as client:
         return client.request(method, path, **kwargs)

@@ -1,14 +1,14 @@
 """HTTP routes for compliance evaluations and policy what-if.
 
-Thin: parse, authorize, call. Evaluations are evidence: reading them needs ``audit:read``
-(auditors and admins). Asking for one, and what-if, need ``policy:write`` (admins), as
-applying and activating policies do.
+Thin: parse, authorize, call. Evaluations are evidence: reading them, and reading back a
+request for one, needs ``audit:read`` (auditors and admins). Asking for one, and what-if,
+need ``policy:write`` (admins), as applying and activating policies do.
 """
 
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Path, Query, status
 
 from control_plane.access.models import Permission, Principal
 from control_plane.compliance import service
@@ -35,6 +35,14 @@ router = APIRouter(prefix="/v1")
 def request_evaluation(conn: Conn, who: Admin, request_id: RequestId) -> ComplianceRequestPublic:
     """Ask for every running workload to be re-evaluated; the worker runs it on its next beat."""
     return service.request_by_admin(conn, who.audit_context(request_id))
+
+
+@router.get("/compliance/requests/{request_id}", tags=["compliance"])
+def get_request(
+    request_id: Annotated[int, Path(ge=1, le=2**63 - 1)], conn: Conn, _: Reader
+) -> ComplianceRequestPublic:
+    """Show one evaluation request; ``evaluation_id`` is set once an evaluation handled it."""
+    return service.get_request(conn, request_id)
 
 
 @router.get("/compliance/evaluations", tags=["compliance"])

@@ -17,6 +17,19 @@ FOR UPDATE SKIP LOCKED;
 UPDATE compliance_request SET evaluation_id = %(evaluation_id)s, handled_at = now()
 WHERE id = ANY(%(ids)s);
 
+-- name: get_request
+SELECT id, reason, subject, requested_at, evaluation_id
+FROM compliance_request WHERE id = %(id)s;
+
+-- name: prune_handled
+-- Requests handled more than the retention ago: the evaluation that handled them keeps
+-- what it needs (`triggers`, `trigger_count`). Pending requests have no `handled_at`, so
+-- they are never deleted. No index on `handled_at`: the table holds only the retention's
+-- worth of requests, and this runs once per evaluation.
+DELETE FROM compliance_request
+WHERE evaluation_id IS NOT NULL
+  AND handled_at < now() - make_interval(days => %(retention_days)s);
+
 -- name: pending_count
 SELECT count(*) AS pending FROM compliance_request WHERE evaluation_id IS NULL;
 

@@ -1,8 +1,9 @@
 """SQL access for compliance requests and evaluations. Functions take the caller's connection.
 
 Requests are an outbox: inserted in the transaction of the change that calls for an
-evaluation, claimed ``FOR UPDATE SKIP LOCKED`` by the evaluation, and marked with the
-evaluation that handled them. Evaluations are only ever inserted.
+evaluation, claimed ``FOR UPDATE SKIP LOCKED`` by the evaluation, marked with the
+evaluation that handled them, and deleted by a later evaluation once the retention has
+passed. Evaluations are only ever inserted.
 """
 
 from collections.abc import Mapping, Sequence
@@ -37,6 +38,16 @@ def claim_pending(conn: DbConnection) -> list[DictRow]:
 def mark_handled(conn: DbConnection, ids: Sequence[int], evaluation_id: UUID) -> None:
     """Record which evaluation handled the requests."""
     conn.execute(_q("mark_handled"), {"ids": list(ids), "evaluation_id": evaluation_id})
+
+
+def get_request(conn: DbConnection, request_id: int) -> DictRow | None:
+    """One request, pending or handled, or None (never made, or pruned)."""
+    return fetch_one(conn, _q("get_request"), {"id": request_id})
+
+
+def prune_handled(conn: DbConnection, retention_days: int) -> None:
+    """Delete the requests handled more than ``retention_days`` ago; pending ones stay."""
+    conn.execute(_q("prune_handled"), {"retention_days": retention_days})
 
 
 def pending_count(conn: DbConnection) -> int:

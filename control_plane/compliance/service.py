@@ -4,8 +4,10 @@
 pending requests (``FOR UPDATE SKIP LOCKED``, so two workers never evaluate for the same
 requests), reads the fleet snapshot, the active policy set and every running workload,
 judges them all (``evaluation.assess``), stores one ``compliance_evaluation`` with exact
-counts and a capped sample, marks the requests handled and audits
-``compliance.evaluated``, last. Nothing pending, nothing done: the task is idempotent.
+counts and a capped sample, marks the requests handled, deletes the requests handled more
+than the retention ago (the evaluations that handled them keep their ``triggers``) and
+audits ``compliance.evaluated``, last. Nothing pending, nothing done: the task is
+idempotent.
 
 ``whatif`` judges the same running workloads, on the same kind of snapshot, under the
 active set and under the candidate set that applying some documents and activating them
@@ -146,6 +148,21 @@ def request_by_admin(conn: DbConnection, ctx: AuditContext) -> ComplianceRequest
         )
 
 
+def get_request(conn: DbConnection, request_id: int) -> ComplianceRequestPublic:
+    """One request, with the evaluation that handled it once one has, or 404.
+
+    Handled requests are deleted after ``SOVEREIGN_COMPLIANCE_REQUEST_RETENTION_DAYS``, so
+    an old one is 404 too; the evaluation that handled it still counts it.
+    """
+    row = repository.get_request(conn, request_id)
+    if row is None:
+        raise NotFoundError(
+            f"compliance request {request_id} does not exist (handled requests are deleted"
+            " after SOVEREIGN_COMPLIANCE_REQUEST_RETENTION_DAYS)"
+        )
+    return ComplianceRequestPublic.model_validate(row)
+
+
 def _public(row: DictRow) -> EvaluationPublic:
     return EvaluationPublic.model_validate(row)
 
@@ -205,13 +222,16 @@ def run_pending(
     ctx: AuditContext,
     *,
     sample_size: int,
+    request_retention_days: int,
     policy_sets: CompiledPolicySets | None = None,
 ) -> EvaluationPublic | None:
     """Evaluate every running workload if any evaluation request is pending; record it.
 
     Returns the evaluation, or None when nothing was pending (or another worker holds
     every pending request). ``sample_size`` caps the violating workloads kept with their
-    reasons; the counts are exact. Audited as ``compliance.evaluated``.
+    reasons; the counts are exact. Requests handled more than ``request_retention_days``
+    ago are deleted in the same transaction, so the outbox does not grow forever. Audited
+    as ``compliance.evaluated``.
     """
     started_at = datetime.now(UTC)
     with conn.transaction():
@@ -243,6 +263,7 @@ def run_pending(
             },
         )
         repository.mark_handled(conn, [request["id"] for request in claimed], evaluation_id)
+        repository.prune_handled(conn, request_retention_days)
         audit.record(
             conn,
             ctx,

@@ -41,6 +41,7 @@ def register(app: Celery, settings: Settings) -> None:
                 conn,
                 COMPLIANCE_ACTOR,
                 sample_size=settings.compliance_sample_size,
+                request_retention_days=settings.compliance_request_retention_days,
                 policy_sets=policy_sets,
             )
         if found is None:

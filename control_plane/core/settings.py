@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     #: Violating workloads kept, with their reasons, per compliance evaluation and what-if
     #: answer; the counts are always exact.
     compliance_sample_size: int = Field(default=100, ge=1, le=10_000)
+    #: Days a handled compliance request is kept (readable by id) before an evaluation
+    #: deletes it; the evaluation that handled it keeps its triggers. At most a century,
+    #: so the cutoff stays a valid timestamp.
+    compliance_request_retention_days: int = Field(default=7, ge=1, le=36_500)
     #: Celery queue name, so several deployments (or test runs) can share one Redis.
     celery_queue: str = "sovereign"
     #: Local state of ``sovctl up``: beat's schedule file and the demo admin token.

@@ -1,7 +1,9 @@
 """Continuous compliance and what-if against the real database, API and a real Celery worker."""
 
 import json
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,7 +116,9 @@ def reasons(conn: DbConnection) -> list[str]:
 
 
 def run(conn: DbConnection, sample_size: int = 100) -> EvaluationPublic | None:
-    return service.run_pending(conn, COMPLIANCE_ACTOR, sample_size=sample_size)
+    return service.run_pending(
+        conn, COMPLIANCE_ACTOR, sample_size=sample_size, request_retention_days=7
+    )
 
 
 def apply_and_activate(client: TestClient, world: World, *documents: dict[str, Any]) -> Any:
@@ -353,11 +357,77 @@ def test_reading_before_any_evaluation_and_requesting_one(
     assert body["reason"] == "requested"
     assert body["evaluation_id"] is None
     assert body["subject"]["requested_by"].startswith("admin-")
+    # Read back: pending until an evaluation handles it, then naming that evaluation.
+    url = f"/v1/compliance/requests/{body['id']}"
+    assert client.get(url, headers=world.admin).json() == body
     found = run(conn)
     assert found is not None
     assert found.workloads_evaluated == 0
     assert found.violating_workloads == 0
     assert [t.id for t in found.triggers] == [body["id"]]
+    assert client.get(url, headers=world.admin).json() == {**body, "evaluation_id": str(found.id)}
+    missing = client.get(f"/v1/compliance/requests/{body['id'] + 1}", headers=world.admin)
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    assert (
+        f"compliance request {body['id'] + 1} does not exist" in missing.json()["error"]["message"]
+    )
+    for bad in ("0", "x", str(2**63)):
+        assert client.get(f"/v1/compliance/requests/{bad}", headers=world.admin).status_code == 422
+
+
+def test_an_evaluation_deletes_requests_handled_before_the_retention(
+    client: TestClient, conn: DbConnection, owner_conn: DbConnection, world: World
+) -> None:
+    def ask() -> int:
+        response = client.post("/v1/compliance/evaluations", headers=world.admin)
+        assert response.status_code == 202, response.text
+        return int(response.json()["id"])
+
+    def age(request_id: int, handled_days_ago: int | None, requested_days_ago: int) -> None:
+        owner_conn.execute(
+            "UPDATE compliance_request"
+            " SET requested_at = now() - make_interval(days => %(requested)s),"
+            "     handled_at = CASE WHEN handled_at IS NULL THEN NULL"
+            "                  ELSE now() - make_interval(days => %(handled)s) END"
+            " WHERE id = %(id)s",
+            {"id": request_id, "handled": handled_days_ago, "requested": requested_days_ago},
+        )
+
+    def read(request_id: int) -> httpx.Response:
+        return client.get(f"/v1/compliance/requests/{request_id}", headers=world.admin)
+
+    old, recent = ask(), ask()
+    first = run(conn)
+    assert first is not None
+    age(old, handled_days_ago=8, requested_days_ago=8)
+    age(recent, handled_days_ago=6, requested_days_ago=6)
+    # Pending for a month, and held by another transaction, so this evaluation skips it:
+    # still pending afterwards, and not deleted however old it is.
+    held = ask()
+    age(held, handled_days_ago=None, requested_days_ago=30)
+    new = ask()
+    with owner_conn.transaction():
+        owner_conn.execute("SELECT 1 FROM compliance_request WHERE id = %s FOR UPDATE", [held])
+        second = run(conn)
+    assert second is not None
+    assert [t.id for t in second.triggers] == [new]
+
+    gone = read(old)
+    assert gone.status_code == 404
+    assert f"compliance request {old} does not exist" in gone.json()["error"]["message"]
+    assert read(recent).json()["evaluation_id"] == str(first.id)
+    assert read(held).json()["evaluation_id"] is None
+    assert read(new).json()["evaluation_id"] == str(second.id)
+    # The evaluation that handled the deleted request still lists it.
+    kept = client.get(f"/v1/compliance/evaluations/{first.id}", headers=world.admin).json()
+    assert [t["id"] for t in kept["triggers"]] == [old, recent]
+    # Nothing pending but the held request: nothing evaluated, nothing deleted.
+    age(recent, handled_days_ago=8, requested_days_ago=8)
+    with owner_conn.transaction():
+        owner_conn.execute("SELECT 1 FROM compliance_request WHERE id = %s FOR UPDATE", [held])
+        assert run(conn) is None
+    assert read(recent).status_code == 200
 
 
 def test_a_workload_on_a_decommissioned_node_is_a_violation(
@@ -630,3 +700,56 @@ def test_sovctl_policy_whatif_and_compliance(
     evaluation_id = json.loads(api("compliance", "list", "-o", "json")[1])["items"][0]["id"]
     code, out, _ = api("compliance", "show", evaluation_id, "-o", "json")
     assert json.loads(out)["id"] == evaluation_id
+
+
+@pytest.fixture
+def beat(celery_app: Celery, worker: None) -> Iterator[None]:
+    """Beat's stand-in: enqueue the evaluation every half second, as beat does each interval."""
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.wait(0.5):
+            celery_app.send_task(EVALUATE_TASK)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    yield
+    stop.set()
+    thread.join(timeout=5)
+
+
+def test_sovctl_compliance_evaluate_waits_for_the_worker(
+    admin_sovctl: Run, beat: None, client: TestClient, world: World
+) -> None:
+    api = admin_sovctl
+    workloads = fill_the_fleet(client, world)
+    code, out, err = api("compliance", "evaluate", "--wait")
+    assert code == 0, err
+    # Printed exactly as `compliance show` prints it.
+    evaluation_id = out.splitlines()[0].removeprefix("evaluation:").strip()
+    code, shown, err = api("compliance", "show", evaluation_id)
+    assert code == 0, err
+    assert out == shown
+    assert f"{len(workloads)} evaluated, 0 violating" in out
+    assert "requested" in out
+
+    code, out, err = api("compliance", "evaluate", "--wait", "-o", "json")
+    assert code == 0, err
+    evaluation = json.loads(out)
+    assert evaluation["id"] != evaluation_id
+    assert "requested" in {t["reason"] for t in evaluation["triggers"]}
+    assert json.loads(api("compliance", "show", evaluation["id"], "-o", "json")[1]) == evaluation
+
+
+def test_sovctl_compliance_evaluate_wait_times_out_without_a_worker(
+    admin_sovctl: Run, conn: DbConnection
+) -> None:
+    started = time.monotonic()
+    code, out, err = admin_sovctl("compliance", "evaluate", "--wait", "--timeout", "2")
+    elapsed = time.monotonic() - started
+    assert code == 1
+    assert out == ""
+    [row] = conn.execute("SELECT id FROM compliance_request WHERE evaluation_id IS NULL")
+    assert f"request {row['id']} was not evaluated within 2 s" in err
+    assert "worker" in err
+    assert 2 <= elapsed < 10

@@ -26,7 +26,8 @@ RUNNERS = frozenset({A, OP})
 class Fixture:
     """What exists before the call: zones, a node and its token, registry entries, policies.
 
-    Also a running workload, and a compliance evaluation the policy activations asked for.
+    Also a running workload, and a compliance evaluation that handled the request an
+    admin made and those the policy activations made.
     """
 
     node_id: str
@@ -34,6 +35,7 @@ class Fixture:
     machine_id: str
     workload_id: str
     evaluation_id: str
+    request_id: int
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class Case:
             .replace("{version}", "1")
             .replace("{workload_id}", fx.workload_id)
             .replace("{evaluation_id}", fx.evaluation_id)
+            .replace("{request_id}", str(fx.request_id))
         )
 
 
@@ -261,6 +264,7 @@ CASES = [
     Case("GET", "/v1/compliance/evaluations", frozenset({A, U}), 200),
     Case("GET", "/v1/compliance/evaluations/latest", frozenset({A, U}), 200),
     Case("GET", "/v1/compliance/evaluations/{evaluation_id}", frozenset({A, U}), 200),
+    Case("GET", "/v1/compliance/requests/{request_id}", frozenset({A, U}), 200),
     # What activating a tighter version of the world's policy would change; stores nothing.
     Case(
         "POST",
@@ -320,8 +324,13 @@ def world(client: TestClient, make_token: Callable[[Role], str], conn: DbConnect
     # A running workload (of "platform", so that "research" stays deletable).
     workload = client.post("/v1/workloads", json=WORKLOAD, headers=admin).json()
     assert workload["status"] == "admitted", workload
-    # The activations asked for a compliance evaluation; run it, as the worker would.
-    evaluation = compliance.run_pending(conn, COMPLIANCE_ACTOR, sample_size=10)
+    # The activations asked for a compliance evaluation, and so does the admin; run it, as
+    # the worker would.
+    requested = client.post("/v1/compliance/evaluations", headers=admin)
+    assert requested.status_code == 202, requested.text
+    evaluation = compliance.run_pending(
+        conn, COMPLIANCE_ACTOR, sample_size=10, request_retention_days=7
+    )
     assert evaluation is not None
     return Fixture(
         node_id=registered["node_id"],
@@ -329,6 +338,7 @@ def world(client: TestClient, make_token: Callable[[Role], str], conn: DbConnect
         machine_id=body["inventory"]["host"]["machine_id"],
         workload_id=workload["id"],
         evaluation_id=str(evaluation.id),
+        request_id=requested.json()["id"],
     )
 
 
