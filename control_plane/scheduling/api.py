@@ -8,6 +8,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from control_plane.access.models import Permission, Principal
 from control_plane.core.http import Conn, RequestId, require
@@ -39,7 +40,7 @@ router = APIRouter(prefix="/v1")
 
 
 @router.post("/workloads", status_code=status.HTTP_201_CREATED, tags=["workloads"])
-def submit_workload(
+async def submit_workload(
     workload: WorkloadCreate,
     conn: Conn,
     who: Writer,
@@ -48,7 +49,11 @@ def submit_workload(
     fleet: Fleet,
 ) -> WorkloadPublic:
     """Decide a workload and, when admitted, reserve GPUs on one node (a denial is 201 too)."""
-    return service.admit(conn, who.audit_context(request_id), workload, policy_sets, fleet)
+    # The hot path: one hop to a worker thread for the blocking admission. As an async
+    # route, FastAPI then checks the response on the event loop rather than in a second hop.
+    return await run_in_threadpool(
+        service.admit, conn, who.audit_context(request_id), workload, policy_sets, fleet
+    )
 
 
 @router.get("/workloads", tags=["workloads"])
