@@ -11,8 +11,9 @@ Run from the repository root::
 The real daemon runs in a child process, ``python -m agents run`` with ``--interval 1``,
 exactly as an operator starts it, so its CPU time is its own: the control plane it talks to
 (a small stdlib HTTP sink in this process, answering register and heartbeat as the control
-plane does) is not counted. With ``--backend replay`` the GPUs are the recorded H100 cloned
-``--gpus`` times (distinct index, UUID, serial and PCI bus id) into a temporary recording.
+plane does, over HTTP/1.1 keep-alive as uvicorn does) is not counted. With ``--backend
+replay`` the GPUs are the recorded H100 cloned ``--gpus`` times (distinct index, UUID,
+serial and PCI bus id) into a temporary recording.
 
 The CPU share is measured in the steady state: after the first heartbeat arrives and a
 warm-up, the child's user + system time is read from ``/proc/<pid>/stat`` (every thread,
@@ -69,6 +70,12 @@ class _SinkHandler(BaseHTTPRequestHandler):
     """Answers ``/v1/agents/register`` and ``/v1/nodes/{id}/heartbeat`` as the control plane."""
 
     server: "ControlPlaneSink"
+    #: Keep-alive, as uvicorn (the real control plane) answers: the agent keeps one
+    #: connection open. HTTP/1.0 would make it reconnect for every heartbeat.
+    protocol_version = "HTTP/1.1"
+    #: TCP_NODELAY, as asyncio (uvicorn) sets it: the body goes out right after the
+    #: headers instead of waiting ~40 ms for the agent's delayed ACK.
+    disable_nagle_algorithm = True
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))

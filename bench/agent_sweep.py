@@ -21,13 +21,14 @@ hot caches; the daemon sleeps between sweeps, so the whole sweep is also timed o
     dataclass) with every NVML call answered instantly from the recording: our own code's
     overhead, which adds to NVML's cost on a real GPU.
 ``AgentMetrics.observe()``, ``Agent.sweep()`` and ``Agent.deliver()``
-    The agent's per-sweep work without the network: readings into Prometheus gauges; the
-    heartbeat with its sequence number (a fixed-width ``pwrite`` to the sequence file each
-    sweep) and the telemetry as dicts; then delivery as the daemon does it with the control
-    plane up: the body JSON-encoded as the HTTP client does, sent straight out, no file
-    touched (the spool is used only while the control plane is unreachable). The sequence
-    write is timed on its own too, and ``Agent.sweep()`` once more with the sequence kept
-    in memory.
+    The agent's per-sweep work without the network: the readings handed to the metrics
+    (kept for the next scrape, which turns them into gauge samples); the heartbeat with its
+    sequence number (a fixed-width ``pwrite`` to the sequence file each sweep) and the
+    telemetry as dicts; then delivery as the daemon does it with the control plane up: the
+    real HTTP client encodes the body and builds the request, only the socket is left out,
+    and no file is touched (the spool is used only while the control plane is
+    unreachable). The sequence write is timed on its own too, and ``Agent.sweep()`` once
+    more with the sequence kept in memory.
 """
 
 import argparse
@@ -55,6 +56,7 @@ from agents import __version__  # noqa: E402
 from agents.backends.base import BackendUnavailableError, GpuBackend, GpuStatic  # noqa: E402
 from agents.backends.nvml import NvmlBackend  # noqa: E402
 from agents.backends.replay import ReplayBackend  # noqa: E402
+from agents.client import ControlPlaneClient, _Answer  # noqa: E402
 from agents.config import AgentConfig  # noqa: E402
 from agents.daemon import Agent  # noqa: E402
 from agents.metrics import AgentMetrics  # noqa: E402
@@ -156,22 +158,23 @@ def stub_pynvml(recording: Path, gpus: int) -> ModuleType:
     return module
 
 
-class LoopbackClient:
-    """The control-plane client without a network: it encodes each body as the real one does.
+class LoopbackClient(ControlPlaneClient):
+    """The real control-plane client with the socket cut out, answering as the control plane.
 
-    ``ControlPlaneClient._post`` runs ``json.dumps(body).encode()`` before sending; that
-    cost stays in, the HTTP round trip is left out (bench/agent_cpu_share.py includes it).
+    The body is JSON-encoded, the request built and the answer's JSON parsed as for the
+    wire; the round trip is left out (bench/agent_cpu_share.py includes it).
     """
 
-    base_url = "http://127.0.0.1:9"
+    _REGISTERED = b'{"node_id":"bench-node","token":"bench-token","heartbeat_interval_seconds":1}'
+    _ACCEPTED = b'{"accepted":true,"duplicate":false}'
 
-    def register(self, bootstrap_token: str, body: dict[str, Any]) -> dict[str, Any]:
-        json.dumps(body).encode()
-        return {"node_id": "bench-node", "token": "bench-token", "heartbeat_interval_seconds": 1}
+    def __init__(self) -> None:
+        super().__init__("http://127.0.0.1:9")
 
-    def heartbeat(self, node_id: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
-        json.dumps(body).encode()
-        return {"accepted": True, "duplicate": False}
+    def _exchange(self, request: bytes) -> _Answer:
+        registering = request.startswith(b"POST /v1/agents/register ")
+        body = self._REGISTERED if registering else self._ACCEPTED
+        return _Answer(200, "OK", body, will_close=False)
 
 
 def build_agent(backend: GpuBackend, state_dir: Path, *, sequence_in_memory: bool = False) -> Agent:
@@ -183,7 +186,7 @@ def build_agent(backend: GpuBackend, state_dir: Path, *, sequence_in_memory: boo
         sweep_interval_seconds=1.0,
         state_dir=state_dir,
     )
-    agent = Agent(config, backend, client, hostname="bench-node")  # type: ignore[arg-type]
+    agent = Agent(config, backend, client, hostname="bench-node")
     metrics = AgentMetrics(node="bench-node")
     metrics.set_agent_info(__version__, backend.name)
     metrics.set_inventory(agent.statics, zone=None, origin_country=None, component_origins={})
@@ -302,7 +305,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ("Agent.sweep()", agent.sweep),
             ("Agent.sweep() with the sequence in memory", in_memory.sweep),
             (
-                "Agent.deliver() without network (JSON encoding)",
+                "Agent.deliver() without network (JSON, request, answer)",
                 lambda: agent.deliver(steady_heartbeat),
             ),
             ("Agent.sweep() + deliver() without network", lambda: agent.deliver(agent.sweep())),

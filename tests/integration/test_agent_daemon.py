@@ -1,12 +1,15 @@
 """The agent's real code against the real API: registration, heartbeats, spool, backoff."""
 
 import stat
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from agents.backends.base import BackendUnavailableError
 from agents.backends.replay import ReplayBackend
@@ -15,7 +18,9 @@ from agents.config import AgentConfig
 from agents.daemon import Agent
 from agents.metrics import AgentMetrics
 from control_plane.access.models import Role
-from tests.support import bearer, free_port
+from control_plane.app import create_app
+from control_plane.core.settings import Settings
+from tests.support import bearer, free_port, wait_until_ready
 
 pytestmark = pytest.mark.integration
 
@@ -259,3 +264,43 @@ def test_a_lost_sequence_catches_up_from_the_control_plane(
     admin = bearer(make_token(Role.ADMIN))
     assert node(live_server, admin, agent.credential["node_id"])["last_heartbeat_seq"] == 6
     assert int((agent.state_dir / "seq").read_text()) == 6
+
+
+@pytest.fixture
+def quick_to_hang_up_server(settings: Settings) -> Iterator[str]:
+    """The real API, closing keep-alive connections after 1 s idle (uvicorn's default: 5 s)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_keep_alive=1,
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    wait_until_ready(f"{base}/readyz")
+    yield base
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+def test_a_keep_alive_connection_the_control_plane_closed_is_not_an_outage(
+    make_agent: Callable[..., Agent], quick_to_hang_up_server: str
+) -> None:
+    # Sweeping less often than the server keeps idle connections (the defaults: 10 s and
+    # 5 s) must not spool every heartbeat: the client resends on a new connection.
+    agent = make_agent()
+    use_client(agent, ControlPlaneClient(quick_to_hang_up_server))
+    agent.metrics = AgentMetrics(node="h100-vm")
+    agent.deliver(agent.sweep())
+    for _ in range(2):
+        time.sleep(1.5)  # the server hangs up meanwhile
+        agent.deliver(agent.sweep())
+    assert len(agent.spool) == 0
+    assert agent._failures == 0
+    text = agent.metrics.render().decode()
+    assert 'sovereign_agent_heartbeats_total{outcome="sent"} 3.0' in text
