@@ -6,12 +6,10 @@ migrated database in a few tens of milliseconds, so tests never see each other's
 
 import os
 import sys
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
-import uvicorn
 from celery import Celery
 from celery.contrib.testing.worker import start_worker
 from fastapi import FastAPI
@@ -30,11 +28,10 @@ from tests.support import (
     SECRET,
     TEST_ACTOR,
     Run,
+    api_in_thread,
     bearer,
-    free_port,
     scratch_database,
     url_for,
-    wait_until_ready,
 )
 
 
@@ -125,17 +122,8 @@ def admin(make_token: Callable[[Role], str]) -> dict[str, str]:
 @pytest.fixture
 def live_server(settings: Settings) -> Iterator[str]:
     """The real API on a real port, in a thread of the test process."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    wait_until_ready(f"{base}/readyz")
-    yield base
-    server.should_exit = True
-    thread.join(timeout=10)
+    with api_in_thread(settings) as base:
+        yield base
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -106,6 +107,33 @@ def wait_until_ready(
             pass
         time.sleep(0.1)
     raise AssertionError(f"{url} not ready within {timeout} s")
+
+
+@contextmanager
+def api_in_thread(settings: Settings, **config: Any) -> Iterator[str]:
+    """The real API on a free port, in a thread of the test process; yields its base URL.
+
+    ``config`` goes to ``uvicorn.Config`` (``timeout_keep_alive``, say).
+    """
+    import uvicorn
+
+    from control_plane.app import create_app
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning", **config
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{base}/readyz")
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def subprocess_env(settings: Settings, **extra: str) -> dict[str, str]:

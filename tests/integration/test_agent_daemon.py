@@ -1,7 +1,6 @@
 """The agent's real code against the real API: registration, heartbeats, spool, backoff."""
 
 import stat
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -9,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from agents.backends.base import BackendUnavailableError
 from agents.backends.replay import ReplayBackend
@@ -18,9 +16,8 @@ from agents.config import AgentConfig
 from agents.daemon import Agent
 from agents.metrics import AgentMetrics
 from control_plane.access.models import Role
-from control_plane.app import create_app
 from control_plane.core.settings import Settings
-from tests.support import bearer, free_port, wait_until_ready
+from tests.support import api_in_thread, bearer, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -269,23 +266,8 @@ def test_a_lost_sequence_catches_up_from_the_control_plane(
 @pytest.fixture
 def quick_to_hang_up_server(settings: Settings) -> Iterator[str]:
     """The real API, closing keep-alive connections after 1 s idle (uvicorn's default: 5 s)."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            timeout_keep_alive=1,
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    wait_until_ready(f"{base}/readyz")
-    yield base
-    server.should_exit = True
-    thread.join(timeout=10)
+    with api_in_thread(settings, timeout_keep_alive=1) as base:
+        yield base
 
 
 def test_a_keep_alive_connection_the_control_plane_closed_is_not_an_outage(
