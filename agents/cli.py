@@ -198,12 +198,7 @@ def run(args: argparse.Namespace) -> int:
         node=agent.host.hostname, zone=config.zone, origin_country=config.origin_country
     )
     metrics.set_agent_info(__version__, backend.name)
-    metrics.set_inventory(
-        agent.statics,
-        zone=config.zone,
-        origin_country=config.origin_country,
-        component_origins=dict(config.component_origins),
-    )
+    metrics.set_inventory(agent.statics, component_origins=dict(config.component_origins))
     agent.metrics = metrics
     try:
         server = metrics.serve(config.metrics_host, config.metrics_port)

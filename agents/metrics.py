@@ -260,9 +260,9 @@ class AgentMetrics:
         self,
         statics: list[GpuStatic],
         *,
-        zone: str | None,
-        origin_country: str | None,
         component_origins: dict[str, str],
+        zone: str | None = None,
+        origin_country: str | None = None,
     ) -> None:
         """Publish one ``sovereign_gpu_info`` series per GPU; drop those of GPUs now gone.
 

@@ -189,7 +189,7 @@ def build_agent(backend: GpuBackend, state_dir: Path, *, sequence_in_memory: boo
     agent = Agent(config, backend, client, hostname="bench-node")
     metrics = AgentMetrics(node="bench-node")
     metrics.set_agent_info(__version__, backend.name)
-    metrics.set_inventory(agent.statics, zone=None, origin_country=None, component_origins={})
+    metrics.set_inventory(agent.statics, component_origins={})
     agent.metrics = metrics
     agent.register()
     if sequence_in_memory:

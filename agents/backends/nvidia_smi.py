@@ -315,10 +315,20 @@ class NvidiaSmiBackend:
         self._xml_path = None if xml_path is None else Path(xml_path)
         self._command = tuple(command)
         self._timeout = timeout
+        self._checked: list[GpuStatic] | None = None
+
+    def check(self) -> None:
+        """Read once to show the command works (``BackendUnavailableError`` if not).
+
+        The reading is kept for the next ``static()``: choosing this backend and the
+        agent's start-up read then cost one run of nvidia-smi, not two.
+        """
+        self._checked = self._read()[0]
 
     def static(self) -> list[GpuStatic]:
-        """Every GPU's static facts, read now."""
-        return self._read()[0]
+        """Every GPU's static facts, read now (or the reading ``check`` just took)."""
+        checked, self._checked = self._checked, None
+        return checked if checked is not None else self._read()[0]
 
     def telemetry(self) -> list[GpuTelemetry]:
         """Every GPU's readings, from a fresh run of the command (or the capture)."""

@@ -55,7 +55,7 @@ def open_backend(
 
         try:
             backend = NvidiaSmiBackend()
-            backend.static()
+            backend.check()
         except BackendUnavailableError as smi_error:
             raise BackendUnavailableError(
                 f"no GPU backend works here: nvml: {nvml_error}; nvidia-smi: {smi_error}"

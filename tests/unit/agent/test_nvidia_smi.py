@@ -633,6 +633,21 @@ def test_every_read_is_fresh(tmp_path: Path, live: bool) -> None:
     backend.close()
 
 
+def test_the_check_reading_serves_the_first_static_read_only(tmp_path: Path) -> None:
+    """auto's check and the agent's start-up read cost one run; later reads are fresh."""
+    runs = tmp_path / "runs"
+    script = tmp_path / "fake-nvidia-smi"
+    script.write_text(f'#!/bin/sh\necho run >> "{runs}"\ncat "{H100_XML}"\n')
+    script.chmod(0o755)
+    backend = NvidiaSmiBackend(command=(str(script),))
+    backend.check()
+    assert backend.static()[0].uuid == H100_UUID
+    assert runs.read_text().count("run") == 1
+    backend.static()
+    backend.telemetry()
+    assert runs.read_text().count("run") == 3
+
+
 def test_backend_is_named_and_the_command_is_a_plain_argv(tmp_path: Path) -> None:
     """No shell: a capture path with spaces and quotes reaches the program unchanged."""
     capture = tmp_path / "a customer's capture; rm -rf x.xml"
