@@ -78,14 +78,19 @@ def _evaluate(policy_file: Path, scenario_file: Path, version: int) -> tuple[Dec
     return decision, index
 
 
+def _print_problems(lead: str, fields: list[dict[str, Any]]) -> None:
+    """``error: LEAD: N problems``, then one line per problem rather than one long line."""
+    typer.echo(f"error: {lead}: {len(fields)} problems", err=True)
+    for field in fields:
+        typer.echo(f"  {field['field']}: {field['message']}", err=True)
+
+
 def _print_error(exc: InvalidInputError) -> None:
     fields = exc.details.get("fields") or []
     if len(fields) <= 1:
         typer.echo(f"error: {exc.message}", err=True)
         return
-    typer.echo(f"error: {exc.details.get('source', 'input')}: {len(fields)} problems", err=True)
-    for field in fields:
-        typer.echo(f"  {field['field']}: {field['message']}", err=True)
+    _print_problems(exc.details.get("source", "input"), fields)
 
 
 def _print_table(decision: Decision, index: NodeIndex) -> None:
@@ -180,11 +185,7 @@ def _post_documents(policy_file: Path, path: str) -> Any:
         fields = exc.details.get("fields") or []
         if len(fields) <= 1:
             raise
-        # One line per problem, as `policy test` prints them, rather than one long line.
-        lead = f"error: HTTP {exc.http_status}: {policy_file}"
-        typer.echo(f"{lead}: {len(fields)} problems", err=True)
-        for field in fields:
-            typer.echo(f"  {field['field']}: {field['message']}", err=True)
+        _print_problems(f"HTTP {exc.http_status}: {policy_file}", fields)
         raise typer.Exit(1) from None
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from control_plane.inventory.models import DriftStatus, NodeStatus
 from control_plane.policy.documents import PolicySet
-from control_plane.policy.engine import NodeIndex, decide, evaluate_node
+from control_plane.policy.engine import NodeIndex, decide_with_mask, evaluate_node
 from control_plane.policy.models import (
     DecisionOutcome,
     EnforcementAction,
@@ -244,10 +244,7 @@ def usable_nodes(tenant: str, index: NodeIndex, policy_set: PolicySet) -> int:
     Active nodes with a GPU the probe fits, that no deny policy selected for the probe
     excludes, and that have not drifted.
     """
-    decision = decide(probe(tenant), index, policy_set, point=EnforcementPoint.WHATIF)
-    eligible = 0
-    for node_id in decision.eligible_node_ids:
-        eligible |= 1 << index.position(node_id)
+    _, eligible = decide_with_mask(probe(tenant), index, policy_set, point=EnforcementPoint.WHATIF)
     return eligible & ~index.by_drift.get(DriftStatus.DRIFTED, 0)
 
 

@@ -307,7 +307,8 @@ def whatif(
     with conn.transaction():
         repository.consistent_read(conn)
         candidate = policies.candidate_set(conn, documents)
-        current = active_policy_set(conn, policy_sets)
+        # The active set candidate_set already read, rather than reading it again.
+        current = policies.compiled_set(conn, candidate.active, policy_sets)
         snapshot = load_snapshot(conn)
         workloads = running_workloads(conn)
         tenants = [tenant.slug for tenant in registry.list_tenants(conn)]

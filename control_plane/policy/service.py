@@ -420,16 +420,24 @@ def _compile(conn: DbConnection, policy_set: PolicySetPublic) -> PolicySet:
     return compiled
 
 
+def compiled_set(
+    conn: DbConnection, policy_set: PolicySetPublic, cache: CompiledPolicySets | None = None
+) -> PolicySet:
+    """``policy_set`` compiled (with ``cache``, once per version and content hash)."""
+    if cache is None:
+        return _compile(conn, policy_set)
+    return cache.get(
+        (policy_set.version, policy_set.content_hash), lambda: _compile(conn, policy_set)
+    )
+
+
 def active_policy_set(conn: DbConnection, cache: CompiledPolicySets | None = None) -> PolicySet:
     """The active set, compiled, with its version (0 and empty before any activation).
 
     With ``cache``, one indexed read per call finds the active version and hash, and the
     set is compiled only the first time that pair is seen.
     """
-    active = get_active_set(conn)
-    if cache is None:
-        return _compile(conn, active)
-    return cache.get((active.version, active.content_hash), lambda: _compile(conn, active))
+    return compiled_set(conn, get_active_set(conn), cache)
 
 
 # -- what-if: the set a candidate would make ------------------------------------------
