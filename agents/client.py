@@ -55,6 +55,11 @@ class _ClosedBeforeAnswerError(OSError):
     """The connection ended before any byte of the answer: the server closed it idle."""
 
 
+#: How a reused connection that the server had closed while idle fails: no byte of the
+#: answer, or a reset (or broken pipe) on sending. Worth one more try on a new connection.
+_CLOSED_WHILE_IDLE = (_ClosedBeforeAnswerError, ConnectionResetError, BrokenPipeError)
+
+
 class _Answer:
     """Status, reason, the headers the client acts on, the body, and whether to hang up."""
 
@@ -145,19 +150,10 @@ class ControlPlaneClient:
                 sock, reader = self._connect()
                 sock.sendall(request)
                 answer = _read_answer(reader)
-            except _ClosedBeforeAnswerError as exc:
-                self.close()
-                if reused and attempt == 1:
-                    continue
-                raise ControlPlaneUnreachableError(str(exc)) from None
-            except (ConnectionResetError, BrokenPipeError) as exc:
-                # Reset by a server that had closed the idle connection: as above.
-                self.close()
-                if reused and attempt == 1:
-                    continue
-                raise ControlPlaneUnreachableError(str(exc) or type(exc).__name__) from None
             except (OSError, ValueError) as exc:
                 self.close()
+                if reused and attempt == 1 and isinstance(exc, _CLOSED_WHILE_IDLE):
+                    continue
                 raise ControlPlaneUnreachableError(str(exc) or type(exc).__name__) from None
             if answer.will_close:
                 self.close()

@@ -119,7 +119,9 @@ class Agent:
         #: Set by ``run`` on SIGTERM, so replaying a long spool does not delay shutdown.
         self._stopping = threading.Event()
         self._sequence_fd: int | None = None
-        self._inventory_cache: tuple[tuple[tuple[str, str], ...], dict[str, Any], str] | None = None
+        #: The inventory and its hash, built on first use and again only after GPU health
+        #: changed (nothing else in it changes while the agent runs).
+        self._inventory: tuple[dict[str, Any], str] | None = None
 
     # -- state on disk --------------------------------------------------------------------
 
@@ -162,17 +164,13 @@ class Agent:
 
     def inventory(self) -> dict[str, Any]:
         """The full static inventory in the control plane's ``Inventory`` shape."""
-        key = tuple(sorted(self._health.items()))
-        if self._inventory_cache is None or self._inventory_cache[0] != key:
-            # Only GPU health changes while the agent runs: rebuild (and rehash) only then.
-            inventory = self._build_inventory()
-            self._inventory_cache = (key, inventory, self._hash(inventory))
-        return self._inventory_cache[1]
+        return self._inventory_and_hash()[0]
 
-    def _inventory_hash(self) -> str:
-        self.inventory()
-        assert self._inventory_cache is not None
-        return self._inventory_cache[2]
+    def _inventory_and_hash(self) -> tuple[dict[str, Any], str]:
+        if self._inventory is None:
+            inventory = self._build_inventory()
+            self._inventory = (inventory, self._hash(inventory))
+        return self._inventory
 
     def _build_inventory(self) -> dict[str, Any]:
         host = {name: getattr(self.host, name) for name in _HOST_FIELDS}
@@ -197,7 +195,7 @@ class Agent:
                 "no node credential and no bootstrap token to register with "
                 "(set control_plane.bootstrap_token or SOVEREIGN_AGENT_BOOTSTRAP_TOKEN)"
             )
-        inventory = self.inventory()
+        inventory, digest = self._inventory_and_hash()
         answer = self.client.register(
             self.config.bootstrap_token,
             {"inventory": inventory, **self.config.registration_declarations()},
@@ -208,7 +206,7 @@ class Agent:
             "control_plane_url": self.client.base_url,
         }
         write_atomically(self.state_dir / CREDENTIAL_FILE, json.dumps(self.credential))
-        self._sent_inventory_hash = self._inventory_hash()
+        self._sent_inventory_hash = digest
         self._adopt_interval(answer.get("heartbeat_interval_seconds"))
         log.info("registered as node %s (%s)", self.credential["node_id"], self.host.hostname)
 
@@ -226,15 +224,17 @@ class Agent:
             self.metrics.observe_sweep(time.perf_counter() - started)
             self.metrics.observe(readings)
         for reading in readings:
-            errors = reading.ecc_uncorrected_errors
-            self._health[reading.uuid] = "ecc-errors" if errors else "ok"
+            health = "ecc-errors" if reading.ecc_uncorrected_errors else "ok"
+            if self._health.get(reading.uuid) != health:
+                self._health[reading.uuid] = health
+                self._inventory = None  # rebuilt (and rehashed) on next use
         heartbeat: dict[str, Any] = {
             "seq": self._next_sequence(),
             "telemetry": [{name: getattr(r, name) for name in _TELEMETRY_FIELDS} for r in readings],
         }
-        digest = self._inventory_hash()
+        inventory, digest = self._inventory_and_hash()
         if digest != self._sent_inventory_hash:
-            heartbeat["inventory"] = self.inventory()
+            heartbeat["inventory"] = inventory
             self._sent_inventory_hash = digest
         return heartbeat
 
@@ -301,16 +301,8 @@ class Agent:
         control plane cannot be reached, which keeps the everyday sweep cheap.
         """
         seq = int(heartbeat["seq"])
-        if not len(self.spool) and self.clock() >= self._next_attempt:
-            try:
-                self._send(heartbeat)
-                self._failures = 0
-                return
-            except (ControlPlaneUnreachableError, RegistrationError) as exc:
-                self._back_off(str(exc))
-            except (RequestRejectedError, CredentialRejectedError) as exc:
-                self._refused(heartbeat, exc)
-                return
+        if not len(self.spool) and self.clock() >= self._next_attempt and self._attempt(heartbeat):
+            return
         dropped = self.spool.append(heartbeat)
         if dropped:
             log.warning("spool full: dropped the %d oldest heartbeat(s)", dropped)
@@ -322,13 +314,25 @@ class Agent:
         if self.metrics is not None and self.spool.holds(seq):
             self.metrics.count_heartbeat("spooled")
 
-    def _refused(self, heartbeat: dict[str, Any], exc: Exception) -> None:
-        """Resending the same body cannot succeed; log it and keep the queue moving."""
-        log.error("heartbeat %s refused: %s", heartbeat["seq"], exc)
-        if "inventory" in heartbeat:
-            self._sent_inventory_hash = None  # send the inventory again next time
-        if self.metrics is not None:
-            self.metrics.count_heartbeat("failed")
+    def _attempt(self, heartbeat: dict[str, Any]) -> bool:
+        """Send one heartbeat; False when it must wait (the control plane is unreachable).
+
+        True when it is done with: delivered, or refused, since resending the same body
+        cannot succeed (it is logged and counted, and the queue keeps moving).
+        """
+        try:
+            self._send(heartbeat)
+        except (ControlPlaneUnreachableError, RegistrationError) as exc:
+            self._back_off(str(exc))
+            return False
+        except (RequestRejectedError, CredentialRejectedError) as exc:
+            log.error("heartbeat %s refused: %s", heartbeat["seq"], exc)
+            if "inventory" in heartbeat:
+                self._sent_inventory_hash = None  # send the inventory again next time
+            if self.metrics is not None:
+                self.metrics.count_heartbeat("failed")
+        self._failures = 0
+        return True
 
     def drain(self) -> None:
         """Send spooled heartbeats oldest first until one fails or none are left."""
@@ -336,15 +340,9 @@ class Agent:
             heartbeat = self.spool.oldest()
             if heartbeat is None:
                 break
-            try:
-                self._send(heartbeat)
-            except (ControlPlaneUnreachableError, RegistrationError) as exc:
-                self._back_off(str(exc))
+            if not self._attempt(heartbeat):
                 break
-            except (RequestRejectedError, CredentialRejectedError) as exc:
-                self._refused(heartbeat, exc)
             self.spool.remove(int(heartbeat["seq"]))
-            self._failures = 0
         if self.metrics is not None:
             self.metrics.set_spool_depth(len(self.spool))
 

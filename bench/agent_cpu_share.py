@@ -25,7 +25,6 @@ the agent's ``/metrics`` are part of its life, so the parent scrapes it every
 """
 
 import argparse
-import copy
 import json
 import os
 import re
@@ -46,6 +45,12 @@ from typing import Any
 from machine_info import describe_machine, filesystem_of
 
 ROOT = Path(__file__).resolve().parents[1]
+# The recording's GPU is cloned as the unit tests' NVML stand-in clones it (stdlib only).
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.unit.agent.fake_pynvml import clone_device  # noqa: E402
+
 RECORDING = ROOT / "tests" / "fixtures" / "gpu" / "h100-80gb-hbm3"
 #: The goal: at most this share of one core for 8 GPUs swept every second.
 GOAL_PERCENT_OF_CORE = 0.1
@@ -138,19 +143,7 @@ class ControlPlaneSink(ThreadingHTTPServer):
 def clone_recording(source: Path, target: Path, gpus: int) -> Path:
     """Write an ``nvml-dump.json`` holding the recorded GPU ``gpus`` times, each distinct."""
     dump = json.loads((source / "nvml-dump.json").read_text())
-    recorded = dump["devices"][0]
-    devices = []
-    for index in range(gpus):
-        device = copy.deepcopy(recorded)
-        device["index"] = device["minor_number"] = index
-        device["uuid"] = f"{recorded['uuid'][:-4]}{index:04x}"
-        device["serial"] = str(int(recorded["serial"]) + index)
-        pci = device["pci_info"]
-        pci["device"] += index
-        pci["busId"] = f"{pci['domain']:08X}:{pci['bus']:02X}:{pci['device']:02X}.0"
-        pci["busIdLegacy"] = f"{pci['domain']:04X}:{pci['bus']:02X}:{pci['device']:02X}.0"
-        devices.append(device)
-    dump["devices"] = devices
+    dump["devices"] = [clone_device(dump["devices"][0], index) for index in range(gpus)]
     dump["system"]["device_count"] = gpus
     target.mkdir(parents=True, exist_ok=True)
     (target / "nvml-dump.json").write_text(json.dumps(dump, indent=1))

@@ -92,9 +92,11 @@ class ClonedReplayBackend:
                 )
 
     def static(self) -> list[GpuStatic]:
+        """The cloned GPUs' static facts."""
         return list(self._statics)
 
     def telemetry(self) -> list[Any]:
+        """The cloned GPUs' readings, built once (a list copy per call)."""
         return list(self._readings)
 
     def close(self) -> None:

@@ -190,6 +190,7 @@ def seed(url: str, nodes: int, gpus_per_node: int) -> dict[str, Any]:
 
 
 def admin_token(url: str) -> str:
+    """An admin token for the clients, issued as the service issues one."""
     with connect(url) as conn:
         return access.create_token(
             conn, ACTOR, name="bench-admin", role=Role.ADMIN, secret_key=SECRET
@@ -197,6 +198,7 @@ def admin_token(url: str) -> str:
 
 
 def free_port() -> int:
+    """A TCP port nothing listens on now, for the API."""
     import socket
 
     with socket.socket() as s:
@@ -205,6 +207,7 @@ def free_port() -> int:
 
 
 def start_api(url: str, port: int, workers: int, pool: int) -> subprocess.Popen[bytes]:
+    """``control_plane.cli serve`` on the scratch database; returns once ``/readyz`` answers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SOVEREIGN_", "SOVCTL_"))}
     env.update(
         {
@@ -235,6 +238,7 @@ def start_api(url: str, port: int, workers: int, pool: int) -> subprocess.Popen[
 
 
 def stop_api(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the API's process group; SIGKILL if it has not exited within 15 s."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -267,6 +271,7 @@ class Load:
         self.elapsed = time.perf_counter() - started
 
     def take(self) -> bool:
+        """Whether a client may send one more request (time and request count left)."""
         if time.perf_counter() >= self.deadline:
             return False
         with self.lock:
@@ -279,6 +284,7 @@ class Load:
 
 
 def client(base: str, token: str, load: Load) -> None:
+    """One client thread: ``POST /v1/workloads`` back to back, recording each outcome."""
     body = {"tenant": "research", "datasets": ["tickets"], "output": "results-jp", "gpu_count": 1}
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
@@ -348,6 +354,7 @@ def run_direct(url: str, clients: int, workers: int, seconds: float, requests: i
 
 
 def run_load(base: str, token: str, clients: int, seconds: float, requests: int | None) -> Load:
+    """Run the client threads against the API at ``base``, after a short warm-up."""
     # Warm-up: a few requests that touch the database. No admission: the first one in
     # each API worker (which builds that worker's fleet snapshot) is in the measured window.
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}) as http:
@@ -407,10 +414,12 @@ def verify(url: str, load: Load) -> dict[str, Any]:
 
 
 def percentile(ordered: list[float], q: float) -> float:
+    """The ``q`` quantile of sorted values (NaN when there are none)."""
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
 def main() -> int:
+    """Create and seed the scratch database, run the load, check it, print, drop it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=5000)
     parser.add_argument("--gpus-per-node", type=int, default=8)

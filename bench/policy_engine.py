@@ -79,6 +79,7 @@ H100_MEMORY = 85_520_809_984
 
 
 def zones() -> dict[str, ZoneView]:
+    """A zone tree: one zone per country, each with an east and a west child."""
     tree: dict[str, ZoneView] = {}
     for country, slug in COUNTRIES.items():
         tree[slug] = ZoneView(slug, None, country)
@@ -88,6 +89,7 @@ def zones() -> dict[str, ZoneView]:
 
 
 def fleet(count: int, seed: int = 7) -> list[NodeView]:
+    """``count`` nodes in the leaf zones, with seeded random status, origins and free GPUs."""
     rng = random.Random(seed)
     leaf_zones = [z for z in zones() if "-" in z]
     origins = ["JP", "TW", "US", "CN", None]
@@ -114,6 +116,7 @@ def fleet(count: int, seed: int = 7) -> list[NodeView]:
 
 
 def policy_documents() -> list[dict[str, Any]]:
+    """The 20 policies a decision is timed against, CEL conditions included."""
     docs: list[dict[str, Any]] = [
         {
             "name": "pii-stays-in-japan",
@@ -219,6 +222,7 @@ def policy_documents() -> list[dict[str, Any]]:
 
 
 def workload(cost_center: str = "cc-4711") -> WorkloadView:
+    """A 4-GPU workload on Japanese personal data, as the policies expect to see it."""
     return WorkloadView(
         tenant="acme",
         datasets=[
@@ -238,6 +242,7 @@ def workload(cost_center: str = "cc-4711") -> WorkloadView:
 
 
 def timed(fn: Callable[[], Any], rounds: int, warmup: int) -> list[int]:
+    """Wall time of each of ``rounds`` calls, in ns, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     samples = []
@@ -249,6 +254,7 @@ def timed(fn: Callable[[], Any], rounds: int, warmup: int) -> list[int]:
 
 
 def summary(name: str, samples: list[int], unit: str) -> dict[str, Any]:
+    """Median, p90 and p99 of ``samples`` (ns) in ``unit`` (``us`` or ``ms``)."""
     scale = {"us": 1e3, "ms": 1e6}[unit]
     ordered = sorted(samples)
 
@@ -266,6 +272,7 @@ def summary(name: str, samples: list[int], unit: str) -> dict[str, Any]:
 
 
 def main() -> int:
+    """Parse the options, time every figure, print."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--rounds", type=int, default=20_000, help="decisions per figure")

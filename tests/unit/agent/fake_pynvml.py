@@ -150,7 +150,7 @@ class FakeHandle:
     mig: int | None = None
 
 
-def _clone(reading: dict[str, Any], index: int) -> dict[str, Any]:
+def clone_device(reading: dict[str, Any], index: int) -> dict[str, Any]:
     """The recorded GPU as GPU ``index``: same board, its own identity and PCI slot."""
     clone = copy.deepcopy(reading)
     if index == 0:
@@ -213,7 +213,7 @@ class FakeNvml(ModuleType):
         self.dump = copy.deepcopy(dump if dump is not None else load_dump())
         self.system: dict[str, Any] = self.dump["system"]
         recorded = self.dump["devices"][0]
-        self.devices = [_clone(recorded, index) for index in range(gpus)]
+        self.devices = [clone_device(recorded, index) for index in range(gpus)]
         self.system["device_count"] = gpus
         self.strings_as_bytes = strings_as_bytes
         self.calls: list[str] = []

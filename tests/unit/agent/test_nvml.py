@@ -8,7 +8,7 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing
 
 import pytest
 
@@ -62,19 +62,9 @@ def fake() -> FakeNvml:
     return FakeNvml()
 
 
-@contextmanager
-def opened(nvml: FakeNvml | None = None) -> Iterator[NvmlBackend]:
-    """The backend over ``nvml`` (``pynvml`` when ``None``), shut down however the test ends."""
-    backend = NvmlBackend(nvml)
-    try:
-        yield backend
-    finally:
-        backend.close()
-
-
 @pytest.fixture
 def backend(fake: FakeNvml) -> Iterator[NvmlBackend]:
-    with opened(fake) as backend:
+    with closing(NvmlBackend(fake)) as backend:
         yield backend
 
 
@@ -90,7 +80,7 @@ def test_static_reports_the_recorded_value(
     field: str, expected: object, strings_as_bytes: bool
 ) -> None:
     # "bytes": older nvidia-ml-py releases return strings as bytes.
-    with opened(FakeNvml(strings_as_bytes=strings_as_bytes)) as backend:
+    with closing(NvmlBackend(FakeNvml(strings_as_bytes=strings_as_bytes))) as backend:
         (gpu,) = backend.static()
     assert getattr(gpu, field) == expected
     assert type(getattr(gpu, field)) is type(expected)
@@ -137,7 +127,7 @@ def test_the_cuda_version_is_decoded_as_nvml_encodes_it(encoded: int, version: s
     # Only 13000 was recorded; NVML encodes major * 1000 + minor * 10 for every version.
     dump = load_dump()
     dump["system"]["cuda_driver_version"] = encoded
-    with opened(FakeNvml(dump)) as backend:
+    with closing(NvmlBackend(FakeNvml(dump))) as backend:
         assert backend.static()[0].cuda_version == version
 
 
@@ -171,13 +161,13 @@ def test_an_unsupported_static_field_is_none_and_the_rest_still_read(
     fake: FakeNvml, function: str, field: str, error: str
 ) -> None:
     fake.fail(function, error)
-    with opened(fake) as backend:
+    with closing(NvmlBackend(fake)) as backend:
         assert backend.static() == [dataclasses.replace(RECORDED_STATIC, **{field: None})]
 
 
 def test_confidential_compute_is_none_with_a_pynvml_that_lacks_the_call(fake: FakeNvml) -> None:
     fake.remove("nvmlSystemGetConfComputeState")  # nvidia-ml-py before 12.535
-    with opened(fake) as backend:
+    with closing(NvmlBackend(fake)) as backend:
         assert backend.static()[0].confidential_compute is None
 
 
@@ -220,7 +210,7 @@ def test_a_board_with_a_fan_reports_it_each_sweep() -> None:
     dump = load_dump()
     dump["devices"][0]["fan_speed"] = 30  # not recorded: the H100 SXM has no fan
     fake = FakeNvml(dump)
-    with opened(fake) as backend:
+    with closing(NvmlBackend(fake)) as backend:
         assert backend.telemetry()[0].fan_speed_pct == 30.0
         dump_device = fake.devices[0]
         dump_device["fan_speed"] = 45
@@ -231,7 +221,7 @@ def test_ecc_errors_are_not_read_where_ecc_is_off() -> None:
     dump = load_dump()
     dump["devices"][0]["ecc_mode"] = [0, 0]  # the recorded H100 has ECC on
     fake = FakeNvml(dump)
-    with opened(fake) as backend:
+    with closing(NvmlBackend(fake)) as backend:
         assert backend.static()[0].ecc_mode == "disabled"
         fake.calls.clear()
         assert backend.telemetry()[0].ecc_uncorrected_errors is None
@@ -274,7 +264,7 @@ def test_the_slow_calls_are_made_once_at_start(fake: FakeNvml, backend: NvmlBack
 
 def test_several_gpus_are_read_in_index_order() -> None:
     fake = FakeNvml(gpus=3)
-    with opened(fake) as backend:
+    with closing(NvmlBackend(fake)) as backend:
         static = backend.static()
         telemetry = backend.telemetry()
     assert [gpu.index for gpu in static] == [0, 1, 2]
@@ -287,7 +277,7 @@ def test_several_gpus_are_read_in_index_order() -> None:
 def test_a_field_unsupported_on_one_gpu_is_none_on_that_gpu_only() -> None:
     fake = FakeNvml(gpus=2)
     fake.fail("nvmlDeviceGetPowerUsage", "NVMLError_NotSupported", gpu=1)
-    with opened(fake) as backend:
+    with closing(NvmlBackend(fake)) as backend:
         first, second = backend.telemetry()
     assert first.power_w == 69.949
     assert second.power_w is None
@@ -297,7 +287,7 @@ def test_a_field_unsupported_on_one_gpu_is_none_on_that_gpu_only() -> None:
 def test_mig_devices_are_listed_where_mig_is_enabled() -> None:
     # Profiles and sizes from the MIG profile table recorded on the same H100.
     fake = FakeNvml(mig={0: ["3g.40gb", "1g.10gb"]})
-    with opened(fake) as backend:
+    with closing(NvmlBackend(fake)) as backend:
         (gpu,) = backend.static()
     assert gpu.mig_mode == "enabled"
     assert [(d.index, d.profile, d.memory_total_bytes) for d in gpu.mig_devices] == [
@@ -317,7 +307,7 @@ def test_mig_devices_are_not_walked_where_mig_is_off(fake: FakeNvml) -> None:
 
 def test_a_board_without_mig_has_no_mig_mode(fake: FakeNvml) -> None:
     fake.fail("nvmlDeviceGetMigMode", "NVMLError_NotSupported")
-    with opened(fake) as backend:
+    with closing(NvmlBackend(fake)) as backend:
         (gpu,) = backend.static()
     assert (gpu.mig_mode, gpu.mig_devices) == (None, ())
 
@@ -354,7 +344,7 @@ def test_a_missing_nvidia_ml_py_makes_the_backend_unavailable(
 def test_without_a_module_it_imports_pynvml(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeNvml()
     monkeypatch.setitem(sys.modules, "pynvml", fake)
-    with opened() as backend:
+    with closing(NvmlBackend()) as backend:
         assert backend.static() == [RECORDED_STATIC]
     assert fake.calls[0] == "nvmlInit"
 

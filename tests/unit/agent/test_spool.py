@@ -24,7 +24,6 @@ def test_full_spool_drops_the_oldest_and_counts(tmp_path: Path) -> None:
     spool = Spool(tmp_path, max_entries=3)
     dropped = [spool.append(beat(seq)) for seq in range(1, 6)]
     assert dropped == [0, 0, 0, 1, 1]
-    assert sum(dropped) == 2
     assert len(spool) == 3
     assert spool.oldest() == beat(3)
     assert sorted(p.name for p in tmp_path.iterdir())[0].startswith("0" * 19 + "3")
