@@ -28,6 +28,9 @@ ClassificationOption = Annotated[
     Classification, typer.Option(help="public, internal, confidential or restricted.")
 ]
 Description = Annotated[str, typer.Option(help="Free text.")]
+TenantFilter = Annotated[str | None, typer.Option("--tenant", help="Owning tenant's slug.")]
+ClassificationFilter = Annotated[Classification | None, typer.Option("--classification")]
+ZoneFilter = Annotated[str | None, typer.Option("--zone", help="Storage zone (nested zones too).")]
 Limit = Annotated[int, typer.Option(min=1, max=500)]
 Offset = Annotated[int, typer.Option(min=0)]
 
@@ -56,6 +59,25 @@ def parse_labels(items: list[str] | None) -> dict[str, str]:
 def _params(**values: Any) -> dict[str, Any]:
     """Query parameters, leaving out the filters not given."""
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _asset_body(
+    name: str,
+    tenant: str,
+    classification: Classification,
+    zones: str,
+    label: list[str] | None,
+    description: str,
+) -> dict[str, Any]:
+    """What datasets and models have in common in a registration request."""
+    return {
+        "name": name,
+        "tenant": tenant,
+        "classification": classification.value,
+        "zones": _zones(zones),
+        "labels": parse_labels(label),
+        "description": description,
+    }
 
 
 def _tenant_row(tenant: dict[str, Any]) -> dict[str, Any]:
@@ -130,22 +152,15 @@ def dataset_register(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """Register a dataset: owner, classification, storage zones and labels."""
-    body = {
-        "name": name,
-        "tenant": tenant,
-        "classification": classification.value,
-        "zones": _zones(zones),
-        "labels": parse_labels(label),
-        "description": description,
-    }
+    body = _asset_body(name, tenant, classification, zones, label, description)
     emit(api("POST", "/v1/datasets", json=body), output, _DATASET_COLUMNS)
 
 
 @dataset_app.command("list")
 def dataset_list(
-    tenant: Annotated[str | None, typer.Option(help="Owning tenant's slug.")] = None,
-    classification: Annotated[Classification | None, typer.Option()] = None,
-    zone: Annotated[str | None, typer.Option(help="Storage zone (nested zones too).")] = None,
+    tenant: TenantFilter = None,
+    classification: ClassificationFilter = None,
+    zone: ZoneFilter = None,
     limit: Limit = 100,
     offset: Offset = 0,
     output: Output = OutputFormat.TABLE,
@@ -174,12 +189,7 @@ def model_register(
 ) -> None:
     """Register a model with its provenance (supplier, country of origin) and license."""
     body = {
-        "name": name,
-        "tenant": tenant,
-        "classification": classification.value,
-        "zones": _zones(zones),
-        "labels": parse_labels(label),
-        "description": description,
+        **_asset_body(name, tenant, classification, zones, label, description),
         "supplier": supplier,
         "origin_country": origin_country,
         "license": license_,
@@ -189,9 +199,9 @@ def model_register(
 
 @model_app.command("list")
 def model_list(
-    tenant: Annotated[str | None, typer.Option(help="Owning tenant's slug.")] = None,
-    classification: Annotated[Classification | None, typer.Option()] = None,
-    zone: Annotated[str | None, typer.Option(help="Storage zone (nested zones too).")] = None,
+    tenant: TenantFilter = None,
+    classification: ClassificationFilter = None,
+    zone: ZoneFilter = None,
     origin_country: Annotated[
         str | None, typer.Option("--origin", help="Country of origin.")
     ] = None,

@@ -154,6 +154,16 @@ class ModelCreate(_AssetCreate):
     license: ShortText = Field(min_length=1, description="E.g. an SPDX id or 'proprietary'.")
 
 
+def _refuse_null(value: object) -> object:
+    """Let a change set a field but not null it (the update models' fields are optional).
+
+    A validator runs only for fields the request sets, so omitted fields stay untouched.
+    """
+    if value is None:
+        raise ValueError("may be changed but not removed")
+    return value
+
+
 class _AssetUpdate(_Input):
     """Changes to a dataset or model; omitted fields stay as they are.
 
@@ -166,13 +176,9 @@ class _AssetUpdate(_Input):
     labels: dict[LabelKey, LabelValue | None] | None = None
     description: Description | None = None
 
-    @field_validator("tenant", "classification", "zones", "description", mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        # Runs only for fields the request sets, so omitted fields stay untouched.
-        if value is None:
-            raise ValueError("may be changed but not removed")
-        return value
+    _not_null = field_validator("tenant", "classification", "zones", "description", mode="before")(
+        _refuse_null
+    )
 
 
 class DatasetUpdate(_AssetUpdate):
@@ -186,12 +192,9 @@ class ModelUpdate(_AssetUpdate):
     origin_country: CountryCode | None = None
     license: ShortText | None = Field(default=None, min_length=1)
 
-    @field_validator("supplier", "origin_country", "license", mode="before")
-    @classmethod
-    def _provenance_not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("may be changed but not removed")
-        return value
+    _provenance_not_null = field_validator("supplier", "origin_country", "license", mode="before")(
+        _refuse_null
+    )
 
 
 class AssetPublic(BaseModel):

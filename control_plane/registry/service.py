@@ -57,6 +57,12 @@ def _existing_tenant(conn: DbConnection, slug: str, *, for_update: bool = False)
     return row
 
 
+def _lock_quotas(conn: DbConnection, tenant: str) -> None:
+    """Serialize quota changes of ``tenant`` until commit, or 404 if it does not exist."""
+    if not repository.lock_tenant_quotas(conn, tenant):
+        raise NotFoundError(f"tenant {tenant!r} does not exist")
+
+
 def create_tenant(conn: DbConnection, ctx: AuditContext, tenant: TenantCreate) -> TenantPublic:
     """Store a tenant (with no quotas yet) and audit it."""
     with conn.transaction():
@@ -106,8 +112,7 @@ def set_quota(
 ) -> QuotaPublic:
     """Set a tenant's GPU quota in a zone (an unknown zone is 422); audit old and new."""
     with conn.transaction():
-        if not repository.lock_tenant_quotas(conn, tenant):
-            raise NotFoundError(f"tenant {tenant!r} does not exist")
+        _lock_quotas(conn, tenant)
         row = repository.get_quota(conn, tenant, zone)
         before = None if row is None else QuotaPublic.model_validate(row).model_dump(mode="json")
         values = {**quota.model_dump(mode="json"), "tenant": tenant, "zone": zone}
@@ -127,8 +132,7 @@ def set_quota(
 def remove_quota(conn: DbConnection, ctx: AuditContext, tenant: str, zone: str) -> None:
     """Remove a tenant's quota in a zone (404 if it has none there); audit it."""
     with conn.transaction():
-        if not repository.lock_tenant_quotas(conn, tenant):
-            raise NotFoundError(f"tenant {tenant!r} does not exist")
+        _lock_quotas(conn, tenant)
         before = repository.get_quota(conn, tenant, zone)
         if before is None:
             raise NotFoundError(f"tenant {tenant!r} has no quota in zone {zone!r}")
@@ -348,20 +352,24 @@ def list_destinations(conn: DbConnection) -> list[DestinationPublic]:
     return [DestinationPublic.model_validate(r) for r in repository.list_destinations(conn)]
 
 
-def get_destination(conn: DbConnection, name: str) -> DestinationPublic:
-    """One artifact destination, or 404."""
-    row = repository.get_destination(conn, name)
+def _existing_destination(
+    conn: DbConnection, name: str, *, for_update: bool = False
+) -> DestinationPublic:
+    row = repository.get_destination(conn, name, for_update=for_update)
     if row is None:
         raise NotFoundError(f"destination {name!r} does not exist")
     return DestinationPublic.model_validate(row)
 
 
+def get_destination(conn: DbConnection, name: str) -> DestinationPublic:
+    """One artifact destination, or 404."""
+    return _existing_destination(conn, name)
+
+
 def delete_destination(conn: DbConnection, ctx: AuditContext, name: str) -> None:
     """Delete an artifact destination; audit what it was."""
     with conn.transaction():
-        row = repository.get_destination(conn, name, for_update=True)
-        if row is None:
-            raise NotFoundError(f"destination {name!r} does not exist")
+        before = _existing_destination(conn, name, for_update=True)
         repository.delete_destination(conn, name)
         request_evaluation(
             conn,
@@ -374,7 +382,7 @@ def delete_destination(conn: DbConnection, ctx: AuditContext, name: str) -> None
             action="destination.deleted",
             object_type="destination",
             object_id=name,
-            before=DestinationPublic.model_validate(row).model_dump(mode="json"),
+            before=before.model_dump(mode="json"),
         )
 
 
