@@ -24,7 +24,7 @@ from agents.config import DEFAULT_STATE_DIR, AgentConfigError, load_config
 from agents.daemon import Agent
 from agents.host import read_host_identity
 from agents.metrics import AgentMetrics
-from agents.simulator import FleetPlan, build_fleet, run_fleet
+from agents.simulator import FleetPlan, allow_open_files, build_fleet, run_fleet
 
 log = logging.getLogger("sovereign.agent")
 
@@ -224,6 +224,10 @@ def simulate(args: argparse.Namespace) -> int:
         origins=tuple(o.strip().upper() for o in args.origins.split(",") if o.strip()) or (None,),
         hostname_prefix=args.hostname_prefix,
     )
+    try:
+        allow_open_files(plan.nodes)
+    except OSError as exc:
+        raise AgentConfigError(str(exc)) from None
     client = ControlPlaneClient(config.control_plane_url, ca_bundle=config.ca_bundle)
     agents = build_fleet(plan, config, client)
     run_fleet(agents, config.sweep_interval_seconds, _stop_on_signals())

@@ -8,6 +8,7 @@ and derived machine id, spread round-robin over the given zones and countries of
 import dataclasses
 import logging
 import random
+import resource
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -20,6 +21,8 @@ from agents.config import AgentConfig
 from agents.daemon import Agent
 
 log = logging.getLogger("sovereign.simulator")
+#: Open files besides the agents' own: the interpreter, sockets, logs, the metrics server.
+_SPARE_FILES = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,15 +108,38 @@ def build_fleet(plan: FleetPlan, base: AgentConfig, client: ControlPlaneClient) 
     return agents
 
 
+def allow_open_files(nodes: int) -> None:
+    """Raise this process's open-file limit so ``nodes`` agents can each keep their files.
+
+    Every virtual agent keeps its sequence file open (one ``pwrite`` per sweep), so a
+    fleet of thousands needs more than the usual soft limit of 1,024. The soft limit is
+    raised up to the hard one; ``OSError`` naming both when even that is too low.
+    """
+    needed = nodes + _SPARE_FILES
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise OSError(
+            f"{nodes} simulated nodes need about {needed} open files; this process may open"
+            f" {hard} at most (ulimit -Hn): simulate fewer nodes per process"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+
+
 def run_fleet(agents: list[Agent], interval: float, stop: threading.Event) -> None:
-    """Sweep every virtual agent once per interval, spread evenly across it."""
+    """Sweep every virtual agent once per interval, spread evenly across it; close them after."""
     if not agents:
         return
     gap = interval / len(agents)
     log.info("simulating %d node(s), one heartbeat each every %.1f s", len(agents), interval)
-    while not stop.is_set():
+    try:
+        while not stop.is_set():
+            for agent in agents:
+                started = time.monotonic()
+                agent.deliver(agent.sweep())
+                if stop.wait(max(0.0, gap - (time.monotonic() - started))):
+                    break
+    finally:
         for agent in agents:
-            started = time.monotonic()
-            agent.deliver(agent.sweep())
-            if stop.wait(max(0.0, gap - (time.monotonic() - started))):
-                break
+            agent.close()

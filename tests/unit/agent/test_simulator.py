@@ -1,9 +1,16 @@
-"""The demo fleet's replayed GPUs: identity as recorded, load that moves within bounds."""
+"""The simulated fleet: replayed GPUs with identity as recorded and moving load, and its files."""
 
+import os
+import resource
+import threading
 from pathlib import Path
 
+import pytest
+
 from agents.backends.replay import ReplayBackend
-from agents.simulator import LivelyReplay
+from agents.client import ControlPlaneClient
+from agents.config import AgentConfig
+from agents.simulator import FleetPlan, LivelyReplay, allow_open_files, build_fleet, run_fleet
 
 RECORDING = Path(__file__).resolve().parents[2] / "fixtures/gpu/h100-80gb-hbm3"
 
@@ -22,3 +29,34 @@ def test_load_wanders_within_bounds_and_identity_stays() -> None:
     )
     again = LivelyReplay(ReplayBackend(RECORDING, variant=3), seed=3)
     assert [again.telemetry()[0] for _ in range(5)] == sweeps[:5]
+
+
+def _open_files() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_the_fleet_closes_its_agents_files_when_it_stops(tmp_path: Path) -> None:
+    config = AgentConfig(control_plane_url="http://127.0.0.1:9", state_dir=tmp_path)
+    client = ControlPlaneClient("http://127.0.0.1:9", timeout=0.2)  # nothing listens
+    agents = build_fleet(FleetPlan(nodes=3, fixture=RECORDING), config, client)
+    before = _open_files()
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    run_fleet(agents, interval=0.1, stop=stop)
+    assert all((tmp_path / f"sim-{n:04d}" / "seq").exists() for n in range(3))  # they swept
+    assert _open_files() <= before
+
+
+def test_open_file_limit_is_raised_for_a_large_fleet_or_refused_past_the_hard_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        allow_open_files(100)  # fits: unchanged
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 256
+        allow_open_files(400)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 400
+        if hard != resource.RLIM_INFINITY:
+            with pytest.raises(OSError, match="ulimit -Hn"):
+                allow_open_files(hard)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
