@@ -146,16 +146,26 @@ def sovctl(
 
 
 @pytest.fixture
-def admin_sovctl(
+def sovctl_as(
     sovctl: Run,
     live_server: str,
     make_token: Callable[[Role], str],
     monkeypatch: pytest.MonkeyPatch,
-) -> Run:
+) -> Callable[[Role], Run]:
+    """Point ``sovctl`` at the live API (``live_server``) with a fresh token of a role."""
+
+    def point(role: Role) -> Run:
+        monkeypatch.setenv("SOVCTL_URL", live_server)
+        monkeypatch.setenv("SOVCTL_TOKEN", make_token(role))
+        return sovctl
+
+    return point
+
+
+@pytest.fixture
+def admin_sovctl(sovctl_as: Callable[[Role], Run]) -> Run:
     """``sovctl`` pointed at the live API (``live_server``) with a fresh admin token."""
-    monkeypatch.setenv("SOVCTL_URL", live_server)
-    monkeypatch.setenv("SOVCTL_TOKEN", make_token(Role.ADMIN))
-    return sovctl
+    return sovctl_as(Role.ADMIN)
 
 
 @pytest.fixture

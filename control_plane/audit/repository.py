@@ -5,7 +5,7 @@ from typing import Any, LiteralString
 
 from psycopg.rows import DictRow
 
-from control_plane.core.db import DbConnection, fetch_all, fetch_one, load_queries
+from control_plane.core.db import DbConnection, fetch_all, fetch_page, load_queries
 
 
 def _q(name: str) -> LiteralString:
@@ -36,6 +36,4 @@ def list_events(
     conn: DbConnection, filters: dict[str, str | None], limit: int, offset: int
 ) -> tuple[list[DictRow], int]:
     """Return one page of events matching ``filters`` and the total that match."""
-    rows = fetch_all(conn, _q("list_events"), {**filters, "limit": limit, "offset": offset})
-    total = fetch_one(conn, _q("count_events"), filters)
-    return rows, int(total["total"]) if total else 0
+    return fetch_page(conn, _q("list_events"), _q("count_events"), filters, limit, offset)

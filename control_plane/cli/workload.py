@@ -14,6 +14,7 @@ from control_plane.cli.output import Output, OutputFormat, emit, emit_page, tabl
 from control_plane.cli.registry import Labels, parse_labels
 from control_plane.scheduling.models import (
     DEFAULT_LEASE_SECONDS,
+    MAX_GPUS_PER_WORKLOAD,
     MAX_LEASE_SECONDS,
     MIN_LEASE_SECONDS,
     PlacementStrategy,
@@ -61,7 +62,9 @@ def _print(workload: dict[str, Any], output: OutputFormat) -> None:
 @app.command("submit")
 def submit(
     tenant: Annotated[str, typer.Option(help="Tenant slug.")],
-    gpus: Annotated[int, typer.Option(min=1, max=64, help="GPUs on one node.")] = 1,
+    gpus: Annotated[
+        int, typer.Option(min=1, max=MAX_GPUS_PER_WORKLOAD, help="GPUs on one node.")
+    ] = 1,
     dataset: Annotated[
         list[str] | None, typer.Option("--dataset", help="Dataset name; repeat for more.")
     ] = None,

@@ -13,7 +13,14 @@ from uuid import UUID
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from control_plane.core.db import DbConnection, fetch_all, fetch_one, fetch_returning, load_queries
+from control_plane.core.db import (
+    DbConnection,
+    fetch_all,
+    fetch_one,
+    fetch_page,
+    fetch_returning,
+    load_queries,
+)
 
 #: The evaluation columns that hold JSON.
 _JSON_COLUMNS = ("triggers", "violations_by_rule", "violations_by_tenant", "sample")
@@ -85,7 +92,4 @@ def latest_evaluation(conn: DbConnection) -> DictRow | None:
 
 def list_evaluations(conn: DbConnection, limit: int, offset: int) -> tuple[list[DictRow], int]:
     """A page of evaluations without samples, newest first, and how many there are."""
-    rows = fetch_all(conn, _q("list_evaluations"), {"limit": limit, "offset": offset})
-    total = fetch_one(conn, _q("count_evaluations"), {})
-    assert total is not None
-    return rows, int(total["total"])
+    return fetch_page(conn, _q("list_evaluations"), _q("count_evaluations"), {}, limit, offset)

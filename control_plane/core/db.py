@@ -178,3 +178,21 @@ def fetch_returning(
 def fetch_all(conn: DbConnection, query: LiteralString, params: Mapping[str, Any]) -> list[DictRow]:
     """Run a query and return every row."""
     return conn.execute(query, params).fetchall()
+
+
+def fetch_page(
+    conn: DbConnection,
+    page_query: LiteralString,
+    count_query: LiteralString,
+    filters: Mapping[str, Any],
+    limit: int,
+    offset: int,
+) -> tuple[list[DictRow], int]:
+    """One page of rows matching ``filters`` and how many match in all.
+
+    ``page_query`` takes ``filters`` plus ``limit`` and ``offset``; ``count_query`` takes
+    ``filters`` alone and returns one row with ``total``.
+    """
+    rows = fetch_all(conn, page_query, {**filters, "limit": limit, "offset": offset})
+    total = fetch_one(conn, count_query, filters)
+    return rows, int(total["total"]) if total else 0

@@ -15,6 +15,7 @@ from control_plane.core.db import (
     ErrorFactory,
     fetch_all,
     fetch_one,
+    fetch_page,
     fetch_returning,
     in_use,
     load_queries,
@@ -128,9 +129,7 @@ def search_nodes(
     conn: DbConnection, filters: dict[str, Any], limit: int, offset: int
 ) -> tuple[list[DictRow], int]:
     """One page of nodes matching ``filters`` and the number that match in all."""
-    rows = fetch_all(conn, _q("search_nodes"), {**filters, "limit": limit, "offset": offset})
-    total = fetch_one(conn, _q("count_nodes"), filters)
-    return rows, int(total["total"]) if total else 0
+    return fetch_page(conn, _q("search_nodes"), _q("count_nodes"), filters, limit, offset)
 
 
 def get_node(conn: DbConnection, node_id: UUID, *, for_update: bool = False) -> DictRow | None:

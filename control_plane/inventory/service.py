@@ -64,17 +64,16 @@ BASELINE_AGAIN = "the reported identity matches the baseline again; acknowledge 
 #: The before and after of a ``node.drift_detected`` event.
 DriftEvent = tuple[dict[str, Any], dict[str, Any]]
 
+#: The node columns of its provenance that policies read (a BOM import changes them too).
+PROVENANCE_POLICY_COLUMNS = ("provenance_status", "origin_country", "component_origins")
+
 #: What the policy engine reads about a node, by the compliance trigger a change raises:
 #: (trigger, ((column, name in the request's subject), ...)).
 _COMPLIANCE_FIELDS: tuple[tuple[EvaluationTrigger, tuple[tuple[str, str], ...]], ...] = (
     (EvaluationTrigger.NODE_ZONE_CHANGED, (("zone_slug", "zone"),)),
     (
         EvaluationTrigger.NODE_PROVENANCE_CHANGED,
-        (
-            ("provenance_status", "provenance_status"),
-            ("origin_country", "origin_country"),
-            ("component_origins", "component_origins"),
-        ),
+        tuple((column, column) for column in PROVENANCE_POLICY_COLUMNS),
     ),
     (EvaluationTrigger.NODE_STATUS_CHANGED, (("status", "status"),)),
     (EvaluationTrigger.NODE_LABELS_CHANGED, (("labels", "labels"),)),

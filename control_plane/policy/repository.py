@@ -11,7 +11,14 @@ from typing import Any, LiteralString
 from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from control_plane.core.db import DbConnection, fetch_all, fetch_one, fetch_returning, load_queries
+from control_plane.core.db import (
+    DbConnection,
+    fetch_all,
+    fetch_one,
+    fetch_page,
+    fetch_returning,
+    load_queries,
+)
 
 
 def _q(name: str) -> LiteralString:
@@ -72,10 +79,7 @@ def get_set(conn: DbConnection, version: int) -> DictRow | None:
 
 def list_sets(conn: DbConnection, limit: int, offset: int) -> tuple[list[DictRow], int]:
     """A page of policy sets, newest first, and how many there are."""
-    rows = fetch_all(conn, _q("list_sets"), {"limit": limit, "offset": offset})
-    total = fetch_one(conn, _q("count_sets"), {})
-    assert total is not None
-    return rows, int(total["total"])
+    return fetch_page(conn, _q("list_sets"), _q("count_sets"), {}, limit, offset)
 
 
 def insert_set(conn: DbConnection, values: dict[str, Any]) -> DictRow:

@@ -19,7 +19,7 @@ from control_plane.audit.models import AuditContext
 from control_plane.compliance.models import EvaluationTrigger
 from control_plane.compliance.outbox import request_evaluation
 from control_plane.core.db import DbConnection
-from control_plane.inventory.service import node_provenance
+from control_plane.inventory.service import PROVENANCE_POLICY_COLUMNS, node_provenance
 from control_plane.provenance import repository
 from control_plane.provenance.bom import BomServer, group_servers
 from control_plane.provenance.checks import NodeFacts, assess
@@ -34,8 +34,6 @@ from control_plane.provenance.models import (
 #: What ``provenance_evidence.source`` says for a verdict from a BOM import.
 EVIDENCE_SOURCE = "bom-import"
 
-#: The node columns policies read that an import may change.
-_POLICY_COLUMNS = ("provenance_status", "origin_country", "component_origins")
 #: Node ids named in one compliance request; the request also has the exact count.
 _NODE_IDS_PER_REQUEST = 100
 
@@ -167,7 +165,7 @@ def import_bom(conn: DbConnection, ctx: AuditContext, bom: BomImport) -> ImportR
         moved = [
             str(after["id"])
             for before, after in changed
-            if any(before[column] != after[column] for column in _POLICY_COLUMNS)
+            if any(before[column] != after[column] for column in PROVENANCE_POLICY_COLUMNS)
         ]
         if moved:
             request_evaluation(

@@ -17,6 +17,7 @@ from control_plane.core.db import (
     ErrorFactory,
     fetch_all,
     fetch_one,
+    fetch_page,
     fetch_returning,
     in_use,
     load_queries,
@@ -139,9 +140,7 @@ def search_assets(
     conn: DbConnection, kind: AssetKind, filters: dict[str, Any], limit: int, offset: int
 ) -> tuple[list[DictRow], int]:
     """One page of datasets or models matching ``filters`` and the number that match."""
-    rows = fetch_all(conn, _q(f"search_{kind}s"), {**filters, "limit": limit, "offset": offset})
-    total = fetch_one(conn, _q(f"count_{kind}s"), filters)
-    return rows, int(total["total"]) if total else 0
+    return fetch_page(conn, _q(f"search_{kind}s"), _q(f"count_{kind}s"), filters, limit, offset)
 
 
 def update_asset(conn: DbConnection, kind: AssetKind, values: dict[str, Any]) -> None:

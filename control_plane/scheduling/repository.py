@@ -17,6 +17,7 @@ from control_plane.core.db import (
     DbConnection,
     fetch_all,
     fetch_one,
+    fetch_page,
     fetch_returning,
     load_queries,
 )
@@ -84,9 +85,7 @@ def book(conn: DbConnection, values: dict[str, Any]) -> DictRow:
         "uuids": list(values["uuids"]),
         "claimed": list(values["claimed"]),
     }
-    row = fetch_one(conn, _q("book"), params)
-    assert row is not None
-    return row
+    return fetch_returning(conn, _q("book"), params)
 
 
 def insert_denied(conn: DbConnection, values: dict[str, Any]) -> DictRow:
@@ -109,10 +108,7 @@ def list_workloads(
     conn: DbConnection, filters: dict[str, Any], limit: int, offset: int
 ) -> tuple[list[DictRow], int]:
     """A page of workloads, newest first, and how many match ``filters`` in all."""
-    rows = fetch_all(conn, _q("list_workloads"), {**filters, "limit": limit, "offset": offset})
-    total = fetch_one(conn, _q("count_workloads"), filters)
-    assert total is not None
-    return rows, int(total["total"])
+    return fetch_page(conn, _q("list_workloads"), _q("count_workloads"), filters, limit, offset)
 
 
 def end_workload(conn: DbConnection, workload_id: UUID, status: str) -> None:

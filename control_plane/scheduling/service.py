@@ -284,10 +284,12 @@ def _place(
     walk: _Placement, occupancy: Occupancy, eligible: int
 ) -> tuple[DictRow | None, list[Reason]]:
     """Book GPUs on the first of the ``eligible`` nodes (bitmask) that has them, or say why not."""
-    started = walk.fleet.clock()
     row = walk.walk(occupancy, eligible)
-    if row is None and occupancy.loaded_at < started:
-        # The belief predates this request: reload it before saying there is no room.
+    if row is None:
+        # Reload the belief before saying there is no room, always, even one loaded during
+        # this request: another request may have replaced it since (claims given back after
+        # that are freed in the new one only), or a missed booking marked GPUs busy that
+        # were only being locked. ``resync`` hands over the newer belief if there is one.
         walk.tried = 0
         row = walk.walk(walk.fleet.resync(walk.conn, occupancy), eligible)
     if row is not None:

@@ -61,13 +61,9 @@ def test_duplicate_active_token_name_is_refused(sovctl: Run) -> None:
 
 
 def test_zone_and_node_commands_through_the_api(
-    sovctl: Run,
-    live_server: str,
-    make_token: Callable[[Role], str],
-    monkeypatch: pytest.MonkeyPatch,
+    admin_sovctl: Run, live_server: str, make_token: Callable[[Role], str]
 ) -> None:
-    monkeypatch.setenv("SOVCTL_URL", live_server)
-    monkeypatch.setenv("SOVCTL_TOKEN", make_token(Role.ADMIN))
+    sovctl = admin_sovctl
     assert sovctl("zones", "create", "jp", "--name", "Japan", "--country", "JP")[0] == 0
     code, out, _ = sovctl(
         "zones",
@@ -149,11 +145,7 @@ def test_config_file_supplies_url_and_token(
 
 
 def test_audit_verify_names_the_first_broken_seq(
-    sovctl: Run,
-    owner_conn: DbConnection,
-    live_server: str,
-    make_token: Callable[[Role], str],
-    monkeypatch: pytest.MonkeyPatch,
+    sovctl: Run, owner_conn: DbConnection, sovctl_as: Callable[[Role], Run]
 ) -> None:
     for name in ("a", "b", "c"):
         sovctl("token", "create", "--role", "operator", "--name", name)
@@ -164,9 +156,7 @@ def test_audit_verify_names_the_first_broken_seq(
     code, out, _ = sovctl("audit", "verify")
     assert code == 1
     assert "BROKEN at seq 2" in out
-    monkeypatch.setenv("SOVCTL_URL", live_server)
-    monkeypatch.setenv("SOVCTL_TOKEN", make_token(Role.AUDITOR))
-    code, out, _ = sovctl("audit", "verify", "--api", "-o", "json")
+    code, out, _ = sovctl_as(Role.AUDITOR)("audit", "verify", "--api", "-o", "json")
     result: dict[str, Any] = json.loads(out)
     assert code == 1
     assert result["first_broken_seq"] == 2

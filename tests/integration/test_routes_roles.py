@@ -280,8 +280,7 @@ PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 
 
 @pytest.fixture
-def world(client: TestClient, make_token: Callable[[Role], str], conn: DbConnection) -> Fixture:
-    admin = bearer(make_token(Role.ADMIN))
+def world(client: TestClient, admin: dict[str, str], conn: DbConnection) -> Fixture:
     for zone in (
         {"slug": "jp", "name": "Japan", "country": "JP"},
         {"slug": "jp-east", "name": "Japan East", "country": "JP"},

@@ -83,9 +83,8 @@ def _build(client: TestClient, admin: dict[str, str], nodes: list[tuple[str, str
 
 
 @pytest.fixture
-def fleet(client: TestClient, make_token: Callable[[Role], str]) -> Fleet:
+def fleet(client: TestClient, admin: dict[str, str]) -> Fleet:
     """jp-a (4 GPUs) and jp-b (2) in jp, tw-a (2) in tw."""
-    admin = bearer(make_token(Role.ADMIN))
     return _build(client, admin, [("jp-a", "jp", 4), ("jp-b", "jp", 2), ("tw-a", "tw", 2)])
 
 
@@ -417,9 +416,8 @@ def test_beat_schedules_the_lease_sweep(celery_app: Celery) -> None:
 
 
 @pytest.fixture
-def last_eight(client: TestClient, make_token: Callable[[Role], str]) -> Fleet:
+def last_eight(client: TestClient, admin: dict[str, str]) -> Fleet:
     """Twelve GPUs in jp; another tenant already holds four, so the last eight are free."""
-    admin = bearer(make_token(Role.ADMIN))
     nodes = [("c-0", "jp", 4), ("c-1", "jp", 4), ("c-2", "jp", 2), ("c-3", "jp", 2)]
     fleet = _build(client, admin, nodes)
     held = submit(client, fleet, tenant="platform", datasets=[], gpu_count=4)
@@ -492,14 +490,9 @@ def test_concurrent_requests_never_exceed_the_quota(
 
 
 def test_sovctl_workload_submit_list_release(
-    sovctl: Run,
-    live_server: str,
-    fleet: Fleet,
-    make_token: Callable[[Role], str],
-    monkeypatch: pytest.MonkeyPatch,
+    sovctl_as: Callable[[Role], Run], fleet: Fleet
 ) -> None:
-    monkeypatch.setenv("SOVCTL_URL", live_server)
-    monkeypatch.setenv("SOVCTL_TOKEN", make_token(Role.OPERATOR))
+    sovctl = sovctl_as(Role.OPERATOR)
     code, out, err = sovctl(
         "workload", "submit", "--tenant", "research", "--dataset", "tickets",
         "--output", "results-jp", "--gpus", "2", "--gpu-model", "H100",
