@@ -303,22 +303,17 @@ class NodeIndex:
         """
         if workload.gpu_count <= 0:
             return self.all
-        key = (
-            workload.gpu_count,
-            (workload.gpu_model or "").lower(),
-            workload.min_gpu_memory_bytes or 0,
-            workload.mig_profile is not None,
-        )
+        count, wanted = workload.gpu_count, gpu_request(workload)
+        key = (count, *wanted)
         cached = self._capacity_memo.get(key)
         if cached is not None:
             return cached
-        count, model, memory, mig = key
         result = 0
         for shape, mask in self.by_shape.items():
             fitting = sum(
                 n
                 for (gpu_model, gpu_memory, gpu_mig), n in shape
-                if model in gpu_model.lower() and gpu_memory >= memory and gpu_mig == mig
+                if gpu_matches(gpu_model, None if gpu_memory < 0 else gpu_memory, gpu_mig, wanted)
             )
             if fitting >= count:
                 result |= mask
@@ -402,14 +397,47 @@ NODE_FIELDS = (
 
 def _shape(raw: tuple[tuple[str, int | None, str | None], ...]) -> _Shape:
     kinds = Counter(
-        (
-            model,
-            memory if memory is not None else -1,
-            (mig_mode or "").strip().lower() == "enabled",
-        )
+        (model, memory if memory is not None else -1, mig_enabled(mig_mode))
         for model, memory, mig_mode in raw
     )
     return tuple(sorted(kinds.items()))
+
+
+# -- which GPUs a workload can use (shared with placement) ----------------------------
+
+#: What a workload asks of each GPU: a model substring (lower case), a minimum memory in
+#: bytes (0 for none; unknown memory never qualifies) and whether MIG must be enabled.
+GpuRequest = tuple[str, int, bool]
+
+
+def gpu_request(workload: WorkloadView) -> GpuRequest:
+    """The kind of GPU ``workload`` asks for, as a hashable key."""
+    return (
+        (workload.gpu_model or "").lower(),
+        workload.min_gpu_memory_bytes or 0,
+        workload.mig_profile is not None,
+    )
+
+
+def mig_enabled(mig_mode: str | None) -> bool:
+    """Whether a GPU's reported MIG mode (``Enabled``, ``Disabled``, ``N/A``...) is on."""
+    return (mig_mode or "").strip().lower() == "enabled"
+
+
+def gpu_matches(model: str, memory: int | None, mig: bool, wanted: GpuRequest) -> bool:
+    """Whether a GPU (model, memory in bytes or None, MIG on) is of the kind ``wanted``.
+
+    The model contains the wanted model ignoring case, the memory is known and at least
+    the minimum, and MIG is enabled exactly when a MIG profile is asked for. Capacity here
+    and placement (``scheduling.placement``) both count GPUs with this one test.
+    """
+    model_part, minimum, mig_wanted = wanted
+    return (
+        model_part in model.lower()
+        and memory is not None
+        and memory >= minimum
+        and mig == mig_wanted
+    )
 
 
 # -- what CEL sees of a workload -------------------------------------------------------

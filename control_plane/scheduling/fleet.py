@@ -28,11 +28,11 @@ from psycopg.rows import DictRow
 
 from control_plane.core.db import DbConnection
 from control_plane.inventory.models import DriftStatus, NodeStatus, ProvenanceStatus
-from control_plane.policy.engine import NodeIndex
+from control_plane.policy.engine import GpuRequest, NodeIndex, gpu_request
 from control_plane.policy.models import GpuView, NodeView, WorkloadView, ZoneView
 from control_plane.scheduling import repository
 from control_plane.scheduling.models import PlacementStrategy
-from control_plane.scheduling.placement import GpuKind, fitting_gpus, gpu_kind
+from control_plane.scheduling.placement import fitting_gpus
 
 
 def node_view(row: DictRow) -> NodeView:
@@ -107,11 +107,11 @@ class Occupancy:
         }
         #: Per kind: each node's GPUs of that kind (static), its count of free ones, and
         #: the nodes by that count.
-        self._fitting: dict[GpuKind, list[tuple[str, ...]]] = {}
-        self._counts: dict[GpuKind, list[int]] = {}
-        self._buckets: dict[GpuKind, list[int]] = {}
+        self._fitting: dict[GpuRequest, list[tuple[str, ...]]] = {}
+        self._counts: dict[GpuRequest, list[int]] = {}
+        self._buckets: dict[GpuRequest, list[int]] = {}
 
-    def _track(self, kind: GpuKind) -> None:
+    def _track(self, kind: GpuRequest) -> None:
         if kind in self._buckets:
             return
         fitting = [fitting_gpus(node, kind) for node in self.snapshot.nodes]
@@ -143,7 +143,7 @@ class Occupancy:
 
     def fitting(self, position: int, workload: WorkloadView) -> tuple[str, ...]:
         """The UUIDs of the node's GPUs of the kind ``workload`` asks for, free or not."""
-        kind = gpu_kind(workload)
+        kind = gpu_request(workload)
         self._track(kind)
         return self._fitting[kind][position]
 
@@ -160,7 +160,7 @@ class Occupancy:
         partly used nodes fill up and whole nodes stay free; ``spread``: most first. Ties
         go by the index's order (hostname, then id), the same for every caller.
         """
-        kind = gpu_kind(workload)
+        kind = gpu_request(workload)
         self._track(kind)
         buckets = self._buckets[kind]
         counts = range(max(workload.gpu_count, 1), len(buckets))
@@ -191,22 +191,22 @@ class Occupancy:
 
     def booked(self, uuids: Iterable[str]) -> None:
         """GPUs this process has just booked."""
-        touched = set()
-        for uuid in uuids:
-            position = self._position.get(uuid)
-            if position is not None:
-                self._free[position].discard(uuid)
-                touched.add(position)
-        for position in touched:
-            self._recount(position)
+        self._change(uuids, free=False)
 
     def freed(self, uuids: Iterable[str]) -> None:
         """GPUs this process has just freed (release, lease expiry)."""
+        self._change(uuids, free=True)
+
+    def _change(self, uuids: Iterable[str], *, free: bool) -> None:
+        """Mark GPUs of this snapshot free or booked (others are ignored); recount their nodes."""
         touched = set()
         for uuid in uuids:
             position = self._position.get(uuid)
             if position is not None:
-                self._free[position].add(uuid)
+                if free:
+                    self._free[position].add(uuid)
+                else:
+                    self._free[position].discard(uuid)
                 touched.add(position)
         for position in touched:
             self._recount(position)

@@ -1,11 +1,11 @@
 """Placement order, GPU fit and the occupancy belief: pure code, no services."""
 
 from control_plane.inventory.models import DriftStatus, NodeStatus
-from control_plane.policy.engine import NodeIndex
+from control_plane.policy.engine import NodeIndex, gpu_request
 from control_plane.policy.models import GpuView, NodeView, WorkloadView
 from control_plane.scheduling.fleet import FleetSnapshot, Occupancy
 from control_plane.scheduling.models import PlacementStrategy
-from control_plane.scheduling.placement import fitting_gpus, gpu_fits, gpu_kind, placeable
+from control_plane.scheduling.placement import fitting_gpus, gpu_fits, placeable
 
 H100 = "NVIDIA H100 80GB HBM3"
 A100 = "NVIDIA A100-SXM4-40GB"
@@ -107,7 +107,12 @@ def test_only_active_undrifted_nodes_are_placeable() -> None:
 
 def test_gpu_fit_mirrors_the_engine() -> None:
     def fits(gpu: GpuView, **request: object) -> bool:
-        return gpu_fits(gpu, gpu_kind(WorkloadView(tenant="t", **request)))  # type: ignore[arg-type]
+        workload = WorkloadView(tenant="t", **request)  # type: ignore[arg-type]
+        fit = gpu_fits(gpu, gpu_request(workload))
+        # The engine's capacity check, on a node with just this GPU, agrees.
+        index = NodeIndex.build([NodeView("n", "n", "jp", gpus=(gpu,))], {})
+        assert (index.capacity(workload) != 0) == fit
+        return fit
 
     gpu = GpuView("GPU-1", H100, MEMORY, "Disabled")
     assert fits(gpu, gpu_model="h100")
@@ -119,4 +124,7 @@ def test_gpu_fit_mirrors_the_engine() -> None:
     assert not fits(mig)
     # Unknown memory never counts, as in the engine's capacity check.
     assert not fits(GpuView("GPU-3", H100, None, None))
-    assert fitting_gpus(node("a", 2), gpu_kind(WorkloadView(tenant="t"))) == ("GPU-a-0", "GPU-a-1")
+    assert fitting_gpus(node("a", 2), gpu_request(WorkloadView(tenant="t"))) == (
+        "GPU-a-0",
+        "GPU-a-1",
+    )
