@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query
 from control_plane.access.models import Permission, Principal
 from control_plane.audit import service
 from control_plane.audit.models import AuditEventPage, ChainVerification
-from control_plane.core.http import Conn, require
+from control_plane.core.http import Conn, Offset, require
 
 AuditReader = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
 
@@ -22,7 +22,7 @@ def list_events(
     object_id: str | None = None,
     action: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> AuditEventPage:
     """List audit events, oldest first."""
     return service.list_events(

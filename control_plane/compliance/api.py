@@ -8,7 +8,7 @@ need ``policy:write`` (admins), as applying and activating policies do.
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, Query, status
+from fastapi import APIRouter, Depends, Path, status
 
 from control_plane.access.models import Permission, Principal
 from control_plane.compliance import service
@@ -18,7 +18,7 @@ from control_plane.compliance.models import (
     EvaluationPublic,
     WhatIfResult,
 )
-from control_plane.core.http import Conn, RequestId, SettingsDep, require
+from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep, require
 from control_plane.policy.api import DOCUMENTS_BODY, Documents, PolicySets
 
 Reader = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
@@ -49,8 +49,8 @@ def get_request(
 def list_evaluations(
     conn: Conn,
     _: Reader,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> EvaluationPage:
     """List compliance evaluations, newest first, without their samples."""
     return service.list_evaluations(conn, limit, offset)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -95,6 +95,9 @@ async def get_request_id(request: Request) -> str:
 Conn = Annotated[DbConnection, Depends(get_conn)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 RequestId = Annotated[str, Depends(get_request_id)]
+#: Page size and start for list routes: at most 500 items a page.
+Limit = Annotated[int, Query(ge=1, le=500, description="Items per page (at most 500).")]
+Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
 
 
 def get_principal(

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from control_plane.access.models import Permission, Principal
 from control_plane.core.errors import PermissionDeniedError
-from control_plane.core.http import Conn, RequestId, SettingsDep, require
+from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep, require
 from control_plane.inventory import service
 from control_plane.inventory.models import (
     DriftAcknowledge,
@@ -93,8 +93,8 @@ def list_nodes(
     gpu_model: Annotated[str | None, Query(description="Substring, any case.")] = None,
     provenance_status: ProvenanceStatus | None = None,
     drift_status: DriftStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> NodePage:
     """List GPU servers, filtered and paginated."""
     filters = NodeFilters(

@@ -7,11 +7,11 @@ rolling back need ``policy:write`` (admins only).
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 
 from control_plane.access.models import Permission, Principal
 from control_plane.core.errors import InvalidInputError
-from control_plane.core.http import Conn, RequestId, require
+from control_plane.core.http import Conn, Limit, Offset, RequestId, require
 from control_plane.policy import service
 from control_plane.policy.documents import load_documents, split_documents
 from control_plane.policy.service import CompiledPolicySets
@@ -131,8 +131,8 @@ def get_active_set(conn: Conn, _: Reader) -> PolicySetPublic:
 def list_sets(
     conn: Conn,
     _: Reader,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> PolicySetPage:
     """List every policy set activated, newest (the active one) first."""
     return service.list_sets(conn, limit, offset)

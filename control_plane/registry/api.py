@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response, status
 
 from control_plane.access.models import Permission, Principal
-from control_plane.core.http import Conn, RequestId, require
+from control_plane.core.http import Conn, Limit, Offset, RequestId, require
 from control_plane.registry import service
 from control_plane.registry.models import (
     AssetFilters,
@@ -35,9 +35,6 @@ Reader = Annotated[Principal, Depends(require(Permission.INVENTORY_READ))]
 Admin = Annotated[Principal, Depends(require(Permission.REGISTRY_WRITE))]
 TenantFilter = Annotated[str | None, Query(description="Owning tenant's slug.")]
 ZoneFilter = Annotated[str | None, Query(description="Storage zone slug; nested zones included.")]
-Limit = Annotated[int, Query(ge=1, le=500)]
-Offset = Annotated[int, Query(ge=0)]
-
 router = APIRouter(prefix="/v1")
 
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.access.models import Permission, Principal
-from control_plane.core.http import Conn, RequestId, require
+from control_plane.core.http import Conn, Limit, Offset, RequestId, require
 from control_plane.policy.api import PolicySets
 from control_plane.scheduling import service
 from control_plane.scheduling.fleet import FleetCache
@@ -62,8 +62,8 @@ def list_workloads(
     _: Reader,
     tenant: Annotated[str | None, Query(description="Tenant slug.")] = None,
     status: WorkloadStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> WorkloadPage:
     """List workloads, admitted and denied, newest first; filtered and paginated."""
     filters = WorkloadFilters(tenant=tenant, status=status)
