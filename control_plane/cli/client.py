@@ -78,7 +78,13 @@ class ControlPlaneClient:
         self._http.close()
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        """Send a request; return the decoded JSON body, or raise ``RemoteError``."""
+        """Send a request; return the decoded JSON body, or raise ``RemoteError``.
+
+        Query parameters that are ``None`` are left out (httpx would send them empty), so
+        a command passes its options as they are, given or not.
+        """
+        if kwargs.get("params"):
+            kwargs["params"] = {k: v for k, v in kwargs["params"].items() if v is not None}
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:

@@ -337,19 +337,15 @@ def nodes_list(
 ) -> None:
     """List GPU servers."""
     params = {
-        k: v
-        for k, v in {
-            "zone": zone,
-            "origin_country": origin_country,
-            "status": status,
-            "gpu_model": gpu_model,
-            "provenance_status": provenance_status,
-            "drift_status": drift_status,
-            "site": site,
-            "limit": limit,
-            "offset": offset,
-        }.items()
-        if v is not None
+        "zone": zone,
+        "origin_country": origin_country,
+        "status": status,
+        "gpu_model": gpu_model,
+        "provenance_status": provenance_status,
+        "drift_status": drift_status,
+        "site": site,
+        "limit": limit,
+        "offset": offset,
     }
     emit_page(api("GET", "/v1/nodes", params=params), output, _NODE_COLUMNS, _node_row)
 

@@ -56,11 +56,6 @@ def parse_labels(items: list[str] | None) -> dict[str, str]:
     return labels
 
 
-def _params(**values: Any) -> dict[str, Any]:
-    """Query parameters, leaving out the filters not given."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
 def _asset_body(
     name: str,
     tenant: str,
@@ -166,9 +161,13 @@ def dataset_list(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """List datasets."""
-    params = _params(
-        tenant=tenant, classification=classification, zone=zone, limit=limit, offset=offset
-    )
+    params = {
+        "tenant": tenant,
+        "classification": classification,
+        "zone": zone,
+        "limit": limit,
+        "offset": offset,
+    }
     emit_page(api("GET", "/v1/datasets", params=params), output, _DATASET_COLUMNS)
 
 
@@ -210,14 +209,14 @@ def model_list(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """List models."""
-    params = _params(
-        tenant=tenant,
-        classification=classification,
-        zone=zone,
-        origin_country=origin_country,
-        limit=limit,
-        offset=offset,
-    )
+    params = {
+        "tenant": tenant,
+        "classification": classification,
+        "zone": zone,
+        "origin_country": origin_country,
+        "limit": limit,
+        "offset": offset,
+    }
     emit_page(api("GET", "/v1/models", params=params), output, _MODEL_COLUMNS)
 
 

@@ -124,11 +124,7 @@ def list_workloads(
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """List workloads, newest first."""
-    params: dict[str, Any] = {"limit": limit, "offset": offset}
-    if tenant is not None:
-        params["tenant"] = tenant
-    if status is not None:
-        params["status"] = status.value
+    params = {"tenant": tenant, "status": status, "limit": limit, "offset": offset}
     emit_page(api("GET", "/v1/workloads", params=params), output, _LIST_COLUMNS)
 
 
