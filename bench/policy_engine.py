@@ -55,15 +55,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from control_plane.inventory.models import DriftStatus, NodeStatus, ProvenanceStatus  # noqa: E402
+from control_plane.domain.classification import Classification  # noqa: E402
+from control_plane.domain.decisions import DecisionOutcome, EnforcementPoint  # noqa: E402
+from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus  # noqa: E402
 from control_plane.policy.documents import PolicySet, compile_policy_set  # noqa: E402
 from control_plane.policy.engine import NodeIndex, decide  # noqa: E402
 from control_plane.policy.models import (  # noqa: E402
-    Classification,
     DataAssetView,
-    DecisionOutcome,
     DestinationView,
-    EnforcementPoint,
     GpuView,
     ModelView,
     NodeView,

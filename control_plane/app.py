@@ -16,16 +16,13 @@ from psycopg_pool import ConnectionPool
 import control_plane
 from control_plane.audit.api import router as audit_router
 from control_plane.compliance.api import router as compliance_router
+from control_plane.compliance.metrics import ComplianceCollector
 from control_plane.core.db import DbConnection, create_pool
 from control_plane.core.http import RequestIdMiddleware, install_error_handlers
-from control_plane.core.metrics import (
-    ApiMetrics,
-    ComplianceCollector,
-    FleetCollector,
-    HttpMetricsMiddleware,
-)
+from control_plane.core.metrics import ApiMetrics, HttpMetricsMiddleware
 from control_plane.core.settings import Settings, load_settings
 from control_plane.inventory.api import router as inventory_router
+from control_plane.inventory.metrics import FleetCollector
 from control_plane.policy.api import router as policy_router
 from control_plane.policy.service import CompiledPolicySets
 from control_plane.provenance.api import router as provenance_router

@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 from control_plane.access import service as access
 from control_plane.access.models import Role
 from control_plane.app import create_app
+from control_plane.celery_app import create_celery
 from control_plane.cli.main import main
 from control_plane.core import migrations
-from control_plane.core.celery_app import create_celery
 from control_plane.core.db import DbConnection, connect
 from control_plane.core.settings import Settings
 from tests.support import (

@@ -15,7 +15,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from control_plane.audit.models import AuditContext
+from control_plane.core.audit_log import AuditContext
 from control_plane.core.settings import Settings
 
 ADMIN_URL = os.environ.get("SOVTEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

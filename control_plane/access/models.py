@@ -6,7 +6,7 @@ from uuid import UUID
 
 from pydantic import BaseModel
 
-from control_plane.audit.models import AuditContext
+from control_plane.core.audit_log import AuditContext
 
 
 class Role(StrEnum):

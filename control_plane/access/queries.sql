@@ -4,7 +4,7 @@ VALUES (%(name)s, %(role)s, %(token_hash)s, %(token_prefix)s, %(node_id)s, %(cre
 RETURNING id, name, role, token_prefix, node_id, created_by, created_at, revoked_at;
 
 -- name: active_token_by_hash
-SELECT id, name, role, node_id FROM api_token
+SELECT id AS token_id, name, role, node_id FROM api_token
 WHERE token_hash = %(token_hash)s AND revoked_at IS NULL;
 
 -- name: list_tokens

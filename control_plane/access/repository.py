@@ -3,13 +3,13 @@
 from typing import Any, LiteralString
 from uuid import UUID
 
-from psycopg.rows import DictRow
-
+from control_plane.access.models import Principal, TokenPublic
 from control_plane.core.db import (
     DbConnection,
     fetch_all,
-    fetch_one,
-    fetch_returning,
+    fetch_all_as,
+    fetch_one_as,
+    fetch_returning_as,
     load_queries,
     unique,
 )
@@ -23,37 +23,38 @@ def _q(name: str) -> LiteralString:
     return load_queries("control_plane.access")[name]
 
 
-def insert_token(conn: DbConnection, values: dict[str, Any]) -> DictRow:
-    """Store a token's hash and metadata; return the stored row without the hash."""
-    return fetch_returning(conn, _q("insert_token"), values, _CONSTRAINTS)
+def insert_token(conn: DbConnection, values: dict[str, Any]) -> TokenPublic:
+    """Store a token's hash and metadata; return the stored token without the hash."""
+    return fetch_returning_as(conn, TokenPublic, _q("insert_token"), values, _CONSTRAINTS)
 
 
-def active_token_by_hash(conn: DbConnection, token_hash: str) -> DictRow | None:
-    """Find the unrevoked token with this hash."""
-    return fetch_one(conn, _q("active_token_by_hash"), {"token_hash": token_hash})
+def active_token_by_hash(conn: DbConnection, token_hash: str) -> Principal | None:
+    """The caller holding the unrevoked token with this hash, or None."""
+    return fetch_one_as(conn, Principal, _q("active_token_by_hash"), {"token_hash": token_hash})
 
 
 def list_tokens(
     conn: DbConnection, *, include_revoked: bool, include_agents: bool
-) -> list[DictRow]:
+) -> list[TokenPublic]:
     """List tokens, oldest first."""
-    return fetch_all(
+    return fetch_all_as(
         conn,
+        TokenPublic,
         _q("list_tokens"),
         {"include_revoked": include_revoked, "include_agents": include_agents},
     )
 
 
-def find_active_tokens(conn: DbConnection, ref: str) -> list[DictRow]:
+def find_active_tokens(conn: DbConnection, ref: str) -> list[TokenPublic]:
     """Active tokens whose id, name or prefix is ``ref``."""
-    return fetch_all(conn, _q("find_token"), {"ref": ref})
+    return fetch_all_as(conn, TokenPublic, _q("find_token"), {"ref": ref})
 
 
-def revoke_token(conn: DbConnection, token_id: UUID) -> DictRow | None:
+def revoke_token(conn: DbConnection, token_id: UUID) -> TokenPublic | None:
     """Mark a token revoked; None if it was already."""
-    return fetch_one(conn, _q("revoke_token"), {"id": token_id})
+    return fetch_one_as(conn, TokenPublic, _q("revoke_token"), {"id": token_id})
 
 
-def revoke_node_tokens(conn: DbConnection, node_id: UUID) -> list[DictRow]:
-    """Revoke every credential of one node (on re-registration)."""
-    return fetch_all(conn, _q("revoke_node_tokens"), {"node_id": node_id})
+def revoke_node_tokens(conn: DbConnection, node_id: UUID) -> list[UUID]:
+    """Revoke every credential of one node (on re-registration); their ids."""
+    return [row["id"] for row in fetch_all(conn, _q("revoke_node_tokens"), {"node_id": node_id})]

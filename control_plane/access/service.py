@@ -11,8 +11,7 @@ from uuid import UUID
 
 from control_plane.access import repository
 from control_plane.access.models import IssuedToken, Principal, Role, TokenPublic
-from control_plane.audit import service as audit
-from control_plane.audit.models import AuditContext
+from control_plane.core.audit_log import AuditContext, audited
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import (
     ConflictError,
@@ -20,6 +19,7 @@ from control_plane.core.errors import (
     NotAuthenticatedError,
     NotFoundError,
 )
+from control_plane.domain.audit import AuditAction
 
 TOKEN_PREFIX = "sov_"  # noqa: S105 - a marker so leaked tokens are easy to scan for
 _PREFIX_LENGTH = 12
@@ -39,28 +39,22 @@ def issue_token(
     secret_key: str,
     node_id: UUID | None = None,
 ) -> IssuedToken:
-    """Create a token inside the caller's transaction and audit it; the secret is returned once."""
+    """Create a token (in the caller's transaction, if open) and audit it; the secret once."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    row = repository.insert_token(
-        conn,
-        {
-            "name": name,
-            "role": role.value,
-            "token_hash": hash_token(token, secret_key),
-            "token_prefix": token[:_PREFIX_LENGTH],
-            "node_id": node_id,
-            "created_by": ctx.actor_name,
-        },
-    )
-    info = TokenPublic.model_validate(row)
-    audit.record(
-        conn,
-        ctx,
-        action="token.created",
-        object_type="token",
-        object_id=str(info.id),
-        after=info.model_dump(mode="json"),
-    )
+    with audited(conn, ctx, AuditAction.TOKEN_CREATED) as change:
+        info = repository.insert_token(
+            conn,
+            {
+                "name": name,
+                "role": role.value,
+                "token_hash": hash_token(token, secret_key),
+                "token_prefix": token[:_PREFIX_LENGTH],
+                "node_id": node_id,
+                "created_by": ctx.actor_name,
+            },
+        )
+        change.object_id = str(info.id)
+        change.after = info
     return IssuedToken(token=token, info=info)
 
 
@@ -72,52 +66,43 @@ def create_token(
         raise InvalidInputError.for_field(
             "role", "agent tokens are issued by registering a node, not by hand", role.value
         )
-    with conn.transaction():
-        return issue_token(conn, ctx, name=name, role=role, secret_key=secret_key)
+    return issue_token(conn, ctx, name=name, role=role, secret_key=secret_key)
 
 
 def authenticate(conn: DbConnection, token: str | None, secret_key: str) -> Principal:
     """Resolve a bearer token to its principal, or raise 401."""
     if not token:
         raise NotAuthenticatedError("missing bearer token (Authorization: Bearer <token>)")
-    row = repository.active_token_by_hash(conn, hash_token(token, secret_key))
-    if row is None:
+    principal = repository.active_token_by_hash(conn, hash_token(token, secret_key))
+    if principal is None:
         raise NotAuthenticatedError("unknown or revoked token")
-    return Principal(token_id=row["id"], name=row["name"], role=row["role"], node_id=row["node_id"])
+    return principal
 
 
 def list_tokens(
     conn: DbConnection, *, include_revoked: bool = False, include_agents: bool = False
 ) -> list[TokenPublic]:
     """List tokens without their secrets."""
-    rows = repository.list_tokens(
+    return repository.list_tokens(
         conn, include_revoked=include_revoked, include_agents=include_agents
     )
-    return [TokenPublic.model_validate(r) for r in rows]
 
 
 def revoke_token(conn: DbConnection, ctx: AuditContext, ref: str) -> TokenPublic:
     """Revoke the one active token whose id, name or prefix is ``ref``."""
-    with conn.transaction():
+    with audited(conn, ctx, AuditAction.TOKEN_REVOKED) as change:
         matches = repository.find_active_tokens(conn, ref)
         if not matches:
             raise NotFoundError(f"no active token with id, name or prefix {ref!r}")
         if len(matches) > 1:
             raise ConflictError(
                 f"{ref!r} matches {len(matches)} active tokens; revoke by id",
-                details={"ids": [str(m["id"]) for m in matches]},
+                details={"ids": [str(m.id) for m in matches]},
             )
-        row = repository.revoke_token(conn, matches[0]["id"])
-        assert row is not None
-        before = TokenPublic.model_validate(matches[0])
-        after = TokenPublic.model_validate(row)
-        audit.record(
-            conn,
-            ctx,
-            action="token.revoked",
-            object_type="token",
-            object_id=str(after.id),
-            before=before.model_dump(mode="json"),
-            after=after.model_dump(mode="json"),
-        )
+        before = matches[0]
+        after = repository.revoke_token(conn, before.id)
+        assert after is not None
+        change.object_id = str(after.id)
+        change.before = before
+        change.after = after
         return after

@@ -4,10 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
+from control_plane.access.http import require
 from control_plane.access.models import Permission, Principal
 from control_plane.audit import service
 from control_plane.audit.models import AuditEventPage, ChainVerification
-from control_plane.core.http import Conn, Offset, require
+from control_plane.core.http import Conn, Offset
 
 AuditReader = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
 

@@ -1,25 +1,11 @@
-"""Audit vocabulary: who acted, what was recorded, and what a chain walk found."""
+"""Audit API models: the events as stored, a page of them, and what a chain walk found."""
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-#: ``prev_hash`` of the first event: there is nothing before it.
-GENESIS_HASH = "0" * 64
-
-
-@dataclass(frozen=True, slots=True)
-class AuditContext:
-    """Who is changing something, and in which request; passed to every mutating service.
-
-    The actor's name is copied onto each event so the record survives the actor's deletion.
-    """
-
-    actor_id: str
-    actor_name: str
-    request_id: str | None = None
+from control_plane.domain.audit import AuditAction
 
 
 class AuditEventPublic(BaseModel):
@@ -30,7 +16,7 @@ class AuditEventPublic(BaseModel):
     actor_id: str
     actor_name: str
     request_id: str | None
-    action: str = Field(description="What happened, as `object.verb`, e.g. `zone.created`.")
+    action: AuditAction = Field(description="What happened, as `object.verb` (docs/audit.md).")
     object_type: str
     object_id: str
     before: Any

@@ -1,7 +1,7 @@
 """SQL access for the audit chain. Functions take the caller's connection."""
 
 from collections.abc import Iterator
-from typing import Any, LiteralString
+from typing import LiteralString
 
 from psycopg.rows import DictRow
 
@@ -10,15 +10,6 @@ from control_plane.core.db import DbConnection, fetch_all, fetch_page, load_quer
 
 def _q(name: str) -> LiteralString:
     return load_queries("control_plane.audit")[name]
-
-
-def insert_pending(conn: DbConnection, event: dict[str, Any]) -> None:
-    """Queue one event for the chain; a trigger links it in when the transaction commits.
-
-    ``event`` holds the hashed fields (``before``/``after`` as canonical JSON text) and the
-    canonical JSON cut around the head's values (``hash_head``, ``hash_tail``).
-    """
-    conn.execute(_q("insert_pending"), event)
 
 
 def iter_events(conn: DbConnection, batch_size: int = 1000) -> Iterator[DictRow]:

@@ -15,10 +15,10 @@ import yaml
 import control_plane
 from control_plane.access import service as access
 from control_plane.access.models import Role
-from control_plane.audit.models import AuditContext
+from control_plane.core.audit_log import AuditContext
 from control_plane.core.db import connect
 from control_plane.core.settings import Settings
-from control_plane.inventory import service as inventory
+from control_plane.inventory import zones as inventory
 from control_plane.inventory.models import ZoneCreate
 
 DEMO_ADMIN_NAME = "demo-admin"

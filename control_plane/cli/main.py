@@ -17,12 +17,12 @@ import typer
 from control_plane.access import service as access
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
-from control_plane.audit.models import AuditContext
 from control_plane.cli import compliance, demo, policy, registry, workload
 from control_plane.cli.client import RemoteError, api, set_target
 from control_plane.cli.output import Output, OutputFormat, emit, emit_page
 from control_plane.cli.supervisor import supervise
 from control_plane.core import migrations, preflight
+from control_plane.core.audit_log import AuditContext
 from control_plane.core.db import connect
 from control_plane.core.errors import InvalidInputError, SovereignError
 from control_plane.core.settings import Settings, load_settings
@@ -122,7 +122,7 @@ def serve(
 @app.command("worker")
 def worker(concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2) -> None:
     """Run a Celery worker."""
-    from control_plane.core.celery_app import create_celery
+    from control_plane.celery_app import create_celery
 
     settings = _settings()
     create_celery(settings).worker_main(
@@ -139,7 +139,7 @@ def worker(concurrency: Annotated[int, typer.Option(help="Worker processes.")] =
 @app.command("beat")
 def beat() -> None:
     """Run Celery beat (the periodic schedule)."""
-    from control_plane.core.celery_app import create_celery
+    from control_plane.celery_app import create_celery
 
     settings = _settings()
     settings.state_dir.mkdir(parents=True, exist_ok=True)

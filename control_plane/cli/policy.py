@@ -22,9 +22,10 @@ from control_plane.cli.client import RemoteError, api
 from control_plane.cli.compliance import denied_by
 from control_plane.cli.output import Output, OutputFormat, emit, emit_page
 from control_plane.core.errors import InvalidInputError
+from control_plane.domain.decisions import EnforcementPoint
 from control_plane.policy.documents import compile_policy_set, load_documents
 from control_plane.policy.engine import NodeIndex, decide
-from control_plane.policy.models import Decision, EnforcementPoint
+from control_plane.policy.models import Decision
 from control_plane.policy.scenario import load_scenario
 
 app = typer.Typer(

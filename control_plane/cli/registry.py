@@ -10,7 +10,8 @@ import typer
 
 from control_plane.cli.client import api
 from control_plane.cli.output import Output, OutputFormat, emit, emit_page
-from control_plane.registry.models import Classification, QuotaPeriod
+from control_plane.domain.classification import Classification
+from control_plane.registry.models import QuotaPeriod
 
 tenant_app = typer.Typer(no_args_is_help=True, help="Tenants and their GPU quotas (via the API).")
 dataset_app = typer.Typer(no_args_is_help=True, help="Datasets (via the API).")

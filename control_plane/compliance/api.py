@@ -10,6 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, status
 
+from control_plane.access.http import require
 from control_plane.access.models import Permission, Principal
 from control_plane.compliance import service
 from control_plane.compliance.models import (
@@ -18,7 +19,7 @@ from control_plane.compliance.models import (
     EvaluationPublic,
     WhatIfResult,
 )
-from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep, require
+from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep
 from control_plane.policy.api import DOCUMENTS_BODY, Documents, PolicySets
 
 Reader = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]

@@ -16,16 +16,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from control_plane.inventory.models import DriftStatus, NodeStatus
+from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
+from control_plane.domain.fleet import DriftStatus, NodeStatus
 from control_plane.policy.documents import PolicySet
 from control_plane.policy.engine import NodeIndex, decide_with_mask, evaluate_node
-from control_plane.policy.models import (
-    DecisionOutcome,
-    EnforcementAction,
-    EnforcementPoint,
-    Reason,
-    WorkloadView,
-)
+from control_plane.policy.models import Reason, WorkloadView
 
 #: The rule of the reason given when a workload's node is no longer in the fleet.
 NODE_STATUS_RULE = "node_status"

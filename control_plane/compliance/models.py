@@ -7,37 +7,16 @@ candidate policy set without storing anything, and adds what the candidate chang
 each tenant's usable GPUs.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from control_plane.policy.store_models import CandidateMember
-from control_plane.scheduling.models import ReasonPublic
-
-
-class EvaluationTrigger(StrEnum):
-    """Why an evaluation was asked for: a change that can turn a running workload non-compliant.
-
-    Stored on each ``compliance_request`` (the database checks the same list). ``requested``
-    is an admin asking through the API or ``sovctl compliance evaluate``.
-    """
-
-    POLICY_SET_ACTIVATED = "policy_set.activated"
-    POLICY_SET_ROLLED_BACK = "policy_set.rolled_back"
-    NODE_ZONE_CHANGED = "node.zone_changed"
-    NODE_PROVENANCE_CHANGED = "node.provenance_changed"
-    NODE_STATUS_CHANGED = "node.status_changed"
-    NODE_LABELS_CHANGED = "node.labels_changed"
-    NODE_DRIFT_DETECTED = "node.drift_detected"
-    NODE_DRIFT_ACKNOWLEDGED = "node.drift_acknowledged"
-    ZONE_CHANGED = "zone.changed"
-    #: A dataset's or model's storage zones, classification, labels or provenance changed,
-    #: or a dataset, model or destination a running workload may name was deleted.
-    REGISTRY_CHANGED = "registry.changed"
-    REQUESTED = "requested"
+from control_plane.domain.compliance import EvaluationTrigger
+from control_plane.policy.models import ReasonPublic
+from control_plane.policy.store_models import CandidateMember, PolicySetRef
 
 
 class ComplianceRequestPublic(BaseModel):
@@ -121,13 +100,6 @@ class EvaluationPage(BaseModel):
     offset: int
 
 
-class PolicySetRef(BaseModel):
-    """A policy set by version and content hash."""
-
-    version: int
-    content_hash: str
-
-
 class CandidateSetPublic(BaseModel):
     """The set that applying the candidate documents and activating by default would enforce."""
 
@@ -191,3 +163,43 @@ class WhatIfResult(BaseModel):
     workloads_evaluated: int
     violations: WhatIfViolations
     tenants: list[TenantCapacityChange] = Field(description="Every tenant, by slug.")
+
+
+# -- rows as the repository hands them over ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunningRow:
+    """An admitted workload as stored: its request, and its node as the inventory has it."""
+
+    id: UUID
+    tenant: str
+    request: dict[str, Any]
+    node_id: UUID
+    zone: str | None
+    hostname: str | None
+    node_status: str | None
+
+
+# -- what the compliance.evaluated audit event holds (docs/audit.md) --------------------
+
+
+class TriggerCounts(BaseModel):
+    """How many requests an evaluation handled, by reason."""
+
+    count: int
+    reasons: dict[str, int]
+
+
+class EvaluationRecorded(BaseModel):
+    """An evaluation as the audit log records it: what it judged under and the counts."""
+
+    policy_set: PolicySetRef
+    fleet_generation: int
+    workloads_evaluated: int
+    violating_workloads: int
+    warned_workloads: int
+    violations_by_rule: list[RuleCount]
+    violations_by_tenant: dict[str, int]
+    sampled_workload_ids: list[str]
+    triggers: TriggerCounts

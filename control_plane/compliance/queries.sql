@@ -1,8 +1,3 @@
--- name: insert_request
-INSERT INTO compliance_request (reason, subject)
-VALUES (%(reason)s, %(subject)s)
-RETURNING id, reason, subject, requested_at, evaluation_id;
-
 -- name: claim_pending
 -- Every pending request, oldest first, locked until the evaluation that handles them
 -- commits. SKIP LOCKED: requests another worker is evaluating right now are its business,

@@ -20,10 +20,6 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from psycopg.rows import DictRow
-
-from control_plane.audit import service as audit
-from control_plane.audit.models import AuditContext
 from control_plane.compliance import evaluation, repository
 from control_plane.compliance.evaluation import Assessment, RunningWorkload
 from control_plane.compliance.models import (
@@ -31,25 +27,28 @@ from control_plane.compliance.models import (
     ComplianceRequestPublic,
     EvaluationPage,
     EvaluationPublic,
-    EvaluationSummary,
-    EvaluationTrigger,
+    EvaluationRecorded,
     NodeSetChange,
-    PolicySetRef,
+    RuleCount,
     TenantCapacityChange,
+    TriggerCounts,
     WhatIfResult,
     WhatIfViolation,
     WhatIfViolations,
 )
-from control_plane.compliance.outbox import request_evaluation
+from control_plane.core.audit_log import AuditContext, record_change, transaction
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import NotFoundError
+from control_plane.core.outbox import EvaluationRequest, request_evaluation
+from control_plane.domain.audit import AuditAction
+from control_plane.domain.compliance import EvaluationTrigger
+from control_plane.domain.decisions import EnforcementPoint
+from control_plane.facts.fleet import load_snapshot
+from control_plane.facts.workloads import RegistryViews, WorkloadRequest
 from control_plane.policy import service as policies
-from control_plane.policy.models import EnforcementPoint, WorkloadView
 from control_plane.policy.service import CompiledPolicySets, active_policy_set
+from control_plane.policy.store_models import PolicySetRef
 from control_plane.registry import service as registry
-from control_plane.scheduling.fleet import load_snapshot
-from control_plane.scheduling.models import WorkloadCreate
-from control_plane.scheduling.service import unknown_names, view_of
 
 #: Requests listed on an evaluation (its ``trigger_count`` is exact). A burst of drift or
 #: node edits can pile up thousands; the first ones say enough about why it ran.
@@ -61,71 +60,27 @@ HOSTNAMES_LISTED = 20
 # -- the engine's views of running workloads -------------------------------------------
 
 
-class _Registry:
-    """What running workloads name, each name read from the registry once per evaluation.
-
-    Thousands of workloads naming the same few datasets cost one ``registry.lookup`` per
-    workload that names something not read yet, rather than one per workload; the views
-    are then built by admission's own ``view_of``, so they are exactly what admission
-    builds. Lives for one evaluation.
-    """
-
-    def __init__(self, conn: DbConnection) -> None:
-        self._conn = conn
-        self._tenants: dict[str, bool] = {}
-        #: Name to its registry row, or None when the registry no longer has it.
-        self._datasets: dict[str, dict[str, Any] | None] = {}
-        self._models: dict[str, dict[str, Any] | None] = {}
-        self._destinations: dict[str, dict[str, Any] | None] = {}
-
-    def _read(self, request: WorkloadCreate) -> None:
-        """Look up, in one query, what ``request`` names that has not been read yet."""
-        datasets = [name for name in request.datasets if name not in self._datasets]
-        models = [name for name in request.models if name not in self._models]
-        output = request.output if request.output not in self._destinations else None
-        if request.tenant in self._tenants and not datasets and not models and output is None:
-            return
-        found = registry.lookup(self._conn, request.tenant, datasets, models, output)
-        self._tenants[request.tenant] = found.tenant_exists
-        self._datasets.update({name: found.datasets.get(name) for name in datasets})
-        self._models.update({name: found.models.get(name) for name in models})
-        if output is not None:
-            self._destinations[output] = found.destination
-
-    def view(self, request: WorkloadCreate) -> WorkloadView | str:
-        """The engine's view of ``request``, or why something it names is missing."""
-        self._read(request)
-        found = registry.Lookup(
-            tenant_exists=self._tenants[request.tenant],
-            datasets={n: row for n in request.datasets if (row := self._datasets[n]) is not None},
-            models={n: row for n in request.models if (row := self._models[n]) is not None},
-            destination=None if request.output is None else self._destinations[request.output],
-        )
-        unknown = unknown_names(request, found)
-        if unknown:
-            return "; ".join(
-                f"{name.kind} {name.name!r} named by the workload is no longer in the registry"
-                for name in unknown
-            )
-        return view_of(request, found)
-
-
 def running_workloads(conn: DbConnection) -> list[RunningWorkload]:
-    """Every workload that holds GPUs now, by id, with the engine's view of its request."""
-    known = _Registry(conn)
+    """Every workload that holds GPUs now, by id, with the engine's view of its request.
+
+    Stored requests are read with ``WorkloadRequest``, not the API's input model, so rows
+    written under older API rules keep loading; each name they give is read from the
+    registry once per evaluation (``facts.workloads.RegistryViews``).
+    """
+    views = RegistryViews(conn)
     found = []
     for row in repository.running_workloads(conn):
-        view = known.view(WorkloadCreate.model_validate(row["request"]))
+        view = views.view(WorkloadRequest.model_validate(row.request))
         found.append(
             RunningWorkload(
-                id=str(row["id"]),
-                tenant=row["tenant"],
-                node_id=str(row["node_id"]),
+                id=str(row.id),
+                tenant=row.tenant,
+                node_id=str(row.node_id),
                 view=None if isinstance(view, str) else view,
                 problem=view if isinstance(view, str) else None,
-                hostname=row["hostname"],
-                node_status=row["node_status"],
-                zone=row["zone"],
+                hostname=row.hostname,
+                node_status=row.node_status,
+                zone=row.zone,
             )
         )
     return found
@@ -136,8 +91,8 @@ def running_workloads(conn: DbConnection) -> list[RunningWorkload]:
 
 def request_by_admin(conn: DbConnection, ctx: AuditContext) -> ComplianceRequestPublic:
     """Ask for an evaluation now (an admin, through the API); the task runs it next beat."""
-    with conn.transaction():
-        return request_evaluation(
+    with transaction(conn):
+        request = request_evaluation(
             conn,
             EvaluationTrigger.REQUESTED,
             {
@@ -146,6 +101,13 @@ def request_by_admin(conn: DbConnection, ctx: AuditContext) -> ComplianceRequest
                 "request_id": ctx.request_id,
             },
         )
+    return ComplianceRequestPublic(
+        id=request.id,
+        reason=request.reason,
+        subject=request.subject,
+        requested_at=request.requested_at,
+        evaluation_id=None,
+    )
 
 
 def get_request(conn: DbConnection, request_id: int) -> ComplianceRequestPublic:
@@ -154,55 +116,46 @@ def get_request(conn: DbConnection, request_id: int) -> ComplianceRequestPublic:
     Handled requests are deleted after ``SOVEREIGN_COMPLIANCE_REQUEST_RETENTION_DAYS``, so
     an old one is 404 too; the evaluation that handled it still counts it.
     """
-    row = repository.get_request(conn, request_id)
-    if row is None:
+    found = repository.get_request(conn, request_id)
+    if found is None:
         raise NotFoundError(
             f"compliance request {request_id} does not exist (handled requests are deleted"
             " after SOVEREIGN_COMPLIANCE_REQUEST_RETENTION_DAYS)"
         )
-    return ComplianceRequestPublic.model_validate(row)
-
-
-def _public(row: DictRow) -> EvaluationPublic:
-    return EvaluationPublic.model_validate(row)
+    return found
 
 
 def get_evaluation(conn: DbConnection, evaluation_id: UUID) -> EvaluationPublic:
     """One evaluation with its sample, or 404."""
-    row = repository.get_evaluation(conn, evaluation_id)
-    if row is None:
+    found = repository.get_evaluation(conn, evaluation_id)
+    if found is None:
         raise NotFoundError(f"compliance evaluation {evaluation_id} does not exist")
-    return _public(row)
+    return found
 
 
 def latest_evaluation(conn: DbConnection) -> EvaluationPublic:
     """The evaluation that finished last, or 404 when none has run yet."""
-    row = repository.latest_evaluation(conn)
-    if row is None:
+    found = repository.latest_evaluation(conn)
+    if found is None:
         raise NotFoundError("no compliance evaluation has run yet")
-    return _public(row)
+    return found
 
 
 def list_evaluations(conn: DbConnection, limit: int, offset: int) -> EvaluationPage:
     """A page of evaluations, newest first, without their samples."""
-    rows, total = repository.list_evaluations(conn, limit, offset)
-    return EvaluationPage(
-        items=[EvaluationSummary.model_validate(row) for row in rows],
-        total=total,
-        limit=limit,
-        offset=offset,
-    )
+    items, total = repository.list_evaluations(conn, limit, offset)
+    return EvaluationPage(items=items, total=total, limit=limit, offset=offset)
 
 
 # -- evaluating ------------------------------------------------------------------------
 
 
-def _trigger_json(row: DictRow) -> dict[str, Any]:
+def _trigger_json(request: EvaluationRequest) -> dict[str, Any]:
     return {
-        "id": row["id"],
-        "reason": row["reason"],
-        "subject": row["subject"],
-        "requested_at": row["requested_at"].isoformat(),
+        "id": request.id,
+        "reason": request.reason.value,
+        "subject": request.subject,
+        "requested_at": request.requested_at.isoformat(),
     }
 
 
@@ -234,7 +187,7 @@ def run_pending(
     as ``compliance.evaluated``.
     """
     started_at = datetime.now(UTC)
-    with conn.transaction():
+    with transaction(conn):
         claimed = repository.claim_pending(conn)
         if not claimed:
             return None
@@ -247,7 +200,7 @@ def run_pending(
         sample = found.violations[:sample_size]
         evaluation_id = uuid4()
         counts = _counts(found)
-        row = repository.insert_evaluation(
+        stored = repository.insert_evaluation(
             conn,
             {
                 "id": evaluation_id,
@@ -262,29 +215,31 @@ def run_pending(
                 "sample": [finding.to_json() for finding in sample],
             },
         )
-        repository.mark_handled(conn, [request["id"] for request in claimed], evaluation_id)
+        repository.mark_handled(conn, [request.id for request in claimed], evaluation_id)
         repository.prune_handled(conn, request_retention_days)
-        audit.record(
+        record_change(
             conn,
             ctx,
-            action="compliance.evaluated",
-            object_type="compliance_evaluation",
-            object_id=str(evaluation_id),
-            after={
-                "policy_set": {
-                    "version": policy_set.version,
-                    "content_hash": policy_set.content_hash,
-                },
-                "fleet_generation": snapshot.generation,
-                **counts,
-                "sampled_workload_ids": [finding.workload_id for finding in sample],
-                "triggers": {
-                    "count": len(claimed),
-                    "reasons": dict(sorted(Counter(r["reason"] for r in claimed).items())),
-                },
-            },
+            AuditAction.COMPLIANCE_EVALUATED,
+            str(evaluation_id),
+            after=EvaluationRecorded(
+                policy_set=PolicySetRef(
+                    version=policy_set.version, content_hash=policy_set.content_hash
+                ),
+                fleet_generation=snapshot.generation,
+                workloads_evaluated=found.evaluated,
+                violating_workloads=len(found.violations),
+                warned_workloads=found.warned,
+                violations_by_rule=[RuleCount(**count.to_json()) for count in found.by_rule],
+                violations_by_tenant=found.by_tenant,
+                sampled_workload_ids=[finding.workload_id for finding in sample],
+                triggers=TriggerCounts(
+                    count=len(claimed),
+                    reasons=dict(sorted(Counter(r.reason.value for r in claimed).items())),
+                ),
+            ),
         )
-    return _public(row)
+    return stored
 
 
 # -- what-if ---------------------------------------------------------------------------
@@ -304,14 +259,14 @@ def whatif(
     evaluation judges them; every tenant's probe (one GPU, nothing named) is placed under
     both. ``sample_size`` caps the violations listed; counts are exact.
     """
-    with conn.transaction():
+    with transaction(conn):
         repository.consistent_read(conn)
         candidate = policies.candidate_set(conn, documents)
         # The active set candidate_set already read, rather than reading it again.
         current = policies.compiled_set(conn, candidate.active, policy_sets)
         snapshot = load_snapshot(conn)
         workloads = running_workloads(conn)
-        tenants = [tenant.slug for tenant in registry.list_tenants(conn)]
+        tenants = registry.tenant_slugs(conn)
     result = evaluation.what_if(
         workloads,
         snapshot.index,

@@ -9,8 +9,8 @@ from typing import Any
 
 from celery import Celery
 
-from control_plane.audit.models import AuditContext
 from control_plane.compliance import service
+from control_plane.core.audit_log import AuditContext
 from control_plane.core.db import connect
 from control_plane.core.settings import Settings
 from control_plane.policy.service import CompiledPolicySets

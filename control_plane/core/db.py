@@ -10,11 +10,11 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import resources
-from typing import Any, LiteralString, cast
+from typing import Any, LiteralString, TypeVar, cast
 
 import psycopg
 from psycopg import Connection, sql
-from psycopg.rows import DictRow, dict_row
+from psycopg.rows import DictRow, class_row, dict_row
 from psycopg_pool import ConnectionPool
 
 from control_plane.core.errors import (
@@ -30,6 +30,9 @@ from control_plane.core.errors import (
 APP_ROLE = "sovereign_app"
 
 DbConnection = Connection[DictRow]
+
+#: A row type: a dataclass or pydantic model whose fields are the query's columns.
+RowT = TypeVar("RowT")
 
 _NAME_HEADER = re.compile(r"^--\s*name:\s*([a-z_][a-z0-9_]*)\s*$", re.MULTILINE)
 
@@ -194,5 +197,58 @@ def fetch_page(
     ``filters`` alone and returns one row with ``total``.
     """
     rows = fetch_all(conn, page_query, {**filters, "limit": limit, "offset": offset})
+    total = fetch_one(conn, count_query, filters)
+    return rows, int(total["total"]) if total else 0
+
+
+# -- typed rows: what crosses the repository boundary ---------------------------------
+
+
+def fetch_one_as(
+    conn: DbConnection, row_type: type[RowT], query: LiteralString, params: Mapping[str, Any]
+) -> RowT | None:
+    """Run a query and return its first row as ``row_type`` (columns by name), or None.
+
+    ``row_type`` is a dataclass or a pydantic model; a column it lacks, or a field the
+    query does not return, fails here, at the database boundary, not in a service.
+    """
+    with conn.cursor(row_factory=class_row(row_type)) as cursor:
+        return cursor.execute(query, params).fetchone()
+
+
+def fetch_all_as(
+    conn: DbConnection, row_type: type[RowT], query: LiteralString, params: Mapping[str, Any]
+) -> list[RowT]:
+    """Run a query and return every row as ``row_type`` (see ``fetch_one_as``)."""
+    with conn.cursor(row_factory=class_row(row_type)) as cursor:
+        return cursor.execute(query, params).fetchall()
+
+
+def fetch_returning_as(
+    conn: DbConnection,
+    row_type: type[RowT],
+    query: LiteralString,
+    params: Mapping[str, Any],
+    constraints: Mapping[str, ErrorFactory] | None = None,
+) -> RowT:
+    """A write with ``RETURNING`` whose row comes back as ``row_type`` (see ``fetch_returning``)."""
+    with translate_integrity_errors(constraints or {}):
+        row = fetch_one_as(conn, row_type, query, params)
+    if row is None:
+        raise RuntimeError("a write with RETURNING returned no row")
+    return row
+
+
+def fetch_page_as(
+    conn: DbConnection,
+    row_type: type[RowT],
+    page_query: LiteralString,
+    count_query: LiteralString,
+    filters: Mapping[str, Any],
+    limit: int,
+    offset: int,
+) -> tuple[list[RowT], int]:
+    """One page of typed rows matching ``filters`` and how many match in all (``fetch_page``)."""
+    rows = fetch_all_as(conn, row_type, page_query, {**filters, "limit": limit, "offset": offset})
     total = fetch_one(conn, count_query, filters)
     return rows, int(total["total"]) if total else 0

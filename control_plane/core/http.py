@@ -1,7 +1,8 @@
 """HTTP plumbing shared by every router: dependencies, request ids and error mapping.
 
 Routers declare what they need with the ``Annotated`` aliases here (``Conn``,
-``RequestId``) and ``require(permission)``; errors from any layer become one JSON shape in
+``RequestId``, ``SettingsDep``, ``Limit``, ``Offset``), and who may call them with
+``access.http.require(permission)``; errors from any layer become one JSON shape in
 ``install_error_handlers``.
 """
 
@@ -9,14 +10,13 @@ import contextlib
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import psycopg
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
@@ -24,12 +24,9 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from control_plane.access import service as access
-from control_plane.access.models import Permission, Principal
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import (
     InvalidInputError,
-    PermissionDeniedError,
     ServiceUnavailableError,
     SovereignError,
 )
@@ -39,7 +36,6 @@ log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_bearer = HTTPBearer(auto_error=False, description="A token from `sovctl token create`.")
 
 
 # Dependencies that only read request or app state are ``async``: FastAPI runs a sync
@@ -98,31 +94,6 @@ RequestId = Annotated[str, Depends(get_request_id)]
 #: Page size and start for list routes: at most 500 items a page.
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page (at most 500).")]
 Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
-
-
-def get_principal(
-    conn: Conn,
-    settings: SettingsDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """Authenticate the bearer token (401 when missing, unknown or revoked)."""
-    token = credentials.credentials if credentials else None
-    return access.authenticate(conn, token, settings.secret_key.get_secret_value())
-
-
-def require(permission: Permission) -> Callable[[Principal], Awaitable[Principal]]:
-    """Build a dependency that lets the request through only with ``permission`` (else 403)."""
-
-    async def dependency(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if not principal.can(permission):
-            raise PermissionDeniedError(
-                f"role {principal.role.value!r} may not {permission.value}",
-                details={"role": principal.role.value, "permission": permission.value},
-            )
-        return principal
-
-    dependency.__name__ = f"require_{permission.name.lower()}"
-    return dependency
 
 
 def _field_name(loc: tuple[int | str, ...], error_type: str) -> str:

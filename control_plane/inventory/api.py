@@ -5,13 +5,14 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
+from control_plane.access.http import require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.errors import PermissionDeniedError
-from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep, require
-from control_plane.inventory import service
+from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep
+from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus
+from control_plane.inventory import agents, drift, nodes, zones
 from control_plane.inventory.models import (
     DriftAcknowledge,
-    DriftStatus,
     Heartbeat,
     HeartbeatAck,
     NodeDetail,
@@ -19,9 +20,7 @@ from control_plane.inventory.models import (
     NodePage,
     NodeRegister,
     NodeRegistered,
-    NodeStatus,
     NodeUpdate,
-    ProvenanceStatus,
     SiteCreate,
     SitePublic,
     ZoneCreate,
@@ -40,19 +39,19 @@ router = APIRouter(prefix="/v1")
 @router.post("/zones", status_code=status.HTTP_201_CREATED, tags=["zones"])
 def create_zone(zone: ZoneCreate, conn: Conn, who: Admin, request_id: RequestId) -> ZonePublic:
     """Create a residency zone (optionally inside a parent zone)."""
-    return service.create_zone(conn, who.audit_context(request_id), zone)
+    return zones.create_zone(conn, who.audit_context(request_id), zone)
 
 
 @router.get("/zones", tags=["zones"])
 def list_zones(conn: Conn, _: Reader) -> list[ZonePublic]:
     """List every residency zone."""
-    return service.list_zones(conn)
+    return zones.list_zones(conn)
 
 
 @router.get("/zones/{slug}", tags=["zones"])
 def get_zone(slug: str, conn: Conn, _: Reader) -> ZonePublic:
     """Show one residency zone."""
-    return service.get_zone(conn, slug)
+    return zones.get_zone(conn, slug)
 
 
 @router.patch("/zones/{slug}", tags=["zones"])
@@ -60,26 +59,26 @@ def update_zone(
     slug: str, change: ZoneUpdate, conn: Conn, who: Admin, request_id: RequestId
 ) -> ZonePublic:
     """Change a zone's name, country, parent or description."""
-    return service.update_zone(conn, who.audit_context(request_id), slug, change)
+    return zones.update_zone(conn, who.audit_context(request_id), slug, change)
 
 
 @router.delete("/zones/{slug}", status_code=status.HTTP_204_NO_CONTENT, tags=["zones"])
 def delete_zone(slug: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
     """Delete a zone that nothing uses."""
-    service.delete_zone(conn, who.audit_context(request_id), slug)
+    zones.delete_zone(conn, who.audit_context(request_id), slug)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.post("/sites", status_code=status.HTTP_201_CREATED, tags=["sites"])
 def create_site(site: SiteCreate, conn: Conn, who: Admin, request_id: RequestId) -> SitePublic:
     """Create a site (a data center or room) inside a zone."""
-    return service.create_site(conn, who.audit_context(request_id), site)
+    return zones.create_site(conn, who.audit_context(request_id), site)
 
 
 @router.get("/sites", tags=["sites"])
 def list_sites(conn: Conn, _: Reader) -> list[SitePublic]:
     """List every site."""
-    return service.list_sites(conn)
+    return zones.list_sites(conn)
 
 
 @router.get("/nodes", tags=["nodes"])
@@ -106,13 +105,13 @@ def list_nodes(
         provenance_status=provenance_status,
         drift_status=drift_status,
     )
-    return service.list_nodes(conn, filters, limit, offset)
+    return nodes.list_nodes(conn, filters, limit, offset)
 
 
 @router.get("/nodes/{node}", tags=["nodes"])
 def get_node(node: str, conn: Conn, _: Reader) -> NodeDetail:
     """Show one GPU server (by id or hostname) with its GPUs."""
-    return service.get_node(conn, service.resolve_node_id(conn, node))
+    return nodes.get_node(conn, nodes.resolve_node_id(conn, node))
 
 
 @router.patch("/nodes/{node}", tags=["nodes"])
@@ -120,8 +119,8 @@ def update_node(
     node: str, change: NodeUpdate, conn: Conn, who: Admin, request_id: RequestId
 ) -> NodeDetail:
     """Change a node's zone, site, status, labels or declared provenance."""
-    node_id = service.resolve_node_id(conn, node)
-    return service.update_node(conn, who.audit_context(request_id), node_id, change)
+    node_id = nodes.resolve_node_id(conn, node)
+    return nodes.update_node(conn, who.audit_context(request_id), node_id, change)
 
 
 @router.post("/nodes/{node}/drift/acknowledge", tags=["nodes"])
@@ -133,8 +132,8 @@ def acknowledge_drift(
     ack: DriftAcknowledge | None = None,
 ) -> NodeDetail:
     """Accept a drifted node's reported hardware identity as its baseline; end the quarantine."""
-    node_id = service.resolve_node_id(conn, node)
-    return service.acknowledge_drift(
+    node_id = nodes.resolve_node_id(conn, node)
+    return drift.acknowledge_drift(
         conn, who.audit_context(request_id), node_id, ack or DriftAcknowledge()
     )
 
@@ -148,7 +147,7 @@ def register_agent(
     request_id: RequestId,
 ) -> NodeRegistered:
     """Register a node with a bootstrap token; returns the node's own credential once."""
-    return service.register_node(
+    return agents.register_node(
         conn,
         who.audit_context(request_id),
         registration,
@@ -169,7 +168,7 @@ def heartbeat(
     """Report telemetry (and changed inventory) for the caller's own node."""
     if who.node_id is not None and who.node_id != node_id:
         raise PermissionDeniedError("an agent may only send heartbeats for its own node")
-    return service.record_heartbeat(
+    return agents.record_heartbeat(
         conn,
         who.audit_context(request_id),
         node_id,

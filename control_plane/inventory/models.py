@@ -6,112 +6,29 @@ UUID and serial is the instance.
 """
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    field_validator,
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
+
+from control_plane.domain.countries import CountryCode
+from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus, ProvenanceStatus
+from control_plane.domain.types import (
+    BigCount,
+    Description,
+    Input,
+    LabelKey,
+    LabelValue,
+    ShortText,
+    Slug,
+    SmallCount,
+    storable_text,
 )
-
-from control_plane.core.countries import CountryCode
-
-
-def _normalise_slug(value: object) -> object:
-    # Lower-case before the pattern check (StringConstraints checks the pattern first).
-    return value.strip().lower() if isinstance(value, str) else value
-
-
-#: A short identifier: lower-case letters, digits and inner hyphens; input is lower-cased.
-Slug = Annotated[
-    str,
-    BeforeValidator(_normalise_slug),
-    StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"),
-]
-LabelKey = Annotated[
-    str,
-    StringConstraints(
-        pattern=r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$"
-    ),
-]
-
-
-def _storable_text(value: str) -> str:
-    # PostgreSQL text cannot hold NUL; refuse it here so the error names the field.
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-LabelValue = Annotated[str, StringConstraints(max_length=256), AfterValidator(_storable_text)]
-ShortText = Annotated[
-    str, StringConstraints(strip_whitespace=True, max_length=256), AfterValidator(_storable_text)
-]
-Description = Annotated[str, StringConstraints(max_length=4000), AfterValidator(_storable_text)]
-#: Fits PostgreSQL's bigint; larger numbers are refused by validation, not by the database.
-BigCount = Annotated[int, Field(ge=0, le=2**63 - 1)]
-SmallCount = Annotated[int, Field(ge=0, le=2**31 - 1)]
-
-
-class _Input(BaseModel):
-    """Request bodies reject unknown fields, so a typo is an error rather than ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class NodeStatus(StrEnum):
-    """Lifecycle of a GPU server; only ``active`` nodes are eligible for placement."""
-
-    PLANNED = "planned"
-    ACTIVE = "active"
-    MAINTENANCE = "maintenance"
-    OFFLINE = "offline"
-    QUARANTINED = "quarantined"
-    DECOMMISSIONED = "decommissioned"
-
-
-class ProvenanceStatus(StrEnum):
-    """How far a node's country of origin is to be believed.
-
-    ``declared``: someone stated it; ``verified``: it matches a bill of materials checked
-    against what the agent reads; ``mismatch``: the two disagree; ``unknown``: nothing stated.
-    """
-
-    DECLARED = "declared"
-    VERIFIED = "verified"
-    MISMATCH = "mismatch"
-    UNKNOWN = "unknown"
-
-
-class DriftStatus(StrEnum):
-    """Whether the hardware an agent reports is still the identity an admin accepted.
-
-    ``drifted`` nodes are quarantined until an admin acknowledges the new identity.
-    """
-
-    NONE = "none"
-    DRIFTED = "drifted"
-
-
-class ComponentClass(StrEnum):
-    """Component classes whose country of origin procurement asks about."""
-
-    GPU = "gpu"
-    CPU = "cpu"
-    BOARD = "board"
-    NIC = "nic"
-
 
 # -- residency zones and sites ---------------------------------------------------------
 
 
-class ZoneCreate(_Input):
+class ZoneCreate(Input):
     """A new residency zone."""
 
     slug: Slug
@@ -121,7 +38,7 @@ class ZoneCreate(_Input):
     description: Description = ""
 
 
-class ZoneUpdate(_Input):
+class ZoneUpdate(Input):
     """Changes to a zone; omitted fields stay as they are, ``parent: null`` detaches it."""
 
     name: ShortText | None = Field(default=None, min_length=1)
@@ -150,7 +67,7 @@ class ZonePublic(BaseModel):
     updated_at: datetime
 
 
-class SiteCreate(_Input):
+class SiteCreate(Input):
     """A new site (a data center or room) inside a residency zone."""
 
     slug: Slug
@@ -172,7 +89,7 @@ class SitePublic(BaseModel):
 # -- what the agent reports ------------------------------------------------------------
 
 
-class HostFacts(_Input):
+class HostFacts(Input):
     """Host identity and facts the agent reads (DMI fields are null on many VMs)."""
 
     hostname: ShortText = Field(min_length=1)
@@ -191,13 +108,13 @@ class HostFacts(_Input):
     asset_tag: ShortText | None = None
 
 
-class GpuInventory(_Input):
+class GpuInventory(Input):
     """Static facts of one GPU, read once at agent start."""
 
     uuid: Annotated[
         str,
         StringConstraints(strip_whitespace=True, min_length=4, max_length=128),
-        AfterValidator(_storable_text),
+        AfterValidator(storable_text),
     ]
     index: SmallCount
     model: ShortText = Field(min_length=1)
@@ -212,7 +129,7 @@ class GpuInventory(_Input):
     health: ShortText = "unknown"
 
 
-class GpuTelemetry(_Input):
+class GpuTelemetry(Input):
     """One GPU's latest readings; null where the board does not report it."""
 
     uuid: ShortText
@@ -225,14 +142,14 @@ class GpuTelemetry(_Input):
     fan_speed_pct: float | None = Field(default=None, ge=0, le=100)
 
 
-class Inventory(_Input):
+class Inventory(Input):
     """Everything static the agent knows about its host."""
 
     host: HostFacts
     gpus: list[GpuInventory] = Field(default_factory=list, max_length=64)
 
 
-class DeclaredProvenance(_Input):
+class DeclaredProvenance(Input):
     """What the operator declares (agent config, or an admin): origin and placement."""
 
     origin_country: CountryCode | None = Field(
@@ -242,7 +159,7 @@ class DeclaredProvenance(_Input):
     asset_tag: ShortText | None = None
 
 
-class NodeRegister(_Input):
+class NodeRegister(Input):
     """An agent's first contact, authenticated with a bootstrap token."""
 
     inventory: Inventory
@@ -260,7 +177,7 @@ class NodeRegistered(BaseModel):
     heartbeat_interval_seconds: int
 
 
-class Heartbeat(_Input):
+class Heartbeat(Input):
     """Periodic report: telemetry always, the full inventory only when it changed."""
 
     seq: BigCount = Field(ge=1, description="Strictly increasing per node; repeats are dropped.")
@@ -318,7 +235,7 @@ class Drift(BaseModel):
     evidence: dict[str, Any]
 
 
-class DriftAcknowledge(_Input):
+class DriftAcknowledge(Input):
     """An admin accepting a drifted node's reported identity as its new baseline."""
 
     note: Description | None = Field(
@@ -422,7 +339,7 @@ class NodeFilters(BaseModel):
     drift_status: DriftStatus | None = None
 
 
-class NodeUpdate(_Input):
+class NodeUpdate(Input):
     """An admin's change to a node; omitted fields stay as they are.
 
     ``labels`` is a merge patch: a key set to null is removed. ``zone``/``site`` set to
@@ -434,3 +351,156 @@ class NodeUpdate(_Input):
     status: NodeStatus | None = None
     labels: dict[LabelKey, LabelValue | None] | None = None
     provenance: DeclaredProvenance | None = None
+
+
+# -- what audit events of nodes hold (docs/audit.md) -----------------------------------
+
+
+class IdentitySnapshot(BaseModel):
+    """A node's hardware identity and the states drift changes, as drift events record them."""
+
+    identity: NodeIdentity
+    status: NodeStatus
+    drift_status: DriftStatus
+
+
+class DriftDetected(IdentitySnapshot):
+    """After a drift is detected: the reported identity, the quarantine, the differences."""
+
+    differences: list[str]
+
+
+class DriftEvidenceSnapshot(IdentitySnapshot):
+    """Before a drift is acknowledged: the baseline and the evidence of the drift."""
+
+    drift_evidence: dict[str, Any]
+
+
+class DriftAcknowledged(IdentitySnapshot):
+    """After a drift is acknowledged: the accepted identity and the admin's note."""
+
+    note: str | None
+
+
+class NodeStatusSnapshot(BaseModel):
+    """A node's lifecycle status, for events that change nothing else."""
+
+    status: NodeStatus
+
+
+class NodeLastSeen(NodeStatusSnapshot):
+    """A node's status and its last heartbeat, before the offline sweep marks it."""
+
+    last_heartbeat_at: datetime
+
+
+class NodeOffline(NodeStatusSnapshot):
+    """A node marked offline, and why."""
+
+    reason: str
+
+
+# -- a node as stored (what the repository hands the services) ------------------------
+
+
+class NodeRow(BaseModel):
+    """A ``node`` row with its GPU count, checked as it leaves the database.
+
+    Every column, by its name in the table; a column added by a migration must be added
+    here too, or reading a node fails at the repository boundary rather than later.
+    """
+
+    id: UUID
+    hostname: str
+    machine_id: str
+    site_slug: str | None
+    zone_slug: str | None
+    status: NodeStatus
+    labels: dict[str, str]
+    last_heartbeat_at: datetime | None
+    last_heartbeat_seq: int
+    heartbeats_received: int
+    agent_version: str | None
+    os_name: str | None
+    kernel_version: str | None
+    cpu_model: str | None
+    cpu_count: int | None
+    memory_bytes: int | None
+    system_manufacturer: str | None
+    system_model: str | None
+    system_serial: str | None
+    board_vendor: str | None
+    board_name: str | None
+    asset_tag: str | None
+    origin_country: str | None
+    component_origins: dict[str, str]
+    provenance_status: ProvenanceStatus
+    provenance_evidence: dict[str, Any]
+    inventory_hash: str | None
+    identity_baseline: NodeIdentity
+    drift_status: DriftStatus
+    drift_detected_at: datetime | None
+    drift_evidence: dict[str, Any]
+    registered_at: datetime
+    updated_at: datetime
+    gpu_count: int
+
+    @property
+    def provenance(self) -> Provenance:
+        """The node's provenance as the API shows it (also what provenance events hold)."""
+        return Provenance(
+            system_manufacturer=self.system_manufacturer,
+            system_model=self.system_model,
+            system_serial=self.system_serial,
+            board_vendor=self.board_vendor,
+            board_name=self.board_name,
+            asset_tag=self.asset_tag,
+            origin_country=self.origin_country,
+            component_origins=self.component_origins,
+            status=self.provenance_status,
+            evidence=self.provenance_evidence,
+        )
+
+    def public(self) -> NodePublic:
+        """The node as the API lists it."""
+        return NodePublic(
+            id=self.id,
+            hostname=self.hostname,
+            machine_id=self.machine_id,
+            site=self.site_slug,
+            zone=self.zone_slug,
+            status=self.status,
+            labels=self.labels,
+            last_heartbeat_at=self.last_heartbeat_at,
+            last_heartbeat_seq=self.last_heartbeat_seq,
+            heartbeats_received=self.heartbeats_received,
+            agent_version=self.agent_version,
+            os_name=self.os_name,
+            kernel_version=self.kernel_version,
+            cpu_model=self.cpu_model,
+            cpu_count=self.cpu_count,
+            memory_bytes=self.memory_bytes,
+            gpu_count=self.gpu_count,
+            provenance=self.provenance,
+            drift=Drift(
+                status=self.drift_status,
+                detected_at=self.drift_detected_at,
+                evidence=self.drift_evidence,
+            ),
+            registered_at=self.registered_at,
+            updated_at=self.updated_at,
+        )
+
+    def identity_snapshot(self) -> IdentitySnapshot:
+        """The baseline and the states drift changes, as drift events record them."""
+        return IdentitySnapshot(
+            identity=self.identity_baseline, status=self.status, drift_status=self.drift_status
+        )
+
+
+class StaleNode(BaseModel):
+    """A node the offline sweep marked offline: when it was last heard from."""
+
+    id: UUID
+    hostname: str
+    last_heartbeat_at: datetime

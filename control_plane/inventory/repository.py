@@ -4,25 +4,30 @@ Constraint violations become domain errors here, named after the API field they 
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, LiteralString
 from uuid import UUID
 
-from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from control_plane.core.db import (
     DbConnection,
     ErrorFactory,
     fetch_all,
+    fetch_all_as,
     fetch_one,
-    fetch_page,
+    fetch_one_as,
+    fetch_page_as,
     fetch_returning,
+    fetch_returning_as,
     in_use,
     load_queries,
     references,
     translate_integrity_errors,
     unique,
 )
+from control_plane.domain.fleet import NodeStatus
+from control_plane.inventory.models import GpuPublic, NodeRow, SitePublic, StaleNode, ZonePublic
 
 _ZONE_WRITE: dict[str, ErrorFactory] = {
     "residency_zone_pkey": unique("slug", "a zone with this slug already exists"),
@@ -76,19 +81,20 @@ def _with_json(values: dict[str, Any]) -> dict[str, Any]:
 # -- zones and sites -------------------------------------------------------------------
 
 
-def insert_zone(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+def insert_zone(conn: DbConnection, values: dict[str, Any]) -> ZonePublic:
     """Store a new zone."""
-    return fetch_returning(conn, _q("insert_zone"), values, _ZONE_WRITE)
+    return fetch_returning_as(conn, ZonePublic, _q("insert_zone"), values, _ZONE_WRITE)
 
 
-def list_zones(conn: DbConnection) -> list[DictRow]:
+def list_zones(conn: DbConnection) -> list[ZonePublic]:
     """Every zone, by slug."""
-    return fetch_all(conn, _q("list_zones"), {})
+    return fetch_all_as(conn, ZonePublic, _q("list_zones"), {})
 
 
-def get_zone(conn: DbConnection, slug: str, *, for_update: bool = False) -> DictRow | None:
+def get_zone(conn: DbConnection, slug: str, *, for_update: bool = False) -> ZonePublic | None:
     """One zone, optionally locked for the rest of the transaction."""
-    return fetch_one(conn, _q("lock_zone" if for_update else "get_zone"), {"slug": slug})
+    query = _q("lock_zone" if for_update else "get_zone")
+    return fetch_one_as(conn, ZonePublic, query, {"slug": slug})
 
 
 def zone_ancestors(conn: DbConnection, slug: str) -> list[str]:
@@ -96,9 +102,9 @@ def zone_ancestors(conn: DbConnection, slug: str) -> list[str]:
     return [r["slug"] for r in fetch_all(conn, _q("zone_ancestors"), {"slug": slug})]
 
 
-def update_zone(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+def update_zone(conn: DbConnection, values: dict[str, Any]) -> ZonePublic:
     """Overwrite a zone's editable fields."""
-    return fetch_returning(conn, _q("update_zone"), values, _ZONE_WRITE)
+    return fetch_returning_as(conn, ZonePublic, _q("update_zone"), values, _ZONE_WRITE)
 
 
 def delete_zone(conn: DbConnection, slug: str) -> bool:
@@ -107,19 +113,19 @@ def delete_zone(conn: DbConnection, slug: str) -> bool:
         return fetch_one(conn, _q("delete_zone"), {"slug": slug}) is not None
 
 
-def insert_site(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+def insert_site(conn: DbConnection, values: dict[str, Any]) -> SitePublic:
     """Store a new site."""
-    return fetch_returning(conn, _q("insert_site"), values, _SITE_WRITE)
+    return fetch_returning_as(conn, SitePublic, _q("insert_site"), values, _SITE_WRITE)
 
 
-def list_sites(conn: DbConnection) -> list[DictRow]:
+def list_sites(conn: DbConnection) -> list[SitePublic]:
     """Every site, by slug."""
-    return fetch_all(conn, _q("list_sites"), {})
+    return fetch_all_as(conn, SitePublic, _q("list_sites"), {})
 
 
-def get_site(conn: DbConnection, slug: str) -> DictRow | None:
+def get_site(conn: DbConnection, slug: str) -> SitePublic | None:
     """One site, or None."""
-    return fetch_one(conn, _q("get_site"), {"slug": slug})
+    return fetch_one_as(conn, SitePublic, _q("get_site"), {"slug": slug})
 
 
 # -- nodes -----------------------------------------------------------------------------
@@ -127,14 +133,17 @@ def get_site(conn: DbConnection, slug: str) -> DictRow | None:
 
 def search_nodes(
     conn: DbConnection, filters: dict[str, Any], limit: int, offset: int
-) -> tuple[list[DictRow], int]:
+) -> tuple[list[NodeRow], int]:
     """One page of nodes matching ``filters`` and the number that match in all."""
-    return fetch_page(conn, _q("search_nodes"), _q("count_nodes"), filters, limit, offset)
+    return fetch_page_as(
+        conn, NodeRow, _q("search_nodes"), _q("count_nodes"), filters, limit, offset
+    )
 
 
-def get_node(conn: DbConnection, node_id: UUID, *, for_update: bool = False) -> DictRow | None:
+def get_node(conn: DbConnection, node_id: UUID, *, for_update: bool = False) -> NodeRow | None:
     """One node (with ``gpu_count``), optionally locked for the rest of the transaction."""
-    return fetch_one(conn, _q("lock_node" if for_update else "get_node"), {"id": node_id})
+    query = _q("lock_node" if for_update else "get_node")
+    return fetch_one_as(conn, NodeRow, query, {"id": node_id})
 
 
 def find_node_ids_by_hostname(conn: DbConnection, hostname: str) -> list[UUID]:
@@ -142,9 +151,9 @@ def find_node_ids_by_hostname(conn: DbConnection, hostname: str) -> list[UUID]:
     return [r["id"] for r in fetch_all(conn, _q("find_nodes_by_hostname"), {"hostname": hostname})]
 
 
-def lock_node_by_machine_id(conn: DbConnection, machine_id: str) -> DictRow | None:
+def lock_node_by_machine_id(conn: DbConnection, machine_id: str) -> NodeRow | None:
     """The node with this machine id, locked, or None."""
-    return fetch_one(conn, _q("lock_node_by_machine_id"), {"machine_id": machine_id})
+    return fetch_one_as(conn, NodeRow, _q("lock_node_by_machine_id"), {"machine_id": machine_id})
 
 
 def insert_node(conn: DbConnection, values: dict[str, Any]) -> UUID:
@@ -170,11 +179,10 @@ def update_node_admin(conn: DbConnection, values: dict[str, Any]) -> None:
         conn.execute(_q("update_node_admin"), _with_json(values))
 
 
-def record_heartbeat(conn: DbConnection, node_id: UUID, seq: int) -> str:
+def record_heartbeat(conn: DbConnection, node_id: UUID, seq: int) -> NodeStatus:
     """Stamp a heartbeat; an offline node comes back active. Returns the new status."""
     row = fetch_returning(conn, _q("record_heartbeat"), {"id": node_id, "seq": seq})
-    status: str = row["status"]
-    return status
+    return NodeStatus(row["status"])
 
 
 def mark_drifted(conn: DbConnection, node_id: UUID, evidence: dict[str, Any]) -> None:
@@ -191,10 +199,11 @@ def acknowledge_drift(conn: DbConnection, node_id: UUID, baseline: dict[str, Any
 
 def mark_stale_nodes_offline(
     conn: DbConnection, threshold_seconds: float, limit: int
-) -> list[DictRow]:
+) -> list[StaleNode]:
     """Mark up to ``limit`` active nodes silent for ``threshold_seconds`` offline."""
-    return fetch_all(
+    return fetch_all_as(
         conn,
+        StaleNode,
         _q("mark_stale_nodes_offline"),
         {"threshold_seconds": threshold_seconds, "limit": limit},
     )
@@ -203,9 +212,9 @@ def mark_stale_nodes_offline(
 # -- GPUs ------------------------------------------------------------------------------
 
 
-def node_gpus(conn: DbConnection, node_id: UUID) -> list[DictRow]:
+def node_gpus(conn: DbConnection, node_id: UUID) -> list[GpuPublic]:
     """A node's GPUs by index."""
-    return fetch_all(conn, _q("node_gpus"), {"node_id": node_id})
+    return fetch_all_as(conn, GpuPublic, _q("node_gpus"), {"node_id": node_id})
 
 
 def upsert_gpu(conn: DbConnection, values: dict[str, Any]) -> bool:
@@ -230,11 +239,30 @@ def update_gpu_telemetry(
 # -- fleet gauges ----------------------------------------------------------------------
 
 
-def fleet_node_counts(conn: DbConnection) -> list[DictRow]:
+@dataclass(frozen=True, slots=True)
+class NodeCount:
+    """Nodes in one zone, status and origin country ("" for none), for the fleet gauges."""
+
+    zone: str
+    status: str
+    origin_country: str
+    nodes: int
+
+
+@dataclass(frozen=True, slots=True)
+class GpuCount:
+    """GPUs of one model in one zone ("" for none), for the fleet gauges."""
+
+    zone: str
+    model: str
+    gpus: int
+
+
+def fleet_node_counts(conn: DbConnection) -> list[NodeCount]:
     """Nodes by zone, status and origin country, for metrics."""
-    return fetch_all(conn, _q("fleet_node_counts"), {})
+    return fetch_all_as(conn, NodeCount, _q("fleet_node_counts"), {})
 
 
-def fleet_gpu_counts(conn: DbConnection) -> list[DictRow]:
+def fleet_gpu_counts(conn: DbConnection) -> list[GpuCount]:
     """GPUs by zone and model, for metrics."""
-    return fetch_all(conn, _q("fleet_gpu_counts"), {})
+    return fetch_all_as(conn, GpuCount, _q("fleet_gpu_counts"), {})

@@ -6,10 +6,10 @@ second run finds nothing stale and changes nothing.
 
 from celery import Celery
 
-from control_plane.audit.models import AuditContext
+from control_plane.core.audit_log import AuditContext
 from control_plane.core.db import connect
 from control_plane.core.settings import Settings
-from control_plane.inventory import service
+from control_plane.inventory import agents
 
 #: Nodes marked per transaction. Each one costs an UPDATE row and an audit event, linked
 #: under the chain lock at commit, so 500 keeps one transaction (and that commit) well
@@ -32,7 +32,7 @@ def register(app: Celery, settings: Settings) -> None:
     def mark_offline_nodes(self: object) -> int:
         """Mark nodes that missed three heartbeats offline; re-enqueue if a batch was full."""
         with connect(settings.database_url) as conn:
-            marked = service.mark_stale_nodes_offline(
+            marked = agents.mark_stale_nodes_offline(
                 conn,
                 SWEEP_ACTOR,
                 heartbeat_interval_seconds=settings.heartbeat_interval_seconds,

@@ -9,9 +9,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response, status
 
+from control_plane.access.http import require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.errors import InvalidInputError
-from control_plane.core.http import Conn, Limit, Offset, RequestId, require
+from control_plane.core.http import Conn, Limit, Offset, RequestId
 from control_plane.policy import service
 from control_plane.policy.documents import load_documents, split_documents
 from control_plane.policy.service import CompiledPolicySets

@@ -20,9 +20,10 @@ import yaml
 from pydantic import ValidationError
 
 from control_plane.core.errors import InvalidInputError
-from control_plane.inventory.models import ProvenanceStatus
+from control_plane.domain.decisions import EnforcementAction
+from control_plane.domain.fleet import ProvenanceStatus
 from control_plane.policy import conditions
-from control_plane.policy.models import PROVENANCE_RANK, EnforcementAction, PolicyDocument
+from control_plane.policy.models import PROVENANCE_RANK, PolicyDocument
 
 
 def load_documents(text: str, *, source: str | None = None) -> list[dict[str, Any]]:

@@ -40,16 +40,14 @@ from typing import Any
 import cel
 
 from control_plane.core.errors import NotFoundError
-from control_plane.inventory.models import ComponentClass, DriftStatus, NodeStatus
+from control_plane.domain.classification import Classification
+from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
+from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus
 from control_plane.policy import conditions
 from control_plane.policy.documents import CelCondition, CompiledPolicy, PolicySet, either
 from control_plane.policy.models import (
-    Classification,
     DataAssetView,
     Decision,
-    DecisionOutcome,
-    EnforcementAction,
-    EnforcementPoint,
     ModelView,
     NodeView,
     Reason,

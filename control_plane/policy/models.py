@@ -16,62 +16,21 @@ Three kinds of things live here:
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Annotated, Any
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Field,
     StringConstraints,
     field_validator,
 )
 
-from control_plane.core.countries import CountryCode
-from control_plane.inventory.models import (
-    ComponentClass,
-    Description,
-    DriftStatus,
-    LabelKey,
-    LabelValue,
-    NodeStatus,
-    ProvenanceStatus,
-    Slug,
-)
-from control_plane.registry.models import Classification as Classification
-
-
-class EnforcementAction(StrEnum):
-    """What a policy's violation does.
-
-    ``deny`` refuses the workload or the node; ``warn`` admits it and says why it should
-    not have been; ``dryrun`` changes nothing and records what the policy would have done,
-    so a new policy can be watched before it is enforced.
-    """
-
-    DENY = "deny"
-    WARN = "warn"
-    DRYRUN = "dryrun"
-
-
-class EnforcementPoint(StrEnum):
-    """Which caller asked for a decision; recorded on it so evidence says where it came from."""
-
-    API = "api"
-    WEBHOOK = "webhook"
-    SWEEP = "sweep"
-    WHATIF = "whatif"
-    CLI = "cli"
-
-
-class DecisionOutcome(StrEnum):
-    """The verdict on a workload (or on a running workload's node)."""
-
-    ADMITTED = "admitted"
-    DENIED = "denied"
-    ADMITTED_WITH_WARNINGS = "admitted_with_warnings"
-
+from control_plane.domain.classification import Classification
+from control_plane.domain.countries import CountryCode
+from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
+from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus, ProvenanceStatus
+from control_plane.domain.types import Description, Input, LabelKey, LabelValue, Slug
 
 #: How far each provenance status goes towards a policy's minimum; ``mismatch`` never does.
 PROVENANCE_RANK: Mapping[ProvenanceStatus, int] = {
@@ -82,12 +41,6 @@ PROVENANCE_RANK: Mapping[ProvenanceStatus, int] = {
 
 
 # -- policy documents ------------------------------------------------------------------
-
-
-class _Input(BaseModel):
-    """Policy documents reject unknown fields, so a misspelt requirement is an error."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 def _lower(value: object) -> object:
@@ -104,7 +57,7 @@ RuleName = Annotated[
 Expression = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
 
 
-class Selector(_Input):
+class Selector(Input):
     """Which workloads a policy applies to; an empty selector applies to all of them.
 
     Every field given must match: the workload's tenant is one of ``tenants``; one of its
@@ -118,7 +71,7 @@ class Selector(_Input):
     model_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
 
 
-class CelRule(_Input):
+class CelRule(Input):
     """A condition in CEL for what the structured requirements cannot say; it must be true."""
 
     name: RuleName
@@ -128,7 +81,7 @@ class CelRule(_Input):
     )
 
 
-class Requirements(_Input):
+class Requirements(Input):
     """What a selected workload requires; an empty list means no constraint of that kind.
 
     ``compute_zones`` and ``compute_countries`` together are the allowed places: a node is
@@ -159,7 +112,7 @@ class Requirements(_Input):
         return value
 
 
-class PolicyDocument(_Input):
+class PolicyDocument(Input):
     """One residency policy as its author writes it (YAML or JSON)."""
 
     name: Slug
@@ -288,6 +241,15 @@ class Reason:
             "action": self.action.value,
             "message": self.message,
         }
+
+
+class ReasonPublic(BaseModel):
+    """One reason behind a decision: a policy's finding, the baseline's, or the quota's."""
+
+    policy: str | None
+    rule: str
+    action: str
+    message: str
 
 
 @dataclass(frozen=True, slots=True)

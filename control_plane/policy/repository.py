@@ -8,16 +8,22 @@ keeps version numbers gapless.
 from collections.abc import Sequence
 from typing import Any, LiteralString
 
-from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from control_plane.core.db import (
     DbConnection,
     fetch_all,
-    fetch_one,
-    fetch_page,
-    fetch_returning,
+    fetch_all_as,
+    fetch_one_as,
+    fetch_page_as,
+    fetch_returning_as,
     load_queries,
+)
+from control_plane.policy.store_models import (
+    MemberDocument,
+    PolicySetPublic,
+    StoredDocument,
+    StoredVersion,
 )
 
 
@@ -35,53 +41,57 @@ def zone_slugs(conn: DbConnection) -> set[str]:
     return {row["slug"] for row in fetch_all(conn, _q("zone_slugs"), {})}
 
 
-def latest_version(conn: DbConnection, name: str) -> DictRow | None:
+def latest_version(conn: DbConnection, name: str) -> StoredVersion | None:
     """A policy's latest version (without its document), or None if it was never applied."""
-    return fetch_one(conn, _q("latest_version"), {"name": name})
+    return fetch_one_as(conn, StoredVersion, _q("latest_version"), {"name": name})
 
 
-def latest_versions(conn: DbConnection) -> list[DictRow]:
+def latest_versions(conn: DbConnection) -> list[StoredDocument]:
     """Every policy's latest version with its document, by name."""
-    return fetch_all(conn, _q("latest_versions"), {})
+    return fetch_all_as(conn, StoredDocument, _q("latest_versions"), {})
 
 
-def insert_version(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+def insert_version(conn: DbConnection, values: dict[str, Any]) -> StoredVersion:
     """Store a new version of a policy; ``document`` is the validated document as JSON."""
-    return fetch_returning(
-        conn, _q("insert_version"), {**values, "document": Jsonb(values["document"])}
+    params = {**values, "document": Jsonb(values["document"])}
+    return fetch_returning_as(conn, StoredVersion, _q("insert_version"), params)
+
+
+def policy_versions(conn: DbConnection, name: str) -> list[StoredDocument]:
+    """Every version of one policy with its document, oldest first."""
+    return fetch_all_as(conn, StoredDocument, _q("policy_versions"), {"name": name})
+
+
+def get_version(conn: DbConnection, name: str, version: int) -> StoredDocument | None:
+    """One version of a policy with its document, or None."""
+    params = {"name": name, "version": version}
+    return fetch_one_as(conn, StoredDocument, _q("get_version"), params)
+
+
+def member_documents(conn: DbConnection, members: Sequence[dict[str, Any]]) -> list[MemberDocument]:
+    """The stored documents of ``members`` (``{name, version}`` each), by name."""
+    params = {"members": Jsonb(list(members))}
+    return fetch_all_as(conn, MemberDocument, _q("member_documents"), params)
+
+
+def active_set(conn: DbConnection) -> PolicySetPublic | None:
+    """The active policy set (the last activated), or None if none ever was."""
+    return fetch_one_as(conn, PolicySetPublic, _q("active_set"), {})
+
+
+def get_set(conn: DbConnection, version: int) -> PolicySetPublic | None:
+    """One policy set by version, or None."""
+    return fetch_one_as(conn, PolicySetPublic, _q("get_set"), {"version": version})
+
+
+def list_sets(conn: DbConnection, limit: int, offset: int) -> tuple[list[PolicySetPublic], int]:
+    """A page of policy sets, newest first, and how many there are."""
+    return fetch_page_as(
+        conn, PolicySetPublic, _q("list_sets"), _q("count_sets"), {}, limit, offset
     )
 
 
-def policy_versions(conn: DbConnection, name: str) -> list[DictRow]:
-    """Every version of one policy with its document, oldest first."""
-    return fetch_all(conn, _q("policy_versions"), {"name": name})
-
-
-def get_version(conn: DbConnection, name: str, version: int) -> DictRow | None:
-    """One version of a policy with its document, or None."""
-    return fetch_one(conn, _q("get_version"), {"name": name, "version": version})
-
-
-def member_documents(conn: DbConnection, members: Sequence[dict[str, Any]]) -> list[DictRow]:
-    """The stored documents of ``members`` (``{name, version}`` each), by name."""
-    return fetch_all(conn, _q("member_documents"), {"members": Jsonb(list(members))})
-
-
-def active_set(conn: DbConnection) -> DictRow | None:
-    """The active policy set (the last activated), or None if none ever was."""
-    return fetch_one(conn, _q("active_set"), {})
-
-
-def get_set(conn: DbConnection, version: int) -> DictRow | None:
-    """One policy set by version, or None."""
-    return fetch_one(conn, _q("get_set"), {"version": version})
-
-
-def list_sets(conn: DbConnection, limit: int, offset: int) -> tuple[list[DictRow], int]:
-    """A page of policy sets, newest first, and how many there are."""
-    return fetch_page(conn, _q("list_sets"), _q("count_sets"), {}, limit, offset)
-
-
-def insert_set(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+def insert_set(conn: DbConnection, values: dict[str, Any]) -> PolicySetPublic:
     """Store a policy set as activated; ``members`` is a list of ``{name, version}``."""
-    return fetch_returning(conn, _q("insert_set"), {**values, "members": Jsonb(values["members"])})
+    params = {**values, "members": Jsonb(values["members"])}
+    return fetch_returning_as(conn, PolicySetPublic, _q("insert_set"), params)

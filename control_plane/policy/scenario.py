@@ -11,24 +11,15 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
-from control_plane.core.countries import CountryCode
 from control_plane.core.errors import InvalidInputError
-from control_plane.inventory.models import (
-    BigCount,
-    ComponentClass,
-    DriftStatus,
-    LabelKey,
-    LabelValue,
-    NodeStatus,
-    ProvenanceStatus,
-    ShortText,
-    Slug,
-)
+from control_plane.domain.classification import Classification
+from control_plane.domain.countries import CountryCode
+from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus, ProvenanceStatus
+from control_plane.domain.types import BigCount, Input, LabelKey, LabelValue, ShortText, Slug
 from control_plane.policy.documents import Problem, invalid, validation_problems
 from control_plane.policy.models import (
-    Classification,
     DataAssetView,
     DestinationView,
     GpuView,
@@ -42,11 +33,7 @@ Labels = dict[LabelKey, LabelValue]
 Name = Annotated[ShortText, Field(min_length=1)]
 
 
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ScenarioZone(_Input):
+class ScenarioZone(Input):
     """A residency zone: slug, country, and the zone it lies in."""
 
     slug: Slug
@@ -54,7 +41,7 @@ class ScenarioZone(_Input):
     parent: Slug | None = None
 
 
-class ScenarioDataset(_Input):
+class ScenarioDataset(Input):
     """A dataset the workload reads."""
 
     name: Name
@@ -63,7 +50,7 @@ class ScenarioDataset(_Input):
     labels: Labels = Field(default_factory=dict)
 
 
-class ScenarioModel(_Input):
+class ScenarioModel(Input):
     """A model the workload loads."""
 
     name: Name
@@ -75,14 +62,14 @@ class ScenarioModel(_Input):
     license: ShortText | None = None
 
 
-class ScenarioOutput(_Input):
+class ScenarioOutput(Input):
     """Where the workload writes its results."""
 
     name: Name
     zone: Slug | None = None
 
 
-class ScenarioWorkload(_Input):
+class ScenarioWorkload(Input):
     """The workload asking to run."""
 
     tenant: Slug
@@ -96,7 +83,7 @@ class ScenarioWorkload(_Input):
     labels: Labels = Field(default_factory=dict)
 
 
-class ScenarioGpu(_Input):
+class ScenarioGpu(Input):
     """Free GPUs of one kind on a node; ``count`` repeats it (UUIDs are made up if absent)."""
 
     model: Name
@@ -106,7 +93,7 @@ class ScenarioGpu(_Input):
     count: int = Field(default=1, ge=1, le=64)
 
 
-class ScenarioNode(_Input):
+class ScenarioNode(Input):
     """A GPU server; ``id`` defaults to the hostname."""
 
     hostname: Name
@@ -126,7 +113,7 @@ class ScenarioNode(_Input):
         return self.id or self.hostname
 
 
-class Scenario(_Input):
+class Scenario(Input):
     """A whole scenario: zones, one workload, and the nodes it could run on."""
 
     zones: list[ScenarioZone] = Field(default_factory=list)

@@ -13,7 +13,7 @@ Three steps, each audited in its own transaction:
 ``CompiledPolicySets`` held per process, each set is compiled once. ``candidate_set``
 compiles what applying documents and then activating by default would enforce, storing
 nothing, for what-if. Activation and rollback ask for a compliance evaluation
-(``compliance.outbox``) in their transaction.
+(``core.outbox``) in their transaction.
 """
 
 import logging
@@ -23,14 +23,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg.rows import DictRow
-
-from control_plane.audit import service as audit
-from control_plane.audit.models import AuditContext
-from control_plane.compliance.models import EvaluationTrigger
-from control_plane.compliance.outbox import request_evaluation
+from control_plane.core.audit_log import AuditContext, record_change, transaction
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, InvalidInputError, NotFoundError
+from control_plane.core.outbox import request_evaluation
+from control_plane.domain.audit import AuditAction
+from control_plane.domain.compliance import EvaluationTrigger
 from control_plane.policy import repository
 from control_plane.policy.documents import (
     PolicySet,
@@ -43,12 +41,19 @@ from control_plane.policy.store_models import (
     AppliedPolicy,
     CandidateMember,
     MemberSource,
+    PolicyApplied,
     PolicySetActivate,
+    PolicySetActivated,
+    PolicySetMembers,
     PolicySetPage,
     PolicySetPublic,
+    PolicySetRef,
     PolicySetRollback,
     PolicySummary,
     PolicyVersionPublic,
+    PolicyVersionRef,
+    StoredDocument,
+    StoredVersion,
 )
 
 log = logging.getLogger(__name__)
@@ -60,8 +65,9 @@ EMPTY_SET_HASH = content_hash([])
 # -- reading ---------------------------------------------------------------------------
 
 
-def _set_public(row: DictRow | None) -> PolicySetPublic:
-    if row is None:
+def _set_public(stored: PolicySetPublic | None) -> PolicySetPublic:
+    """A stored set, or the empty set of version 0 in force before any activation."""
+    if stored is None:
         return PolicySetPublic(
             version=0,
             content_hash=EMPTY_SET_HASH,
@@ -72,7 +78,7 @@ def _set_public(row: DictRow | None) -> PolicySetPublic:
             previous_version=None,
             restores_version=None,
         )
-    return PolicySetPublic.model_validate(row)
+    return stored
 
 
 def _members(policy_set: PolicySetPublic) -> dict[str, int]:
@@ -86,10 +92,8 @@ def get_active_set(conn: DbConnection) -> PolicySetPublic:
 
 def list_sets(conn: DbConnection, limit: int, offset: int) -> PolicySetPage:
     """Every policy set ever activated, newest (the active one) first."""
-    rows, total = repository.list_sets(conn, limit, offset)
-    return PolicySetPage(
-        items=[_set_public(row) for row in rows], total=total, limit=limit, offset=offset
-    )
+    items, total = repository.list_sets(conn, limit, offset)
+    return PolicySetPage(items=items, total=total, limit=limit, offset=offset)
 
 
 def list_policies(conn: DbConnection) -> list[PolicySummary]:
@@ -97,48 +101,50 @@ def list_policies(conn: DbConnection) -> list[PolicySummary]:
     active = _members(get_active_set(conn))
     return [
         PolicySummary(
-            name=row["name"],
-            version=row["version"],
-            content_hash=row["content_hash"],
-            created_at=row["created_at"],
-            created_by=row["created_by"],
-            description=row["document"].get("description", ""),
-            enforcement_action=row["document"]["enforcement_action"],
-            active_version=active.get(row["name"]),
-            active=active.get(row["name"]) == row["version"],
+            name=stored.name,
+            version=stored.version,
+            content_hash=stored.content_hash,
+            created_at=stored.created_at,
+            created_by=stored.created_by,
+            description=stored.document.get("description", ""),
+            enforcement_action=stored.document["enforcement_action"],
+            active_version=active.get(stored.name),
+            active=active.get(stored.name) == stored.version,
         )
-        for row in repository.latest_versions(conn)
+        for stored in repository.latest_versions(conn)
     ]
 
 
-def _version_public(row: DictRow, active: Mapping[str, int]) -> PolicyVersionPublic:
-    return PolicyVersionPublic(**row, active=active.get(row["name"]) == row["version"])
+def _version_public(stored: StoredDocument, active: Mapping[str, int]) -> PolicyVersionPublic:
+    return PolicyVersionPublic(
+        **stored.model_dump(), active=active.get(stored.name) == stored.version
+    )
 
 
 def policy_history(conn: DbConnection, name: str) -> list[PolicyVersionPublic]:
     """Every version of one policy, oldest first (404 if it was never applied)."""
-    rows = repository.policy_versions(conn, name)
-    if not rows:
+    versions = repository.policy_versions(conn, name)
+    if not versions:
         raise NotFoundError(f"policy {name!r} does not exist")
     active = _members(get_active_set(conn))
-    return [_version_public(row, active) for row in rows]
+    return [_version_public(stored, active) for stored in versions]
 
 
 def get_policy_version(conn: DbConnection, name: str, version: int) -> PolicyVersionPublic:
     """One version of a policy (404 if the policy or the version does not exist)."""
-    row = repository.get_version(conn, name, version)
-    if row is None:
+    stored = repository.get_version(conn, name, version)
+    if stored is None:
         if repository.latest_version(conn, name) is None:
             raise NotFoundError(f"policy {name!r} does not exist")
         raise NotFoundError(f"policy {name!r} has no version {version}")
-    return _version_public(row, _members(get_active_set(conn)))
+    return _version_public(stored, _members(get_active_set(conn)))
 
 
 # -- applying documents ----------------------------------------------------------------
 
 
-def _set_summary(policy_set: PolicySetPublic) -> dict[str, Any]:
-    return {"version": policy_set.version, "content_hash": policy_set.content_hash}
+def _set_ref(policy_set: PolicySetPublic) -> PolicySetRef:
+    return PolicySetRef(version=policy_set.version, content_hash=policy_set.content_hash)
 
 
 def _validated(conn: DbConnection, documents: Sequence[Mapping[str, Any]]) -> list[PolicyDocument]:
@@ -160,56 +166,58 @@ def apply_policies(
     """
     validated = _validated(conn, documents)
     applied: list[AppliedPolicy] = []
-    events: list[tuple[DictRow | None, DictRow, PolicyDocument]] = []
-    with conn.transaction():
+    events: list[tuple[StoredVersion | None, StoredVersion, PolicyDocument]] = []
+    with transaction(conn):
         repository.lock_store(conn)
         for doc in validated:
             digest = content_hash([doc])
             latest = repository.latest_version(conn, doc.name)
-            if latest is not None and latest["content_hash"] == digest:
+            if latest is not None and latest.content_hash == digest:
                 applied.append(
                     AppliedPolicy(
-                        name=doc.name, version=latest["version"], content_hash=digest, created=False
+                        name=doc.name, version=latest.version, content_hash=digest, created=False
                     )
                 )
                 continue
-            row = repository.insert_version(
+            stored = repository.insert_version(
                 conn,
                 {
                     "name": doc.name,
-                    "version": 1 if latest is None else latest["version"] + 1,
+                    "version": 1 if latest is None else latest.version + 1,
                     "document": doc.model_dump(mode="json"),
                     "content_hash": digest,
                     "created_by": ctx.actor_name,
                 },
             )
-            applied.append(AppliedPolicy(**row, created=True))
-            events.append((latest, row, doc))
+            applied.append(
+                AppliedPolicy(
+                    name=stored.name,
+                    version=stored.version,
+                    content_hash=stored.content_hash,
+                    created=True,
+                )
+            )
+            events.append((latest, stored, doc))
         # What is enforced does not change; the events say which set still is.
-        enforced = _set_summary(get_active_set(conn))
-        for latest, row, doc in events:
-            audit.record(
+        enforced = _set_ref(get_active_set(conn))
+        for latest, stored, doc in events:
+            record_change(
                 conn,
                 ctx,
-                action="policy.applied",
-                object_type="policy",
-                object_id=doc.name,
-                before=None
-                if latest is None
-                else {
-                    "name": doc.name,
-                    "version": latest["version"],
-                    "content_hash": latest["content_hash"],
-                },
-                after={
-                    "name": doc.name,
-                    "version": row["version"],
-                    "content_hash": row["content_hash"],
-                    "document": doc.model_dump(mode="json"),
-                    "active_policy_set": enforced,
-                },
+                AuditAction.POLICY_APPLIED,
+                doc.name,
+                before=None if latest is None else _version_ref(latest),
+                after=PolicyApplied(
+                    **_version_ref(stored).model_dump(), document=doc, active_policy_set=enforced
+                ),
             )
     return applied
+
+
+def _version_ref(stored: StoredVersion) -> PolicyVersionRef:
+    return PolicyVersionRef(
+        name=stored.name, version=stored.version, content_hash=stored.content_hash
+    )
 
 
 # -- activating and rolling back -------------------------------------------------------
@@ -217,7 +225,7 @@ def apply_policies(
 
 def _chosen_members(conn: DbConnection, choice: PolicySetActivate) -> dict[str, int]:
     """The members ``choice`` asks for, checked against what is stored (422 naming the field)."""
-    latest = {row["name"]: row["version"] for row in repository.latest_versions(conn)}
+    latest = {stored.name: stored.version for stored in repository.latest_versions(conn)}
     if choice.members is None:
         members = dict(latest)
     else:
@@ -272,22 +280,20 @@ def _store_set(
         )
     listed = [{"name": name, "version": members[name]} for name in sorted(members)]
     documents = [
-        PolicyDocument.model_validate(row["document"])
-        for row in repository.member_documents(conn, listed)
+        PolicyDocument.model_validate(member.document)
+        for member in repository.member_documents(conn, listed)
     ]
-    created = _set_public(
-        repository.insert_set(
-            conn,
-            {
-                "version": active.version + 1,
-                "content_hash": content_hash(documents),
-                "members": listed,
-                "activated_by": ctx.actor_name,
-                "note": note,
-                "previous_version": active.version or None,
-                "restores_version": restores,
-            },
-        )
+    created = repository.insert_set(
+        conn,
+        {
+            "version": active.version + 1,
+            "content_hash": content_hash(documents),
+            "members": listed,
+            "activated_by": ctx.actor_name,
+            "note": note,
+            "previous_version": active.version or None,
+            "restores_version": restores,
+        },
     )
     request_evaluation(
         conn,
@@ -301,16 +307,22 @@ def _store_set(
             "restores_version": restores,
         },
     )
-    audit.record(
+    record_change(
         conn,
         ctx,
-        action="policy_set.activated" if restores is None else "policy_set.rolled_back",
-        object_type="policy_set",
-        object_id=str(created.version),
-        before=active.model_dump(mode="json", include={"version", "content_hash", "members"}),
-        after=created.model_dump(
-            mode="json",
-            include={"version", "content_hash", "members", "note", "restores_version"},
+        AuditAction.POLICY_SET_ACTIVATED
+        if restores is None
+        else AuditAction.POLICY_SET_ROLLED_BACK,
+        str(created.version),
+        before=PolicySetMembers(
+            version=active.version, content_hash=active.content_hash, members=active.members
+        ),
+        after=PolicySetActivated(
+            version=created.version,
+            content_hash=created.content_hash,
+            members=created.members,
+            note=created.note,
+            restores_version=created.restores_version,
         ),
     )
     return created
@@ -323,7 +335,7 @@ def activate(conn: DbConnection, ctx: AuditContext, choice: PolicySetActivate) -
     ``without`` leaves policies out. An empty set, or one with exactly the active set's
     members, is 409. Audited as ``policy_set.activated``.
     """
-    with conn.transaction():
+    with transaction(conn):
         repository.lock_store(conn)
         active = get_active_set(conn)
         return _store_set(
@@ -344,7 +356,7 @@ def rollback(conn: DbConnection, ctx: AuditContext, request: PolicySetRollback) 
     back to or the target has the active set's members. Audited as
     ``policy_set.rolled_back``.
     """
-    with conn.transaction():
+    with transaction(conn):
         repository.lock_store(conn)
         active = get_active_set(conn)
         target_version = request.to_version or active.previous_version
@@ -353,12 +365,11 @@ def rollback(conn: DbConnection, ctx: AuditContext, request: PolicySetRollback) 
                 "there is no earlier policy set to roll back to",
                 details={"reason": "no_previous", "active_version": active.version},
             )
-        row = repository.get_set(conn, target_version)
-        if row is None:
+        target = repository.get_set(conn, target_version)
+        if target is None:
             raise InvalidInputError.for_field(
                 "to_version", f"policy set {target_version} does not exist", target_version
             )
-        target = _set_public(row)
         return _store_set(
             conn,
             ctx,
@@ -405,7 +416,7 @@ class CompiledPolicySets:
 
 def _compile(conn: DbConnection, policy_set: PolicySetPublic) -> PolicySet:
     listed = [member.model_dump() for member in policy_set.members]
-    documents = [row["document"] for row in repository.member_documents(conn, listed)]
+    documents = [member.document for member in repository.member_documents(conn, listed)]
     # Zones were checked when each document was applied; one deleted since must not stop
     # the active set from compiling.
     compiled = compile_policy_set(documents, policy_set.version, known_zones=None)
@@ -468,17 +479,20 @@ def candidate_set(conn: DbConnection, documents: Sequence[Mapping[str, Any]]) ->
     validated = _validated(conn, documents)
     proposed = {doc.name for doc in validated}
     # A default activation's members are the latest versions, read here with their documents.
-    kept = [row for row in repository.latest_versions(conn) if row["name"] not in proposed]
+    kept = [stored for stored in repository.latest_versions(conn) if stored.name not in proposed]
     active = get_active_set(conn)
     compiled = compile_policy_set(
-        [*(row["document"] for row in kept), *(doc.model_dump(mode="json") for doc in validated)],
+        [
+            *(stored.document for stored in kept),
+            *(doc.model_dump(mode="json") for doc in validated),
+        ],
         active.version + 1,
         known_zones=None,  # checked: stored documents when applied, proposed ones above
     )
     members = [
         *(
-            CandidateMember(name=row["name"], version=row["version"], source=MemberSource.STORED)
-            for row in kept
+            CandidateMember(name=stored.name, version=stored.version, source=MemberSource.STORED)
+            for stored in kept
         ),
         *(
             CandidateMember(name=name, version=None, source=MemberSource.CANDIDATE)

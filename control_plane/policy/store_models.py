@@ -9,21 +9,16 @@ with the highest version is the active one.
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from control_plane.inventory.models import Description, Slug
-from control_plane.policy.models import EnforcementAction, PolicyDocument
+from control_plane.domain.decisions import EnforcementAction
+from control_plane.domain.types import Description, Input, Slug
+from control_plane.policy.models import PolicyDocument
 
 #: A policy or policy-set version number: 1, 2, 3, ... (PostgreSQL ``integer``).
 VersionNumber = Annotated[int, Field(ge=1, le=2**31 - 1)]
-
-
-class _Input(BaseModel):
-    """Request bodies reject unknown fields, so a typo is an error rather than ignored."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class PolicyVersionPublic(BaseModel):
@@ -65,7 +60,7 @@ class AppliedPolicy(BaseModel):
     )
 
 
-class PolicySetMember(_Input):
+class PolicySetMember(Input):
     """One policy of a set, at a version."""
 
     name: Slug
@@ -91,6 +86,13 @@ class PolicySetPublic(BaseModel):
     )
 
 
+class PolicySetRef(BaseModel):
+    """A policy set by version and content hash."""
+
+    version: int
+    content_hash: str
+
+
 class PolicySetPage(BaseModel):
     """A page of policy sets, newest first, and how many there are."""
 
@@ -100,14 +102,14 @@ class PolicySetPage(BaseModel):
     offset: int
 
 
-class MemberChoice(_Input):
+class MemberChoice(Input):
     """A policy to put in a set; without ``version``, its latest version."""
 
     name: Slug
     version: VersionNumber | None = None
 
 
-class PolicySetActivate(_Input):
+class PolicySetActivate(Input):
     """Which set to make active.
 
     Without ``members``: the latest version of every stored policy. ``without`` then
@@ -119,7 +121,7 @@ class PolicySetActivate(_Input):
     note: Description = ""
 
 
-class PolicySetRollback(_Input):
+class PolicySetRollback(Input):
     """Make an earlier set's members active again, as a new set.
 
     Without ``to_version``: the set that was active before the current one.
@@ -142,3 +144,61 @@ class CandidateMember(BaseModel):
     name: str
     version: int | None = Field(description="The stored version; null for a proposed document.")
     source: MemberSource
+
+
+# -- rows as the repository hands them over ---------------------------------------------
+
+
+class StoredVersion(BaseModel):
+    """One stored version of a policy, without its document."""
+
+    name: str
+    version: int
+    content_hash: str
+    created_at: datetime
+    created_by: str
+
+
+class StoredDocument(StoredVersion):
+    """One stored version of a policy with its document, as stored (validated when applied)."""
+
+    document: dict[str, Any]
+
+
+class MemberDocument(BaseModel):
+    """A policy set member's stored document."""
+
+    name: str
+    version: int
+    document: dict[str, Any]
+
+
+# -- what audit events of the policy store hold (docs/audit.md) -----------------------
+
+
+class PolicyVersionRef(BaseModel):
+    """A policy version by name, number and content hash."""
+
+    name: str
+    version: int
+    content_hash: str
+
+
+class PolicyApplied(PolicyVersionRef):
+    """A policy version just stored, with its document and the set still enforced."""
+
+    document: PolicyDocument
+    active_policy_set: PolicySetRef
+
+
+class PolicySetMembers(PolicySetRef):
+    """A policy set with its members: what an activation replaces."""
+
+    members: list[PolicySetMember]
+
+
+class PolicySetActivated(PolicySetMembers):
+    """A policy set just made active, why, and which earlier set it restores if any."""
+
+    note: str
+    restores_version: int | None

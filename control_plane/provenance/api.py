@@ -4,8 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
+from control_plane.access.http import require
 from control_plane.access.models import Permission, Principal
-from control_plane.core.http import Conn, RequestId, require
+from control_plane.core.http import Conn, RequestId
 from control_plane.provenance import service
 from control_plane.provenance.models import BomImport, ImportResult
 

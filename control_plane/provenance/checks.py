@@ -8,7 +8,7 @@ node has none the BOM's are adopted, but they never verify anything.
 
 from dataclasses import dataclass
 
-from control_plane.inventory.models import ComponentClass
+from control_plane.domain.fleet import ComponentClass
 from control_plane.provenance.bom import BomServer
 from control_plane.provenance.models import (
     BomComponent,

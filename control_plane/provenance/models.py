@@ -13,8 +13,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from control_plane.core.countries import CountryCode
-from control_plane.inventory.models import ShortText
+from control_plane.domain.countries import CountryCode
+from control_plane.domain.types import ShortText
 
 #: A BOM is checked in one transaction that locks every node it names, so its size is
 #: capped: 10 000 rows is about a thousand 8-GPU servers, checked in well under a second.

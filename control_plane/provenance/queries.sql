@@ -1,9 +1,10 @@
 -- name: lock_nodes_for_bom
 -- Every node a BOM could name, locked in id order so concurrent imports cannot deadlock.
-SELECT * FROM node
-WHERE system_serial = ANY(%(system_serials)s) OR asset_tag = ANY(%(asset_tags)s)
-ORDER BY id
-FOR UPDATE;
+SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id) AS gpu_count
+FROM node n
+WHERE n.system_serial = ANY(%(system_serials)s) OR n.asset_tag = ANY(%(asset_tags)s)
+ORDER BY n.id
+FOR UPDATE OF n;
 
 -- name: gpu_serials
 -- What the agents read; null where a GPU did not report its serial.
@@ -15,4 +16,4 @@ SET origin_country = %(origin_country)s, component_origins = %(component_origins
     provenance_status = %(provenance_status)s, provenance_evidence = %(provenance_evidence)s,
     updated_at = now()
 WHERE id = %(id)s
-RETURNING *;
+RETURNING *, (SELECT count(*) FROM gpu g WHERE g.node_id = node.id) AS gpu_count;

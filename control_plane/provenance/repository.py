@@ -9,10 +9,16 @@ from collections.abc import Sequence
 from typing import Any, LiteralString
 from uuid import UUID
 
-from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
-from control_plane.core.db import DbConnection, fetch_all, fetch_returning, load_queries
+from control_plane.core.db import (
+    DbConnection,
+    fetch_all,
+    fetch_all_as,
+    fetch_returning_as,
+    load_queries,
+)
+from control_plane.inventory.models import NodeRow
 
 
 def _q(name: str) -> LiteralString:
@@ -21,10 +27,11 @@ def _q(name: str) -> LiteralString:
 
 def lock_nodes_for_bom(
     conn: DbConnection, system_serials: Sequence[str], asset_tags: Sequence[str]
-) -> list[DictRow]:
+) -> list[NodeRow]:
     """Nodes with any of these system serials or asset tags, locked for the transaction."""
-    return fetch_all(
+    return fetch_all_as(
         conn,
+        NodeRow,
         _q("lock_nodes_for_bom"),
         {"system_serials": list(system_serials), "asset_tags": list(asset_tags)},
     )
@@ -38,10 +45,11 @@ def gpu_serials(conn: DbConnection, node_ids: Sequence[UUID]) -> dict[UUID, list
     return dict(serials)
 
 
-def record_provenance_check(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+def record_provenance_check(conn: DbConnection, values: dict[str, Any]) -> NodeRow:
     """Store a node's checked origins, provenance status and evidence; return the node."""
-    return fetch_returning(
+    return fetch_returning_as(
         conn,
+        NodeRow,
         _q("record_provenance_check"),
         {
             **values,

@@ -12,14 +12,13 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
-from psycopg.rows import DictRow
-
-from control_plane.audit import service as audit
-from control_plane.audit.models import AuditContext
-from control_plane.compliance.models import EvaluationTrigger
-from control_plane.compliance.outbox import request_evaluation
+from control_plane.core.audit_log import AuditContext, record_change, transaction
 from control_plane.core.db import DbConnection
-from control_plane.inventory.service import PROVENANCE_POLICY_COLUMNS, node_provenance
+from control_plane.core.outbox import request_evaluation
+from control_plane.domain.audit import AuditAction
+from control_plane.domain.compliance import EvaluationTrigger
+from control_plane.inventory.models import NodeRow
+from control_plane.inventory.nodes import PROVENANCE_POLICY_FIELDS
 from control_plane.provenance import repository
 from control_plane.provenance.bom import BomServer, group_servers
 from control_plane.provenance.checks import NodeFacts, assess
@@ -37,20 +36,24 @@ EVIDENCE_SOURCE = "bom-import"
 #: Node ids named in one compliance request; the request also has the exact count.
 _NODE_IDS_PER_REQUEST = 100
 
-_Index = dict[MatchedBy, dict[str, list[DictRow]]]
+#: What policies read of a node's provenance: a change there calls for an evaluation.
+_POLICY_FIELDS = set(PROVENANCE_POLICY_FIELDS)
+
+_Index = dict[MatchedBy, dict[str, list[NodeRow]]]
 
 
-def _index(nodes: list[DictRow]) -> _Index:
+def _index(nodes: list[NodeRow]) -> _Index:
     # MatchedBy's values are the names of the node columns they match on.
     index: _Index = {by: defaultdict(list) for by in MatchedBy}
     for node in nodes:
         for by in MatchedBy:
-            if node[by.value] is not None:
-                index[by][node[by.value]].append(node)
+            value = getattr(node, by.value)
+            if value is not None:
+                index[by][value].append(node)
     return index
 
 
-def _find_node(server: BomServer, index: _Index) -> tuple[DictRow, MatchedBy] | str:
+def _find_node(server: BomServer, index: _Index) -> tuple[NodeRow, MatchedBy] | str:
     """The one node the server names (by system serial, else asset tag), or why none."""
     reasons = []
     for by, value in (
@@ -94,15 +97,15 @@ def import_bom(conn: DbConnection, ctx: AuditContext, bom: BomImport) -> ImportR
     import_id = uuid4()
     checked_at = datetime.now(UTC)
     results: list[ServerCheck] = []
-    changed: list[tuple[DictRow, DictRow]] = []
-    with conn.transaction():
+    changed: list[tuple[NodeRow, NodeRow]] = []
+    with transaction(conn):
         nodes = repository.lock_nodes_for_bom(
             conn,
             [s.system_serial for s in servers if s.system_serial is not None],
             [s.asset_tag for s in servers if s.asset_tag is not None],
         )
         index = _index(nodes)
-        gpu_serials = repository.gpu_serials(conn, [n["id"] for n in nodes])
+        gpu_serials = repository.gpu_serials(conn, [n.id for n in nodes])
         checked: dict[UUID, str] = {}
         for server in servers:
             found = _find_node(server, index)
@@ -110,30 +113,30 @@ def import_bom(conn: DbConnection, ctx: AuditContext, bom: BomImport) -> ImportR
                 results.append(_unmatched(server, found))
                 continue
             node, matched_by = found
-            if node["id"] in checked:
+            if node.id in checked:
                 results.append(
                     _unmatched(
                         server,
-                        f"node {node['hostname']} ({node['id']}) is already matched by "
-                        f"server {checked[node['id']]} of this BOM",
+                        f"node {node.hostname} ({node.id}) is already matched by "
+                        f"server {checked[node.id]} of this BOM",
                     )
                 )
                 continue
-            checked[node["id"]] = str(server.system_serial or server.asset_tag)
+            checked[node.id] = str(server.system_serial or server.asset_tag)
             assessment = assess(
                 server,
                 NodeFacts(
-                    system_serial=node["system_serial"],
-                    gpu_serials=tuple(gpu_serials.get(node["id"], [])),
-                    origin_country=node["origin_country"],
-                    component_origins=node["component_origins"],
+                    system_serial=node.system_serial,
+                    gpu_serials=tuple(gpu_serials.get(node.id, [])),
+                    origin_country=node.origin_country,
+                    component_origins=node.component_origins,
                 ),
             )
             if assessment.status in (ServerStatus.VERIFIED, ServerStatus.MISMATCH):
                 after = repository.record_provenance_check(
                     conn,
                     {
-                        "id": node["id"],
+                        "id": node.id,
                         "origin_country": assessment.origin_country,
                         "component_origins": assessment.component_origins,
                         "provenance_status": assessment.status.value,
@@ -155,17 +158,19 @@ def import_bom(conn: DbConnection, ctx: AuditContext, bom: BomImport) -> ImportR
                     system_serial=server.system_serial,
                     asset_tag=server.asset_tag,
                     status=assessment.status,
-                    node_id=node["id"],
-                    hostname=node["hostname"],
+                    node_id=node.id,
+                    hostname=node.hostname,
                     matched_by=matched_by,
                     reason=None,
                     checks=assessment.checks,
                 )
             )
         moved = [
-            str(after["id"])
+            str(after.id)
             for before, after in changed
-            if any(before[column] != after[column] for column in PROVENANCE_POLICY_COLUMNS)
+            if any(
+                getattr(before, name) != getattr(after, name) for name in PROVENANCE_POLICY_FIELDS
+            )
         ]
         if moved:
             request_evaluation(
@@ -178,15 +183,14 @@ def import_bom(conn: DbConnection, ctx: AuditContext, bom: BomImport) -> ImportR
                     "node_ids": moved[:_NODE_IDS_PER_REQUEST],
                 },
             )
-        # Last, after every change they describe (see audit.record on lock order).
+        # Last, after every change they describe (see record_change on lock order).
         for before, after in changed:
-            audit.record(
+            record_change(
                 conn,
                 ctx,
-                action="node.provenance_checked",
-                object_type="node",
-                object_id=str(before["id"]),
-                before=node_provenance(before).model_dump(mode="json"),
-                after=node_provenance(after).model_dump(mode="json"),
+                AuditAction.NODE_PROVENANCE_CHECKED,
+                str(before.id),
+                before=before.provenance,
+                after=after.provenance,
             )
     return ImportResult(import_id=import_id, checked_at=checked_at, servers=results)

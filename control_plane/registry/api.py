@@ -8,12 +8,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
+from control_plane.access.http import require
 from control_plane.access.models import Permission, Principal
-from control_plane.core.http import Conn, Limit, Offset, RequestId, require
+from control_plane.core.http import Conn, Limit, Offset, RequestId
+from control_plane.domain.classification import Classification
 from control_plane.registry import service
 from control_plane.registry.models import (
     AssetFilters,
-    Classification,
     DatasetCreate,
     DatasetPage,
     DatasetPublic,

@@ -6,55 +6,24 @@ models also carry their provenance (supplier, country of origin) and license. Ar
 destinations are where workloads write their outputs, each in one zone.
 """
 
-from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field, field_validator
 
-from control_plane.core.countries import CountryCode
-from control_plane.inventory.models import (
+from control_plane.domain.classification import Classification
+from control_plane.domain.countries import CountryCode
+from control_plane.domain.types import (
     Description,
+    Input,
     LabelKey,
     LabelValue,
     ShortText,
     Slug,
     SmallCount,
 )
-
-
-class _Input(BaseModel):
-    """Request bodies reject unknown fields, so a typo is an error rather than ignored."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class Classification(StrEnum):
-    """How sensitive a dataset or model is: public < internal < confidential < restricted.
-
-    Compare sensitivities by ``rank``, never by the strings (which sort alphabetically). A
-    workload is as sensitive as its most sensitive dataset or model (``highest``), which is
-    what policy CEL sees as ``workload.classification``.
-    """
-
-    PUBLIC = "public"
-    INTERNAL = "internal"
-    CONFIDENTIAL = "confidential"
-    RESTRICTED = "restricted"
-
-    @property
-    def rank(self) -> int:
-        """Position in the order of sensitivity: 0 for ``public`` up to 3 for ``restricted``."""
-        return _CLASSIFICATION_RANK[self]
-
-    @classmethod
-    def highest(cls, values: Iterable["Classification"]) -> "Classification | None":
-        """The most sensitive of ``values``; ``None`` when there are none."""
-        return max(values, key=lambda value: _CLASSIFICATION_RANK[value], default=None)
-
-
-_CLASSIFICATION_RANK = {value: rank for rank, value in enumerate(Classification)}
 
 
 class QuotaPeriod(StrEnum):
@@ -89,7 +58,7 @@ GpuHours = Annotated[float, Field(ge=0, le=1e12, allow_inf_nan=False)]
 # -- tenants and quotas ----------------------------------------------------------------
 
 
-class TenantCreate(_Input):
+class TenantCreate(Input):
     """A new tenant: a department or project that owns assets and holds GPU quotas."""
 
     slug: Slug
@@ -97,7 +66,7 @@ class TenantCreate(_Input):
     description: Description = ""
 
 
-class QuotaSet(_Input):
+class QuotaSet(Input):
     """A tenant's quota in one zone; replaces whatever quota it had there."""
 
     max_gpus: SmallCount = Field(description="GPUs the tenant may hold at once in the zone.")
@@ -118,20 +87,25 @@ class QuotaPublic(BaseModel):
     updated_at: datetime
 
 
-class TenantPublic(BaseModel):
-    """A tenant with its quotas (by zone)."""
+class TenantRow(BaseModel):
+    """A tenant as its table holds it (the quotas are rows of their own)."""
 
     slug: str
     name: str
     description: str
     created_at: datetime
+
+
+class TenantPublic(TenantRow):
+    """A tenant with its quotas (by zone)."""
+
     quotas: list[QuotaPublic]
 
 
 # -- datasets and models ---------------------------------------------------------------
 
 
-class _AssetCreate(_Input):
+class _AssetCreate(Input):
     """What datasets and models have in common when registered."""
 
     name: Slug
@@ -164,7 +138,7 @@ def _refuse_null(value: object) -> object:
     return value
 
 
-class _AssetUpdate(_Input):
+class _AssetUpdate(Input):
     """Changes to a dataset or model; omitted fields stay as they are.
 
     ``labels`` is a merge patch (a key set to null is removed); ``zones`` replaces the list.
@@ -257,7 +231,7 @@ class ModelFilters(AssetFilters):
 # -- artifact destinations -------------------------------------------------------------
 
 
-class DestinationCreate(_Input):
+class DestinationCreate(Input):
     """A place workloads write outputs to (a bucket, a share), in one residency zone."""
 
     name: Slug
@@ -272,3 +246,47 @@ class DestinationPublic(BaseModel):
     zone: str
     description: str
     created_at: datetime
+
+
+# -- what a workload request names, as the registry has it -----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetFacts:
+    """What the policy engine reads of a dataset: sensitivity, labels, storage zones."""
+
+    name: str
+    classification: Classification
+    labels: dict[str, str]
+    zones: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    """What the policy engine reads of a model: a dataset's facts plus its provenance."""
+
+    name: str
+    classification: Classification
+    labels: dict[str, str]
+    zones: tuple[str, ...]
+    supplier: str | None
+    origin_country: str | None
+    license: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationFacts:
+    """Where a workload's output goes: the destination and its zone."""
+
+    name: str
+    zone: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What a workload request names, as the registry has it; absent names are missing."""
+
+    tenant_exists: bool
+    datasets: dict[str, DatasetFacts]
+    models: dict[str, ModelFacts]
+    destination: DestinationFacts | None

@@ -7,25 +7,39 @@ become domain errors here, named after the API field they concern.
 """
 
 from collections.abc import Sequence
-from typing import Any, LiteralString
+from typing import Any, LiteralString, TypeVar
 
-from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from control_plane.core.db import (
     DbConnection,
     ErrorFactory,
-    fetch_all,
+    fetch_all_as,
     fetch_one,
-    fetch_page,
-    fetch_returning,
+    fetch_one_as,
+    fetch_page_as,
+    fetch_returning_as,
     in_use,
     load_queries,
     references,
     translate_integrity_errors,
     unique,
 )
-from control_plane.registry.models import AssetKind
+from control_plane.domain.classification import Classification
+from control_plane.registry.models import (
+    AssetKind,
+    AssetPublic,
+    DatasetFacts,
+    DestinationFacts,
+    DestinationPublic,
+    Lookup,
+    ModelFacts,
+    QuotaPublic,
+    TenantRow,
+)
+
+#: A dataset's or model's public model: what that kind's queries return.
+AssetT = TypeVar("AssetT", bound=AssetPublic)
 
 _TENANT_WRITE: dict[str, ErrorFactory] = {
     "tenant_pkey": unique("slug", "a tenant with this slug already exists"),
@@ -68,19 +82,20 @@ def _q(name: str) -> LiteralString:
 # -- tenants and quotas ----------------------------------------------------------------
 
 
-def insert_tenant(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+def insert_tenant(conn: DbConnection, values: dict[str, Any]) -> TenantRow:
     """Store a new tenant."""
-    return fetch_returning(conn, _q("insert_tenant"), values, _TENANT_WRITE)
+    return fetch_returning_as(conn, TenantRow, _q("insert_tenant"), values, _TENANT_WRITE)
 
 
-def list_tenants(conn: DbConnection) -> list[DictRow]:
+def list_tenants(conn: DbConnection) -> list[TenantRow]:
     """Every tenant, by slug."""
-    return fetch_all(conn, _q("list_tenants"), {})
+    return fetch_all_as(conn, TenantRow, _q("list_tenants"), {})
 
 
-def get_tenant(conn: DbConnection, slug: str, *, for_update: bool = False) -> DictRow | None:
+def get_tenant(conn: DbConnection, slug: str, *, for_update: bool = False) -> TenantRow | None:
     """One tenant, optionally locked for the rest of the transaction."""
-    return fetch_one(conn, _q("lock_tenant" if for_update else "get_tenant"), {"slug": slug})
+    query = _q("lock_tenant" if for_update else "get_tenant")
+    return fetch_one_as(conn, TenantRow, query, {"slug": slug})
 
 
 def lock_tenant_quotas(conn: DbConnection, slug: str) -> bool:
@@ -94,24 +109,24 @@ def delete_tenant(conn: DbConnection, slug: str) -> None:
         conn.execute(_q("delete_tenant"), {"slug": slug})
 
 
-def list_quotas(conn: DbConnection) -> list[DictRow]:
+def list_quotas(conn: DbConnection) -> list[QuotaPublic]:
     """Every quota, by tenant and zone."""
-    return fetch_all(conn, _q("list_quotas"), {})
+    return fetch_all_as(conn, QuotaPublic, _q("list_quotas"), {})
 
 
-def tenant_quotas(conn: DbConnection, tenant: str) -> list[DictRow]:
+def tenant_quotas(conn: DbConnection, tenant: str) -> list[QuotaPublic]:
     """One tenant's quotas, by zone."""
-    return fetch_all(conn, _q("tenant_quotas"), {"tenant": tenant})
+    return fetch_all_as(conn, QuotaPublic, _q("tenant_quotas"), {"tenant": tenant})
 
 
-def get_quota(conn: DbConnection, tenant: str, zone: str) -> DictRow | None:
+def get_quota(conn: DbConnection, tenant: str, zone: str) -> QuotaPublic | None:
     """A tenant's quota in one zone, or None."""
-    return fetch_one(conn, _q("get_quota"), {"tenant": tenant, "zone": zone})
+    return fetch_one_as(conn, QuotaPublic, _q("get_quota"), {"tenant": tenant, "zone": zone})
 
 
-def upsert_quota(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+def upsert_quota(conn: DbConnection, values: dict[str, Any]) -> QuotaPublic:
     """Set a tenant's quota in a zone, replacing any quota it had there."""
-    return fetch_returning(conn, _q("upsert_quota"), values, _QUOTA_WRITE)
+    return fetch_returning_as(conn, QuotaPublic, _q("upsert_quota"), values, _QUOTA_WRITE)
 
 
 def delete_quota(conn: DbConnection, tenant: str, zone: str) -> None:
@@ -129,18 +144,30 @@ def insert_asset(conn: DbConnection, kind: AssetKind, values: dict[str, Any]) ->
 
 
 def get_asset(
-    conn: DbConnection, kind: AssetKind, name: str, *, for_update: bool = False
-) -> DictRow | None:
-    """One dataset or model with its storage zones, optionally locked."""
+    conn: DbConnection,
+    kind: AssetKind,
+    public: type[AssetT],
+    name: str,
+    *,
+    for_update: bool = False,
+) -> AssetT | None:
+    """One dataset or model (as ``public``, its kind's model) with its storage zones."""
     query = f"lock_{kind}" if for_update else f"get_{kind}"
-    return fetch_one(conn, _q(query), {"name": name})
+    return fetch_one_as(conn, public, _q(query), {"name": name})
 
 
 def search_assets(
-    conn: DbConnection, kind: AssetKind, filters: dict[str, Any], limit: int, offset: int
-) -> tuple[list[DictRow], int]:
+    conn: DbConnection,
+    kind: AssetKind,
+    public: type[AssetT],
+    filters: dict[str, Any],
+    limit: int,
+    offset: int,
+) -> tuple[list[AssetT], int]:
     """One page of datasets or models matching ``filters`` and the number that match."""
-    return fetch_page(conn, _q(f"search_{kind}s"), _q(f"count_{kind}s"), filters, limit, offset)
+    return fetch_page_as(
+        conn, public, _q(f"search_{kind}s"), _q(f"count_{kind}s"), filters, limit, offset
+    )
 
 
 def update_asset(conn: DbConnection, kind: AssetKind, values: dict[str, Any]) -> None:
@@ -164,20 +191,24 @@ def set_storage_zones(conn: DbConnection, kind: AssetKind, name: str, zones: Seq
 # -- artifact destinations -------------------------------------------------------------
 
 
-def insert_destination(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+def insert_destination(conn: DbConnection, values: dict[str, Any]) -> DestinationPublic:
     """Store a new artifact destination."""
-    return fetch_returning(conn, _q("insert_destination"), values, _DESTINATION_WRITE)
+    return fetch_returning_as(
+        conn, DestinationPublic, _q("insert_destination"), values, _DESTINATION_WRITE
+    )
 
 
-def list_destinations(conn: DbConnection) -> list[DictRow]:
+def list_destinations(conn: DbConnection) -> list[DestinationPublic]:
     """Every artifact destination, by name."""
-    return fetch_all(conn, _q("list_destinations"), {})
+    return fetch_all_as(conn, DestinationPublic, _q("list_destinations"), {})
 
 
-def get_destination(conn: DbConnection, name: str, *, for_update: bool = False) -> DictRow | None:
+def get_destination(
+    conn: DbConnection, name: str, *, for_update: bool = False
+) -> DestinationPublic | None:
     """One artifact destination, optionally locked for the rest of the transaction."""
     query = "lock_destination" if for_update else "get_destination"
-    return fetch_one(conn, _q(query), {"name": name})
+    return fetch_one_as(conn, DestinationPublic, _q(query), {"name": name})
 
 
 def delete_destination(conn: DbConnection, name: str) -> None:
@@ -191,9 +222,39 @@ def lookup(
     datasets: Sequence[str],
     models: Sequence[str],
     output: str | None,
-) -> DictRow:
-    """What a workload request names, in one query (see ``lookup`` in queries.sql)."""
+) -> Lookup:
+    """What a workload request names, in one query (see ``lookup`` in queries.sql).
+
+    Admission runs it for every request; the caller decides what a missing name means.
+    """
     params = {"tenant": tenant, "datasets": list(datasets), "models": list(models)}
     row = fetch_one(conn, _q("lookup"), {**params, "output": output})
     assert row is not None
-    return row
+    destination = row["destination"]
+    return Lookup(
+        tenant_exists=row["tenant_exists"],
+        datasets={
+            item["name"]: DatasetFacts(
+                item["name"],
+                Classification(item["classification"]),
+                item["labels"],
+                tuple(item["zones"]),
+            )
+            for item in row["datasets"]
+        },
+        models={
+            item["name"]: ModelFacts(
+                item["name"],
+                Classification(item["classification"]),
+                item["labels"],
+                tuple(item["zones"]),
+                item["supplier"],
+                item["origin_country"],
+                item["license"],
+            )
+            for item in row["models"]
+        },
+        destination=None
+        if destination is None
+        else DestinationFacts(destination["name"], destination["zone"]),
+    )

@@ -1,24 +1,22 @@
 """Registry use cases: tenants and their quotas, datasets, models and artifact destinations.
 
-Each mutating function opens the transaction, makes the change and writes its audit event
-last inside it, so a change without evidence (or evidence without a change) cannot be
-stored. Datasets and models share one implementation, parametrised by ``AssetKind``.
+Each mutation runs through ``core.audit_log.audited``, so a change without evidence (or
+evidence without a change) cannot be stored. Datasets and models share one
+implementation, parametrised by ``AssetKind``. A change to what policies read of a
+dataset, model or destination asks for a compliance evaluation in the same transaction.
 """
 
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from psycopg.rows import DictRow
-
-from control_plane.audit import service as audit
-from control_plane.audit.models import AuditContext
-from control_plane.compliance.models import EvaluationTrigger
-from control_plane.compliance.outbox import request_evaluation
+from control_plane.core.audit_log import AuditContext, audited
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import NotFoundError
 from control_plane.core.labels import merge_labels
+from control_plane.core.outbox import request_evaluation
+from control_plane.domain.audit import AuditAction
+from control_plane.domain.compliance import EvaluationTrigger
 from control_plane.registry import repository
 from control_plane.registry.models import (
     AssetFilters,
@@ -39,6 +37,7 @@ from control_plane.registry.models import (
     QuotaSet,
     TenantCreate,
     TenantPublic,
+    TenantRow,
 )
 
 AssetT = TypeVar("AssetT", bound=AssetPublic)
@@ -46,11 +45,11 @@ AssetT = TypeVar("AssetT", bound=AssetPublic)
 # -- tenants and quotas ----------------------------------------------------------------
 
 
-def _tenant_public(row: DictRow, quotas: list[DictRow]) -> TenantPublic:
-    return TenantPublic(**row, quotas=[QuotaPublic.model_validate(q) for q in quotas])
+def _tenant_public(row: TenantRow, quotas: list[QuotaPublic]) -> TenantPublic:
+    return TenantPublic(**row.model_dump(), quotas=quotas)
 
 
-def _existing_tenant(conn: DbConnection, slug: str, *, for_update: bool = False) -> DictRow:
+def _existing_tenant(conn: DbConnection, slug: str, *, for_update: bool = False) -> TenantRow:
     row = repository.get_tenant(conn, slug, for_update=for_update)
     if row is None:
         raise NotFoundError(f"tenant {slug!r} does not exist")
@@ -65,25 +64,23 @@ def _lock_quotas(conn: DbConnection, tenant: str) -> None:
 
 def create_tenant(conn: DbConnection, ctx: AuditContext, tenant: TenantCreate) -> TenantPublic:
     """Store a tenant (with no quotas yet) and audit it."""
-    with conn.transaction():
+    with audited(conn, ctx, AuditAction.TENANT_CREATED, tenant.slug) as change:
         created = _tenant_public(repository.insert_tenant(conn, tenant.model_dump()), [])
-        audit.record(
-            conn,
-            ctx,
-            action="tenant.created",
-            object_type="tenant",
-            object_id=created.slug,
-            after=created.model_dump(mode="json"),
-        )
+        change.after = created
     return created
 
 
 def list_tenants(conn: DbConnection) -> list[TenantPublic]:
     """Every tenant with its quotas."""
-    quotas: defaultdict[str, list[DictRow]] = defaultdict(list)
+    quotas: defaultdict[str, list[QuotaPublic]] = defaultdict(list)
     for quota in repository.list_quotas(conn):
-        quotas[quota["tenant"]].append(quota)
-    return [_tenant_public(r, quotas[r["slug"]]) for r in repository.list_tenants(conn)]
+        quotas[quota.tenant].append(quota)
+    return [_tenant_public(row, quotas[row.slug]) for row in repository.list_tenants(conn)]
+
+
+def tenant_slugs(conn: DbConnection) -> list[str]:
+    """Every tenant's slug, in order (what-if places each tenant's probe)."""
+    return [row.slug for row in repository.list_tenants(conn)]
 
 
 def get_tenant(conn: DbConnection, slug: str) -> TenantPublic:
@@ -93,58 +90,32 @@ def get_tenant(conn: DbConnection, slug: str) -> TenantPublic:
 
 def delete_tenant(conn: DbConnection, ctx: AuditContext, slug: str) -> None:
     """Delete a tenant that owns no dataset or model (else 409), with its quotas."""
-    with conn.transaction():
+    with audited(conn, ctx, AuditAction.TENANT_DELETED, slug) as change:
         row = _existing_tenant(conn, slug, for_update=True)
-        before = _tenant_public(row, repository.tenant_quotas(conn, slug))
+        change.before = _tenant_public(row, repository.tenant_quotas(conn, slug))
         repository.delete_tenant(conn, slug)
-        audit.record(
-            conn,
-            ctx,
-            action="tenant.deleted",
-            object_type="tenant",
-            object_id=slug,
-            before=before.model_dump(mode="json"),
-        )
 
 
 def set_quota(
     conn: DbConnection, ctx: AuditContext, tenant: str, zone: str, quota: QuotaSet
 ) -> QuotaPublic:
     """Set a tenant's GPU quota in a zone (an unknown zone is 422); audit old and new."""
-    with conn.transaction():
+    with audited(conn, ctx, AuditAction.TENANT_QUOTA_SET, tenant) as change:
         _lock_quotas(conn, tenant)
-        row = repository.get_quota(conn, tenant, zone)
-        before = None if row is None else QuotaPublic.model_validate(row).model_dump(mode="json")
+        change.before = repository.get_quota(conn, tenant, zone)
         values = {**quota.model_dump(mode="json"), "tenant": tenant, "zone": zone}
-        after = QuotaPublic.model_validate(repository.upsert_quota(conn, values))
-        audit.record(
-            conn,
-            ctx,
-            action="tenant.quota_set",
-            object_type="tenant",
-            object_id=tenant,
-            before=before,
-            after=after.model_dump(mode="json"),
-        )
+        change.after = after = repository.upsert_quota(conn, values)
     return after
 
 
 def remove_quota(conn: DbConnection, ctx: AuditContext, tenant: str, zone: str) -> None:
     """Remove a tenant's quota in a zone (404 if it has none there); audit it."""
-    with conn.transaction():
+    with audited(conn, ctx, AuditAction.TENANT_QUOTA_REMOVED, tenant) as change:
         _lock_quotas(conn, tenant)
-        before = repository.get_quota(conn, tenant, zone)
-        if before is None:
+        change.before = repository.get_quota(conn, tenant, zone)
+        if change.before is None:
             raise NotFoundError(f"tenant {tenant!r} has no quota in zone {zone!r}")
         repository.delete_quota(conn, tenant, zone)
-        audit.record(
-            conn,
-            ctx,
-            action="tenant.quota_removed",
-            object_type="tenant",
-            object_id=tenant,
-            before=QuotaPublic.model_validate(before).model_dump(mode="json"),
-        )
 
 
 # -- datasets and models (one implementation, by kind) ----------------------------------
@@ -152,21 +123,36 @@ def remove_quota(conn: DbConnection, ctx: AuditContext, tenant: str, zone: str) 
 
 @dataclass(frozen=True)
 class _Assets(Generic[AssetT]):
-    """One kind of asset: its tables (through ``kind``) and its public model."""
+    """One kind of asset: its tables (through ``kind``), its public model, its actions."""
 
     kind: AssetKind
     public: type[AssetT]
+    registered: AuditAction
+    updated: AuditAction
+    deleted: AuditAction
 
     def existing(self, conn: DbConnection, name: str, *, for_update: bool = False) -> AssetT:
         """The asset with its storage zones, or 404."""
-        row = repository.get_asset(conn, self.kind, name, for_update=for_update)
-        if row is None:
+        found = repository.get_asset(conn, self.kind, self.public, name, for_update=for_update)
+        if found is None:
             raise NotFoundError(f"{self.kind} {name!r} does not exist")
-        return self.public.model_validate(row)
+        return found
 
 
-_DATASETS = _Assets(AssetKind.DATASET, DatasetPublic)
-_MODELS = _Assets(AssetKind.MODEL, ModelPublic)
+_DATASETS = _Assets(
+    AssetKind.DATASET,
+    DatasetPublic,
+    AuditAction.DATASET_REGISTERED,
+    AuditAction.DATASET_UPDATED,
+    AuditAction.DATASET_DELETED,
+)
+_MODELS = _Assets(
+    AssetKind.MODEL,
+    ModelPublic,
+    AuditAction.MODEL_REGISTERED,
+    AuditAction.MODEL_UPDATED,
+    AuditAction.MODEL_DELETED,
+)
 
 
 def _register(
@@ -177,18 +163,10 @@ def _register(
 ) -> AssetT:
     """Store a dataset or model with its storage zones and audit it."""
     kind = assets.kind
-    with conn.transaction():
+    with audited(conn, ctx, assets.registered, asset.name) as change:
         repository.insert_asset(conn, kind, asset.model_dump(mode="json", exclude={"zones"}))
         repository.set_storage_zones(conn, kind, asset.name, asset.zones)
-        created = assets.existing(conn, asset.name)
-        audit.record(
-            conn,
-            ctx,
-            action=f"{kind}.registered",
-            object_type=kind.value,
-            object_id=asset.name,
-            after=created.model_dump(mode="json"),
-        )
+        change.after = created = assets.existing(conn, asset.name)
     return created
 
 
@@ -206,8 +184,8 @@ def _update(
 ) -> AssetT:
     """Apply a change to a dataset or model; audit it with before and after."""
     kind = assets.kind
-    with conn.transaction():
-        before = assets.existing(conn, name, for_update=True)
+    with audited(conn, ctx, assets.updated, name) as event:
+        event.before = before = assets.existing(conn, name, for_update=True)
         values = before.model_dump(mode="json", exclude={"zones", "created_at", "updated_at"})
         values.update(
             change.model_dump(mode="json", exclude_unset=True, exclude={"labels", "zones"})
@@ -216,43 +194,26 @@ def _update(
         repository.update_asset(conn, kind, values)
         if change.zones is not None:
             repository.set_storage_zones(conn, kind, name, change.zones)
-        after = assets.existing(conn, name)
+        event.after = after = assets.existing(conn, name)
         if _judged(before) != _judged(after):
             request_evaluation(
                 conn,
                 EvaluationTrigger.REGISTRY_CHANGED,
                 {"kind": kind.value, "name": name, "change": "updated"},
             )
-        audit.record(
-            conn,
-            ctx,
-            action=f"{kind}.updated",
-            object_type=kind.value,
-            object_id=name,
-            before=before.model_dump(mode="json"),
-            after=after.model_dump(mode="json"),
-        )
     return after
 
 
 def _delete(conn: DbConnection, ctx: AuditContext, assets: _Assets[AssetT], name: str) -> None:
     """Delete a dataset or model with its storage zones; audit what it was."""
     kind = assets.kind
-    with conn.transaction():
-        before = assets.existing(conn, name, for_update=True)
+    with audited(conn, ctx, assets.deleted, name) as change:
+        change.before = assets.existing(conn, name, for_update=True)
         repository.delete_asset(conn, kind, name)
         request_evaluation(
             conn,
             EvaluationTrigger.REGISTRY_CHANGED,
             {"kind": kind.value, "name": name, "change": "deleted"},
-        )
-        audit.record(
-            conn,
-            ctx,
-            action=f"{kind}.deleted",
-            object_type=kind.value,
-            object_id=name,
-            before=before.model_dump(mode="json"),
         )
 
 
@@ -260,10 +221,9 @@ def _search(
     conn: DbConnection, assets: _Assets[AssetT], filters: AssetFilters, limit: int, offset: int
 ) -> tuple[list[AssetT], int]:
     """One page of datasets or models matching ``filters``, and how many match in all."""
-    rows, total = repository.search_assets(
-        conn, assets.kind, filters.model_dump(mode="json"), limit, offset
+    return repository.search_assets(
+        conn, assets.kind, assets.public, filters.model_dump(mode="json"), limit, offset
     )
-    return [assets.public.model_validate(r) for r in rows], total
 
 
 def register_dataset(
@@ -333,32 +293,23 @@ def create_destination(
     conn: DbConnection, ctx: AuditContext, destination: DestinationCreate
 ) -> DestinationPublic:
     """Store an artifact destination in an existing zone and audit it."""
-    with conn.transaction():
-        row = repository.insert_destination(conn, destination.model_dump())
-        created = DestinationPublic.model_validate(row)
-        audit.record(
-            conn,
-            ctx,
-            action="destination.created",
-            object_type="destination",
-            object_id=created.name,
-            after=created.model_dump(mode="json"),
-        )
+    with audited(conn, ctx, AuditAction.DESTINATION_CREATED, destination.name) as change:
+        change.after = created = repository.insert_destination(conn, destination.model_dump())
     return created
 
 
 def list_destinations(conn: DbConnection) -> list[DestinationPublic]:
     """Every artifact destination."""
-    return [DestinationPublic.model_validate(r) for r in repository.list_destinations(conn)]
+    return repository.list_destinations(conn)
 
 
 def _existing_destination(
     conn: DbConnection, name: str, *, for_update: bool = False
 ) -> DestinationPublic:
-    row = repository.get_destination(conn, name, for_update=for_update)
-    if row is None:
+    found = repository.get_destination(conn, name, for_update=for_update)
+    if found is None:
         raise NotFoundError(f"destination {name!r} does not exist")
-    return DestinationPublic.model_validate(row)
+    return found
 
 
 def get_destination(conn: DbConnection, name: str) -> DestinationPublic:
@@ -368,54 +319,11 @@ def get_destination(conn: DbConnection, name: str) -> DestinationPublic:
 
 def delete_destination(conn: DbConnection, ctx: AuditContext, name: str) -> None:
     """Delete an artifact destination; audit what it was."""
-    with conn.transaction():
-        before = _existing_destination(conn, name, for_update=True)
+    with audited(conn, ctx, AuditAction.DESTINATION_DELETED, name) as change:
+        change.before = _existing_destination(conn, name, for_update=True)
         repository.delete_destination(conn, name)
         request_evaluation(
             conn,
             EvaluationTrigger.REGISTRY_CHANGED,
             {"kind": "destination", "name": name, "change": "deleted"},
         )
-        audit.record(
-            conn,
-            ctx,
-            action="destination.deleted",
-            object_type="destination",
-            object_id=name,
-            before=before.model_dump(mode="json"),
-        )
-
-
-@dataclass(frozen=True)
-class Lookup:
-    """What a workload request names, as the registry has it; absent names are missing.
-
-    ``datasets`` and ``models`` map each name found to its fields (``classification``,
-    ``labels``, ``zones``; models also ``supplier``, ``origin_country``, ``license``);
-    ``destination`` is the output destination's ``name`` and ``zone``, or None.
-    """
-
-    tenant_exists: bool
-    datasets: dict[str, dict[str, Any]]
-    models: dict[str, dict[str, Any]]
-    destination: dict[str, Any] | None
-
-
-def lookup(
-    conn: DbConnection,
-    tenant: str,
-    datasets: Sequence[str],
-    models: Sequence[str],
-    output: str | None,
-) -> Lookup:
-    """Find a workload request's tenant, datasets, models and output in one query.
-
-    Admission calls this for every request; the caller decides what a missing name means.
-    """
-    row = repository.lookup(conn, tenant, datasets, models, output)
-    return Lookup(
-        tenant_exists=row["tenant_exists"],
-        datasets={item["name"]: item for item in row["datasets"]},
-        models={item["name"]: item for item in row["models"]},
-        destination=row["destination"],
-    )

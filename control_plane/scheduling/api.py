@@ -10,8 +10,9 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
+from control_plane.access.http import require
 from control_plane.access.models import Permission, Principal
-from control_plane.core.http import Conn, Limit, Offset, RequestId, require
+from control_plane.core.http import Conn, Limit, Offset, RequestId
 from control_plane.policy.api import PolicySets
 from control_plane.scheduling import service
 from control_plane.scheduling.fleet import FleetCache

@@ -1,10 +1,8 @@
-"""The fleet as admission, placement and compliance read it: one snapshot per generation.
+"""The fleet as admission places on it: one snapshot per generation, and which GPUs are free.
 
-Loading 5,000 nodes with 40,000 GPUs and indexing them takes a few hundred milliseconds;
-an admission must take a few. So each API process keeps a ``FleetCache``: the node views
-and their ``NodeIndex`` for the fleet's current *generation* (a counter the database bumps
-at commit whenever a node's zone, status, drift, provenance, origins or labels change, a
-GPU comes or goes, or the zone tree changes: migration 0007). An admission reads the
+Loading 5,000 nodes with 40,000 GPUs and indexing them takes a few hundred milliseconds
+(``facts.fleet.load_snapshot``); an admission must take a few. So each API process keeps a
+``FleetCache``: the snapshot for the fleet's current *generation*. An admission reads the
 generation (one row) and reuses the snapshot when it has not moved.
 
 Which GPUs are booked changes with every admission, so it is not part of the snapshot.
@@ -24,66 +22,13 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from psycopg.rows import DictRow
-
 from control_plane.core.db import DbConnection
-from control_plane.inventory.models import DriftStatus, NodeStatus, ProvenanceStatus
-from control_plane.policy.engine import GpuRequest, NodeIndex, gpu_request
-from control_plane.policy.models import GpuView, NodeView, WorkloadView, ZoneView
+from control_plane.facts.fleet import FleetSnapshot, fleet_generation, load_snapshot
+from control_plane.policy.engine import GpuRequest, gpu_request
+from control_plane.policy.models import NodeView, WorkloadView
 from control_plane.scheduling import repository
 from control_plane.scheduling.models import PlacementStrategy
 from control_plane.scheduling.placement import fitting_gpus
-
-
-def node_view(row: DictRow) -> NodeView:
-    """A ``fleet`` row as the policy engine's ``NodeView`` (all its GPUs)."""
-    return NodeView(
-        id=str(row["id"]),
-        hostname=row["hostname"],
-        zone=row["zone"],
-        status=NodeStatus(row["status"]),
-        drift_status=DriftStatus(row["drift_status"]),
-        origin_country=row["origin_country"],
-        component_origins=row["component_origins"],
-        provenance_status=ProvenanceStatus(row["provenance_status"]),
-        labels=row["labels"],
-        gpus=tuple(
-            GpuView(g["uuid"], g["model"], g["memory_total_bytes"], g["mig_mode"])
-            for g in row["gpus"]
-        ),
-    )
-
-
-def zone_views(conn: DbConnection) -> dict[str, ZoneView]:
-    """The zone tree, slug to zone, as the engine wants it."""
-    return {
-        row["slug"]: ZoneView(row["slug"], row["parent_slug"], row["country"])
-        for row in repository.zones(conn)
-    }
-
-
-@dataclass(frozen=True, slots=True)
-class FleetSnapshot:
-    """Every node that is not decommissioned, with all its GPUs, indexed for the engine.
-
-    ``generation`` is the fleet generation it was read at (or later: it is read first).
-    The index never changes; share it freely between threads.
-    """
-
-    generation: int
-    index: NodeIndex
-
-    @property
-    def nodes(self) -> tuple[NodeView, ...]:
-        """The nodes, by hostname then id (the index's order)."""
-        return self.index.nodes
-
-
-def load_snapshot(conn: DbConnection) -> FleetSnapshot:
-    """Read the fleet and index it (a few hundred milliseconds at 5,000 nodes)."""
-    generation = repository.fleet_generation(conn)
-    nodes = [node_view(row) for row in repository.fleet(conn)]
-    return FleetSnapshot(generation, NodeIndex.build(nodes, zone_views(conn)))
 
 
 class Occupancy:
@@ -262,7 +207,7 @@ class FleetCache:
         Reads the generation (one row); rebuilds the snapshot when it moved, and reloads
         the reservations when the belief is older than ``resync_seconds``.
         """
-        generation = repository.fleet_generation(conn)
+        generation = fleet_generation(conn)
         occupancy = self._occupancy
         if occupancy is None or occupancy.snapshot.generation < generation:
             with self._rebuild:

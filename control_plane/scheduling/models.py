@@ -5,15 +5,19 @@ and where its results go. The answer is always a stored ``WorkloadPublic``: admi
 node and GPU UUIDs held under a lease, or denied with the reasons.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from control_plane.inventory.models import LabelKey, LabelValue, Slug
-from control_plane.policy.models import DecisionOutcome
+from control_plane.domain.decisions import DecisionOutcome, EnforcementPoint
+from control_plane.domain.types import Input, LabelKey, LabelValue, Slug
+from control_plane.facts.workloads import WorkloadRequest
+from control_plane.policy.models import ReasonPublic
 
 #: Leases may run from 30 seconds to a day; the default suits a renewal every minute or so.
 MIN_LEASE_SECONDS = 30
@@ -21,12 +25,6 @@ MAX_LEASE_SECONDS = 86_400
 DEFAULT_LEASE_SECONDS = 300
 #: Placement is on one node, and no server has more GPUs than this.
 MAX_GPUS_PER_WORKLOAD = 64
-
-
-class _Input(BaseModel):
-    """Request bodies reject unknown fields, so a typo is an error rather than ignored."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class PlacementStrategy(StrEnum):
@@ -60,7 +58,7 @@ LeaseSeconds = Annotated[int, Field(ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS)]
 MigProfile = Annotated[str, StringConstraints(pattern=r"^[0-9]+g\.[0-9]+gb$", max_length=32)]
 
 
-class WorkloadCreate(_Input):
+class WorkloadCreate(Input):
     """A request to run a workload on GPUs: who, on what, and how many GPUs of what kind."""
 
     tenant: Slug = Field(description="Slug of the tenant the workload runs for.")
@@ -81,20 +79,17 @@ class WorkloadCreate(_Input):
     strategy: PlacementStrategy = PlacementStrategy.BINPACK
     lease_seconds: LeaseSeconds = DEFAULT_LEASE_SECONDS
 
+    def decision_request(self) -> WorkloadRequest:
+        """What the engine decides on, and what the workload stores as its ``request``."""
+        return WorkloadRequest.model_validate(
+            self.model_dump(exclude={"strategy", "lease_seconds"})
+        )
 
-class LeaseRenew(_Input):
+
+class LeaseRenew(Input):
     """A lease renewal; without ``lease_seconds`` the workload's own lease length is used."""
 
     lease_seconds: LeaseSeconds | None = None
-
-
-class ReasonPublic(BaseModel):
-    """One reason behind a decision: a policy's finding, the baseline's, or the quota's."""
-
-    policy: str | None
-    rule: str
-    action: str
-    message: str
 
 
 class WorkloadPublic(BaseModel):
@@ -134,3 +129,84 @@ class WorkloadPage(BaseModel):
     total: int
     limit: int
     offset: int
+
+
+# -- rows as the repository hands them over ---------------------------------------------
+
+
+class LockedWorkload(WorkloadPublic):
+    """A workload locked for a release or a renewal, with whether its lease has passed."""
+
+    lease_expired: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Booking:
+    """What one try at booking GPUs on a node did.
+
+    ``workload`` is the stored workload, or None when the node could not take it; then
+    ``lockable`` lists which of the GPUs asked for were free. ``booked`` counts the
+    reservations inserted: short of the workload's GPUs when another transaction
+    committed one of them meanwhile.
+    """
+
+    workload: WorkloadPublic | None
+    booked: int
+    lockable: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ZoneQuota:
+    """A tenant's quota in one zone, locked for an admission."""
+
+    zone: str
+    max_gpus: int
+    gpu_hours_per_period: Decimal | None
+    period: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredWorkload:
+    """A workload the lease sweep just ended, with what it held."""
+
+    id: UUID
+    tenant: str
+    node_id: UUID
+    zone: str | None
+    gpu_uuids: list[str]
+    lease_expires_at: datetime
+    ended_at: datetime
+
+
+# -- what audit events of workloads hold (docs/audit.md) --------------------------------
+
+
+class WorkloadDecided(WorkloadPublic):
+    """A workload as decided, with the enforcement point that decided it."""
+
+    point: EnforcementPoint
+
+
+class WorkloadHolding(BaseModel):
+    """What a running workload held when it ended."""
+
+    status: WorkloadStatus
+    node_id: UUID | None
+    gpu_uuids: list[str]
+    lease_expires_at: datetime | None
+
+
+class WorkloadReleased(BaseModel):
+    """A workload released, and the GPUs it freed."""
+
+    status: WorkloadStatus
+    ended_at: datetime | None
+    freed_gpu_uuids: list[str]
+
+
+class WorkloadExpired(BaseModel):
+    """A workload whose lease passed, and why it ended."""
+
+    status: WorkloadStatus
+    ended_at: datetime
+    reason: str

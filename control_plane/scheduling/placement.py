@@ -4,7 +4,7 @@ The policy engine says which nodes a workload may use; ``fleet.Occupancy`` order
 the placement strategy using these tests, and the service books GPUs on them in order.
 """
 
-from control_plane.inventory.models import DriftStatus, NodeStatus
+from control_plane.domain import fleet
 from control_plane.policy.engine import GpuRequest, gpu_matches, mig_enabled
 from control_plane.policy.models import GpuView, NodeView
 
@@ -20,9 +20,9 @@ def fitting_gpus(node: NodeView, wanted: GpuRequest) -> tuple[str, ...]:
 
 
 def placeable(node: NodeView) -> bool:
-    """Whether anything may be placed on ``node`` at all: active, and not drifted.
+    """Whether anything may be placed on ``node`` at all (``domain.fleet.placeable``).
 
-    The engine's baseline already admits only ``active`` nodes, and a drifted node is
-    quarantined; this holds even if a drifted node were somehow active again.
+    The engine's baseline already admits only ``active`` nodes; this is the last check
+    before a booking, on the node as the snapshot has it.
     """
-    return node.status is NodeStatus.ACTIVE and node.drift_status is DriftStatus.NONE
+    return fleet.placeable(node.status, node.drift_status)

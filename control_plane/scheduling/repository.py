@@ -10,16 +10,25 @@ from collections.abc import Sequence
 from typing import Any, LiteralString
 from uuid import UUID
 
-from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 
 from control_plane.core.db import (
     DbConnection,
     fetch_all,
+    fetch_all_as,
     fetch_one,
-    fetch_page,
+    fetch_one_as,
+    fetch_page_as,
     fetch_returning,
+    fetch_returning_as,
     load_queries,
+)
+from control_plane.scheduling.models import (
+    Booking,
+    ExpiredWorkload,
+    LockedWorkload,
+    WorkloadPublic,
+    ZoneQuota,
 )
 
 
@@ -27,32 +36,15 @@ def _q(name: str) -> LiteralString:
     return load_queries("control_plane.scheduling")[name]
 
 
-def zones(conn: DbConnection) -> list[DictRow]:
-    """Every residency zone: slug, parent slug and country."""
-    return fetch_all(conn, _q("zones"), {})
-
-
-def fleet_generation(conn: DbConnection) -> int:
-    """The fleet's generation: it goes up with every committed change ``fleet`` would show."""
-    row = fetch_one(conn, _q("fleet_generation"), {})
-    assert row is not None
-    return int(row["generation"])
-
-
-def fleet(conn: DbConnection) -> list[DictRow]:
-    """Every node that is not decommissioned, with all its GPUs (``gpus``, JSON)."""
-    return fetch_all(conn, _q("fleet"), {})
-
-
 def reserved_gpu_uuids(conn: DbConnection) -> set[str]:
     """The UUIDs of every GPU booked now."""
     return {row["gpu_uuid"] for row in fetch_all(conn, _q("reserved_gpu_uuids"), {})}
 
 
-def lock_quotas(conn: DbConnection, tenant: str, zones: Sequence[str]) -> dict[str, DictRow]:
+def lock_quotas(conn: DbConnection, tenant: str, zones: Sequence[str]) -> dict[str, ZoneQuota]:
     """Lock the tenant's quota rows in ``zones`` until commit; by zone."""
-    rows = fetch_all(conn, _q("lock_quotas"), {"tenant": tenant, "zones": list(zones)})
-    return {row["zone"]: row for row in rows}
+    params = {"tenant": tenant, "zones": list(zones)}
+    return {row.zone: row for row in fetch_all_as(conn, ZoneQuota, _q("lock_quotas"), params)}
 
 
 def reserved_gpus(conn: DbConnection, tenant: str, zone: str) -> int:
@@ -70,13 +62,13 @@ def gpu_seconds_in_period(conn: DbConnection, tenant: str, zone: str, period: st
     return float(row["gpu_seconds"])
 
 
-def book(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+def book(conn: DbConnection, values: dict[str, Any]) -> Booking:
     """Book ``count`` of ``uuids`` on one node and store the workload, in one statement.
 
-    Returns the stored workload with ``booked`` (reservations inserted; short of ``count``
-    when another transaction committed one of them meanwhile); or, when the node is no
-    longer active, undrifted and in ``zone`` or has fewer than ``count`` of them free, a
-    row whose ``id`` is None and whose ``lockable`` lists the ones that were free.
+    The booking holds the stored workload and ``booked`` (reservations inserted; short of
+    ``count`` when another transaction committed one of them meanwhile); or, when the
+    node is no longer active, undrifted and in ``zone`` or has fewer than ``count`` of
+    them free, no workload and ``lockable``: the ones that were free.
     """
     params = {
         **values,
@@ -85,30 +77,35 @@ def book(conn: DbConnection, values: dict[str, Any]) -> DictRow:
         "uuids": list(values["uuids"]),
         "claimed": list(values["claimed"]),
     }
-    return fetch_returning(conn, _q("book"), params)
+    row = fetch_returning(conn, _q("book"), params)
+    booked, lockable = row.pop("booked"), tuple(row.pop("lockable"))
+    workload = None if row["id"] is None else WorkloadPublic.model_validate(row)
+    return Booking(workload, booked, lockable)
 
 
-def insert_denied(conn: DbConnection, values: dict[str, Any]) -> DictRow:
+def insert_denied(conn: DbConnection, values: dict[str, Any]) -> WorkloadPublic:
     """Store a denied workload; returns it as ``get_workload`` would."""
     params = {**values, "request": Jsonb(values["request"]), "reasons": Jsonb(values["reasons"])}
-    return fetch_returning(conn, _q("insert_denied"), params)
+    return fetch_returning_as(conn, WorkloadPublic, _q("insert_denied"), params)
 
 
-def get_workload(conn: DbConnection, workload_id: UUID) -> DictRow | None:
+def get_workload(conn: DbConnection, workload_id: UUID) -> WorkloadPublic | None:
     """One workload with its node's hostname, or None."""
-    return fetch_one(conn, _q("get_workload"), {"id": workload_id})
+    return fetch_one_as(conn, WorkloadPublic, _q("get_workload"), {"id": workload_id})
 
 
-def lock_workload(conn: DbConnection, workload_id: UUID) -> DictRow | None:
+def lock_workload(conn: DbConnection, workload_id: UUID) -> LockedWorkload | None:
     """One workload, locked until commit, with ``lease_expired``; or None."""
-    return fetch_one(conn, _q("lock_workload"), {"id": workload_id})
+    return fetch_one_as(conn, LockedWorkload, _q("lock_workload"), {"id": workload_id})
 
 
 def list_workloads(
     conn: DbConnection, filters: dict[str, Any], limit: int, offset: int
-) -> tuple[list[DictRow], int]:
+) -> tuple[list[WorkloadPublic], int]:
     """A page of workloads, newest first, and how many match ``filters`` in all."""
-    return fetch_page(conn, _q("list_workloads"), _q("count_workloads"), filters, limit, offset)
+    return fetch_page_as(
+        conn, WorkloadPublic, _q("list_workloads"), _q("count_workloads"), filters, limit, offset
+    )
 
 
 def end_workload(conn: DbConnection, workload_id: UUID, status: str) -> None:
@@ -121,9 +118,9 @@ def renew_lease(conn: DbConnection, workload_id: UUID, lease_seconds: int) -> No
     conn.execute(_q("renew_lease"), {"id": workload_id, "lease_seconds": lease_seconds})
 
 
-def expire_due(conn: DbConnection, limit: int) -> list[DictRow]:
+def expire_due(conn: DbConnection, limit: int) -> list[ExpiredWorkload]:
     """Mark up to ``limit`` running workloads whose lease has passed expired; return them."""
-    return fetch_all(conn, _q("expire_due"), {"limit": limit})
+    return fetch_all_as(conn, ExpiredWorkload, _q("expire_due"), {"limit": limit})
 
 
 def delete_reservations(conn: DbConnection, workload_ids: Sequence[UUID]) -> list[str]:

@@ -32,35 +32,30 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID, uuid4
 
-from psycopg.rows import DictRow
-
-from control_plane.audit import service as audit
-from control_plane.audit.models import AuditContext
+from control_plane.core.audit_log import AuditContext, audited, record_change, transaction
 from control_plane.core.db import DbConnection
-from control_plane.core.errors import ConflictError, InvalidInputError, NotFoundError
+from control_plane.core.errors import ConflictError, NotFoundError
+from control_plane.domain.audit import AuditAction
+from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
+from control_plane.facts.workloads import WorkloadRequest, workload_view
 from control_plane.policy.engine import decide_with_mask
-from control_plane.policy.models import (
-    Classification,
-    DataAssetView,
-    DecisionOutcome,
-    DestinationView,
-    EnforcementAction,
-    EnforcementPoint,
-    ModelView,
-    Reason,
-    WorkloadView,
-)
+from control_plane.policy.models import Reason, WorkloadView
 from control_plane.policy.service import CompiledPolicySets, active_policy_set
-from control_plane.registry import service as registry
 from control_plane.scheduling import repository
 from control_plane.scheduling.fleet import FleetCache, Occupancy
 from control_plane.scheduling.models import (
     LeaseRenew,
+    LockedWorkload,
     WorkloadCreate,
+    WorkloadDecided,
+    WorkloadExpired,
     WorkloadFilters,
+    WorkloadHolding,
     WorkloadPage,
     WorkloadPublic,
+    WorkloadReleased,
     WorkloadStatus,
+    ZoneQuota,
 )
 from control_plane.scheduling.placement import placeable
 
@@ -77,109 +72,20 @@ class _BookedMeanwhileError(Exception):
 # -- reading ---------------------------------------------------------------------------
 
 
-def _public(row: DictRow) -> WorkloadPublic:
-    return WorkloadPublic.model_validate(row)
-
-
 def get_workload(conn: DbConnection, workload_id: UUID) -> WorkloadPublic:
     """One workload, admitted or denied, or 404."""
-    row = repository.get_workload(conn, workload_id)
-    if row is None:
+    found = repository.get_workload(conn, workload_id)
+    if found is None:
         raise NotFoundError(f"workload {workload_id} does not exist")
-    return _public(row)
+    return found
 
 
 def list_workloads(
     conn: DbConnection, filters: WorkloadFilters, limit: int, offset: int
 ) -> WorkloadPage:
     """A page of workloads, newest first, filtered by tenant and status."""
-    rows, total = repository.list_workloads(conn, filters.model_dump(mode="json"), limit, offset)
-    return WorkloadPage(items=[_public(r) for r in rows], total=total, limit=limit, offset=offset)
-
-
-# -- the engine's views ----------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class UnknownName:
-    """A name a workload request gives that the registry does not hold."""
-
-    #: The request's field, e.g. ``datasets.1``.
-    field: str
-    #: ``tenant``, ``dataset``, ``model`` or ``artifact destination``.
-    kind: str
-    name: str
-
-
-def unknown_names(request: WorkloadCreate, found: registry.Lookup) -> list[UnknownName]:
-    """What ``request`` names that ``found`` lacks, in field order; only the tenant if unknown."""
-    if not found.tenant_exists:
-        return [UnknownName("tenant", "tenant", request.tenant)]
-    unknown = [
-        UnknownName(f"datasets.{position}", "dataset", name)
-        for position, name in enumerate(request.datasets)
-        if name not in found.datasets
-    ]
-    unknown += [
-        UnknownName(f"models.{position}", "model", name)
-        for position, name in enumerate(request.models)
-        if name not in found.models
-    ]
-    if request.output is not None and found.destination is None:
-        unknown.append(UnknownName("output", "artifact destination", request.output))
-    return unknown
-
-
-def _dataset_view(name: str, dataset: dict[str, Any]) -> DataAssetView:
-    return DataAssetView(
-        name, Classification(dataset["classification"]), tuple(dataset["zones"]), dataset["labels"]
-    )
-
-
-def _model_view(name: str, model: dict[str, Any]) -> ModelView:
-    return ModelView(
-        name,
-        Classification(model["classification"]),
-        tuple(model["zones"]),
-        model["labels"],
-        supplier=model["supplier"],
-        origin_country=model["origin_country"],
-        license=model["license"],
-    )
-
-
-def view_of(request: WorkloadCreate, found: registry.Lookup) -> WorkloadView:
-    """The engine's view of ``request``, with what it names as ``found`` has it.
-
-    Everything it names must be in ``found`` (``unknown_names`` is empty). Admission and
-    the compliance evaluation both build their views here, so they judge the same thing.
-    """
-    output = None
-    if request.output is not None and found.destination is not None:
-        output = DestinationView(request.output, found.destination["zone"])
-    return WorkloadView(
-        tenant=request.tenant,
-        datasets=tuple(_dataset_view(name, found.datasets[name]) for name in request.datasets),
-        models=tuple(_model_view(name, found.models[name]) for name in request.models),
-        output=output,
-        gpu_count=request.gpu_count,
-        gpu_model=request.gpu_model,
-        min_gpu_memory_bytes=request.min_gpu_memory_bytes,
-        mig_profile=request.mig_profile,
-        labels=request.labels,
-    )
-
-
-def workload_view(conn: DbConnection, request: WorkloadCreate) -> WorkloadView:
-    """The request with what it names loaded from the registry in one query (unknown: 422)."""
-    found = registry.lookup(conn, request.tenant, request.datasets, request.models, request.output)
-    unknown = unknown_names(request, found)
-    if unknown:
-        first = unknown[0]
-        raise InvalidInputError.for_field(
-            first.field, f"unknown {first.kind} {first.name!r}", first.name
-        )
-    return view_of(request, found)
+    items, total = repository.list_workloads(conn, filters.model_dump(mode="json"), limit, offset)
+    return WorkloadPage(items=items, total=total, limit=limit, offset=offset)
 
 
 # -- placement -------------------------------------------------------------------------
@@ -189,26 +95,26 @@ def _deny(message: str, rule: str) -> Reason:
     return Reason(None, rule, EnforcementAction.DENY, message)
 
 
-def _quota_refusal(conn: DbConnection, request: WorkloadCreate, quota: DictRow) -> Reason | None:
+def _quota_refusal(conn: DbConnection, request: WorkloadCreate, quota: ZoneQuota) -> Reason | None:
     """Why the tenant's ``quota`` (one zone's, locked) refuses the request, or None."""
-    zone = quota["zone"]
+    zone = quota.zone
     held = repository.reserved_gpus(conn, request.tenant, zone)
-    if held + request.gpu_count > quota["max_gpus"]:
+    if held + request.gpu_count > quota.max_gpus:
         return _deny(
-            f"tenant {request.tenant} may hold {quota['max_gpus']} GPUs at once in zone {zone};"
+            f"tenant {request.tenant} may hold {quota.max_gpus} GPUs at once in zone {zone};"
             f" it holds {held} and asks for {request.gpu_count}",
             "quota",
         )
-    limit = quota["gpu_hours_per_period"]
+    limit = quota.gpu_hours_per_period
     if limit is not None:
         used = (
-            repository.gpu_seconds_in_period(conn, request.tenant, zone, quota["period"])
+            repository.gpu_seconds_in_period(conn, request.tenant, zone, quota.period)
             / _SECONDS_PER_HOUR
         )
         if used >= float(limit):
             return _deny(
                 f"tenant {request.tenant} has used {used:.2f} of its {float(limit):g} GPU-hours"
-                f" this {quota['period']} in zone {zone}",
+                f" this {quota.period} in zone {zone}",
                 "quota",
             )
     return None
@@ -223,7 +129,7 @@ class _Placement:
     request: WorkloadCreate
     workload: WorkloadView
     values: dict[str, Any]
-    quotas: dict[str, DictRow]
+    quotas: dict[str, ZoneQuota]
     refusals: dict[str | None, Reason | None] = field(default_factory=dict)
     taken: int = 0
     tried: int = 0
@@ -244,7 +150,7 @@ class _Placement:
             self.refusals[zone] = refusal
         return self.refusals[zone]
 
-    def walk(self, occupancy: Occupancy, eligible: int) -> DictRow | None:
+    def walk(self, occupancy: Occupancy, eligible: int) -> WorkloadPublic | None:
         """Try the candidates in order until one books; the stored workload, or None."""
         count = self.workload.gpu_count
         while True:
@@ -259,7 +165,7 @@ class _Placement:
                 self.fleet.settle(pick.claimed, ())
                 continue
             self.claimed = pick.claimed
-            row = repository.book(
+            booking = repository.book(
                 self.conn,
                 {
                     **self.values,
@@ -271,29 +177,29 @@ class _Placement:
                     "count": count,
                 },
             )
-            if row["id"] is not None:
-                if row["booked"] < count:
+            if booking.workload is not None:
+                if booking.booked < count:
                     raise _BookedMeanwhileError
-                return row
+                return booking.workload
             self.taken += 1
             self.claimed = ()
-            self.fleet.missed(occupancy, pick, row["lockable"])
+            self.fleet.missed(occupancy, pick, booking.lockable)
 
 
 def _place(
     walk: _Placement, occupancy: Occupancy, eligible: int
-) -> tuple[DictRow | None, list[Reason]]:
+) -> tuple[WorkloadPublic | None, list[Reason]]:
     """Book GPUs on the first of the ``eligible`` nodes (bitmask) that has them, or say why not."""
-    row = walk.walk(occupancy, eligible)
-    if row is None:
+    placed = walk.walk(occupancy, eligible)
+    if placed is None:
         # Reload the belief before saying there is no room, always, even one loaded during
         # this request: another request may have replaced it since (claims given back after
         # that are freed in the new one only), or a missed booking marked GPUs busy that
         # were only being locked. ``resync`` hands over the newer belief if there is one.
         walk.tried = 0
-        row = walk.walk(walk.fleet.resync(walk.conn, occupancy), eligible)
-    if row is not None:
-        return row, []
+        placed = walk.walk(walk.fleet.resync(walk.conn, occupancy), eligible)
+    if placed is not None:
+        return placed, []
     reasons = [reason for reason in walk.refusals.values() if reason is not None]
     if walk.taken:
         reasons.append(
@@ -308,10 +214,6 @@ def _place(
         message = "no eligible node is active, undrifted and has enough free GPUs of the kind"
         reasons.append(_deny(f"{message} asked for", "capacity"))
     return None, reasons
-
-
-def _request_json(request: WorkloadCreate) -> dict[str, Any]:
-    return request.model_dump(mode="json", exclude={"strategy", "lease_seconds"})
 
 
 def admit(
@@ -352,9 +254,10 @@ def _admit(
     """One try at ``admit``, in one transaction."""
     workload_id = uuid4()
     walk: _Placement | None = None
+    decided: WorkloadRequest = request.decision_request()
     try:
-        with conn.transaction():
-            workload = workload_view(conn, request)
+        with audited(conn, ctx, AuditAction.WORKLOAD_DENIED, str(workload_id)) as change:
+            workload = workload_view(conn, decided)
             occupancy = fleet.current(conn)
             policy_set = active_policy_set(conn, policy_sets)
             index = occupancy.snapshot.index
@@ -364,7 +267,7 @@ def _admit(
             values: dict[str, Any] = {
                 "id": workload_id,
                 "tenant": request.tenant,
-                "request": _request_json(request),
+                "request": decided.model_dump(mode="json"),
                 "strategy": request.strategy.value,
                 "status": WorkloadStatus.ADMITTED.value,
                 "outcome": decision.outcome.value,
@@ -374,21 +277,21 @@ def _admit(
                 "lease_seconds": request.lease_seconds,
                 "created_by": ctx.actor_name,
             }
-            row: DictRow | None = None
+            created: WorkloadPublic | None = None
             if decision.admitted:
                 zones = sorted(z for z, mask in index.by_zone.items() if z and mask & eligible)
                 quotas = repository.lock_quotas(conn, request.tenant, zones)
                 walk = _Placement(conn, fleet, request, workload, values, quotas)
-                row, refusals = _place(walk, occupancy, eligible)
-                if row is None:
+                created, refusals = _place(walk, occupancy, eligible)
+                if created is None:
                     decision = replace(
                         decision,
                         outcome=DecisionOutcome.DENIED,
                         reasons=[*decision.reasons, *refusals],
                         eligible_node_ids=[],
                     )
-            if row is None:
-                row = repository.insert_denied(
+            if created is None:
+                created = repository.insert_denied(
                     conn,
                     {
                         **values,
@@ -396,15 +299,10 @@ def _admit(
                         "reasons": [reason.to_json() for reason in decision.reasons],
                     },
                 )
-            created = _public(row)
-            audit.record(
-                conn,
-                ctx,
-                action=f"workload.{created.status.value}",
-                object_type="workload",
-                object_id=str(workload_id),
-                after={**created.model_dump(mode="json"), "point": decision.point.value},
-            )
+            else:
+                change.action = AuditAction.WORKLOAD_ADMITTED
+            # Already validated as it left the database: only the point is added.
+            change.after = WorkloadDecided.model_construct(**dict(created), point=decision.point)
     except BaseException:
         if walk is not None:
             fleet.settle(walk.claimed, ())
@@ -417,26 +315,17 @@ def _admit(
 # -- the end of a workload -------------------------------------------------------------
 
 
-def _running(conn: DbConnection, workload_id: UUID, verb: str) -> DictRow:
+def _running(conn: DbConnection, workload_id: UUID, verb: str) -> LockedWorkload:
     """The workload, locked, if it is admitted (404 if unknown, 409 if it is not running)."""
-    row = repository.lock_workload(conn, workload_id)
-    if row is None:
+    found = repository.lock_workload(conn, workload_id)
+    if found is None:
         raise NotFoundError(f"workload {workload_id} does not exist")
-    if row["status"] != WorkloadStatus.ADMITTED:
+    if found.status is not WorkloadStatus.ADMITTED:
         raise ConflictError(
-            f"workload {workload_id} is {row['status']}; only an admitted workload can be {verb}",
-            details={"status": row["status"]},
+            f"workload {workload_id} is {found.status}; only an admitted workload can be {verb}",
+            details={"status": found.status.value},
         )
-    return row
-
-
-def _holding(row: DictRow) -> dict[str, Any]:
-    return {
-        "status": row["status"],
-        "node_id": str(row["node_id"]),
-        "gpu_uuids": list(row["gpu_uuids"]),
-        "lease_expires_at": row["lease_expires_at"].isoformat(),
-    }
+    return found
 
 
 def release(
@@ -446,23 +335,19 @@ def release(
 
     ``fleet``: the process's cache, told about the freed GPUs after commit.
     """
-    with conn.transaction():
+    with audited(conn, ctx, AuditAction.WORKLOAD_RELEASED, str(workload_id)) as change:
         before = _running(conn, workload_id, "released")
+        change.before = WorkloadHolding(
+            status=before.status,
+            node_id=before.node_id,
+            gpu_uuids=before.gpu_uuids,
+            lease_expires_at=before.lease_expires_at,
+        )
         repository.end_workload(conn, workload_id, WorkloadStatus.RELEASED.value)
         freed = repository.delete_reservations(conn, [workload_id])
         after = get_workload(conn, workload_id)
-        audit.record(
-            conn,
-            ctx,
-            action="workload.released",
-            object_type="workload",
-            object_id=str(workload_id),
-            before=_holding(before),
-            after={
-                "status": after.status.value,
-                "ended_at": after.ended_at.isoformat() if after.ended_at else None,
-                "freed_gpu_uuids": sorted(freed),
-            },
+        change.after = WorkloadReleased(
+            status=after.status, ended_at=after.ended_at, freed_gpu_uuids=sorted(freed)
         )
     if fleet is not None:
         fleet.freed(freed)
@@ -474,15 +359,16 @@ def renew(conn: DbConnection, workload_id: UUID, renewal: LeaseRenew) -> Workloa
 
     Not audited, like heartbeats: what the log records is the workload's start and end.
     """
-    with conn.transaction():
-        row = _running(conn, workload_id, "renewed")
-        if row["lease_expired"]:
+    with transaction(conn):
+        found = _running(conn, workload_id, "renewed")
+        if found.lease_expired:
+            expired_at = found.lease_expires_at.isoformat() if found.lease_expires_at else "?"
             raise ConflictError(
-                f"the lease of workload {workload_id} expired at"
-                f" {row['lease_expires_at'].isoformat()}; submit the workload again",
-                details={"status": row["status"], "reason": "lease_expired"},
+                f"the lease of workload {workload_id} expired at {expired_at}; submit the"
+                " workload again",
+                details={"status": found.status.value, "reason": "lease_expired"},
             )
-        repository.renew_lease(conn, workload_id, renewal.lease_seconds or row["lease_seconds"])
+        repository.renew_lease(conn, workload_id, renewal.lease_seconds or found.lease_seconds)
     return get_workload(conn, workload_id)
 
 
@@ -493,22 +379,26 @@ def expire_leases(conn: DbConnection, ctx: AuditContext, *, batch_size: int) -> 
     expired; a caller with a larger backlog calls again. Idempotent: a second call finds
     nothing more to do.
     """
-    with conn.transaction():
+    with transaction(conn):
         expired = repository.expire_due(conn, batch_size)
         if expired:
-            repository.delete_reservations(conn, [row["id"] for row in expired])
-        for row in expired:
-            audit.record(
+            repository.delete_reservations(conn, [found.id for found in expired])
+        for found in expired:
+            record_change(
                 conn,
                 ctx,
-                action="workload.expired",
-                object_type="workload",
-                object_id=str(row["id"]),
-                before=_holding({**row, "status": WorkloadStatus.ADMITTED.value}),
-                after={
-                    "status": WorkloadStatus.EXPIRED.value,
-                    "ended_at": row["ended_at"].isoformat(),
-                    "reason": "lease not renewed",
-                },
+                AuditAction.WORKLOAD_EXPIRED,
+                str(found.id),
+                before=WorkloadHolding(
+                    status=WorkloadStatus.ADMITTED,
+                    node_id=found.node_id,
+                    gpu_uuids=found.gpu_uuids,
+                    lease_expires_at=found.lease_expires_at,
+                ),
+                after=WorkloadExpired(
+                    status=WorkloadStatus.EXPIRED,
+                    ended_at=found.ended_at,
+                    reason="lease not renewed",
+                ),
             )
     return len(expired)

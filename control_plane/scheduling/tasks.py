@@ -6,7 +6,7 @@ nothing.
 
 from celery import Celery
 
-from control_plane.audit.models import AuditContext
+from control_plane.core.audit_log import AuditContext
 from control_plane.core.db import connect
 from control_plane.core.settings import Settings
 from control_plane.scheduling import service

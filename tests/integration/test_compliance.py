@@ -18,10 +18,11 @@ from psycopg.rows import DictRow
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.compliance import service
-from control_plane.compliance.models import EvaluationPublic, EvaluationTrigger
-from control_plane.compliance.outbox import request_evaluation
+from control_plane.compliance.models import EvaluationPublic
 from control_plane.compliance.tasks import COMPLIANCE_ACTOR, EVALUATE_TASK
 from control_plane.core.db import DbConnection
+from control_plane.core.outbox import request_evaluation
+from control_plane.domain.compliance import EvaluationTrigger
 from tests.support import Run, bearer, registration
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,7 @@ from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import Settings
-from control_plane.inventory import service
+from control_plane.inventory import agents
 from control_plane.inventory.tasks import MARK_OFFLINE_TASK, SWEEP_ACTOR
 from tests.support import bearer, registration
 
@@ -39,7 +39,7 @@ def age_heartbeats(owner_conn: DbConnection, node_ids: list[UUID], seconds: int)
 
 def sweep(conn: DbConnection, batch_size: int = 100) -> int:
     """Run the offline sweep once, with a 10 s heartbeat interval (offline after 30 s)."""
-    return service.mark_stale_nodes_offline(
+    return agents.mark_stale_nodes_offline(
         conn, SWEEP_ACTOR, heartbeat_interval_seconds=10, batch_size=batch_size
     )
 

@@ -16,6 +16,7 @@ from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import Settings
+from control_plane.facts.fleet import fleet_generation
 from control_plane.scheduling import repository, service
 from control_plane.scheduling.tasks import (
     EXPIRE_LEASES_TASK,
@@ -526,7 +527,7 @@ def test_sovctl_workload_submit_list_release(
 
 
 def generation(conn: DbConnection) -> int:
-    return repository.fleet_generation(conn)
+    return fleet_generation(conn)
 
 
 def test_the_fleet_generation_moves_only_with_what_placement_reads(

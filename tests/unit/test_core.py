@@ -7,11 +7,10 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 import control_plane
-from control_plane.audit.models import GENESIS_HASH
-from control_plane.audit.service import canonical_json, event_hash
 from control_plane.cli.output import table
-from control_plane.core.countries import CountryCode, is_country_code
+from control_plane.core.audit_log import GENESIS_HASH, canonical_json, event_hash
 from control_plane.core.db import load_queries
+from control_plane.domain.countries import CountryCode, is_country_code
 
 EVENT = {
     "seq": 1,

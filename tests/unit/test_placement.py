@@ -1,9 +1,10 @@
 """Placement order, GPU fit and the occupancy belief: pure code, no services."""
 
-from control_plane.inventory.models import DriftStatus, NodeStatus
+from control_plane.domain.fleet import DriftStatus, NodeStatus
+from control_plane.facts.fleet import FleetSnapshot
 from control_plane.policy.engine import NodeIndex, gpu_request
 from control_plane.policy.models import GpuView, NodeView, WorkloadView
-from control_plane.scheduling.fleet import FleetSnapshot, Occupancy
+from control_plane.scheduling.fleet import Occupancy
 from control_plane.scheduling.models import PlacementStrategy
 from control_plane.scheduling.placement import fitting_gpus, gpu_fits, placeable
 

@@ -3,7 +3,8 @@
 import pytest
 from pydantic import ValidationError
 
-from control_plane.registry.models import Classification, DatasetCreate, ModelUpdate
+from control_plane.domain.classification import Classification
+from control_plane.registry.models import DatasetCreate, ModelUpdate
 
 
 def test_classifications_rank_from_public_to_restricted() -> None:

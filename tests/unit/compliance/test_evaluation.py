@@ -16,15 +16,11 @@ from control_plane.compliance.evaluation import (
     capacity_change,
     what_if,
 )
-from control_plane.inventory.models import DriftStatus, NodeStatus, ProvenanceStatus
+from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
+from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.policy.documents import PolicySet, compile_policy_set
 from control_plane.policy.engine import NodeIndex
-from control_plane.policy.models import (
-    DecisionOutcome,
-    EnforcementAction,
-    EnforcementPoint,
-    WorkloadView,
-)
+from control_plane.policy.models import WorkloadView
 from tests.unit.policy.builders import ZONES, dataset, node, policy, workload
 
 SWEEP = EnforcementPoint.SWEEP
@@ -274,7 +270,8 @@ def test_evaluation_module_does_no_io() -> None:
         "collections.abc",
         "dataclasses",
         "typing",
-        "control_plane.inventory.models",
+        "control_plane.domain.decisions",
+        "control_plane.domain.fleet",
         "control_plane.policy.documents",
         "control_plane.policy.engine",
         "control_plane.policy.models",

@@ -2,9 +2,9 @@
 
 from typing import Any
 
-from control_plane.inventory.models import DriftStatus, NodeStatus, ProvenanceStatus
+from control_plane.domain.classification import Classification
+from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.policy.models import (
-    Classification,
     DataAssetView,
     DestinationView,
     GpuView,

@@ -12,18 +12,12 @@ import pytest
 from pydantic import TypeAdapter
 
 from control_plane.core.errors import NotFoundError
-from control_plane.inventory.models import DriftStatus, NodeStatus, ProvenanceStatus
+from control_plane.domain.classification import Classification
+from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
+from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.policy.documents import compile_policy_set
 from control_plane.policy.engine import NodeIndex, decide, evaluate_node
-from control_plane.policy.models import (
-    Classification,
-    Decision,
-    DecisionOutcome,
-    EnforcementAction,
-    EnforcementPoint,
-    NodeView,
-    WorkloadView,
-)
+from control_plane.policy.models import Decision, NodeView, WorkloadView
 from tests.unit.policy.builders import (
     A100,
     GIB,

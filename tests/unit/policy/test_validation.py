@@ -5,6 +5,8 @@ from typing import Any
 import pytest
 
 from control_plane.core.errors import InvalidInputError
+from control_plane.domain.classification import Classification
+from control_plane.domain.decisions import EnforcementAction
 from control_plane.policy import conditions
 from control_plane.policy.documents import (
     compile_policy_set,
@@ -12,7 +14,7 @@ from control_plane.policy.documents import (
     load_documents,
     validate_documents,
 )
-from control_plane.policy.models import Classification, EnforcementAction, PolicyDocument
+from control_plane.policy.models import PolicyDocument
 from control_plane.policy.scenario import load_scenario
 from tests.unit.policy.builders import ZONES, cel, policy
 

@@ -1,7 +1,8 @@
 """The Celery application factory for the worker and beat (``sovctl worker|beat``).
 
-Built from settings on demand, not at import time. Each feature's ``tasks.py`` exposes a
-``register(app, settings)`` that adds its tasks and beat entries.
+An entry point, like ``app.py`` for the API: it sits above the features and gathers their
+tasks. Built from settings on demand, not at import time. Each feature's ``tasks.py``
+exposes a ``register(app, settings)`` that adds its tasks and beat entries.
 """
 
 from celery import Celery

@@ -1,0 +1,214 @@
+"""Recording audited changes: the one helper every mutation goes through, and the chain format.
+
+Every mutation runs inside ``audited`` (or, for a batch in one transaction, calls
+``record_change`` per object): the change and its evidence commit together or not at all.
+The helper takes typed snapshots, public models as the API shows them, of the object
+before and after the change, dumps them as JSON at the moment they are given, and queues
+one event with an action from ``domain.audit.AuditAction``. Nothing else writes events, so
+there is no free-string action and no hand-made before/after shape.
+
+The chain: each event's hash is SHA-256 over the canonical JSON of its fields plus the
+previous event's hash, so changing, inserting or removing any event breaks every hash after
+it. An event is linked into the chain when its transaction commits (migration 0010):
+PostgreSQL then takes the chain's writer lock, reads the head and computes the same hash
+from the canonical JSON prepared here, so the lock is held for the commit alone. The audit
+feature (``control_plane.audit``) reads and verifies the chain with ``event_hash``.
+
+This is ground-floor plumbing: access, inventory, registry, policy, scheduling and
+compliance all record through it, and the audit feature, which reads the log, sits above
+them.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, LiteralString
+
+from psycopg.pq import TransactionStatus
+from pydantic import BaseModel
+
+from control_plane.core.db import DbConnection, load_queries
+from control_plane.domain.audit import AuditAction
+
+#: ``prev_hash`` of the first event: there is nothing before it.
+GENESIS_HASH = "0" * 64
+
+_HASHED_FIELDS = (
+    "seq",
+    "occurred_at",
+    "actor_id",
+    "actor_name",
+    "request_id",
+    "action",
+    "object_type",
+    "object_id",
+    "before",
+    "after",
+)
+#: The keys that only the chain's head decides, or that sit between them, in sorted order:
+#: every other hashed key sorts before them, so the canonical JSON ends with these three.
+_HEAD_DECIDED = ("prev_hash", "request_id", "seq")
+
+
+@dataclass(frozen=True, slots=True)
+class AuditContext:
+    """Who is changing something, and in which request; passed to every mutating service.
+
+    The actor's name is copied onto each event so the record survives the actor's deletion.
+    """
+
+    actor_id: str
+    actor_name: str
+    request_id: str | None = None
+
+
+def canonical_json(value: Any) -> str:
+    """Serialise JSON-safe ``value`` one way only: sorted keys, no spaces, UTF-8 as is.
+
+    The form Sovereign hashes: audit events here, policy documents' content hashes.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def event_hash(fields: dict[str, Any], prev_hash: str) -> str:
+    """Hash an event's fields (``before``/``after`` as JSON values) chained to ``prev_hash``."""
+    document = {name: fields[name] for name in _HASHED_FIELDS}
+    document["occurred_at"] = _timestamp(fields["occurred_at"])
+    document["prev_hash"] = prev_hash
+    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+
+
+def hash_parts(fields: dict[str, Any]) -> tuple[str, str]:
+    """The canonical JSON ``event_hash`` hashes, cut around the values of prev_hash and seq.
+
+    ``head + prev_hash + tail + str(seq) + "}"`` is that JSON for any head: PostgreSQL
+    completes and hashes it when the event is linked at commit (migration 0010). ``fields``
+    needs every hashed field except ``seq``.
+    """
+    document = {name: fields[name] for name in _HASHED_FIELDS if name not in _HEAD_DECIDED}
+    document["occurred_at"] = _timestamp(fields["occurred_at"])
+    head = canonical_json(document)[:-1] + ',"prev_hash":"'
+    tail = '","request_id":' + canonical_json(fields["request_id"]) + ',"seq":'
+    return head, tail
+
+
+def _insert_pending() -> LiteralString:
+    return load_queries("control_plane.core", "audit_log.sql")["insert_pending"]
+
+
+def _snapshot(model: BaseModel | None) -> str | None:
+    """A model as the canonical JSON text the event stores and hashes (None for nothing)."""
+    return None if model is None else canonical_json(model.model_dump(mode="json"))
+
+
+def _queue_event(
+    conn: DbConnection,
+    ctx: AuditContext,
+    action: AuditAction,
+    object_id: str,
+    before_json: str | None,
+    after_json: str | None,
+) -> None:
+    """Queue one event in the open transaction; the commit trigger links it into the chain."""
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        raise RuntimeError("an audited change must run inside the transaction that makes it")
+    fields: dict[str, Any] = {
+        "occurred_at": datetime.now(UTC),
+        "actor_id": ctx.actor_id,
+        "actor_name": ctx.actor_name,
+        "request_id": ctx.request_id,
+        "action": action.value,
+        "object_type": action.object_type,
+        "object_id": object_id,
+        # Round-trip through canonical text so what is hashed is exactly what is stored.
+        "before": None if before_json is None else json.loads(before_json),
+        "after": None if after_json is None else json.loads(after_json),
+    }
+    hash_head, hash_tail = hash_parts(fields)
+    conn.execute(
+        _insert_pending(),
+        {
+            **fields,
+            "before": before_json,
+            "after": after_json,
+            "hash_head": hash_head,
+            "hash_tail": hash_tail,
+        },
+    )
+
+
+def record_change(
+    conn: DbConnection,
+    ctx: AuditContext,
+    action: AuditAction,
+    object_id: str,
+    *,
+    before: BaseModel | None = None,
+    after: BaseModel | None = None,
+) -> None:
+    """Record one change inside the caller's open transaction; it joins the chain at commit.
+
+    ``before`` and ``after`` are the object's public models (or the typed snapshot the
+    action documents in ``domain.audit``), dumped as JSON now. Call it after the changes
+    it describes (see the lock order in migration 0010); ``audited`` does that for you.
+    """
+    _queue_event(conn, ctx, action, object_id, _snapshot(before), _snapshot(after))
+
+
+class AuditedChange:
+    """A change in progress: the action, the object and its public models before and after.
+
+    ``action`` and ``object_id`` may be settled inside the block, when the change itself
+    decides them (a workload admitted or denied; a new node's id). The models are dumped
+    when the change is recorded, at the end of the block.
+    """
+
+    __slots__ = ("action", "after", "before", "object_id")
+
+    def __init__(self, action: AuditAction, object_id: str | None, before: BaseModel | None):
+        self.action = action
+        self.object_id = object_id
+        self.before = before
+        self.after: BaseModel | None = None
+
+    def _record(self, conn: DbConnection, ctx: AuditContext) -> None:
+        if self.object_id is None:
+            raise RuntimeError(f"{self.action}: the change named no object")
+        record_change(conn, ctx, self.action, self.object_id, before=self.before, after=self.after)
+
+
+def transaction(conn: DbConnection) -> Any:
+    """The caller's open transaction, or a new one: joining costs no savepoint round trip."""
+    if conn.info.transaction_status == TransactionStatus.INTRANS:
+        return nullcontext()
+    return conn.transaction()
+
+
+@contextmanager
+def audited(
+    conn: DbConnection,
+    ctx: AuditContext,
+    action: AuditAction,
+    object_id: str | None = None,
+    *,
+    before: BaseModel | None = None,
+) -> Iterator[AuditedChange]:
+    """Run a mutation in a transaction and record it, with its snapshots, as it commits.
+
+    The block makes the change and sets ``change.after`` (and ``before`` if it was not
+    known when entering); on a normal exit the event is queued last in the transaction,
+    after everything it describes. An exception rolls back the change and records nothing.
+    Inside an open transaction it joins it, so several objects changed together (a node
+    registered with its credential) commit as one.
+    """
+    with transaction(conn):
+        change = AuditedChange(action, object_id, before)
+        yield change
+        change._record(conn, ctx)

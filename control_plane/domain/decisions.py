@@ -1,0 +1,37 @@
+"""The typed vocabulary recorded on every decision.
+
+As Gatekeeper records enforcement actions and enforcement points on every result.
+"""
+
+from enum import StrEnum
+
+
+class EnforcementAction(StrEnum):
+    """What a policy's violation does.
+
+    ``deny`` refuses the workload or the node; ``warn`` admits it and says why it should
+    not have been; ``dryrun`` changes nothing and records what the policy would have done,
+    so a new policy can be watched before it is enforced.
+    """
+
+    DENY = "deny"
+    WARN = "warn"
+    DRYRUN = "dryrun"
+
+
+class EnforcementPoint(StrEnum):
+    """Which caller asked for a decision; recorded on it so evidence says where it came from."""
+
+    API = "api"
+    WEBHOOK = "webhook"
+    SWEEP = "sweep"
+    WHATIF = "whatif"
+    CLI = "cli"
+
+
+class DecisionOutcome(StrEnum):
+    """The verdict on a workload (or on a running workload's node)."""
+
+    ADMITTED = "admitted"
+    DENIED = "denied"
+    ADMITTED_WITH_WARNINGS = "admitted_with_warnings"

@@ -1,0 +1,24 @@
+-- name: zones
+SELECT slug, parent_slug, country FROM residency_zone;
+
+-- name: fleet_generation
+-- Goes up with every committed change to what ``fleet`` returns (migration 0007).
+SELECT generation FROM fleet_generation;
+
+-- name: fleet
+-- Every node placement could consider, with ALL its GPUs, as the policy engine wants
+-- them; which GPUs are booked is read separately (scheduling's ``reserved_gpu_uuids``),
+-- because that changes with every admission while this changes rarely. Decommissioned
+-- nodes are left out: they are not part of the fleet any more and would only clutter the
+-- reasons.
+SELECT n.id, n.hostname, n.zone_slug AS zone, n.status, n.drift_status, n.origin_country,
+       n.component_origins, n.provenance_status, n.labels,
+       coalesce(
+           (SELECT jsonb_agg(jsonb_build_object('uuid', g.uuid, 'model', g.model,
+                                                'memory_total_bytes', g.memory_total_bytes,
+                                                'mig_mode', g.mig_mode) ORDER BY g.index)
+            FROM gpu g WHERE g.node_id = n.id),
+           '[]'::jsonb) AS gpus
+FROM node n
+WHERE n.status <> 'decommissioned'
+ORDER BY n.hostname, n.id;

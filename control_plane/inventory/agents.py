@@ -1,0 +1,256 @@
+"""The control plane's side of the agent protocol: registration, heartbeats, liveness.
+
+An agent registers with a bootstrap token and receives its node's own credential; then it
+heartbeats: telemetry always, the full inventory when it changed. A report whose hardware
+identity differs from the baseline quarantines the node (``drift.py``). Only real changes
+are audited (a registration, a changed inventory, drift, a node coming back online or
+going offline); telemetry is not, as it changes every few seconds and proves nothing.
+"""
+
+import hashlib
+from typing import Any
+from uuid import UUID
+
+from control_plane.access import repository as access_repository
+from control_plane.access import service as access
+from control_plane.access.models import Role
+from control_plane.core.audit_log import (
+    AuditContext,
+    audited,
+    canonical_json,
+    record_change,
+    transaction,
+)
+from control_plane.core.db import DbConnection
+from control_plane.core.errors import ConflictError, InvalidInputError
+from control_plane.domain.audit import AuditAction
+from control_plane.domain.fleet import NodeStatus
+from control_plane.inventory import repository
+from control_plane.inventory.drift import DriftFound, check_identity, record_drift
+from control_plane.inventory.identity import reported_identity
+from control_plane.inventory.models import (
+    Heartbeat,
+    HeartbeatAck,
+    Inventory,
+    NodeDetail,
+    NodeLastSeen,
+    NodeOffline,
+    NodeRegister,
+    NodeRegistered,
+    NodeStatusSnapshot,
+)
+from control_plane.inventory.nodes import declared_provenance, existing_node, node_detail
+from control_plane.inventory.zones import check_site_in_zone
+
+#: A node that misses this many heartbeat intervals is marked offline.
+MISSED_HEARTBEATS_OFFLINE = 3
+
+
+def inventory_hash(inventory: Inventory) -> str:
+    """A stable digest of an inventory report, to tell whether anything changed."""
+    document = inventory.model_dump(mode="json")
+    document["gpus"] = sorted(document["gpus"], key=lambda g: g["uuid"])
+    return hashlib.sha256(canonical_json(document).encode()).hexdigest()
+
+
+def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> None:
+    """Make the node's GPU rows match the report: upsert those reported, delete the rest."""
+    seen: set[str] = set()
+    indexes: set[int] = set()
+    for position, gpu in enumerate(inventory.gpus):
+        if gpu.uuid in seen:
+            raise InvalidInputError.for_field(
+                f"inventory.gpus.{position}.uuid", "reported twice", gpu.uuid
+            )
+        if gpu.index in indexes:
+            raise InvalidInputError.for_field(
+                f"inventory.gpus.{position}.index", "two GPUs share this index", gpu.index
+            )
+        seen.add(gpu.uuid)
+        indexes.add(gpu.index)
+        if not repository.upsert_gpu(conn, {**gpu.model_dump(), "node_id": node_id}):
+            raise ConflictError(
+                f"inventory.gpus.{position}.uuid: GPU {gpu.uuid} is registered to another node",
+                details={"field": f"inventory.gpus.{position}.uuid", "uuid": gpu.uuid},
+            )
+    repository.delete_gpus_not_in(conn, node_id, sorted(seen))
+
+
+def _host_values(inventory: Inventory) -> dict[str, Any]:
+    return {**inventory.host.model_dump(), "inventory_hash": inventory_hash(inventory)}
+
+
+def register_node(
+    conn: DbConnection,
+    ctx: AuditContext,
+    registration: NodeRegister,
+    *,
+    secret_key: str,
+    heartbeat_interval_seconds: int,
+) -> NodeRegistered:
+    """Register an agent's node (or re-register it by machine id) and issue its credential.
+
+    On re-registration the agent's readings are refreshed and its old credentials revoked;
+    zone, site, labels and declared provenance stay as the admin left them, and a hardware
+    identity other than the baseline quarantines the node as drifted. One transaction:
+    the node's event, any drift, and the new credential's event commit together.
+    """
+    host = registration.inventory.host
+    drift: DriftFound | None = None
+    with transaction(conn):
+        existing = repository.lock_node_by_machine_id(conn, host.machine_id)
+        action = AuditAction.NODE_REGISTERED if existing is None else AuditAction.NODE_REREGISTERED
+        with audited(conn, ctx, action) as change:
+            if existing is None:
+                check_site_in_zone(conn, registration.site, registration.zone)
+                declared = registration.provenance
+                node_id = repository.insert_node(
+                    conn,
+                    {
+                        **_host_values(registration.inventory),
+                        "site": registration.site,
+                        "zone": registration.zone,
+                        "labels": registration.labels,
+                        **declared_provenance(declared, "agent-config", ctx),
+                        "asset_tag": declared.asset_tag or host.asset_tag,
+                        "identity_baseline": reported_identity(registration.inventory).model_dump(
+                            mode="json"
+                        ),
+                    },
+                )
+            else:
+                node_id = existing.id
+                change.before = node_detail(conn, existing)
+                repository.update_host_facts(
+                    conn, {**_host_values(registration.inventory), "id": node_id}
+                )
+                repository.refresh_registration(conn, node_id)
+                access_repository.revoke_node_tokens(conn, node_id)
+                drift = check_identity(conn, ctx, existing, registration.inventory, "registration")
+            _apply_gpus(conn, node_id, registration.inventory)
+            change.object_id = str(node_id)
+            change.after = node_detail(conn, existing_node(conn, node_id))
+        record_drift(conn, ctx, drift)
+        issued = access.issue_token(
+            conn,
+            ctx,
+            name=f"node:{host.hostname}",
+            role=Role.AGENT,
+            secret_key=secret_key,
+            node_id=node_id,
+        )
+    return NodeRegistered(
+        node_id=node_id, token=issued.token, heartbeat_interval_seconds=heartbeat_interval_seconds
+    )
+
+
+def _telemetry_columns(heartbeat: Heartbeat) -> dict[str, list[Any]]:
+    readings = heartbeat.telemetry
+    return {
+        "uuids": [t.uuid for t in readings],
+        "utilization_pct": [t.utilization_pct for t in readings],
+        "memory_used_bytes": [t.memory_used_bytes for t in readings],
+        "temperature_c": [t.temperature_c for t in readings],
+        "power_w": [t.power_w for t in readings],
+        "ecc_uncorrected_errors": [t.ecc_uncorrected_errors for t in readings],
+        "process_count": [t.process_count for t in readings],
+        "fan_speed_pct": [t.fan_speed_pct for t in readings],
+    }
+
+
+def record_heartbeat(
+    conn: DbConnection,
+    ctx: AuditContext,
+    node_id: UUID,
+    heartbeat: Heartbeat,
+    *,
+    heartbeat_interval_seconds: int,
+) -> HeartbeatAck:
+    """Take one heartbeat and return what was done with it.
+
+    Repeats (by sequence number) are dropped; telemetry overwrites the current state; a
+    changed inventory is applied; a hardware identity other than the baseline quarantines
+    the node as drifted; an offline node comes back. Only real changes are audited.
+    """
+    with transaction(conn):
+        row = existing_node(conn, node_id, for_update=True)
+        if heartbeat.seq <= row.last_heartbeat_seq:
+            return HeartbeatAck(
+                accepted=False,
+                duplicate=True,
+                last_seq=row.last_heartbeat_seq,
+                status=row.status,
+                heartbeat_interval_seconds=heartbeat_interval_seconds,
+            )
+        before: NodeDetail | None = None
+        drift: DriftFound | None = None
+        inventory = heartbeat.inventory
+        if inventory is not None:
+            if inventory.host.machine_id != row.machine_id:
+                raise InvalidInputError.for_field(
+                    "inventory.host.machine_id",
+                    "differs from the registered node's machine id",
+                    inventory.host.machine_id,
+                )
+            if inventory_hash(inventory) != row.inventory_hash:
+                before = node_detail(conn, row)
+                repository.update_host_facts(conn, {**_host_values(inventory), "id": node_id})
+                _apply_gpus(conn, node_id, inventory)
+            drift = check_identity(conn, ctx, row, inventory, "heartbeat")
+        status = repository.record_heartbeat(conn, node_id, heartbeat.seq)
+        updated = repository.update_gpu_telemetry(conn, node_id, _telemetry_columns(heartbeat))
+        unknown = sorted({t.uuid for t in heartbeat.telemetry} - updated)
+        if before is not None:
+            record_change(
+                conn,
+                ctx,
+                AuditAction.NODE_INVENTORY_CHANGED,
+                str(node_id),
+                before=before,
+                after=node_detail(conn, existing_node(conn, node_id)),
+            )
+        record_drift(conn, ctx, drift)
+        # A drifted node comes back quarantined rather than active; it is online all the same.
+        if row.status is NodeStatus.OFFLINE and status is not NodeStatus.OFFLINE:
+            record_change(
+                conn,
+                ctx,
+                AuditAction.NODE_ONLINE,
+                str(node_id),
+                before=NodeStatusSnapshot(status=row.status),
+                after=NodeStatusSnapshot(status=status),
+            )
+    return HeartbeatAck(
+        accepted=True,
+        duplicate=False,
+        last_seq=heartbeat.seq,
+        status=status,
+        heartbeat_interval_seconds=heartbeat_interval_seconds,
+        inventory_changed=before is not None,
+        unknown_gpus=unknown,
+    )
+
+
+def mark_stale_nodes_offline(
+    conn: DbConnection, ctx: AuditContext, *, heartbeat_interval_seconds: int, batch_size: int
+) -> int:
+    """Mark active nodes that missed three heartbeats offline, one audited batch at a time.
+
+    Returns how many were marked; a caller with a larger backlog calls again.
+    """
+    threshold = MISSED_HEARTBEATS_OFFLINE * heartbeat_interval_seconds
+    reason = f"missed {MISSED_HEARTBEATS_OFFLINE} heartbeats ({threshold} s without one)"
+    with transaction(conn):
+        stale = repository.mark_stale_nodes_offline(conn, threshold, batch_size)
+        for node in stale:
+            record_change(
+                conn,
+                ctx,
+                AuditAction.NODE_OFFLINE,
+                str(node.id),
+                before=NodeLastSeen(
+                    status=NodeStatus.ACTIVE, last_heartbeat_at=node.last_heartbeat_at
+                ),
+                after=NodeOffline(status=NodeStatus.OFFLINE, reason=reason),
+            )
+    return len(stale)
