@@ -30,8 +30,9 @@ from typing import Any, LiteralString
 from psycopg.pq import TransactionStatus
 from pydantic import BaseModel
 
+from control_plane.core.canonical import canonical_json
 from control_plane.core.db import DbConnection, load_queries
-from control_plane.domain.audit import AuditAction
+from control_plane.domain.audit import AuditAction, check_snapshot
 
 #: ``prev_hash`` of the first event: there is nothing before it.
 GENESIS_HASH = "0" * 64
@@ -63,14 +64,6 @@ class AuditContext:
     actor_id: str
     actor_name: str
     request_id: str | None = None
-
-
-def canonical_json(value: Any) -> str:
-    """Serialise JSON-safe ``value`` one way only: sorted keys, no spaces, UTF-8 as is.
-
-    The form Sovereign hashes: audit events here, policy documents' content hashes.
-    """
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _timestamp(moment: datetime) -> str:
@@ -158,7 +151,11 @@ def record_change(
     ``before`` and ``after`` are the object's public models (or the typed snapshot the
     action documents in ``domain.audit``), dumped as JSON now. Call it after the changes
     it describes (see the lock order in migration 0010); ``audited`` does that for you.
+    Each snapshot must be of the model ``domain.audit.AUDIT_ACTIONS`` documents for the
+    action (a ``TypeError`` otherwise), so docs/audit.md says what the log holds.
     """
+    check_snapshot(action, "before", None if before is None else type(before).__name__)
+    check_snapshot(action, "after", None if after is None else type(after).__name__)
     _queue_event(conn, ctx, action, object_id, _snapshot(before), _snapshot(after))
 
 

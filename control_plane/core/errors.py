@@ -73,20 +73,6 @@ class ConflictError(SovereignError):
     status_code = 409
 
 
-class PolicyDeniedError(SovereignError):
-    """A residency policy denies this."""
-
-    code = "policy_denied"
-    status_code = 403
-
-
-class QuotaExceededError(SovereignError):
-    """The tenant's quota does not allow this."""
-
-    code = "quota_exceeded"
-    status_code = 409
-
-
 class ServiceUnavailableError(SovereignError):
     """A service Sovereign depends on is unavailable."""
 

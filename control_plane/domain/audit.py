@@ -57,202 +57,262 @@ class AuditAction(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What one side (``before`` or ``after``) of an action's events holds.
+
+    ``models`` are the class names of the snapshots ``core.audit_log`` accepts on that
+    side (``None`` in it: the side may be null); the helper refuses any other, so this
+    table, and docs/audit.md made from it, say what the log really holds.
+    """
+
+    text: str
+    models: tuple[str | None, ...]
+
+    def describe(self) -> str:
+        """The side in words, with its model names, as docs/audit.md shows it."""
+        named = [f"`{model}`" for model in self.models if model is not None]
+        if not named:
+            return "null"
+        suffix = ", or null" if None in self.models else ""
+        return f"{self.text} ({' or '.join(named)}){suffix}"
+
+
+#: A side of an event that is always null.
+NOTHING = Snapshot("", (None,))
+
+
+@dataclass(frozen=True, slots=True)
 class ActionRecord:
-    """What one action's events are about and hold, in words (docs/audit.md shows these)."""
+    """What one action's events are about and hold (docs/audit.md shows these)."""
 
     object_type: str
     #: Who records it and when.
     when: str
-    #: What ``before`` holds (``null`` where there was nothing before).
-    before: str
-    #: What ``after`` holds (``null`` where nothing is left after).
-    after: str
+    before: Snapshot
+    after: Snapshot
 
 
-def _record(object_type: str, when: str, before: str, after: str) -> ActionRecord:
-    return ActionRecord(object_type, when, before, after)
+def _side(text: str, *models: str | None) -> Snapshot:
+    return Snapshot(text, models)
 
 
-_NODE = "the node with its GPUs (`NodeDetail`)"
-_IDENTITY = "`identity` (system serial and GPU UUID/serial pairs), `status`, `drift_status`"
-_HOLDING = "`status`, `node_id`, `gpu_uuids`, `lease_expires_at` (`WorkloadHolding`)"
+_NODE = _side("the node with its GPUs", "NodeDetail")
+_IDENTITY = "`identity` (system serial, GPU UUID/serial pairs), `status`, `drift_status`"
+_HOLDING = _side(
+    "what it held: `status`, `node_id`, `gpu_uuids`, `lease_expires_at`", "WorkloadHolding"
+)
 
 #: Every action, in the order of ``AuditAction``.
 AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
-    AuditAction.TOKEN_CREATED: _record(
+    AuditAction.TOKEN_CREATED: ActionRecord(
         "token",
-        "a token is created (also an agent's, at registration)",
-        "null",
-        "the token without its secret (`TokenPublic`)",
+        "a token is created (an agent's too, at registration)",
+        NOTHING,
+        _side("the token without its secret", "TokenPublic"),
     ),
-    AuditAction.TOKEN_REVOKED: _record(
+    AuditAction.TOKEN_REVOKED: ActionRecord(
         "token",
         "a token is revoked",
-        "the token (`TokenPublic`)",
-        "the token with `revoked_at` (`TokenPublic`)",
+        _side("the token", "TokenPublic"),
+        _side("the token with `revoked_at`", "TokenPublic"),
     ),
-    AuditAction.ZONE_CREATED: _record(
-        "zone", "a zone is created", "null", "the zone (`ZonePublic`)"
+    AuditAction.ZONE_CREATED: ActionRecord(
+        "zone", "a zone is created", NOTHING, _side("the zone", "ZonePublic")
     ),
-    AuditAction.ZONE_UPDATED: _record(
-        "zone", "a zone is changed", "the zone (`ZonePublic`)", "the zone (`ZonePublic`)"
+    AuditAction.ZONE_UPDATED: ActionRecord(
+        "zone",
+        "a zone is changed",
+        _side("the zone", "ZonePublic"),
+        _side("the zone", "ZonePublic"),
     ),
-    AuditAction.ZONE_DELETED: _record(
-        "zone", "a zone is deleted", "the zone (`ZonePublic`)", "null"
+    AuditAction.ZONE_DELETED: ActionRecord(
+        "zone", "a zone is deleted", _side("the zone", "ZonePublic"), NOTHING
     ),
-    AuditAction.SITE_CREATED: _record(
-        "site", "a site is created", "null", "the site (`SitePublic`)"
+    AuditAction.SITE_CREATED: ActionRecord(
+        "site", "a site is created", NOTHING, _side("the site", "SitePublic")
     ),
-    AuditAction.NODE_REGISTERED: _record(
-        "node", "an agent registers a new machine id", "null", _NODE
+    AuditAction.NODE_REGISTERED: ActionRecord(
+        "node", "an agent registers a machine id not seen before", NOTHING, _NODE
     ),
-    AuditAction.NODE_REREGISTERED: _record(
+    AuditAction.NODE_REREGISTERED: ActionRecord(
         "node", "an agent registers a machine id already known", _NODE, _NODE
     ),
-    AuditAction.NODE_UPDATED: _record(
+    AuditAction.NODE_UPDATED: ActionRecord(
         "node",
         "an admin changes zone, site, status, labels or declared provenance",
-        "the node (`NodePublic`)",
-        "the node (`NodePublic`)",
+        _side("the node", "NodePublic"),
+        _side("the node", "NodePublic"),
     ),
-    AuditAction.NODE_INVENTORY_CHANGED: _record(
-        "node",
-        "a heartbeat carries an inventory that differs from the stored one",
-        _NODE,
-        _NODE,
+    AuditAction.NODE_INVENTORY_CHANGED: ActionRecord(
+        "node", "a heartbeat carries an inventory that differs from the stored one", _NODE, _NODE
     ),
-    AuditAction.NODE_DRIFT_DETECTED: _record(
+    AuditAction.NODE_DRIFT_DETECTED: ActionRecord(
         "node",
         "a report's hardware identity differs from the node's baseline",
-        f"{_IDENTITY} (`IdentitySnapshot`)",
-        f"{_IDENTITY}, and `differences` in words (`DriftDetected`)",
+        _side(f"the baseline: {_IDENTITY}", "IdentitySnapshot"),
+        _side(f"the reported {_IDENTITY} and `differences` in words", "DriftDetected"),
     ),
-    AuditAction.NODE_DRIFT_ACKNOWLEDGED: _record(
+    AuditAction.NODE_DRIFT_ACKNOWLEDGED: ActionRecord(
         "node",
         "an admin accepts a drifted node's reported identity",
-        f"{_IDENTITY}, `drift_evidence` (`DriftEvidenceSnapshot`)",
-        f"{_IDENTITY}, the admin's `note` (`DriftAcknowledged`)",
+        _side(f"{_IDENTITY} and `drift_evidence`", "DriftEvidenceSnapshot"),
+        _side(f"the accepted {_IDENTITY} and the admin's `note`", "DriftAcknowledged"),
     ),
-    AuditAction.NODE_ONLINE: _record(
+    AuditAction.NODE_ONLINE: ActionRecord(
         "node",
         "an offline node heartbeats again",
-        "`status` (`NodeStatusSnapshot`)",
-        "`status` (`NodeStatusSnapshot`)",
+        _side("`status`", "NodeStatusSnapshot"),
+        _side("`status`", "NodeStatusSnapshot"),
     ),
-    AuditAction.NODE_OFFLINE: _record(
+    AuditAction.NODE_OFFLINE: ActionRecord(
         "node",
         "the offline sweep finds a node silent for three heartbeat intervals",
-        "`status`, `last_heartbeat_at` (`NodeLastSeen`)",
-        "`status`, `reason` (`NodeOffline`)",
+        _side("`status`, `last_heartbeat_at`", "NodeLastSeen"),
+        _side("`status`, `reason`", "NodeOffline"),
     ),
-    AuditAction.NODE_PROVENANCE_CHECKED: _record(
+    AuditAction.NODE_PROVENANCE_CHECKED: ActionRecord(
         "node",
         "a BOM import verifies a node or finds a mismatch",
-        "the node's provenance (`Provenance`)",
-        "the node's provenance with its evidence",
+        _side("the node's provenance", "Provenance"),
+        _side("the node's provenance with the import's evidence", "Provenance"),
     ),
-    AuditAction.TENANT_CREATED: _record(
-        "tenant", "a tenant is created", "null", "the tenant with its quotas (`TenantPublic`)"
+    AuditAction.TENANT_CREATED: ActionRecord(
+        "tenant", "a tenant is created", NOTHING, _side("the tenant", "TenantPublic")
     ),
-    AuditAction.TENANT_DELETED: _record(
-        "tenant", "a tenant is deleted", "the tenant with its quotas (`TenantPublic`)", "null"
+    AuditAction.TENANT_DELETED: ActionRecord(
+        "tenant",
+        "a tenant is deleted",
+        _side("the tenant with its quotas", "TenantPublic"),
+        NOTHING,
     ),
-    AuditAction.TENANT_QUOTA_SET: _record(
+    AuditAction.TENANT_QUOTA_SET: ActionRecord(
         "tenant",
         "a tenant's quota in a zone is set",
-        "the quota it replaces (`QuotaPublic`), or null",
-        "the quota (`QuotaPublic`)",
+        _side("the quota it replaces", "QuotaPublic", None),
+        _side("the quota", "QuotaPublic"),
     ),
-    AuditAction.TENANT_QUOTA_REMOVED: _record(
-        "tenant", "a tenant's quota in a zone is removed", "the quota (`QuotaPublic`)", "null"
+    AuditAction.TENANT_QUOTA_REMOVED: ActionRecord(
+        "tenant",
+        "a tenant's quota in a zone is removed",
+        _side("the quota", "QuotaPublic"),
+        NOTHING,
     ),
-    AuditAction.DATASET_REGISTERED: _record(
-        "dataset", "a dataset is registered", "null", "the dataset (`DatasetPublic`)"
+    AuditAction.DATASET_REGISTERED: ActionRecord(
+        "dataset", "a dataset is registered", NOTHING, _side("the dataset", "DatasetPublic")
     ),
-    AuditAction.DATASET_UPDATED: _record(
+    AuditAction.DATASET_UPDATED: ActionRecord(
         "dataset",
         "a dataset is changed",
-        "the dataset (`DatasetPublic`)",
-        "the dataset (`DatasetPublic`)",
+        _side("the dataset", "DatasetPublic"),
+        _side("the dataset", "DatasetPublic"),
     ),
-    AuditAction.DATASET_DELETED: _record(
-        "dataset", "a dataset is deleted", "the dataset (`DatasetPublic`)", "null"
+    AuditAction.DATASET_DELETED: ActionRecord(
+        "dataset", "a dataset is deleted", _side("the dataset", "DatasetPublic"), NOTHING
     ),
-    AuditAction.MODEL_REGISTERED: _record(
-        "model", "a model is registered", "null", "the model (`ModelPublic`)"
+    AuditAction.MODEL_REGISTERED: ActionRecord(
+        "model", "a model is registered", NOTHING, _side("the model", "ModelPublic")
     ),
-    AuditAction.MODEL_UPDATED: _record(
-        "model", "a model is changed", "the model (`ModelPublic`)", "the model (`ModelPublic`)"
+    AuditAction.MODEL_UPDATED: ActionRecord(
+        "model",
+        "a model is changed",
+        _side("the model", "ModelPublic"),
+        _side("the model", "ModelPublic"),
     ),
-    AuditAction.MODEL_DELETED: _record(
-        "model", "a model is deleted", "the model (`ModelPublic`)", "null"
+    AuditAction.MODEL_DELETED: ActionRecord(
+        "model", "a model is deleted", _side("the model", "ModelPublic"), NOTHING
     ),
-    AuditAction.DESTINATION_CREATED: _record(
+    AuditAction.DESTINATION_CREATED: ActionRecord(
         "destination",
         "an artifact destination is created",
-        "null",
-        "the destination (`DestinationPublic`)",
+        NOTHING,
+        _side("the destination", "DestinationPublic"),
     ),
-    AuditAction.DESTINATION_DELETED: _record(
+    AuditAction.DESTINATION_DELETED: ActionRecord(
         "destination",
         "an artifact destination is deleted",
-        "the destination (`DestinationPublic`)",
-        "null",
+        _side("the destination", "DestinationPublic"),
+        NOTHING,
     ),
-    AuditAction.POLICY_APPLIED: _record(
+    AuditAction.POLICY_APPLIED: ActionRecord(
         "policy",
         "a policy document is stored as a new version",
-        "the previous version's `name`, `version`, `content_hash` (`PolicyVersionRef`), or null",
-        "`name`, `version`, `content_hash`, the validated `document` and the"
-        " `active_policy_set` still enforced (`PolicyApplied`)",
+        _side("the previous version's `name`, `version`, `content_hash`", "PolicyVersionRef", None),
+        _side(
+            "`name`, `version`, `content_hash`, the validated `document` and the"
+            " `active_policy_set` still enforced",
+            "PolicyApplied",
+        ),
     ),
-    AuditAction.POLICY_SET_ACTIVATED: _record(
+    AuditAction.POLICY_SET_ACTIVATED: ActionRecord(
         "policy_set",
         "a policy set is made active",
-        "the set it replaces: `version`, `content_hash`, `members` (`PolicySetRef`)",
-        "the new set: `version`, `content_hash`, `members`, `note`, `restores_version`"
-        " (`PolicySetActivated`)",
+        _side("the set it replaces: `version`, `content_hash`, `members`", "PolicySetMembers"),
+        _side(
+            "the new set: `version`, `content_hash`, `members`, `note`, `restores_version`",
+            "PolicySetActivated",
+        ),
     ),
-    AuditAction.POLICY_SET_ROLLED_BACK: _record(
+    AuditAction.POLICY_SET_ROLLED_BACK: ActionRecord(
         "policy_set",
         "an earlier set's members are made active again, as a new set",
-        "the set it replaces (`PolicySetRef`)",
-        "the new set, `restores_version` naming the earlier one (`PolicySetActivated`)",
+        _side("the set it replaces", "PolicySetMembers"),
+        _side("the new set, `restores_version` naming the earlier one", "PolicySetActivated"),
     ),
-    AuditAction.WORKLOAD_ADMITTED: _record(
+    AuditAction.WORKLOAD_ADMITTED: ActionRecord(
         "workload",
         "a workload is admitted and its GPUs reserved",
-        "null",
-        "the workload with its decision and placement, and the enforcement `point`"
-        " (`WorkloadDecided`)",
+        NOTHING,
+        _side(
+            "the workload with its decision and placement, and the enforcement `point`",
+            "WorkloadDecided",
+        ),
     ),
-    AuditAction.WORKLOAD_DENIED: _record(
+    AuditAction.WORKLOAD_DENIED: ActionRecord(
         "workload",
         "a workload is denied (by policy, capacity or quota)",
-        "null",
-        "the workload with its decision and reasons, and the enforcement `point`"
-        " (`WorkloadDecided`)",
+        NOTHING,
+        _side(
+            "the workload with its decision and reasons, and the enforcement `point`",
+            "WorkloadDecided",
+        ),
     ),
-    AuditAction.WORKLOAD_RELEASED: _record(
+    AuditAction.WORKLOAD_RELEASED: ActionRecord(
         "workload",
         "a running workload is released",
-        f"what it held: {_HOLDING}",
-        "`status`, `ended_at`, `freed_gpu_uuids` (`WorkloadReleased`)",
+        _HOLDING,
+        _side("`status`, `ended_at`, `freed_gpu_uuids`", "WorkloadReleased"),
     ),
-    AuditAction.WORKLOAD_EXPIRED: _record(
+    AuditAction.WORKLOAD_EXPIRED: ActionRecord(
         "workload",
         "the lease sweep ends a workload whose lease was not renewed",
-        f"what it held: {_HOLDING}",
-        "`status`, `ended_at`, `reason` (`WorkloadExpired`)",
+        _HOLDING,
+        _side("`status`, `ended_at`, `reason`", "WorkloadExpired"),
     ),
-    AuditAction.COMPLIANCE_EVALUATED: _record(
+    AuditAction.COMPLIANCE_EVALUATED: ActionRecord(
         "compliance_evaluation",
         "a compliance evaluation of the running workloads is stored",
-        "null",
-        "the `policy_set` and `fleet_generation` judged under, the exact counts, the"
-        " `sampled_workload_ids` and the `triggers` by reason (`EvaluationRecorded`)",
+        NOTHING,
+        _side(
+            "the `policy_set` and `fleet_generation` judged under, the exact counts, the"
+            " `sampled_workload_ids` and the `triggers` by reason",
+            "EvaluationRecorded",
+        ),
     ),
 }
+
+
+def check_snapshot(action: AuditAction, side: str, model_name: str | None) -> None:
+    """Refuse a snapshot the table does not document for this action and side.
+
+    ``model_name`` is the snapshot's class name (``None`` for no snapshot). A mismatch is
+    a bug in the caller, so it raises rather than record something docs/audit.md denies.
+    """
+    record = AUDIT_ACTIONS[action]
+    allowed = (record.before if side == "before" else record.after).models
+    if model_name not in allowed:
+        raise TypeError(
+            f"{action}: {side} must be {' or '.join(map(str, allowed))}, not {model_name}"
+        )
 
 
 def actions_table() -> str:
@@ -262,8 +322,8 @@ def actions_table() -> str:
         "| --- | --- | --- | --- | --- |",
     ]
     lines += [
-        f"| `{action.value}` | `{record.object_type}` | {record.when} | {record.before}"
-        f" | {record.after} |"
+        f"| `{action.value}` | `{record.object_type}` | {record.when}"
+        f" | {record.before.describe()} | {record.after.describe()} |"
         for action, record in AUDIT_ACTIONS.items()
     ]
     return "\n".join(lines)

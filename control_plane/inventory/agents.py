@@ -14,13 +14,8 @@ from uuid import UUID
 from control_plane.access import repository as access_repository
 from control_plane.access import service as access
 from control_plane.access.models import Role
-from control_plane.core.audit_log import (
-    AuditContext,
-    audited,
-    canonical_json,
-    record_change,
-    transaction,
-)
+from control_plane.core.audit_log import AuditContext, audited, record_change, transaction
+from control_plane.core.canonical import canonical_json
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, InvalidInputError
 from control_plane.domain.audit import AuditAction

@@ -9,7 +9,6 @@ clocks; the caller hands over text or parsed documents.
 """
 
 import hashlib
-import json
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,6 +18,7 @@ import cel
 import yaml
 from pydantic import ValidationError
 
+from control_plane.core.canonical import canonical_json
 from control_plane.core.errors import InvalidInputError
 from control_plane.domain.decisions import EnforcementAction
 from control_plane.domain.fleet import ProvenanceStatus
@@ -216,11 +216,6 @@ def validate_documents(
     ``policies[0].requirements.cel[0].expression: syntax error at 1:17: ...``.
     """
     return [doc for doc, _ in _validate(documents, known_zones)]
-
-
-def canonical_json(value: Any) -> str:
-    """Sorted keys, no spaces, UTF-8 kept: the form hashed, as the audit chain does."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def content_hash(documents: Iterable[PolicyDocument]) -> str:

@@ -2,37 +2,35 @@
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
-from pydantic import BaseModel
 
 from control_plane.audit import service as audit
 from control_plane.core.audit_log import GENESIS_HASH, AuditContext, record_change
 from control_plane.core.db import DbConnection, connect
 from control_plane.domain.audit import AuditAction
+from control_plane.registry.models import QuotaPeriod, QuotaPublic
 from tests.support import tamper
 
 pytestmark = pytest.mark.integration
 
 ACTOR = AuditContext(actor_id="test:audit", actor_name="auditor test", request_id="req-1")
-#: Any action will do for the chain's own tests; this one is a zone's.
-ACTION = AuditAction.ZONE_CREATED
+#: The chain's own tests record quota changes: a quota holds floats, which the canonical
+#: JSON of Python and of PostgreSQL must write alike.
+ACTION = AuditAction.TENANT_QUOTA_SET
 
 
-class Numbers(BaseModel):
-    """Floats the canonical JSON of Python and of PostgreSQL must write alike."""
-
-    slug: str
-    ratio: float
-    big: float
-
-
-class Text(BaseModel):
-    """Text with characters JSON escapes."""
-
-    n: int
-    text: str
+def quota(n: int, *, gpu_hours: float, tenant: str = "t") -> QuotaPublic:
+    return QuotaPublic(
+        tenant=tenant,
+        zone=f"z{n}",
+        max_gpus=n,
+        gpu_hours_per_period=gpu_hours,
+        period=QuotaPeriod.MONTH,
+        updated_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
 
 
 def write_events(conn: DbConnection, count: int) -> None:
@@ -43,8 +41,8 @@ def write_events(conn: DbConnection, count: int) -> None:
                 ACTOR,
                 ACTION,
                 f"z{n}",
-                before=None,
-                after=Numbers(slug=f"z{n}", ratio=0.1 * n, big=1e20),
+                before=quota(n, gpu_hours=1e20),
+                after=quota(n, gpu_hours=0.1 * n),
             )
 
 
@@ -120,13 +118,13 @@ def test_owner_is_stopped_by_the_trigger(owner_conn: DbConnection, conn: DbConne
 
 def test_record_refuses_to_run_outside_a_transaction(conn: DbConnection) -> None:
     with pytest.raises(RuntimeError, match="inside the transaction"):
-        record_change(conn, ACTOR, ACTION, "1")
+        record_change(conn, ACTOR, ACTION, "1", after=quota(1, gpu_hours=1.0))
 
 
 def test_a_rolled_back_change_leaves_no_event(conn: DbConnection) -> None:
     def change_then_fail() -> None:
         with conn.transaction():
-            record_change(conn, ACTOR, ACTION, "1")
+            record_change(conn, ACTOR, ACTION, "1", after=quota(1, gpu_hours=1.0))
             raise ZeroDivisionError
 
     with pytest.raises(ZeroDivisionError):
@@ -144,7 +142,7 @@ def test_events_of_one_transaction_keep_their_order(
 ) -> None:
     with conn.transaction():
         for n in range(3):
-            record_change(conn, ACTOR, ACTION, str(n))
+            record_change(conn, ACTOR, ACTION, str(n), after=quota(n, gpu_hours=1.0))
         # Not linked yet: the chain's lock is taken at commit, not here.
         assert audit.list_events(conn).total == 0
     assert [e.object_id for e in audit.list_events(conn).items] == ["0", "1", "2"]
@@ -166,7 +164,7 @@ def test_concurrent_writers_make_one_unbroken_chain(database_url: str) -> None:
                         ACTOR,
                         ACTION,
                         f"{number}-{n}",
-                        after=Text(n=n, text='ünïcode "quoted" \\ slash'),
+                        after=quota(n, gpu_hours=0.5, tenant='ünïcode "quoted" \\ slash'),
                     )
 
     with ThreadPoolExecutor(8) as pool:
@@ -197,13 +195,13 @@ def test_recording_before_or_after_a_fleet_change_cannot_deadlock(database_url: 
                 slug = f"z-{int(first_record)}-{n}"
                 with own.transaction():
                     if first_record:
-                        record_change(own, ACTOR, ACTION, slug)
+                        record_change(own, ACTOR, ACTION, slug, after=quota(n, gpu_hours=2.5))
                     own.execute(
                         "INSERT INTO residency_zone (slug, name, country) VALUES (%s, %s, 'JP')",
                         (slug, slug),
                     )
                     if not first_record:
-                        record_change(own, ACTOR, ACTION, slug)
+                        record_change(own, ACTOR, ACTION, slug, after=quota(n, gpu_hours=2.5))
                     barrier.wait(timeout=30)
 
     with ThreadPoolExecutor(2) as pool:
