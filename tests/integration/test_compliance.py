@@ -14,6 +14,7 @@ import yaml
 from celery import Celery
 from fastapi.testclient import TestClient
 from psycopg.rows import DictRow
+from pydantic import ValidationError
 
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
@@ -23,6 +24,7 @@ from control_plane.compliance.tasks import COMPLIANCE_ACTOR, EVALUATE_TASK
 from control_plane.core.db import DbConnection
 from control_plane.core.outbox import request_evaluation
 from control_plane.domain.compliance import EvaluationTrigger
+from control_plane.scheduling.models import WorkloadCreate
 from tests.support import Run, bearer, registration
 
 pytestmark = pytest.mark.integration
@@ -476,6 +478,41 @@ def test_a_workload_naming_what_left_the_registry_is_a_violation(
     )
     [reason] = sample[dataset_only["id"]]
     assert reason.message == f"{gone}; its residency cannot be checked"
+
+
+#: A stored request exactly as admission writes it today (``workload.request``), plus what
+#: a later API may add or forbid: an unknown field, and a label key today's rules refuse.
+STORED_TODAY = {
+    "tenant": "research",
+    "datasets": ["tickets"],
+    "models": [],
+    "output": "results-jp",
+    "gpu_count": 1,
+    "gpu_model": None,
+    "min_gpu_memory_bytes": None,
+    "mig_profile": None,
+    "labels": {"team": "nlp"},
+}
+
+
+def test_stored_requests_keep_loading_when_the_api_model_changes(
+    client: TestClient, conn: DbConnection, owner_conn: DbConnection, world: World
+) -> None:
+    """The sweep reads ``workload.request`` with its own lenient model, not ``WorkloadCreate``."""
+    admitted = submit(client, world, labels={"team": "nlp"})
+    assert admitted["request"] == STORED_TODAY
+    later = {**STORED_TODAY, "priority": "high", "labels": {"Team Name!": "nlp"}}
+    owner_conn.execute(
+        "UPDATE workload SET request = %s WHERE id = %s", (json.dumps(later), admitted["id"])
+    )
+    with pytest.raises(ValidationError):  # what the API's input model would now say
+        WorkloadCreate.model_validate(later)
+    with conn.transaction():
+        request_evaluation(conn, EvaluationTrigger.REQUESTED, {})
+    found = run(conn)
+    assert found is not None
+    assert found.workloads_evaluated == 1
+    assert found.violating_workloads == 0
 
 
 def test_metrics_show_the_latest_evaluation(
