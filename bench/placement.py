@@ -59,8 +59,8 @@ if str(ROOT) not in sys.path:
 
 from control_plane.access import service as access  # noqa: E402
 from control_plane.access.models import Role  # noqa: E402
-from control_plane.audit.models import AuditContext  # noqa: E402
 from control_plane.core import migrations  # noqa: E402
+from control_plane.core.audit_log import AuditContext  # noqa: E402
 from control_plane.core.db import connect  # noqa: E402
 from control_plane.policy.service import CompiledPolicySets  # noqa: E402
 from control_plane.scheduling import service  # noqa: E402

@@ -1,4 +1,4 @@
-"""Inventory vocabulary and API models.
+"""Inventory API models, the agent protocol's request bodies, and a node as stored.
 
 Modelled on NetBox: residency zones nest (jp → jp-east → tokyo-dc1) like regions, sites sit
 in a zone, nodes sit at a site and in a zone. A GPU's model is its type; the GPU with its

@@ -1,10 +1,9 @@
-"""Residency policy vocabulary, policy documents, and the engine's inputs and outputs.
+"""Policy documents, and the engine's inputs and outputs.
 
-Three kinds of things live here:
+The vocabulary recorded on every decision (``EnforcementAction``, ``EnforcementPoint``,
+``DecisionOutcome``) and the words it shares with the inventory and the registry live in
+``control_plane.domain``. Two kinds of things live here:
 
-* the typed vocabulary recorded on every decision (``EnforcementAction``,
-  ``EnforcementPoint``, ``DecisionOutcome``), as Gatekeeper records enforcement actions
-  and points on every result; ``Classification`` is the registry's, re-exported here;
 * ``PolicyDocument``, what a policy author writes in YAML or JSON (pydantic, unknown fields
   refused so a typo is an error rather than a rule silently not applied);
 * the engine's inputs (``WorkloadView``, ``NodeView``, ...) and outputs (``Decision``,

@@ -1,4 +1,4 @@
-"""Registry vocabulary and API models: what AI workloads touch.
+"""Registry API models and rows: what AI workloads touch.
 
 Tenants (departments or projects) hold GPU quotas per residency zone. Datasets and models
 belong to a tenant, carry a classification and labels, and are stored in one or more zones;

@@ -1,4 +1,4 @@
-"""Scheduling vocabulary and API models: workload requests, decisions and placements.
+"""Scheduling models: workload requests, decisions, placements, and the rows behind them.
 
 A workload asks for GPUs on behalf of a tenant, naming the datasets and models it touches
 and where its results go. The answer is always a stored ``WorkloadPublic``: admitted with a
