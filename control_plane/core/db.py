@@ -2,7 +2,10 @@
 
 Every feature keeps its SQL in a ``queries.sql`` beside its ``repository.py``, one query
 per ``-- name: query_name`` header, with ``%(param)s`` placeholders. Repository functions
-take the caller's connection; the caller (a service function) owns the transaction.
+take the caller's connection; the caller (a service function) owns the transaction. Rows
+leave a repository typed (``fetch_one_as`` and the other ``*_as`` helpers, psycopg's
+``class_row`` into a pydantic model or a dataclass); the plain ``fetch_one``/``fetch_all``
+are for single values (a count, a generation, a list of ids) the repository returns typed.
 """
 
 import functools
@@ -183,24 +186,6 @@ def fetch_all(conn: DbConnection, query: LiteralString, params: Mapping[str, Any
     return conn.execute(query, params).fetchall()
 
 
-def fetch_page(
-    conn: DbConnection,
-    page_query: LiteralString,
-    count_query: LiteralString,
-    filters: Mapping[str, Any],
-    limit: int,
-    offset: int,
-) -> tuple[list[DictRow], int]:
-    """One page of rows matching ``filters`` and how many match in all.
-
-    ``page_query`` takes ``filters`` plus ``limit`` and ``offset``; ``count_query`` takes
-    ``filters`` alone and returns one row with ``total``.
-    """
-    rows = fetch_all(conn, page_query, {**filters, "limit": limit, "offset": offset})
-    total = fetch_one(conn, count_query, filters)
-    return rows, int(total["total"]) if total else 0
-
-
 # -- typed rows: what crosses the repository boundary ---------------------------------
 
 
@@ -248,7 +233,11 @@ def fetch_page_as(
     limit: int,
     offset: int,
 ) -> tuple[list[RowT], int]:
-    """One page of typed rows matching ``filters`` and how many match in all (``fetch_page``)."""
+    """One page of typed rows matching ``filters`` and how many match in all.
+
+    ``page_query`` takes ``filters`` plus ``limit`` and ``offset``; ``count_query`` takes
+    ``filters`` alone and returns one row with ``total``.
+    """
     rows = fetch_all_as(conn, row_type, page_query, {**filters, "limit": limit, "offset": offset})
     total = fetch_one(conn, count_query, filters)
     return rows, int(total["total"]) if total else 0
