@@ -86,6 +86,8 @@ class _AliasCommand(_Alias, TyperCommand):
 
 
 def _alias_group(new: str) -> type[TyperGroup]:
+    """The click class of a renamed sub-app; typer builds it, so it carries ``new`` itself."""
+
     class AliasGroup(_AliasGroup):
         replacement = new
 
@@ -93,6 +95,8 @@ def _alias_group(new: str) -> type[TyperGroup]:
 
 
 def _alias_command(new: str) -> type[TyperCommand]:
+    """The click class of a renamed command, carrying the name that replaces it."""
+
     class AliasCommand(_AliasCommand):
         replacement = new
 

@@ -72,6 +72,7 @@ for old, new in [
 
 
 def _print_version(wanted: bool) -> None:
+    """``--version``: print ``sovctl <version>`` and stop before any command runs."""
     if wanted:
         typer.echo(f"sovctl {control_plane.__version__}")
         raise typer.Exit()
