@@ -15,6 +15,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
+from control_plane.cli.deprecation import REMOVED_IN
 from control_plane.core.audit_log import AuditContext
 from control_plane.core.settings import Settings
 
@@ -156,6 +157,14 @@ SOVCTL = [sys.executable, "-m", "control_plane.cli"]
 
 #: ``sovctl`` run in-process (the ``sovctl`` fixture): arguments in, (exit code, stdout, stderr).
 Run = Callable[..., tuple[int, str, str]]
+
+
+def deprecation_notice(old: list[str], new: list[str]) -> str:
+    """The one stderr line ``sovctl`` prints for a deprecated spelling of a command path."""
+    return (
+        f"sovctl: '{' '.join(old)}' is deprecated, use '{' '.join(new)}' "
+        f"(removed in {REMOVED_IN})\n"
+    )
 
 
 def tamper(owner_conn: Any, statement: str, params: tuple[Any, ...] = ()) -> None:

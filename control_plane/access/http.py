@@ -16,7 +16,7 @@ from control_plane.access.models import Permission, Principal
 from control_plane.core.errors import PermissionDeniedError
 from control_plane.core.http import Conn, SettingsDep
 
-_bearer = HTTPBearer(auto_error=False, description="A token from `sovctl token create`.")
+_bearer = HTTPBearer(auto_error=False, description="A token from `sovctl tokens create`.")
 
 
 def get_principal(

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from control_plane.cli.client import api, api_client
+from control_plane.cli.options import Limit
 from control_plane.cli.output import Output, OutputFormat, emit, emit_page
 
 app = typer.Typer(
@@ -88,7 +89,7 @@ def compliance_evaluate(
 
 @app.command("list")
 def compliance_list(
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    limit: Limit = 20,
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """List compliance evaluations, newest first."""

@@ -1,25 +1,30 @@
-"""Demo data for ``make up``: an admin token, residency zones and a simulated fleet.
+"""``sovctl demo seed``: demo data for ``make up``, an admin token, zones and a fleet.
 
 A new user should see a living inventory at once: four zones in three countries with
 simulated GPU servers reporting into them. Everything here is idempotent, so ``make up``
-can run it every time.
+can run it every time. ``sovctl up --simulate N`` runs the fleet (``simulator_command``).
 """
 
 import stat
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+import typer
 import yaml
 
 import control_plane
 from control_plane.access import service as access
 from control_plane.access.models import Role
+from control_plane.cli.local import cli_actor
 from control_plane.core.audit_log import AuditContext
 from control_plane.core.db import connect
-from control_plane.core.settings import Settings
+from control_plane.core.settings import Settings, load_settings
 from control_plane.inventory import zones as inventory
 from control_plane.inventory.models import ZoneCreate
+
+app = typer.Typer(no_args_is_help=True, help="Demo data for a first look.")
 
 DEMO_ADMIN_NAME = "demo-admin"
 SIMULATOR_TOKEN_NAME = "demo-simulator"  # noqa: S105 - a token's name, not a secret
@@ -116,3 +121,29 @@ def simulator_command(config: Path, nodes: int) -> list[str] | None:
         "--origins",
         ",".join(SIMULATED_ORIGINS),
     ]
+
+
+def _local_api_url(settings: Settings, host: str | None, port: int | None) -> str:
+    """The URL a process on this host reaches the API at, given where it listens."""
+    listen = host or settings.api.host
+    reachable = "127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen  # noqa: S104
+    return f"http://{reachable}:{port or settings.api.port}"
+
+
+@app.command("seed")
+def demo_seed(
+    host: Annotated[str | None, typer.Option(help="API address the simulator uses.")] = None,
+    port: Annotated[int | None, typer.Option(help="API port the simulator uses.")] = None,
+) -> None:
+    """Create the demo admin token (printed once), demo zones and the simulator's config."""
+    settings = load_settings()
+    result = seed(settings, cli_actor(), _local_api_url(settings, host, port))
+    if result.admin_token:
+        typer.echo(
+            f"demo admin token (shown once, also saved to {result.admin_token_file}):\n"
+            f"  {result.admin_token}"
+        )
+    else:
+        typer.echo(f"demo admin token exists; it is in {result.admin_token_file}")
+    if result.zones_created:
+        typer.echo(f"demo zones created: {', '.join(result.zones_created)}")

@@ -1,6 +1,6 @@
 """Scenario files: a workload, the nodes and the zone tree, for testing policies offline.
 
-``sovctl policy test`` and the engine's tests read them; policy authors and CI pipelines
+``sovctl policies test`` and the engine's tests read them; policy authors and CI pipelines
 write them to check what a policy does without a server or a database. The format is in
 docs/policy.md, with an example in examples/policy/scenario.yaml. Parsing is strict
 (unknown fields are errors) and every zone a node, dataset, model or output names must be

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 
 def test_token_lifecycle(sovctl: Run, live_server: str) -> None:
     code, out, _ = sovctl(
-        "token", "create", "--role", "admin", "--name", "alice", "--output", "json"
+        "tokens", "create", "--role", "admin", "--name", "alice", "--output", "json"
     )
     assert code == 0
     created = json.loads(out)
@@ -27,35 +27,35 @@ def test_token_lifecycle(sovctl: Run, live_server: str) -> None:
     headers = bearer(created["token"])
     assert httpx.get(f"{live_server}/v1/zones", headers=headers).status_code == 200
 
-    code, out, _ = sovctl("token", "list", "-o", "json")
+    code, out, _ = sovctl("tokens", "list", "-o", "json")
     listed = json.loads(out)
     assert [t["name"] for t in listed] == ["alice"]
     assert "token" not in listed[0]
     assert created["token"] not in out
 
-    code, out, _ = sovctl("token", "list")
+    code, out, _ = sovctl("tokens", "list")
     assert "alice" in out
     assert "ROLE" in out
 
-    assert sovctl("token", "revoke", "alice")[0] == 0
+    assert sovctl("tokens", "revoke", "alice")[0] == 0
     assert httpx.get(f"{live_server}/v1/zones", headers=headers).status_code == 401
-    code, _, err = sovctl("token", "revoke", "alice")
+    code, _, err = sovctl("tokens", "revoke", "alice")
     assert code == 1
     assert "no active token" in err
 
 
 def test_token_roles_are_checked(sovctl: Run) -> None:
-    code, _, err = sovctl("token", "create", "--role", "superuser", "--name", "x")
+    code, _, err = sovctl("tokens", "create", "--role", "superuser", "--name", "x")
     assert code == 2
     assert "superuser" in err
-    code, _, err = sovctl("token", "create", "--role", "agent", "--name", "x")
+    code, _, err = sovctl("tokens", "create", "--role", "agent", "--name", "x")
     assert code == 1
     assert "registering" in err
 
 
 def test_duplicate_active_token_name_is_refused(sovctl: Run) -> None:
-    assert sovctl("token", "create", "--role", "auditor", "--name", "eve")[0] == 0
-    code, _, err = sovctl("token", "create", "--role", "auditor", "--name", "eve")
+    assert sovctl("tokens", "create", "--role", "auditor", "--name", "eve")[0] == 0
+    code, _, err = sovctl("tokens", "create", "--role", "auditor", "--name", "eve")
     assert code == 1
     assert "name" in err
 
@@ -111,6 +111,45 @@ def test_zone_and_node_commands_through_the_api(
     assert code == 2
     assert "key=value" in err
 
+    code, out, err = sovctl("nodes", "update", "gpu-7", "--status", "maintenance", "-o", "json")
+    assert code == 0, err
+    assert (json.loads(out)["status"], json.loads(out)["zone"]) == ("maintenance", "jp-east")
+    code, out, err = sovctl("nodes", "update", "gpu-7", "--no-zone")
+    assert code == 0, err
+    assert json.loads(sovctl("nodes", "show", "gpu-7", "-o", "json")[1])["zone"] is None
+    code, _, err = sovctl("nodes", "update", "gpu-7")
+    assert code == 2
+    assert "nothing to change" in err
+    code, _, err = sovctl("nodes", "update", "gpu-7", "--zone", "jp", "--no-zone")
+    assert code == 2
+
+
+def test_zone_show_update_delete(admin_sovctl: Run) -> None:
+    sovctl = admin_sovctl
+    assert sovctl("zones", "create", "jp", "--name", "Japan", "--country", "JP")[0] == 0
+    assert sovctl("zones", "create", "osaka", "--name", "Osaka", "--country", "JP")[0] == 0
+    code, out, err = sovctl("zones", "update", "osaka", "--parent", "jp", "--name", "Osaka DC")
+    assert code == 0, err
+    assert "Osaka DC" in out
+    code, out, err = sovctl("zones", "show", "osaka", "-o", "json")
+    assert code == 0, err
+    assert (json.loads(out)["parent"], json.loads(out)["name"]) == ("jp", "Osaka DC")
+    code, _, err = sovctl("zones", "delete", "jp")
+    assert code == 1
+    assert "HTTP 409" in err
+    code, out, err = sovctl("zones", "update", "osaka", "--no-parent", "-o", "json")
+    assert code == 0, err
+    assert json.loads(out)["parent"] is None
+    code, _, err = sovctl("zones", "update", "osaka")
+    assert code == 2
+    assert "nothing to change" in err
+
+    code, out, err = sovctl("zones", "delete", "jp")
+    assert (code, out) == (0, "deleted zone jp\n"), err
+    code, _, err = sovctl("zones", "show", "jp")
+    assert code == 1
+    assert "HTTP 404" in err
+
 
 def test_api_commands_need_a_reachable_server_and_token(
     sovctl: Run, live_server: str, monkeypatch: pytest.MonkeyPatch
@@ -148,7 +187,7 @@ def test_audit_verify_names_the_first_broken_seq(
     sovctl: Run, owner_conn: DbConnection, sovctl_as: Callable[[Role], Run]
 ) -> None:
     for name in ("a", "b", "c"):
-        sovctl("token", "create", "--role", "operator", "--name", name)
+        sovctl("tokens", "create", "--role", "operator", "--name", name)
     code, out, _ = sovctl("audit", "verify")
     assert code == 0
     assert "intact" in out
@@ -170,7 +209,7 @@ def test_db_upgrade_reports_up_to_date(sovctl: Run) -> None:
 
 def test_unknown_setting_is_one_clear_line(sovctl: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOVEREIGN_DATABSE_URL", "postgresql://typo")
-    code, _, err = sovctl("token", "list")
+    code, _, err = sovctl("tokens", "list")
     assert code == 1
     assert "SOVEREIGN_DATABSE_URL" in err
     assert "Traceback" not in err

@@ -702,14 +702,14 @@ def test_sovctl_policy_whatif_and_compliance(
     candidate = tmp_path / "candidate.yaml"
     candidate.write_text(yaml.safe_dump(JAPAN_ONLY))
 
-    code, out, err = api("policy", "whatif", "-f", str(candidate))
+    code, out, err = api("policies", "whatif", "-f", str(candidate))
     assert code == 0, err
     assert "candidate policy set: sha256" in out
     assert "10 evaluated; 4 would violate (4 new), 0 fixed" in out
     assert out.count(" tw-a ") + out.count(" tw-b ") == 4
     assert "compute-in-japan:compute_location" in out
     assert "research" in out
-    code, out, _ = api("policy", "whatif", "-f", str(candidate), "-o", "json")
+    code, out, _ = api("policies", "whatif", "-f", str(candidate), "-o", "json")
     assert code == 0
     assert json.loads(out)["violations"]["count"] == 4
 
@@ -717,7 +717,7 @@ def test_sovctl_policy_whatif_and_compliance(
     broken.write_text(
         yaml.safe_dump([{**JAPAN_ONLY, "requirements": {"compute_zones": ["mars", "venus"]}}])
     )
-    code, _, err = api("policy", "whatif", "-f", str(broken))
+    code, _, err = api("policies", "whatif", "-f", str(broken))
     assert code == 1
     assert "2 problems" in err
     assert "policies[0].requirements.compute_zones[0]: unknown zone 'mars'" in err

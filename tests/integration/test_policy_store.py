@@ -386,58 +386,58 @@ def test_sovctl_policy_round_trip(admin_sovctl: Run, tmp_path: Path) -> None:
     sovctl = admin_sovctl
     assert sovctl("zones", "create", "jp", "--name", "Japan", "--country", "JP")[0] == 0
 
-    code, out, err = sovctl("policy", "apply", "-f", str(EXAMPLE))
+    code, out, err = sovctl("policies", "apply", "-f", str(EXAMPLE))
     assert code == 0, err
     assert out.count("stored") == 3
     assert "not enforced until activated" in out
-    code, out, _ = sovctl("policy", "apply", "-f", str(EXAMPLE), "-o", "json")
+    code, out, _ = sovctl("policies", "apply", "-f", str(EXAMPLE), "-o", "json")
     assert [p["created"] for p in json.loads(out)] == [False, False, False]
 
-    code, out, _ = sovctl("policy", "list")
+    code, out, _ = sovctl("policies", "list")
     assert code == 0
     assert "active policy set: version 0" in out
     assert "no-spot-nodes" in out
 
-    code, out, err = sovctl("policy", "activate", "--note", "go live", "-o", "json")
+    code, out, err = sovctl("policies", "activate", "--note", "go live", "-o", "json")
     assert code == 0, err
     first = json.loads(out)
     assert (first["version"], first["note"]) == (1, "go live")
 
-    code, out, _ = sovctl("policy", "show", "pii-stays-in-japan", "--version", "1")
+    code, out, _ = sovctl("policies", "show", "pii-stays-in-japan", "--version", "1")
     assert code == 0
     assert "compute_zones:" in out
     assert "- jp" in out
-    code, out, _ = sovctl("policy", "show", "pii-stays-in-japan", "-o", "json")
+    code, out, _ = sovctl("policies", "show", "pii-stays-in-japan", "-o", "json")
     assert [v["active"] for v in json.loads(out)] == [True]
 
-    code, out, err = sovctl("policy", "activate", "--without", "no-spot-nodes")
+    code, out, err = sovctl("policies", "activate", "--without", "no-spot-nodes")
     assert code == 0, err
     assert "pii-stays-in-japan@1,verified-hardware@1" in out
     code, out, err = sovctl(
-        "policy", "activate", "-m", "no-spot-nodes@1", "-m", "verified-hardware"
+        "policies", "activate", "-m", "no-spot-nodes@1", "-m", "verified-hardware"
     )
     assert code == 0, err
     assert "no-spot-nodes@1,verified-hardware@1" in out
 
-    code, out, err = sovctl("policy", "rollback", "--to", "1", "--note", "undo", "-o", "json")
+    code, out, err = sovctl("policies", "rollback", "--to", "1", "--note", "undo", "-o", "json")
     assert code == 0, err
     restored = json.loads(out)
     assert (restored["version"], restored["restores_version"]) == (4, 1)
     assert restored["content_hash"] == first["content_hash"]
-    code, out, _ = sovctl("policy", "sets")
+    code, out, _ = sovctl("policies", "sets")
     assert "(4 of 4)" in out
 
-    code, _, err = sovctl("policy", "rollback", "--to", "4")
+    code, _, err = sovctl("policies", "rollback", "--to", "4")
     assert code == 1
     assert "HTTP 409" in err
-    code, _, err = sovctl("policy", "activate", "-m", "x@y")
+    code, _, err = sovctl("policies", "activate", "-m", "x@y")
     assert code == 2
 
     bad = tmp_path / "bad.yaml"
     bad.write_text(
         "name: bad\nrequirements:\n  compute_zones: [jp-nort]\n  compute_countries: [XX]\n"
     )
-    code, _, err = sovctl("policy", "apply", "-f", str(bad))
+    code, _, err = sovctl("policies", "apply", "-f", str(bad))
     assert code == 1
     assert f"{bad}: 2 problems" in err
     assert "policies[0].requirements.compute_zones[0]: unknown zone 'jp-nort'" in err

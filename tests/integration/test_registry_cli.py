@@ -1,4 +1,4 @@
-"""``sovctl tenant|dataset|model|destination`` against a live API."""
+"""``sovctl tenants|datasets|models|destinations`` against a live API."""
 
 import json
 
@@ -23,19 +23,19 @@ def api(admin_sovctl: Run) -> Run:
 
 
 def test_tenants_and_quotas(api: Run) -> None:
-    code, out, err = api("tenant", "create", "research", "--name", "Research")
+    code, out, err = api("tenants", "create", "research", "--name", "Research")
     assert code == 0, err
     assert "Research" in out
     code, out, err = api(
-        "tenant", "quota", "research", "jp-east", "--max-gpus", "16", "--gpu-hours", "2000"
+        "tenants", "quota", "research", "jp-east", "--max-gpus", "16", "--gpu-hours", "2000"
     )
     assert code == 0, err
     assert "2000" in out
     assert "month" in out
-    code, out, _ = api("tenant", "list")
+    code, out, _ = api("tenants", "list")
     assert "research" in out
     assert "jp-east=16" in out
-    code, out, _ = api("tenant", "list", "-o", "json")
+    code, out, _ = api("tenants", "list", "-o", "json")
     [tenant] = json.loads(out)
     assert tenant["quotas"][0] == {
         **tenant["quotas"][0],
@@ -45,36 +45,36 @@ def test_tenants_and_quotas(api: Run) -> None:
         "period": "month",
     }
 
-    assert api("tenant", "quota", "research", "jp-east", "--remove")[0] == 0
-    assert json.loads(api("tenant", "list", "-o", "json")[1])[0]["quotas"] == []
-    code, _, err = api("tenant", "quota", "research", "jp-east", "--remove")
+    assert api("tenants", "quota", "research", "jp-east", "--remove")[0] == 0
+    assert json.loads(api("tenants", "list", "-o", "json")[1])[0]["quotas"] == []
+    code, _, err = api("tenants", "quota", "research", "jp-east", "--remove")
     assert code == 1
     assert "HTTP 404" in err
 
 
 def test_quota_usage_errors(api: Run) -> None:
-    assert api("tenant", "create", "research", "--name", "Research")[0] == 0
-    code, _, err = api("tenant", "quota", "research", "jp-east")
+    assert api("tenants", "create", "research", "--name", "Research")[0] == 0
+    code, _, err = api("tenants", "quota", "research", "jp-east")
     assert code == 2
     assert "--max-gpus" in err
-    code, _, err = api("tenant", "quota", "research", "jp-east", "--max-gpus", "1", "--remove")
+    code, _, err = api("tenants", "quota", "research", "jp-east", "--max-gpus", "1", "--remove")
     assert code == 2
-    code, _, err = api("tenant", "quota", "research", "jp-east", "--max-gpus", "-1")
+    code, _, err = api("tenants", "quota", "research", "jp-east", "--max-gpus", "-1")
     assert code == 2
     code, _, err = api(
-        "tenant", "quota", "research", "jp-east", "--max-gpus", "1", "--period", "year"
+        "tenants", "quota", "research", "jp-east", "--max-gpus", "1", "--period", "year"
     )
     assert code == 2
-    code, _, err = api("tenant", "quota", "research", "mars", "--max-gpus", "1")
+    code, _, err = api("tenants", "quota", "research", "mars", "--max-gpus", "1")
     assert code == 1
     assert "zone: unknown zone 'mars'" in err
 
 
 def test_datasets(api: Run) -> None:
-    assert api("tenant", "create", "research", "--name", "Research")[0] == 0
+    assert api("tenants", "create", "research", "--name", "Research")[0] == 0
     code, out, err = api(
-        "dataset",
-        "register",
+        "datasets",
+        "create",
         "support-tickets",
         "--tenant",
         "research",
@@ -96,8 +96,8 @@ def test_datasets(api: Run) -> None:
     assert registered["classification"] == "confidential"
     assert (
         api(
-            "dataset",
-            "register",
+            "datasets",
+            "create",
             "web-crawl",
             "--tenant",
             "research",
@@ -109,20 +109,20 @@ def test_datasets(api: Run) -> None:
         == 0
     )
 
-    code, out, _ = api("dataset", "list")
+    code, out, _ = api("datasets", "list")
     assert "CLASSIFICATION" in out
     assert "jp-east,jp-west" in out
     assert "(2 of 2)" in out
-    code, out, _ = api("dataset", "list", "--zone", "jp-east", "-o", "json")
+    code, out, _ = api("datasets", "list", "--zone", "jp-east", "-o", "json")
     assert [d["name"] for d in json.loads(out)["items"]] == ["support-tickets"]
-    code, out, _ = api("dataset", "list", "--classification", "public", "--zone", "jp")
+    code, out, _ = api("datasets", "list", "--classification", "public", "--zone", "jp")
     assert "web-crawl" in out
     assert "support-tickets" not in out
 
 
 def test_dataset_errors(api: Run) -> None:
-    assert api("tenant", "create", "research", "--name", "Research")[0] == 0
-    base = ["dataset", "register", "d1", "--tenant", "research", "--zones", "jp"]
+    assert api("tenants", "create", "research", "--name", "Research")[0] == 0
+    base = ["datasets", "create", "d1", "--tenant", "research", "--zones", "jp"]
     code, _, err = api(*base, "--classification", "secret")
     assert code == 2
     assert "secret" in err
@@ -130,7 +130,7 @@ def test_dataset_errors(api: Run) -> None:
     assert code == 2
     assert "key=value" in err
     code, _, err = api(
-        "dataset", "register", "d1", "--tenant", "nobody", "--zones", "jp",
+        "datasets", "create", "d1", "--tenant", "nobody", "--zones", "jp",
         "--classification", "public",
     )  # fmt: skip
     assert code == 1
@@ -141,10 +141,10 @@ def test_dataset_errors(api: Run) -> None:
 
 
 def test_models(api: Run) -> None:
-    assert api("tenant", "create", "research", "--name", "Research")[0] == 0
+    assert api("tenants", "create", "research", "--name", "Research")[0] == 0
     model = [
-        "model",
-        "register",
+        "models",
+        "create",
         "llama-3-8b",
         "--tenant",
         "research",
@@ -163,12 +163,12 @@ def test_models(api: Run) -> None:
     code, out, err = api(*model, "--origin", "us")
     assert code == 0, err
     assert "US" in out
-    code, out, _ = api("model", "list")
+    code, out, _ = api("models", "list")
     assert "SUPPLIER" in out
     assert "Meta" in out
-    code, out, _ = api("model", "list", "--origin", "US", "-o", "json")
+    code, out, _ = api("models", "list", "--origin", "US", "-o", "json")
     assert json.loads(out)["items"][0]["license"] == "llama3"
-    assert json.loads(api("model", "list", "--origin", "CN", "-o", "json")[1])["total"] == 0
+    assert json.loads(api("models", "list", "--origin", "CN", "-o", "json")[1])["total"] == 0
     code, _, err = api(*model, "--origin", "us")
     assert code == 1
     assert "HTTP 409" in err
@@ -176,12 +176,82 @@ def test_models(api: Run) -> None:
 
 def test_destinations(api: Run) -> None:
     code, out, err = api(
-        "destination", "create", "results-jp", "--zone", "jp-east", "--description", "s3://r"
+        "destinations", "create", "results-jp", "--zone", "jp-east", "--description", "s3://r"
     )
     assert code == 0, err
-    code, out, _ = api("destination", "list")
+    code, out, _ = api("destinations", "list")
     assert "results-jp" in out
     assert "s3://r" in out
-    code, _, err = api("destination", "create", "results-x", "--zone", "mars")
+    code, _, err = api("destinations", "create", "results-x", "--zone", "mars")
     assert code == 1
     assert "zone: unknown zone 'mars'" in err
+
+
+def test_tenant_show_and_delete(api: Run) -> None:
+    assert api("tenants", "create", "research", "--name", "Research")[0] == 0
+    assert api("tenants", "quota", "research", "jp-east", "--max-gpus", "4")[0] == 0
+    code, out, err = api("tenants", "show", "research")
+    assert code == 0, err
+    assert "jp-east=4" in out
+    assert "MAX_GPUS" in out
+    code, out, _ = api("tenants", "show", "research", "-o", "json")
+    assert json.loads(out)["quotas"][0]["max_gpus"] == 4
+    base = ["datasets", "create", "d1", "--tenant", "research", "--zones", "jp"]
+    assert api(*base, "--classification", "public")[0] == 0
+    code, _, err = api("tenants", "delete", "research")
+    assert code == 1
+    assert "HTTP 409" in err
+    assert api("datasets", "delete", "d1")[0] == 0
+    code, out, err = api("tenants", "delete", "research")
+    assert (code, out) == (0, "deleted tenant research\n"), err
+    code, _, err = api("tenants", "show", "research")
+    assert code == 1
+    assert "HTTP 404" in err
+
+
+def test_dataset_and_model_show_update_delete(api: Run) -> None:
+    assert api("tenants", "create", "research", "--name", "Research")[0] == 0
+    assert api("tenants", "create", "legal", "--name", "Legal")[0] == 0
+    dataset = ["d1", "--tenant", "research", "--zones", "jp-east", "--classification", "public"]
+    assert api("datasets", "create", *dataset, "--label", "pii=no", "--label", "src=crm")[0] == 0
+    code, out, err = api(
+        "datasets", "update", "d1", "--tenant", "legal", "--zones", "jp-east,jp-west",
+        "--classification", "restricted", "--label", "pii=yes", "--remove-label", "src",
+        "-o", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    changed = json.loads(out)
+    assert (changed["tenant"], changed["classification"]) == ("legal", "restricted")
+    assert (changed["zones"], changed["labels"]) == (["jp-east", "jp-west"], {"pii": "yes"})
+    code, out, err = api("datasets", "show", "d1")
+    assert code == 0, err
+    assert "restricted" in out
+    code, _, err = api("datasets", "update", "d1")
+    assert code == 2
+    assert "nothing to change" in err
+
+    model = ["m1", "--tenant", "research", "--zones", "jp-east", "--classification", "internal"]
+    provenance = ["--supplier", "Meta", "--origin", "US", "--license", "llama3"]
+    assert api("models", "create", *model, *provenance)[0] == 0
+    code, out, err = api("models", "update", "m1", "--origin", "fr", "--license", "mit")
+    assert code == 0, err
+    assert "FR" in out
+    code, out, _ = api("models", "show", "m1", "-o", "json")
+    assert (json.loads(out)["origin_country"], json.loads(out)["license"]) == ("FR", "mit")
+
+    for kind, name in [("datasets", "d1"), ("models", "m1")]:
+        code, out, err = api(kind, "delete", name)
+        assert (code, out) == (0, f"deleted {kind[:-1]} {name}\n"), err
+        code, _, err = api(kind, "show", name)
+        assert code == 1
+        assert "HTTP 404" in err
+
+
+def test_destination_show_and_delete(api: Run) -> None:
+    assert api("destinations", "create", "results-jp", "--zone", "jp-east")[0] == 0
+    code, out, err = api("destinations", "show", "results-jp", "-o", "json")
+    assert code == 0, err
+    assert json.loads(out)["zone"] == "jp-east"
+    code, out, err = api("destinations", "delete", "results-jp")
+    assert (code, out) == (0, "deleted destination results-jp\n"), err
+    assert api("destinations", "list")[1] == "(none)\n"

@@ -490,35 +490,43 @@ def test_concurrent_requests_never_exceed_the_quota(
 # -- sovctl ----------------------------------------------------------------------------
 
 
-def test_sovctl_workload_submit_list_release(
+def test_sovctl_workloads_create_list_show_renew_release(
     sovctl_as: Callable[[Role], Run], fleet: Fleet
 ) -> None:
     sovctl = sovctl_as(Role.OPERATOR)
     code, out, err = sovctl(
-        "workload", "submit", "--tenant", "research", "--dataset", "tickets",
-        "--output", "results-jp", "--gpus", "2", "--gpu-model", "H100",
+        "workloads", "create", "--tenant", "research", "--dataset", "tickets",
+        "--destination", "results-jp", "--gpus", "2", "--gpu-model", "H100",
         "--min-memory-gib", "40", "--strategy", "spread", "--lease-seconds", "600",
-        "--format", "json",
+        "-o", "json",
     )  # fmt: skip
     assert code == 0, err
     admitted = json.loads(out)
     assert admitted["hostname"] == "jp-a"
     assert admitted["request"]["min_gpu_memory_bytes"] == 40 * 1024**3
 
-    code, out, _ = sovctl("workload", "submit", "--tenant", "research", "--gpus", "8")
+    code, out, _ = sovctl("workloads", "create", "--tenant", "research", "--gpus", "8")
     assert code == 1
     assert "denied" in out
     assert "capacity" in out
 
-    code, out, err = sovctl("workload", "list", "--status", "admitted")
+    code, out, err = sovctl("workloads", "list", "--status", "admitted")
     assert code == 0, err
     assert admitted["id"] in out
     assert "(1 of 1)" in out
+    code, out, err = sovctl("workloads", "show", admitted["id"])
+    assert code == 0, err
+    assert "jp-a" in out
+    code, out, err = sovctl(
+        "workloads", "renew", admitted["id"], "--lease-seconds", "900", "-o", "json"
+    )
+    assert code == 0, err
+    assert json.loads(out)["lease_expires_at"] > admitted["lease_expires_at"]
 
-    code, out, err = sovctl("workload", "release", admitted["id"])
+    code, out, err = sovctl("workloads", "release", admitted["id"])
     assert code == 0, err
     assert "released" in out
-    code, _, err = sovctl("workload", "release", admitted["id"])
+    code, _, err = sovctl("workloads", "release", admitted["id"])
     assert code == 1
     assert "HTTP 409" in err
 

@@ -1,4 +1,4 @@
-"""``sovctl policy test`` on the example files: offline, with exit codes scripts rely on."""
+"""``sovctl policies test`` on the example files: offline, with exit codes scripts rely on."""
 
 import json
 import sys
@@ -35,7 +35,7 @@ def sovctl(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_the_example_is_admitted_with_warnings(sovctl: Sovctl) -> None:
-    code, out, err = sovctl("policy", "test", "-f", str(POLICY), "--workload", str(SCENARIO))
+    code, out, err = sovctl("policies", "test", "-f", str(POLICY), "--workload", str(SCENARIO))
     assert (code, err) == (0, "")
     assert out.startswith("outcome: admitted_with_warnings\npolicy set: version 0, sha256 ")
     assert "eligible nodes (2): gpu-jp-01, gpu-jp-02" in out
@@ -45,7 +45,7 @@ def test_the_example_is_admitted_with_warnings(sovctl: Sovctl) -> None:
 
 def test_json_output_is_the_decision(sovctl: Sovctl) -> None:
     code, out, _ = sovctl(
-        "policy",
+        "policies",
         "test",
         "-f",
         str(POLICY),
@@ -74,7 +74,7 @@ def test_a_denied_workload_exits_1_with_reasons(sovctl: Sovctl, tmp_path: Path) 
     scenario["nodes"] = [n for n in scenario["nodes"] if n["hostname"] == "gpu-tw-01"]
     path = tmp_path / "abroad.yaml"
     path.write_text(yaml.safe_dump(scenario))
-    code, out, _ = sovctl("policy", "test", "-f", str(POLICY), "--workload", str(path))
+    code, out, _ = sovctl("policies", "test", "-f", str(POLICY), "--workload", str(path))
     assert code == 1
     assert out.startswith("outcome: denied\n")
     assert (
@@ -93,7 +93,7 @@ def test_invalid_policies_exit_2_listing_every_problem(sovctl: Sovctl, tmp_path:
         "name: p\nrequirements:\n  compute_zones: [jp-nort]\n"
         "  cel: [{name: a, expression: 'workload.tenant == \"acme\" &&'}]\n"
     )
-    code, out, err = sovctl("policy", "test", "-f", str(bad), "--workload", str(SCENARIO))
+    code, out, err = sovctl("policies", "test", "-f", str(bad), "--workload", str(SCENARIO))
     assert (code, out) == (2, "")
     assert err.splitlines()[:3] == [
         f"error: {bad}: 2 problems",
@@ -107,14 +107,14 @@ def test_invalid_policies_exit_2_listing_every_problem(sovctl: Sovctl, tmp_path:
 def test_an_invalid_scenario_exits_2(sovctl: Sovctl, tmp_path: Path) -> None:
     bad = tmp_path / "scenario.yaml"
     bad.write_text(SCENARIO.read_text().replace("zone: jp-west", "zone: jp-wset", 1))
-    code, _, err = sovctl("policy", "test", "-f", str(POLICY), "--workload", str(bad))
+    code, _, err = sovctl("policies", "test", "-f", str(POLICY), "--workload", str(bad))
     assert code == 2
     assert err == f"error: {bad}: nodes[1].zone: unknown zone 'jp-wset'\n"
 
 
 def test_a_missing_file_is_a_usage_error(sovctl: Sovctl, tmp_path: Path) -> None:
     code, _, err = sovctl(
-        "policy", "test", "-f", str(tmp_path / "none.yaml"), "--workload", str(SCENARIO)
+        "policies", "test", "-f", str(tmp_path / "none.yaml"), "--workload", str(SCENARIO)
     )
     assert code == 2
     assert "does not exist" in err

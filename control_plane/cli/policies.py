@@ -1,6 +1,6 @@
-"""``sovctl policy``: residency policies, offline and in the policy store.
+"""``sovctl policies``: residency policies, offline and in the policy store.
 
-``sovctl policy test`` runs the policy engine on files alone (policy documents and a
+``sovctl policies test`` runs the policy engine on files alone (policy documents and a
 scenario with the workload, the nodes and the zones), with no server and no database, so
 policy authors and CI pipelines can check what a policy does before it is active. Its exit
 code can be relied on: 0 admitted (with or without warnings), 1 denied, 2 usage or
@@ -20,6 +20,7 @@ import yaml
 
 from control_plane.cli.client import RemoteError, api
 from control_plane.cli.compliance import denied_by
+from control_plane.cli.options import Limit
 from control_plane.cli.output import Output, OutputFormat, emit, emit_page
 from control_plane.core.errors import InvalidInputError
 from control_plane.domain.decisions import EnforcementPoint
@@ -192,14 +193,14 @@ def _post_documents(policy_file: Path, path: str) -> Any:
 
 @app.command("apply")
 def policy_apply(policy_file: PolicyFile, output: Output = OutputFormat.TABLE) -> None:
-    """Store new versions of the file's policies; `policy activate` makes them enforced."""
+    """Store new versions of the file's policies; `policies activate` makes them enforced."""
     applied = _post_documents(policy_file, "/v1/policies")
     if output is OutputFormat.JSON:
         emit(applied, output)
         return
     rows = [{**p, "result": "stored" if p["created"] else "unchanged"} for p in applied]
     emit(rows, output, ["name", "version", "result", "content_hash"])
-    typer.echo("not enforced until activated: sovctl policy activate")
+    typer.echo("not enforced until activated: sovctl policies activate")
 
 
 @app.command("list")
@@ -274,7 +275,7 @@ def policy_rollback(
 
 @app.command("sets")
 def policy_sets(
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
+    limit: Limit = 20,
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """List the policy sets activated, newest (the active one) first."""

@@ -1,8 +1,9 @@
-"""``sovctl workload submit|list|release``: workload admission, through the HTTP API.
+"""``sovctl workloads create|list|show|release|renew``: workload admission, via the API.
 
-``main.py`` adds this sub-app to ``sovctl``. ``submit`` exits 0 when the workload is
-admitted and 1 when it is denied (the reasons are printed), as ``sovctl policy test``
-does, so scripts can branch on the verdict.
+``main.py`` adds this sub-app to ``sovctl``. ``create`` exits 0 when the workload is
+admitted and 1 when it is denied (the reasons are printed), as ``sovctl policies test``
+does, so scripts can branch on the verdict. An admitted workload holds its GPUs for its
+lease; ``renew`` restarts the lease and ``release`` ends the workload.
 """
 
 from typing import Annotated, Any
@@ -10,8 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from control_plane.cli.client import api
+from control_plane.cli.options import Labels, Limit, Offset, parse_labels
 from control_plane.cli.output import Output, OutputFormat, emit, emit_page, table
-from control_plane.cli.registry import Labels, parse_labels
 from control_plane.scheduling.models import (
     DEFAULT_LEASE_SECONDS,
     MAX_GPUS_PER_WORKLOAD,
@@ -25,8 +26,7 @@ app = typer.Typer(
     no_args_is_help=True, help="Workloads: admission and GPU placement (via the API)."
 )
 
-#: ``--output`` names the artifact destination on ``submit``, so the format is ``--format``.
-Format = Annotated[OutputFormat, typer.Option("--format", "-f", help="table or json")]
+WorkloadId = Annotated[str, typer.Argument(help="Workload id.")]
 
 _GIB = 1024**3
 _SUMMARY = [
@@ -50,6 +50,7 @@ def _summary(workload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _print(workload: dict[str, Any], output: OutputFormat) -> None:
+    """A workload: the API's JSON, or its summary and a table of the decision's reasons."""
     if output is OutputFormat.JSON:
         emit(workload, output)
         return
@@ -59,8 +60,8 @@ def _print(workload: dict[str, Any], output: OutputFormat) -> None:
         typer.echo(table(workload["reasons"], _REASON_COLUMNS))
 
 
-@app.command("submit")
-def submit(
+@app.command("create")
+def workloads_create(
     tenant: Annotated[str, typer.Option(help="Tenant slug.")],
     gpus: Annotated[
         int, typer.Option(min=1, max=MAX_GPUS_PER_WORKLOAD, help="GPUs on one node.")
@@ -71,8 +72,8 @@ def submit(
     model: Annotated[
         list[str] | None, typer.Option("--model", help="Model name; repeat for more.")
     ] = None,
-    output: Annotated[
-        str | None, typer.Option("--output", help="Artifact destination for the results.")
+    destination: Annotated[
+        str | None, typer.Option("--destination", help="Artifact destination for the results.")
     ] = None,
     gpu_model: Annotated[
         str | None, typer.Option(help="Substring of the GPU model, any case (H100).")
@@ -93,14 +94,14 @@ def submit(
         ),
     ] = DEFAULT_LEASE_SECONDS,
     label: Labels = None,
-    output_format: Format = OutputFormat.TABLE,
+    output: Output = OutputFormat.TABLE,
 ) -> None:
     """Ask for GPUs: prints the decision and placement; exits 1 when denied."""
     body: dict[str, Any] = {
         "tenant": tenant,
         "datasets": dataset or [],
         "models": model or [],
-        "output": output,
+        "output": destination,
         "gpu_count": gpus,
         "gpu_model": gpu_model,
         "min_gpu_memory_bytes": None if min_memory_gib is None else int(min_memory_gib * _GIB),
@@ -110,17 +111,17 @@ def submit(
         "lease_seconds": lease_seconds,
     }
     workload = api("POST", "/v1/workloads", json=body)
-    _print(workload, output_format)
+    _print(workload, output)
     if workload["status"] == WorkloadStatus.DENIED:
         raise typer.Exit(1)
 
 
 @app.command("list")
-def list_workloads(
+def workloads_list(
     tenant: Annotated[str | None, typer.Option(help="Tenant slug.")] = None,
     status: Annotated[WorkloadStatus | None, typer.Option(help="Workload status.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
-    offset: Annotated[int, typer.Option(min=0)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """List workloads, newest first."""
@@ -128,10 +129,31 @@ def list_workloads(
     emit_page(api("GET", "/v1/workloads", params=params), output, _LIST_COLUMNS)
 
 
+@app.command("show")
+def workloads_show(workload_id: WorkloadId, output: Output = OutputFormat.TABLE) -> None:
+    """Show a workload: its decision, the reasons and, when admitted, where it runs."""
+    _print(api("GET", f"/v1/workloads/{workload_id}"), output)
+
+
 @app.command("release")
-def release(
-    workload_id: Annotated[str, typer.Argument(help="Workload id.")],
-    output: Output = OutputFormat.TABLE,
-) -> None:
+def workloads_release(workload_id: WorkloadId, output: Output = OutputFormat.TABLE) -> None:
     """End a workload and free its GPUs."""
     _print(api("POST", f"/v1/workloads/{workload_id}/release"), output)
+
+
+@app.command("renew")
+def workloads_renew(
+    workload_id: WorkloadId,
+    lease_seconds: Annotated[
+        int | None,
+        typer.Option(
+            min=MIN_LEASE_SECONDS,
+            max=MAX_LEASE_SECONDS,
+            help="New lease length (default: the workload's own).",
+        ),
+    ] = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Restart an admitted workload's lease from now."""
+    body = {"lease_seconds": lease_seconds}
+    _print(api("POST", f"/v1/workloads/{workload_id}/renew", json=body), output)
