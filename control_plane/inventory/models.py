@@ -191,6 +191,21 @@ class HostFacts(_Input):
     asset_tag: ShortText | None = None
 
 
+class MigDevice(_Input):
+    """One MIG device of a GPU (a compute instance in a GPU instance), as the agent read it.
+
+    Part of what a GPU offers, not of its identity: a changed MIG layout changes the
+    inventory, never the hardware identity that drift detection compares.
+    """
+
+    index: SmallCount
+    uuid: ShortText | None = None
+    profile: ShortText | None = Field(default=None, description='e.g. "1g.10gb".')
+    gpu_instance_id: SmallCount | None = None
+    compute_instance_id: SmallCount | None = None
+    memory_total_bytes: BigCount | None = None
+
+
 class GpuInventory(_Input):
     """Static facts of one GPU, read once at agent start."""
 
@@ -204,11 +219,19 @@ class GpuInventory(_Input):
     serial: ShortText | None = None
     board_part_number: ShortText | None = None
     vbios_version: ShortText | None = None
+    pci_bus_id: ShortText | None = None
     memory_total_bytes: BigCount | None = None
     mig_mode: ShortText | None = None
+    # NVML allows 7 MIG devices per GPU today; the limit leaves room for larger boards.
+    mig_devices: list[MigDevice] = Field(default_factory=list, max_length=64)
     driver_version: ShortText | None = None
     cuda_version: ShortText | None = None
     ecc_mode: ShortText | None = None
+    compute_capability: ShortText | None = Field(default=None, description='e.g. "9.0".')
+    power_limit_w: float | None = Field(default=None, ge=0, le=100_000)
+    confidential_compute: ShortText | None = Field(
+        default=None, description='"on" or "off": the system\'s confidential-computing mode.'
+    )
     health: ShortText = "unknown"
 
 
@@ -353,11 +376,16 @@ class GpuPublic(BaseModel):
     serial: str | None
     board_part_number: str | None
     vbios_version: str | None
+    pci_bus_id: str | None
     memory_total_bytes: int | None
     mig_mode: str | None
+    mig_devices: list[MigDevice]
     driver_version: str | None
     cuda_version: str | None
     ecc_mode: str | None
+    compute_capability: str | None
+    power_limit_w: float | None
+    confidential_compute: str | None
     health: str
     utilization_pct: float | None
     memory_used_bytes: int | None
