@@ -7,19 +7,18 @@ status or labels, drift, a zone moved) also asks for a compliance evaluation in 
 transaction (``compliance.outbox``).
 """
 
-import hashlib
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from psycopg.rows import DictRow
 
+from agents import protocol
 from control_plane.access import repository as access_repository
 from control_plane.access import service as access
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.audit.models import AuditContext
-from control_plane.audit.service import canonical_json
 from control_plane.compliance.models import EvaluationTrigger
 from control_plane.compliance.outbox import request_evaluation
 from control_plane.core.db import DbConnection
@@ -487,10 +486,12 @@ def acknowledge_drift(
 
 
 def inventory_hash(inventory: Inventory) -> str:
-    """A stable digest of an inventory report, to tell whether anything changed."""
-    document = inventory.model_dump(mode="json")
-    document["gpus"] = sorted(document["gpus"], key=lambda g: g["uuid"])
-    return hashlib.sha256(canonical_json(document).encode()).hexdigest()
+    """A stable digest of an inventory report, to tell whether anything changed.
+
+    The agent protocol's one digest, over what was validated: the agent computes the same
+    one over the body it sends, to tell whether a heartbeat must carry the inventory.
+    """
+    return protocol.inventory_hash(inventory.model_dump(mode="json"))
 
 
 def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> None:
