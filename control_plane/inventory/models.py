@@ -170,6 +170,9 @@ class SitePublic(BaseModel):
 
 
 # -- what the agent reports ------------------------------------------------------------
+# The agent's side of these bodies is agents/protocol.py (standard library only). These
+# models must match it field for field (tests/unit/test_agent_contract.py checks), adding
+# what only the server enforces: limits, NUL refusal, ISO country codes.
 
 
 class HostFacts(_Input):
