@@ -1,6 +1,6 @@
 """The agent ↔ control plane wire protocol, written once: what registration and heartbeats carry.
 
-These frozen dataclasses are the bodies of ``POST /v1/agents/register`` (``NodeRegister``)
+These dataclasses are the bodies of ``POST /v1/agents/register`` (``NodeRegister``)
 and ``POST /v1/nodes/{node_id}/heartbeat`` (``Heartbeat``), down to each GPU's facts and
 readings. The backends produce ``GpuInventory`` and ``GpuTelemetry`` directly, the agent
 assembles the rest, and ``to_wire`` turns any of them into the JSON object sent. The
@@ -141,12 +141,14 @@ class NodeRegister:
     provenance: DeclaredProvenance = field(default_factory=DeclaredProvenance)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Heartbeat:
     """One sweep's report: telemetry always, the inventory only when it changed.
 
     Without an inventory the key is left out of the body altogether, which the control
-    plane reads as "unchanged".
+    plane reads as "unchanged". Not frozen, unlike the other types: the daemon builds one
+    every sweep, and a frozen dataclass's ``__init__`` (``object.__setattr__`` per field)
+    costs about five times a plain one's (bench/agent_sweep.py).
     """
 
     seq: int  # strictly increasing per node; the control plane drops repeats
@@ -202,15 +204,51 @@ def _optional_dataclass(hint: Any) -> type | None:
     return None
 
 
+def _json_expression(hint: Any, source: str, namespace: dict[str, Any]) -> str | None:
+    """Python source turning ``source``, of field type ``hint``, into JSON; ``None`` if none.
+
+    Converters of nested types the expression calls go into ``namespace``.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if _is_scalar(hint):
+        return source
+    if dataclasses.is_dataclass(hint):
+        return _object_expression(typing.cast(type, hint), source, namespace)
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        item = _json_expression(args[0], "item", namespace)
+        if item is None:
+            return None
+        return f"list({source})" if item == "item" else f"[{item} for item in {source}]"
+    if origin in (Mapping, dict) and all(_is_scalar(arg) for arg in args):
+        return f"dict({source})"
+    return None
+
+
+def _object_expression(cls: type, source: str, namespace: dict[str, Any]) -> str:
+    """Python source turning the dataclass value ``source`` into its JSON object.
+
+    A type of scalar fields only (``GpuTelemetry``, ``HostFacts``) is written out in place,
+    as a dict display, rather than called: a heartbeat's readings then cost no function
+    call each. Any other type calls its own converter.
+    """
+    names = [spec.name for spec in dataclasses.fields(cls)]
+    hints = typing.get_type_hints(cls)
+    if all(_is_scalar(hints[name]) for name in names):
+        return "{" + ", ".join(f"{name!r}: {source}.{name}" for name in names) + "}"
+    namespace[f"_{cls.__name__}"] = _converter(cls)
+    return f"_{cls.__name__}({source})"
+
+
 @functools.cache
-def _converter(cls: "type[DataclassInstance]") -> Callable[[Any], dict[str, Any]]:
+def _converter(cls: type) -> Callable[[Any], dict[str, Any]]:
     """Write, compile and keep the function that turns one ``cls`` into its JSON object.
 
     The function is generated from ``dataclasses.fields(cls)`` and the field types, as
     ``dataclasses`` generates ``__init__``: one dict display of plain attribute reads, the
     fastest way CPython has to build it (about half the cost of a comprehension over field
     names, a fifth of ``asdict``). So every field is sent without a list of field names to
-    keep by hand. A field type it does not know is a ``TypeError`` here, at first use.
+    keep by hand. A field typed ``D | None``, ``D`` a dataclass, is left out when ``None``.
+    A field type it does not know is a ``TypeError`` here, at first use.
     """
     hints = typing.get_type_hints(cls)
     namespace: dict[str, Any] = {}
@@ -219,24 +257,13 @@ def _converter(cls: "type[DataclassInstance]") -> Callable[[Any], dict[str, Any]
     for spec in dataclasses.fields(cls):
         name, hint = spec.name, hints[spec.name]
         attribute = f"value.{name}"
-        origin, args = typing.get_origin(hint), typing.get_args(hint)
-        if _is_scalar(hint):
-            entries.append(f"{name!r}: {attribute}")
-        elif dataclasses.is_dataclass(hint):
-            namespace[f"_{name}"] = _converter(typing.cast(type, hint))
-            entries.append(f"{name!r}: _{name}({attribute})")
-        elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-            if _is_scalar(args[0]):
-                entries.append(f"{name!r}: list({attribute})")
-            else:
-                namespace[f"_{name}"] = _converter(args[0])
-                entries.append(f"{name!r}: [_{name}(item) for item in {attribute}]")
-        elif origin in (Mapping, dict) and all(_is_scalar(arg) for arg in args):
-            entries.append(f"{name!r}: dict({attribute})")
+        expression = _json_expression(hint, attribute, namespace)
+        if expression is not None:
+            entries.append(f"{name!r}: {expression}")
         elif (part := _optional_dataclass(hint)) is not None:
-            namespace[f"_{name}"] = _converter(part)
+            expression = _object_expression(part, attribute, namespace)
             optional.append(
-                f"    if {attribute} is not None:\n        body[{name!r}] = _{name}({attribute})\n"
+                f"    if {attribute} is not None:\n        body[{name!r}] = {expression}\n"
             )
         else:
             raise TypeError(f"{cls.__name__}.{name}: no JSON form for {hint!r}")
