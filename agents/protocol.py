@@ -147,8 +147,9 @@ class Heartbeat:
 
     Without an inventory the key is left out of the body altogether, which the control
     plane reads as "unchanged". Not frozen, unlike the other types: the daemon builds one
-    every sweep, and a frozen dataclass's ``__init__`` (``object.__setattr__`` per field)
-    costs about five times a plain one's (bench/agent_sweep.py).
+    every sweep, and a frozen dataclass's ``__init__`` sets each field through
+    ``object.__setattr__``, about five times the cost of a plain one's (0.6 against 0.13 µs
+    for this one on the development VM; docs/benchmarks.md has what it did to the sweep).
     """
 
     seq: int  # strictly increasing per node; the control plane drops repeats
