@@ -21,9 +21,10 @@ from agents.backends.base import BackendUnavailableError
 from agents.backends.selection import BackendKind, open_backend
 from agents.client import ControlPlaneClient
 from agents.config import DEFAULT_STATE_DIR, AgentConfigError, load_config
-from agents.daemon import Agent
+from agents.daemon import Agent, gpu_health
 from agents.host import read_host_identity
 from agents.metrics import AgentMetrics
+from agents.protocol import to_wire
 from agents.simulator import FleetPlan, allow_open_files, build_fleet, run_fleet
 
 log = logging.getLogger("sovereign.agent")
@@ -100,7 +101,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def probe(args: argparse.Namespace) -> dict[str, Any]:
-    """Read everything once: the backend chosen and why, the host, each GPU."""
+    """Read everything once: the backend chosen and why, the host, each GPU.
+
+    The host and each GPU appear as the agent reports them to the control plane, with the
+    GPU's telemetry beside it and the machine id's source added to the host.
+    """
     backend, reason = open_backend(
         args.backend or BackendKind.AUTO, nvidia_smi_xml=args.nvidia_smi_xml, replay=args.replay
     )
@@ -113,16 +118,12 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     gpus = []
     for gpu in statics:
         reading = readings.get(gpu.uuid)
-        gpus.append(
-            {
-                **dataclasses.asdict(gpu),
-                "telemetry": dataclasses.asdict(reading) if reading else None,
-            }
-        )
+        facts = gpu if reading is None else dataclasses.replace(gpu, health=gpu_health(reading))
+        gpus.append({**to_wire(facts), "telemetry": to_wire(reading) if reading else None})
     return {
         "backend": backend.name,
         "reason": reason,
-        "host": dataclasses.asdict(host),
+        "host": {**to_wire(host.facts), "machine_id_source": host.machine_id_source},
         "gpus": gpus,
     }
 
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise AgentConfigError(f"state_dir {config.state_dir}: {exc.strerror or exc}") from None
     metrics = AgentMetrics(
-        node=agent.host.hostname, zone=config.zone, origin_country=config.origin_country
+        node=agent.host.facts.hostname, zone=config.zone, origin_country=config.origin_country
     )
     metrics.set_agent_info(__version__, backend.name)
     metrics.set_inventory(agent.statics, component_origins=dict(config.component_origins))

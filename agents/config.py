@@ -15,6 +15,7 @@ import yaml
 
 from agents.backends.selection import BackendKind
 from agents.metrics import DEFAULT_METRICS_PORT
+from agents.protocol import DeclaredProvenance, Inventory, NodeRegister
 
 DEFAULT_CONFIG_PATH = Path("/etc/sovereign/agent.yaml")
 DEFAULT_STATE_DIR = Path("/var/lib/sovereign-agent")
@@ -52,19 +53,23 @@ class AgentConfig:
     component_origins: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
 
-    def registration_declarations(self) -> dict[str, Any]:
-        """The zone, site, labels and provenance this node declares when it registers."""
-        provenance: dict[str, Any] = {"component_origins": dict(self.component_origins)}
-        if self.origin_country:
-            provenance["origin_country"] = self.origin_country
-        if self.asset_tag:
-            provenance["asset_tag"] = self.asset_tag
-        return {
-            "zone": self.zone,
-            "site": self.site,
-            "labels": dict(self.labels),
-            "provenance": provenance,
-        }
+    def registration(self, inventory: Inventory) -> NodeRegister:
+        """The registration of ``inventory`` with the zone, site, labels and provenance declared.
+
+        An empty origin country or asset tag (an unset environment variable, say) is no
+        declaration.
+        """
+        return NodeRegister(
+            inventory=inventory,
+            zone=self.zone,
+            site=self.site,
+            labels=dict(self.labels),
+            provenance=DeclaredProvenance(
+                origin_country=self.origin_country or None,
+                component_origins=dict(self.component_origins),
+                asset_tag=self.asset_tag or None,
+            ),
+        )
 
 
 _FILE_KEYS = {

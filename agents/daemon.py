@@ -8,7 +8,6 @@ drops repeated sequence numbers, so a heartbeat sent twice still counts once.
 """
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from agents import __version__
-from agents.backends.base import BackendUnavailableError, GpuBackend, GpuStatic, GpuTelemetry
+from agents.backends.base import BackendUnavailableError, GpuBackend
 from agents.client import (
     ControlPlaneClient,
     ControlPlaneUnreachableError,
@@ -31,6 +30,14 @@ from agents.config import AgentConfig
 from agents.files import write_atomically
 from agents.host import HostIdentity, read_host_identity
 from agents.metrics import AgentMetrics
+from agents.protocol import (
+    GpuInventory,
+    GpuTelemetry,
+    Heartbeat,
+    Inventory,
+    inventory_hash,
+    to_wire,
+)
 from agents.spool import Spool
 
 log = logging.getLogger("sovereign.agent")
@@ -42,35 +49,10 @@ BACKOFF_BASE_SECONDS = 1.0
 #: restarted together does not report in lock-step.
 JITTER_FRACTION = 0.1
 
-_GPU_INVENTORY_FIELDS = (
-    "uuid",
-    "index",
-    "model",
-    "serial",
-    "board_part_number",
-    "vbios_version",
-    "memory_total_bytes",
-    "mig_mode",
-    "driver_version",
-    "cuda_version",
-    "ecc_mode",
-)
-_TELEMETRY_FIELDS = tuple(f.name for f in dataclasses.fields(GpuTelemetry))
-_HOST_FIELDS = (
-    "hostname",
-    "machine_id",
-    "os_name",
-    "kernel_version",
-    "cpu_model",
-    "cpu_count",
-    "memory_bytes",
-    "system_manufacturer",
-    "system_model",
-    "system_serial",
-    "board_vendor",
-    "board_name",
-    "asset_tag",
-)
+
+def gpu_health(reading: GpuTelemetry) -> str:
+    """The health a GPU's reading shows: "ecc-errors" while uncorrected ECC errors count up."""
+    return "ecc-errors" if reading.ecc_uncorrected_errors else "ok"
 
 
 class RegistrationError(Exception):
@@ -104,7 +86,7 @@ class Agent:
         self.state_dir = config.state_dir
         self.state_dir.mkdir(parents=True, exist_ok=True)
         # Static facts once: some NVML calls cost milliseconds.
-        self.statics: list[GpuStatic] = backend.static()
+        self.statics: list[GpuInventory] = backend.static()
         self.host: HostIdentity = read_host_identity(
             self.state_dir, [g.uuid for g in self.statics], root=host_root, hostname=hostname
         )
@@ -121,7 +103,7 @@ class Agent:
         self._sequence_fd: int | None = None
         #: The inventory and its hash, built on first use and again only after GPU health
         #: changed (nothing else in it changes while the agent runs).
-        self._inventory: tuple[dict[str, Any], str] | None = None
+        self._inventory: tuple[Inventory, str] | None = None
 
     # -- state on disk --------------------------------------------------------------------
 
@@ -162,31 +144,21 @@ class Agent:
 
     # -- what is reported -----------------------------------------------------------------
 
-    def inventory(self) -> dict[str, Any]:
-        """The full static inventory in the control plane's ``Inventory`` shape."""
+    def inventory(self) -> Inventory:
+        """The full static inventory: host facts, and each GPU's facts with its health."""
         return self._inventory_and_hash()[0]
 
-    def _inventory_and_hash(self) -> tuple[dict[str, Any], str]:
+    def _inventory_and_hash(self) -> tuple[Inventory, str]:
         if self._inventory is None:
-            inventory = self._build_inventory()
-            self._inventory = (inventory, self._hash(inventory))
+            inventory = Inventory(
+                host=self.host.facts,
+                gpus=tuple(
+                    dataclasses.replace(g, health=self._health.get(g.uuid, "unknown"))
+                    for g in self.statics
+                ),
+            )
+            self._inventory = (inventory, inventory_hash(to_wire(inventory)))
         return self._inventory
-
-    def _build_inventory(self) -> dict[str, Any]:
-        host = {name: getattr(self.host, name) for name in _HOST_FIELDS}
-        host["agent_version"] = __version__
-        gpus = [
-            {
-                **{name: getattr(g, name) for name in _GPU_INVENTORY_FIELDS},
-                "health": self._health.get(g.uuid, "unknown"),
-            }
-            for g in self.statics
-        ]
-        return {"host": host, "gpus": gpus}
-
-    @staticmethod
-    def _hash(inventory: dict[str, Any]) -> str:
-        return hashlib.sha256(json.dumps(inventory, sort_keys=True).encode()).hexdigest()
 
     def register(self) -> None:
         """Register with the bootstrap token and keep the node credential (mode 0600)."""
@@ -197,8 +169,7 @@ class Agent:
             )
         inventory, digest = self._inventory_and_hash()
         answer = self.client.register(
-            self.config.bootstrap_token,
-            {"inventory": inventory, **self.config.registration_declarations()},
+            self.config.bootstrap_token, to_wire(self.config.registration(inventory))
         )
         self.credential = {
             "node_id": str(answer["node_id"]),
@@ -208,7 +179,7 @@ class Agent:
         write_atomically(self.state_dir / CREDENTIAL_FILE, json.dumps(self.credential))
         self._sent_inventory_hash = digest
         self._adopt_interval(answer.get("heartbeat_interval_seconds"))
-        log.info("registered as node %s (%s)", self.credential["node_id"], self.host.hostname)
+        log.info("registered as node %s (%s)", self.credential["node_id"], self.host.facts.hostname)
 
     def sweep(self) -> dict[str, Any]:
         """Read telemetry and build the next heartbeat (inventory only if it changed)."""
@@ -224,19 +195,20 @@ class Agent:
             self.metrics.observe_sweep(time.perf_counter() - started)
             self.metrics.observe(readings)
         for reading in readings:
-            health = "ecc-errors" if reading.ecc_uncorrected_errors else "ok"
+            health = gpu_health(reading)
             if self._health.get(reading.uuid) != health:
                 self._health[reading.uuid] = health
                 self._inventory = None  # rebuilt (and rehashed) on next use
-        heartbeat: dict[str, Any] = {
-            "seq": self._next_sequence(),
-            "telemetry": [{name: getattr(r, name) for name in _TELEMETRY_FIELDS} for r in readings],
-        }
         inventory, digest = self._inventory_and_hash()
-        if digest != self._sent_inventory_hash:
-            heartbeat["inventory"] = inventory
-            self._sent_inventory_hash = digest
-        return heartbeat
+        changed = digest != self._sent_inventory_hash
+        self._sent_inventory_hash = digest
+        return to_wire(
+            Heartbeat(
+                seq=self._next_sequence(),
+                telemetry=tuple(readings),
+                inventory=inventory if changed else None,
+            )
+        )
 
     # -- delivery -------------------------------------------------------------------------
 
@@ -363,7 +335,7 @@ class Agent:
         log.info(
             "agent %s on %s: %d GPU(s), every %.1f s, %d heartbeat(s) spooled",
             __version__,
-            self.host.hostname,
+            self.host.facts.hostname,
             len(self.statics),
             self.interval,
             len(self.spool),

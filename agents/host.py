@@ -1,5 +1,8 @@
 """Host identity: hostname, machine id, DMI and basic facts, read from the filesystem.
 
+What is read is the protocol's ``HostFacts`` (what the control plane receives), plus where
+the machine id came from, which only ``probe`` shows.
+
 Virtual machines often have no DMI table and an empty ``/etc/machine-id`` (the recorded
 H100 host has neither). Then the agent derives an id once, from the hostname and the GPU
 UUIDs (globally unique), and persists it, so a restart or a lost cache never turns one
@@ -11,7 +14,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents import __version__
 from agents.files import write_atomically
+from agents.protocol import HostFacts
 
 #: Values firmware vendors leave in DMI fields they did not fill in.
 DMI_PLACEHOLDERS = frozenset(
@@ -37,23 +42,11 @@ DERIVED_ID_FILE = "machine-id"
 
 @dataclass(frozen=True, slots=True)
 class HostIdentity:
-    """Who this host is and what it is, as far as the filesystem tells."""
+    """What the filesystem tells about this host, and how its machine id was found."""
 
-    hostname: str
-    machine_id: str
-    #: Where ``machine_id`` came from: "machine-id", "dmi-product-uuid" or "derived".
+    facts: HostFacts
+    #: Where ``facts.machine_id`` came from: "machine-id", "dmi-product-uuid" or "derived".
     machine_id_source: str
-    os_name: str | None
-    kernel_version: str | None
-    cpu_model: str | None
-    cpu_count: int | None
-    memory_bytes: int | None
-    system_manufacturer: str | None
-    system_model: str | None
-    system_serial: str | None
-    board_vendor: str | None
-    board_name: str | None
-    asset_tag: str | None
 
 
 def _read(path: Path) -> str | None:
@@ -135,10 +128,10 @@ def read_host_identity(
     name = hostname or socket.gethostname()
     machine_id, source = _machine_id(root, state_dir, name, gpu_uuids)
     cpuinfo = (_read(root / "proc/cpuinfo") or "").splitlines()
-    return HostIdentity(
+    facts = HostFacts(
         hostname=name,
         machine_id=machine_id,
-        machine_id_source=source,
+        agent_version=__version__,
         os_name=_os_name(root),
         kernel_version=_read(root / "proc/sys/kernel/osrelease") or None,
         cpu_model=_cpu_model(cpuinfo),
@@ -151,3 +144,4 @@ def read_host_identity(
         board_name=_dmi(root, "board_name"),
         asset_tag=_dmi(root, "chassis_asset_tag"),
     )
+    return HostIdentity(facts=facts, machine_id_source=source)

@@ -35,7 +35,7 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
-from agents.backends.base import GpuStatic, GpuTelemetry
+from agents.protocol import GpuInventory, GpuTelemetry
 
 #: Where the agent serves ``/metrics`` unless told otherwise (DCGM exporter has 9400).
 DEFAULT_METRICS_PORT: Final = 9402
@@ -258,7 +258,7 @@ class AgentMetrics:
 
     def set_inventory(
         self,
-        statics: list[GpuStatic],
+        statics: list[GpuInventory],
         *,
         component_origins: dict[str, str],
         zone: str | None = None,

@@ -14,11 +14,11 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from agents.backends.base import GpuStatic, GpuTelemetry
 from agents.backends.replay import ReplayBackend
 from agents.client import ControlPlaneClient
 from agents.config import AgentConfig
 from agents.daemon import Agent
+from agents.protocol import GpuInventory, GpuTelemetry
 
 log = logging.getLogger("sovereign.simulator")
 #: Open files besides the agents' own: the interpreter, sockets, logs, the metrics server.
@@ -51,7 +51,7 @@ class LivelyReplay:
         self._load = {g.uuid: self._rng.uniform(0, 100) for g in recording.static()}
         self._memory = {g.uuid: g.memory_total_bytes for g in recording.static()}
 
-    def static(self) -> list[GpuStatic]:
+    def static(self) -> list[GpuInventory]:
         """The recorded static facts."""
         return self._recording.static()
 

@@ -53,13 +53,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from agents import __version__  # noqa: E402
-from agents.backends.base import BackendUnavailableError, GpuBackend, GpuStatic  # noqa: E402
+from agents.backends.base import BackendUnavailableError, GpuBackend  # noqa: E402
 from agents.backends.nvml import NvmlBackend  # noqa: E402
 from agents.backends.replay import ReplayBackend  # noqa: E402
 from agents.client import ControlPlaneClient, _Answer  # noqa: E402
 from agents.config import AgentConfig  # noqa: E402
 from agents.daemon import Agent  # noqa: E402
 from agents.metrics import AgentMetrics  # noqa: E402
+from agents.protocol import GpuInventory  # noqa: E402
 
 RECORDING = ROOT / "tests" / "fixtures" / "gpu" / "h100-80gb-hbm3"
 #: The goal for one GPU's telemetry sweep through NVML on a real GPU.
@@ -76,7 +77,7 @@ class ClonedReplayBackend:
     name = "replay"
 
     def __init__(self, recording: Path, gpus: int):
-        self._statics: list[GpuStatic] = []
+        self._statics: list[GpuInventory] = []
         self._readings = []
         for variant in range(gpus):
             replay = ReplayBackend(recording, variant=variant)
@@ -91,7 +92,7 @@ class ClonedReplayBackend:
                     )
                 )
 
-    def static(self) -> list[GpuStatic]:
+    def static(self) -> list[GpuInventory]:
         """The cloned GPUs' static facts."""
         return list(self._statics)
 

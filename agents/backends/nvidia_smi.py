@@ -25,13 +25,13 @@ ecc_uncorrected_errors    ``ecc_errors/volatile``: ``double_bit/total`` (v8 to v
                           ``dram_uncorrectable`` plus ``sram_uncorrectable`` (v12, and
                           already v11 on Ampere boards such as the A100) or
                           ``sram_uncorrectable_parity`` + ``_secded`` (v13)
-mig_devices               ``mig_devices/mig_device``: ``index`` and
-                          ``fb_memory_usage/total``
+mig_devices               ``mig_devices/mig_device``: ``index``, ``gpu_instance_id``,
+                          ``compute_instance_id`` and ``fb_memory_usage/total``
 ========================  =============================================================
 
 What the XML does not carry stays ``None`` here and comes from NVML instead: the compute
 capability, the confidential-computing mode (``nvidia-smi conf-compute`` reports it, not
-``-q``), and a MIG instance's profile name and UUID (``-q -x`` gives only instance ids).
+``-q``), and a MIG device's profile name and UUID (``-q -x`` gives only its instance ids).
 
 A value nvidia-smi cannot read is ``None``, never an error: ``N/A``, ``Not Supported``,
 an empty element, or any value in square brackets (``[N/A]``, ``[Not Supported]``,
@@ -49,7 +49,8 @@ from pathlib import Path
 from typing import TypeVar
 from xml.parsers import expat
 
-from agents.backends.base import BackendUnavailableError, GpuStatic, GpuTelemetry, MigDevice
+from agents.backends.base import BackendUnavailableError
+from agents.protocol import GpuInventory, GpuTelemetry, MigDevice
 
 _T = TypeVar("_T")
 
@@ -159,8 +160,8 @@ def _mig_devices(gpu: ET.Element) -> tuple[MigDevice, ...]:
         devices.append(
             MigDevice(
                 index=position if index is None else index,
-                uuid=None,
-                profile=None,
+                gpu_instance_id=_count(_text(node, "gpu_instance_id")),
+                compute_instance_id=_count(_text(node, "compute_instance_id")),
                 memory_total_bytes=_bytes(_text(node, "fb_memory_usage/total")),
             )
         )
@@ -189,11 +190,11 @@ def _required(gpu: ET.Element, path: str, position: int, source: str) -> str:
 
 def _static(
     gpu: ET.Element, position: int, driver: str | None, cuda: str | None, source: str
-) -> GpuStatic:
+) -> GpuInventory:
     """One GPU's static facts."""
     readings = gpu.find("gpu_power_readings")
     legacy_readings = gpu.find("power_readings")
-    return GpuStatic(
+    return GpuInventory(
         index=position,
         uuid=_required(gpu, "uuid", position, source),
         model=_required(gpu, "product_name", position, source),
@@ -248,7 +249,7 @@ def _attribute(node: ET.Element, name: str) -> str | None:
 
 def parse_nvidia_smi_xml(
     text: str, *, source: str = "nvidia-smi output"
-) -> tuple[list[GpuStatic], list[GpuTelemetry]]:
+) -> tuple[list[GpuInventory], list[GpuTelemetry]]:
     """Parse ``nvidia-smi -q -x`` output into each GPU's static facts and readings.
 
     Shared by the live backend, the capture reader and the replay backend, so all three
@@ -276,7 +277,7 @@ def parse_nvidia_smi_xml(
         )
     driver = _text(root, "driver_version")
     cuda = _text(root, "cuda_version")
-    statics: list[GpuStatic] = []
+    statics: list[GpuInventory] = []
     readings: list[GpuTelemetry] = []
     for position, gpu in enumerate(root.findall("gpu")):
         static = _static(gpu, position, driver, cuda, source)
@@ -315,7 +316,7 @@ class NvidiaSmiBackend:
         self._xml_path = None if xml_path is None else Path(xml_path)
         self._command = tuple(command)
         self._timeout = timeout
-        self._checked: list[GpuStatic] | None = None
+        self._checked: list[GpuInventory] | None = None
 
     def check(self) -> None:
         """Read once to show the command works (``BackendUnavailableError`` if not).
@@ -325,7 +326,7 @@ class NvidiaSmiBackend:
         """
         self._checked = self._read()[0]
 
-    def static(self) -> list[GpuStatic]:
+    def static(self) -> list[GpuInventory]:
         """Every GPU's static facts, read now (or the reading ``check`` just took)."""
         checked, self._checked = self._checked, None
         return checked if checked is not None else self._read()[0]
@@ -337,7 +338,7 @@ class NvidiaSmiBackend:
     def close(self) -> None:
         """Nothing to release: each read is a new process or a new file read."""
 
-    def _read(self) -> tuple[list[GpuStatic], list[GpuTelemetry]]:
+    def _read(self) -> tuple[list[GpuInventory], list[GpuTelemetry]]:
         """Fetch the document and parse it."""
         if self._xml_path is not None:
             return parse_nvidia_smi_xml(

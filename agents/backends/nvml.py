@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
 
-from agents.backends.base import BackendUnavailableError, GpuStatic, GpuTelemetry, MigDevice
+from agents.backends.base import BackendUnavailableError
+from agents.protocol import GpuInventory, GpuTelemetry, MigDevice
 
 log = logging.getLogger("sovereign.agent.nvml")
 
@@ -115,7 +116,7 @@ class NvmlBackend:
             self.close()
             raise
 
-    def static(self) -> list[GpuStatic]:
+    def static(self) -> list[GpuInventory]:
         """Every GPU's static facts, as read when the backend opened."""
         return list(self._static)
 
@@ -143,7 +144,7 @@ class NvmlBackend:
         except self._error:
             return None
 
-    def _read_start(self) -> tuple[list[GpuStatic], list[_Gpu]]:
+    def _read_start(self) -> tuple[list[GpuInventory], list[_Gpu]]:
         """List the GPUs and read what does not change: system facts, then each GPU's."""
         nvml = self._nvml
         try:
@@ -199,7 +200,7 @@ class NvmlBackend:
         driver_version: str | None,
         cuda_version: str | None,
         confidential_compute: str | None,
-    ) -> GpuStatic:
+    ) -> GpuInventory:
         """Read one GPU's static facts; every field NVML refuses is ``None``."""
         nvml = self._nvml
         try:
@@ -215,7 +216,7 @@ class NvmlBackend:
             lambda: _enabled(nvml.nvmlDeviceGetMigMode(handle)[0], nvml.NVML_DEVICE_MIG_ENABLE)
         )
         capability = self._read(lambda: nvml.nvmlDeviceGetCudaComputeCapability(handle))
-        return GpuStatic(
+        return GpuInventory(
             index=index,
             uuid=uuid,
             model=model,
@@ -257,6 +258,10 @@ class NvmlBackend:
             uuid=self._read(lambda: _text(nvml.nvmlDeviceGetUUID(mig_handle))),
             # The name ends in the profile; the profile APIs would cost a GPU-instance walk.
             profile=self._read(lambda: _mig_profile(nvml.nvmlDeviceGetName(mig_handle))),
+            gpu_instance_id=self._read(lambda: int(nvml.nvmlDeviceGetGpuInstanceId(mig_handle))),
+            compute_instance_id=self._read(
+                lambda: int(nvml.nvmlDeviceGetComputeInstanceId(mig_handle))
+            ),
             memory_total_bytes=self._read(
                 lambda: int(nvml.nvmlDeviceGetMemoryInfo(mig_handle).total)
             ),

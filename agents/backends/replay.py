@@ -11,7 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from agents.backends.base import BackendUnavailableError, GpuStatic, GpuTelemetry
+from agents.backends.base import BackendUnavailableError
+from agents.protocol import GpuInventory, GpuTelemetry
 
 NVML_DUMP = "nvml-dump.json"
 NVIDIA_SMI_XML = "nvidia-smi-q.xml"
@@ -29,7 +30,7 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 
 
-def _from_nvml_dump(dump: dict[str, Any]) -> tuple[list[GpuStatic], list[GpuTelemetry]]:
+def _from_nvml_dump(dump: dict[str, Any]) -> tuple[list[GpuInventory], list[GpuTelemetry]]:
     system = dump.get("system", {})
     cuda = system.get("cuda_driver_version")
     cuda_version = f"{cuda // 1000}.{cuda % 1000 // 10}" if isinstance(cuda, int) else None
@@ -42,7 +43,7 @@ def _from_nvml_dump(dump: dict[str, Any]) -> tuple[list[GpuStatic], list[GpuTele
         capability = device.get("cuda_capability")
         power_limit = _number(device.get("power_limit_mw"))
         statics.append(
-            GpuStatic(
+            GpuInventory(
                 index=device["index"],
                 uuid=device["uuid"],
                 model=device["name"],
@@ -127,7 +128,7 @@ class ReplayBackend:
         self._statics = statics
         self._readings = readings
 
-    def static(self) -> list[GpuStatic]:
+    def static(self) -> list[GpuInventory]:
         """The recorded static facts."""
         return list(self._statics)
 

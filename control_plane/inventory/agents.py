@@ -7,15 +7,14 @@ are audited (a registration, a changed inventory, drift, a node coming back onli
 going offline); telemetry is not, as it changes every few seconds and proves nothing.
 """
 
-import hashlib
 from typing import Any
 from uuid import UUID
 
+from agents import protocol
 from control_plane.access import repository as access_repository
 from control_plane.access import service as access
 from control_plane.access.models import Role
 from control_plane.core.audit_log import AuditContext, audited, record_change, transaction
-from control_plane.core.canonical import canonical_json
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, InvalidInputError
 from control_plane.domain.audit import AuditAction
@@ -42,10 +41,12 @@ MISSED_HEARTBEATS_OFFLINE = 3
 
 
 def inventory_hash(inventory: Inventory) -> str:
-    """A stable digest of an inventory report, to tell whether anything changed."""
-    document = inventory.model_dump(mode="json")
-    document["gpus"] = sorted(document["gpus"], key=lambda g: g["uuid"])
-    return hashlib.sha256(canonical_json(document).encode()).hexdigest()
+    """A stable digest of an inventory report, to tell whether anything changed.
+
+    The agent protocol's one digest, over what was validated: the agent computes the same
+    one over the body it sends, to tell whether a heartbeat must carry the inventory.
+    """
+    return protocol.inventory_hash(inventory.model_dump(mode="json"))
 
 
 def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> None:

@@ -87,6 +87,9 @@ class SitePublic(BaseModel):
 
 
 # -- what the agent reports ------------------------------------------------------------
+# The agent's side of these bodies is agents/protocol.py (standard library only). These
+# models must match it field for field (tests/unit/test_agent_contract.py checks), adding
+# what only the server enforces: limits, NUL refusal, ISO country codes.
 
 
 class HostFacts(Input):
@@ -108,6 +111,21 @@ class HostFacts(Input):
     asset_tag: ShortText | None = None
 
 
+class MigDevice(Input):
+    """One MIG device of a GPU (a compute instance in a GPU instance), as the agent read it.
+
+    Part of what a GPU offers, not of its identity: a changed MIG layout changes the
+    inventory, never the hardware identity that drift detection compares.
+    """
+
+    index: SmallCount
+    uuid: ShortText | None = None
+    profile: ShortText | None = Field(default=None, description='e.g. "1g.10gb".')
+    gpu_instance_id: SmallCount | None = None
+    compute_instance_id: SmallCount | None = None
+    memory_total_bytes: BigCount | None = None
+
+
 class GpuInventory(Input):
     """Static facts of one GPU, read once at agent start."""
 
@@ -121,11 +139,19 @@ class GpuInventory(Input):
     serial: ShortText | None = None
     board_part_number: ShortText | None = None
     vbios_version: ShortText | None = None
+    pci_bus_id: ShortText | None = None
     memory_total_bytes: BigCount | None = None
     mig_mode: ShortText | None = None
+    # NVML allows 7 MIG devices per GPU today; the limit leaves room for larger boards.
+    mig_devices: list[MigDevice] = Field(default_factory=list, max_length=64)
     driver_version: ShortText | None = None
     cuda_version: ShortText | None = None
     ecc_mode: ShortText | None = None
+    compute_capability: ShortText | None = Field(default=None, description='e.g. "9.0".')
+    power_limit_w: float | None = Field(default=None, ge=0, le=100_000)
+    confidential_compute: ShortText | None = Field(
+        default=None, description='"on" or "off": the system\'s confidential-computing mode.'
+    )
     health: ShortText = "unknown"
 
 
@@ -270,11 +296,16 @@ class GpuPublic(BaseModel):
     serial: str | None
     board_part_number: str | None
     vbios_version: str | None
+    pci_bus_id: str | None
     memory_total_bytes: int | None
     mig_mode: str | None
+    mig_devices: list[MigDevice]
     driver_version: str | None
     cuda_version: str | None
     ecc_mode: str | None
+    compute_capability: str | None
+    power_limit_w: float | None
+    confidential_compute: str | None
     health: str
     utilization_pct: float | None
     memory_used_bytes: int | None

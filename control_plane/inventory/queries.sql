@@ -163,16 +163,22 @@ SELECT * FROM gpu WHERE node_id = %(node_id)s ORDER BY index;
 -- name: upsert_gpu
 -- Only the node that owns a UUID may update it; no row back means another node owns it.
 INSERT INTO gpu (uuid, node_id, index, model, serial, board_part_number, vbios_version,
-                 memory_total_bytes, mig_mode, driver_version, cuda_version, ecc_mode, health)
+                 pci_bus_id, memory_total_bytes, mig_mode, mig_devices, driver_version,
+                 cuda_version, ecc_mode, compute_capability, power_limit_w,
+                 confidential_compute, health)
 VALUES (%(uuid)s, %(node_id)s, %(index)s, %(model)s, %(serial)s, %(board_part_number)s,
-        %(vbios_version)s, %(memory_total_bytes)s, %(mig_mode)s, %(driver_version)s,
-        %(cuda_version)s, %(ecc_mode)s, %(health)s)
+        %(vbios_version)s, %(pci_bus_id)s, %(memory_total_bytes)s, %(mig_mode)s,
+        %(mig_devices)s, %(driver_version)s, %(cuda_version)s, %(ecc_mode)s,
+        %(compute_capability)s, %(power_limit_w)s, %(confidential_compute)s, %(health)s)
 ON CONFLICT (uuid) DO UPDATE
 SET index = EXCLUDED.index, model = EXCLUDED.model, serial = EXCLUDED.serial,
     board_part_number = EXCLUDED.board_part_number, vbios_version = EXCLUDED.vbios_version,
-    memory_total_bytes = EXCLUDED.memory_total_bytes, mig_mode = EXCLUDED.mig_mode,
+    pci_bus_id = EXCLUDED.pci_bus_id, memory_total_bytes = EXCLUDED.memory_total_bytes,
+    mig_mode = EXCLUDED.mig_mode, mig_devices = EXCLUDED.mig_devices,
     driver_version = EXCLUDED.driver_version, cuda_version = EXCLUDED.cuda_version,
-    ecc_mode = EXCLUDED.ecc_mode, health = EXCLUDED.health
+    ecc_mode = EXCLUDED.ecc_mode, compute_capability = EXCLUDED.compute_capability,
+    power_limit_w = EXCLUDED.power_limit_w,
+    confidential_compute = EXCLUDED.confidential_compute, health = EXCLUDED.health
 WHERE gpu.node_id = EXCLUDED.node_id
 RETURNING uuid;
 

@@ -67,6 +67,7 @@ _JSON_COLUMNS = (
     "provenance_evidence",
     "identity_baseline",
     "drift_evidence",
+    "mig_devices",
 )
 
 
@@ -220,7 +221,7 @@ def node_gpus(conn: DbConnection, node_id: UUID) -> list[GpuPublic]:
 def upsert_gpu(conn: DbConnection, values: dict[str, Any]) -> bool:
     """Insert or update a GPU of a node; False when another node owns that UUID."""
     with translate_integrity_errors(_GPU_WRITE):
-        return fetch_one(conn, _q("upsert_gpu"), values) is not None
+        return fetch_one(conn, _q("upsert_gpu"), _with_json(values)) is not None
 
 
 def delete_gpus_not_in(conn: DbConnection, node_id: UUID, uuids: Sequence[str]) -> None:

@@ -1,4 +1,4 @@
-"""The agent's real code against the real API: registration, heartbeats, spool, backoff."""
+"""The agent's real code against the real API: registration, heartbeats, spool, backoff, MIG."""
 
 import stat
 import time
@@ -9,19 +9,24 @@ from typing import Any
 import httpx
 import pytest
 
-from agents.backends.base import BackendUnavailableError
+from agents.backends.base import BackendUnavailableError, GpuBackend
+from agents.backends.nvml import NvmlBackend
 from agents.backends.replay import ReplayBackend
 from agents.client import ControlPlaneClient
 from agents.config import AgentConfig
 from agents.daemon import Agent
 from agents.metrics import AgentMetrics
+from agents.protocol import to_wire
 from control_plane.access.models import Role
 from control_plane.core.settings import Settings
 from tests.support import api_in_thread, bearer, free_port
+from tests.unit.agent.fake_pynvml import FakeNvml
 
 pytestmark = pytest.mark.integration
 
 RECORDING = Path(__file__).resolve().parents[1] / "fixtures/gpu/h100-80gb-hbm3"
+A100_MIG = RECORDING.parent / "nvidia-smi/v12-a100-sxm4-80gb-mig.xml"
+MIB = 2**20
 
 
 class Clock:
@@ -41,7 +46,12 @@ def make_agent(
     bootstrap = make_token(Role.BOOTSTRAP)
     made: list[Agent] = []
 
-    def make(variant: int = 0, clock: Clock | None = None, **overrides: Any) -> Agent:
+    def make(
+        variant: int = 0,
+        clock: Clock | None = None,
+        backend: GpuBackend | None = None,
+        **overrides: Any,
+    ) -> Agent:
         settings: dict[str, Any] = {
             "control_plane_url": live_server,
             "bootstrap_token": bootstrap,
@@ -53,7 +63,7 @@ def make_agent(
         empty_root.mkdir(exist_ok=True)
         agent = Agent(
             config,
-            ReplayBackend(RECORDING, variant=variant),
+            backend or ReplayBackend(RECORDING, variant=variant),
             ControlPlaneClient(live_server),
             hostname="h100-vm",
             host_root=empty_root,
@@ -286,3 +296,55 @@ def test_a_keep_alive_connection_the_control_plane_closed_is_not_an_outage(
     assert agent._failures == 0
     text = agent.metrics.render().decode()
     assert 'sovereign_agent_heartbeats_total{outcome="sent"} 3.0' in text
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        pytest.param(
+            lambda: ReplayBackend(A100_MIG),
+            # nvidia-smi -q -x names neither the profile nor the UUID of a MIG device.
+            [
+                (0, None, None, 1, 0, 40192 * MIB),
+                (1, None, None, 5, 0, 19968 * MIB),
+                (2, None, None, 13, 0, 9728 * MIB),
+            ],
+            id="a100-mig-capture",
+        ),
+        pytest.param(
+            lambda: NvmlBackend(FakeNvml(mig={0: ["3g.40gb", "2g.20gb", "1g.10gb"]})),
+            [
+                (0, "MIG-", "3g.40gb", 1, 0, 42412802048),
+                (1, "MIG-", "2g.20gb", 2, 0, 21066814587),
+                (2, "MIG-", "1g.10gb", 3, 0, 10468982784),
+            ],
+            id="h100-mig-nvml-double",
+        ),
+    ],
+)
+def test_a_mig_enabled_gpu_shows_its_mig_devices(
+    make_agent: Callable[..., Agent],
+    live_server: str,
+    make_token: Callable[[Role], str],
+    source: Callable[[], GpuBackend],
+    expected: list[tuple[object, ...]],
+) -> None:
+    agent = make_agent(backend=source())
+    agent.deliver(agent.sweep())
+    assert agent.credential is not None
+    (gpu,) = node(live_server, bearer(make_token(Role.ADMIN)), agent.credential["node_id"])["gpus"]
+    reported = to_wire(agent.inventory().gpus[0])
+    assert gpu == {**gpu, **reported}  # every fact shown as the agent reported it
+    assert gpu["mig_mode"] == "enabled"
+    shown = [
+        (
+            d["index"],
+            d["uuid"] and d["uuid"][:4],
+            d["profile"],
+            d["gpu_instance_id"],
+            d["compute_instance_id"],
+            d["memory_total_bytes"],
+        )
+        for d in gpu["mig_devices"]
+    ]
+    assert shown == expected

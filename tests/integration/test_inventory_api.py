@@ -232,6 +232,71 @@ def test_changed_inventory_is_applied_and_audited(
     assert len(events[0].after["gpus"]) == 2
 
 
+def mig_device(index: int, profile: str, gpu_instance_id: int, gib: int) -> dict[str, Any]:
+    return {
+        "index": index,
+        "uuid": f"MIG-{index:08d}-0000-0000-0000-000000000000",
+        "profile": profile,
+        "gpu_instance_id": gpu_instance_id,
+        "compute_instance_id": 0,
+        "memory_total_bytes": gib * 2**30,
+    }
+
+
+def test_a_changed_mig_layout_is_an_inventory_change_not_drift(
+    client: TestClient, admin: dict[str, str], conn: DbConnection
+) -> None:
+    body = registration(gpu_uuids=(GPU_A,))
+    gpu = body["inventory"]["gpus"][0]
+    gpu.update(
+        pci_bus_id="00000000:07:00.0",
+        power_limit_w=612.4,
+        compute_capability="9.0",
+        confidential_compute="off",
+        mig_mode="enabled",
+        mig_devices=[mig_device(0, "7g.80gb", 0, 80)],
+    )
+    node = client.post("/v1/agents/register", json=body, headers=admin).json()
+    shown = client.get(f"/v1/nodes/{node['node_id']}", headers=admin).json()["gpus"][0]
+    assert shown == {**shown, **gpu}  # every reported fact is stored and shown as reported
+
+    gpu["mig_devices"] = [mig_device(0, "3g.40gb", 1, 40), mig_device(1, "1g.10gb", 13, 10)]
+    url = f"/v1/nodes/{node['node_id']}/heartbeat"
+    ack = client.post(
+        url, json={"seq": 1, "inventory": body["inventory"]}, headers=bearer(node["token"])
+    ).json()
+    assert ack["inventory_changed"] is True
+    detail = client.get(f"/v1/nodes/{node['node_id']}", headers=admin).json()
+    assert detail["gpus"][0]["mig_devices"] == gpu["mig_devices"]
+    assert (detail["status"], detail["drift"]["status"]) == ("active", "none")
+    (event,) = audit.list_events(conn, action="node.inventory_changed").items
+    assert [d["profile"] for d in event.before["gpus"][0]["mig_devices"]] == ["7g.80gb"]
+    assert [d["profile"] for d in event.after["gpus"][0]["mig_devices"]] == ["3g.40gb", "1g.10gb"]
+    assert audit.list_events(conn, action="node.drift_detected").items == []
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"power_limit_w": -1}, "inventory.gpus.0.power_limit_w"),
+        (
+            {"mig_devices": [{"index": 0, "profile": "1g\u0000"}]},
+            "inventory.gpus.0.mig_devices.0.profile",
+        ),
+        ({"mig_devices": [{"index": 0, "slices": 1}]}, "inventory.gpus.0.mig_devices.0.slices"),
+        ({"mig_devices": [{"index": i} for i in range(65)]}, "inventory.gpus.0.mig_devices"),
+    ],
+)
+def test_bad_gpu_facts_are_refused_naming_the_field(
+    client: TestClient, admin: dict[str, str], change: dict[str, Any], field: str
+) -> None:
+    body = registration()
+    body["inventory"]["gpus"][0].update(change)
+    response = client.post("/v1/agents/register", json=body, headers=admin)
+    assert response.status_code == 422, response.text
+    assert error_fields(response) == [field]
+
+
 def test_duplicate_gpu_uuid_across_nodes_is_409(
     client: TestClient, admin: dict[str, str], conn: DbConnection
 ) -> None:

@@ -14,7 +14,9 @@ What was not recorded is derived from what was, and says so:
 - MIG devices (``mig={0: ["3g.40gb"]}``) take their profile names, sizes and the number of
   slots from the MIG profile table recorded on the same H100 (nvidia-smi-extra.txt); their
   UUIDs are derived from the parent's and their names follow NVML's
-  "<board> MIG <profile>".
+  "<board> MIG <profile>". Their GPU instance ids are numbered from 1 in slot order (the
+  driver picks them by placement), each with one compute instance, id 0, filling it (what
+  ``nvidia-smi mig -cgi <profiles> -C`` creates).
 
 It also simulates what a test needs to break: ``fail()`` makes a function raise (a field
 becoming unsupported, ``nvmlInit`` failing), ``remove()`` takes a function out as an older
@@ -259,6 +261,8 @@ class FakeNvml(ModuleType):
                 "uuid": f"MIG-{uuid.uuid5(uuid.NAMESPACE_OID, f'{parent}/{slot}')}",
                 "name": f"{reading['name']} MIG {profile.name}",
                 "memory_info": {"total": profile.memory_bytes, "used": 0},
+                "gpu_instance_id": slot + 1,
+                "compute_instance_id": 0,
             }
             for slot, profile in enumerate(profiles)
         ]
@@ -400,6 +404,18 @@ class FakeNvml(ModuleType):
         if index >= len(self.devices[handle.gpu].get("mig_devices", [])):
             raise ERRORS["NVMLError_NotFound"]  # an empty slot
         return FakeHandle(handle.gpu, index)
+
+    @_nvml_function
+    def nvmlDeviceGetGpuInstanceId(self, handle: FakeHandle) -> int:
+        if handle.mig is None:
+            raise ERRORS["NVMLError_NotSupported"]  # only a MIG device has one
+        return int(self._reading(handle, "gpu_instance_id"))
+
+    @_nvml_function
+    def nvmlDeviceGetComputeInstanceId(self, handle: FakeHandle) -> int:
+        if handle.mig is None:
+            raise ERRORS["NVMLError_NotSupported"]
+        return int(self._reading(handle, "compute_instance_id"))
 
     @_nvml_function
     def nvmlDeviceGetCudaComputeCapability(self, handle: FakeHandle) -> tuple[int, int]:

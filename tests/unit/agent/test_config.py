@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from agents.config import AgentConfigError, load_config
+from agents.protocol import DeclaredProvenance, HostFacts, Inventory, NodeRegister
 
 FILE = """\
 version: v1
@@ -37,12 +38,16 @@ def test_file_values(config_file: Path) -> None:
     assert config.spool_max_entries == 100
     assert config.zone == "jp-east"
     assert dict(config.component_origins) == {"gpu": "TW", "cpu": "US"}
-    assert config.registration_declarations() == {
-        "zone": "jp-east",
-        "site": None,
-        "labels": {"team": "research"},
-        "provenance": {"component_origins": {"gpu": "TW", "cpu": "US"}, "origin_country": "TW"},
-    }
+    inventory = Inventory(host=HostFacts(hostname="gpu-01", machine_id="m-1"))
+    assert config.registration(inventory) == NodeRegister(
+        inventory=inventory,
+        zone="jp-east",
+        site=None,
+        labels={"team": "research"},
+        provenance=DeclaredProvenance(
+            origin_country="TW", component_origins={"gpu": "TW", "cpu": "US"}, asset_tag=None
+        ),
+    )
 
 
 def test_environment_beats_file_and_flags_beat_environment(config_file: Path) -> None:

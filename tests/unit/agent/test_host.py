@@ -44,26 +44,26 @@ def bare_metal(tmp_path: Path) -> Path:
 
 def test_bare_metal_host(bare_metal: Path, tmp_path: Path) -> None:
     host = read_host_identity(tmp_path / "state", GPUS, root=bare_metal, hostname="gpu-01")
-    assert host.machine_id == "3d1219c7c4c5404aaa1f6d2a48adfda4"
+    assert host.facts.machine_id == "3d1219c7c4c5404aaa1f6d2a48adfda4"
     assert host.machine_id_source == "machine-id"
-    assert host.os_name == "Ubuntu 24.04.1 LTS"
-    assert host.kernel_version == "6.8.0-49-generic"
-    assert host.cpu_model == "AMD EPYC 9454"
-    assert host.cpu_count == 2
-    assert host.memory_bytes == 131899052 * 1024
-    assert (host.system_manufacturer, host.system_model, host.system_serial) == (
+    assert host.facts.os_name == "Ubuntu 24.04.1 LTS"
+    assert host.facts.kernel_version == "6.8.0-49-generic"
+    assert host.facts.cpu_model == "AMD EPYC 9454"
+    assert host.facts.cpu_count == 2
+    assert host.facts.memory_bytes == 131899052 * 1024
+    assert (host.facts.system_manufacturer, host.facts.system_model, host.facts.system_serial) == (
         "Supermicro",
         "AS -8125GS-TNHR",
         "S123456X4B01234",
     )
-    assert host.board_name == "H13DSG-O-CPU"
-    assert host.asset_tag is None  # a firmware placeholder is not an asset tag
+    assert host.facts.board_name == "H13DSG-O-CPU"
+    assert host.facts.asset_tag is None  # a firmware placeholder is not an asset tag
 
 
 def test_empty_machine_id_falls_back_to_dmi_product_uuid(bare_metal: Path, tmp_path: Path) -> None:
     write(bare_metal, "etc/machine-id", "\n")
     host = read_host_identity(tmp_path / "state", GPUS, root=bare_metal, hostname="gpu-01")
-    assert host.machine_id == "00000000-0000-0000-0000-ac1f6b000001"
+    assert host.facts.machine_id == "00000000-0000-0000-0000-ac1f6b000001"
     assert host.machine_id_source == "dmi-product-uuid"
 
 
@@ -74,12 +74,12 @@ def test_vm_without_dmi_or_machine_id_derives_and_keeps_an_id(tmp_path: Path) ->
     state = tmp_path / "state"
     first = read_host_identity(state, GPUS, root=root, hostname="h100-vm")
     assert first.machine_id_source == "derived"
-    assert first.machine_id == derive_machine_id("h100-vm", GPUS)
-    assert first.system_manufacturer is None
-    assert (state / "machine-id").read_text().strip() == first.machine_id
+    assert first.facts.machine_id == derive_machine_id("h100-vm", GPUS)
+    assert first.facts.system_manufacturer is None
+    assert (state / "machine-id").read_text().strip() == first.facts.machine_id
     # A GPU swap later does not change who the host is: the persisted id wins.
     again = read_host_identity(state, ["GPU-other"], root=root, hostname="h100-vm")
-    assert again.machine_id == first.machine_id
+    assert again.facts.machine_id == first.facts.machine_id
 
 
 def test_derived_ids_differ_by_hardware() -> None:

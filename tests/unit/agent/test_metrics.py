@@ -9,9 +9,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from agents.backends.base import GpuStatic, GpuTelemetry
 from agents.backends.replay import ReplayBackend
 from agents.metrics import DEFAULT_METRICS_PORT, AgentMetrics
+from agents.protocol import GpuInventory, GpuTelemetry
 
 RECORDING = Path(__file__).resolve().parents[2] / "fixtures/gpu/h100-80gb-hbm3"
 UUID = "GPU-29b79b44-4926-3788-174b-399b5b491b55"
@@ -26,7 +26,7 @@ TELEMETRY = (
 )
 
 
-def recorded() -> tuple[list[GpuStatic], list[GpuTelemetry]]:
+def recorded() -> tuple[list[GpuInventory], list[GpuTelemetry]]:
     backend = ReplayBackend(RECORDING)
     return backend.static(), backend.telemetry()
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from agents.backends.base import BackendUnavailableError, GpuStatic, GpuTelemetry, MigDevice
+from agents.backends.base import BackendUnavailableError
 from agents.backends.nvidia_smi import NvidiaSmiBackend, parse_nvidia_smi_xml
+from agents.protocol import GpuInventory, GpuTelemetry, MigDevice
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures/gpu"
 H100 = FIXTURES / "h100-80gb-hbm3"
@@ -45,9 +46,9 @@ A100_UUID = "GPU-3b9e0d52-a7c4-1f86-d2e9-64f1b8c07a5d"
 VGPU_UUID = "GPU-e21f7c68-0b4a-11ee-9d3c-5a7f40b2c919"
 
 
-def k80(index: int, vbios: str, bus: str, power_limit_w: float) -> GpuStatic:
+def k80(index: int, vbios: str, bus: str, power_limit_w: float) -> GpuInventory:
     """One GPU of the K80 board (DTD v8): the two GPUs share the board's serial number."""
-    return GpuStatic(
+    return GpuInventory(
         index=index,
         uuid=K80_UUIDS[index],
         model="Tesla K80",
@@ -64,9 +65,9 @@ def k80(index: int, vbios: str, bus: str, power_limit_w: float) -> GpuStatic:
     )
 
 
-def four_h100(index: int, serial: str, bus: str, power_limit_w: float) -> GpuStatic:
+def four_h100(index: int, serial: str, bus: str, power_limit_w: float) -> GpuInventory:
     """One GPU of the 4-GPU H100 capture: only these fields differ between the four."""
-    return GpuStatic(
+    return GpuInventory(
         index=index,
         uuid=FOUR_H100_UUIDS[index],
         model="NVIDIA H100 80GB HBM3",
@@ -83,12 +84,24 @@ def four_h100(index: int, serial: str, bus: str, power_limit_w: float) -> GpuSta
     )
 
 
+def a100_mig(index: int, gpu_instance_id: int, mib: int) -> MigDevice:
+    """One MIG device of the A100 capture: -q -x names no profile and no UUID."""
+    return MigDevice(
+        index=index,
+        uuid=None,
+        profile=None,
+        gpu_instance_id=gpu_instance_id,
+        compute_instance_id=0,  # one compute instance filling each GPU instance
+        memory_total_bytes=mib * MIB,
+    )
+
+
 # (capture, position in the capture, every static field). Fields left out are None/().
 STATIC_CASES = [
     pytest.param(
         H100_XML,
         0,
-        GpuStatic(
+        GpuInventory(
             index=0,
             uuid=H100_UUID,
             model="NVIDIA H100 80GB HBM3",
@@ -111,7 +124,7 @@ STATIC_CASES = [
     pytest.param(
         V100,
         0,
-        GpuStatic(
+        GpuInventory(
             index=0,
             uuid=V100_UUID,
             model="Tesla V100-SXM2-32GB",
@@ -133,7 +146,7 @@ STATIC_CASES = [
     pytest.param(
         V100_PCIE,
         0,
-        GpuStatic(
+        GpuInventory(
             index=0,
             uuid=V100_PCIE_UUID,
             model="Tesla V100-PCIE-16GB",
@@ -153,7 +166,7 @@ STATIC_CASES = [
     pytest.param(
         A100_V11,
         0,
-        GpuStatic(
+        GpuInventory(
             index=0,
             uuid=A100_V11_UUID,
             model="NVIDIA A100-SXM4-40GB",
@@ -178,7 +191,7 @@ STATIC_CASES = [
     pytest.param(
         A100_MIG,
         0,
-        GpuStatic(
+        GpuInventory(
             index=0,
             uuid=A100_UUID,
             model="NVIDIA A100-SXM4-80GB",
@@ -189,9 +202,9 @@ STATIC_CASES = [
             memory_total_bytes=81920 * MIB,
             mig_mode="enabled",
             mig_devices=(
-                MigDevice(index=0, uuid=None, profile=None, memory_total_bytes=40192 * MIB),
-                MigDevice(index=1, uuid=None, profile=None, memory_total_bytes=19968 * MIB),
-                MigDevice(index=2, uuid=None, profile=None, memory_total_bytes=9728 * MIB),
+                a100_mig(0, gpu_instance_id=1, mib=40192),  # 3g.40gb by its size
+                a100_mig(1, gpu_instance_id=5, mib=19968),  # 2g.20gb
+                a100_mig(2, gpu_instance_id=13, mib=9728),  # 1g.10gb
             ),
             ecc_mode="enabled",
             driver_version="550.90.07",
@@ -203,7 +216,7 @@ STATIC_CASES = [
     pytest.param(
         VGPU,
         0,
-        GpuStatic(
+        GpuInventory(
             index=0,
             uuid=VGPU_UUID,
             model="NVIDIA A16-2B",
@@ -340,7 +353,7 @@ TELEMETRY_CASES = [
 
 
 @pytest.mark.parametrize(("capture", "position", "expected"), STATIC_CASES)
-def test_static_facts(capture: Path, position: int, expected: GpuStatic) -> None:
+def test_static_facts(capture: Path, position: int, expected: GpuInventory) -> None:
     assert NvidiaSmiBackend(xml_path=capture).static()[position] == expected
 
 

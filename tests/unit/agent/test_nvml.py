@@ -12,13 +12,14 @@ from contextlib import closing
 
 import pytest
 
-from agents.backends.base import BackendUnavailableError, GpuBackend, GpuStatic, GpuTelemetry
+from agents.backends.base import BackendUnavailableError, GpuBackend
 from agents.backends.nvml import NvmlBackend
+from agents.protocol import GpuInventory, GpuTelemetry
 from tests.unit.agent.fake_pynvml import CALL_COST_KEYS, ERRORS, FakeNvml, load_dump
 
 UUID = "GPU-29b79b44-4926-3788-174b-399b5b491b55"
 
-RECORDED_STATIC = GpuStatic(
+RECORDED_STATIC = GpuInventory(
     index=0,
     uuid=UUID,
     model="NVIDIA H100 80GB HBM3",
@@ -74,7 +75,7 @@ def backend(fake: FakeNvml) -> Iterator[NvmlBackend]:
 @pytest.mark.parametrize("strings_as_bytes", [False, True], ids=["str", "bytes"])
 @pytest.mark.parametrize(
     ("field", "expected"),
-    [(f.name, getattr(RECORDED_STATIC, f.name)) for f in dataclasses.fields(GpuStatic)],
+    [(f.name, getattr(RECORDED_STATIC, f.name)) for f in dataclasses.fields(GpuInventory)],
 )
 def test_static_reports_the_recorded_value(
     field: str, expected: object, strings_as_bytes: bool
@@ -294,8 +295,25 @@ def test_mig_devices_are_listed_where_mig_is_enabled() -> None:
         (0, "3g.40gb", 42412802048),
         (1, "1g.10gb", 10468982784),
     ]
+    assert [(d.gpu_instance_id, d.compute_instance_id) for d in gpu.mig_devices] == [(1, 0), (2, 0)]
     assert all(d.uuid and d.uuid.startswith("MIG-") for d in gpu.mig_devices)
     assert fake.calls_to("nvmlDeviceGetMigDeviceHandleByIndex") == 7  # 5 empty slots skipped
+
+
+@pytest.mark.parametrize(
+    ("function", "field"),
+    [
+        ("nvmlDeviceGetGpuInstanceId", "gpu_instance_id"),
+        ("nvmlDeviceGetComputeInstanceId", "compute_instance_id"),
+    ],
+)
+def test_a_mig_instance_id_nvml_refuses_is_none(function: str, field: str) -> None:
+    fake = FakeNvml(mig={0: ["1g.10gb"]})
+    fake.fail(function, "NVMLError_NotSupported")
+    with closing(NvmlBackend(fake)) as backend:
+        (device,) = backend.static()[0].mig_devices
+    assert getattr(device, field) is None
+    assert (device.profile, device.memory_total_bytes) == ("1g.10gb", 10468982784)
 
 
 def test_mig_devices_are_not_walked_where_mig_is_off(fake: FakeNvml) -> None:
