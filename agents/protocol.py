@@ -170,6 +170,17 @@ def to_wire(value: "DataclassInstance") -> dict[str, Any]:
     return _converter(type(value))(value)
 
 
+def canonical_json(value: Any) -> str:
+    """Serialise JSON-safe ``value`` one way only: sorted keys, no spaces, UTF-8 as is.
+
+    The one canonical form Sovereign hashes: inventories here, and in the control plane the
+    audit chain's events (which PostgreSQL completes in the same form at commit) and the
+    content hashes of policy sets. It lives in this module because the agent, installed
+    on its own, must hash the way the control plane does.
+    """
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def inventory_hash(inventory: Mapping[str, Any]) -> str:
     """SHA-256 (hex) of an inventory's JSON object, written one way only.
 
@@ -180,8 +191,7 @@ def inventory_hash(inventory: Mapping[str, Any]) -> str:
     form (the contract test checks that they are, for every recorded GPU).
     """
     document = {**inventory, "gpus": sorted(inventory["gpus"], key=operator.itemgetter("uuid"))}
-    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
 
 
 #: Field types sent as they are.

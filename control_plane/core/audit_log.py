@@ -30,7 +30,7 @@ from typing import Any, LiteralString
 from psycopg.pq import TransactionStatus
 from pydantic import BaseModel
 
-from control_plane.core.canonical import canonical_json
+from agents.protocol import canonical_json
 from control_plane.core.db import DbConnection, load_queries
 from control_plane.domain.audit import AuditAction, check_snapshot
 

@@ -18,7 +18,7 @@ import cel
 import yaml
 from pydantic import ValidationError
 
-from control_plane.core.canonical import canonical_json
+from agents.protocol import canonical_json
 from control_plane.core.errors import InvalidInputError
 from control_plane.domain.decisions import EnforcementAction
 from control_plane.domain.fleet import ProvenanceStatus

@@ -5,8 +5,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from agents.protocol import canonical_json
 from control_plane.core.audit_log import event_hash, hash_parts
-from control_plane.core.canonical import canonical_json
 
 FIELDS = {
     "occurred_at": datetime(2026, 11, 25, 19, 30, 1, 123456, tzinfo=UTC),

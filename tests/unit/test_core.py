@@ -7,9 +7,9 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 import control_plane
+from agents.protocol import canonical_json
 from control_plane.cli.output import table
 from control_plane.core.audit_log import GENESIS_HASH, event_hash
-from control_plane.core.canonical import canonical_json
 from control_plane.core.db import load_queries
 from control_plane.domain.countries import CountryCode, is_country_code
 

@@ -86,6 +86,18 @@ def test_the_tree_keeps_every_contract() -> None:
             "control_plane.policy.conditions -> psycopg",
         ),
         (
+            "control_plane.inventory.agents",
+            "from agents import daemon",
+            "The control plane uses only the agent's wire protocol",
+            "control_plane.inventory.agents -> agents.daemon",
+        ),
+        (
+            "agents.protocol",
+            "import yaml",
+            "The wire protocol is the standard library alone",
+            "agents.protocol -> yaml",
+        ),
+        (
             "agents.daemon",
             "from control_plane.core import errors",
             "The node agent imports nothing of the control plane",
