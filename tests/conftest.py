@@ -64,7 +64,7 @@ def settings(database_url: str) -> Settings:
     return Settings(
         database_url=database_url,
         redis_url=REDIS_URL,
-        secret_key=SECRET,  # type: ignore[arg-type]
+        secret_key=SECRET,
         celery_queue=f"sovereign-test-{uuid.uuid4().hex[:8]}",
         db_pool_min_size=1,
         db_pool_max_size=4,

@@ -29,7 +29,7 @@ def url_for(dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=dbname)
 
 
-def _admin_execute(statement: sql.Composable) -> None:
+def _admin_execute(statement: sql.Composed) -> None:
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(statement)
 

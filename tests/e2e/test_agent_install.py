@@ -81,7 +81,7 @@ def venv(work: Path, wheel: Path) -> Path:
     path = work / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", path], work)
     python = path / "bin" / "python"
-    pip = [sys.executable, "-m", "pip", "--python", python]
+    pip: list[str | Path] = [sys.executable, "-m", "pip", "--python", python]
     run([*pip, "install", "--quiet", "-c", ROOT / "constraints.txt", wheel], work)
     return path
 
@@ -116,7 +116,8 @@ def test_the_command_reports_its_version(venv: Path, work: Path) -> None:
 
 
 def test_probe_reads_the_recorded_h100(venv: Path, work: Path) -> None:
-    probe = [venv / "bin" / "sovereign-agent", "probe", "--backend", "replay", "--json"]
+    probe: list[str | Path] = [venv / "bin" / "sovereign-agent", "probe", "--backend", "replay"]
+    probe.append("--json")
     out = run([*probe, "--replay", RECORDING, "--state-dir", work / "state"], work)
     report = json.loads(out)
     assert report["backend"] == "replay"

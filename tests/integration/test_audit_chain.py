@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from control_plane.audit import service as audit
-from control_plane.core.audit_log import GENESIS_HASH, AuditContext, record_change
+from control_plane.core.audit_log import GENESIS_HASH, AuditContext, event_hash, record_change
 from control_plane.core.db import DbConnection, connect
 from control_plane.domain.audit import AuditAction
 from control_plane.registry.models import QuotaPeriod, QuotaPublic
@@ -86,7 +86,7 @@ def test_verify_names_a_rehashed_event(conn: DbConnection, owner_conn: DbConnect
     row = owner_conn.execute("SELECT * FROM audit_event WHERE seq = 2").fetchone()
     assert row is not None
     forged = {**dict(row), "actor_name": "someone else"}
-    new_hash = audit.event_hash(forged, row["prev_hash"])
+    new_hash = event_hash(forged, row["prev_hash"])
     tamper(
         owner_conn,
         "UPDATE audit_event SET actor_name = 'someone else', hash = %s WHERE seq = 2",

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import httpx2
 import pytest
 import yaml
 from celery import Celery
@@ -54,7 +55,7 @@ NODES = {
 @pytest.fixture
 def world(client: TestClient, make_token: Callable[[Role], str]) -> World:
     admin = bearer(make_token(Role.ADMIN))
-    for path, body in (
+    for path, created in (
         ("/v1/zones", {"slug": "jp", "name": "Japan", "country": "JP"}),
         ("/v1/zones", {"slug": "tw", "name": "Taiwan", "country": "TW"}),
         ("/v1/zones", {"slug": "jp-east", "name": "Japan East", "country": "JP"}),
@@ -71,7 +72,7 @@ def world(client: TestClient, make_token: Callable[[Role], str]) -> World:
         ),
         ("/v1/destinations", {"name": "results-jp", "zone": "jp"}),
     ):
-        response = client.post(path, json=body, headers=admin)
+        response = client.post(path, json=created, headers=admin)
         assert response.status_code == 201, response.text
     world = World(admin=admin, node_ids={}, agents={})
     for hostname, (zone, gpus, serial) in NODES.items():
@@ -397,7 +398,7 @@ def test_an_evaluation_deletes_requests_handled_before_the_retention(
             {"id": request_id, "handled": handled_days_ago, "requested": requested_days_ago},
         )
 
-    def read(request_id: int) -> httpx.Response:
+    def read(request_id: int) -> httpx2.Response:
         return client.get(f"/v1/compliance/requests/{request_id}", headers=world.admin)
 
     old, recent = ask(), ask()

@@ -4,7 +4,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 from fastapi.testclient import TestClient
 
@@ -71,7 +71,7 @@ def node_a(client: TestClient, admin: dict[str, str]) -> str:
     return register(client, admin, "gpu-a", SYSTEM_A, ((GPU_A, SERIAL_A), (GPU_B, SERIAL_B)))
 
 
-def import_csv(client: TestClient, headers: dict[str, str], text: str) -> httpx.Response:
+def import_csv(client: TestClient, headers: dict[str, str], text: str) -> httpx2.Response:
     rows = [r.model_dump(mode="json") for r in bom.parse_csv(text)]
     return client.post(
         "/v1/provenance/imports", json={"name": "po-2291.csv", "rows": rows}, headers=headers

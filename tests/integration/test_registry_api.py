@@ -585,7 +585,7 @@ def test_zone_used_by_the_registry_cannot_be_deleted(
 def test_unknown_objects_are_404(
     client: TestClient, admin: dict[str, str], world: None, method: str, path: str
 ) -> None:
-    body = {} if method == "PATCH" else None
+    body: dict[str, Any] | None = {} if method == "PATCH" else None
     response = client.request(method, path, json=body, headers=admin)
     assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "not_found"

@@ -88,7 +88,7 @@ MODEL = {
     "license": "llama3",
 }
 
-POLICY = {"name": "pii-stays-in-japan", "requirements": {"compute_zones": ["jp"]}}
+POLICY: dict[str, Any] = {"name": "pii-stays-in-japan", "requirements": {"compute_zones": ["jp"]}}
 
 #: A workload the world's node (in jp, two GPUs) can take under the world's policy.
 WORKLOAD = {

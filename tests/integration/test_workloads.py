@@ -242,7 +242,7 @@ def test_never_on_offline_quarantined_or_drifted_nodes(
 def test_unknown_names_are_422_naming_the_field(
     client: TestClient, conn: DbConnection, fleet: Fleet
 ) -> None:
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"datasets": ["tickets", "nope"]}, "datasets.1"),
         ({"tenant": "nobody"}, "tenant"),
         ({"models": ["nope"]}, "models.0"),

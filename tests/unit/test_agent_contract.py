@@ -14,6 +14,7 @@ with its own pydantic models. Three things keep the two from drifting apart:
 """
 
 import dataclasses
+import functools
 import json
 import typing
 from collections.abc import Callable, Iterator, Mapping
@@ -78,7 +79,7 @@ def shape(hint: Any) -> Any:
         return ("object of", shape(args[0]), shape(args[1]))
     if isinstance(hint, type) and issubclass(hint, StrEnum):
         return str
-    if dataclasses.is_dataclass(hint) or (isinstance(hint, type) and issubclass(hint, BaseModel)):
+    if isinstance(hint, type) and (dataclasses.is_dataclass(hint) or issubclass(hint, BaseModel)):
         return hint.__name__
     return hint
 
@@ -176,7 +177,7 @@ SOURCES: dict[str, Callable[[], GpuBackend]] = {
     ),
     "h100-nvidia-smi": lambda: NvidiaSmiBackend(xml_path=H100 / "nvidia-smi-q.xml"),
     **{
-        f"nvidia-smi-{path.stem}": (lambda path=path: NvidiaSmiBackend(xml_path=path))
+        f"nvidia-smi-{path.stem}": functools.partial(NvidiaSmiBackend, xml_path=path)
         for path in CAPTURES
     },
 }

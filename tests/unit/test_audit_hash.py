@@ -2,13 +2,14 @@
 
 import hashlib
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 
 from agents.protocol import canonical_json
 from control_plane.core.audit_log import event_hash, hash_parts
 
-FIELDS = {
+FIELDS: dict[str, Any] = {
     "occurred_at": datetime(2026, 11, 25, 19, 30, 1, 123456, tzinfo=UTC),
     "actor_id": "token:1",
     "actor_name": 'Zoë "admin" \\ root',
@@ -32,14 +33,14 @@ FIELDS = {
 )
 @pytest.mark.parametrize(("seq", "prev_hash"), [(1, "0" * 64), (123456789, "ab" * 32)])
 def test_the_parts_complete_to_the_hashed_document(
-    changes: dict[str, object], seq: int, prev_hash: str
+    changes: dict[str, Any], seq: int, prev_hash: str
 ) -> None:
     fields = {**FIELDS, **changes}
     head, tail = hash_parts(fields)
     completed = head + prev_hash + tail + str(seq) + "}"
     document = {
         **fields,
-        "occurred_at": fields["occurred_at"].astimezone(UTC).isoformat(timespec="microseconds"),  # type: ignore[union-attr]
+        "occurred_at": fields["occurred_at"].astimezone(UTC).isoformat(timespec="microseconds"),
         "seq": seq,
         "prev_hash": prev_hash,
     }

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Iterator
 from contextlib import closing
+from typing import Any
 
 import pytest
 
@@ -163,7 +164,8 @@ def test_an_unsupported_static_field_is_none_and_the_rest_still_read(
 ) -> None:
     fake.fail(function, error)
     with closing(NvmlBackend(fake)) as backend:
-        assert backend.static() == [dataclasses.replace(RECORDED_STATIC, **{field: None})]
+        unsupported: dict[str, Any] = {field: None}
+        assert backend.static() == [dataclasses.replace(RECORDED_STATIC, **unsupported)]
 
 
 def test_confidential_compute_is_none_with_a_pynvml_that_lacks_the_call(fake: FakeNvml) -> None:
@@ -188,7 +190,8 @@ def test_a_telemetry_field_that_becomes_unsupported_is_none(
 ) -> None:
     assert backend.telemetry() == [RECORDED_TELEMETRY]
     fake.fail(function, "NVMLError_NotSupported")
-    assert backend.telemetry() == [dataclasses.replace(RECORDED_TELEMETRY, **{field: None})]
+    unsupported: dict[str, Any] = {field: None}
+    assert backend.telemetry() == [dataclasses.replace(RECORDED_TELEMETRY, **unsupported)]
 
 
 def test_a_lost_gpu_reads_as_none_rather_than_failing_the_sweep(

@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -12,9 +13,9 @@ RECORDING = Path(__file__).resolve().parents[2] / "fixtures/gpu/h100-80gb-hbm3"
 IDENTITY = ("uuid", "serial", "model", "memory_total_bytes", "driver_version")
 
 
-def probe_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, object]:
+def probe_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict[str, Any]:
     assert main(["probe", "--json", *args]) == 0
-    report: dict[str, object] = json.loads(capsys.readouterr().out)
+    report: dict[str, Any] = json.loads(capsys.readouterr().out)
     return report
 
 
@@ -25,7 +26,7 @@ def test_replay_reports_the_recorded_h100(
         capsys, "--backend", "replay", "--replay", str(RECORDING), "--state-dir", str(tmp_path)
     )
     assert report["backend"] == "replay"
-    (gpu,) = report["gpus"]  # type: ignore[misc]
+    (gpu,) = report["gpus"]
     assert gpu["uuid"] == "GPU-29b79b44-4926-3788-174b-399b5b491b55"
     assert gpu["serial"] == "1654525039369"
     assert gpu["model"] == "NVIDIA H100 80GB HBM3"
@@ -54,7 +55,7 @@ def test_nvidia_smi_capture_agrees_with_nvml_on_identity(
     )
     assert smi["backend"] == "nvidia-smi"
     for field in IDENTITY:
-        assert smi["gpus"][0][field] == nvml["gpus"][0][field], field  # type: ignore[index]
+        assert smi["gpus"][0][field] == nvml["gpus"][0][field], field
 
 
 def test_auto_without_nvml_or_nvidia_smi_names_both(
