@@ -83,33 +83,37 @@ def selected_policies(workload: WorkloadView, policy_set: PolicySet) -> list[Com
 # -- the plan: what a decision works out from the workload, the set and the index ------
 
 
-#: A selected policy, what it finds wrong with the workload itself, and its node checks.
-_Judged = tuple[CompiledPolicy, tuple[Reason, ...], tuple[NodeCheck, ...]]
 #: A node check of a policy and the nodes it excludes (or would exclude).
 _Exclusion = tuple[CompiledPolicy, NodeCheck, int]
-#: A warn or dryrun policy: its findings on the workload, and its checks that would
-#: exclude eligible nodes, with those nodes.
+#: A warn or dryrun policy with something to say: its findings on the workload, and its
+#: checks that would exclude eligible nodes, with those nodes.
 _Soft = tuple[CompiledPolicy, tuple[Reason, ...], tuple[tuple[NodeCheck, int], ...]]
 
 
 class Plan(NamedTuple):
     """Everything a decision works out from the workload, the policy set and the index.
 
-    ``policies`` are the selected ones in evaluation order (``evaluate_node`` reads
-    them). ``candidates`` are the nodes the baseline leaves (active, with the GPUs asked
-    for), ``eligible`` what every deny policy's node checks leave of them, ``denials``
-    the deny policies' findings on the workload itself; ``denied`` follows from those
+    ``policies`` are the selected ones in evaluation order, with (at the same positions)
+    what each ``finds`` wrong with the workload itself and its node ``checks``; that is
+    what ``evaluate_node`` reads. ``candidates`` are the nodes the baseline leaves
+    (active, with the GPUs asked for), ``eligible`` what every deny policy's node checks
+    leave of them, ``denials`` the deny policies' findings; ``denied`` follows from those
     two. When nothing is eligible, ``exclusions`` holds each deny policy's checks with
-    the candidates each excluded; ``soft`` holds the warn and dryrun policies' findings
-    and, unless denied, their checks with the eligible nodes each would have excluded.
+    the candidates each excluded. ``soft`` holds the warn and dryrun policies that have
+    something to say: their findings and, unless denied, their checks with the eligible
+    nodes each would have excluded.
 
     Remembered per index and set (``Memo.plans``) under the workload's content
     (``_content``), so a workload seen before is decided with no selection, no CEL and no
-    mask arithmetic; only the words and the ``Decision`` are made again. A named tuple:
-    immutable, and made at a fraction of a frozen dataclass's cost, once per new workload.
+    mask arithmetic; only the words and the ``Decision`` are made again. Up to 4,096 of
+    them live on, so a plan is made of few objects: a named tuple, parallel tuples
+    rather than one per policy, and nothing for a policy with nothing to say. Each
+    object a plan keeps is one more for the garbage collector to walk on every pass.
     """
 
-    policies: tuple[_Judged, ...]
+    policies: tuple[CompiledPolicy, ...]
+    finds: tuple[tuple[Reason, ...], ...]
+    checks: tuple[tuple[NodeCheck, ...], ...]
     candidates: int
     eligible: int
     denied: bool
@@ -170,55 +174,62 @@ def _work_out(workload: WorkloadView, index: NodeIndex, policy_set: PolicySet, m
     scope = CelScope(workload, index, policy_set)
     baseline = candidates(index, workload, memo)
     eligible = baseline
-    judged: list[_Judged] = []
+    selected = selected_policies(workload, policy_set)
+    finds: list[tuple[Reason, ...]] = []
+    checks: list[tuple[NodeCheck, ...]] = []
     denials: list[Reason] = []
-    for policy in selected_policies(workload, policy_set):
-        findings = (
+    for policy in selected:
+        found = (
             _workload_findings(policy, workload, index, scope, memo)
             if policy.judges_workload
             else ()
         )
         static = memo.policy_checks.get(policy.node_key) or policy_checks(index, policy, memo)
-        checks, allowed = static.checks, static.allowed
+        own, allowed = static.checks, static.allowed
         if policy.workload_node_cel:
             dynamic = tuple(
                 dynamic_cel_check(index, c, scope, memo) for c in policy.workload_node_cel
             )
             for check in dynamic:
                 allowed &= check.allowed
-            checks += dynamic
-        judged.append((policy, findings, checks))
+            own += dynamic
+        finds.append(found)
+        checks.append(own)
         if policy.action is _DENY:
-            denials += findings
+            denials += found
             eligible &= allowed
     denied = bool(denials) or not eligible
-    # Plain loops: a generator per policy costs more than the checks themselves.
-    exclusions: list[_Exclusion] = []
-    if not eligible:
-        for policy, _, checks in judged:
-            if policy.action is _DENY:
-                for check in checks:
+    # Plain loops, and tuples grown only when something is found: this runs for every
+    # new workload, where a generator or a list per policy costs more than the checks.
+    exclusions: tuple[_Exclusion, ...] = ()
+    soft: tuple[_Soft, ...] = ()
+    for policy, found, own in zip(selected, finds, checks, strict=True):
+        if policy.action is _DENY:
+            if not eligible:
+                for check in own:
                     excluded = baseline & ~check.allowed
                     if excluded:
-                        exclusions.append((policy, check, excluded))
-    soft: list[_Soft] = []
-    for policy, findings, checks in judged:
-        if policy.action is not _DENY:
-            violations: list[tuple[NodeCheck, int]] = []
-            if not denied:
-                for check in checks:
-                    violating = eligible & ~check.allowed
-                    if violating:
-                        violations.append((check, violating))
-            soft.append((policy, findings, tuple(violations)))
+                        exclusions += ((policy, check, excluded),)
+            continue
+        violations: tuple[tuple[NodeCheck, int], ...] = ()
+        if not denied:
+            for check in own:
+                violating = eligible & ~check.allowed
+                if violating:
+                    violations += ((check, violating),)
+        if found or violations:
+            soft += ((policy, found, violations),)
+    # Positional: a named tuple made by keyword costs twice as much.
     return Plan(
-        policies=tuple(judged),
-        candidates=baseline,
-        eligible=eligible,
-        denied=denied,
-        denials=tuple(denials),
-        exclusions=tuple(exclusions),
-        soft=tuple(soft),
+        tuple(selected),
+        tuple(finds),
+        tuple(checks),
+        baseline,
+        eligible,
+        denied,
+        tuple(denials),
+        exclusions,
+        soft,
     )
 
 
@@ -284,10 +295,11 @@ def decide_with_mask(
     as placement, without turning thousands of ids back into positions.
 
     ``cache`` is what the decision may reuse and adds to (see ``DecisionCache``). It is
-    required, not made afresh when left out: a decision on an empty cache is just as
-    right but works out every policy's node masks over the whole fleet again (about
-    half a millisecond at 5,000 nodes, against microseconds), a cost no test notices and
-    every caller should choose to pay. Pass the one cache of the process, worker or run.
+    required rather than made afresh when left out, so that every caller says how long
+    what decisions work out is kept: a decision on an empty cache is just as right, but
+    works out every policy's node masks over the whole fleet again (about half a
+    millisecond at 5,000 nodes, against microseconds), and a cache forgotten on a hot
+    path would show only as slowness. Pass the one cache of the process, worker or run.
     """
     plan = _plan(workload, index, policy_set, cache.memo(index, policy_set))
     eligible = plan.eligible
@@ -340,8 +352,8 @@ def evaluate_node(
     hostname = index.nodes[position].hostname
     plan = _plan(workload, index, policy_set, cache.memo(index, policy_set))
     reasons: list[Reason] = []
-    for policy, findings, checks in plan.policies:
-        reasons += findings
+    for policy, found, checks in zip(plan.policies, plan.finds, plan.checks, strict=True):
+        reasons += found
         reasons += [
             node_reason(index, policy, check, workload, bit, f"node {hostname}")
             for check in checks
