@@ -25,9 +25,9 @@ What it does:
    workload's GPUs distinct, and the admitted count the clients saw equal to the rows.
 
 ``--direct`` skips steps 3-4: the client threads call ``scheduling.service.admit`` on their
-own connections, sharing one ``FleetCache`` per simulated API process (``--workers`` of
-them, threads dealt round-robin), so the policy engine, placement and the database are
-measured without the HTTP stack.
+own connections, sharing one ``FleetCache`` and one ``DecisionCache`` per simulated API
+process (``--workers`` of them, threads dealt round-robin), so the policy engine,
+placement and the database are measured without the HTTP stack.
 
 The goal (issue anchor): >= 500 placements/s at 5,000 nodes x 8 GPUs with 16 clients, zero
 double-bookings. Results are in docs/benchmarks.md.
@@ -59,8 +59,8 @@ if str(ROOT) not in sys.path:
 
 from control_plane.access import service as access  # noqa: E402
 from control_plane.access.models import Role  # noqa: E402
-from control_plane.audit.models import AuditContext  # noqa: E402
 from control_plane.core import migrations  # noqa: E402
+from control_plane.core.audit_log import AuditContext  # noqa: E402
 from control_plane.core.db import connect  # noqa: E402
 from control_plane.policy.engine import DecisionCache  # noqa: E402
 from control_plane.policy.service import CompiledPolicySets  # noqa: E402
