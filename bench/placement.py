@@ -25,9 +25,9 @@ What it does:
    workload's GPUs distinct, and the admitted count the clients saw equal to the rows.
 
 ``--direct`` skips steps 3-4: the client threads call ``scheduling.service.admit`` on their
-own connections, sharing one ``FleetCache`` per simulated API process (``--workers`` of
-them, threads dealt round-robin), so the policy engine, placement and the database are
-measured without the HTTP stack.
+own connections, sharing one ``FleetCache`` and one ``DecisionCache`` per simulated API
+process (``--workers`` of them, threads dealt round-robin), so the policy engine,
+placement and the database are measured without the HTTP stack.
 
 The goal (issue anchor): >= 500 placements/s at 5,000 nodes x 8 GPUs with 16 clients, zero
 double-bookings. Results are in docs/benchmarks.md.
@@ -62,6 +62,7 @@ from control_plane.access.models import Role  # noqa: E402
 from control_plane.core import migrations  # noqa: E402
 from control_plane.core.audit_log import AuditContext  # noqa: E402
 from control_plane.core.db import connect  # noqa: E402
+from control_plane.policy.engine import DecisionCache  # noqa: E402
 from control_plane.policy.service import CompiledPolicySets  # noqa: E402
 from control_plane.scheduling import service  # noqa: E402
 from control_plane.scheduling.fleet import FleetCache  # noqa: E402
@@ -311,7 +312,7 @@ def client(base: str, token: str, load: Load) -> None:
                     load.denied += 1
 
 
-def direct_client(url: str, fleet: FleetCache, load: Load) -> None:
+def direct_client(url: str, fleet: FleetCache, decisions: DecisionCache, load: Load) -> None:
     """Like ``client``, through ``service.admit`` on its own connection, without HTTP."""
     body = {"tenant": "research", "datasets": ["tickets"], "output": "results-jp", "gpu_count": 1}
     request = WorkloadCreate.model_validate(body)
@@ -320,7 +321,7 @@ def direct_client(url: str, fleet: FleetCache, load: Load) -> None:
         while load.take():
             start = time.perf_counter()
             try:
-                result = service.admit(conn, ACTOR, request, policy_sets, fleet)
+                result = service.admit(conn, ACTOR, request, policy_sets, fleet, decisions)
             except Exception as exc:  # counted, like transport errors
                 with load.lock:
                     key = type(exc).__name__
@@ -336,8 +337,12 @@ def direct_client(url: str, fleet: FleetCache, load: Load) -> None:
 
 
 def run_direct(url: str, clients: int, workers: int, seconds: float, requests: int | None) -> Load:
-    """Run the load through ``service.admit`` in threads, one fleet cache per "worker"."""
+    """Run the load through ``service.admit`` in threads, one fleet cache per "worker".
+
+    Each "worker" also has its decision cache, as each API process has one.
+    """
     fleets = [FleetCache() for _ in range(workers)]
+    decisions = [DecisionCache() for _ in range(workers)]
     with connect(url) as conn:
         for fleet in fleets:  # warm each snapshot, as an API worker's first request would
             fleet.current(conn)
@@ -345,7 +350,9 @@ def run_direct(url: str, clients: int, workers: int, seconds: float, requests: i
     load.drive(
         [
             threading.Thread(
-                target=direct_client, args=(url, fleets[i % workers], load), daemon=True
+                target=direct_client,
+                args=(url, fleets[i % workers], decisions[i % workers], load),
+                daemon=True,
             )
             for i in range(clients)
         ]

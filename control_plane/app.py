@@ -24,6 +24,7 @@ from control_plane.core.settings import Settings, load_settings
 from control_plane.inventory.api import router as inventory_router
 from control_plane.inventory.metrics import FleetCollector
 from control_plane.policy.api import router as policy_router
+from control_plane.policy.engine import DecisionCache
 from control_plane.policy.service import CompiledPolicySets
 from control_plane.provenance.api import router as provenance_router
 from control_plane.registry.api import router as registry_router
@@ -57,6 +58,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     # One per app: each active policy set is compiled once, not per admission request.
     app.state.policy_sets = CompiledPolicySets()
+    # One per app: what admissions' decisions work out (a policy's node masks on the
+    # current snapshot, CEL verdicts, a repeated workload's plan) is shared by requests.
+    app.state.decisions = DecisionCache()
     # One per app: the fleet snapshot is rebuilt when the fleet changes, not per admission.
     app.state.fleet = FleetCache()
     registry = CollectorRegistry()

@@ -25,7 +25,7 @@ from control_plane.cli.output import Output, OutputFormat, emit, emit_page
 from control_plane.core.errors import InvalidInputError
 from control_plane.domain.decisions import EnforcementPoint
 from control_plane.policy.documents import compile_policy_set, load_documents
-from control_plane.policy.engine import NodeIndex, decide
+from control_plane.policy.engine import DecisionCache, NodeIndex, decide
 from control_plane.policy.models import Decision
 from control_plane.policy.scenario import load_scenario
 
@@ -76,7 +76,13 @@ def _evaluate(policy_file: Path, scenario_file: Path, version: int) -> tuple[Dec
     except InvalidInputError as exc:
         raise _in_file(policy_file, exc) from None
     index = NodeIndex.build(scenario.node_views(), zones)
-    decision = decide(scenario.workload_view(), index, policy_set, point=EnforcementPoint.CLI)
+    decision = decide(
+        scenario.workload_view(),
+        index,
+        policy_set,
+        point=EnforcementPoint.CLI,
+        cache=DecisionCache(),  # one decision per run: nothing to share
+    )
     return decision, index
 
 

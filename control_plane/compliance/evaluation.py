@@ -19,7 +19,7 @@ from typing import Any
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
 from control_plane.domain.fleet import DriftStatus, NodeStatus
 from control_plane.policy.documents import PolicySet
-from control_plane.policy.engine import NodeIndex, decide_with_mask, evaluate_node
+from control_plane.policy.engine import DecisionCache, NodeIndex, decide_with_mask, evaluate_node
 from control_plane.policy.models import Reason, WorkloadView
 
 #: The rule of the reason given when a workload's node is no longer in the fleet.
@@ -147,6 +147,7 @@ def judge(
     *,
     point: EnforcementPoint,
     known: frozenset[str],
+    cache: DecisionCache,
 ) -> Finding:
     """One running workload's verdict on the node it runs on (``known``: the index's ids)."""
     unjudgeable = _unjudgeable(workload, known)
@@ -160,7 +161,9 @@ def judge(
             DecisionOutcome.DENIED,
             tuple(unjudgeable),
         )
-    decision = evaluate_node(workload.view, workload.node_id, index, policy_set, point=point)
+    decision = evaluate_node(
+        workload.view, workload.node_id, index, policy_set, point=point, cache=cache
+    )
     node = index.node(workload.node_id)
     return Finding(
         workload.id,
@@ -179,13 +182,15 @@ def assess(
     policy_set: PolicySet,
     *,
     point: EnforcementPoint,
+    cache: DecisionCache,
 ) -> Assessment:
     """Judge every running workload under ``policy_set`` on the nodes of ``index``.
 
     A workload is a violation when a deny policy breaks on its node now (``evaluate_node``
     says ``denied``), when its node is no longer in the index (decommissioned), or when
     what it names is no longer in the registry. Warn and dryrun findings never make a
-    violation; ``admitted_with_warnings`` is counted apart.
+    violation; ``admitted_with_warnings`` is counted apart. ``cache``: the caller's, as
+    for the engine; workloads that ask for the same are judged once.
     """
     known = frozenset(index.ids)
     evaluated = 0
@@ -195,7 +200,7 @@ def assess(
     by_tenant: Counter[str] = Counter()
     for workload in workloads:
         evaluated += 1
-        finding = judge(workload, index, policy_set, point=point, known=known)
+        finding = judge(workload, index, policy_set, point=point, known=known, cache=cache)
         if finding.outcome is DecisionOutcome.ADMITTED_WITH_WARNINGS:
             warned += 1
         if finding.outcome is not DecisionOutcome.DENIED:
@@ -233,13 +238,17 @@ def probe(tenant: str) -> WorkloadView:
     return WorkloadView(tenant=tenant, gpu_count=1)
 
 
-def usable_nodes(tenant: str, index: NodeIndex, policy_set: PolicySet) -> int:
+def usable_nodes(
+    tenant: str, index: NodeIndex, policy_set: PolicySet, *, cache: DecisionCache
+) -> int:
     """The nodes (a mask over ``index``) where the tenant's probe may run under the set.
 
     Active nodes with a GPU the probe fits, that no deny policy selected for the probe
     excludes, and that have not drifted.
     """
-    _, eligible = decide_with_mask(probe(tenant), index, policy_set, point=EnforcementPoint.WHATIF)
+    _, eligible = decide_with_mask(
+        probe(tenant), index, policy_set, point=EnforcementPoint.WHATIF, cache=cache
+    )
     return eligible & ~index.by_drift.get(DriftStatus.DRIFTED, 0)
 
 
@@ -278,11 +287,17 @@ class CapacityChange:
 
 
 def capacity_change(
-    tenant: str, index: NodeIndex, current: PolicySet, candidate: PolicySet, *, limit: int
+    tenant: str,
+    index: NodeIndex,
+    current: PolicySet,
+    candidate: PolicySet,
+    *,
+    limit: int,
+    cache: DecisionCache,
 ) -> CapacityChange:
     """How the candidate changes the tenant's usable nodes and GPUs (``limit`` hostnames)."""
-    now = usable_nodes(tenant, index, current)
-    then = usable_nodes(tenant, index, candidate)
+    now = usable_nodes(tenant, index, current, cache=cache)
+    then = usable_nodes(tenant, index, candidate, cache=cache)
 
     def gpus(mask: int) -> int:
         return sum(len(index.nodes[position].gpus) for position in _positions(mask))
@@ -333,6 +348,7 @@ def what_if(
     tenants: Iterable[str],
     *,
     limit: int,
+    cache: DecisionCache,
 ) -> WhatIf:
     """Judge the running workloads under both sets and compare every tenant's capacity.
 
@@ -340,9 +356,10 @@ def what_if(
     """
     point = EnforcementPoint.WHATIF
     return WhatIf(
-        current=assess(workloads, index, current, point=point),
-        candidate=assess(workloads, index, candidate, point=point),
+        current=assess(workloads, index, current, point=point, cache=cache),
+        candidate=assess(workloads, index, candidate, point=point, cache=cache),
         capacity=tuple(
-            capacity_change(tenant, index, current, candidate, limit=limit) for tenant in tenants
+            capacity_change(tenant, index, current, candidate, limit=limit, cache=cache)
+            for tenant in tenants
         ),
     )

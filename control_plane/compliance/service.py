@@ -46,6 +46,7 @@ from control_plane.domain.decisions import EnforcementPoint
 from control_plane.facts.fleet import load_snapshot
 from control_plane.facts.workloads import RegistryViews, WorkloadRequest
 from control_plane.policy import service as policies
+from control_plane.policy.engine import DecisionCache
 from control_plane.policy.service import CompiledPolicySets, active_policy_set
 from control_plane.policy.store_models import PolicySetRef
 from control_plane.registry import service as registry
@@ -177,6 +178,7 @@ def run_pending(
     sample_size: int,
     request_retention_days: int,
     policy_sets: CompiledPolicySets | None = None,
+    decisions: DecisionCache | None = None,
 ) -> EvaluationPublic | None:
     """Evaluate every running workload if any evaluation request is pending; record it.
 
@@ -184,7 +186,8 @@ def run_pending(
     every pending request). ``sample_size`` caps the violating workloads kept with their
     reasons; the counts are exact. Requests handled more than ``request_retention_days``
     ago are deleted in the same transaction, so the outbox does not grow forever. Audited
-    as ``compliance.evaluated``.
+    as ``compliance.evaluated``. ``decisions``: the worker's cache of what decisions
+    remember (a policy's node masks, CEL verdicts); without it, one for this evaluation.
     """
     started_at = datetime.now(UTC)
     with transaction(conn):
@@ -195,7 +198,11 @@ def run_pending(
         snapshot = load_snapshot(conn)
         policy_set = active_policy_set(conn, policy_sets)
         found = evaluation.assess(
-            running_workloads(conn), snapshot.index, policy_set, point=EnforcementPoint.SWEEP
+            running_workloads(conn),
+            snapshot.index,
+            policy_set,
+            point=EnforcementPoint.SWEEP,
+            cache=decisions or DecisionCache(),
         )
         sample = found.violations[:sample_size]
         evaluation_id = uuid4()
@@ -257,7 +264,9 @@ def whatif(
     Validated as applying validates (422 naming every problem); nothing is stored. Every
     running workload is judged under the active set and the candidate, as the compliance
     evaluation judges them; every tenant's probe (one GPU, nothing named) is placed under
-    both. ``sample_size`` caps the violations listed; counts are exact.
+    both. ``sample_size`` caps the violations listed; counts are exact. Decisions share
+    a cache of this call's own: the snapshot is read afresh, and a candidate set is
+    seen once, so nothing would be reused by a longer-lived one.
     """
     with transaction(conn):
         repository.consistent_read(conn)
@@ -274,6 +283,7 @@ def whatif(
         candidate.policy_set,
         tenants,
         limit=HOSTNAMES_LISTED,
+        cache=DecisionCache(),
     )
     new_ids = result.new_ids
     return WhatIfResult(

@@ -13,6 +13,7 @@ from control_plane.compliance import service
 from control_plane.core.audit_log import AuditContext
 from control_plane.core.db import connect
 from control_plane.core.settings import Settings
+from control_plane.policy.engine import DecisionCache
 from control_plane.policy.service import CompiledPolicySets
 
 EVALUATE_TASK = "compliance.evaluate"
@@ -23,8 +24,10 @@ COMPLIANCE_ACTOR = AuditContext(actor_id="system:compliance", actor_name="compli
 
 def register(app: Celery, settings: Settings) -> None:
     """Add the compliance evaluation task and its beat schedule to ``app``."""
-    # One per worker process, as the API keeps one: each active set is compiled once.
+    # One per worker process, as the API keeps one: each active set is compiled once,
+    # and what its decisions work out (CEL verdicts above all) is remembered between runs.
     policy_sets = CompiledPolicySets()
+    decisions = DecisionCache()
 
     # shared=False: a shared task would be added to every Celery app built later in the
     # process too, with this app's settings in its closure.
@@ -43,6 +46,7 @@ def register(app: Celery, settings: Settings) -> None:
                 sample_size=settings.compliance_sample_size,
                 request_retention_days=settings.compliance_request_retention_days,
                 policy_sets=policy_sets,
+                decisions=decisions,
             )
         if found is None:
             return None

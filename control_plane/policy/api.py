@@ -15,6 +15,7 @@ from control_plane.core.errors import InvalidInputError
 from control_plane.core.http import Conn, Limit, Offset, RequestId
 from control_plane.policy import service
 from control_plane.policy.documents import load_documents, split_documents
+from control_plane.policy.engine import DecisionCache
 from control_plane.policy.service import CompiledPolicySets
 from control_plane.policy.store_models import (
     AppliedPolicy,
@@ -37,6 +38,15 @@ async def get_policy_sets(request: Request) -> CompiledPolicySets:
 
 
 PolicySets = Annotated[CompiledPolicySets, Depends(get_policy_sets)]
+
+
+async def get_decision_cache(request: Request) -> DecisionCache:
+    """The app's decision cache, so admissions share what the engine has worked out."""
+    decisions: DecisionCache = request.app.state.decisions
+    return decisions
+
+
+Decisions = Annotated[DecisionCache, Depends(get_decision_cache)]
 
 #: Policy files are small; a body larger than this is refused before it is parsed.
 MAX_BODY_BYTES = 1024 * 1024

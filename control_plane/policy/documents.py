@@ -11,7 +11,7 @@ clocks; the caller hands over text or parsed documents.
 import hashlib
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import cel
@@ -246,9 +246,9 @@ class CelCondition:
     fields of each variable (of each element, for the lists) the expression reads.
 
     ``slots`` are the positions in ``PolicySet.slots`` of the values it reads of the
-    workload, datasets and models; ``answers`` remembers its verdict per distinct tuple of
-    those values, bounded in size. It belongs to this compiled policy set, so it goes when
-    the set is replaced: nothing is cached globally.
+    workload, datasets and models: the engine's ``DecisionCache`` remembers the
+    condition's verdict per distinct tuple of those values (``key``). The condition itself
+    holds nothing that changes, so it can be shared by any number of caches and threads.
     """
 
     name: str
@@ -264,7 +264,6 @@ class CelCondition:
     reads_models: bool
     model_fields: conditions.Projection
     slots: tuple[int, ...] = ()
-    answers: dict[Any, conditions.Verdict] = field(default_factory=dict)
 
     def key(self, fingerprints: Sequence[bytes]) -> Any:
         """The key its answers are kept under, from the fingerprints of the set's slots."""
@@ -292,8 +291,9 @@ class CompiledPolicy:
     on every decision; ``judges_workload`` says whether any requirement judges the workload
     itself (data residency, CEL without ``node``); ``selects_all`` that the selector is empty,
     so the policy applies to every workload. ``node_key`` identifies the node-level
-    requirements by content; the node index keeps each distinct key's eligible-node masks,
-    so they are computed once per index, and policies that say the same share them.
+    requirements by content; the engine's ``DecisionCache`` keeps each distinct key's
+    eligible-node masks per index, so they are computed once per index, and policies that
+    say the same share them.
     """
 
     document: PolicyDocument
@@ -420,7 +420,7 @@ class PolicySet:
     ``workload_fields``, ``dataset_fields`` and ``model_fields`` (with ``reads_datasets``
     and ``reads_models``) say what of a workload any CEL rule in the set reads, so a
     decision hands CEL only that, once. ``slots`` splits that into the single values
-    conditions remember their answers by (see ``CelCondition``).
+    a condition's verdicts are remembered by (see ``CelCondition``).
     """
 
     version: int

@@ -388,9 +388,11 @@ class CompiledPolicySets:
 
     Compiling a set (its CEL above all) costs milliseconds, and admission wants the active
     set on every request. Hold one of these per process (an API instance, a worker) and
-    each activated set is compiled once; the answers its CEL
-    conditions remember survive between requests too. Safe to share between threads: a
-    set compiled twice by a race is harmless, and the first one stored wins.
+    each activated set is compiled once. The same ``PolicySet`` object comes back for the
+    same key, and the engine's ``DecisionCache`` remembers per set object, so what
+    decisions remember under the active set (its CEL verdicts) survives between requests
+    too. Safe to share between threads: a set compiled twice by a race is harmless, and
+    the first one stored wins.
     """
 
     def __init__(self, capacity: int = 4) -> None:

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.access.http import require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.http import Conn, Limit, Offset, RequestId
-from control_plane.policy.api import PolicySets
+from control_plane.policy.api import Decisions, PolicySets
 from control_plane.scheduling import service
 from control_plane.scheduling.fleet import FleetCache
 from control_plane.scheduling.models import (
@@ -48,12 +48,19 @@ async def submit_workload(
     request_id: RequestId,
     policy_sets: PolicySets,
     fleet: Fleet,
+    decisions: Decisions,
 ) -> WorkloadPublic:
     """Decide a workload and, when admitted, reserve GPUs on one node (a denial is 201 too)."""
     # The hot path: one hop to a worker thread for the blocking admission. As an async
     # route, FastAPI then checks the response on the event loop rather than in a second hop.
     return await run_in_threadpool(
-        service.admit, conn, who.audit_context(request_id), workload, policy_sets, fleet
+        service.admit,
+        conn,
+        who.audit_context(request_id),
+        workload,
+        policy_sets,
+        fleet,
+        decisions,
     )
 
 

@@ -38,7 +38,7 @@ from control_plane.core.errors import ConflictError, NotFoundError
 from control_plane.domain.audit import AuditAction
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
 from control_plane.facts.workloads import WorkloadRequest, workload_view
-from control_plane.policy.engine import decide_with_mask
+from control_plane.policy.engine import DecisionCache, decide_with_mask
 from control_plane.policy.models import Reason, WorkloadView
 from control_plane.policy.service import CompiledPolicySets, active_policy_set
 from control_plane.scheduling import repository
@@ -222,19 +222,22 @@ def admit(
     request: WorkloadCreate,
     policy_sets: CompiledPolicySets | None = None,
     fleet: FleetCache | None = None,
+    decisions: DecisionCache | None = None,
 ) -> WorkloadPublic:
     """Decide a workload and, when admitted, reserve GPUs for it on one node.
 
     A denial is an answer, not an error: the workload is stored with status ``denied``
     and the reasons (policies, capacity, quota). Unknown tenant, dataset, model or output
     names are 422 naming the field. Audited as ``workload.admitted`` or
-    ``workload.denied``, with the policy set's version and hash. ``fleet`` is the
-    process's cache (the API keeps one); without it the fleet is read afresh.
+    ``workload.denied``, with the policy set's version and hash. ``fleet`` and
+    ``decisions`` are the process's caches (the API keeps one of each); without them the
+    fleet is read afresh and the decision works everything out for this call.
     """
     fleet = fleet or FleetCache()
+    decisions = decisions or DecisionCache()
     for _ in range(_ADMISSION_ATTEMPTS):
         try:
-            return _admit(conn, ctx, request, policy_sets, fleet)
+            return _admit(conn, ctx, request, policy_sets, fleet, decisions)
         except _BookedMeanwhileError:
             continue
     raise ConflictError(
@@ -250,6 +253,7 @@ def _admit(
     request: WorkloadCreate,
     policy_sets: CompiledPolicySets | None,
     fleet: FleetCache,
+    decisions: DecisionCache,
 ) -> WorkloadPublic:
     """One try at ``admit``, in one transaction."""
     workload_id = uuid4()
@@ -262,7 +266,7 @@ def _admit(
             policy_set = active_policy_set(conn, policy_sets)
             index = occupancy.snapshot.index
             decision, eligible = decide_with_mask(
-                workload, index, policy_set, point=EnforcementPoint.API
+                workload, index, policy_set, point=EnforcementPoint.API, cache=decisions
             )
             values: dict[str, Any] = {
                 "id": workload_id,

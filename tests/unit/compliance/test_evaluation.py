@@ -19,7 +19,7 @@ from control_plane.compliance.evaluation import (
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
 from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.policy.documents import PolicySet, compile_policy_set
-from control_plane.policy.engine import NodeIndex
+from control_plane.policy.engine import DecisionCache, NodeIndex
 from control_plane.policy.models import WorkloadView
 from tests.unit.policy.builders import ZONES, dataset, node, policy, workload
 
@@ -101,14 +101,20 @@ def test_which_running_workloads_violate(
         ],
         ZONES,
     )
-    found = assess(workloads, tw_unverified, compiled(*documents), point=SWEEP)
+    found = assess(
+        workloads, tw_unverified, compiled(*documents), point=SWEEP, cache=DecisionCache()
+    )
     assert violating(found) == expected
     assert found.evaluated == 5
 
 
 def test_a_violation_names_the_node_and_the_rule() -> None:
     found = assess(
-        [running("w1", "jp-1"), running("w2", "tw-1")], INDEX, compiled(JAPAN_ONLY), point=SWEEP
+        [running("w1", "jp-1"), running("w2", "tw-1")],
+        INDEX,
+        compiled(JAPAN_ONLY),
+        point=SWEEP,
+        cache=DecisionCache(),
     )
     [finding] = found.violations
     assert (finding.workload_id, finding.hostname, finding.zone) == ("w2", "tw-1", "tw-north")
@@ -123,8 +129,10 @@ def test_a_violation_names_the_node_and_the_rule() -> None:
 
 def test_a_drifted_node_breaks_every_selected_policy_but_no_policy_is_no_violation() -> None:
     on_drifted = [running("w1", "jp-drifted")]
-    assert violating(assess(on_drifted, INDEX, compiled(), point=SWEEP)) == []
-    found = assess(on_drifted, INDEX, compiled(JAPAN_ONLY), point=SWEEP)
+    assert (
+        violating(assess(on_drifted, INDEX, compiled(), point=SWEEP, cache=DecisionCache())) == []
+    )
+    found = assess(on_drifted, INDEX, compiled(JAPAN_ONLY), point=SWEEP, cache=DecisionCache())
     assert [(r.policy, r.rule) for r in found.violations[0].reasons] == [
         ("japan-only", "exclude_quarantined")
     ]
@@ -132,7 +140,9 @@ def test_a_drifted_node_breaks_every_selected_policy_but_no_policy_is_no_violati
 
 def test_warnings_are_counted_apart_from_violations() -> None:
     workloads = [running("w1", "jp-1"), running("w2", "jp-declared"), running("w3", "tw-1")]
-    found = assess(workloads, INDEX, compiled(JAPAN_ONLY, VERIFIED_WARN), point=SWEEP)
+    found = assess(
+        workloads, INDEX, compiled(JAPAN_ONLY, VERIFIED_WARN), point=SWEEP, cache=DecisionCache()
+    )
     assert violating(found) == ["w3"]
     assert found.warned == 1
 
@@ -149,7 +159,7 @@ def test_a_node_gone_from_the_fleet_is_a_violation_in_words() -> None:
         running("w2", "no-such-node", hostname=None, node_status=None, zone=None),
     ]
     # Even with no policy: a workload holding GPUs on a node that left the fleet is wrong.
-    found = assess(workloads, INDEX, compiled(), point=SWEEP)
+    found = assess(workloads, INDEX, compiled(), point=SWEEP, cache=DecisionCache())
     assert violating(found) == ["w1", "w2"]
     first, second = found.violations
     assert (first.hostname, first.zone) == ("jp-9", "jp-east")
@@ -166,7 +176,7 @@ def test_a_workload_whose_dataset_left_the_registry_is_a_violation() -> None:
     gone = running(
         "w1", "jp-1", view=None, problem="dataset 'tickets' named by the workload is gone"
     )
-    found = assess([gone], INDEX, compiled(), point=SWEEP)
+    found = assess([gone], INDEX, compiled(), point=SWEEP, cache=DecisionCache())
     [reason] = found.violations[0].reasons
     assert (reason.policy, reason.rule) == (None, REGISTRY_RULE)
     assert reason.message == (
@@ -189,7 +199,13 @@ def test_counts_are_exact_and_violations_ordered_by_id() -> None:
         running("w1", "tw-1", tenant="beta", view=workload(tenant="beta")),
         running("w3", "jp-1", view=pii),
     ]
-    found = assess(workloads, INDEX, compiled(JAPAN_ONLY, residency, VERIFIED), point=SWEEP)
+    found = assess(
+        workloads,
+        INDEX,
+        compiled(JAPAN_ONLY, residency, VERIFIED),
+        point=SWEEP,
+        cache=DecisionCache(),
+    )
     assert violating(found) == ["w1", "w2", "w5", "w9"]
     assert found.by_tenant == {"acme": 2, "beta": 2}
     # Each workload counts once per (policy, rule), most first.
@@ -210,7 +226,13 @@ def test_what_if_reports_new_and_fixed_violations() -> None:
         running("w3", "jp-declared"),
     ]
     result = what_if(
-        workloads, INDEX, compiled(VERIFIED), compiled(JAPAN_ONLY, version=2), [], limit=10
+        workloads,
+        INDEX,
+        compiled(VERIFIED),
+        compiled(JAPAN_ONLY, version=2),
+        [],
+        limit=10,
+        cache=DecisionCache(),
     )
     # Under the active set only the declared node fails; under the candidate only Taiwan.
     assert violating(result.current) == ["w3"]
@@ -218,7 +240,9 @@ def test_what_if_reports_new_and_fixed_violations() -> None:
     assert result.new_ids == {"w2"}
     assert result.fixed_ids == {"w3"}
     # The candidate's verdicts are exactly those the evaluation reaches once it is active.
-    active_later = assess(workloads, INDEX, compiled(JAPAN_ONLY, version=2), point=SWEEP)
+    active_later = assess(
+        workloads, INDEX, compiled(JAPAN_ONLY, version=2), point=SWEEP, cache=DecisionCache()
+    )
     assert violating(active_later) == violating(result.candidate)
     assert active_later.by_rule == result.candidate.by_rule
 
@@ -226,8 +250,8 @@ def test_what_if_reports_new_and_fixed_violations() -> None:
 def test_capacity_change_per_tenant() -> None:
     only_acme = policy("acme-in-taiwan", selector={"tenants": ["acme"]}, compute_zones=["tw-north"])
     current, candidate = compiled(), compiled(JAPAN_ONLY, only_acme, version=2)
-    acme = capacity_change("acme", INDEX, current, candidate, limit=10)
-    beta = capacity_change("beta", INDEX, current, candidate, limit=10)
+    acme = capacity_change("acme", INDEX, current, candidate, limit=10, cache=DecisionCache())
+    beta = capacity_change("beta", INDEX, current, candidate, limit=10, cache=DecisionCache())
     # Usable: active, undrifted nodes: jp-1 (8), jp-2 (4), tw-1 (2), jp-declared (2).
     assert (acme.nodes_now, acme.gpus_now) == (4, 16)
     assert (beta.nodes_now, beta.gpus_now) == (4, 16)
@@ -239,20 +263,24 @@ def test_capacity_change_per_tenant() -> None:
     assert (beta.lost.count, beta.lost.hostnames) == (1, ("tw-1",))
     assert beta.gained.count == 0
     # Loosening gains nodes back.
-    back = capacity_change("beta", INDEX, candidate, current, limit=10)
+    back = capacity_change("beta", INDEX, candidate, current, limit=10, cache=DecisionCache())
     assert (back.gained.count, back.gained.hostnames, back.change) == (1, ("tw-1",), 2)
 
 
 def test_hostnames_are_capped_and_counts_exact() -> None:
     index = NodeIndex.build([node(f"tw-{i:02d}", "tw-north", gpus=1) for i in range(30)], ZONES)
-    change = capacity_change("acme", index, compiled(), compiled(JAPAN_ONLY), limit=5)
+    change = capacity_change(
+        "acme", index, compiled(), compiled(JAPAN_ONLY), limit=5, cache=DecisionCache()
+    )
     assert change.lost.count == 30
     assert change.lost.hostnames == ("tw-00", "tw-01", "tw-02", "tw-03", "tw-04")
     assert (change.gpus_now, change.gpus_candidate) == (30, 0)
 
 
 def test_the_probe_ignores_policies_on_data_it_does_not_name() -> None:
-    change = capacity_change("acme", INDEX, compiled(), compiled(RESTRICTED_ONLY), limit=5)
+    change = capacity_change(
+        "acme", INDEX, compiled(), compiled(RESTRICTED_ONLY), limit=5, cache=DecisionCache()
+    )
     assert change.change == 0
     assert change.lost.count == change.gained.count == 0
 

@@ -16,7 +16,7 @@ from control_plane.domain.classification import Classification
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
 from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.policy.documents import compile_policy_set
-from control_plane.policy.engine import NodeIndex, decide, evaluate_node
+from control_plane.policy.engine import DecisionCache, NodeIndex, decide, evaluate_node
 from control_plane.policy.models import Decision, NodeView, WorkloadView
 from tests.unit.policy.builders import (
     A100,
@@ -783,7 +783,9 @@ CASES = [
 def run(case: Case) -> Decision:
     policy_set = compile_policy_set(case.policies, 7, ZONES)
     index = NodeIndex.build(case.nodes, ZONES)
-    return decide(case.workload, index, policy_set, point=EnforcementPoint.API)
+    return decide(
+        case.workload, index, policy_set, point=EnforcementPoint.API, cache=DecisionCache()
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
@@ -804,7 +806,13 @@ def test_the_decision_records_the_policy_set_it_was_reached_under() -> None:
     first = compile_policy_set([PII_IN_JAPAN, policy("b")], 3, ZONES)
     reordered = compile_policy_set([policy("b"), PII_IN_JAPAN], 4, ZONES)
     changed = compile_policy_set([policy("b"), {**PII_IN_JAPAN, "description": "new"}], 5, ZONES)
-    decision = decide(PII, NodeIndex.build(JP_TW, ZONES), first, point=EnforcementPoint.WHATIF)
+    decision = decide(
+        PII,
+        NodeIndex.build(JP_TW, ZONES),
+        first,
+        point=EnforcementPoint.WHATIF,
+        cache=DecisionCache(),
+    )
     assert (decision.policy_set_version, decision.policy_set_hash) == (3, first.content_hash)
     assert decision.point is EnforcementPoint.WHATIF
     assert first.content_hash == reordered.content_hash
@@ -844,20 +852,25 @@ def test_remembered_cel_answers_follow_the_workload() -> None:
     nodes = (node("reserved", labels={"tier": "reserved"}), node("spot", labels={"tier": "spot"}))
     index = NodeIndex.build(nodes, ZONES)
     point = EnforcementPoint.API
+    cache = DecisionCache()
     good = workload(labels={"cost-center": "x"}, datasets=(dataset(),))
     for _ in range(2):
-        assert decide(good, index, policy_set, point=point).eligible_node_ids == [
+        assert decide(good, index, policy_set, point=point, cache=cache).eligible_node_ids == [
             "reserved",
             "spot",
         ]
         big = workload(labels={"cost-center": "x"}, gpu_count=8)
-        assert decide(big, index, policy_set, point=point).eligible_node_ids == ["reserved"]
-        missing = decide(workload(labels={"team": "x"}), index, policy_set, point=point)
+        assert decide(big, index, policy_set, point=point, cache=cache).eligible_node_ids == [
+            "reserved"
+        ]
+        missing = decide(
+            workload(labels={"team": "x"}), index, policy_set, point=point, cache=cache
+        )
         assert [r.rule for r in missing.reasons] == ["cel.cost-center"]
         abroad = workload(labels={"cost-center": "x"}, datasets=(dataset(zones=("tw-north",)),))
-        assert [r.rule for r in decide(abroad, index, policy_set, point=point).reasons] == [
-            "cel.jp"
-        ]
+        assert [
+            r.rule for r in decide(abroad, index, policy_set, point=point, cache=cache).reasons
+        ] == ["cel.jp"]
 
 
 def test_a_condition_runs_again_only_when_what_it_reads_changes() -> None:
@@ -874,13 +887,16 @@ def test_a_condition_runs_again_only_when_what_it_reads_changes() -> None:
         ZONES,
     )
     index = NodeIndex.build(JP_TW, ZONES)
+    cache = DecisionCache()
     outputs = [None, ("east", "jp-east"), ("west", "jp-west"), ("east-2", "jp-east")]
     outcomes = []
     for number, output in enumerate(outputs):
         wanted = workload(labels={"cost-center": f"cc-{number}", "run": str(number)}, output=output)
-        outcomes.append(decide(wanted, index, policy_set, point=EnforcementPoint.API).outcome)
+        decision = decide(wanted, index, policy_set, point=EnforcementPoint.API, cache=cache)
+        outcomes.append(decision.outcome)
     assert outcomes == [ADMITTED, ADMITTED, DENIED, ADMITTED]
-    answers = {c.name: len(c.answers) for p in policy_set.policies for c in p.workload_cel}
+    verdicts = cache.memo(index, policy_set).verdicts
+    answers = {c.name: len(verdicts[c]) for p in policy_set.policies for c in p.workload_cel}
     # gpu_count never changed; each cost center is new; the output rule reads the output.
     assert answers == {"max": 1, "cc": 4, "east": 4}
 
@@ -962,16 +978,18 @@ def test_remembered_workload_plans_follow_every_field() -> None:
         {"labels": {"team": "x", "cost-center": "cc-1"}},
     ]
     shared = NodeIndex.build(nodes, ZONES)
+    cache = DecisionCache()
     seen = set()
     for _ in range(2):
         for variant in variants:
             wanted = workload(**{**base, **variant})
-            remembered = decide(wanted, shared, policy_set, point=EnforcementPoint.API)
+            remembered = decide(wanted, shared, policy_set, point=EnforcementPoint.API, cache=cache)
             fresh = decide(
                 wanted,
                 NodeIndex.build(nodes, ZONES),
                 compile_policy_set(documents, 1, ZONES),
                 point=EnforcementPoint.API,
+                cache=DecisionCache(),
             )
             assert remembered == fresh, variant
             seen.add(
@@ -993,8 +1011,9 @@ def test_a_workload_that_cannot_be_remembered_is_still_decided() -> None:
     index = NodeIndex.build(JP_TW, ZONES)
     # Callers pass strings, but a list slipping into a label must not break the decision.
     odd = workload(labels={"teams": ["a", "b"]})  # type: ignore[dict-item]
+    cache = DecisionCache()
     for _ in range(2):
-        assert decide(odd, index, policy_set, point=EnforcementPoint.API).admitted
+        assert decide(odd, index, policy_set, point=EnforcementPoint.API, cache=cache).admitted
 
 
 def test_the_same_expression_in_two_policies_keeps_each_message() -> None:
@@ -1008,7 +1027,9 @@ def test_the_same_expression_in_two_policies_keeps_each_message() -> None:
         ZONES,
     )
     index = NodeIndex.build((node("spot", labels={"tier": "spot"}),), ZONES)
-    decision = decide(workload(), index, policy_set, point=EnforcementPoint.API)
+    decision = decide(
+        workload(), index, policy_set, point=EnforcementPoint.API, cache=DecisionCache()
+    )
     assert [(r.policy, r.rule) for r in decision.reasons] == [("a", "cel.one")]
     assert "message one" in decision.reasons[0].message
 
@@ -1061,9 +1082,10 @@ def test_eligible_nodes_match_a_node_by_node_evaluation(seed: int) -> None:
     )
     fleet = random_fleet(3000, seed)
     index = NodeIndex.build(fleet, ZONES)
+    cache = DecisionCache()
     wanted_all = (workload(gpu_count=2), workload(gpu_count=4), workload(gpu_model="a100"))
     for wanted in wanted_all:
-        decision = decide(wanted, index, policy_set, point=EnforcementPoint.WHATIF)
+        decision = decide(wanted, index, policy_set, point=EnforcementPoint.WHATIF, cache=cache)
         expected = [
             n.id
             for n in fleet
@@ -1073,7 +1095,7 @@ def test_eligible_nodes_match_a_node_by_node_evaluation(seed: int) -> None:
                 for g in n.gpus
             )
             >= wanted.gpu_count
-            and evaluate_node(wanted, n.id, index, policy_set).admitted
+            and evaluate_node(wanted, n.id, index, policy_set, cache=cache).admitted
         ]
         assert expected, "the fleet should leave some nodes eligible"
         assert decision.eligible_node_ids == expected
@@ -1101,9 +1123,10 @@ def test_evaluate_node_names_the_node_and_the_rule() -> None:
         node("jp-maint", status=NodeStatus.MAINTENANCE),
     )
     index = NodeIndex.build(nodes, ZONES)
+    cache = DecisionCache()
 
     def check(node_id: str) -> Decision:
-        return evaluate_node(PII, node_id, index, policy_set)
+        return evaluate_node(PII, node_id, index, policy_set, cache=cache)
 
     assert check("jp-1").outcome is ADMITTED
     assert check("jp-1").eligible_node_ids == ["jp-1"]
@@ -1135,14 +1158,25 @@ def test_evaluate_node_reports_workload_rules_too() -> None:
     policy_set = compile_policy_set([PII_IN_JAPAN], 1, ZONES)
     index = NodeIndex.build(JP_TW, ZONES)
     abroad = workload(datasets=(dataset(zones=("us-west",)),))
-    result = evaluate_node(abroad, "jp-1", index, policy_set, point=EnforcementPoint.WHATIF)
+    result = evaluate_node(
+        abroad, "jp-1", index, policy_set, point=EnforcementPoint.WHATIF, cache=DecisionCache()
+    )
     assert result.outcome is DENIED
     assert [r.rule for r in result.reasons] == ["data_residency"]
 
 
 # -- purity ----------------------------------------------------------------------------
 
-ENGINE_MODULES = ["engine", "models", "documents", "conditions"]
+POLICY = Path(__file__).resolve().parents[3] / "control_plane" / "policy"
+#: Every module of the engine package, and the policy modules it is built on.
+ENGINE_MODULES = sorted(
+    [
+        *(f"engine/{path.name}" for path in (POLICY / "engine").glob("*.py")),
+        "models.py",
+        "documents.py",
+        "conditions.py",
+    ]
+)
 FORBIDDEN = (
     "fastapi",
     "starlette",
@@ -1154,9 +1188,22 @@ FORBIDDEN = (
 )
 
 
+def test_every_module_of_the_engine_is_checked() -> None:
+    assert {m.removeprefix("engine/") for m in ENGINE_MODULES if m.startswith("engine/")} == {
+        "__init__.py",
+        "cache.py",
+        "checks.py",
+        "decisions.py",
+        "gpu.py",
+        "index.py",
+        "reasons.py",
+        "scope.py",
+    }
+
+
 @pytest.mark.parametrize("module", ENGINE_MODULES)
 def test_engine_code_imports_no_io_libraries(module: str) -> None:
-    source = Path(f"control_plane/policy/{module}.py").read_text()
+    source = (POLICY / module).read_text()
     imported = set()
     for statement in ast.walk(ast.parse(source)):
         if isinstance(statement, ast.Import):
