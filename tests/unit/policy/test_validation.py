@@ -217,7 +217,10 @@ def test_unparseable_documents_say_where() -> None:
 
 
 def test_compile_accepts_documents_and_orders_by_name() -> None:
-    docs = [PolicyDocument.model_validate(policy("zz")), policy("aa")]
+    docs: list[PolicyDocument | dict[str, Any]] = [
+        PolicyDocument.model_validate(policy("zz")),
+        policy("aa"),
+    ]
     policy_set = compile_policy_set(docs, 2, ZONES)
     assert [p.name for p in policy_set.policies] == ["aa", "zz"]
     assert [d.name for d in policy_set.documents] == ["aa", "zz"]
