@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
-from control_plane.domain.fleet import DriftStatus, NodeStatus
+from control_plane.domain.fleet import NodeStatus
 from control_plane.policy.documents import PolicySet
 from control_plane.policy.engine import DecisionCache, NodeIndex, decide_with_mask, evaluate_node
 from control_plane.policy.models import Reason, WorkloadView
@@ -243,13 +243,13 @@ def usable_nodes(
 ) -> int:
     """The nodes (a mask over ``index``) where the tenant's probe may run under the set.
 
-    Active nodes with a GPU the probe fits, that no deny policy selected for the probe
-    excludes, and that have not drifted.
+    Nodes with a GPU the probe fits, that no deny policy selected for the probe excludes,
+    and that placement may use at all (``NodeIndex.placeable``: active, not drifted).
     """
     _, eligible = decide_with_mask(
         probe(tenant), index, policy_set, point=EnforcementPoint.WHATIF, cache=cache
     )
-    return eligible & ~index.by_drift.get(DriftStatus.DRIFTED, 0)
+    return eligible & index.placeable()
 
 
 def _positions(mask: int) -> Iterator[int]:

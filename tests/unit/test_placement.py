@@ -106,6 +106,17 @@ def test_only_active_undrifted_nodes_are_placeable() -> None:
     assert not placeable(node("c", 1, drift_status=DriftStatus.DRIFTED))
 
 
+def test_the_index_counts_placeable_nodes_by_the_same_rule() -> None:
+    nodes = [
+        node(f"n-{status}-{drift}", 1, status=status, drift_status=drift)
+        for status in NodeStatus
+        for drift in DriftStatus
+    ]
+    index = NodeIndex.build(nodes, {})
+    expected = {n.id for n in nodes if placeable(n)}
+    assert set(index.ids_of(index.placeable())) == expected == {"n-active-none"}
+
+
 def test_gpu_fit_mirrors_the_engine() -> None:
     def fits(gpu: GpuView, **request: object) -> bool:
         workload = WorkloadView(tenant="t", **request)  # type: ignore[arg-type]

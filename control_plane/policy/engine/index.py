@@ -19,7 +19,7 @@ from itertools import compress
 from typing import Any
 
 from control_plane.core.errors import NotFoundError
-from control_plane.domain.fleet import ComponentClass, NodeStatus
+from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus, placeable
 from control_plane.policy.engine.gpu import RawGpu, Shape, fitting, gpu_request, shape_of
 from control_plane.policy.models import NodeView, WorkloadView, ZoneView
 
@@ -205,6 +205,19 @@ class NodeIndex:
     def active(self) -> int:
         """Nodes in status ``active``: the only ones placement may use."""
         return self.by_status.get(NodeStatus.ACTIVE, 0)
+
+    def placeable(self) -> int:
+        """Nodes anything may be placed on at all, by ``domain.fleet.placeable``.
+
+        The one rule (active, and not drifted), applied to each (status, drift) group of
+        the index rather than written again as masks.
+        """
+        found = 0
+        for status, with_status in self.by_status.items():
+            for drift, with_drift in self.by_drift.items():
+                if placeable(NodeStatus(status), DriftStatus(drift)):
+                    found |= with_status & with_drift
+        return found
 
     def capacity(self, workload: WorkloadView) -> int:
         """Nodes with at least ``gpu_count`` GPUs of the kind the workload asks for.
