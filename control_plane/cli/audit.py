@@ -1,7 +1,9 @@
-"""``sovctl audit verify``: walk the audit hash chain.
+"""``sovctl audit verify|actions``: walk the audit hash chain; list what it records.
 
-By default it reads the database directly, so an auditor with database access need not
-trust the API; ``--api`` asks the server instead, with an auditor's token.
+``verify`` reads the database directly by default, so an auditor with database access
+need not trust the API; ``--api`` asks the server instead, with an auditor's token.
+``actions`` needs neither: it prints the closed list of actions the code records, with
+the snapshot each event's ``before`` and ``after`` hold (docs/audit.md shows the same).
 """
 
 from typing import Annotated
@@ -13,6 +15,7 @@ from control_plane.cli.client import api
 from control_plane.cli.output import Output, OutputFormat, emit
 from control_plane.core.db import connect
 from control_plane.core.settings import load_settings
+from control_plane.domain.audit import AUDIT_ACTIONS
 
 app = typer.Typer(no_args_is_help=True, help="The audit chain.")
 
@@ -44,3 +47,26 @@ def audit_verify(
         )
     if not result["ok"]:
         raise typer.Exit(1)
+
+
+def _models(models: tuple[str | None, ...]) -> str:
+    return " or ".join("null" if model is None else model for model in models)
+
+
+@app.command("actions")
+def audit_actions(output: Output = OutputFormat.TABLE) -> None:
+    """List every action the audit log records, with what its before and after hold."""
+    emit(
+        [
+            {
+                "action": action.value,
+                "object_type": record.object_type,
+                "when": record.when,
+                "before": _models(record.before.models),
+                "after": _models(record.after.models),
+            }
+            for action, record in AUDIT_ACTIONS.items()
+        ],
+        output,
+        ["action", "object_type", "before", "after"],
+    )

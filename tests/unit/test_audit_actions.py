@@ -1,10 +1,14 @@
 """The audit actions: one closed list, documented in docs/audit.md as the code records them."""
 
+import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
+from control_plane.cli.main import main
 from control_plane.core.audit_log import AuditContext, record_change
 from control_plane.domain.audit import AUDIT_ACTIONS, AuditAction, actions_table
 
@@ -35,3 +39,30 @@ def test_a_snapshot_the_table_does_not_name_is_refused() -> None:
         record_change(None, ctx, AuditAction.ZONE_CREATED, "z", after=Elsewhere())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="before must be None, not Elsewhere"):
         record_change(None, ctx, AuditAction.ZONE_CREATED, "z", before=Elsewhere())  # type: ignore[arg-type]
+
+
+def sovctl(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str]:
+    monkeypatch.setattr(sys, "argv", ["sovctl", *args])
+    code = main()
+    return code, capsys.readouterr().out
+
+
+def test_sovctl_lists_the_actions_with_no_server_or_database(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out = sovctl(monkeypatch, capsys, "audit", "actions", "-o", "json")
+    assert code == 0
+    listed = json.loads(out)
+    assert [item["action"] for item in listed] == [action.value for action in AuditAction]
+    assert listed[0] == {
+        "action": "token.created",
+        "object_type": "token",
+        "when": "a token is created (an agent's too, at registration)",
+        "before": "null",
+        "after": "TokenPublic",
+    }
+    code, out = sovctl(monkeypatch, capsys, "audit", "actions")
+    assert code == 0
+    assert re.search(r"^tenant\.quota_set +tenant +QuotaPublic or null +QuotaPublic$", out, re.M)
