@@ -1,7 +1,7 @@
 """The residency policy engine: pure functions from (workload, nodes, policies) to decisions.
 
 One engine, many callers (the API, the admission webhook, the re-evaluation sweep, the
-what-if simulator, ``sovctl policy test``), as Gatekeeper has one policy client behind its
+what-if simulator, ``sovctl policies test``), as Gatekeeper has one policy client behind its
 webhook, audit and ``gator``. Nothing here does I/O, reads a clock, or imports a web,
 database or Kubernetes library: callers load the facts and record the decisions, and
 hand in a ``DecisionCache`` for what decisions may remember between calls.

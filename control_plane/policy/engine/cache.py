@@ -5,7 +5,7 @@ masks on the index, a CEL condition's verdict on the values it reads, the whole 
 a workload submitted before. The engine keeps none of it itself (no module state, nothing
 on the index or the policy set); the caller hands it a ``DecisionCache`` and chooses how
 long that lives: one per API process, one per compliance worker, one per what-if call,
-one per ``sovctl policy test`` run.
+one per ``sovctl policies test`` run.
 """
 
 import threading
