@@ -14,9 +14,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from psycopg_pool import ConnectionPool
 
 import control_plane
+from control_plane.access.http import FailedLogins
 from control_plane.audit.api import router as audit_router
 from control_plane.compliance.api import router as compliance_router
 from control_plane.compliance.metrics import ComplianceCollector
+from control_plane.core.bodies import DEFAULT_BODY_BYTES
 from control_plane.core.db import DbConnection, create_pool
 from control_plane.core.http import RequestIdMiddleware, install_error_handlers
 from control_plane.core.metrics import ApiMetrics, HttpMetricsMiddleware
@@ -53,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Sovereign control plane",
         version=control_plane.__version__,
         description="GPU inventory with provenance and residency, policy and audit evidence.",
+        # The largest body a route takes unless it says otherwise (core.bodies).
+        max_body_size=DEFAULT_BODY_BYTES,
         lifespan=lifespan,
     )
     app.state.settings = settings
@@ -63,6 +67,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.decisions = DecisionCache()
     # One per app: the fleet snapshot is rebuilt when the fleet changes, not per admission.
     app.state.fleet = FleetCache()
+    # One per app: failed authentications per client address, for the 429 (access.http).
+    app.state.failed_logins = FailedLogins(
+        settings.auth_failure_limit, settings.auth_failure_window_seconds
+    )
     registry = CollectorRegistry()
     metrics = ApiMetrics(registry)
 

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from control_plane.access.http import require
+from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.audit import service
 from control_plane.audit.models import AuditEventPage, ChainVerification
@@ -12,7 +12,7 @@ from control_plane.core.http import Conn, Offset
 
 AuditReader = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
 
-router = APIRouter(prefix="/v1/audit", tags=["audit"])
+router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=SecuredRoute)
 
 
 @router.get("/events")

@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from control_plane.domain.types import printable
+
 
 class OutputFormat(StrEnum):
     """How a command prints its result."""
@@ -20,13 +22,16 @@ Output = Annotated[OutputFormat, typer.Option("--output", "-o", help="table or j
 
 
 def _cell(value: Any) -> str:
+    """One value as a table shows it; control characters escaped, so no cell forges a line."""
     if value is None:
         return "-"
     if isinstance(value, Mapping):
-        return ",".join(f"{k}={v}" for k, v in value.items()) or "-"
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value) or "-"
-    return str(value)
+        text = ",".join(f"{k}={v}" for k, v in value.items()) or "-"
+    elif isinstance(value, list):
+        text = ",".join(str(v) for v in value) or "-"
+    else:
+        text = str(value)
+    return printable(text)
 
 
 def table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Path, status
 
-from control_plane.access.http import require
+from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.compliance import service
 from control_plane.compliance.models import (
@@ -19,13 +19,14 @@ from control_plane.compliance.models import (
     EvaluationPublic,
     WhatIfResult,
 )
+from control_plane.core.bodies import POLICY_BODY_BYTES
 from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep
 from control_plane.policy.api import DOCUMENTS_BODY, Documents, PolicySets
 
 Reader = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
 Admin = Annotated[Principal, Depends(require(Permission.POLICY_WRITE))]
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=SecuredRoute)
 
 
 @router.post(
@@ -73,6 +74,7 @@ def get_evaluation(evaluation_id: UUID, conn: Conn, _: Reader) -> EvaluationPubl
     "/policies/whatif",
     tags=["policies", "compliance"],
     openapi_extra={"requestBody": {"required": True, "content": DOCUMENTS_BODY}},
+    max_body_size=POLICY_BODY_BYTES,
 )
 def whatif(
     _: Admin,

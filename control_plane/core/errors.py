@@ -5,6 +5,8 @@ into an HTTP status and the JSON body ``{"error": {"code", "message", "details"}
 CLI prints the same message. Nothing below a router raises ``HTTPException``.
 """
 
+import json
+import math
 from typing import Any, ClassVar
 
 
@@ -13,6 +15,8 @@ class SovereignError(Exception):
 
     code: ClassVar[str] = "internal"
     status_code: ClassVar[int] = 500
+    #: HTTP headers the answer carries (``Retry-After``, say); none by default.
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str | None = None, *, details: dict[str, Any] | None = None):
         self.message = message or (type(self).__doc__ or "error").strip().splitlines()[0]
@@ -30,6 +34,43 @@ class ConfigurationError(SovereignError):
     code = "configuration_error"
 
 
+#: The longest text an error body echoes back of a value it refuses.
+ECHO_CHARACTERS = 200
+
+
+def echo(value: Any) -> Any:
+    """What an error body may say of a refused value: itself if small and JSON-safe.
+
+    A refused value can be anything a client sent: megabytes of aliased YAML, a number
+    JSON cannot write, a string with a lone surrogate. Echoing it as is would make the
+    422 larger than the request, or a 500 where it cannot be rendered; so long text is
+    cut, containers are described when they are large, and anything JSON cannot carry is
+    shown by its ``repr``, cut too.
+    """
+    if value is None or isinstance(value, bool | int):
+        return value if not isinstance(value, int) or abs(value) < 2**63 else _cut(str(value))
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return _cut(value)
+    if isinstance(value, list | tuple | dict):
+        text = repr(value)
+        if len(text) <= ECHO_CHARACTERS:
+            try:
+                json.dumps(value, allow_nan=False)
+                return value
+            except (TypeError, ValueError):
+                return _cut(text)
+        kind = "an object" if isinstance(value, dict) else "a list"
+        return f"{kind} of {len(value)} values"
+    return _cut(repr(value))
+
+
+def _cut(text: str) -> str:
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe if len(safe) <= ECHO_CHARACTERS else safe[:ECHO_CHARACTERS] + "…"
+
+
 class InvalidInputError(SovereignError):
     """The request is invalid."""
 
@@ -41,7 +82,7 @@ class InvalidInputError(SovereignError):
         """Name the offending field the way request validation does (``details.fields``)."""
         return cls(
             f"{field}: {message}",
-            details={"fields": [{"field": field, "message": message, "value": value}]},
+            details={"fields": [{"field": field, "message": message, "value": echo(value)}]},
         )
 
 
@@ -71,6 +112,19 @@ class ConflictError(SovereignError):
 
     code = "conflict"
     status_code = 409
+
+
+class TooManyRequestsError(SovereignError):
+    """Too many requests; retry later."""
+
+    code = "too_many_requests"
+    status_code = 429
+
+    def __init__(
+        self, message: str | None = None, *, details: dict[str, Any] | None = None, retry_after: int
+    ):
+        super().__init__(message, details=details)
+        self.headers = {"Retry-After": str(retry_after)}
 
 
 class ServiceUnavailableError(SovereignError):

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     #: deletes it; the evaluation that handled it keeps its triggers. At most a century,
     #: so the cutoff stays a valid timestamp.
     compliance_request_retention_days: int = Field(default=7, ge=1, le=36_500)
+    #: Failed authentications a client address may make per window before it is answered
+    #: 429 (per API process), so random tokens cannot be tried at the server's speed.
+    auth_failure_limit: int = Field(default=20, ge=1, le=1_000_000)
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0, le=86_400)
     #: Celery queue name, so several deployments (or test runs) can share one Redis.
     celery_queue: str = "sovereign"
     #: Local state of ``sovctl up``: beat's schedule file and the demo admin token.

@@ -18,6 +18,9 @@ def is_country_code(code: str) -> bool:
 
 
 def _upper(value: object) -> object:
+    # ASCII first: Unicode upper-cases a dotless i (U+0131) to "I", a look-alike of a real code.
+    if isinstance(value, str) and not value.isascii():
+        raise ValueError("must be an ASCII ISO 3166-1 alpha-2 code")
     return value.strip().upper() if isinstance(value, str) else value
 
 

@@ -2,8 +2,17 @@
 
 Each type says what a field may hold (a slug, a label, a short text, a count that fits
 PostgreSQL) once, so the 422 a bad value gets names the same rule wherever it is sent.
+
+The text rules, for every text a person will read back (names, hostnames, labels,
+descriptions): no control characters (a newline in a hostname forges a line in a table),
+no bidirectional overrides (U+202E turns ``exe.txt`` into what looks like ``txt.exe``),
+no NUL (PostgreSQL cannot store it); descriptions may hold line breaks and tabs.
+Identifiers (slugs, country codes) are ASCII, checked before any case mapping: Unicode
+lower-cases the Kelvin sign to ``k`` and upper-cases a dotless i (U+0131) to ``I``, which would
+let a look-alike through an ASCII-only rule.
 """
 
+import re
 from typing import Annotated
 
 from pydantic import (
@@ -17,21 +26,67 @@ from pydantic import (
 
 
 class Input(BaseModel):
-    """Request bodies reject unknown fields, so a typo is an error rather than ignored."""
+    """Request bodies reject unknown fields, so a typo is an error rather than ignored.
 
-    model_config = ConfigDict(extra="forbid")
+    And non-finite numbers: ``NaN`` and ``Infinity`` reach a model when a client sends
+    them (Python's JSON reads them), and would be stored or compared as if they were
+    numbers; refused here, the 422 names the field.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
-def _normalise_slug(value: object) -> object:
-    # Lower-case before the pattern check (StringConstraints checks the pattern first).
-    return value.strip().lower() if isinstance(value, str) else value
+#: Labels per node, dataset, model, workload or selector.
+MAX_LABELS = 64
+
+#: C0 and C1 controls and DEL, and the Unicode bidirectional formatting characters.
+_UNREADABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+#: The same, but line breaks and tabs are allowed (free text over several lines).
+_UNREADABLE_IN_PROSE = re.compile(
+    r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _refuse_unreadable(value: str, pattern: re.Pattern[str]) -> str:
+    found = pattern.search(value)
+    if found is not None:
+        character = found.group()
+        what = "NUL characters" if character == "\x00" else f"U+{ord(character):04X}"
+        raise ValueError(f"must not contain {what} (control or bidirectional characters)")
+    return value
 
 
 def storable_text(value: str) -> str:
-    """Refuse NUL, which PostgreSQL text cannot hold, so the error names the field."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+    """Refuse control and bidirectional characters (and NUL), so the error names the field."""
+    return _refuse_unreadable(value, _UNREADABLE)
+
+
+def storable_prose(value: str) -> str:
+    """``storable_text`` for free text: line breaks and tabs are allowed."""
+    return _refuse_unreadable(value, _UNREADABLE_IN_PROSE)
+
+
+def printable(text: str) -> str:
+    r"""``text`` with every control or bidirectional character shown as ``\uXXXX``.
+
+    For output of values stored before these rules, or read from elsewhere: a table
+    cell must never start a line or reverse the text after it.
+    """
+    return _UNREADABLE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+
+
+def ascii_identifier(value: object) -> object:
+    """Refuse a non-ASCII identifier before anything changes its case."""
+    if isinstance(value, str) and not value.isascii():
+        raise ValueError("must be ASCII (letters, digits and hyphens)")
     return value
+
+
+def _normalise_slug(value: object) -> object:
+    # Lower-case before the pattern check (StringConstraints checks the pattern first),
+    # and only ASCII: Unicode case mapping turns look-alikes into letters.
+    value = ascii_identifier(value)
+    return value.strip().lower() if isinstance(value, str) else value
 
 
 #: A short identifier: lower-case letters, digits and inner hyphens; input is lower-cased.
@@ -51,7 +106,11 @@ LabelValue = Annotated[str, StringConstraints(max_length=256), AfterValidator(st
 ShortText = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=256), AfterValidator(storable_text)
 ]
-Description = Annotated[str, StringConstraints(max_length=4000), AfterValidator(storable_text)]
+Description = Annotated[str, StringConstraints(max_length=4000), AfterValidator(storable_prose)]
+#: Labels as a request sets them: at most ``MAX_LABELS``.
+Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
+#: A merge patch of labels (a key set to null is removed): at most ``MAX_LABELS`` keys.
+LabelPatch = Annotated[dict[LabelKey, LabelValue | None], Field(max_length=MAX_LABELS)]
 #: Fits PostgreSQL's bigint; larger numbers are refused by validation, not by the database.
 BigCount = Annotated[int, Field(ge=0, le=2**63 - 1)]
 SmallCount = Annotated[int, Field(ge=0, le=2**31 - 1)]

@@ -5,7 +5,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from control_plane.access.http import require
+from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.errors import PermissionDeniedError
 from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep
@@ -33,7 +33,7 @@ Admin = Annotated[Principal, Depends(require(Permission.INVENTORY_WRITE))]
 Registrar = Annotated[Principal, Depends(require(Permission.AGENT_REGISTER))]
 Agent = Annotated[Principal, Depends(require(Permission.AGENT_HEARTBEAT))]
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=SecuredRoute)
 
 
 @router.post("/zones", status_code=status.HTTP_201_CREATED, tags=["zones"])

@@ -17,8 +17,8 @@ from control_plane.domain.types import (
     BigCount,
     Description,
     Input,
-    LabelKey,
-    LabelValue,
+    LabelPatch,
+    Labels,
     ShortText,
     Slug,
     SmallCount,
@@ -191,7 +191,7 @@ class NodeRegister(Input):
     inventory: Inventory
     zone: Slug | None = None
     site: Slug | None = None
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     provenance: DeclaredProvenance = Field(default_factory=DeclaredProvenance)
 
 
@@ -380,7 +380,7 @@ class NodeUpdate(Input):
     zone: Slug | None = None
     site: Slug | None = None
     status: NodeStatus | None = None
-    labels: dict[LabelKey, LabelValue | None] | None = None
+    labels: LabelPatch | None = None
     provenance: DeclaredProvenance | None = None
 
 

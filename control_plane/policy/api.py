@@ -4,13 +4,14 @@ Thin: parse, authorize, call. Reading needs ``inventory:read``; applying, activa
 rolling back need ``policy:write`` (admins only).
 """
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Request, Response, status
+from starlette.concurrency import run_in_threadpool
 
-from control_plane.access.http import require
+from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
+from control_plane.core.bodies import POLICY_BODY_BYTES, decode, parse_json
 from control_plane.core.errors import InvalidInputError
 from control_plane.core.http import Conn, Limit, Offset, RequestId
 from control_plane.policy import service
@@ -48,8 +49,6 @@ async def get_decision_cache(request: Request) -> DecisionCache:
 
 Decisions = Annotated[DecisionCache, Depends(get_decision_cache)]
 
-#: Policy files are small; a body larger than this is refused before it is parsed.
-MAX_BODY_BYTES = 1024 * 1024
 _YAML_TYPES = {"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml"}
 #: The body in OpenAPI: the document format is on ``PolicyVersionPublic.document``.
 DOCUMENTS_BODY = {
@@ -67,30 +66,29 @@ DOCUMENTS_BODY = {
     },
 }
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=SecuredRoute)
 
 
-async def policy_documents(request: Request) -> list[dict[str, Any]]:
-    """The documents of a JSON or YAML body: one policy, a list, or ``{"policies": [...]}``."""
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise InvalidInputError.for_field("body", f"larger than {MAX_BODY_BYTES} bytes")
-    try:
-        text = body.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InvalidInputError.for_field("body", "not UTF-8 text") from None
-    media_type = request.headers.get("content-type", "application/json").split(";")[0].strip()
-    if media_type.lower() in _YAML_TYPES:
-        return load_documents(text)
-    if media_type.lower() not in {"application/json", ""}:
+def _documents(body: bytes, media_type: str) -> list[dict[str, Any]]:
+    if media_type in _YAML_TYPES:
+        return load_documents(decode(body))
+    if media_type not in {"application/json", ""}:
         raise InvalidInputError.for_field(
             "body", f"content type {media_type!r}: send application/json or application/yaml"
         )
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError.for_field("body", f"not valid JSON: {exc}") from None
-    return split_documents([parsed])
+    return split_documents([parse_json(body)])
+
+
+async def policy_documents(request: Request, _: Admin) -> list[dict[str, Any]]:
+    """The documents of a JSON or YAML body: one policy, a list, or ``{"policies": [...]}``.
+
+    Only for an admin (the permission is checked before the body is read), and parsed in a
+    worker thread by ``core.bodies``' rules, so a large or hostile YAML file stalls no
+    other request. The body's size is bounded by the route (``POLICY_BODY_BYTES``).
+    """
+    body = await request.body()
+    media_type = request.headers.get("content-type", "application/json").split(";")[0]
+    return await run_in_threadpool(_documents, body, media_type.strip().lower())
 
 
 Documents = Annotated[list[dict[str, Any]], Depends(policy_documents)]
@@ -101,6 +99,7 @@ Documents = Annotated[list[dict[str, Any]], Depends(policy_documents)]
     status_code=status.HTTP_201_CREATED,
     tags=["policies"],
     openapi_extra={"requestBody": {"required": True, "content": DOCUMENTS_BODY}},
+    max_body_size=POLICY_BODY_BYTES,
 )
 def apply_policies(
     documents: Documents, conn: Conn, who: Admin, request_id: RequestId, response: Response

@@ -15,11 +15,11 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import cel
-import yaml
 from pydantic import ValidationError
 
 from agents.protocol import canonical_json
-from control_plane.core.errors import InvalidInputError
+from control_plane.core.bodies import parse_yaml
+from control_plane.core.errors import InvalidInputError, echo
 from control_plane.domain.decisions import EnforcementAction
 from control_plane.domain.fleet import ProvenanceStatus
 from control_plane.policy import conditions
@@ -31,17 +31,10 @@ def load_documents(text: str, *, source: str | None = None) -> list[dict[str, An
 
     Accepted shapes: one policy (a mapping with ``name``), a list of policies, a mapping
     ``{"policies": [...]}``, or several YAML documents separated by ``---``, each of them
-    one of the former. ``source`` (a file name) leads error messages when given.
+    one of the former. ``source`` (a file name) leads error messages when given. The text
+    is read by ``core.bodies.parse_yaml``: JSON's values only, bounded in depth and size.
     """
-    lead = f"{source}: " if source else ""
-    try:
-        parsed = [doc for doc in yaml.safe_load_all(text) if doc is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise InvalidInputError(f"{lead}not valid YAML or JSON{where}: {problem}") from None
-    return split_documents(parsed)
+    return split_documents(parse_yaml(text, source=source))
 
 
 def split_documents(parsed: Iterable[Any]) -> list[dict[str, Any]]:
@@ -94,15 +87,28 @@ def validation_problems(exc: ValidationError, prefix: str = "") -> list[Problem]
     ]
 
 
+#: Problems one error lists; the count of the rest is said.
+MAX_PROBLEMS_LISTED = 100
+
+
 def invalid(problems: Sequence[Problem]) -> InvalidInputError:
-    """One error listing every problem, each as ``field: message``, all in ``details``."""
-    message = "; ".join(f"{field}: {text}" for field, text, _ in problems)
+    """One error listing the problems, each as ``field: message``, all in ``details``.
+
+    At most ``MAX_PROBLEMS_LISTED``, each value echoed within ``core.errors.echo``'s
+    bounds, so the error stays small whatever the documents were.
+    """
+    listed = problems[:MAX_PROBLEMS_LISTED]
+    message = "; ".join(f"{field}: {text}" for field, text, _ in listed)
+    if len(problems) > len(listed):
+        message += f"; and {len(problems) - len(listed)} more problems"
     return InvalidInputError(
         message,
         details={
             "fields": [
-                {"field": field, "message": text, "value": value} for field, text, value in problems
-            ]
+                {"field": field, "message": text, "value": echo(value)}
+                for field, text, value in listed
+            ],
+            "problems": len(problems),
         },
     )
 

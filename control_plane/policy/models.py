@@ -29,7 +29,12 @@ from control_plane.domain.classification import Classification
 from control_plane.domain.countries import CountryCode
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
 from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus, ProvenanceStatus
-from control_plane.domain.types import Description, Input, LabelKey, LabelValue, Slug
+from control_plane.domain.types import (
+    Description,
+    Input,
+    Labels,
+    Slug,
+)
 
 #: How far each provenance status goes towards a policy's minimum; ``mismatch`` never does.
 PROVENANCE_RANK: Mapping[ProvenanceStatus, int] = {
@@ -66,8 +71,8 @@ class Selector(Input):
 
     tenants: list[Slug] = Field(default_factory=list)
     classifications: list[Classification] = Field(default_factory=list)
-    dataset_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
-    model_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    dataset_labels: Labels = Field(default_factory=dict)
+    model_labels: Labels = Field(default_factory=dict)
 
 
 class CelRule(Input):

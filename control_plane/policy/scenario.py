@@ -10,14 +10,20 @@ one of the scenario's zones, so a typo cannot quietly turn into "outside every z
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-import yaml
 from pydantic import Field, ValidationError
 
+from control_plane.core.bodies import parse_yaml
 from control_plane.core.errors import InvalidInputError
 from control_plane.domain.classification import Classification
 from control_plane.domain.countries import CountryCode
 from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus, ProvenanceStatus
-from control_plane.domain.types import BigCount, Input, LabelKey, LabelValue, ShortText, Slug
+from control_plane.domain.types import (
+    BigCount,
+    Input,
+    Labels,
+    ShortText,
+    Slug,
+)
 from control_plane.policy.documents import Problem, invalid, validation_problems
 from control_plane.policy.models import (
     DataAssetView,
@@ -29,7 +35,6 @@ from control_plane.policy.models import (
     ZoneView,
 )
 
-Labels = dict[LabelKey, LabelValue]
 Name = Annotated[ShortText, Field(min_length=1)]
 
 
@@ -236,12 +241,8 @@ def parse_scenario(data: Mapping[str, Any]) -> Scenario:
 def load_scenario(text: str, *, source: str | None = None) -> Scenario:
     """Parse a scenario from YAML or JSON text; ``source`` (a file name) leads errors."""
     lead = f"{source}: " if source else ""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise InvalidInputError(f"{lead}not valid YAML or JSON{where}") from None
+    documents = parse_yaml(text, source=source)
+    data = documents[0] if len(documents) == 1 else None
     if not isinstance(data, Mapping):
         raise InvalidInputError(f"{lead}must be a mapping with workload, nodes and zones")
     try:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
-from control_plane.access.http import require
+from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.http import Conn, Limit, Offset, RequestId
 from control_plane.domain.classification import Classification
@@ -36,7 +36,7 @@ Reader = Annotated[Principal, Depends(require(Permission.INVENTORY_READ))]
 Admin = Annotated[Principal, Depends(require(Permission.REGISTRY_WRITE))]
 TenantFilter = Annotated[str | None, Query(description="Owning tenant's slug.")]
 ZoneFilter = Annotated[str | None, Query(description="Storage zone slug; nested zones included.")]
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=SecuredRoute)
 
 
 # -- tenants and quotas ----------------------------------------------------------------

@@ -18,8 +18,8 @@ from control_plane.domain.countries import CountryCode
 from control_plane.domain.types import (
     Description,
     Input,
-    LabelKey,
-    LabelValue,
+    LabelPatch,
+    Labels,
     ShortText,
     Slug,
     SmallCount,
@@ -112,7 +112,7 @@ class _AssetCreate(Input):
     tenant: Slug = Field(description="Slug of the owning tenant.")
     classification: Classification
     zones: StorageZones = Field(description="Slugs of the residency zones it is stored in.")
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     description: Description = ""
 
 
@@ -147,7 +147,7 @@ class _AssetUpdate(Input):
     tenant: Slug | None = None
     classification: Classification | None = None
     zones: StorageZones | None = None
-    labels: dict[LabelKey, LabelValue | None] | None = None
+    labels: LabelPatch | None = None
     description: Description | None = None
 
     _not_null = field_validator("tenant", "classification", "zones", "description", mode="before")(

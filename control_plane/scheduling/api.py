@@ -10,7 +10,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from control_plane.access.http import require
+from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.http import Conn, Limit, Offset, RequestId
 from control_plane.policy.api import Decisions, PolicySets
@@ -37,7 +37,7 @@ async def get_fleet(request: Request) -> FleetCache:
 
 Fleet = Annotated[FleetCache, Depends(get_fleet)]
 
-router = APIRouter(prefix="/v1")
+router = APIRouter(prefix="/v1", route_class=SecuredRoute)
 
 
 @router.post("/workloads", status_code=status.HTTP_201_CREATED, tags=["workloads"])

@@ -15,7 +15,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from control_plane.domain.decisions import DecisionOutcome, EnforcementPoint
-from control_plane.domain.types import Input, LabelKey, LabelValue, Slug
+from control_plane.domain.types import Input, Labels, Slug
 from control_plane.facts.workloads import WorkloadRequest
 from control_plane.policy.models import ReasonPublic
 
@@ -75,7 +75,7 @@ class WorkloadCreate(Input):
     mig_profile: MigProfile | None = Field(
         default=None, description="Asks for MIG-enabled GPUs (a whole GPU each), e.g. 1g.10gb."
     )
-    labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
     strategy: PlacementStrategy = PlacementStrategy.BINPACK
     lease_seconds: LeaseSeconds = DEFAULT_LEASE_SECONDS
 
