@@ -18,7 +18,6 @@ from control_plane.access.http import FailedLogins
 from control_plane.audit.api import router as audit_router
 from control_plane.compliance.api import router as compliance_router
 from control_plane.compliance.metrics import ComplianceCollector
-from control_plane.core.bodies import DEFAULT_BODY_BYTES
 from control_plane.core.db import DbConnection, create_pool
 from control_plane.core.http import RequestIdMiddleware, install_error_handlers
 from control_plane.core.metrics import ApiMetrics, HttpMetricsMiddleware
@@ -55,8 +54,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="Sovereign control plane",
         version=control_plane.__version__,
         description="GPU inventory with provenance and residency, policy and audit evidence.",
-        # The largest body a route takes unless it says otherwise (core.bodies).
-        max_body_size=DEFAULT_BODY_BYTES,
         lifespan=lifespan,
     )
     app.state.settings = settings

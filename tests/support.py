@@ -9,6 +9,8 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -154,6 +156,57 @@ def subprocess_env(settings: Settings, **extra: str) -> dict[str, str]:
 
 
 SOVCTL = [sys.executable, "-m", "control_plane.cli"]
+
+
+@dataclass
+class ApiProcess:
+    """``sovctl serve`` as its own process: its base URL, the process, its log file."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def rss_bytes(self) -> int:
+        """The server's resident memory now, from /proc."""
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def healthz_seconds(self) -> float:
+        """How long ``/healthz`` takes to answer 200 now."""
+        started = time.monotonic()
+        response = httpx.get(f"{self.url}/healthz", timeout=5)
+        assert response.status_code == 200
+        return time.monotonic() - started
+
+
+@contextmanager
+def api_process(settings: Settings, log_dir: Path, **env: str) -> Iterator[ApiProcess]:
+    """The real API as a child process on a free port (a crash kills it, not the tests)."""
+    port = free_port()
+    log = log_dir / f"api-{port}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*SOVCTL, "serve", "--port", str(port)],
+            env=subprocess_env(settings, **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = ApiProcess(f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_until_ready(f"{server.url}/readyz", process=process)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
 
 #: ``sovctl`` run in-process (the ``sovctl`` fixture): arguments in, (exit code, stdout, stderr).
 Run = Callable[..., tuple[int, str, str]]

@@ -29,10 +29,11 @@ from starlette.concurrency import run_in_threadpool
 
 from control_plane.access import service as access
 from control_plane.access.models import Permission, Principal
-from control_plane.core.bodies import parse_json
+from control_plane.core.bodies import DEFAULT_BODY_BYTES, MAX_BODY_KEY, parse_json
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import (
     NotAuthenticatedError,
+    PayloadTooLargeError,
     PermissionDeniedError,
     TooManyRequestsError,
 )
@@ -42,6 +43,8 @@ from control_plane.core.settings import Settings
 _bearer = HTTPBearer(auto_error=False, description="A token from `sovctl tokens create`.")
 #: A body this large is parsed in a worker thread rather than on the event loop.
 _THREAD_PARSE_BYTES = 64 * 1024
+#: Methods whose requests carry no body worth reading.
+_NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: How long the event loop itself may wait for an idle pooled connection to authenticate.
 _CONNECTION_WAIT_SECONDS = 5.0
 
@@ -144,19 +147,46 @@ def _is_json(request: Request) -> bool:
     )
 
 
+async def read_limited(request: Request, limit: int) -> bytes:
+    """The request's body, refused as soon as it is known to exceed ``limit`` bytes.
+
+    By ``Content-Length`` before a byte is read, else while the chunks arrive, so a body
+    never costs more than ``limit`` bytes of memory. Starlette keeps what was read, so
+    later readers of the request see the same body.
+    """
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLargeError.of(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLargeError.of(limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body
+    return body
+
+
 class SecuredRoute(APIRoute):
-    """A route that authenticates before reading its body, and reads a JSON body strictly."""
+    """A route that authenticates before reading its body, and reads a JSON body strictly.
+
+    Its body may be at most ``DEFAULT_BODY_BYTES`` unless its ``openapi_extra`` names
+    another bound under ``core.bodies.MAX_BODY_KEY``.
+    """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """FastAPI's handler, behind authentication and ``core.bodies``' JSON rules."""
+        """FastAPI's handler, behind authentication, the size bound and the JSON rules."""
         handle = super().get_route_handler()
         reads_json = self.body_field is not None
+        limit = int((self.openapi_extra or {}).get(MAX_BODY_KEY, DEFAULT_BODY_BYTES))
 
         async def handler(request: Request) -> Response:
             await authenticate_request(request)
-            if reads_json and _is_json(request):
-                body = await request.body()
-                if body:
+            if request.method not in _NO_BODY_METHODS:
+                body = await read_limited(request, limit)
+                if body and reads_json and _is_json(request):
                     parsed = (
                         await run_in_threadpool(parse_json, body)
                         if len(body) > _THREAD_PARSE_BYTES

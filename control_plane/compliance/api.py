@@ -19,7 +19,7 @@ from control_plane.compliance.models import (
     EvaluationPublic,
     WhatIfResult,
 )
-from control_plane.core.bodies import POLICY_BODY_BYTES
+from control_plane.core.bodies import MAX_BODY_KEY, POLICY_BODY_BYTES
 from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep
 from control_plane.policy.api import DOCUMENTS_BODY, Documents, PolicySets
 
@@ -73,8 +73,10 @@ def get_evaluation(evaluation_id: UUID, conn: Conn, _: Reader) -> EvaluationPubl
 @router.post(
     "/policies/whatif",
     tags=["policies", "compliance"],
-    openapi_extra={"requestBody": {"required": True, "content": DOCUMENTS_BODY}},
-    max_body_size=POLICY_BODY_BYTES,
+    openapi_extra={
+        "requestBody": {"required": True, "content": DOCUMENTS_BODY},
+        MAX_BODY_KEY: POLICY_BODY_BYTES,
+    },
 )
 def whatif(
     _: Admin,

@@ -14,8 +14,8 @@ Every body the API reads goes through ``parse_json`` (JSON routes, from the rout
   hundred bytes of nested aliases cannot become millions of values;
 * YAML values JSON cannot carry (dates stay text, sets and binary are refused).
 
-The size of a body is bounded before it is read (FastAPI's ``max_body_size``, 413); this
-module bounds what a body within that size can turn into. Pure: no I/O.
+The size of a body is bounded while it is read (``access.http.read_limited``, 413 naming
+``body``); this module bounds what a body within that size can turn into. Pure: no I/O.
 """
 
 import json
@@ -25,8 +25,11 @@ import yaml
 
 from control_plane.core.errors import InvalidInputError
 
-#: The largest body a route accepts unless it says otherwise (FastAPI's ``max_body_size``,
-#: a 413 beyond it): far above any request the API defines, far below what would hurt.
+#: Where a route says it takes more or less than ``DEFAULT_BODY_BYTES``: its OpenAPI
+#: operation's ``x-max-body-bytes`` (``openapi_extra``), so the contract shows it too.
+MAX_BODY_KEY = "x-max-body-bytes"
+#: The largest body a route accepts unless it says otherwise (a 413 naming ``body``
+#: beyond it): far above any request the API defines, far below what would hurt.
 DEFAULT_BODY_BYTES = 1024 * 1024
 #: Policy documents (``POST /v1/policies``, what-if): YAML is parsed in pure Python, so
 #: their bound is lower; twenty policies are about 20 KB.

@@ -114,6 +114,21 @@ class ConflictError(SovereignError):
     status_code = 409
 
 
+class PayloadTooLargeError(SovereignError):
+    """The request body is larger than this route accepts."""
+
+    code = "payload_too_large"
+    status_code = 413
+
+    @classmethod
+    def of(cls, limit: int) -> "PayloadTooLargeError":
+        """The error for a body beyond ``limit`` bytes, naming ``body`` and the limit."""
+        return cls(
+            f"body: larger than {limit} bytes, the most this route accepts",
+            details={"field": "body", "max_bytes": limit},
+        )
+
+
 class TooManyRequestsError(SovereignError):
     """Too many requests; retry later."""
 

@@ -22,7 +22,6 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.core.db import DbConnection
@@ -125,23 +124,17 @@ _HTTP_CODES = {
     401: "not_authenticated",
     404: "not_found",
     405: "method_not_allowed",
-    413: "payload_too_large",
 }
 
 
-def _http_error(request: Request, exc: Exception) -> Response:
+def _http_error(_: Request, exc: Exception) -> Response:
     """Starlette's own errors (unknown route, wrong method) in our error shape."""
     assert isinstance(exc, StarletteHTTPException)
-    message, details = str(exc.detail), {}
-    limit = request.scope.get(MAX_BODY_SIZE_SCOPE_KEY)
-    if exc.status_code == 413 and isinstance(limit, int):
-        message = f"body: larger than {limit} bytes, the most this route accepts"
-        details = {"field": "body", "max_bytes": limit}
     body = {
         "error": {
             "code": _HTTP_CODES.get(exc.status_code, "http_error"),
-            "message": message,
-            "details": details,
+            "message": str(exc.detail),
+            "details": {},
         }
     }
     return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
-from control_plane.core.bodies import POLICY_BODY_BYTES, decode, parse_json
+from control_plane.core.bodies import MAX_BODY_KEY, POLICY_BODY_BYTES, decode, parse_json
 from control_plane.core.errors import InvalidInputError
 from control_plane.core.http import Conn, Limit, Offset, RequestId
 from control_plane.policy import service
@@ -98,8 +98,10 @@ Documents = Annotated[list[dict[str, Any]], Depends(policy_documents)]
     "/policies",
     status_code=status.HTTP_201_CREATED,
     tags=["policies"],
-    openapi_extra={"requestBody": {"required": True, "content": DOCUMENTS_BODY}},
-    max_body_size=POLICY_BODY_BYTES,
+    openapi_extra={
+        "requestBody": {"required": True, "content": DOCUMENTS_BODY},
+        MAX_BODY_KEY: POLICY_BODY_BYTES,
+    },
 )
 def apply_policies(
     documents: Documents, conn: Conn, who: Admin, request_id: RequestId, response: Response
