@@ -38,6 +38,21 @@ an empty element, or any value in square brackets (``[N/A]``, ``[Not Supported]`
 ``[Unknown Error]``, ``[Insufficient Permissions]``: nvidia-smi's bracketed sentinels).
 Elements this module does not know are ignored. Only the document as a whole can fail,
 and then as :class:`BackendUnavailableError` with a one-line reason.
+
+A capture may come from anyone (a customer's file sent to support), so parsing is bounded,
+and each bound is checked as the input arrives, so a hostile document costs at most what
+the bound allows, not what the document asks for:
+
+==========================  ==========  ===================================================
+Bound                       Limit       Real ``nvidia-smi -q -x`` output
+==========================  ==========  ===================================================
+elements and attributes     100,000     about 500 elements per GPU and one attribute
+                                        (``<gpu id=...>``); 805 for four H100s
+element depth               32 levels   7 (``mig_devices/mig_device/...``)
+one tag or declaration      64 KiB      under 100 bytes
+internal DTD subset         refused     never printed (it is how entities and default
+                                        attributes are declared: expansion attacks)
+==========================  ==========  ===================================================
 """
 
 import re
@@ -46,7 +61,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 from xml.parsers import expat
 
 from agents.backends.base import BackendUnavailableError
@@ -59,11 +74,22 @@ _NULL_VALUES = frozenset({"", "n/a", "not supported"})
 #: A number, then an optional unit: "81559 MiB", "69.95 W", "-8 C", "0 %".
 _QUANTITY = re.compile(r"(-?\d+(?:\.\d+)?)\s*(\S*)")
 _BYTES_PER_UNIT = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
-#: nvidia-smi never declares entities; refusing them keeps entity-expansion attacks
-#: (a hostile "capture" sent to support) out of ElementTree.
-_ENTITY_DECLARATION = re.compile(r"<!ENTITY", re.IGNORECASE)
 #: How much of a failing command's message to quote in the one-line reason.
 _DETAIL_CHARS = 200
+
+# The bounds in the module docstring's table: each far above real output, so only a broken
+# or hostile document meets one; each small enough that meeting it costs little.
+#: Elements plus attributes: each becomes an object kept until the GPUs are read (about
+#: 300 bytes each, so 30 MB at the limit); a 16-GPU server with full process lists has
+#: under 30,000.
+MAX_NODES = 100_000
+#: Nesting depth, counting the root as 1; real output nests 7 deep.
+MAX_ELEMENT_DEPTH = 32
+#: The longest single tag, comment or declaration: expat builds a tag's attributes only
+#: once the tag is complete, so without this one tag could hold the whole document's worth.
+MAX_TOKEN_BYTES = 64 * 1024
+#: Characters handed to expat at a time: a bound is met within one chunk of the excess.
+_CHUNK_SIZE = 64 * 1024
 
 
 def _is_null(value: str) -> bool:
@@ -247,6 +273,103 @@ def _attribute(node: ET.Element, name: str) -> str | None:
     return None if _is_null(value) else value
 
 
+class _BoundedTreeBuilder:
+    """Builds a document's element tree with expat, refusing it at the first bound it meets.
+
+    ElementTree's own parser cannot count while it parses, nor see a DTD, so this drives
+    expat directly and hands each event to an :class:`ET.TreeBuilder`: the tree is the one
+    ``ET.fromstring`` builds for any document nvidia-smi prints. Every refusal is raised
+    from inside expat's callback (which ends the parse) or between two chunks.
+    """
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._builder = ET.TreeBuilder()
+        self._nodes = 0
+        self._depth = 0
+        self._parser = expat.ParserCreate(encoding="utf-8")
+        self._parser.buffer_text = True  # one data call per text, not one per line
+        self._parser.StartDoctypeDeclHandler = self._doctype
+        self._parser.StartElementHandler = self._start
+        self._parser.EndElementHandler = self._end
+        self._parser.CharacterDataHandler = self._builder.data
+        self._parser.SkippedEntityHandler = self._skipped_entity
+
+    def parse(self, text: str) -> ET.Element:
+        """The document's root element, or :class:`BackendUnavailableError` saying why not."""
+        fed = 0
+        try:
+            # Chunks of characters, encoded one by one: expat counts positions in bytes.
+            for offset in range(0, len(text), _CHUNK_SIZE):
+                chunk = text[offset : offset + _CHUNK_SIZE].encode("utf-8")
+                fed += len(chunk)
+                self._parser.Parse(chunk, False)
+                # Between calls expat's position is the start of the token it is still
+                # waiting to complete: everything after it is that one token.
+                if fed - max(self._parser.CurrentByteIndex, 0) > MAX_TOKEN_BYTES:
+                    self._refuse(
+                        f"has a tag or declaration longer than {MAX_TOKEN_BYTES // 1024} KiB"
+                        " (nvidia-smi's are under 100 bytes)"
+                    )
+            self._parser.Parse(b"", True)
+        except expat.ExpatError as error:
+            reason = expat.ErrorString(error.code)
+            raise BackendUnavailableError(
+                f"{self._source} is malformed XML: {reason} at line {error.lineno},"
+                f" column {error.offset}"
+            ) from None
+        return self._builder.close()
+
+    def _refuse(self, what: str) -> NoReturn:
+        """Stop with a one-line reason naming the bound the document broke."""
+        raise BackendUnavailableError(f"{self._source} {what}; not parsing it")
+
+    def _doctype(
+        self, name: str, system_id: str | None, public_id: str | None, has_internal_subset: int
+    ) -> None:
+        """Refuse an internal DTD subset: entities and default attributes are declared there.
+
+        Either can turn a few bytes into millions of characters or nodes (a thousand
+        default attributes on an element that repeats). nvidia-smi's ``<!DOCTYPE
+        nvidia_smi_log SYSTEM "nvsmi_device_v13.dtd">`` has none, and expat never fetches
+        that external DTD.
+        """
+        if has_internal_subset:
+            self._refuse(
+                "has an internal DTD subset (XML entity or attribute declarations),"
+                " which nvidia-smi never prints"
+            )
+
+    def _start(self, tag: str, attributes: dict[str, str]) -> None:
+        """Open an element, counting it and its attributes against the bounds."""
+        self._nodes += 1 + len(attributes)
+        self._depth += 1
+        if self._nodes > MAX_NODES:
+            self._refuse(
+                f"has more than {MAX_NODES:,} elements and attributes"
+                " (nvidia-smi prints about 500 per GPU)"
+            )
+        if self._depth > MAX_ELEMENT_DEPTH:
+            self._refuse(f"nests elements more than {MAX_ELEMENT_DEPTH} deep (nvidia-smi nests 7)")
+        self._builder.start(tag, attributes)
+
+    def _end(self, tag: str) -> None:
+        """Close an element."""
+        self._depth -= 1
+        self._builder.end(tag)
+
+    def _skipped_entity(self, name: str, is_parameter_entity: int) -> None:
+        """Refuse a reference to an undeclared entity, as ``ET.fromstring`` does.
+
+        Expat skips one silently when the document names an external DTD (as nvidia-smi's
+        do), since that DTD might declare it; it would then vanish from the text.
+        """
+        raise BackendUnavailableError(
+            f"{self._source} is malformed XML: undefined entity at line"
+            f" {self._parser.CurrentLineNumber}, column {self._parser.CurrentColumnNumber}"
+        )
+
+
 def parse_nvidia_smi_xml(
     text: str, *, source: str = "nvidia-smi output"
 ) -> tuple[list[GpuInventory], list[GpuTelemetry]]:
@@ -255,22 +378,10 @@ def parse_nvidia_smi_xml(
     Shared by the live backend, the capture reader and the replay backend, so all three
     report a given document identically. ``source`` names the document in error messages.
     Raises :class:`BackendUnavailableError` when the text is not well-formed XML (naming
-    the line and column), is not ``nvidia-smi -q -x`` output, or lists a GPU without a
-    UUID or model name.
+    the line and column), breaks one of the module's bounds (naming it), is not ``nvidia-smi -q -x``
+    output, or lists a GPU without a UUID or model name.
     """
-    if _ENTITY_DECLARATION.search(text):
-        raise BackendUnavailableError(
-            f"{source} declares XML entities, which nvidia-smi never does; not parsing it"
-        )
-    try:
-        # Entity declarations are refused above, so no expansion attack reaches expat.
-        root = ET.fromstring(text)  # noqa: S314
-    except ET.ParseError as error:
-        line, column = error.position
-        reason = expat.ErrorString(error.code)
-        raise BackendUnavailableError(
-            f"{source} is malformed XML: {reason} at line {line}, column {column}"
-        ) from None
+    root = _BoundedTreeBuilder(source).parse(text)
     if root.tag != "nvidia_smi_log":
         raise BackendUnavailableError(
             f"{source} is not nvidia-smi -q -x output (root element <{root.tag}>)"
