@@ -15,6 +15,7 @@ import pytest
 
 from agents.backends.base import BackendUnavailableError
 from agents.backends.nvidia_smi import (
+    MAX_DOCUMENT_BYTES,
     MAX_ELEMENT_DEPTH,
     MAX_NODES,
     MAX_TOKEN_BYTES,
@@ -702,6 +703,33 @@ def test_tree_bounds(text: str, fragment: str | None) -> None:
     assert fragment in message
 
 
+def padded_capture(path: Path, size: int) -> Path:
+    """The H100 capture followed by whitespace (still well-formed) to exactly ``size`` bytes."""
+    capture = H100_XML.read_bytes()
+    with path.open("wb") as file:
+        file.write(capture)
+        for offset in range(len(capture), size, 1024 * 1024):
+            file.write(b" " * min(1024 * 1024, size - offset))
+    return path
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["capture", "live"])
+def test_the_size_bound(tmp_path: Path, live: bool) -> None:
+    """A document of exactly MAX_DOCUMENT_BYTES is read; one byte more is refused."""
+    exact = padded_capture(tmp_path / "exact.xml", MAX_DOCUMENT_BYTES)
+    over = padded_capture(tmp_path / "over.xml", MAX_DOCUMENT_BYTES + 1)
+
+    def backend(capture: Path) -> NvidiaSmiBackend:
+        return (
+            NvidiaSmiBackend(command=("cat", str(capture))) if live else NvidiaSmiBackend(capture)
+        )
+
+    assert backend(exact).static()[0].uuid == H100_UUID
+    with pytest.raises(BackendUnavailableError, match="is larger than 16 MiB") as caught:
+        backend(over).static()
+    assert "\n" not in str(caught.value)
+
+
 def write_in_pieces(path: Path, pieces: Iterable[str]) -> Path:
     """Write a large hostile document piece by piece, never holding all of it."""
     with path.open("w") as file:
@@ -734,7 +762,7 @@ def refused_cheaply(read: Callable[[], object], fragment: str) -> None:
 
     Timed on its own (``tracemalloc`` slows allocation threefold), then run again under
     ``tracemalloc`` for the peak, which counts expat's allocations too (it allocates
-    through Python).
+    through Python): the 16 MiB the size bound lets in, and little more.
     """
     started = time.perf_counter()
     with pytest.raises(BackendUnavailableError, match=fragment) as caught:
@@ -748,7 +776,26 @@ def refused_cheaply(read: Callable[[], object], fragment: str) -> None:
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 24 * 1024 * 1024
+    assert peak < MAX_DOCUMENT_BYTES + 8 * 1024 * 1024
+
+
+HOSTILE = [
+    pytest.param(thirteen_million_siblings, id="13-million-siblings"),
+    pytest.param(seven_and_a_half_million_deep, id="7.5-million-deep"),
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+@pytest.mark.parametrize("live", [False, True], ids=["capture", "live"])
+def test_hostile_documents_are_refused_at_the_size_bound(
+    tmp_path: Path, hostile: Callable[[Path], Path], live: bool
+) -> None:
+    """Read from a file or from the command, they stop at 16 MiB, whatever follows."""
+    document = hostile(tmp_path / "hostile.xml")
+    backend = (
+        NvidiaSmiBackend(command=("cat", str(document))) if live else NvidiaSmiBackend(document)
+    )
+    refused_cheaply(backend.static, "is larger than 16 MiB")
 
 
 @pytest.mark.parametrize(
