@@ -38,15 +38,36 @@ an empty element, or any value in square brackets (``[N/A]``, ``[Not Supported]`
 ``[Unknown Error]``, ``[Insufficient Permissions]``: nvidia-smi's bracketed sentinels).
 Elements this module does not know are ignored. Only the document as a whole can fail,
 and then as :class:`BackendUnavailableError` with a one-line reason.
+
+A capture may come from anyone (a customer's file sent to support), so reading and parsing
+are bounded, and each bound is checked as the input arrives, so a hostile document costs at
+most what the bound allows, not what the document asks for:
+
+==========================  ==========  ===================================================
+Bound                       Limit       Real ``nvidia-smi -q -x`` output
+==========================  ==========  ===================================================
+document size               16 MiB      4-33 KB per recorded capture (one to four GPUs);
+                                        an 8-GPU HGX with MIG and a full process list is a
+                                        few hundred KB, a 16-GPU one about 1 MiB
+elements and attributes     100,000     about 500 elements per GPU and one attribute
+                                        (``<gpu id=...>``); 805 for four H100s
+element depth               32 levels   7 (``mig_devices/mig_device/...``)
+one tag or declaration      64 KiB      under 100 bytes
+internal DTD subset         refused     never printed (it is how entities and default
+                                        attributes are declared: expansion attacks)
+==========================  ==========  ===================================================
 """
 
+import os
 import re
+import selectors
 import shlex
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 from xml.parsers import expat
 
 from agents.backends.base import BackendUnavailableError
@@ -59,11 +80,25 @@ _NULL_VALUES = frozenset({"", "n/a", "not supported"})
 #: A number, then an optional unit: "81559 MiB", "69.95 W", "-8 C", "0 %".
 _QUANTITY = re.compile(r"(-?\d+(?:\.\d+)?)\s*(\S*)")
 _BYTES_PER_UNIT = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
-#: nvidia-smi never declares entities; refusing them keeps entity-expansion attacks
-#: (a hostile "capture" sent to support) out of ElementTree.
-_ENTITY_DECLARATION = re.compile(r"<!ENTITY", re.IGNORECASE)
 #: How much of a failing command's message to quote in the one-line reason.
 _DETAIL_CHARS = 200
+
+# The bounds in the module docstring's table: each far above real output, so only a broken
+# or hostile document meets one; each small enough that meeting it costs little.
+#: The most bytes read from a capture or the command: 16 times a 16-GPU server's output.
+MAX_DOCUMENT_BYTES = 16 * 1024 * 1024
+#: Elements plus attributes: each becomes an object kept until the GPUs are read (about
+#: 300 bytes each, so 30 MB at the limit); a 16-GPU server with full process lists has
+#: under 30,000.
+MAX_NODES = 100_000
+#: Nesting depth, counting the root as 1; real output nests 7 deep.
+MAX_ELEMENT_DEPTH = 32
+#: The longest single tag, comment or declaration: expat builds a tag's attributes only
+#: once the tag is complete, so without this one tag could hold the whole document's worth.
+MAX_TOKEN_BYTES = 64 * 1024
+#: Characters handed to expat, or bytes read from the command, at a time: a bound is met
+#: within one chunk of the excess.
+_CHUNK_SIZE = 64 * 1024
 
 
 def _is_null(value: str) -> bool:
@@ -247,6 +282,103 @@ def _attribute(node: ET.Element, name: str) -> str | None:
     return None if _is_null(value) else value
 
 
+class _BoundedTreeBuilder:
+    """Builds a document's element tree with expat, refusing it at the first bound it meets.
+
+    ElementTree's own parser cannot count while it parses, nor see a DTD, so this drives
+    expat directly and hands each event to an :class:`ET.TreeBuilder`: the tree is the one
+    ``ET.fromstring`` builds for any document nvidia-smi prints. Every refusal is raised
+    from inside expat's callback (which ends the parse) or between two chunks.
+    """
+
+    def __init__(self, source: str) -> None:
+        self._source = source
+        self._builder = ET.TreeBuilder()
+        self._nodes = 0
+        self._depth = 0
+        self._parser = expat.ParserCreate(encoding="utf-8")
+        self._parser.buffer_text = True  # one data call per text, not one per line
+        self._parser.StartDoctypeDeclHandler = self._doctype
+        self._parser.StartElementHandler = self._start
+        self._parser.EndElementHandler = self._end
+        self._parser.CharacterDataHandler = self._builder.data
+        self._parser.SkippedEntityHandler = self._skipped_entity
+
+    def parse(self, text: str) -> ET.Element:
+        """The document's root element, or :class:`BackendUnavailableError` saying why not."""
+        fed = 0
+        try:
+            # Chunks of characters, encoded one by one: expat counts positions in bytes.
+            for offset in range(0, len(text), _CHUNK_SIZE):
+                chunk = text[offset : offset + _CHUNK_SIZE].encode("utf-8")
+                fed += len(chunk)
+                self._parser.Parse(chunk, False)
+                # Between calls expat's position is the start of the token it is still
+                # waiting to complete: everything after it is that one token.
+                if fed - max(self._parser.CurrentByteIndex, 0) > MAX_TOKEN_BYTES:
+                    self._refuse(
+                        f"has a tag or declaration longer than {MAX_TOKEN_BYTES // 1024} KiB"
+                        " (nvidia-smi's are under 100 bytes)"
+                    )
+            self._parser.Parse(b"", True)
+        except expat.ExpatError as error:
+            reason = expat.ErrorString(error.code)
+            raise BackendUnavailableError(
+                f"{self._source} is malformed XML: {reason} at line {error.lineno},"
+                f" column {error.offset}"
+            ) from None
+        return self._builder.close()
+
+    def _refuse(self, what: str) -> NoReturn:
+        """Stop with a one-line reason naming the bound the document broke."""
+        raise BackendUnavailableError(f"{self._source} {what}; not parsing it")
+
+    def _doctype(
+        self, name: str, system_id: str | None, public_id: str | None, has_internal_subset: int
+    ) -> None:
+        """Refuse an internal DTD subset: entities and default attributes are declared there.
+
+        Either can turn a few bytes into millions of characters or nodes (a thousand
+        default attributes on an element that repeats). nvidia-smi's ``<!DOCTYPE
+        nvidia_smi_log SYSTEM "nvsmi_device_v13.dtd">`` has none, and expat never fetches
+        that external DTD.
+        """
+        if has_internal_subset:
+            self._refuse(
+                "has an internal DTD subset (XML entity or attribute declarations),"
+                " which nvidia-smi never prints"
+            )
+
+    def _start(self, tag: str, attributes: dict[str, str]) -> None:
+        """Open an element, counting it and its attributes against the bounds."""
+        self._nodes += 1 + len(attributes)
+        self._depth += 1
+        if self._nodes > MAX_NODES:
+            self._refuse(
+                f"has more than {MAX_NODES:,} elements and attributes"
+                " (nvidia-smi prints about 500 per GPU)"
+            )
+        if self._depth > MAX_ELEMENT_DEPTH:
+            self._refuse(f"nests elements more than {MAX_ELEMENT_DEPTH} deep (nvidia-smi nests 7)")
+        self._builder.start(tag, attributes)
+
+    def _end(self, tag: str) -> None:
+        """Close an element."""
+        self._depth -= 1
+        self._builder.end(tag)
+
+    def _skipped_entity(self, name: str, is_parameter_entity: int) -> None:
+        """Refuse a reference to an undeclared entity, as ``ET.fromstring`` does.
+
+        Expat skips one silently when the document names an external DTD (as nvidia-smi's
+        do), since that DTD might declare it; it would then vanish from the text.
+        """
+        raise BackendUnavailableError(
+            f"{self._source} is malformed XML: undefined entity at line"
+            f" {self._parser.CurrentLineNumber}, column {self._parser.CurrentColumnNumber}"
+        )
+
+
 def parse_nvidia_smi_xml(
     text: str, *, source: str = "nvidia-smi output"
 ) -> tuple[list[GpuInventory], list[GpuTelemetry]]:
@@ -255,22 +387,11 @@ def parse_nvidia_smi_xml(
     Shared by the live backend, the capture reader and the replay backend, so all three
     report a given document identically. ``source`` names the document in error messages.
     Raises :class:`BackendUnavailableError` when the text is not well-formed XML (naming
-    the line and column), is not ``nvidia-smi -q -x`` output, or lists a GPU without a
-    UUID or model name.
+    the line and column), breaks one of the module's bounds (naming it; the size bound is
+    the reader's, as the text is already in memory here), is not ``nvidia-smi -q -x``
+    output, or lists a GPU without a UUID or model name.
     """
-    if _ENTITY_DECLARATION.search(text):
-        raise BackendUnavailableError(
-            f"{source} declares XML entities, which nvidia-smi never does; not parsing it"
-        )
-    try:
-        # Entity declarations are refused above, so no expansion attack reaches expat.
-        root = ET.fromstring(text)  # noqa: S314
-    except ET.ParseError as error:
-        line, column = error.position
-        reason = expat.ErrorString(error.code)
-        raise BackendUnavailableError(
-            f"{source} is malformed XML: {reason} at line {line}, column {column}"
-        ) from None
+    root = _BoundedTreeBuilder(source).parse(text)
     if root.tag != "nvidia_smi_log":
         raise BackendUnavailableError(
             f"{source} is not nvidia-smi -q -x output (root element <{root.tag}>)"
@@ -284,6 +405,37 @@ def parse_nvidia_smi_xml(
         statics.append(static)
         readings.append(_telemetry(gpu, static.uuid))
     return statics, readings
+
+
+def _too_large(source: str) -> BackendUnavailableError:
+    """The refusal of a document over :data:`MAX_DOCUMENT_BYTES`, the same for every reader."""
+    return BackendUnavailableError(
+        f"{source} is larger than {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB"
+        " (nvidia-smi -q -x prints well under 1 MiB); not parsing it"
+    )
+
+
+def _decoded(output: bytes) -> str:
+    """A document's bytes as text; undecodable bytes are replaced, not fatal."""
+    return output.decode("utf-8", errors="replace")
+
+
+def read_nvidia_smi_capture(path: Path) -> str:
+    """A saved capture's text, reading no more than :data:`MAX_DOCUMENT_BYTES` of it.
+
+    Shared with the replay backend. Reading one byte past the bound tells a file that is
+    too large (or a device such as ``/dev/zero``) from one exactly at it.
+    """
+    try:
+        with path.open("rb") as capture:
+            content = capture.read(MAX_DOCUMENT_BYTES + 1)
+    except OSError as error:
+        raise BackendUnavailableError(
+            f"cannot read the nvidia-smi capture {path}: {error.strerror or error}"
+        ) from None
+    if len(content) > MAX_DOCUMENT_BYTES:
+        raise _too_large(str(path))
+    return _decoded(content)
 
 
 def _first_line(output: bytes) -> str:
@@ -342,45 +494,76 @@ class NvidiaSmiBackend:
         """Fetch the document and parse it."""
         if self._xml_path is not None:
             return parse_nvidia_smi_xml(
-                self._read_capture(self._xml_path), source=str(self._xml_path)
+                read_nvidia_smi_capture(self._xml_path), source=str(self._xml_path)
             )
         return parse_nvidia_smi_xml(self._run_command(), source=shlex.join(self._command))
-
-    @staticmethod
-    def _read_capture(path: Path) -> str:
-        """The capture file's text; undecodable bytes are replaced, not fatal."""
-        try:
-            return path.read_text(encoding="utf-8", errors="replace")
-        except OSError as error:
-            raise BackendUnavailableError(
-                f"cannot read the nvidia-smi capture {path}: {error.strerror or error}"
-            ) from None
 
     def _run_command(self) -> str:
         """Run the command and return its output, or say in one line why it failed."""
         shown = shlex.join(self._command)
         try:
             # The argv is the operator's configuration, run without a shell.
-            completed = subprocess.run(  # noqa: S603
-                self._command, capture_output=True, timeout=self._timeout, check=False
+            process = subprocess.Popen(  # noqa: S603
+                self._command, stdout=subprocess.PIPE, stderr=subprocess.PIPE
             )
         except FileNotFoundError:
             raise BackendUnavailableError(
                 f"{self._command[0]} not found: nvidia-smi is not installed or not on PATH"
             ) from None
-        except subprocess.TimeoutExpired:
-            raise BackendUnavailableError(
-                f"{shown} timed out after {self._timeout:g} s (driver or GPU not responding)"
-            ) from None
         except OSError as error:
             raise BackendUnavailableError(
                 f"cannot run {shown}: {error.strerror or error}"
             ) from None
-        if completed.returncode != 0:
+        with process:
+            try:
+                stdout, stderr = self._bounded_output(process, shown)
+            finally:
+                # Refused (too slow, too much output): stop it before Popen's exit waits.
+                if process.poll() is None:
+                    process.kill()
+        if process.returncode != 0:
             # nvidia-smi prints its own failures ("couldn't communicate with the NVIDIA
             # driver") on stdout, other programs on stderr: quote whichever has text.
-            detail = _first_line(completed.stderr) or _first_line(completed.stdout)
+            detail = _first_line(stderr) or _first_line(stdout)
             raise BackendUnavailableError(
-                f"{shown} exited with status {completed.returncode}: {detail or 'no output'}"
+                f"{shown} exited with status {process.returncode}: {detail or 'no output'}"
             )
-        return completed.stdout.decode("utf-8", errors="replace")
+        return _decoded(stdout)
+
+    def _bounded_output(self, process: subprocess.Popen[bytes], shown: str) -> tuple[bytes, bytes]:
+        """The process's stdout and stderr once it has exited, within both bounds.
+
+        What ``subprocess.run`` does, except that it stops reading (and the caller kills
+        the process) once the two streams together pass :data:`MAX_DOCUMENT_BYTES`, rather
+        than holding whatever the program prints. POSIX only, as the agent is: it waits on
+        both pipes at once, so neither can fill while the other is read.
+        """
+        deadline = time.monotonic() + self._timeout
+        timed_out = BackendUnavailableError(
+            f"{shown} timed out after {self._timeout:g} s (driver or GPU not responding)"
+        )
+        assert process.stdout is not None  # both are pipes: Popen was given PIPE
+        assert process.stderr is not None
+        stdout, stderr = process.stdout.fileno(), process.stderr.fileno()
+        output = {stdout: bytearray(), stderr: bytearray()}
+        with selectors.DefaultSelector() as selector:
+            for descriptor in output:
+                selector.register(descriptor, selectors.EVENT_READ)
+            while selector.get_map():
+                remaining = deadline - time.monotonic()
+                ready = selector.select(remaining) if remaining > 0 else []
+                if not ready:
+                    raise timed_out
+                for key, _ in ready:
+                    chunk = os.read(key.fd, _CHUNK_SIZE)
+                    if not chunk:
+                        selector.unregister(key.fd)
+                    output[key.fd] += chunk
+                if sum(map(len, output.values())) > MAX_DOCUMENT_BYTES:
+                    raise _too_large(shown)
+        try:
+            # Both pipes closed; the exit follows at once, unless the program detached.
+            process.wait(max(deadline - time.monotonic(), 0))
+        except subprocess.TimeoutExpired:
+            raise timed_out from None
+        return bytes(output[stdout]), bytes(output[stderr])

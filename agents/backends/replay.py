@@ -113,9 +113,11 @@ class ReplayBackend:
             except (ValueError, KeyError, TypeError) as exc:
                 raise BackendUnavailableError(f"{path}: not an NVML dump ({exc})") from None
         else:
-            from agents.backends.nvidia_smi import parse_nvidia_smi_xml
+            from agents.backends.nvidia_smi import parse_nvidia_smi_xml, read_nvidia_smi_capture
 
-            statics, readings = parse_nvidia_smi_xml(path.read_text(errors="replace"))
+            statics, readings = parse_nvidia_smi_xml(
+                read_nvidia_smi_capture(path), source=str(path)
+            )
         if variant is not None:
             renamed = {s.uuid: _varied(s.uuid, variant) or s.uuid for s in statics}
             statics = [

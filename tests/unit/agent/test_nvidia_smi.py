@@ -6,12 +6,22 @@ text capture and the NVML dump of the same machine), not produced by the parser.
 
 import json
 import sys
+import time
+import tracemalloc
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
 
 from agents.backends.base import BackendUnavailableError
-from agents.backends.nvidia_smi import NvidiaSmiBackend, parse_nvidia_smi_xml
+from agents.backends.nvidia_smi import (
+    MAX_DOCUMENT_BYTES,
+    MAX_ELEMENT_DEPTH,
+    MAX_NODES,
+    MAX_TOKEN_BYTES,
+    NvidiaSmiBackend,
+    parse_nvidia_smi_xml,
+)
 from agents.protocol import GpuInventory, GpuTelemetry, MigDevice
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures/gpu"
@@ -602,8 +612,21 @@ def test_failures_are_one_clear_line(kwargs: dict[str, object], fragments: tuple
         pytest.param("<html><body/></html>", "not nvidia-smi -q -x output", id="wrong-root"),
         pytest.param(
             '<!DOCTYPE x [<!ENTITY a "aaaa">]><nvidia_smi_log>&a;</nvidia_smi_log>',
-            "declares XML entities",
+            "has an internal DTD subset",
             id="entity-declaration",
+        ),
+        pytest.param(
+            # A thousand default attributes on <a/>, repeated, once cost 268 MiB from 52 KB.
+            "<!DOCTYPE nvidia_smi_log [<!ATTLIST a x CDATA 'v'>]><nvidia_smi_log><a/>"
+            "</nvidia_smi_log>",
+            "has an internal DTD subset",
+            id="attribute-defaults",
+        ),
+        pytest.param(
+            '<!DOCTYPE nvidia_smi_log SYSTEM "nvsmi_device_v12.dtd"><nvidia_smi_log>&a;'
+            "</nvidia_smi_log>",
+            "malformed XML: undefined entity at line 1, column 71",
+            id="undefined-entity-with-external-dtd",
         ),
         pytest.param(
             "<nvidia_smi_log><gpu><product_name>X</product_name></gpu></nvidia_smi_log>",
@@ -622,6 +645,176 @@ def test_unusable_documents(text: str, fragment: str) -> None:
     with pytest.raises(BackendUnavailableError, match=r"^nvidia-smi output") as caught:
         parse_nvidia_smi_xml(text)
     assert fragment in str(caught.value)
+
+
+def nested(depth: int) -> str:
+    """A document whose elements nest ``depth`` deep, the root counted."""
+    return "<nvidia_smi_log>" + "<a>" * (depth - 1) + "</a>" * (depth - 1) + "</nvidia_smi_log>"
+
+
+def siblings(count: int, attributes: str = "") -> str:
+    """A document of ``count`` empty elements under the root."""
+    return "<nvidia_smi_log>" + f"<a{attributes}/>" * count + "</nvidia_smi_log>"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        pytest.param(nested(MAX_ELEMENT_DEPTH), None, id="depth-at-the-limit"),
+        pytest.param(
+            nested(MAX_ELEMENT_DEPTH + 1), "nests elements more than 32 deep", id="depth-over"
+        ),
+        pytest.param(siblings(MAX_NODES - 1), None, id="nodes-at-the-limit"),
+        pytest.param(
+            siblings(MAX_NODES), "has more than 100,000 elements and attributes", id="nodes-over"
+        ),
+        pytest.param(
+            siblings(MAX_NODES // 2, ' x="1"'),
+            "has more than 100,000 elements and attributes",
+            id="attributes-count-as-nodes",
+        ),
+        pytest.param(
+            "<nvidia_smi_log><a " + " ".join(f"x{i}='1'" for i in range(20_000)) + "/>",
+            "has a tag or declaration longer than 64 KiB",
+            id="one-huge-tag",
+        ),
+        pytest.param(
+            "<nvidia_smi_log><!--" + "x" * MAX_TOKEN_BYTES * 2,
+            "has a tag or declaration longer than 64 KiB",
+            id="one-huge-comment",
+        ),
+        pytest.param(
+            "<nvidia_smi_log><a>" + "x" * MAX_TOKEN_BYTES * 4 + "</a></nvidia_smi_log>",
+            None,
+            id="long-text-is-no-token",
+        ),
+    ],
+)
+def test_tree_bounds(text: str, fragment: str | None) -> None:
+    """Each bound refuses one step past it, with a reason naming it, and not before."""
+    if fragment is None:
+        assert parse_nvidia_smi_xml(text) == ([], [])
+        return
+    with pytest.raises(BackendUnavailableError) as caught:
+        parse_nvidia_smi_xml(text)
+    message = str(caught.value)
+    assert message.startswith("nvidia-smi output ")
+    assert message.endswith("; not parsing it")
+    assert fragment in message
+
+
+def padded_capture(path: Path, size: int) -> Path:
+    """The H100 capture followed by whitespace (still well-formed) to exactly ``size`` bytes."""
+    capture = H100_XML.read_bytes()
+    with path.open("wb") as file:
+        file.write(capture)
+        for offset in range(len(capture), size, 1024 * 1024):
+            file.write(b" " * min(1024 * 1024, size - offset))
+    return path
+
+
+@pytest.mark.parametrize("live", [False, True], ids=["capture", "live"])
+def test_the_size_bound(tmp_path: Path, live: bool) -> None:
+    """A document of exactly MAX_DOCUMENT_BYTES is read; one byte more is refused."""
+    exact = padded_capture(tmp_path / "exact.xml", MAX_DOCUMENT_BYTES)
+    over = padded_capture(tmp_path / "over.xml", MAX_DOCUMENT_BYTES + 1)
+
+    def backend(capture: Path) -> NvidiaSmiBackend:
+        return (
+            NvidiaSmiBackend(command=("cat", str(capture))) if live else NvidiaSmiBackend(capture)
+        )
+
+    assert backend(exact).static()[0].uuid == H100_UUID
+    with pytest.raises(BackendUnavailableError, match="is larger than 16 MiB") as caught:
+        backend(over).static()
+    assert "\n" not in str(caught.value)
+
+
+def write_in_pieces(path: Path, pieces: Iterable[str]) -> Path:
+    """Write a large hostile document piece by piece, never holding all of it."""
+    with path.open("w") as file:
+        file.writelines(pieces)
+    return path
+
+
+def thirteen_million_siblings(path: Path) -> Path:
+    """Issue 10's first document: 50 MB of 13 million empty siblings (24 s, 1.3 GB there)."""
+    return write_in_pieces(
+        path, ["<nvidia_smi_log>", *["<a/>" * 100_000] * 130, "</nvidia_smi_log>"]
+    )
+
+
+def seven_and_a_half_million_deep(path: Path) -> Path:
+    """Issue 10's second document: 7.5 million levels of nesting (a MemoryError there)."""
+    return write_in_pieces(
+        path,
+        [
+            "<nvidia_smi_log>",
+            *["<a>" * 100_000] * 75,
+            *["</a>" * 100_000] * 75,
+            "</nvidia_smi_log>",
+        ],
+    )
+
+
+def refused_cheaply(read: Callable[[], object], fragment: str) -> None:
+    """``read`` is refused naming ``fragment``, in under a second and 24 MiB at the peak.
+
+    Timed on its own (``tracemalloc`` slows allocation threefold), then run again under
+    ``tracemalloc`` for the peak, which counts expat's allocations too (it allocates
+    through Python): the 16 MiB the size bound lets in, and little more.
+    """
+    started = time.perf_counter()
+    with pytest.raises(BackendUnavailableError, match=fragment) as caught:
+        read()
+    assert time.perf_counter() - started < 1.0
+    assert "\n" not in str(caught.value)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BackendUnavailableError, match=fragment):
+            read()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < MAX_DOCUMENT_BYTES + 8 * 1024 * 1024
+
+
+HOSTILE = [
+    pytest.param(thirteen_million_siblings, id="13-million-siblings"),
+    pytest.param(seven_and_a_half_million_deep, id="7.5-million-deep"),
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE)
+@pytest.mark.parametrize("live", [False, True], ids=["capture", "live"])
+def test_hostile_documents_are_refused_at_the_size_bound(
+    tmp_path: Path, hostile: Callable[[Path], Path], live: bool
+) -> None:
+    """Read from a file or from the command, they stop at 16 MiB, whatever follows."""
+    document = hostile(tmp_path / "hostile.xml")
+    backend = (
+        NvidiaSmiBackend(command=("cat", str(document))) if live else NvidiaSmiBackend(document)
+    )
+    refused_cheaply(backend.static, "is larger than 16 MiB")
+
+
+@pytest.mark.parametrize(
+    ("hostile", "fragment"),
+    [
+        pytest.param(thirteen_million_siblings, "more than 100,000 elements", id="13M-siblings"),
+        pytest.param(seven_and_a_half_million_deep, "more than 32 deep", id="7.5M-deep"),
+    ],
+)
+def test_hostile_text_is_refused_at_the_first_excess(
+    tmp_path: Path, hostile: Callable[[Path], Path], fragment: str
+) -> None:
+    """Text already in memory is refused at the parser's first excess, whatever follows.
+
+    Its cost is the bound's, not the document's: the 13 million siblings stop at the
+    100,001st node, the 7.5 million levels at the 33rd.
+    """
+    text = hostile(tmp_path / "hostile.xml").read_text()
+    refused_cheaply(lambda: parse_nvidia_smi_xml(text), fragment)
 
 
 @pytest.mark.parametrize(

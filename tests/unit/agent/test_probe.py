@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from agents.backends.base import BackendUnavailableError
 from agents.backends.replay import ReplayBackend
 from agents.cli import main
 
@@ -83,3 +84,25 @@ def test_missing_recording_is_one_clear_line(
 ) -> None:
     assert main(["probe", "--replay", str(tmp_path / "nothing")]) == 1
     assert "no recording" in capsys.readouterr().err
+
+
+def test_a_hostile_capture_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Issue 10: 13 million empty siblings once took 24 s and 1.3 GB to read as no GPUs."""
+    capture = tmp_path / "hostile.xml"
+    with capture.open("w") as file:
+        file.writelines(["<nvidia_smi_log>", *["<a/>" * 100_000] * 130, "</nvidia_smi_log>"])
+    assert main(["probe", "--nvidia-smi-xml", str(capture), "--state-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (
+        f"sovereign-agent: {capture} is larger than 16 MiB"
+        " (nvidia-smi -q -x prints well under 1 MiB); not parsing it\n"
+    )
+
+
+def test_a_replayed_capture_is_bounded_too(tmp_path: Path) -> None:
+    """The replay backend reads nvidia-smi captures through the same bounded reader."""
+    with (tmp_path / "nvidia-smi-q.xml").open("w") as file:
+        file.writelines(["<nvidia_smi_log>", *["<a>" * 100_000] * 75])
+    with pytest.raises(BackendUnavailableError, match=r"nvidia-smi-q\.xml is larger than 16 MiB"):
+        ReplayBackend(tmp_path)
