@@ -1,13 +1,18 @@
 """CEL conditions: compiling them, naming syntax errors, and feeding them only what they read.
 
 A policy's ``cel`` rules are compiled once per policy-set version with the Rust-backed
-``common-expression-language`` package. Evaluating a compiled program is cheap (well under
-a microsecond for a typical condition), but handing it Python values is not: every string
-crosses into Rust one by one, about a microsecond each. So instead of converting whole
-workloads and nodes, each expression is read once for the fields of ``workload`` and
-``node`` it uses (``node.zone``, ``workload.labels["team"]``), and only those are handed
-over. The same projection of a node is its *profile*: nodes with equal profiles give equal
-answers, so node conditions run once per distinct profile rather than once per node.
+``common-expression-language`` package, and only once they keep the bounds on length,
+nesting and estimated cost (``policy.bounds``): the extension crashes or stalls the
+process on expressions that do not. Whatever the extension raises, a Rust panic
+included, becomes a syntax error when compiling and a failed condition when running.
+
+Evaluating a compiled program is cheap (well under a microsecond for a typical condition),
+but handing it Python values is not: every string crosses into Rust one by one, about a
+microsecond each. So instead of converting whole workloads and nodes, each expression is
+read once for the fields of ``workload`` and ``node`` it uses (``node.zone``,
+``workload.labels["team"]``), and only those are handed over. The same projection of a node
+is its *profile*: nodes with equal profiles give equal answers, so node conditions run once
+per distinct profile rather than once per node.
 
 The projection is found textually and errs towards taking more: any use of a variable
 other than ``var.field`` (``node["zone"]``, ``size(node)``) hands over the whole value, and
@@ -22,12 +27,10 @@ from typing import Any
 
 import cel
 
+from control_plane.policy import bounds
+
 #: The variables a condition may read; see docs/policy.md for their fields.
 VARIABLES = frozenset({"workload", "node", "datasets", "models"})
-#: CEL's type names, which parse as identifiers (``type(x) == string``).
-_TYPE_NAMES = frozenset(
-    {"int", "uint", "double", "bool", "string", "bytes", "list", "map", "null_type", "type", "dyn"}
-)
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _NOT_IDENT = r"(?![A-Za-z0-9_])"
 _FIELD = re.compile(rf"\s*\.\s*({_IDENT}){_NOT_IDENT}(?!\s*\()")
@@ -63,8 +66,45 @@ class CelSyntaxError(ValueError):
         super().__init__(f"syntax error at {position}: {detail}")
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Stands in for the program of a stored expression that the bounds refuse now.
+
+    Policy sets accepted before a bound existed (or tightened) must still compile, but
+    such a rule must not run: it reads nothing, and ``run`` fails it closed with
+    ``reason``.
+    """
+
+    reason: str
+
+    def variables(self) -> list[str]:
+        """What it reads: nothing, as it never runs."""
+        return []
+
+
+#: A condition's program: compiled, or refused (``Refused``).
+Program = cel.Program | Refused
+
+
 def compile_expression(source: str) -> cel.Program:
-    """Compile ``source``, turning the parser's report into a ``CelSyntaxError``."""
+    """Compile ``source`` if it keeps the bounds, or say what is wrong with it.
+
+    Raises ``bounds.CelBoundError`` when it is too long, nests too deeply or may cost too
+    much (checked first: those are what crash or stall the extension), and
+    ``CelSyntaxError`` when it does not parse.
+    """
+    try:
+        bounds.check(source)
+    except bounds.CelUnreadableError as exc:
+        # Length and bracket nesting are checked by now, so the extension can safely say
+        # what is wrong; if it finds nothing wrong, the cost cannot be bounded: refuse.
+        _compile(source)
+        raise bounds.CelBoundError(f"its cost cannot be estimated: {exc}") from None
+    return _compile(source)
+
+
+def _compile(source: str) -> cel.Program:
+    """``cel.compile``, its report turned into a ``CelSyntaxError``, a panic included."""
     try:
         return cel.compile(source)
     except ValueError as exc:
@@ -77,6 +117,11 @@ def compile_expression(source: str) -> cel.Program:
             ) from None
         line, column, detail = match.groups()
         raise CelSyntaxError(f"{line}:{column}", detail.strip()) from None
+    except BaseException as exc:
+        if not is_panic(exc):
+            raise
+        # Seen when the extension formats the report of a syntax error far into the text.
+        raise CelSyntaxError("?", f"the CEL parser failed: {describe_error(exc)}") from None
 
 
 def unknown_variables(source: str, program: cel.Program) -> list[str]:
@@ -86,7 +131,7 @@ def unknown_variables(source: str, program: cel.Program) -> list[str]:
     on the first decision; this lets validation name it instead.
     """
     bound = {name for match in _BOUND.finditer(source) for name in match.groups() if name}
-    return sorted(set(program.variables()) - VARIABLES - _TYPE_NAMES - bound)
+    return sorted(set(program.variables()) - VARIABLES - bounds.TYPE_NAMES - bound)
 
 
 def projection(source: str, variable: str, *, binding: int | None = None) -> Projection:
@@ -178,13 +223,28 @@ class Verdict:
     error: str | None = None
 
 
-def run(program: cel.Program, context: cel.Context) -> Verdict:
+def is_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Rust panic out of the extension (``pyo3_runtime.PanicException``).
+
+    PyO3 derives it from ``BaseException``, so ``except Exception`` does not catch it, and
+    it cannot be imported by name.
+    """
+    kind = type(exc)
+    return kind.__name__ == "PanicException" and kind.__module__ == "pyo3_runtime"
+
+
+def run(program: Program, context: cel.Context) -> Verdict:
     """Evaluate a condition; anything but ``true`` fails it, so a broken rule fails closed."""
+    if isinstance(program, Refused):
+        return Verdict(False, program.reason)
     try:
         result = program.execute(context)
     # The extension raises KeyError, TypeError, IndexError, ZeroDivisionError or
-    # RuntimeError depending on what went wrong; all of them mean "not satisfied".
-    except Exception as exc:
+    # RuntimeError depending on what went wrong, or panics; all of them mean "not
+    # satisfied", and none may take the request (or the worker) down with it.
+    except BaseException as exc:
+        if not (isinstance(exc, Exception) or is_panic(exc)):
+            raise
         return Verdict(False, describe_error(exc))
     if result is True:
         return Verdict(True)
@@ -193,7 +253,7 @@ def run(program: cel.Program, context: cel.Context) -> Verdict:
     return Verdict(False, f"returned {type(result).__name__} {result!r}, not true or false")
 
 
-def describe_error(exc: Exception) -> str:
+def describe_error(exc: BaseException) -> str:
     """A short, readable form of a CEL runtime error."""
     if isinstance(exc, KeyError):
         return f"no such key: {exc.args[0]!r}" if exc.args else "no such key"

@@ -14,7 +14,6 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import cel
 from pydantic import ValidationError
 
 from agents.protocol import canonical_json
@@ -22,7 +21,7 @@ from control_plane.core.bodies import parse_yaml
 from control_plane.core.errors import InvalidInputError, echo
 from control_plane.domain.decisions import EnforcementAction
 from control_plane.domain.fleet import ProvenanceStatus
-from control_plane.policy import conditions
+from control_plane.policy import bounds, conditions
 from control_plane.policy.models import PROVENANCE_RANK, PolicyDocument
 
 
@@ -131,9 +130,18 @@ def _check_zones(
     ]
 
 
-def _check_cel(raw: Mapping[str, Any], prefix: str) -> tuple[list[cel.Program], list[Problem]]:
-    programs: list[cel.Program] = []
+def _check_cel(
+    raw: Mapping[str, Any], prefix: str, *, stored: bool
+) -> tuple[list[conditions.Program], list[Problem], list[str]]:
+    """Compile a document's CEL rules: their programs, the problems, the rules refused.
+
+    ``stored`` documents were accepted before: a rule the bounds refuse now becomes a
+    ``conditions.Refused`` that fails closed (and is listed, to be logged) rather than a
+    problem that would stop the set from compiling.
+    """
+    programs: list[conditions.Program] = []
     problems: list[Problem] = []
+    refused: list[str] = []
     seen: set[str] = set()
     for position, rule in enumerate(_raw_list(raw, "requirements", "cel")):
         where = f"{prefix}.requirements.cel[{position}]"
@@ -143,10 +151,17 @@ def _check_cel(raw: Mapping[str, Any], prefix: str) -> tuple[list[cel.Program], 
                 problems.append((f"{where}.name", f"duplicate rule name {name!r}", name))
             seen.add(name.strip().lower())
         expression = rule.get("expression") if isinstance(rule, Mapping) else None
-        if not isinstance(expression, str) or not expression:
+        if not isinstance(expression, str) or not expression or len(expression) > bounds.MAX_LENGTH:
             continue  # the schema reports it
         try:
             program = conditions.compile_expression(expression)
+        except bounds.CelBoundError as exc:
+            if not stored:
+                problems.append((f"{where}.expression", str(exc), expression))
+                continue
+            programs.append(conditions.Refused(f"refused by the CEL bounds: {exc}"))
+            refused.append(f"policy {raw.get('name')!r}, CEL rule {name!r}: {exc}")
+            continue
         except conditions.CelSyntaxError as exc:
             problems.append((f"{where}.expression", str(exc), expression))
             continue
@@ -161,14 +176,20 @@ def _check_cel(raw: Mapping[str, Any], prefix: str) -> tuple[list[cel.Program], 
                 )
             )
         programs.append(program)
-    return programs, problems
+    return programs, problems, refused
+
+
+#: A validated document with its CEL programs, in the order of its rules.
+_Checked = tuple[PolicyDocument, list[conditions.Program]]
 
 
 def _validate(
     documents: Sequence[Mapping[str, Any] | PolicyDocument], known_zones: Collection[str] | None
-) -> list[tuple[PolicyDocument, list[cel.Program]]]:
+) -> tuple[list[_Checked], list[str]]:
+    """The documents checked, and the CEL rules refused (only ``known_zones`` ``None``)."""
     problems: list[Problem] = []
-    checked: list[tuple[PolicyDocument, list[cel.Program]]] = []
+    checked: list[_Checked] = []
+    refused: list[str] = []
     first_index: dict[str, int] = {}
     for index, given in enumerate(documents):
         prefix = f"policies[{index}]"
@@ -177,8 +198,9 @@ def _validate(
         # alongside any schema error rather than after it is fixed.
         if known_zones is not None:
             problems += _check_zones(raw, prefix, known_zones)
-        programs, cel_problems = _check_cel(raw, prefix)
+        programs, cel_problems, cel_refused = _check_cel(raw, prefix, stored=known_zones is None)
         problems += cel_problems
+        refused += cel_refused
         try:
             doc = PolicyDocument.model_validate(raw)
         except ValidationError as exc:
@@ -205,7 +227,7 @@ def _validate(
         checked.append((doc, programs))
     if problems:
         raise invalid(sorted(problems, key=lambda problem: _natural(problem[0])))
-    return checked
+    return checked, refused
 
 
 def _natural(path: str) -> list[Any]:
@@ -216,12 +238,13 @@ def _natural(path: str) -> list[Any]:
 def validate_documents(
     documents: Sequence[Mapping[str, Any] | PolicyDocument], known_zones: Collection[str]
 ) -> list[PolicyDocument]:
-    """Check policy documents against the schema, the zones that exist, and CEL's grammar.
+    """Check policy documents against the schema, the zones that exist, CEL's grammar and bounds.
 
     Raises ``InvalidInputError`` listing every problem with its field path, e.g.
     ``policies[0].requirements.cel[0].expression: syntax error at 1:17: ...``.
     """
-    return [doc for doc, _ in _validate(documents, known_zones)]
+    checked, _ = _validate(documents, known_zones)
+    return [doc for doc, _ in checked]
 
 
 def content_hash(documents: Iterable[PolicyDocument]) -> str:
@@ -260,7 +283,7 @@ class CelCondition:
     name: str
     expression: str
     message: str
-    program: cel.Program
+    program: conditions.Program
     node_level: bool
     reads_workload_data: bool
     node_fields: conditions.Projection
@@ -340,7 +363,9 @@ def either(items: Sequence[str]) -> str:
     return f"{', '.join(items[:-1])} or {items[-1]}"
 
 
-def _condition(rule_name: str, expression: str, message: str, program: cel.Program) -> CelCondition:
+def _condition(
+    rule_name: str, expression: str, message: str, program: conditions.Program
+) -> CelCondition:
     variables = set(program.variables())
     reads = {name: name in variables for name in conditions.VARIABLES}
     return CelCondition(
@@ -426,7 +451,8 @@ class PolicySet:
     ``workload_fields``, ``dataset_fields`` and ``model_fields`` (with ``reads_datasets``
     and ``reads_models``) say what of a workload any CEL rule in the set reads, so a
     decision hands CEL only that, once. ``slots`` splits that into the single values
-    a condition's verdicts are remembered by (see ``CelCondition``).
+    a condition's verdicts are remembered by (see ``CelCondition``). ``refused`` names
+    the stored CEL rules that the bounds refuse now, each with why: they fail closed.
     """
 
     version: int
@@ -438,6 +464,7 @@ class PolicySet:
     reads_models: bool
     model_fields: conditions.Projection
     slots: tuple[Slot, ...]
+    refused: tuple[str, ...] = ()
 
     @property
     def documents(self) -> list[PolicyDocument]:
@@ -492,12 +519,15 @@ def compile_policy_set(
 
     Policies are kept in name order, so reasons come out in the same order whatever the
     order of the file. Raises ``InvalidInputError`` as ``validate_documents`` does.
-    ``known_zones`` ``None`` skips the zone check, for documents checked when they were
-    stored: a zone deleted since then simply contains no node (failing closed).
+    ``known_zones`` ``None`` is for documents checked when they were stored, so that what
+    changed since fails closed instead of stopping the set from compiling: the zone check
+    is skipped (a zone deleted since simply contains no node), and a CEL rule the bounds
+    refuse now (``policy.bounds``) never runs and fails (``PolicySet.refused`` lists it).
     """
     if version < 0:
         raise InvalidInputError.for_field("version", "must not be negative", version)
-    checked = sorted(_validate(documents, known_zones), key=lambda pair: pair[0].name)
+    validated, refused = _validate(documents, known_zones)
+    checked = sorted(validated, key=lambda pair: pair[0].name)
     per_policy = [
         [
             _condition(rule.name, rule.expression, rule.message, program)
@@ -526,4 +556,5 @@ def compile_policy_set(
         reads_models=reads_models,
         model_fields=conditions.merge_projections(c.model_fields for c in every if c.reads_models),
         slots=tuple(slots),
+        refused=tuple(refused),
     )

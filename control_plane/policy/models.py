@@ -35,6 +35,7 @@ from control_plane.domain.types import (
     Labels,
     Slug,
 )
+from control_plane.policy.bounds import MAX_LENGTH
 
 #: How far each provenance status goes towards a policy's minimum; ``mismatch`` never does.
 PROVENANCE_RANK: Mapping[ProvenanceStatus, int] = {
@@ -58,7 +59,8 @@ RuleName = Annotated[
     BeforeValidator(_lower),
     StringConstraints(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_-]*$"),
 ]
-Expression = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+#: A CEL expression; its other bounds (depth, estimated cost) are checked when it compiles.
+Expression = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LENGTH)]
 
 
 class Selector(Input):

@@ -422,6 +422,7 @@ def _compile(conn: DbConnection, policy_set: PolicySetPublic) -> PolicySet:
     # Zones were checked when each document was applied; one deleted since must not stop
     # the active set from compiling.
     compiled = compile_policy_set(documents, policy_set.version, known_zones=None)
+    _warn_refused(compiled)
     if compiled.content_hash != policy_set.content_hash:
         log.warning(
             "policy set %s hashes to %s now but %s when activated; decisions record %s",
@@ -431,6 +432,17 @@ def _compile(conn: DbConnection, policy_set: PolicySetPublic) -> PolicySet:
             compiled.content_hash,
         )
     return compiled
+
+
+def _warn_refused(compiled: PolicySet) -> None:
+    """Log each stored CEL rule of ``compiled`` that the bounds refuse now (it fails closed)."""
+    for refusal in compiled.refused:
+        log.warning(
+            "policy set %s: %s; the rule fails closed until a new version of the policy"
+            " is applied and activated",
+            compiled.version,
+            refusal,
+        )
 
 
 def compiled_set(
@@ -491,6 +503,7 @@ def candidate_set(conn: DbConnection, documents: Sequence[Mapping[str, Any]]) ->
         active.version + 1,
         known_zones=None,  # checked: stored documents when applied, proposed ones above
     )
+    _warn_refused(compiled)
     members = [
         *(
             CandidateMember(name=stored.name, version=stored.version, source=MemberSource.STORED)
