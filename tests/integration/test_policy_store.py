@@ -1,6 +1,7 @@
 """The policy store: apply documents, activate sets, roll back, and the compiled active set."""
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,9 @@ from fastapi.testclient import TestClient
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.core.db import DbConnection
-from control_plane.policy import service
+from control_plane.policy import repository, service
 from control_plane.policy.documents import content_hash, load_documents, validate_documents
+from control_plane.policy.models import PolicyDocument
 from control_plane.policy.store_models import PolicySetActivate
 from tests.support import TEST_ACTOR, Run, bearer
 
@@ -377,6 +379,46 @@ def test_active_policy_set_is_compiled_once_per_version(
     fresh = service.active_policy_set(conn)
     assert (fresh.version, fresh.content_hash) == (2, second.content_hash)
     assert "tw-only" in [p.name for p in fresh.policies]
+
+
+def test_a_stored_rule_beyond_the_cel_bounds_fails_closed_and_is_logged(
+    client: TestClient, admin: dict[str, str], conn: DbConnection, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A set stored before the CEL bounds still compiles; the rule they refuse denies."""
+    ten = "[0,0,0,0,0,0,0,0,0,0]"
+    slow = "".join(f"{ten}.all(v{n}, " for n in range(8)) + "v7 == 0" + ")" * 8
+    cel = [{"name": "slow", "expression": slow, "message": "must be quick"}]
+    # As a release before the bounds stored it: the schema checked it, nothing else.
+    document = PolicyDocument.model_validate({"name": "slow", "requirements": {"cel": cel}})
+    repository.insert_version(
+        conn,
+        {
+            "name": "slow",
+            "version": 1,
+            "document": document.model_dump(mode="json"),
+            "content_hash": content_hash([document]),
+            "created_by": "an older release",
+        },
+    )
+    service.activate(conn, TEST_ACTOR, PolicySetActivate())
+    tenant = {"slug": "research", "name": "Research"}
+    assert client.post("/v1/tenants", json=tenant, headers=admin).status_code == 201
+
+    with caplog.at_level(logging.WARNING, logger="control_plane.policy.service"):
+        response = client.post("/v1/workloads", json={"tenant": "research"}, headers=admin)
+    assert response.status_code == 201, response.text
+    workload = response.json()
+    assert workload["status"] == "denied"
+    [reason] = [r for r in workload["reasons"] if r["rule"] == "cel.slow"]
+    assert (
+        "could not evaluate: refused by the CEL bounds: estimated cost 755,555,552"
+        in (reason["message"])
+    )
+    assert (
+        "policy set 1: policy 'slow', CEL rule 'slow': estimated cost 755,555,552 exceeds the"
+        " limit of 300,000"
+    ) in caplog.text
+    assert "the rule fails closed" in caplog.text
 
 
 # -- sovctl ----------------------------------------------------------------------------

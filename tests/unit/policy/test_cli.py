@@ -104,6 +104,21 @@ def test_invalid_policies_exit_2_listing_every_problem(sovctl: Sovctl, tmp_path:
     ]
 
 
+def test_a_costly_expression_exits_2_naming_it(sovctl: Sovctl, tmp_path: Path) -> None:
+    ten = "[0,0,0,0,0,0,0,0,0,0]"
+    slow = "".join(f"{ten}.exists(v{n}, " for n in range(8)) + "true" + ")" * 8
+    bad = tmp_path / "slow.yaml"
+    bad.write_text(
+        yaml.safe_dump({"name": "p", "requirements": {"cel": [{"name": "a", "expression": slow}]}})
+    )
+    code, out, err = sovctl("policies", "test", "-f", str(bad), "--workload", str(SCENARIO))
+    assert (code, out) == (2, "")
+    assert err.startswith(
+        f"error: {bad}: policies[0].requirements.cel[0].expression: estimated cost 455,555,552"
+        " exceeds the limit of 300,000"
+    )
+
+
 def test_an_invalid_scenario_exits_2(sovctl: Sovctl, tmp_path: Path) -> None:
     bad = tmp_path / "scenario.yaml"
     bad.write_text(SCENARIO.read_text().replace("zone: jp-west", "zone: jp-wset", 1))
