@@ -5,6 +5,7 @@ are tried in a child process: if a bound let one through, the child dies, not py
 """
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -31,6 +32,7 @@ SEGFAULT = "workload" + ".a" * 20000 + " == 1"
 PANIC = "size(" * 20000 + "[]" + ")" * 20000 + " == 0"
 TEN = "[0,0,0,0,0,0,0,0,0,0]"
 HUNDRED = "[" + ",".join(["0"] * 100) + "]"
+DOCS = Path("docs/policy.md")
 
 
 def nested(times: int, opening: str, middle: str, closing: str) -> str:
@@ -205,12 +207,22 @@ def test_the_examples_and_the_documented_expressions_are_accepted() -> None:
     documents = load_documents(Path("examples/policy/pii-stays-in-japan.yaml").read_text())
     documented = [
         line.split("expression:", 1)[1].strip().strip("'")
-        for line in Path("docs/policy.md").read_text().splitlines()
+        for line in DOCS.read_text().splitlines()
         if line.strip().startswith("expression: '")
     ]
     assert len(documented) >= 5
     extra = policy("documented", cel=[rule(f"r{i}", e) for i, e in enumerate(documented)])
     assert validate_documents([*documents, extra], ZONES)
+
+
+def test_the_documented_estimates_are_the_estimates() -> None:
+    rows = re.findall(r"^\| `([^`]+)` \| (refused: )?([0-9,]+) \|$", DOCS.read_text(), re.M)
+    assert len(rows) >= 5
+    for source, refused, cost in rows:
+        if refused:
+            assert refusal(source).startswith(f"estimated cost {cost} exceeds")
+        else:
+            assert f"{bounds.check(source).cost:,}" == cost, source
 
 
 # -- the reader --------------------------------------------------------------------------
