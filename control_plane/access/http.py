@@ -6,8 +6,11 @@ too often, see ``FailedLogins``) and keeps the caller on the request. Only then 
 body read, within the route's size (FastAPI's ``max_body_size``, 413 beyond it), and a
 JSON body parsed by ``core.bodies.parse_json``: so an anonymous client can neither make
 the server hold a large body nor make it parse one, and a hostile body is a 422 naming
-``body`` rather than a traceback. Large bodies are parsed in a worker thread, so they
-stall no other request.
+``body`` rather than a traceback. The body is then checked against the route's body type
+in pydantic's strict JSON mode, so a number is a JSON number and a boolean a JSON boolean
+(``"power_limit_w": false`` or ``"gpus": "8"`` is a 422 naming the field, not 0.0 and 8),
+as the OpenAPI document says. Large bodies are parsed in a worker thread, so they stall
+no other request.
 
 Routers declare who may call them with ``require(permission)``, usually through an
 ``Annotated`` alias (``Admin = Annotated[Principal, Depends(require(...))]``). This lives
@@ -22,9 +25,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
+from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.access import service as access
@@ -169,6 +174,32 @@ async def read_limited(request: Request, limit: int) -> bytes:
     return body
 
 
+def _strict_adapter(route: APIRoute) -> TypeAdapter[Any] | None:
+    """The route's body type, as FastAPI validates it, for the strict check (or None)."""
+    field = route.body_field
+    if field is None:
+        return None
+    body_type: Any = Annotated[field.field_info.annotation, field.field_info]
+    return TypeAdapter(body_type)
+
+
+def _read_json(body: bytes, strict: TypeAdapter[Any]) -> Any:
+    """``body`` parsed by the JSON rules, then checked against ``strict`` in strict JSON mode.
+
+    FastAPI validates the parsed value afterwards in pydantic's lax mode, which coerces
+    booleans and numeric strings to numbers; this check refuses such a body first, naming
+    the field as FastAPI would (``body.<field>``).
+    """
+    parsed = parse_json(body)
+    try:
+        strict.validate_json(body, strict=True)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
+        ) from None
+    return parsed
+
+
 class SecuredRoute(APIRoute):
     """A route that authenticates before reading its body, and reads a JSON body strictly.
 
@@ -179,18 +210,18 @@ class SecuredRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """FastAPI's handler, behind authentication, the size bound and the JSON rules."""
         handle = super().get_route_handler()
-        reads_json = self.body_field is not None
+        strict = _strict_adapter(self)
         limit = int((self.openapi_extra or {}).get(MAX_BODY_KEY, DEFAULT_BODY_BYTES))
 
         async def handler(request: Request) -> Response:
             await authenticate_request(request)
             if request.method not in _NO_BODY_METHODS:
                 body = await read_limited(request, limit)
-                if body and reads_json and _is_json(request):
+                if body and strict is not None and _is_json(request):
                     parsed = (
-                        await run_in_threadpool(parse_json, body)
+                        await run_in_threadpool(_read_json, body, strict)
                         if len(body) > _THREAD_PARSE_BYTES
-                        else parse_json(body)
+                        else _read_json(body, strict)
                     )
                     # FastAPI reads request.json(), which Starlette keeps once parsed.
                     request._json = parsed

@@ -331,6 +331,21 @@ def test_nesting_within_the_bound_is_read(client: TestClient, admin: dict[str, s
     assert response.json()["error"]["details"]["fields"][0]["field"] == "extra"  # unknown field
 
 
+@pytest.mark.parametrize("value", [False, "85520809984"], ids=["boolean", "numeric-string"])
+def test_a_number_must_be_a_json_number(
+    client: TestClient, make_token: Callable[[Role], str], value: Any
+) -> None:
+    """Pydantic's lax mode would store ``false`` as 0 and ``"8…"`` as a number: refused."""
+    body = registration()
+    body["inventory"]["gpus"][0]["memory_total_bytes"] = value
+    response = client.post(
+        "/v1/agents/register", json=body, headers=bearer(make_token(Role.BOOTSTRAP))
+    )
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["error"]["details"]["fields"]
+    assert problem["field"] == "inventory.gpus.0.memory_total_bytes"
+
+
 # -- item 15: text a person reads back cannot forge what they see ------------------------
 
 
