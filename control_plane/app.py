@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager, asynccontextmanager
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from psycopg_pool import ConnectionPool
 
@@ -19,8 +20,14 @@ from control_plane.audit.api import router as audit_router
 from control_plane.compliance.api import router as compliance_router
 from control_plane.compliance.metrics import ComplianceCollector
 from control_plane.core.db import DbConnection, create_pool
-from control_plane.core.http import RequestIdMiddleware, install_error_handlers
+from control_plane.core.http import (
+    RETRY_AFTER_SECONDS,
+    RequestIdMiddleware,
+    install_error_handlers,
+)
 from control_plane.core.metrics import ApiMetrics, HttpMetricsMiddleware
+from control_plane.core.openapi import document_errors
+from control_plane.core.readiness import Readiness, ReadinessStatus, probe, redis_client
 from control_plane.core.settings import Settings, load_settings
 from control_plane.inventory.api import router as inventory_router
 from control_plane.inventory.metrics import FleetCollector
@@ -45,12 +52,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_size=settings.db_pool_max_size,
         )
         app.state.pool = pool
+        app.state.redis = redis_client(settings.redis_url)
         try:
             yield
         finally:
+            app.state.redis.close()
             pool.close()
 
-    app = FastAPI(
+    # FastAPIOffline is FastAPI with /docs and /redoc served from the package's own copies
+    # of Swagger UI, ReDoc and the favicon: an air-gapped network reaches no CDN.
+    app = FastAPIOffline(
         title="Sovereign control plane",
         version=control_plane.__version__,
         description="GPU inventory with provenance and residency, policy and audit evidence.",
@@ -90,20 +101,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         """Liveness: the process is up and serving."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"])
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=Readiness,
+        responses={
+            503: {
+                "model": Readiness,
+                "description": "The database does not answer.",
+                "headers": {"Retry-After": {"schema": {"type": "integer"}, "required": True}},
+            }
+        },
+    )
     def readyz() -> Response:
-        """Readiness: the database answers."""
-        try:
-            with probe_connection() as conn:
-                conn.execute("SELECT 1")
-        except Exception:
+        """Readiness: the database answers (else 503); Redis is reported, by name, too."""
+        readiness = probe(probe_connection, app.state.redis)
+        if readiness.status is ReadinessStatus.UNAVAILABLE:
             return JSONResponse(
                 status_code=503,
-                content={"status": "unavailable", "database": "unreachable"},
+                content=readiness.model_dump(mode="json"),
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
-        return JSONResponse(content={"status": "ready", "database": "ok"})
+        return JSONResponse(content=readiness.model_dump(mode="json"))
 
-    @app.get("/metrics", tags=["health"], response_class=Response)
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     def prometheus_metrics() -> Response:
         """Prometheus metrics: HTTP traffic, fleet and compliance gauges."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -118,4 +144,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(policy_router)
     app.include_router(compliance_router)
     app.include_router(audit_router)
+    document_errors(app)
     return app

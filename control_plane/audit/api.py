@@ -9,6 +9,7 @@ from control_plane.access.models import Permission, Principal
 from control_plane.audit import service
 from control_plane.audit.models import AuditEventPage, ChainVerification
 from control_plane.core.http import Conn, Offset
+from control_plane.domain.types import Lookup
 
 AuditReader = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
 
@@ -19,9 +20,9 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=SecuredRoute)
 def list_events(
     conn: Conn,
     _: AuditReader,
-    object_type: str | None = None,
-    object_id: str | None = None,
-    action: str | None = None,
+    object_type: Lookup | None = None,
+    object_id: Lookup | None = None,
+    action: Lookup | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
 ) -> AuditEventPage:

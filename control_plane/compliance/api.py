@@ -21,6 +21,8 @@ from control_plane.compliance.models import (
 )
 from control_plane.core.bodies import MAX_BODY_KEY, POLICY_BODY_BYTES
 from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep
+from control_plane.core.openapi import error_responses
+from control_plane.domain.types import BIGINT_END
 from control_plane.policy.api import DOCUMENTS_BODY, Documents, PolicySets
 
 Reader = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
@@ -41,7 +43,7 @@ def request_evaluation(conn: Conn, who: Admin, request_id: RequestId) -> Complia
 
 @router.get("/compliance/requests/{request_id}", tags=["compliance"])
 def get_request(
-    request_id: Annotated[int, Path(ge=1, le=2**63 - 1)], conn: Conn, _: Reader
+    request_id: Annotated[int, Path(ge=1, lt=BIGINT_END)], conn: Conn, _: Reader
 ) -> ComplianceRequestPublic:
     """Show one evaluation request; ``evaluation_id`` is set once an evaluation handled it."""
     return service.get_request(conn, request_id)
@@ -58,7 +60,7 @@ def list_evaluations(
     return service.list_evaluations(conn, limit, offset)
 
 
-@router.get("/compliance/evaluations/latest", tags=["compliance"])
+@router.get("/compliance/evaluations/latest", tags=["compliance"], responses=error_responses(404))
 def latest_evaluation(conn: Conn, _: Reader) -> EvaluationPublic:
     """Show the latest compliance evaluation with its sample of violating workloads."""
     return service.latest_evaluation(conn)

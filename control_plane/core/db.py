@@ -126,6 +126,11 @@ def in_use(message: str) -> ErrorFactory:
     return lambda exc: ConflictError(message, details={"constraint": exc.diag.constraint_name})
 
 
+def refused(field: str, message: str) -> ErrorFactory:
+    """Map a check-constraint violation to a 422 that names the field it is about."""
+    return lambda exc: InvalidInputError.for_field(field, message)
+
+
 _KEY_DETAIL = re.compile(r"^Key \((?P<column>[^)]*)\)=\((?P<value>.*)\) ")
 
 

@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.core.db import DbConnection
@@ -31,6 +32,7 @@ from control_plane.core.errors import (
     SovereignError,
 )
 from control_plane.core.settings import Settings
+from control_plane.domain.types import BIGINT_END
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +74,11 @@ async def get_conn(request: Request) -> AsyncIterator[DbConnection]:
         try:
             conn = await run_in_threadpool(pool.getconn, _CONNECTION_WAIT_SECONDS)
         except PoolTimeout as exc:
-            raise ServiceUnavailableError("no database connection became free in time") from exc
+            raise ServiceUnavailableError(
+                f"no database connection within {_CONNECTION_WAIT_SECONDS:g} s: the database "
+                "is down or every connection is busy; retry shortly",
+                details={"dependency": "database"},
+            ) from exc
     try:
         yield conn
     finally:
@@ -93,7 +99,9 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RequestId = Annotated[str, Depends(get_request_id)]
 #: Page size and start for list routes: at most 500 items a page.
 Limit = Annotated[int, Query(ge=1, le=500, description="Items per page (at most 500).")]
-Offset = Annotated[int, Query(ge=0, description="Items to skip.")]
+#: ``offset`` is bounded by what PostgreSQL's ``OFFSET`` (a bigint) takes, so every value
+#: is either served (an empty page past the end) or a 422 that names it.
+Offset = Annotated[int, Query(ge=0, lt=BIGINT_END, description="Items to skip.")]
 
 
 def _field_name(loc: tuple[int | str, ...], error_type: str) -> str:
@@ -140,11 +148,79 @@ def _http_error(_: Request, exc: Exception) -> Response:
     return JSONResponse(status_code=exc.status_code, content=body, headers=exc.headers)
 
 
+def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    """A 405 whose ``Allow`` names every method the API documents for the path.
+
+    Starlette names only the methods of the first route that matched the path, and FastAPI
+    makes a route per method: ``OPTIONS /v1/zones/{slug}`` would say ``Allow: GET`` and
+    leave out PATCH and DELETE. The OpenAPI document lists every method of every path;
+    where several of its paths match, the one with the fewest parameters is the path, as
+    OpenAPI matches them (``/v1/policies/whatif`` before ``/v1/policies/{name}``).
+    """
+    response = _http_error(request, exc)
+    document: dict[str, Any] = request.app.openapi()
+    path = request.url.path
+    matching = [
+        (template.count("{"), operations)
+        for template, operations in document.get("paths", {}).items()
+        if compile_path(template)[0].match(path)
+    ]
+    if matching:
+        fewest = min(parameters for parameters, _ in matching)
+        allowed = {m.upper() for n, ops in matching if n == fewest for m in ops}
+        response.headers["Allow"] = ", ".join(sorted(allowed))
+    return response
+
+
 def _sovereign_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SovereignError)
     if exc.status_code >= 500:
         log.error("request %s failed: %s", request.state.request_id, exc.message)
-    return JSONResponse(status_code=exc.status_code, content=exc.to_body(), headers=exc.headers)
+    return _error_response(exc.status_code, exc.to_body(), exc.headers)
+
+
+#: How long a client should wait before retrying a 503: the outages behind one (a restart,
+#: a failover, a pool that is full) are over in seconds.
+RETRY_AFTER_SECONDS = 2
+
+
+def _error_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response:
+    """An error answer with the error's own headers; a 503 tells when to retry."""
+    if status == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS), **(headers or {})}
+    return JSONResponse(status_code=status, content=body, headers=headers)
+
+
+#: SQLSTATEs of a database that is gone rather than of a statement that failed: connection
+#: exceptions (class 08), insufficient resources (class 53), and the server shutting down,
+#: crashing, starting up, or closing an idle session (57P01, 57P02, 57P03, 57P05).
+_OUTAGE_CLASSES = frozenset({"08", "53"})
+_OUTAGE_STATES = frozenset({"57P01", "57P02", "57P03", "57P05"})
+
+
+def is_database_outage(exc: psycopg.OperationalError) -> bool:
+    """Whether ``exc`` says the database is unavailable, so a retry may succeed.
+
+    No SQLSTATE means the client library itself gave up: the connection broke, none could
+    be opened, or the pool had none to lend in time (``PoolTimeout``).
+    """
+    state = exc.sqlstate
+    return state is None or state[:2] in _OUTAGE_CLASSES or state in _OUTAGE_STATES
+
+
+def _database_error(request: Request, exc: Exception) -> Response:
+    """A database that went away mid-request is a 503 with ``Retry-After``, not a 500."""
+    assert isinstance(exc, psycopg.OperationalError)
+    if not is_database_outage(exc):
+        return _unexpected_error(request, exc)
+    log.warning("request %s: database unavailable: %s", request.state.request_id, exc)
+    error = ServiceUnavailableError(
+        "the database is unavailable; retry shortly",
+        details={"dependency": "database", "request_id": request.state.request_id},
+    )
+    return _error_response(error.status_code, error.to_body())
 
 
 def _unstorable_value(request: Request, exc: Exception) -> Response:
@@ -170,8 +246,10 @@ def install_error_handlers(app: FastAPI) -> None:
     """Map every error to ``{"error": {"code", "message", "details"}}`` with its status."""
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(405, _method_not_allowed)
     app.add_exception_handler(SovereignError, _sovereign_error)
     app.add_exception_handler(psycopg.DataError, _unstorable_value)
+    app.add_exception_handler(psycopg.OperationalError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)
 
 

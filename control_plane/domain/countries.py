@@ -6,6 +6,8 @@ from typing import Annotated
 import pycountry
 from pydantic import AfterValidator, BeforeValidator
 
+from control_plane.domain.types import input_pattern
+
 
 @functools.cache
 def _alpha2_codes() -> frozenset[str]:
@@ -31,4 +33,13 @@ def _check(code: str) -> str:
 
 
 #: A country code field: case-insensitive on input, stored upper-case, checked against ISO.
-CountryCode = Annotated[str, BeforeValidator(_upper), AfterValidator(_check)]
+CountryCode = Annotated[
+    str,
+    BeforeValidator(_upper),
+    AfterValidator(_check),
+    input_pattern(
+        "^[A-Za-z]{2}$",
+        "An assigned ISO 3166-1 alpha-2 country code (XX and other unassigned codes are "
+        "refused); any case, stored upper-case.",
+    ),
+]

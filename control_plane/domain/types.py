@@ -13,7 +13,7 @@ let a look-alike through an ASCII-only rule.
 """
 
 import re
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -22,6 +22,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
 )
 
 
@@ -89,11 +90,34 @@ def _normalise_slug(value: object) -> object:
     return value.strip().lower() if isinstance(value, str) else value
 
 
+#: What ``str.strip()`` removes around ASCII text, as a JSON Schema (ECMA-262) class: tab,
+#: line feed, vertical tab, form feed, carriage return, the separators 0x1C-0x1F, space.
+STRIPPED = r"[\t-\r\x1c-\x1f ]*"
+
+
+def input_pattern(pattern: str, description: str) -> WithJsonSchema:
+    """The JSON schema of a text field whose input is stripped before ``pattern`` applies.
+
+    The schema says what a request may send, so that a client (or schemathesis) that
+    follows it is never refused for it: ``pattern`` (anchored) with the surrounding
+    whitespace ``str.strip()`` removes.
+    """
+    body = pattern.removeprefix("^").removesuffix("$")
+    return WithJsonSchema(
+        {"type": "string", "pattern": f"^{STRIPPED}{body}{STRIPPED}$", "description": description},
+        mode="validation",
+    )
+
+
 #: A short identifier: lower-case letters, digits and inner hyphens; input is lower-cased.
 Slug = Annotated[
     str,
     BeforeValidator(_normalise_slug),
     StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"),
+    input_pattern(
+        r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$",
+        "A slug: ASCII letters, digits and inner hyphens, at most 63; stored lower-cased.",
+    ),
 ]
 #: A label key as Kubernetes spells them: an optional DNS prefix, then a name.
 LabelKey = Annotated[
@@ -111,6 +135,38 @@ Description = Annotated[str, StringConstraints(max_length=4000), AfterValidator(
 Labels = Annotated[dict[LabelKey, LabelValue], Field(max_length=MAX_LABELS)]
 #: A merge patch of labels (a key set to null is removed): at most ``MAX_LABELS`` keys.
 LabelPatch = Annotated[dict[LabelKey, LabelValue | None], Field(max_length=MAX_LABELS)]
+#: A name, slug or id in a path or query parameter: any text PostgreSQL can compare with,
+#: so NUL (which its text cannot hold) is refused with a 422 naming the parameter.
+Lookup = Annotated[str, StringConstraints(pattern="^[^\x00]*$")]
+#: The first integer PostgreSQL's bigint cannot hold. Bounds say ``lt=BIGINT_END`` rather
+#: than ``le=2**63 - 1``: the OpenAPI document holds numbers as floats, which 2**63 is and
+#: 2**63 - 1 is not, so the documented bound is the one validation applies.
+BIGINT_END = 2**63
 #: Fits PostgreSQL's bigint; larger numbers are refused by validation, not by the database.
-BigCount = Annotated[int, Field(ge=0, le=2**63 - 1)]
+BigCount = Annotated[int, Field(ge=0, lt=BIGINT_END)]
 SmallCount = Annotated[int, Field(ge=0, le=2**31 - 1)]
+
+
+T = TypeVar("T")
+
+
+def _refuse_null(value: object) -> object:
+    # A validator runs only for fields the request sets, so an omitted field stays None.
+    if value is None:
+        raise ValueError("may be changed but not removed")
+    return value
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    """Drop null (and the default None) from a field's JSON schema: null is refused."""
+    kept = [branch for branch in schema.pop("anyOf", []) if branch != {"type": "null"}]
+    if len(kept) == 1:
+        schema.update(kept[0])
+    elif kept:
+        schema["anyOf"] = kept
+    schema.pop("default", None)
+
+
+#: A field of an update body that may be left out (it stays as it is) but not set to null
+#: ("may be changed but not removed"); its JSON schema has no null, as the server takes none.
+Change = Annotated[T | None, BeforeValidator(_refuse_null), Field(json_schema_extra=_without_null)]

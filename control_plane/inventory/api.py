@@ -9,7 +9,9 @@ from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.errors import PermissionDeniedError
 from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep
+from control_plane.core.openapi import error_responses
 from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus
+from control_plane.domain.types import Lookup
 from control_plane.inventory import agents, drift, nodes, zones
 from control_plane.inventory.models import (
     DriftAcknowledge,
@@ -49,21 +51,21 @@ def list_zones(conn: Conn, _: Reader) -> list[ZonePublic]:
 
 
 @router.get("/zones/{slug}", tags=["zones"])
-def get_zone(slug: str, conn: Conn, _: Reader) -> ZonePublic:
+def get_zone(slug: Lookup, conn: Conn, _: Reader) -> ZonePublic:
     """Show one residency zone."""
     return zones.get_zone(conn, slug)
 
 
 @router.patch("/zones/{slug}", tags=["zones"])
 def update_zone(
-    slug: str, change: ZoneUpdate, conn: Conn, who: Admin, request_id: RequestId
+    slug: Lookup, change: ZoneUpdate, conn: Conn, who: Admin, request_id: RequestId
 ) -> ZonePublic:
     """Change a zone's name, country, parent or description."""
     return zones.update_zone(conn, who.audit_context(request_id), slug, change)
 
 
 @router.delete("/zones/{slug}", status_code=status.HTTP_204_NO_CONTENT, tags=["zones"])
-def delete_zone(slug: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
+def delete_zone(slug: Lookup, conn: Conn, who: Admin, request_id: RequestId) -> Response:
     """Delete a zone that nothing uses."""
     zones.delete_zone(conn, who.audit_context(request_id), slug)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -85,11 +87,11 @@ def list_sites(conn: Conn, _: Reader) -> list[SitePublic]:
 def list_nodes(
     conn: Conn,
     _: Reader,
-    zone: Annotated[str | None, Query(description="Zone slug; nested zones included.")] = None,
-    site: str | None = None,
-    origin_country: Annotated[str | None, Query(description="ISO 3166-1 alpha-2.")] = None,
+    zone: Annotated[Lookup | None, Query(description="Zone slug; nested zones included.")] = None,
+    site: Lookup | None = None,
+    origin_country: Annotated[Lookup | None, Query(description="ISO 3166-1 alpha-2.")] = None,
     node_status: Annotated[NodeStatus | None, Query(alias="status")] = None,
-    gpu_model: Annotated[str | None, Query(description="Substring, any case.")] = None,
+    gpu_model: Annotated[Lookup | None, Query(description="Substring, any case.")] = None,
     provenance_status: ProvenanceStatus | None = None,
     drift_status: DriftStatus | None = None,
     limit: Limit = 100,
@@ -108,15 +110,16 @@ def list_nodes(
     return nodes.list_nodes(conn, filters, limit, offset)
 
 
-@router.get("/nodes/{node}", tags=["nodes"])
-def get_node(node: str, conn: Conn, _: Reader) -> NodeDetail:
+# A hostname two nodes share names neither: 409 (the path's 404 is documented for all).
+@router.get("/nodes/{node}", tags=["nodes"], responses=error_responses(409))
+def get_node(node: Lookup, conn: Conn, _: Reader) -> NodeDetail:
     """Show one GPU server (by id or hostname) with its GPUs."""
     return nodes.get_node(conn, nodes.resolve_node_id(conn, node))
 
 
 @router.patch("/nodes/{node}", tags=["nodes"])
 def update_node(
-    node: str, change: NodeUpdate, conn: Conn, who: Admin, request_id: RequestId
+    node: Lookup, change: NodeUpdate, conn: Conn, who: Admin, request_id: RequestId
 ) -> NodeDetail:
     """Change a node's zone, site, status, labels or declared provenance."""
     node_id = nodes.resolve_node_id(conn, node)
@@ -125,7 +128,7 @@ def update_node(
 
 @router.post("/nodes/{node}/drift/acknowledge", tags=["nodes"])
 def acknowledge_drift(
-    node: str,
+    node: Lookup,
     conn: Conn,
     who: Admin,
     request_id: RequestId,

@@ -15,6 +15,7 @@ from control_plane.domain.countries import CountryCode
 from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.domain.types import (
     BigCount,
+    Change,
     Description,
     Input,
     LabelPatch,
@@ -41,18 +42,10 @@ class ZoneCreate(Input):
 class ZoneUpdate(Input):
     """Changes to a zone; omitted fields stay as they are, ``parent: null`` detaches it."""
 
-    name: ShortText | None = Field(default=None, min_length=1)
-    country: CountryCode | None = None
+    name: Change[ShortText] = Field(default=None, min_length=1)
+    country: Change[CountryCode] = None
     parent: Slug | None = None
-    description: Description | None = None
-
-    @field_validator("name", "country", "description", mode="before")
-    @classmethod
-    def _only_parent_may_be_null(cls, value: object) -> object:
-        # Runs only for fields the request sets, so omitted fields stay untouched.
-        if value is None:
-            raise ValueError("may be changed but not removed (only parent may be null)")
-        return value
+    description: Change[Description] = None
 
 
 class ZonePublic(BaseModel):

@@ -23,6 +23,7 @@ from control_plane.core.db import (
     in_use,
     load_queries,
     references,
+    refused,
     translate_integrity_errors,
     unique,
 )
@@ -32,6 +33,7 @@ from control_plane.inventory.models import GpuPublic, NodeRow, SitePublic, Stale
 _ZONE_WRITE: dict[str, ErrorFactory] = {
     "residency_zone_pkey": unique("slug", "a zone with this slug already exists"),
     "residency_zone_parent_fkey": references("parent", "unknown zone"),
+    "residency_zone_not_own_parent": refused("parent", "a zone cannot be its own parent"),
 }
 
 

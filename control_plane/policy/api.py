@@ -14,6 +14,7 @@ from control_plane.access.models import Permission, Principal
 from control_plane.core.bodies import MAX_BODY_KEY, POLICY_BODY_BYTES, decode, parse_json
 from control_plane.core.errors import InvalidInputError
 from control_plane.core.http import Conn, Limit, Offset, RequestId
+from control_plane.domain.types import Lookup
 from control_plane.policy import service
 from control_plane.policy.documents import load_documents, split_documents
 from control_plane.policy.engine import DecisionCache
@@ -120,14 +121,14 @@ def list_policies(conn: Conn, _: Reader) -> list[PolicySummary]:
 
 
 @router.get("/policies/{name}", tags=["policies"])
-def policy_history(name: str, conn: Conn, _: Reader) -> list[PolicyVersionPublic]:
+def policy_history(name: Lookup, conn: Conn, _: Reader) -> list[PolicyVersionPublic]:
     """Show every version of one policy, oldest first."""
     return service.policy_history(conn, name)
 
 
 @router.get("/policies/{name}/versions/{version}", tags=["policies"])
 def get_policy_version(
-    name: str, version: Annotated[int, Path(ge=1, le=2**31 - 1)], conn: Conn, _: Reader
+    name: Lookup, version: Annotated[int, Path(ge=1, le=2**31 - 1)], conn: Conn, _: Reader
 ) -> PolicyVersionPublic:
     """Show one version of a policy."""
     return service.get_policy_version(conn, name, version)

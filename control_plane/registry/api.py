@@ -12,6 +12,7 @@ from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.http import Conn, Limit, Offset, RequestId
 from control_plane.domain.classification import Classification
+from control_plane.domain.types import Lookup
 from control_plane.registry import service
 from control_plane.registry.models import (
     AssetFilters,
@@ -34,8 +35,10 @@ from control_plane.registry.models import (
 
 Reader = Annotated[Principal, Depends(require(Permission.INVENTORY_READ))]
 Admin = Annotated[Principal, Depends(require(Permission.REGISTRY_WRITE))]
-TenantFilter = Annotated[str | None, Query(description="Owning tenant's slug.")]
-ZoneFilter = Annotated[str | None, Query(description="Storage zone slug; nested zones included.")]
+TenantFilter = Annotated[Lookup | None, Query(description="Owning tenant's slug.")]
+ZoneFilter = Annotated[
+    Lookup | None, Query(description="Storage zone slug; nested zones included.")
+]
 router = APIRouter(prefix="/v1", route_class=SecuredRoute)
 
 
@@ -57,13 +60,13 @@ def list_tenants(conn: Conn, _: Reader) -> list[TenantPublic]:
 
 
 @router.get("/tenants/{tenant}", tags=["tenants"])
-def get_tenant(tenant: str, conn: Conn, _: Reader) -> TenantPublic:
+def get_tenant(tenant: Lookup, conn: Conn, _: Reader) -> TenantPublic:
     """Show one tenant with its quotas."""
     return service.get_tenant(conn, tenant)
 
 
 @router.delete("/tenants/{tenant}", status_code=status.HTTP_204_NO_CONTENT, tags=["tenants"])
-def delete_tenant(tenant: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
+def delete_tenant(tenant: Lookup, conn: Conn, who: Admin, request_id: RequestId) -> Response:
     """Delete a tenant that owns no dataset or model, with its quotas."""
     service.delete_tenant(conn, who.audit_context(request_id), tenant)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -71,7 +74,7 @@ def delete_tenant(tenant: str, conn: Conn, who: Admin, request_id: RequestId) ->
 
 @router.put("/tenants/{tenant}/quotas/{zone}", tags=["tenants"])
 def set_quota(
-    tenant: str, zone: str, quota: QuotaSet, conn: Conn, who: Admin, request_id: RequestId
+    tenant: Lookup, zone: Lookup, quota: QuotaSet, conn: Conn, who: Admin, request_id: RequestId
 ) -> QuotaPublic:
     """Set a tenant's GPU quota in a zone, replacing the one it had there."""
     return service.set_quota(conn, who.audit_context(request_id), tenant, zone, quota)
@@ -80,7 +83,9 @@ def set_quota(
 @router.delete(
     "/tenants/{tenant}/quotas/{zone}", status_code=status.HTTP_204_NO_CONTENT, tags=["tenants"]
 )
-def remove_quota(tenant: str, zone: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
+def remove_quota(
+    tenant: Lookup, zone: Lookup, conn: Conn, who: Admin, request_id: RequestId
+) -> Response:
     """Remove a tenant's GPU quota in a zone."""
     service.remove_quota(conn, who.audit_context(request_id), tenant, zone)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -113,21 +118,21 @@ def list_datasets(
 
 
 @router.get("/datasets/{dataset}", tags=["datasets"])
-def get_dataset(dataset: str, conn: Conn, _: Reader) -> DatasetPublic:
+def get_dataset(dataset: Lookup, conn: Conn, _: Reader) -> DatasetPublic:
     """Show one dataset."""
     return service.get_dataset(conn, dataset)
 
 
 @router.patch("/datasets/{dataset}", tags=["datasets"])
 def update_dataset(
-    dataset: str, change: DatasetUpdate, conn: Conn, who: Admin, request_id: RequestId
+    dataset: Lookup, change: DatasetUpdate, conn: Conn, who: Admin, request_id: RequestId
 ) -> DatasetPublic:
     """Change a dataset's owner, classification, storage zones, labels or description."""
     return service.update_dataset(conn, who.audit_context(request_id), dataset, change)
 
 
 @router.delete("/datasets/{dataset}", status_code=status.HTTP_204_NO_CONTENT, tags=["datasets"])
-def delete_dataset(dataset: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
+def delete_dataset(dataset: Lookup, conn: Conn, who: Admin, request_id: RequestId) -> Response:
     """Delete a dataset from the registry."""
     service.delete_dataset(conn, who.audit_context(request_id), dataset)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -151,7 +156,7 @@ def list_models(
     tenant: TenantFilter = None,
     classification: Classification | None = None,
     zone: ZoneFilter = None,
-    origin_country: Annotated[str | None, Query(description="ISO 3166-1 alpha-2.")] = None,
+    origin_country: Annotated[Lookup | None, Query(description="ISO 3166-1 alpha-2.")] = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> ModelPage:
@@ -166,21 +171,21 @@ def list_models(
 
 
 @router.get("/models/{model}", tags=["models"])
-def get_model(model: str, conn: Conn, _: Reader) -> ModelPublic:
+def get_model(model: Lookup, conn: Conn, _: Reader) -> ModelPublic:
     """Show one model."""
     return service.get_model(conn, model)
 
 
 @router.patch("/models/{model}", tags=["models"])
 def update_model(
-    model: str, change: ModelUpdate, conn: Conn, who: Admin, request_id: RequestId
+    model: Lookup, change: ModelUpdate, conn: Conn, who: Admin, request_id: RequestId
 ) -> ModelPublic:
     """Change a model's owner, classification, zones, labels, provenance or license."""
     return service.update_model(conn, who.audit_context(request_id), model, change)
 
 
 @router.delete("/models/{model}", status_code=status.HTTP_204_NO_CONTENT, tags=["models"])
-def delete_model(model: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
+def delete_model(model: Lookup, conn: Conn, who: Admin, request_id: RequestId) -> Response:
     """Delete a model from the registry."""
     service.delete_model(conn, who.audit_context(request_id), model)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -204,7 +209,7 @@ def list_destinations(conn: Conn, _: Reader) -> list[DestinationPublic]:
 
 
 @router.get("/destinations/{destination}", tags=["destinations"])
-def get_destination(destination: str, conn: Conn, _: Reader) -> DestinationPublic:
+def get_destination(destination: Lookup, conn: Conn, _: Reader) -> DestinationPublic:
     """Show one artifact destination."""
     return service.get_destination(conn, destination)
 
@@ -212,7 +217,9 @@ def get_destination(destination: str, conn: Conn, _: Reader) -> DestinationPubli
 @router.delete(
     "/destinations/{destination}", status_code=status.HTTP_204_NO_CONTENT, tags=["destinations"]
 )
-def delete_destination(destination: str, conn: Conn, who: Admin, request_id: RequestId) -> Response:
+def delete_destination(
+    destination: Lookup, conn: Conn, who: Admin, request_id: RequestId
+) -> Response:
     """Delete an artifact destination."""
     service.delete_destination(conn, who.audit_context(request_id), destination)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

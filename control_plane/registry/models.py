@@ -11,11 +11,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, field_validator
+from pydantic import AfterValidator, BaseModel, Field
 
 from control_plane.domain.classification import Classification
 from control_plane.domain.countries import CountryCode
 from control_plane.domain.types import (
+    Change,
     Description,
     Input,
     LabelPatch,
@@ -128,31 +129,17 @@ class ModelCreate(_AssetCreate):
     license: ShortText = Field(min_length=1, description="E.g. an SPDX id or 'proprietary'.")
 
 
-def _refuse_null(value: object) -> object:
-    """Let a change set a field but not null it (the update models' fields are optional).
-
-    A validator runs only for fields the request sets, so omitted fields stay untouched.
-    """
-    if value is None:
-        raise ValueError("may be changed but not removed")
-    return value
-
-
 class _AssetUpdate(Input):
     """Changes to a dataset or model; omitted fields stay as they are.
 
     ``labels`` is a merge patch (a key set to null is removed); ``zones`` replaces the list.
     """
 
-    tenant: Slug | None = None
-    classification: Classification | None = None
-    zones: StorageZones | None = None
+    tenant: Change[Slug] = None
+    classification: Change[Classification] = None
+    zones: Change[StorageZones] = None
     labels: LabelPatch | None = None
-    description: Description | None = None
-
-    _not_null = field_validator("tenant", "classification", "zones", "description", mode="before")(
-        _refuse_null
-    )
+    description: Change[Description] = None
 
 
 class DatasetUpdate(_AssetUpdate):
@@ -162,13 +149,9 @@ class DatasetUpdate(_AssetUpdate):
 class ModelUpdate(_AssetUpdate):
     """Changes to a model, its provenance and its license included."""
 
-    supplier: ShortText | None = Field(default=None, min_length=1)
-    origin_country: CountryCode | None = None
-    license: ShortText | None = Field(default=None, min_length=1)
-
-    _provenance_not_null = field_validator("supplier", "origin_country", "license", mode="before")(
-        _refuse_null
-    )
+    supplier: Change[ShortText] = Field(default=None, min_length=1)
+    origin_country: Change[CountryCode] = None
+    license: Change[ShortText] = Field(default=None, min_length=1)
 
 
 class AssetPublic(BaseModel):

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.http import Conn, Limit, Offset, RequestId
+from control_plane.domain.types import Lookup
 from control_plane.policy.api import Decisions, PolicySets
 from control_plane.scheduling import service
 from control_plane.scheduling.fleet import FleetCache
@@ -68,7 +69,7 @@ async def submit_workload(
 def list_workloads(
     conn: Conn,
     _: Reader,
-    tenant: Annotated[str | None, Query(description="Tenant slug.")] = None,
+    tenant: Annotated[Lookup | None, Query(description="Tenant slug.")] = None,
     status: WorkloadStatus | None = None,
     limit: Limit = 100,
     offset: Offset = 0,

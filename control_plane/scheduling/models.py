@@ -15,7 +15,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from control_plane.domain.decisions import DecisionOutcome, EnforcementPoint
-from control_plane.domain.types import Input, Labels, Slug
+from control_plane.domain.types import BIGINT_END, Input, Labels, Slug
 from control_plane.facts.workloads import WorkloadRequest
 from control_plane.policy.models import ReasonPublic
 
@@ -71,7 +71,7 @@ class WorkloadCreate(Input):
     gpu_model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         default=None, description="Substring of the GPU model, any case (H100)."
     )
-    min_gpu_memory_bytes: int | None = Field(default=None, ge=1, le=2**63 - 1)
+    min_gpu_memory_bytes: int | None = Field(default=None, ge=1, lt=BIGINT_END)
     mig_profile: MigProfile | None = Field(
         default=None, description="Asks for MIG-enabled GPUs (a whole GPU each), e.g. 1g.10gb."
     )

@@ -103,7 +103,7 @@ WHERE w.id = %(id)s;
 SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.policy_set_version,
        w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname, w.zone_slug AS zone,
        w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at, w.created_by,
-       w.ended_at, w.lease_expires_at <= now() AS lease_expired
+       w.ended_at, coalesce(w.lease_expires_at <= now(), false) AS lease_expired
 FROM workload w LEFT JOIN node n ON n.id = w.node_id
 WHERE w.id = %(id)s
 FOR UPDATE OF w;

@@ -360,6 +360,18 @@ def test_renew_extends_the_lease(
     assert late.json()["error"]["details"]["reason"] == "lease_expired"
 
 
+def test_a_denied_workload_can_be_neither_renewed_nor_released(
+    client: TestClient, fleet: Fleet
+) -> None:
+    # A denial has no lease at all, which is not an expired one (found by schemathesis: a 500).
+    denied = submit(client, fleet, gpu_model="A100")
+    assert denied["status"] == "denied"
+    for verb in ("renew", "release"):
+        response = client.post(f"/v1/workloads/{denied['id']}/{verb}", headers=fleet.admin)
+        assert response.status_code == 409, response.text
+        assert response.json()["error"]["details"] == {"status": "denied"}
+
+
 def age_lease(owner_conn: DbConnection, workload_id: str) -> None:
     owner_conn.execute(
         "UPDATE workload SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
