@@ -97,12 +97,38 @@ def test_verify_names_a_rehashed_event(conn: DbConnection, owner_conn: DbConnect
     assert "prev_hash" in (result.reason or "")
 
 
-def test_app_role_cannot_update_or_delete(conn: DbConnection) -> None:
+def test_app_role_cannot_insert_update_or_delete(conn: DbConnection) -> None:
     write_events(conn, 1)
-    for statement in ("UPDATE audit_event SET actor_name = 'x'", "DELETE FROM audit_event"):
+    head = audit.list_events(conn).items[-1]
+    # The forgery of issue 10 item 9: an event the client hashed itself, chained on the head.
+    forged = {
+        "seq": head.seq + 1,
+        "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "actor_id": "token:admin",
+        "actor_name": "admin",
+        "request_id": None,
+        "action": AuditAction.POLICY_SET_ACTIVATED.value,
+        "object_type": "policy_set",
+        "object_id": "1",
+        "before": None,
+        "after": None,
+    }
+    forged["hash"] = event_hash(forged, head.hash)
+    forged["prev_hash"] = head.hash
+    columns = ", ".join(forged)
+    values = ", ".join(f"%({name})s" for name in forged)
+    for statement, params in (
+        (f"INSERT INTO audit_event ({columns}) VALUES ({values})", forged),
+        ("UPDATE audit_event SET actor_name = 'x'", {}),
+        ("DELETE FROM audit_event", {}),
+        ("TRUNCATE audit_event", {}),
+        ("UPDATE audit_pending SET actor_name = 'x'", {}),
+        ("DELETE FROM audit_pending", {}),
+    ):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(statement)
+            conn.execute(statement, params)
     assert audit.verify_chain(conn).ok
+    assert [e.seq for e in audit.list_events(conn).items] == [head.seq]
 
 
 def test_owner_is_stopped_by_the_trigger(owner_conn: DbConnection, conn: DbConnection) -> None:

@@ -80,7 +80,7 @@ def test_app_role_may_not_rewrite_the_audit_log(empty_database: str) -> None:
                 "WHERE grantee = 'sovereign_app' AND table_name = 'audit_event'"
             )
         }
-    assert grants == {"SELECT", "INSERT"}
+    assert grants == {"SELECT"}
 
 
 def test_ensure_database_creates_once() -> None:
