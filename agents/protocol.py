@@ -194,6 +194,12 @@ def inventory_hash(inventory: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
 
 
+#: How far one heartbeat's ``seq`` may run ahead of the last one the control plane took.
+#: An agent steps by one per sweep (2**32 sweeps are centuries), so a larger jump is not
+#: a lost counter but a hostile or broken one: 2**63 - 1 would make every later heartbeat
+#: of the node a repeat, forever. The control plane answers 422 naming ``seq``.
+MAX_SEQ_STEP = 2**32
+
 #: Field types sent as they are.
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 

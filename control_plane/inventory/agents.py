@@ -170,6 +170,13 @@ def record_heartbeat(
     """
     with transaction(conn):
         row = existing_node(conn, node_id, for_update=True)
+        if heartbeat.seq - row.last_heartbeat_seq > protocol.MAX_SEQ_STEP:
+            raise InvalidInputError.for_field(
+                "seq",
+                f"more than {protocol.MAX_SEQ_STEP} ahead of the last accepted "
+                f"({row.last_heartbeat_seq})",
+                heartbeat.seq,
+            )
         if heartbeat.seq <= row.last_heartbeat_seq:
             return HeartbeatAck(
                 accepted=False,

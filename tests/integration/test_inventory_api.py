@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from agents.protocol import MAX_SEQ_STEP
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.core.db import DbConnection
@@ -194,6 +195,27 @@ def test_register_then_heartbeat(
     assert gpus[GPU_A]["power_w"] == pytest.approx(412.3, rel=1e-6)
     assert gpus[GPU_B]["utilization_pct"] is None
     assert detail["last_heartbeat_seq"] == 1
+
+
+def test_a_sequence_number_cannot_jump_out_of_reach(
+    client: TestClient, admin: dict[str, str]
+) -> None:
+    """Issue 10 item 11: seq 2**63-1 would make every later heartbeat a repeat, forever."""
+    node = register(client, admin, gpu_uuids=(GPU_A,))
+    agent = bearer(node["token"])
+    url = f"/v1/nodes/{node['node_id']}/heartbeat"
+    assert client.post(url, json={"seq": 3}, headers=agent).json()["accepted"] is True
+    for seq in (2**63 - 1, 3 + MAX_SEQ_STEP + 1):
+        refused = client.post(url, json={"seq": seq}, headers=agent)
+        assert refused.status_code == 422, refused.text
+        [problem] = refused.json()["error"]["details"]["fields"]
+        assert problem["field"] == "seq"
+    assert (
+        client.get(f"/v1/nodes/{node['node_id']}", headers=admin).json()["last_heartbeat_seq"] == 3
+    )
+    # The largest step is taken, and the node's next heartbeat goes on from it.
+    assert client.post(url, json={"seq": 3 + MAX_SEQ_STEP}, headers=agent).json()["accepted"]
+    assert client.post(url, json={"seq": 4 + MAX_SEQ_STEP}, headers=agent).json()["accepted"]
 
 
 def test_heartbeats_are_idempotent_by_sequence(
