@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from control_plane.access import service as access
 from control_plane.access.models import Role
 from control_plane.app import create_app
+from control_plane.audit import service as audit
 from control_plane.celery_app import create_celery
 from control_plane.cli.main import main
 from control_plane.core import migrations
@@ -52,10 +53,20 @@ def template_database() -> Iterator[str]:
 
 
 @pytest.fixture
-def database_url(template_database: str) -> Iterator[str]:
-    """A private, migrated database for one test (owner/login connection URL)."""
+def database_url(template_database: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A private, migrated database for one test (owner/login connection URL).
+
+    When the test is done, its audit chain must still verify, as ``sovctl audit verify``
+    checks it: whatever the test sent, through whatever route, the record holds. A test
+    that rewrites the log on purpose says so with ``@pytest.mark.tampers_audit``.
+    """
     with scratch_database("sovereign_t", template=template_database) as name:
-        yield url_for(name)
+        url = url_for(name)
+        yield url
+        if request.node.get_closest_marker("tampers_audit") is None:
+            with connect(url) as conn:
+                result = audit.verify_chain(conn)
+            assert result.ok, f"audit chain broken after the test: {result}"
 
 
 @pytest.fixture

@@ -61,6 +61,7 @@ def test_events_link_to_each_other(conn: DbConnection) -> None:
     assert result.head_hash == page.items[2].hash
 
 
+@pytest.mark.tampers_audit
 def test_verify_names_the_modified_event(conn: DbConnection, owner_conn: DbConnection) -> None:
     write_events(conn, 5)
     # The owner can bypass the append-only trigger (replica mode); the chain still tells.
@@ -72,6 +73,7 @@ def test_verify_names_the_modified_event(conn: DbConnection, owner_conn: DbConne
     assert "contents" in (result.reason or "")
 
 
+@pytest.mark.tampers_audit
 def test_verify_names_a_gap_left_by_deletion(conn: DbConnection, owner_conn: DbConnection) -> None:
     write_events(conn, 4)
     tamper(owner_conn, "DELETE FROM audit_event WHERE seq = 2")
@@ -80,6 +82,7 @@ def test_verify_names_a_gap_left_by_deletion(conn: DbConnection, owner_conn: DbC
     assert result.first_broken_seq == 2
 
 
+@pytest.mark.tampers_audit
 def test_verify_names_a_rehashed_event(conn: DbConnection, owner_conn: DbConnection) -> None:
     """A forger who recomputes the changed event's own hash still breaks the next link."""
     write_events(conn, 4)

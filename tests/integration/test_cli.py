@@ -183,6 +183,7 @@ def test_config_file_supplies_url_and_token(
     assert "not a valid sovctl config" in err
 
 
+@pytest.mark.tampers_audit
 def test_audit_verify_names_the_first_broken_seq(
     sovctl: Run, owner_conn: DbConnection, sovctl_as: Callable[[Role], Run]
 ) -> None:
