@@ -144,7 +144,14 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         _side("the node", "NodePublic"),
     ),
     AuditAction.NODE_INVENTORY_CHANGED: ActionRecord(
-        "node", "a heartbeat carries an inventory that differs from the stored one", _NODE, _NODE
+        "node",
+        "a heartbeat carries an inventory that differs from the stored one",
+        _NODE,
+        _side(
+            "the node with its GPUs (a booked GPU the report left out is kept, with"
+            " `missing_since` set)",
+            "NodeDetail",
+        ),
     ),
     AuditAction.NODE_DRIFT_DETECTED: ActionRecord(
         "node",
@@ -280,13 +287,20 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         "workload",
         "a running workload is released",
         _HOLDING,
-        _side("`status`, `ended_at`, `freed_gpu_uuids`", "WorkloadReleased"),
+        _side(
+            "`status`, `ended_at`, `freed_gpu_uuids`, `removed_gpu_uuids` (GPUs its node had"
+            " stopped reporting, deleted with the reservations)",
+            "WorkloadReleased",
+        ),
     ),
     AuditAction.WORKLOAD_EXPIRED: ActionRecord(
         "workload",
         "the lease sweep ends a workload whose lease was not renewed",
         _HOLDING,
-        _side("`status`, `ended_at`, `reason`", "WorkloadExpired"),
+        _side(
+            "`status`, `ended_at`, `reason`, `removed_gpu_uuids` (as for a release)",
+            "WorkloadExpired",
+        ),
     ),
     AuditAction.COMPLIANCE_EVALUATED: ActionRecord(
         "compliance_evaluation",

@@ -6,8 +6,9 @@ SELECT slug, parent_slug, country FROM residency_zone;
 SELECT generation FROM fleet_generation;
 
 -- name: fleet
--- Every node placement could consider, with ALL its GPUs, as the policy engine wants
--- them; which GPUs are booked is read separately (scheduling's ``reserved_gpu_uuids``),
+-- Every node placement could consider, with ALL its GPUs that are there (not a booked GPU
+-- its node stopped reporting, migration 0014), as the policy engine wants them; which
+-- GPUs are booked is read separately (scheduling's ``reserved_gpu_uuids``),
 -- because that changes with every admission while this changes rarely. Decommissioned
 -- nodes are left out: they are not part of the fleet any more and would only clutter the
 -- reasons.
@@ -17,7 +18,7 @@ SELECT n.id, n.hostname, n.zone_slug AS zone, n.status, n.drift_status, n.origin
            (SELECT jsonb_agg(jsonb_build_object('uuid', g.uuid, 'model', g.model,
                                                 'memory_total_bytes', g.memory_total_bytes,
                                                 'mig_mode', g.mig_mode) ORDER BY g.index)
-            FROM gpu g WHERE g.node_id = n.id),
+            FROM gpu g WHERE g.node_id = n.id AND g.missing_since IS NULL),
            '[]'::jsonb) AS gpus
 FROM node n
 WHERE n.status <> 'decommissioned'

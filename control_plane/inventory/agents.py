@@ -50,7 +50,14 @@ def inventory_hash(inventory: Inventory) -> str:
 
 
 def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> None:
-    """Make the node's GPU rows match the report: upsert those reported, delete the rest."""
+    """Make the node's GPU rows match the report: upsert those reported, retire the rest.
+
+    A GPU left out is deleted, unless a workload holds it: then it is kept as missing
+    (``missing_since``), out of placement and counts but still booked, so that reporting
+    it again cannot free it for a second workload. It is deleted when the workload ends.
+    The change shows in the GPUs of the audited node snapshot. The caller holds the node
+    locked ``FOR UPDATE``.
+    """
     seen: set[str] = set()
     indexes: set[int] = set()
     for position, gpu in enumerate(inventory.gpus):
@@ -65,11 +72,18 @@ def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> None
         seen.add(gpu.uuid)
         indexes.add(gpu.index)
         if not repository.upsert_gpu(conn, {**gpu.model_dump(), "node_id": node_id}):
-            raise ConflictError(
-                f"inventory.gpus.{position}.uuid: GPU {gpu.uuid} is registered to another node",
-                details={"field": f"inventory.gpus.{position}.uuid", "uuid": gpu.uuid},
+            field = f"inventory.gpus.{position}.uuid"
+            held = (
+                "; that node stopped reporting it, but a workload there still holds it"
+                " until it is released or its lease expires"
+                if repository.gpu_missing_elsewhere(conn, gpu.uuid, node_id)
+                else ""
             )
-    repository.delete_gpus_not_in(conn, node_id, sorted(seen))
+            raise ConflictError(
+                f"{field}: GPU {gpu.uuid} is registered to another node{held}",
+                details={"field": field, "uuid": gpu.uuid},
+            )
+    repository.retire_gpus_not_in(conn, node_id, sorted(seen))
 
 
 def _host_values(inventory: Inventory) -> dict[str, Any]:

@@ -308,6 +308,12 @@ class GpuPublic(BaseModel):
     process_count: int | None
     fan_speed_pct: float | None
     telemetry_at: datetime | None
+    missing_since: datetime | None = Field(
+        description="Set when the node stopped reporting this GPU while a workload held it:"
+        " the first report without it. A missing GPU is out of placement and counts but"
+        " stays booked; reported again, it is back (and still booked); it is deleted when"
+        " its workload ends."
+    )
 
 
 class NodePublic(BaseModel):
@@ -329,7 +335,7 @@ class NodePublic(BaseModel):
     cpu_model: str | None
     cpu_count: int | None
     memory_bytes: int | None
-    gpu_count: int
+    gpu_count: int = Field(description="GPUs the node reports (missing GPUs not counted).")
     provenance: Provenance
     drift: Drift
     registered_at: datetime

@@ -48,7 +48,8 @@ SELECT slug, name, zone_slug AS zone, description, created_at FROM site ORDER BY
 SELECT slug, name, zone_slug AS zone, description, created_at FROM site WHERE slug = %(slug)s;
 
 -- name: search_nodes
-SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id) AS gpu_count
+SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id AND g.missing_since IS NULL)
+       AS gpu_count
 FROM node_search(%(zone)s, %(site)s, %(origin_country)s, %(status)s, %(gpu_model)s,
                  %(provenance_status)s, %(drift_status)s) n
 ORDER BY n.hostname, n.id
@@ -60,18 +61,21 @@ FROM node_search(%(zone)s, %(site)s, %(origin_country)s, %(status)s, %(gpu_model
                  %(provenance_status)s, %(drift_status)s);
 
 -- name: get_node
-SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id) AS gpu_count
+SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id AND g.missing_since IS NULL)
+       AS gpu_count
 FROM node n WHERE n.id = %(id)s;
 
 -- name: find_nodes_by_hostname
 SELECT id FROM node WHERE hostname = %(hostname)s ORDER BY registered_at;
 
 -- name: lock_node
-SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id) AS gpu_count
+SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id AND g.missing_since IS NULL)
+       AS gpu_count
 FROM node n WHERE n.id = %(id)s FOR UPDATE;
 
 -- name: lock_node_by_machine_id
-SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id) AS gpu_count
+SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id AND g.missing_since IS NULL)
+       AS gpu_count
 FROM node n WHERE n.machine_id = %(machine_id)s FOR UPDATE;
 
 -- name: insert_node
@@ -158,7 +162,9 @@ WHERE id IN (
 RETURNING id, hostname, last_heartbeat_at;
 
 -- name: node_gpus
-SELECT * FROM gpu WHERE node_id = %(node_id)s ORDER BY index;
+-- Missing GPUs too (after those that are there): a booked GPU its node stopped reporting.
+SELECT * FROM gpu WHERE node_id = %(node_id)s
+ORDER BY missing_since IS NOT NULL, index, uuid;
 
 -- name: upsert_gpu
 -- Only the node that owns a UUID may update it; no row back means another node owns it.
@@ -178,12 +184,43 @@ SET index = EXCLUDED.index, model = EXCLUDED.model, serial = EXCLUDED.serial,
     driver_version = EXCLUDED.driver_version, cuda_version = EXCLUDED.cuda_version,
     ecc_mode = EXCLUDED.ecc_mode, compute_capability = EXCLUDED.compute_capability,
     power_limit_w = EXCLUDED.power_limit_w,
-    confidential_compute = EXCLUDED.confidential_compute, health = EXCLUDED.health
+    confidential_compute = EXCLUDED.confidential_compute, health = EXCLUDED.health,
+    missing_since = NULL
 WHERE gpu.node_id = EXCLUDED.node_id
 RETURNING uuid;
 
--- name: delete_gpus_not_in
-DELETE FROM gpu WHERE node_id = %(node_id)s AND NOT (uuid = ANY(%(uuids)s));
+-- name: gpu_missing_elsewhere
+-- Whether a GPU another node owns is one that node stopped reporting (kept, as booked).
+SELECT missing_since IS NOT NULL AS missing FROM gpu
+WHERE uuid = %(uuid)s AND node_id <> %(node_id)s;
+
+-- name: mark_gpus_missing
+-- A booked GPU the report leaves out is kept, and so is its reservation (migration 0014);
+-- the stamp is the first report without it. The node is locked by the caller, and a
+-- booking share-locks it, so no reservation appears or goes on this node meanwhile
+-- (release and the lease sweep share-lock it too before deleting missing GPUs).
+UPDATE gpu g SET missing_since = now()
+WHERE g.node_id = %(node_id)s AND NOT (g.uuid = ANY(%(uuids)s)) AND g.missing_since IS NULL
+  AND EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid);
+
+-- name: delete_unbooked_gpus_not_in
+-- A GPU without a reservation that the report leaves out is gone.
+DELETE FROM gpu g
+WHERE g.node_id = %(node_id)s AND NOT (g.uuid = ANY(%(uuids)s))
+  AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid);
+
+-- name: share_lock_nodes
+-- Waits for an inventory report being applied to these nodes (which locks its node FOR
+-- UPDATE) and keeps the next one out until commit; in id order, so two callers cannot
+-- deadlock.
+SELECT id FROM node WHERE id = ANY(%(ids)s) ORDER BY id FOR SHARE;
+
+-- name: delete_missing_gpus
+-- Missing GPUs whose reservation has just been deleted: nothing holds them any more.
+DELETE FROM gpu g
+WHERE g.uuid = ANY(%(uuids)s) AND g.missing_since IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)
+RETURNING g.uuid;
 
 -- name: update_gpu_telemetry
 UPDATE gpu AS g
@@ -207,5 +244,5 @@ FROM node GROUP BY 1, 2, 3;
 -- name: fleet_gpu_counts
 SELECT coalesce(n.zone_slug, '') AS zone, g.model, count(*) AS gpus
 FROM gpu g JOIN node n ON n.id = g.node_id
-WHERE n.status <> 'decommissioned'
+WHERE n.status <> 'decommissioned' AND g.missing_since IS NULL
 GROUP BY 1, 2;

@@ -226,9 +226,38 @@ def upsert_gpu(conn: DbConnection, values: dict[str, Any]) -> bool:
         return fetch_one(conn, _q("upsert_gpu"), _with_json(values)) is not None
 
 
-def delete_gpus_not_in(conn: DbConnection, node_id: UUID, uuids: Sequence[str]) -> None:
-    """Remove a node's GPUs that are no longer reported."""
-    conn.execute(_q("delete_gpus_not_in"), {"node_id": node_id, "uuids": list(uuids)})
+def gpu_missing_elsewhere(conn: DbConnection, uuid: str, node_id: UUID) -> bool:
+    """Whether the GPU another node than ``node_id`` owns is one that node stopped reporting."""
+    row = fetch_one(conn, _q("gpu_missing_elsewhere"), {"uuid": uuid, "node_id": node_id})
+    return row is not None and bool(row["missing"])
+
+
+def retire_gpus_not_in(conn: DbConnection, node_id: UUID, uuids: Sequence[str]) -> None:
+    """Retire a node's GPUs that are no longer reported.
+
+    A GPU without a reservation is deleted. A booked one is kept, stamped
+    ``missing_since``, so its workload still holds it and nothing else can book it; it is
+    deleted when that workload ends (``delete_missing_gpus``). The caller holds the node
+    locked ``FOR UPDATE``.
+    """
+    params = {"node_id": node_id, "uuids": list(uuids)}
+    conn.execute(_q("mark_gpus_missing"), params)
+    conn.execute(_q("delete_unbooked_gpus_not_in"), params)
+
+
+def delete_missing_gpus(
+    conn: DbConnection, node_ids: Sequence[UUID], uuids: Sequence[str]
+) -> list[str]:
+    """Delete the missing GPUs among ``uuids`` that no reservation holds now; return them.
+
+    For the end of a workload, after its reservations are deleted. The nodes (those the
+    GPUs were booked on) are share-locked first, so an inventory report being applied to
+    them either commits before (and its marks are seen here) or starts after (and sees
+    the reservations gone, so it deletes instead of marking).
+    """
+    conn.execute(_q("share_lock_nodes"), {"ids": sorted(set(node_ids))})
+    rows = fetch_all(conn, _q("delete_missing_gpus"), {"uuids": list(uuids)})
+    return sorted(row["uuid"] for row in rows)
 
 
 def update_gpu_telemetry(

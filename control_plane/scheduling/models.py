@@ -196,12 +196,20 @@ class WorkloadHolding(BaseModel):
     lease_expires_at: datetime | None
 
 
+#: What ``removed_gpu_uuids`` holds in the events of a workload's end.
+_REMOVED_GPUS = (
+    "GPUs the workload held that their node had stopped reporting (kept, as missing, only"
+    " while it held them): deleted with its reservations."
+)
+
+
 class WorkloadReleased(BaseModel):
     """A workload released, and the GPUs it freed."""
 
     status: WorkloadStatus
     ended_at: datetime | None
     freed_gpu_uuids: list[str]
+    removed_gpu_uuids: list[str] = Field(description=_REMOVED_GPUS)
 
 
 class WorkloadExpired(BaseModel):
@@ -210,3 +218,4 @@ class WorkloadExpired(BaseModel):
     status: WorkloadStatus
     ended_at: datetime
     reason: str
+    removed_gpu_uuids: list[str] = Field(description=_REMOVED_GPUS)

@@ -36,7 +36,8 @@ WHERE w.tenant_slug = %(tenant)s AND w.zone_slug = %(zone)s
 -- booking to commit; a node that changed since the snapshot is skipped); locks up to
 -- `count` of its free GPUs of the kind asked for, those this process claimed for the
 -- request first, SKIP LOCKED (a GPU another admission is booking right now is not free
--- for this one); and only when there are `count` of them,
+-- for this one; a GPU its node stopped reporting is not there); and only when there are
+-- `count` of them,
 -- stores the workload and its reservations. Always one row: `id` is null when the node
 -- could not take it, and then `lockable` says which of the GPUs asked for were free and
 -- not being booked by anyone else (so the caller's belief learns about bookings still in
@@ -50,7 +51,7 @@ WITH target AS (
     FOR SHARE
 ), locked AS (
     SELECT g.uuid, g.index FROM gpu g JOIN target t ON t.id = g.node_id
-    WHERE g.uuid = ANY(%(uuids)s)
+    WHERE g.uuid = ANY(%(uuids)s) AND g.missing_since IS NULL
       AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)
     ORDER BY g.uuid = ANY(%(claimed)s) DESC, g.index
     LIMIT %(count)s

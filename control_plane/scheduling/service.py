@@ -28,6 +28,7 @@ book one GPU twice. Whatever the verdict, the workload is stored and audited
 the reasons, in the same transaction.
 """
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID, uuid4
@@ -38,6 +39,7 @@ from control_plane.core.errors import ConflictError, NotFoundError
 from control_plane.domain.audit import AuditAction
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
 from control_plane.facts.workloads import WorkloadRequest, workload_view
+from control_plane.inventory import repository as inventory
 from control_plane.policy.engine import DecisionCache, decide_with_mask
 from control_plane.policy.models import Reason, WorkloadView
 from control_plane.policy.service import CompiledPolicySets, active_policy_set
@@ -332,6 +334,21 @@ def _running(conn: DbConnection, workload_id: UUID, verb: str) -> LockedWorkload
     return found
 
 
+def _forget_missing(
+    conn: DbConnection, node_ids: Iterable[UUID | None], freed: Sequence[str]
+) -> list[str]:
+    """Delete the GPUs among ``freed`` that their node had stopped reporting; return them.
+
+    A booked GPU left out of its node's inventory is kept, as missing, only for the
+    workload that holds it (``inventory.agents._apply_gpus``); once that workload has
+    ended, nothing accounts for it any more. Listed in the workload's end event.
+    """
+    nodes = [node_id for node_id in node_ids if node_id is not None]
+    if not freed or not nodes:
+        return []
+    return inventory.delete_missing_gpus(conn, nodes, freed)
+
+
 def release(
     conn: DbConnection, ctx: AuditContext, workload_id: UUID, fleet: FleetCache | None = None
 ) -> WorkloadPublic:
@@ -349,9 +366,13 @@ def release(
         )
         repository.end_workload(conn, workload_id, WorkloadStatus.RELEASED.value)
         freed = repository.delete_reservations(conn, [workload_id])
+        removed = _forget_missing(conn, [before.node_id], freed)
         after = get_workload(conn, workload_id)
         change.after = WorkloadReleased(
-            status=after.status, ended_at=after.ended_at, freed_gpu_uuids=sorted(freed)
+            status=after.status,
+            ended_at=after.ended_at,
+            freed_gpu_uuids=sorted(freed),
+            removed_gpu_uuids=removed,
         )
     if fleet is not None:
         fleet.freed(freed)
@@ -385,8 +406,10 @@ def expire_leases(conn: DbConnection, ctx: AuditContext, *, batch_size: int) -> 
     """
     with transaction(conn):
         expired = repository.expire_due(conn, batch_size)
+        removed: set[str] = set()
         if expired:
-            repository.delete_reservations(conn, [found.id for found in expired])
+            freed = repository.delete_reservations(conn, [found.id for found in expired])
+            removed.update(_forget_missing(conn, [found.node_id for found in expired], freed))
         for found in expired:
             record_change(
                 conn,
@@ -403,6 +426,7 @@ def expire_leases(conn: DbConnection, ctx: AuditContext, *, batch_size: int) -> 
                     status=WorkloadStatus.EXPIRED,
                     ended_at=found.ended_at,
                     reason="lease not renewed",
+                    removed_gpu_uuids=sorted(removed.intersection(found.gpu_uuids)),
                 ),
             )
     return len(expired)

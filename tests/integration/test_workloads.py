@@ -8,6 +8,7 @@ from typing import Any
 from uuid import UUID
 
 import httpx
+import psycopg
 import pytest
 from celery import Celery
 from fastapi.testclient import TestClient
@@ -630,3 +631,233 @@ def test_gpus_freed_elsewhere_are_found_before_a_capacity_denial(
     placed = submit(client, fleet)
     assert placed["status"] == "admitted"
     assert placed["gpu_uuids"] == held[3]["gpu_uuids"]
+
+
+# -- booked GPUs that leave their node's inventory -------------------------------------
+
+
+@pytest.fixture
+def full_node(client: TestClient, admin: dict[str, str]) -> Fleet:
+    """jp-a alone, with 8 GPUs."""
+    return _build(client, admin, [("jp-a", "jp", 8)])
+
+
+def report(
+    client: TestClient, fleet: Fleet, hostname: str, seq: int, *, without: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The node's agent heartbeats its registered inventory, less the GPUs ``without``.
+
+    The GPUs left keep their index and serial, as when a board is pulled or stops
+    answering NVML.
+    """
+    token, machine_id = fleet.agents[hostname]
+    inventory = registration(
+        hostname=hostname, machine_id=machine_id, gpu_uuids=fleet.gpus[hostname]
+    )["inventory"]
+    inventory["gpus"] = [gpu for gpu in inventory["gpus"] if gpu["uuid"] not in without]
+    response = client.post(
+        f"/v1/nodes/{fleet.node_ids[hostname]}/heartbeat",
+        json={"seq": seq, "inventory": inventory},
+        headers=bearer(token),
+    )
+    assert response.status_code == 200, response.text
+    ack: dict[str, Any] = response.json()
+    return ack
+
+
+def acknowledge(client: TestClient, fleet: Fleet, hostname: str) -> None:
+    path = f"/v1/nodes/{fleet.node_ids[hostname]}/drift/acknowledge"
+    response = client.post(path, json={}, headers=fleet.admin)
+    assert response.status_code == 200, response.text
+
+
+def gpu_rows(conn: DbConnection, node_id: str) -> dict[str, Any]:
+    """The node's GPU rows: UUID to ``missing_since``."""
+    rows = conn.execute("SELECT uuid, missing_since FROM gpu WHERE node_id = %s", (node_id,))
+    return {row["uuid"]: row["missing_since"] for row in rows}
+
+
+def held_twice(client: TestClient, fleet: Fleet) -> list[str]:
+    """GPU UUIDs that appear in more than one admitted workload."""
+    page = client.get("/v1/workloads?status=admitted&limit=500", headers=fleet.admin).json()
+    seen: list[str] = [uuid for workload in page["items"] for uuid in workload["gpu_uuids"]]
+    return sorted({uuid for uuid in seen if seen.count(uuid) > 1})
+
+
+def test_a_booked_gpu_that_leaves_and_comes_back_is_not_booked_twice(
+    client: TestClient, conn: DbConnection, full_node: Fleet
+) -> None:
+    # Issue 10 item 8, as reproduced against the real server.
+    fleet = full_node
+    node_id = fleet.node_ids["jp-a"]
+    first = submit(client, fleet, gpu_count=8)
+    assert first["status"] == "admitted"
+    gone = fleet.gpus["jp-a"][3]
+
+    ack = report(client, fleet, "jp-a", 1, without=(gone,))
+    assert ack["inventory_changed"] is True
+    # Kept, as missing, and still booked by the first workload.
+    assert gpu_rows(conn, node_id)[gone] is not None
+    assert reservations(conn)[gone] == UUID(first["id"])
+    detail = client.get(f"/v1/nodes/{node_id}", headers=fleet.admin).json()
+    assert detail["gpu_count"] == 7
+    [missing] = [gpu for gpu in detail["gpus"] if gpu["missing_since"] is not None]
+    assert missing["uuid"] == gone
+    # The inventory change is audited with the GPU going missing in its snapshots.
+    [event] = audit.list_events(conn, object_id=node_id, action="node.inventory_changed").items
+    assert {g["uuid"]: g["missing_since"] for g in event.before["gpus"]}[gone] is None
+    assert {g["uuid"]: g["missing_since"] for g in event.after["gpus"]}[gone] is not None
+
+    report(client, fleet, "jp-a", 2)
+    acknowledge(client, fleet, "jp-a")
+    # Back, and still the first workload's.
+    assert gpu_rows(conn, node_id)[gone] is None
+    assert reservations(conn)[gone] == UUID(first["id"])
+    assert client.get(f"/v1/nodes/{node_id}", headers=fleet.admin).json()["gpu_count"] == 8
+
+    second = submit(client, fleet, gpu_count=1)
+    assert second["status"] == "denied"
+    assert "capacity" in rules(second)
+    assert gone not in second["gpu_uuids"]
+    assert held_twice(client, fleet) == []
+    assert len(reservations(conn)) == 8
+    assert audit.verify_chain(conn).ok
+
+
+def test_a_missing_gpu_is_out_of_placement_and_counts_but_the_others_are_not(
+    client: TestClient, conn: DbConnection, fleet: Fleet
+) -> None:
+    # jp-b (2 GPUs): one booked, then left out of a report.
+    node_id = fleet.node_ids["jp-b"]
+    first = submit(client, fleet, gpu_count=1)
+    assert first["hostname"] == "jp-b"
+    [gone] = first["gpu_uuids"]
+    report(client, fleet, "jp-b", 1, without=(gone,))
+    acknowledge(client, fleet, "jp-b")
+    assert set(gpu_rows(conn, node_id)) == set(fleet.gpus["jp-b"])
+    # Two GPUs asked for: jp-b has one there and free, so another node takes it.
+    pair = submit(client, fleet, gpu_count=2)
+    assert pair["hostname"] != "jp-b"
+    # The metrics and the node list count the GPUs that are there.
+    listed = client.get("/v1/nodes?zone=jp", headers=fleet.admin).json()["items"]
+    assert {node["hostname"]: node["gpu_count"] for node in listed} == {"jp-a": 4, "jp-b": 1}
+    metrics = client.get("/metrics").text
+    assert 'sovereign_fleet_gpus{model="NVIDIA H100 80GB HBM3",zone="jp"} 5.0' in metrics
+    # The free GPU on jp-b is still bookable, the missing one never.
+    single = submit(client, fleet, gpu_count=1)
+    assert single["hostname"] == "jp-b"
+    assert single["gpu_uuids"] != [gone]
+    assert held_twice(client, fleet) == []
+
+
+def test_another_gpu_may_take_a_missing_gpus_index(
+    client: TestClient, conn: DbConnection, full_node: Fleet
+) -> None:
+    fleet = full_node
+    node_id = fleet.node_ids["jp-a"]
+    first = submit(client, fleet, gpu_count=8)
+    token, machine_id = fleet.agents["jp-a"]
+    inventory = registration(hostname="jp-a", machine_id=machine_id, gpu_uuids=fleet.gpus["jp-a"])[
+        "inventory"
+    ]
+    # The board in slot 3 replaced by another one: a new UUID at the same index.
+    inventory["gpus"][3]["uuid"] = "GPU-replacement-0003"
+    inventory["gpus"][3]["serial"] = "1652329999999"
+    response = client.post(
+        f"/v1/nodes/{node_id}/heartbeat",
+        json={"seq": 1, "inventory": inventory},
+        headers=bearer(token),
+    )
+    assert response.status_code == 200, response.text
+    acknowledge(client, fleet, "jp-a")
+    rows = gpu_rows(conn, node_id)
+    assert rows[fleet.gpus["jp-a"][3]] is not None
+    assert rows["GPU-replacement-0003"] is None
+    replacement = submit(client, fleet, gpu_count=1)
+    assert replacement["gpu_uuids"] == ["GPU-replacement-0003"]
+    assert reservations(conn)[fleet.gpus["jp-a"][3]] == UUID(first["id"])
+    assert held_twice(client, fleet) == []
+
+
+def test_releasing_a_workload_deletes_the_gpus_that_went_missing(
+    client: TestClient, conn: DbConnection, fleet: Fleet
+) -> None:
+    node_id = fleet.node_ids["jp-b"]
+    workload = submit(client, fleet, gpu_count=2)
+    assert workload["hostname"] == "jp-b"
+    gone = fleet.gpus["jp-b"][1]
+    report(client, fleet, "jp-b", 1, without=(gone,))
+    response = client.post(f"/v1/workloads/{workload['id']}/release", headers=fleet.admin)
+    assert response.status_code == 200, response.text
+    assert set(gpu_rows(conn, node_id)) == {fleet.gpus["jp-b"][0]}
+    assert reservations(conn) == {}
+    [event] = audit.list_events(conn, action="workload.released").items
+    assert event.after["freed_gpu_uuids"] == sorted(fleet.gpus["jp-b"])
+    assert event.after["removed_gpu_uuids"] == [gone]
+    # Reported again, it is a new GPU of the node, free to book.
+    report(client, fleet, "jp-b", 2)
+    acknowledge(client, fleet, "jp-b")
+    assert gpu_rows(conn, node_id) == dict.fromkeys(fleet.gpus["jp-b"])
+    again = submit(client, fleet, gpu_count=2)
+    assert sorted(again["gpu_uuids"]) == sorted(fleet.gpus["jp-b"])
+
+
+def test_an_expired_lease_deletes_the_gpus_that_went_missing(
+    client: TestClient, conn: DbConnection, owner_conn: DbConnection, fleet: Fleet
+) -> None:
+    node_id = fleet.node_ids["jp-b"]
+    workload = submit(client, fleet, gpu_count=2)
+    gone = fleet.gpus["jp-b"][0]
+    report(client, fleet, "jp-b", 1, without=(gone,))
+    age_lease(owner_conn, workload["id"])
+    assert service.expire_leases(conn, LEASE_SWEEP_ACTOR, batch_size=100) == 1
+    assert set(gpu_rows(conn, node_id)) == {fleet.gpus["jp-b"][1]}
+    [event] = audit.list_events(conn, action="workload.expired").items
+    assert event.after["removed_gpu_uuids"] == [gone]
+    assert audit.verify_chain(conn).ok
+
+
+def test_reregistering_without_a_booked_gpu_keeps_it_booked(
+    client: TestClient, conn: DbConnection, fleet: Fleet
+) -> None:
+    node_id = fleet.node_ids["jp-b"]
+    workload = submit(client, fleet, gpu_count=1)
+    [held] = workload["gpu_uuids"]
+    free = next(uuid for uuid in fleet.gpus["jp-b"] if uuid != held)
+    _, machine_id = fleet.agents["jp-b"]
+    # The agent restarts and registers again seeing neither GPU.
+    body = registration(hostname="jp-b", machine_id=machine_id, gpu_uuids=(), zone="jp")
+    response = client.post("/v1/agents/register", json=body, headers=fleet.admin)
+    assert response.status_code == 201, response.text
+    assert set(gpu_rows(conn, node_id)) == {held}
+    assert gpu_rows(conn, node_id)[held] is not None
+    assert free not in gpu_rows(conn, node_id)
+    assert reservations(conn) == {held: UUID(workload["id"])}
+    [event] = audit.list_events(conn, object_id=node_id, action="node.reregistered").items
+    assert [g["uuid"] for g in event.after["gpus"] if g["missing_since"] is not None] == [held]
+
+
+def test_another_node_cannot_claim_a_missing_booked_gpu(client: TestClient, fleet: Fleet) -> None:
+    workload = submit(client, fleet, gpu_count=2)
+    assert workload["hostname"] == "jp-b"
+    moved = fleet.gpus["jp-b"][0]
+    report(client, fleet, "jp-b", 1, without=(moved,))
+    body = registration(hostname="tw-b", gpu_uuids=(moved,), zone="tw")
+    response = client.post("/v1/agents/register", json=body, headers=fleet.admin)
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["details"] == {"field": "inventory.gpus.0.uuid", "uuid": moved}
+    assert "a workload there still holds it" in error["message"]
+
+
+def test_the_database_refuses_to_delete_a_booked_gpu(
+    client: TestClient, owner_conn: DbConnection, fleet: Fleet
+) -> None:
+    workload = submit(client, fleet, gpu_count=1)
+    [held] = workload["gpu_uuids"]
+    with pytest.raises(psycopg.errors.ForeignKeyViolation) as refused:
+        owner_conn.execute("DELETE FROM gpu WHERE uuid = %s", (held,))
+    assert refused.value.diag.constraint_name == "gpu_reservation_gpu_fkey"
+    # Nor through its node: the reservation names the node as well.
+    with pytest.raises(psycopg.errors.ForeignKeyViolation):
+        owner_conn.execute("DELETE FROM node WHERE id = %s", (workload["node_id"],))
