@@ -1,4 +1,4 @@
--- depends: 0012_gpu_protocol_fields
+-- depends: 0013_audit_app_role_read_only
 -- A booked GPU outlives its node's inventory. Until now a GPU that a report left out was
 -- deleted, and its reservation with it (ON DELETE CASCADE): when the node reported the GPU
 -- again it came back as a new, free row and a second workload could be admitted on a GPU
