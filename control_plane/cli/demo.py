@@ -24,9 +24,8 @@ from control_plane.access import service as access
 from control_plane.access.models import Role
 from control_plane.cli.local import cli_actor
 from control_plane.core.audit_log import AuditContext
-from control_plane.core.db import connect
+from control_plane.core.db import DbConnection, connect
 from control_plane.core.settings import Settings, load_settings
-from control_plane.core.db import DbConnection
 from control_plane.inventory import agents, nodes
 from control_plane.inventory import zones as inventory
 from control_plane.inventory.models import NodeFilters, ReplacementApprove, ZoneCreate

@@ -100,7 +100,8 @@ def test_a_bootstrap_token_cannot_take_over_a_known_node(
         "SELECT count(*) AS n FROM api_token WHERE node_id = %s AND revoked_at IS NOT NULL",
         (node["node_id"],),
     ).fetchone()
-    assert revoked is not None and revoked["n"] == 0
+    assert revoked is not None
+    assert revoked["n"] == 0
 
 
 def test_the_nodes_own_agent_may_register_again(
