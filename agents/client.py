@@ -80,9 +80,9 @@ class ControlPlaneClient:
     does. A broken connection is dropped and reopened on the next request. A server may
     close a keep-alive connection that sat idle (uvicorn after 5 s, less than the default
     10 s sweep): when a reused connection ends before any byte of the answer, the request
-    is sent once more on a new connection. That is safe for both endpoints: the control
-    plane drops a heartbeat's repeated sequence number, and registering again by machine
-    id replaces the credential.
+    is sent once more on a new connection. The server had not taken the first (it closed
+    the connection idle), and a heartbeat sent twice would count once all the same (the
+    control plane drops a repeated sequence number).
     """
 
     def __init__(self, base_url: str, *, ca_bundle: Path | None = None, timeout: float = 10.0):
@@ -177,9 +177,13 @@ class ControlPlaneClient:
             raise ControlPlaneUnreachableError(f"not JSON from the control plane: {exc}") from None
         return result
 
-    def register(self, bootstrap_token: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Register this node; returns ``node_id``, its credential and the interval."""
-        return self._post("/v1/agents/register", bootstrap_token, body)
+    def register(self, token: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Register this node; returns ``node_id``, its (new) credential and the interval.
+
+        ``token`` is the bootstrap token, or the node's own credential to register again
+        (a known machine id takes that, or a bootstrap token an admin approved; else 409).
+        """
+        return self._post("/v1/agents/register", token, body)
 
     def heartbeat(self, node_id: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
         """Send one heartbeat; the answer says whether it was new or a duplicate."""

@@ -56,10 +56,11 @@ def gpu_health(reading: GpuTelemetry) -> str:
 
 
 class RegistrationError(Exception):
-    """The node could not register (no or revoked bootstrap token, rejected declarations).
+    """The node could not register, and nothing can be delivered until someone acts.
 
-    Nothing can be delivered until an operator fixes the configuration, so heartbeats stay
-    in the spool and registration is retried with backoff.
+    No or a revoked bootstrap token, rejected declarations, or a machine id already
+    registered that this agent holds no credential for (an admin approves a replacement).
+    Heartbeats stay in the spool and registration is retried with backoff.
     """
 
 
@@ -161,16 +162,20 @@ class Agent:
         return self._inventory
 
     def register(self) -> None:
-        """Register with the bootstrap token and keep the node credential (mode 0600)."""
-        if not self.config.bootstrap_token:
+        """Register and keep the node credential (mode 0600).
+
+        With the node credential held, with it: a known machine id is registered again
+        only by that node (or with an admin's approval). Without one, with the bootstrap
+        token: for a new machine, or one an admin approved a replacement for.
+        """
+        token = self.credential["token"] if self.credential else self.config.bootstrap_token
+        if not token:
             raise CredentialRejectedError(
                 "no node credential and no bootstrap token to register with "
                 "(set control_plane.bootstrap_token or SOVEREIGN_AGENT_BOOTSTRAP_TOKEN)"
             )
         inventory, digest = self._inventory_and_hash()
-        answer = self.client.register(
-            self.config.bootstrap_token, to_wire(self.config.registration(inventory))
-        )
+        answer = self.client.register(token, to_wire(self.config.registration(inventory)))
         self.credential = {
             "node_id": str(answer["node_id"]),
             "token": str(answer["token"]),
@@ -230,7 +235,22 @@ class Agent:
         if self.credential is None:
             try:
                 self.register()
-            except (RequestRejectedError, CredentialRejectedError) as exc:
+            except RequestRejectedError as exc:
+                if exc.status == 409:
+                    # The machine id is registered and our credential is gone (revoked, or
+                    # lost with the state directory): only an admin can vouch for us now.
+                    # Retried with backoff, so an approval is picked up without a restart.
+                    log.error(
+                        "cannot register: the control plane already has a node with this "
+                        "machine id (%s) and this agent holds no credential for it; an admin "
+                        "must approve a replacement (sovctl nodes approve-replacement NODE): %s",
+                        self.host.facts.machine_id,
+                        exc,
+                    )
+                else:
+                    log.error("cannot register: %s", exc)
+                raise RegistrationError(str(exc)) from None
+            except CredentialRejectedError as exc:
                 log.error("cannot register: %s", exc)
                 raise RegistrationError(str(exc)) from None
         assert self.credential is not None

@@ -12,8 +12,8 @@ from control_plane.core.audit_log import AuditContext
 class Role(StrEnum):
     """What a bearer token is for.
 
-    ``bootstrap`` tokens only register agents; ``agent`` tokens are minted at
-    registration and bound to one node.
+    ``bootstrap`` tokens only register agents (a node already known only with an admin's
+    approval); ``agent`` tokens are minted at registration and bound to one node.
     """
 
     ADMIN = "admin"
@@ -42,8 +42,9 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OPERATOR: frozenset({Permission.INVENTORY_READ, Permission.WORKLOAD_WRITE}),
     Role.AUDITOR: frozenset({Permission.INVENTORY_READ, Permission.AUDIT_READ}),
     Role.BOOTSTRAP: frozenset({Permission.AGENT_REGISTER}),
-    # An agent may heartbeat only for its own node; the heartbeat route checks which.
-    Role.AGENT: frozenset({Permission.AGENT_HEARTBEAT}),
+    # An agent may heartbeat for, and re-register, only its own node: the heartbeat route
+    # and registration check which.
+    Role.AGENT: frozenset({Permission.AGENT_HEARTBEAT, Permission.AGENT_REGISTER}),
 }
 
 

@@ -3,8 +3,13 @@
 A new user should see a living inventory at once: four zones in three countries with
 simulated GPU servers reporting into them. Everything here is idempotent, so ``make up``
 can run it every time. ``sovctl up --simulate N`` runs the fleet (``simulator_command``).
+
+A simulated node whose state directory is gone (its credential with it) may register its
+machine id again only with an admin's approval, as a real one; seeding approves it, so
+the demo fleet comes back after ``.sovereign/simulator`` is removed.
 """
 
+import json
 import stat
 import sys
 from dataclasses import dataclass
@@ -19,10 +24,11 @@ from control_plane.access import service as access
 from control_plane.access.models import Role
 from control_plane.cli.local import cli_actor
 from control_plane.core.audit_log import AuditContext
-from control_plane.core.db import connect
+from control_plane.core.db import DbConnection, connect
 from control_plane.core.settings import Settings, load_settings
+from control_plane.inventory import agents, nodes
 from control_plane.inventory import zones as inventory
-from control_plane.inventory.models import ZoneCreate
+from control_plane.inventory.models import NodeFilters, ReplacementApprove, ZoneCreate
 
 app = typer.Typer(no_args_is_help=True, help="Demo data for a first look.")
 
@@ -39,6 +45,8 @@ DEMO_ZONES = (
 SIMULATED_ZONES = ("jp-east", "jp-west", "tw-north", "us-east")
 SIMULATED_ORIGINS = ("TW", "US", "JP")
 #: The recorded H100 the simulator replays; present in a checkout of the repository.
+#: The label the simulator puts on its nodes.
+SIMULATED_LABEL = ("simulated", "true")
 RECORDING = Path(control_plane.__file__).resolve().parent.parent / (
     "tests/fixtures/gpu/h100-80gb-hbm3"
 )
@@ -52,6 +60,8 @@ class DemoSeed:
     admin_token_file: Path
     simulator_config: Path
     zones_created: list[str]
+    #: Hostnames of simulated nodes approved for replacement (their state was gone).
+    replacements_approved: list[str]
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -77,6 +87,37 @@ def _token(
     return issued.token
 
 
+def _has_credential(state_dir: Path, api_url: str) -> bool:
+    """Whether a simulated agent's state holds a credential for this control plane."""
+    try:
+        stored = json.loads((state_dir / "credential.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(stored, dict) and stored.get("control_plane_url") == api_url
+
+
+def _approve_lost_simulated_nodes(
+    conn: DbConnection, actor: AuditContext, simulator_state: Path, api_url: str
+) -> list[str]:
+    """Approve a replacement for each simulated node whose agent state has no credential."""
+    key, value = SIMULATED_LABEL
+    approved = []
+    offset, page_size = 0, 500
+    while True:
+        page = nodes.list_nodes(conn, NodeFilters(), page_size, offset)
+        for node in page.items:
+            if node.labels.get(key) != value:
+                continue
+            if _has_credential(simulator_state / node.hostname, api_url):
+                continue
+            reason = "demo seed: the simulator's state for this node is gone"
+            agents.approve_replacement(conn, actor, node.id, ReplacementApprove(reason=reason))
+            approved.append(node.hostname)
+        offset += page_size
+        if offset >= page.total:
+            return approved
+
+
 def seed(settings: Settings, actor: AuditContext, api_url: str) -> DemoSeed:
     """Create the demo admin token, zones and the simulator's bootstrap config if missing."""
     admin_file = settings.state_dir / "admin.token"
@@ -88,6 +129,8 @@ def seed(settings: Settings, actor: AuditContext, api_url: str) -> DemoSeed:
             if zone.slug not in present:
                 inventory.create_zone(conn, actor, zone)
                 created.append(zone.slug)
+        simulator_state = settings.state_dir / "simulator"
+        approved = _approve_lost_simulated_nodes(conn, actor, simulator_state, api_url)
     simulator_file = settings.state_dir / "simulator.token"
     _token(settings, actor, SIMULATOR_TOKEN_NAME, Role.BOOTSTRAP, simulator_file)
     config = settings.state_dir / "simulator.yaml"
@@ -95,10 +138,10 @@ def seed(settings: Settings, actor: AuditContext, api_url: str) -> DemoSeed:
         "version": "v1",
         "control_plane": {"url": api_url, "bootstrap_token": simulator_file.read_text().strip()},
         "sweep_interval_seconds": settings.heartbeat_interval_seconds,
-        "state_dir": str(settings.state_dir / "simulator"),
+        "state_dir": str(simulator_state),
     }
     _write_private(config, yaml.safe_dump(document, sort_keys=False))
-    return DemoSeed(admin_token, admin_file, config, created)
+    return DemoSeed(admin_token, admin_file, config, created, approved)
 
 
 def simulator_command(config: Path, nodes: int) -> list[str] | None:
@@ -147,3 +190,8 @@ def demo_seed(
         typer.echo(f"demo admin token exists; it is in {result.admin_token_file}")
     if result.zones_created:
         typer.echo(f"demo zones created: {', '.join(result.zones_created)}")
+    if result.replacements_approved:
+        typer.echo(
+            f"simulated nodes whose state is gone, approved to register again: "
+            f"{len(result.replacements_approved)}"
+        )

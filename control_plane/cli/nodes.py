@@ -1,7 +1,8 @@
-"""``sovctl nodes list|show|update|tag|ack-drift``: GPU servers, through the HTTP API.
+"""``sovctl nodes list|show|update|tag|ack-drift|approve-replacement``: GPU servers, via the API.
 
-Agents register nodes; admins place them (``update``), label them (``tag``) and accept a
-drifted node's new hardware identity (``ack-drift``).
+Agents register nodes; admins place them (``update``), label them (``tag``), accept a
+drifted node's new hardware identity (``ack-drift``) and let an agent that lost its
+credential register its node again with the bootstrap token (``approve-replacement``).
 """
 
 from typing import Annotated, Any
@@ -12,6 +13,10 @@ from control_plane.cli.client import api
 from control_plane.cli.options import Limit, Offset, changes
 from control_plane.cli.output import Output, OutputFormat, emit, emit_page
 from control_plane.domain.fleet import NodeStatus
+from control_plane.inventory.models import (
+    MAX_REPLACEMENT_APPROVAL_SECONDS,
+    REPLACEMENT_APPROVAL_SECONDS,
+)
 
 app = typer.Typer(no_args_is_help=True, help="GPU servers (via the API).")
 
@@ -144,3 +149,24 @@ def nodes_ack_drift(
     """Accept a drifted node's reported hardware identity as its baseline; end the quarantine."""
     detail = api("POST", f"/v1/nodes/{node}/drift/acknowledge", json={"note": note})
     emit(_row(detail), output, ["id", "hostname", "status", "drift_status"])
+
+
+@app.command("approve-replacement")
+def nodes_approve_replacement(
+    node: Node,
+    reason: Annotated[str | None, typer.Option(help="Why, e.g. a ticket for a disk swap.")] = None,
+    expires_in: Annotated[
+        int,
+        typer.Option(
+            "--expires-in",
+            min=60,
+            max=MAX_REPLACEMENT_APPROVAL_SECONDS,
+            help="Seconds the approval may be used (once).",
+        ),
+    ] = REPLACEMENT_APPROVAL_SECONDS,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Allow one bootstrap-token registration of a node whose agent lost its credential."""
+    body = {"reason": reason, "expires_in_seconds": expires_in}
+    approval = api("POST", f"/v1/nodes/{node}/replacement", json=body)
+    emit(approval, output, ["node_id", "approved_by", "approved_at", "expires_at", "reason"])

@@ -22,6 +22,8 @@ class AuditAction(StrEnum):
     SITE_CREATED = "site.created"
     NODE_REGISTERED = "node.registered"
     NODE_REREGISTERED = "node.reregistered"
+    NODE_REPLACEMENT_APPROVED = "node.replacement_approved"
+    NODE_REPLACEMENT_USED = "node.replacement_used"
     NODE_UPDATED = "node.updated"
     NODE_INVENTORY_CHANGED = "node.inventory_changed"
     NODE_DRIFT_DETECTED = "node.drift_detected"
@@ -98,6 +100,9 @@ def _side(text: str, *models: str | None) -> Snapshot:
 
 _NODE = _side("the node with its GPUs", "NodeDetail")
 _IDENTITY = "`identity` (system serial, GPU UUID/serial pairs), `status`, `drift_status`"
+_APPROVAL = _side(
+    "the approval: `approved_by`, `approved_at`, `expires_at`, `reason`", "ReplacementApproval"
+)
 _HOLDING = _side(
     "what it held: `status`, `node_id`, `gpu_uuids`, `lease_expires_at`", "WorkloadHolding"
 )
@@ -135,7 +140,24 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         "node", "an agent registers a machine id not seen before", NOTHING, _NODE
     ),
     AuditAction.NODE_REREGISTERED: ActionRecord(
-        "node", "an agent registers a machine id already known", _NODE, _NODE
+        "node",
+        "a known machine id is registered again: by the node's own agent, an admin, or a"
+        " bootstrap token with an admin's approval",
+        _NODE,
+        _NODE,
+    ),
+    AuditAction.NODE_REPLACEMENT_APPROVED: ActionRecord(
+        "node",
+        "an admin approves one bootstrap-token registration of a known node (a replacement)",
+        _side("the approval it replaces, expired or not", "ReplacementApproval", None),
+        _APPROVAL,
+    ),
+    AuditAction.NODE_REPLACEMENT_USED: ActionRecord(
+        "node",
+        "a bootstrap-token registration uses up the node's approval (before its"
+        " `node.reregistered`)",
+        _APPROVAL,
+        NOTHING,
     ),
     AuditAction.NODE_UPDATED: ActionRecord(
         "node",

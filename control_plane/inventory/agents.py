@@ -5,6 +5,12 @@ heartbeats: telemetry always, the full inventory when it changed. A report whose
 identity differs from the baseline quarantines the node (``drift.py``). Only real changes
 are audited (a registration, a changed inventory, drift, a node coming back online or
 going offline); telemetry is not, as it changes every few seconds and proves nothing.
+
+A machine id is no secret (every inventory reader sees it), so registering one already
+known must prove it is that node: the caller is the node's own agent credential, an
+admin, or a bootstrap token for which an admin approved a replacement (used once, within
+its expiry). Anyone else is refused with nothing changed: the legitimate agent keeps its
+credential, the node its GPUs and status.
 """
 
 from typing import Any
@@ -13,10 +19,10 @@ from uuid import UUID
 from agents import protocol
 from control_plane.access import repository as access_repository
 from control_plane.access import service as access
-from control_plane.access.models import Role
+from control_plane.access.models import Principal, Role
 from control_plane.core.audit_log import AuditContext, audited, record_change, transaction
 from control_plane.core.db import DbConnection
-from control_plane.core.errors import ConflictError, InvalidInputError
+from control_plane.core.errors import ConflictError, InvalidInputError, PermissionDeniedError
 from control_plane.domain.audit import AuditAction
 from control_plane.domain.fleet import NodeStatus
 from control_plane.inventory import repository
@@ -31,7 +37,10 @@ from control_plane.inventory.models import (
     NodeOffline,
     NodeRegister,
     NodeRegistered,
+    NodeRow,
     NodeStatusSnapshot,
+    ReplacementApproval,
+    ReplacementApprove,
 )
 from control_plane.inventory.nodes import declared_provenance, existing_node, node_detail
 from control_plane.inventory.zones import check_site_in_zone
@@ -90,25 +99,66 @@ def _host_values(inventory: Inventory) -> dict[str, Any]:
     return {**inventory.host.model_dump(), "inventory_hash": inventory_hash(inventory)}
 
 
+def _check_registrant(
+    conn: DbConnection, caller: Principal, existing: NodeRow | None
+) -> ReplacementApproval | None:
+    """Refuse a caller who may not register this machine id; the approval it uses, if any.
+
+    A new machine id: any registrar but an agent (whose token is bound to a node already).
+    A known one: that node's own agent, an admin, or a bootstrap token with an unexpired
+    approval of a replacement, which is used up (deleted) here, in the caller's transaction.
+    """
+    if caller.role is Role.AGENT:
+        if existing is None or existing.id != caller.node_id:
+            raise PermissionDeniedError(
+                "an agent may only re-register its own node",
+                details={"role": caller.role.value, "node_id": str(caller.node_id)},
+            )
+        return None
+    if existing is None or caller.role is Role.ADMIN:
+        return None
+    approval = repository.use_replacement_approval(conn, existing.id)
+    if approval is None:
+        raise ConflictError(
+            f"inventory.host.machine_id: node {existing.id} is already registered with this"
+            " machine id; re-register with that node's own agent credential, or have an"
+            f" admin approve a replacement (sovctl nodes approve-replacement {existing.id})",
+            details={
+                "field": "inventory.host.machine_id",
+                "node_id": str(existing.id),
+                "reason": "machine_id_registered",
+            },
+        )
+    return approval
+
+
 def register_node(
     conn: DbConnection,
     ctx: AuditContext,
     registration: NodeRegister,
     *,
+    caller: Principal,
     secret_key: str,
     heartbeat_interval_seconds: int,
 ) -> NodeRegistered:
     """Register an agent's node (or re-register it by machine id) and issue its credential.
 
-    On re-registration the agent's readings are refreshed and its old credentials revoked;
-    zone, site, labels and declared provenance stay as the admin left them, and a hardware
-    identity other than the baseline quarantines the node as drifted. One transaction:
-    the node's event, any drift, and the new credential's event commit together.
+    Re-registering needs proof that the caller is that node (``_check_registrant``); a
+    refused attempt changes nothing. On re-registration the agent's readings are refreshed
+    and its old credentials revoked; zone, site, labels and declared provenance stay as
+    the admin left them, and a hardware identity other than the baseline quarantines the
+    node as drifted. One transaction: the approval's use, the node's event, any drift, and
+    the new credential's event commit together.
     """
     host = registration.inventory.host
     drift: DriftFound | None = None
     with transaction(conn):
         existing = repository.lock_node_by_machine_id(conn, host.machine_id)
+        approval = _check_registrant(conn, caller, existing)
+        if existing is not None and approval is not None:
+            record_change(
+                conn, ctx, AuditAction.NODE_REPLACEMENT_USED, str(existing.id), before=approval
+            )
         action = AuditAction.NODE_REGISTERED if existing is None else AuditAction.NODE_REREGISTERED
         with audited(conn, ctx, action) as change:
             if existing is None:
@@ -152,6 +202,31 @@ def register_node(
     return NodeRegistered(
         node_id=node_id, token=issued.token, heartbeat_interval_seconds=heartbeat_interval_seconds
     )
+
+
+def approve_replacement(
+    conn: DbConnection, ctx: AuditContext, node_id: UUID, approval: ReplacementApprove
+) -> ReplacementApproval:
+    """Allow one bootstrap-token registration of this node's machine id, for a while.
+
+    For an agent that lost its credential (a wiped disk): it registers again with the
+    bootstrap token and gets a new credential, and the old one is revoked then. Approving
+    again replaces the node's earlier approval (expired or not).
+    """
+    with audited(conn, ctx, AuditAction.NODE_REPLACEMENT_APPROVED, str(node_id)) as change:
+        existing_node(conn, node_id, for_update=True)
+        change.before = repository.get_replacement_approval(conn, node_id)
+        stored = repository.approve_replacement(
+            conn,
+            {
+                "node_id": node_id,
+                "approved_by": ctx.actor_name,
+                "expires_in_seconds": approval.expires_in_seconds,
+                "reason": approval.reason,
+            },
+        )
+        change.after = stored
+    return stored
 
 
 def _telemetry_columns(heartbeat: Heartbeat) -> dict[str, list[Any]]:

@@ -23,6 +23,8 @@ from control_plane.inventory.models import (
     NodeRegister,
     NodeRegistered,
     NodeUpdate,
+    ReplacementApproval,
+    ReplacementApprove,
     SiteCreate,
     SitePublic,
     ZoneCreate,
@@ -141,6 +143,21 @@ def acknowledge_drift(
     )
 
 
+@router.post("/nodes/{node}/replacement", status_code=status.HTTP_201_CREATED, tags=["nodes"])
+def approve_replacement(
+    node: Lookup,
+    conn: Conn,
+    who: Admin,
+    request_id: RequestId,
+    approval: ReplacementApprove | None = None,
+) -> ReplacementApproval:
+    """Allow one bootstrap-token registration of a known node (one that lost its credential)."""
+    node_id = nodes.resolve_node_id(conn, node)
+    return agents.approve_replacement(
+        conn, who.audit_context(request_id), node_id, approval or ReplacementApprove()
+    )
+
+
 @router.post("/agents/register", status_code=status.HTTP_201_CREATED, tags=["agents"])
 def register_agent(
     registration: NodeRegister,
@@ -149,11 +166,12 @@ def register_agent(
     settings: SettingsDep,
     request_id: RequestId,
 ) -> NodeRegistered:
-    """Register a node with a bootstrap token; returns the node's own credential once."""
+    """Register a node (a known one: as that node, or approved); its own credential once."""
     return agents.register_node(
         conn,
         who.audit_context(request_id),
         registration,
+        caller=who,
         secret_key=settings.secret_key.get_secret_value(),
         heartbeat_interval_seconds=settings.heartbeat_interval_seconds,
     )

@@ -262,6 +262,40 @@ class DriftAcknowledge(Input):
     )
 
 
+#: How long an admin's approval of a node's replacement lasts unless the admin says.
+REPLACEMENT_APPROVAL_SECONDS = 3600
+#: The longest one may last: a replacement is a planned visit, not a standing open door.
+MAX_REPLACEMENT_APPROVAL_SECONDS = 24 * 3600
+
+
+class ReplacementApprove(Input):
+    """An admin allowing one bootstrap-token registration of a node already known.
+
+    For an agent that lost its credential (a wiped disk, a reinstalled host): without
+    this, only the node's own credential or an admin token may register its machine id.
+    """
+
+    reason: ShortText | None = Field(
+        default=None, description="Why the node is replaced, e.g. a ticket for a disk swap."
+    )
+    expires_in_seconds: int = Field(
+        default=REPLACEMENT_APPROVAL_SECONDS,
+        ge=60,
+        le=MAX_REPLACEMENT_APPROVAL_SECONDS,
+        description="How long the approval may be used (seconds; it is used once).",
+    )
+
+
+class ReplacementApproval(BaseModel):
+    """An admin's approval of one bootstrap-token registration for a known node."""
+
+    node_id: UUID
+    approved_by: str
+    approved_at: datetime
+    expires_at: datetime
+    reason: str | None
+
+
 # -- nodes as the API shows them -------------------------------------------------------
 
 

@@ -246,3 +246,21 @@ SELECT coalesce(n.zone_slug, '') AS zone, g.model, count(*) AS gpus
 FROM gpu g JOIN node n ON n.id = g.node_id
 WHERE n.status <> 'decommissioned' AND g.missing_since IS NULL
 GROUP BY 1, 2;
+
+-- name: get_replacement_approval
+SELECT node_id, approved_by, approved_at, expires_at, reason
+FROM node_replacement_approval WHERE node_id = %(node_id)s;
+
+-- name: approve_replacement
+INSERT INTO node_replacement_approval (node_id, approved_by, approved_at, expires_at, reason)
+VALUES (%(node_id)s, %(approved_by)s, now(),
+        now() + make_interval(secs => %(expires_in_seconds)s), %(reason)s)
+ON CONFLICT (node_id) DO UPDATE
+SET approved_by = EXCLUDED.approved_by, approved_at = EXCLUDED.approved_at,
+    expires_at = EXCLUDED.expires_at, reason = EXCLUDED.reason
+RETURNING node_id, approved_by, approved_at, expires_at, reason;
+
+-- name: use_replacement_approval
+DELETE FROM node_replacement_approval
+WHERE node_id = %(node_id)s AND expires_at > now()
+RETURNING node_id, approved_by, approved_at, expires_at, reason;

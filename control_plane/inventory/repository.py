@@ -28,7 +28,14 @@ from control_plane.core.db import (
     unique,
 )
 from control_plane.domain.fleet import NodeStatus
-from control_plane.inventory.models import GpuPublic, NodeRow, SitePublic, StaleNode, ZonePublic
+from control_plane.inventory.models import (
+    GpuPublic,
+    NodeRow,
+    ReplacementApproval,
+    SitePublic,
+    StaleNode,
+    ZonePublic,
+)
 
 _ZONE_WRITE: dict[str, ErrorFactory] = {
     "residency_zone_pkey": unique("slug", "a zone with this slug already exists"),
@@ -209,6 +216,28 @@ def mark_stale_nodes_offline(
         StaleNode,
         _q("mark_stale_nodes_offline"),
         {"threshold_seconds": threshold_seconds, "limit": limit},
+    )
+
+
+# -- replacement approvals -------------------------------------------------------------
+
+
+def get_replacement_approval(conn: DbConnection, node_id: UUID) -> ReplacementApproval | None:
+    """The node's stored approval of a replacement (expired or not), or None."""
+    return fetch_one_as(
+        conn, ReplacementApproval, _q("get_replacement_approval"), {"node_id": node_id}
+    )
+
+
+def approve_replacement(conn: DbConnection, values: dict[str, Any]) -> ReplacementApproval:
+    """Store an approval of a replacement, replacing the node's earlier one."""
+    return fetch_returning_as(conn, ReplacementApproval, _q("approve_replacement"), values)
+
+
+def use_replacement_approval(conn: DbConnection, node_id: UUID) -> ReplacementApproval | None:
+    """Delete and return the node's unexpired approval; None when it has none."""
+    return fetch_one_as(
+        conn, ReplacementApproval, _q("use_replacement_approval"), {"node_id": node_id}
     )
 
 

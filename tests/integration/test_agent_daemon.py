@@ -1,5 +1,6 @@
 """The agent's real code against the real API: registration, heartbeats, spool, backoff, MIG."""
 
+import dataclasses
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -170,7 +171,37 @@ def test_backoff_grows_and_is_capped(make_agent: Callable[..., Agent]) -> None:
     assert len(agent.spool) == 8
 
 
-def test_a_revoked_credential_leads_to_registering_again(
+def test_a_lost_credential_waits_for_an_admins_approval(
+    make_agent: Callable[..., Agent],
+    live_server: str,
+    make_token: Callable[[Role], str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    admin = bearer(make_token(Role.ADMIN))
+    clock = Clock()
+    agent = make_agent(clock=clock, backoff_max_seconds=30.0)
+    agent.deliver(agent.sweep())
+    assert agent.credential is not None
+    node_id = agent.credential["node_id"]
+    agent.credential["token"] = "sov_revoked"  # the server no longer knows this one
+    # The bootstrap token alone may not take over a known machine id: a clear error, the
+    # heartbeat kept in the spool, and registration retried with backoff, not a crash.
+    agent.deliver(agent.sweep())
+    assert agent.credential is None
+    assert len(agent.spool) == 1
+    assert "an admin must approve a replacement" in caplog.text
+    assert "sovctl nodes approve-replacement" in caplog.text
+    approved = httpx.post(f"{live_server}/v1/nodes/{node_id}/replacement", headers=admin)
+    assert approved.status_code == 201, approved.text
+    clock.now += 60  # past the capped backoff
+    agent.drain()
+    assert agent.credential is not None
+    assert agent.credential["node_id"] == node_id
+    assert len(agent.spool) == 0
+    assert node(live_server, admin, node_id)["last_heartbeat_seq"] == 2
+
+
+def test_an_agent_registers_again_with_its_own_credential(
     make_agent: Callable[..., Agent],
     live_server: str,
     make_token: Callable[[Role], str],
@@ -179,11 +210,16 @@ def test_a_revoked_credential_leads_to_registering_again(
     agent.deliver(agent.sweep())
     assert agent.credential is not None
     old = dict(agent.credential)
-    agent.credential["token"] = "sov_revoked"  # the server no longer knows this one
-    agent.deliver(agent.sweep())
+    # No bootstrap token needed: the node proves who it is with its credential.
+    agent.config = dataclasses.replace(agent.config, bootstrap_token=None)
+    agent.register()
     assert agent.credential["node_id"] == old["node_id"]
-    assert agent.credential["token"] != "sov_revoked"
+    assert agent.credential["token"] != old["token"]
+    agent.deliver(agent.sweep())
     assert len(agent.spool) == 0
+    admin = bearer(make_token(Role.ADMIN))
+    # The server restarted its sequence at 0; the agent simply continues with its own.
+    assert node(live_server, admin, old["node_id"])["last_heartbeat_seq"] == 2
 
 
 def test_without_a_bootstrap_token_heartbeats_wait_in_the_spool(

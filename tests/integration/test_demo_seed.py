@@ -1,14 +1,18 @@
 """``sovctl demo seed``: idempotent demo data for ``make up``."""
 
+import json
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+from fastapi.testclient import TestClient
 
+from control_plane.access.models import Role
 from control_plane.cli.demo import SIMULATED_ZONES, simulator_command
 from control_plane.core.db import DbConnection
-from tests.support import Run
+from tests.support import Run, bearer, registration
 
 pytestmark = pytest.mark.integration
 
@@ -45,3 +49,35 @@ def test_simulator_command_spreads_over_the_demo_zones(tmp_path: Path) -> None:
     assert command[command.index("--nodes") + 1] == "50"
     assert command[command.index("--zones") + 1] == ",".join(SIMULATED_ZONES)
     assert simulator_command(tmp_path / "simulator.yaml", 0) is None
+
+
+def test_seed_approves_simulated_nodes_whose_state_is_gone(
+    sovctl: Run,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    conn: DbConnection,
+    client: TestClient,
+    make_token: Callable[[Role], str],
+) -> None:
+    # Two simulated nodes registered earlier; only sim-0001's agent state survives.
+    monkeypatch.setenv("SOVEREIGN_STATE_DIR", str(tmp_path / "state"))
+    bootstrap = bearer(make_token(Role.BOOTSTRAP))
+    for n, hostname in enumerate(("sim-0000", "sim-0001", "real-01")):
+        body = registration(
+            hostname=hostname, gpu_uuids=(f"GPU-00000000-0000-0000-0000-00000000000{n}",)
+        )
+        if hostname.startswith("sim"):
+            body["labels"] = {"simulated": "true"}
+        response = client.post("/v1/agents/register", json=body, headers=bootstrap)
+        assert response.status_code == 201, response.text
+    kept = tmp_path / "state/simulator/sim-0001/credential.json"
+    kept.parent.mkdir(parents=True)
+    kept.write_text(json.dumps({"control_plane_url": "http://127.0.0.1:18080"}))
+
+    code, out, _ = sovctl("demo", "seed", "--port", "18080")
+    assert code == 0
+    assert "approved to register again: 1" in out
+    approved = conn.execute(
+        "SELECT n.hostname FROM node_replacement_approval a JOIN node n ON n.id = a.node_id"
+    ).fetchall()
+    assert [row["hostname"] for row in approved] == ["sim-0000"]

@@ -255,7 +255,8 @@ def test_reregistering_with_other_gpus_is_drift(
 ) -> None:
     body = copy.deepcopy(node.body)
     body["inventory"]["gpus"] = body_with(((GPU_C, SERIAL_C),))["inventory"]["gpus"]
-    again = client.post("/v1/agents/register", json=body, headers=admin)
+    # The node's own agent re-registers (no one else may) with other hardware.
+    again = client.post("/v1/agents/register", json=body, headers=bearer(node.token))
     assert again.status_code == 201
     assert again.json()["node_id"] == node.id
     detail = client.get(node.url, headers=admin).json()
@@ -264,8 +265,9 @@ def test_reregistering_with_other_gpus_is_drift(
     assert detail["drift"]["evidence"]["after"] == identity(SYSTEM_SERIAL, (GPU_C, SERIAL_C))
     assert [g["uuid"] for g in detail["gpus"]] == [GPU_C]
     assert len(events(conn, node, "node.drift_detected")) == 1
-    # Registering the same hardware once more adds nothing.
-    assert client.post("/v1/agents/register", json=body, headers=admin).status_code == 201
+    # Registering the same hardware once more (with the credential it got) adds nothing.
+    token = bearer(again.json()["token"])
+    assert client.post("/v1/agents/register", json=body, headers=token).status_code == 201
     assert len(events(conn, node, "node.drift_detected")) == 1
 
 

@@ -382,12 +382,19 @@ def test_invalid_registration_is_422_naming_the_field(
 
 
 def test_reregistration_rotates_the_credential(
-    client: TestClient, admin: dict[str, str], zones: None
+    client: TestClient,
+    admin: dict[str, str],
+    zones: None,
+    make_token: Callable[[Role], str],
 ) -> None:
     body = registration(zone="jp-east", gpu_uuids=(GPU_A,))
-    first = client.post("/v1/agents/register", json=body, headers=admin).json()
+    bootstrap = bearer(make_token(Role.BOOTSTRAP))
+    first = client.post("/v1/agents/register", json=body, headers=bootstrap).json()
     client.patch(f"/v1/nodes/{first['node_id']}", json={"zone": "tw-north"}, headers=admin)
-    second = client.post("/v1/agents/register", json=body, headers=admin).json()
+    # The node's agent re-registers with its own credential and gets a new one.
+    again = client.post("/v1/agents/register", json=body, headers=bearer(first["token"]))
+    assert again.status_code == 201, again.text
+    second = again.json()
     assert second["node_id"] == first["node_id"]
     url = f"/v1/nodes/{first['node_id']}/heartbeat"
     assert client.post(url, json={"seq": 1}, headers=bearer(first["token"])).status_code == 401
@@ -586,7 +593,8 @@ def test_reregistration_restarts_the_sequence_and_revives_the_node(
     url = f"/v1/nodes/{first['node_id']}/heartbeat"
     client.post(url, json={"seq": 40}, headers=bearer(first["token"]))
     owner_conn.execute("UPDATE node SET status = 'offline'")
-    second = client.post("/v1/agents/register", json=body, headers=admin).json()
+    again = client.post("/v1/agents/register", json=body, headers=bearer(first["token"]))
+    second = again.json()
     assert client.get(url.removesuffix("/heartbeat"), headers=admin).json()["status"] == "active"
     ack = client.post(url, json={"seq": 1}, headers=bearer(second["token"])).json()
     assert ack["accepted"] is True

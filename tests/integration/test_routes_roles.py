@@ -144,6 +144,14 @@ CASES = [
     ),
     Case(
         "POST",
+        "/v1/nodes/{node}/replacement",
+        frozenset({A}),
+        201,
+        lambda fx: {"reason": "disk replaced under OPS-1234"},
+    ),
+    # A new machine id: an agent token (bound to the world's node) may not register it.
+    Case(
+        "POST",
         "/v1/agents/register",
         frozenset({A, B}),
         201,
