@@ -1,4 +1,4 @@
--- depends: 0012_gpu_protocol_fields
+-- depends: 0014_reservations_outlive_inventory
 -- An admin's approval for one bootstrap-token registration of a node already known.
 --
 -- A machine id is no secret (every inventory reader sees it), so registering a known one
