@@ -329,6 +329,28 @@ def decide_with_mask(
     ), (0 if denied else eligible)
 
 
+def _on_node(
+    plan: Plan, workload: WorkloadView, index: NodeIndex, position: int
+) -> tuple[list[Reason], bool]:
+    """What every selected policy finds about ``workload`` on the node at ``position``.
+
+    The one node-by-node judgement, shared by ``evaluate_node`` (compliance, what-if) and
+    ``evaluate_placement`` (admission), so a workload is judged the same way on its node
+    whoever asks. Returns the reasons and whether one of them denies.
+    """
+    bit = 1 << position
+    hostname = index.nodes[position].hostname
+    reasons: list[Reason] = []
+    for policy, found, checks in zip(plan.policies, plan.finds, plan.checks, strict=True):
+        reasons += found
+        reasons += [
+            node_reason(index, policy, check, workload, bit, f"node {hostname}")
+            for check in checks
+            if not check.allowed & bit
+        ]
+    return reasons, any(reason.action is _DENY for reason in reasons)
+
+
 def evaluate_node(
     workload: WorkloadView,
     node_id: str,
@@ -347,19 +369,8 @@ def evaluate_node(
     now; ``eligible_node_ids`` is ``[node_id]`` otherwise. ``cache`` as for ``decide``:
     the sweep judges thousands of workloads on one index with one cache.
     """
-    position = index.position(node_id)
-    bit = 1 << position
-    hostname = index.nodes[position].hostname
     plan = _plan(workload, index, policy_set, cache.memo(index, policy_set))
-    reasons: list[Reason] = []
-    for policy, found, checks in zip(plan.policies, plan.finds, plan.checks, strict=True):
-        reasons += found
-        reasons += [
-            node_reason(index, policy, check, workload, bit, f"node {hostname}")
-            for check in checks
-            if not check.allowed & bit
-        ]
-    denied = any(reason.action is EnforcementAction.DENY for reason in reasons)
+    reasons, denied = _on_node(plan, workload, index, index.position(node_id))
     return Decision(
         outcome=_outcome(denied, reasons),
         reasons=reasons,
@@ -368,3 +379,66 @@ def evaluate_node(
         policy_set_hash=policy_set.content_hash,
         point=point,
     )
+
+
+class Placed(NamedTuple):
+    """The verdict on a placement made, and what applied only to the nodes not chosen.
+
+    ``decision`` is the chosen node's: exactly what ``evaluate_node`` says of the workload
+    on it (so admission records what compliance will find), at the caller's point.
+    ``others`` counts the other eligible nodes; ``elsewhere`` holds the warn and dryrun
+    node findings against some of them and not the chosen one, each saying how many of
+    the ``others`` it concerns. They describe nodes the workload does not use, so they
+    never make the outcome ``admitted_with_warnings``.
+    """
+
+    decision: Decision
+    others: int
+    elsewhere: list[Reason]
+
+
+def evaluate_placement(
+    workload: WorkloadView,
+    node_id: str,
+    index: NodeIndex,
+    policy_set: PolicySet,
+    *,
+    point: EnforcementPoint,
+    cache: DecisionCache,
+) -> Placed:
+    """The verdict to record for ``workload`` placed on ``node_id``, one of its eligible nodes.
+
+    ``decide`` speaks of every eligible node at once ("2 of 20 eligible nodes" are of the
+    wrong kind); once a node is chosen, the recorded outcome and reasons must be those
+    of that node, and the rest is about nodes the workload did not use. Works from the
+    same remembered plan as ``decide``, so it costs a few bit operations per selected
+    policy. ``NotFoundError`` when the index has no such node, ``ValueError`` when the
+    workload may not be placed on it (the caller chose a node ``decide`` did not give).
+    """
+    plan = _plan(workload, index, policy_set, cache.memo(index, policy_set))
+    position = index.position(node_id)
+    bit = 1 << position
+    if plan.denied or not plan.eligible & bit:
+        raise ValueError(f"node {node_id} is not eligible for this workload")
+    reasons, _ = _on_node(plan, workload, index, position)
+    others = plan.eligible & ~bit
+    total = others.bit_count()
+    elsewhere: list[Reason] = []
+    for policy, _findings, violations in plan.soft:
+        for check, violating in violations:
+            violating &= others
+            if violating:
+                scope = (
+                    f"{violating.bit_count()} of {plural(total, 'other eligible node')}"
+                    f"{hosts(index, violating)}"
+                )
+                elsewhere.append(node_reason(index, policy, check, workload, violating, scope))
+    decision = Decision(
+        outcome=_outcome(False, reasons),
+        reasons=reasons,
+        eligible_node_ids=[node_id],
+        policy_set_version=policy_set.version,
+        policy_set_hash=policy_set.content_hash,
+        point=point,
+    )
+    return Placed(decision, total, elsewhere)
