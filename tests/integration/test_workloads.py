@@ -683,7 +683,10 @@ def evaluate_compliance(conn: DbConnection) -> dict[str, Any]:
 
 
 def test_warnings_that_apply_only_to_other_eligible_nodes_do_not_make_the_outcome(
-    client: TestClient, conn: DbConnection, mixed_gpus: Fleet
+    client: TestClient,
+    conn: DbConnection,
+    mixed_gpus: Fleet,
+    sovctl_as: Callable[[Role], Run],
 ) -> None:
     # Bin-pack: h100-a has the fewest free GPUs, so it is chosen; the V100 nodes were
     # eligible too, and the warn policy applies to them only.
@@ -704,6 +707,13 @@ def test_warnings_that_apply_only_to_other_eligible_nodes_do_not_make_the_outcom
     [event] = audit.list_events(conn, action="workload.admitted").items
     assert event.after["outcome"] == "admitted"
     assert event.after["other_nodes"] == other
+    # sovctl shows them under their own heading, apart from the workload's reasons.
+    code, out, err = sovctl_as(Role.OPERATOR)("workloads", "show", placed["id"])
+    assert code == 0, err
+    assert "admitted_with_warnings" not in out
+    heading, rows = out.split("other eligible nodes (2), not used by this workload:")
+    assert "cel.not-v100" not in heading
+    assert "cel.not-v100" in rows
     # Compliance judges the workload on the node it holds, and agrees.
     evaluation = evaluate_compliance(conn)
     assert evaluation["workloads_evaluated"] == 1

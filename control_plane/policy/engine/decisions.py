@@ -329,28 +329,6 @@ def decide_with_mask(
     ), (0 if denied else eligible)
 
 
-def _on_node(
-    plan: Plan, workload: WorkloadView, index: NodeIndex, position: int
-) -> tuple[list[Reason], bool]:
-    """What every selected policy finds about ``workload`` on the node at ``position``.
-
-    The one node-by-node judgement, shared by ``evaluate_node`` (compliance, what-if) and
-    ``evaluate_placement`` (admission), so a workload is judged the same way on its node
-    whoever asks. Returns the reasons and whether one of them denies.
-    """
-    bit = 1 << position
-    hostname = index.nodes[position].hostname
-    reasons: list[Reason] = []
-    for policy, found, checks in zip(plan.policies, plan.finds, plan.checks, strict=True):
-        reasons += found
-        reasons += [
-            node_reason(index, policy, check, workload, bit, f"node {hostname}")
-            for check in checks
-            if not check.allowed & bit
-        ]
-    return reasons, any(reason.action is _DENY for reason in reasons)
-
-
 def evaluate_node(
     workload: WorkloadView,
     node_id: str,
@@ -369,8 +347,19 @@ def evaluate_node(
     now; ``eligible_node_ids`` is ``[node_id]`` otherwise. ``cache`` as for ``decide``:
     the sweep judges thousands of workloads on one index with one cache.
     """
+    position = index.position(node_id)
+    bit = 1 << position
+    hostname = index.nodes[position].hostname
     plan = _plan(workload, index, policy_set, cache.memo(index, policy_set))
-    reasons, denied = _on_node(plan, workload, index, index.position(node_id))
+    reasons: list[Reason] = []
+    for policy, found, checks in zip(plan.policies, plan.finds, plan.checks, strict=True):
+        reasons += found
+        reasons += [
+            node_reason(index, policy, check, workload, bit, f"node {hostname}")
+            for check in checks
+            if not check.allowed & bit
+        ]
+    denied = any(reason.action is EnforcementAction.DENY for reason in reasons)
     return Decision(
         outcome=_outcome(denied, reasons),
         reasons=reasons,
@@ -420,12 +409,22 @@ def evaluate_placement(
     bit = 1 << position
     if plan.denied or not plan.eligible & bit:
         raise ValueError(f"node {node_id} is not eligible for this workload")
-    reasons, _ = _on_node(plan, workload, index, position)
+    # What ``evaluate_node`` finds on an eligible node, read off the plan: every deny
+    # policy passes there (it is eligible), so only the warn and dryrun policies with
+    # something to say (``plan.soft``) speak, in the same order and words; their checks
+    # that fail on this node are among their violations, since the node is eligible. A
+    # unit test holds the two equal on every eligible node of a random fleet.
+    hostname = index.nodes[position].hostname
     others = plan.eligible & ~bit
     total = others.bit_count()
+    reasons: list[Reason] = []
     elsewhere: list[Reason] = []
-    for policy, _findings, violations in plan.soft:
+    for policy, findings, violations in plan.soft:
+        reasons += findings
         for check, violating in violations:
+            if violating & bit:
+                scope = f"node {hostname}"
+                reasons.append(node_reason(index, policy, check, workload, bit, scope))
             violating &= others
             if violating:
                 scope = (
