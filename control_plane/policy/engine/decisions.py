@@ -400,9 +400,10 @@ def evaluate_placement(
     ``decide`` speaks of every eligible node at once ("2 of 20 eligible nodes" are of the
     wrong kind); once a node is chosen, the recorded outcome and reasons must be those
     of that node, and the rest is about nodes the workload did not use. Works from the
-    same remembered plan as ``decide``, so it costs a few bit operations per selected
-    policy. ``NotFoundError`` when the index has no such node, ``ValueError`` when the
-    workload may not be placed on it (the caller chose a node ``decide`` did not give).
+    same remembered plan as ``decide``, so it costs a few bit operations per warn or
+    dryrun policy with something to say. ``NotFoundError`` when the index has no such
+    node, ``ValueError`` when the workload may not be placed on it (the caller chose a
+    node ``decide`` did not give).
     """
     plan = _plan(workload, index, policy_set, cache.memo(index, policy_set))
     position = index.position(node_id)
