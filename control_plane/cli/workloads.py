@@ -50,7 +50,11 @@ def _summary(workload: dict[str, Any]) -> dict[str, Any]:
 
 
 def _print(workload: dict[str, Any], output: OutputFormat) -> None:
-    """A workload: the API's JSON, or its summary and a table of the decision's reasons."""
+    """A workload: the API's JSON, or its summary and a table of the decision's reasons.
+
+    What applied only to the other eligible nodes follows under its own heading, so it is
+    not read as a finding about the node the workload runs on.
+    """
     if output is OutputFormat.JSON:
         emit(workload, output)
         return
@@ -58,6 +62,11 @@ def _print(workload: dict[str, Any], output: OutputFormat) -> None:
     if workload["reasons"]:
         typer.echo("")
         typer.echo(table(workload["reasons"], _REASON_COLUMNS))
+    other = workload.get("other_nodes")
+    if other and other["reasons"]:
+        typer.echo("")
+        typer.echo(f"other eligible nodes ({other['eligible']}), not used by this workload:")
+        typer.echo(table(other["reasons"], _REASON_COLUMNS))
 
 
 @app.command("create")

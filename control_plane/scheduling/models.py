@@ -92,14 +92,36 @@ class LeaseRenew(Input):
     lease_seconds: LeaseSeconds | None = None
 
 
+class OtherNodes(BaseModel):
+    """What the decision found about the eligible nodes an admitted workload was not placed on.
+
+    Kept for the record and labelled apart: a warning against nodes the workload does not
+    use says nothing about the placement, so it never makes the outcome
+    ``admitted_with_warnings``.
+    """
+
+    eligible: int = Field(description="Eligible nodes other than the one chosen.")
+    reasons: list[ReasonPublic] = Field(
+        description="Warn and dryrun node findings against some of those nodes (and not the"
+        " chosen one), each saying how many of them it concerns."
+    )
+
+
 class WorkloadPublic(BaseModel):
-    """A workload as decided: its request, the verdict and, when admitted, where it runs."""
+    """A workload as decided: its request, the verdict and, when admitted, where it runs.
+
+    For an admitted workload, ``outcome`` and ``reasons`` are the verdict on the node it
+    was placed on (what a compliance evaluation finds there); ``other_nodes`` holds what
+    applied only to the other eligible nodes. For a denied one they summarise every node
+    considered, and ``other_nodes`` is null.
+    """
 
     id: UUID
     tenant: str
     status: WorkloadStatus
     outcome: DecisionOutcome
     reasons: list[ReasonPublic]
+    other_nodes: OtherNodes | None
     policy_set_version: int
     policy_set_hash: str
     strategy: PlacementStrategy

@@ -43,7 +43,8 @@ WHERE w.tenant_slug = %(tenant)s AND w.zone_slug = %(zone)s
 -- not being booked by anyone else (so the caller's belief learns about bookings still in
 -- flight in other processes, not only committed ones). A GPU booked by a transaction that
 -- committed after this statement looked is skipped by ON CONFLICT: `booked` comes back
--- short of `count` and the caller rolls back.
+-- short of `count` and the caller rolls back. `outcome`, `reasons` and `other_nodes` are
+-- the verdict on this node (the engine's `evaluate_placement`), worked out per node tried.
 WITH target AS (
     SELECT id FROM node
     WHERE id = %(node_id)s AND status = 'active' AND drift_status = 'none'
@@ -60,12 +61,12 @@ WITH target AS (
     SELECT array_agg(uuid ORDER BY index) AS uuids FROM locked HAVING count(*) = %(count)s
 ), stored AS (
     INSERT INTO workload (id, tenant_slug, request, strategy, status, outcome, reasons,
-                          policy_set_version, policy_set_hash, node_id, zone_slug, gpu_uuids,
-                          lease_seconds, lease_expires_at, created_by)
+                          other_nodes, policy_set_version, policy_set_hash, node_id, zone_slug,
+                          gpu_uuids, lease_seconds, lease_expires_at, created_by)
     SELECT %(id)s, %(tenant)s, %(request)s, %(strategy)s, %(status)s, %(outcome)s,
-           %(reasons)s, %(policy_set_version)s, %(policy_set_hash)s, %(node_id)s, %(zone)s,
-           chosen.uuids, %(lease_seconds)s, now() + make_interval(secs => %(lease_seconds)s),
-           %(created_by)s
+           %(reasons)s, %(other_nodes)s, %(policy_set_version)s, %(policy_set_hash)s,
+           %(node_id)s, %(zone)s, chosen.uuids, %(lease_seconds)s,
+           now() + make_interval(secs => %(lease_seconds)s), %(created_by)s
     FROM chosen
     RETURNING *
 ), reserved AS (
@@ -75,10 +76,11 @@ WITH target AS (
     ON CONFLICT (gpu_uuid) DO NOTHING
     RETURNING gpu_uuid
 )
-SELECT s.id, s.tenant_slug AS tenant, s.status, s.outcome, s.reasons, s.policy_set_version,
-       s.policy_set_hash, s.strategy, s.request, s.node_id, %(hostname)s AS hostname,
-       s.zone_slug AS zone, s.gpu_uuids, s.lease_seconds, s.lease_expires_at, s.created_at,
-       s.created_by, s.ended_at, (SELECT count(*) FROM reserved) AS booked,
+SELECT s.id, s.tenant_slug AS tenant, s.status, s.outcome, s.reasons, s.other_nodes,
+       s.policy_set_version, s.policy_set_hash, s.strategy, s.request, s.node_id,
+       %(hostname)s AS hostname, s.zone_slug AS zone, s.gpu_uuids, s.lease_seconds,
+       s.lease_expires_at, s.created_at, s.created_by, s.ended_at,
+       (SELECT count(*) FROM reserved) AS booked,
        (SELECT coalesce(array_agg(uuid), '{}') FROM locked) AS lockable
 FROM (SELECT 1) AS one LEFT JOIN stored s ON true;
 
@@ -87,33 +89,33 @@ INSERT INTO workload (id, tenant_slug, request, strategy, status, outcome, reaso
                       policy_set_version, policy_set_hash, lease_seconds, created_by)
 VALUES (%(id)s, %(tenant)s, %(request)s, %(strategy)s, 'denied', %(outcome)s, %(reasons)s,
         %(policy_set_version)s, %(policy_set_hash)s, %(lease_seconds)s, %(created_by)s)
-RETURNING id, tenant_slug AS tenant, status, outcome, reasons, policy_set_version,
-          policy_set_hash, strategy, request, node_id, NULL::text AS hostname,
-          zone_slug AS zone, gpu_uuids, lease_seconds, lease_expires_at, created_at,
-          created_by, ended_at;
+RETURNING id, tenant_slug AS tenant, status, outcome, reasons, other_nodes,
+          policy_set_version, policy_set_hash, strategy, request, node_id,
+          NULL::text AS hostname, zone_slug AS zone, gpu_uuids, lease_seconds, lease_expires_at,
+          created_at, created_by, ended_at;
 
 -- name: get_workload
-SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.policy_set_version,
-       w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname, w.zone_slug AS zone,
-       w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at, w.created_by,
-       w.ended_at
+SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes,
+       w.policy_set_version, w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname,
+       w.zone_slug AS zone, w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at,
+       w.created_by, w.ended_at
 FROM workload w LEFT JOIN node n ON n.id = w.node_id
 WHERE w.id = %(id)s;
 
 -- name: lock_workload
-SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.policy_set_version,
-       w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname, w.zone_slug AS zone,
-       w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at, w.created_by,
-       w.ended_at, coalesce(w.lease_expires_at <= now(), false) AS lease_expired
+SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes,
+       w.policy_set_version, w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname,
+       w.zone_slug AS zone, w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at,
+       w.created_by, w.ended_at, coalesce(w.lease_expires_at <= now(), false) AS lease_expired
 FROM workload w LEFT JOIN node n ON n.id = w.node_id
 WHERE w.id = %(id)s
 FOR UPDATE OF w;
 
 -- name: list_workloads
-SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.policy_set_version,
-       w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname, w.zone_slug AS zone,
-       w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at, w.created_by,
-       w.ended_at
+SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes,
+       w.policy_set_version, w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname,
+       w.zone_slug AS zone, w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at,
+       w.created_by, w.ended_at
 FROM workload w LEFT JOIN node n ON n.id = w.node_id
 WHERE (%(tenant)s::text IS NULL OR w.tenant_slug = %(tenant)s)
   AND (%(status)s::text IS NULL OR w.status = %(status)s)

@@ -74,6 +74,7 @@ def book(conn: DbConnection, values: dict[str, Any]) -> Booking:
         **values,
         "request": Jsonb(values["request"]),
         "reasons": Jsonb(values["reasons"]),
+        "other_nodes": Jsonb(values["other_nodes"]),
         "uuids": list(values["uuids"]),
         "claimed": list(values["claimed"]),
     }

@@ -40,8 +40,14 @@ from control_plane.domain.audit import AuditAction
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
 from control_plane.facts.workloads import WorkloadRequest, workload_view
 from control_plane.inventory import repository as inventory
-from control_plane.policy.engine import DecisionCache, decide_with_mask
-from control_plane.policy.models import Reason, WorkloadView
+from control_plane.policy.documents import PolicySet
+from control_plane.policy.engine import (
+    DecisionCache,
+    NodeIndex,
+    decide_with_mask,
+    evaluate_placement,
+)
+from control_plane.policy.models import NodeView, Reason, WorkloadView
 from control_plane.policy.service import CompiledPolicySets, active_policy_set
 from control_plane.scheduling import repository
 from control_plane.scheduling.fleet import FleetCache, Occupancy
@@ -124,7 +130,11 @@ def _quota_refusal(conn: DbConnection, request: WorkloadCreate, quota: ZoneQuota
 
 @dataclass
 class _Placement:
-    """One admission's walk over the candidate nodes, best first, until one books."""
+    """One admission's walk over the candidate nodes, best first, until one books.
+
+    ``index``, ``policy_set`` and ``decisions`` are what the decision was taken on: each
+    node tried is booked with the engine's verdict on that node (``verdict``).
+    """
 
     conn: DbConnection
     fleet: FleetCache
@@ -132,6 +142,9 @@ class _Placement:
     workload: WorkloadView
     values: dict[str, Any]
     quotas: dict[str, ZoneQuota]
+    index: NodeIndex
+    policy_set: PolicySet
+    decisions: DecisionCache
     refusals: dict[str | None, Reason | None] = field(default_factory=dict)
     taken: int = 0
     tried: int = 0
@@ -152,6 +165,30 @@ class _Placement:
             self.refusals[zone] = refusal
         return self.refusals[zone]
 
+    def verdict(self, node: NodeView) -> dict[str, Any]:
+        """What the workload records if it is placed on ``node``: the verdict on that node.
+
+        Its outcome and reasons are what the engine finds on the node (what compliance will
+        find there); warnings that concern only other eligible nodes go to ``other_nodes``
+        and leave the outcome alone.
+        """
+        placed = evaluate_placement(
+            self.workload,
+            node.id,
+            self.index,
+            self.policy_set,
+            point=EnforcementPoint.API,
+            cache=self.decisions,
+        )
+        return {
+            "outcome": placed.decision.outcome.value,
+            "reasons": [reason.to_json() for reason in placed.decision.reasons],
+            "other_nodes": {
+                "eligible": placed.others,
+                "reasons": [reason.to_json() for reason in placed.elsewhere],
+            },
+        }
+
     def walk(self, occupancy: Occupancy, eligible: int) -> WorkloadPublic | None:
         """Try the candidates in order until one books; the stored workload, or None."""
         count = self.workload.gpu_count
@@ -171,6 +208,7 @@ class _Placement:
                 self.conn,
                 {
                     **self.values,
+                    **self.verdict(node),
                     "node_id": node.id,
                     "hostname": node.hostname,
                     "zone": node.zone,
@@ -287,7 +325,9 @@ def _admit(
             if decision.admitted:
                 zones = sorted(z for z, mask in index.by_zone.items() if z and mask & eligible)
                 quotas = repository.lock_quotas(conn, request.tenant, zones)
-                walk = _Placement(conn, fleet, request, workload, values, quotas)
+                walk = _Placement(
+                    conn, fleet, request, workload, values, quotas, index, policy_set, decisions
+                )
                 created, refusals = _place(walk, occupancy, eligible)
                 if created is None:
                     decision = replace(

@@ -15,8 +15,12 @@ from fastapi.testclient import TestClient
 
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
+from control_plane.compliance import service as compliance
+from control_plane.compliance.tasks import COMPLIANCE_ACTOR
 from control_plane.core.db import DbConnection
+from control_plane.core.outbox import request_evaluation
 from control_plane.core.settings import Settings
+from control_plane.domain.compliance import EvaluationTrigger
 from control_plane.facts.fleet import fleet_generation
 from control_plane.scheduling import repository, service
 from control_plane.scheduling.tasks import (
@@ -861,3 +865,121 @@ def test_the_database_refuses_to_delete_a_booked_gpu(
     # Nor through its node: the reservation names the node as well.
     with pytest.raises(psycopg.errors.ForeignKeyViolation):
         owner_conn.execute("DELETE FROM node WHERE id = %s", (workload["node_id"],))
+
+
+# -- the recorded outcome describes the placement made -----------------------------------
+
+#: A warn policy on an older GPU model: it applies to some nodes of the fleet, not all.
+OLD_GPUS = {
+    "name": "prefer-current-gpus",
+    "enforcement_action": "warn",
+    "requirements": {
+        "cel": [
+            {
+                "name": "not-v100",
+                "expression": '!node.gpu_models.exists(m, m.contains("V100"))',
+                "message": "V100s are due for retirement",
+            }
+        ]
+    },
+}
+
+
+@pytest.fixture
+def mixed_gpus(client: TestClient, admin: dict[str, str]) -> Fleet:
+    """h100-a (2 H100s) and v100-a, v100-b (4 V100s each), all in jp; warn on V100s."""
+    fleet = _build(client, admin, [("h100-a", "jp", 2)])
+    for hostname in ("v100-a", "v100-b"):
+        body = registration(hostname=hostname, zone="jp", gpu_uuids=_gpu_uuids(hostname, 4))
+        for gpu in body["inventory"]["gpus"]:
+            gpu["model"] = "Tesla V100-SXM2-32GB"
+        response = client.post("/v1/agents/register", json=body, headers=admin)
+        assert response.status_code == 201, response.text
+        fleet.node_ids[hostname] = response.json()["node_id"]
+    assert client.post("/v1/policies", json=OLD_GPUS, headers=admin).status_code == 201
+    activated = client.post("/v1/policy-sets/activate", json={}, headers=admin)
+    assert activated.status_code == 200, activated.text
+    return fleet
+
+
+def evaluate_compliance(conn: DbConnection) -> dict[str, Any]:
+    """Ask for a compliance evaluation and run it here, as the worker would; its record."""
+    with conn.transaction():
+        request_evaluation(conn, EvaluationTrigger.REQUESTED, {})
+    evaluation = compliance.run_pending(
+        conn, COMPLIANCE_ACTOR, sample_size=100, request_retention_days=7
+    )
+    assert evaluation is not None
+    return evaluation.model_dump(mode="json")
+
+
+def test_warnings_that_apply_only_to_other_eligible_nodes_do_not_make_the_outcome(
+    client: TestClient,
+    conn: DbConnection,
+    mixed_gpus: Fleet,
+    sovctl_as: Callable[[Role], Run],
+) -> None:
+    # Bin-pack: h100-a has the fewest free GPUs, so it is chosen; the V100 nodes were
+    # eligible too, and the warn policy applies to them only.
+    placed = submit(client, mixed_gpus, datasets=[], output=None)
+    assert placed["hostname"] == "h100-a"
+    assert placed["outcome"] == "admitted"
+    assert placed["reasons"] == []
+    # What warned against the other eligible nodes is kept, labelled as such.
+    other = placed["other_nodes"]
+    assert other["eligible"] == 2
+    [reason] = other["reasons"]
+    assert (reason["policy"], reason["rule"], reason["action"]) == (
+        "prefer-current-gpus",
+        "cel.not-v100",
+        "warn",
+    )
+    assert "2 of 2 other eligible nodes: v100-a, v100-b" in reason["message"]
+    [event] = audit.list_events(conn, action="workload.admitted").items
+    assert event.after["outcome"] == "admitted"
+    assert event.after["other_nodes"] == other
+    # sovctl shows them under their own heading, apart from the workload's reasons.
+    code, out, err = sovctl_as(Role.OPERATOR)("workloads", "show", placed["id"])
+    assert code == 0, err
+    assert "admitted_with_warnings" not in out
+    heading, rows = out.split("other eligible nodes (2), not used by this workload:")
+    assert "cel.not-v100" not in heading
+    assert "cel.not-v100" in rows
+    # Compliance judges the workload on the node it holds, and agrees.
+    evaluation = evaluate_compliance(conn)
+    assert evaluation["workloads_evaluated"] == 1
+    assert evaluation["warned_workloads"] == 0
+    assert evaluation["violating_workloads"] == 0
+
+
+def test_warnings_on_the_chosen_node_make_the_outcome_and_compliance_agrees(
+    client: TestClient, conn: DbConnection, mixed_gpus: Fleet
+) -> None:
+    # Spread: v100-a (4 free, before v100-b by hostname) is chosen, and the warning is
+    # about it.
+    placed = submit(client, mixed_gpus, datasets=[], output=None, strategy="spread")
+    assert placed["hostname"] == "v100-a"
+    assert placed["outcome"] == "admitted_with_warnings"
+    [reason] = placed["reasons"]
+    assert (reason["policy"], reason["rule"], reason["action"]) == (
+        "prefer-current-gpus",
+        "cel.not-v100",
+        "warn",
+    )
+    assert "(node v100-a;" in reason["message"]
+    other = placed["other_nodes"]
+    assert other["eligible"] == 2
+    [elsewhere] = other["reasons"]
+    assert "1 of 2 other eligible nodes: v100-b" in elsewhere["message"]
+    evaluation = evaluate_compliance(conn)
+    assert evaluation["workloads_evaluated"] == 1
+    assert evaluation["warned_workloads"] == 1
+    assert evaluation["violating_workloads"] == 0
+    # What-if on the active set's own policy predicts the same: one warned workload.
+    response = client.post("/v1/policies/whatif", json=OLD_GPUS, headers=mixed_gpus.admin)
+    assert response.status_code == 200, response.text
+    assert response.json()["violations"]["warned"] == 1
+    # A denial still summarises across nodes and has no placement to compare with.
+    denied = submit(client, mixed_gpus, datasets=[], output=None, gpu_count=9)
+    assert denied["status"] == "denied"
+    assert denied["other_nodes"] is None

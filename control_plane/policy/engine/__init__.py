@@ -12,7 +12,9 @@ How policies combine:
   workload; its node rules shrink the eligible set, and when nothing is left the workload
   is denied with, per policy and rule, how many nodes it excluded and where they are;
 * a **warn** policy's findings become warnings (``admitted_with_warnings``) and never
-  filter; **dryrun** findings are recorded with action ``dryrun`` and change nothing;
+  filter; once a node is chosen, only the findings on that node make the recorded
+  outcome (``evaluate_placement``), the rest are about nodes the workload does not use;
+  **dryrun** findings are recorded with action ``dryrun`` and change nothing;
 * deny wins: one denial denies, whatever warn or dryrun policies say, and conflicting
   deny policies (compute in ``jp`` and compute in ``tw``) leave no eligible node;
 * the baseline, independent of policies: only ``active`` nodes with enough free GPUs of
@@ -28,15 +30,17 @@ The package, by concern, each module using only those before it:
 * ``cache``: ``DecisionCache``, everything remembered, owned by the caller;
 * ``checks``: each requirement as the nodes that satisfy it, and the workload rules;
 * ``reasons``: the words of every reason;
-* ``decisions``: selection, the per-workload plan, ``decide``, ``decide_with_mask`` and
-  ``evaluate_node``.
+* ``decisions``: selection, the per-workload plan, ``decide``, ``decide_with_mask``,
+  ``evaluate_node`` and ``evaluate_placement`` (the verdict on the node chosen).
 """
 
 from control_plane.policy.engine.cache import DecisionCache
 from control_plane.policy.engine.decisions import (
+    Placed,
     decide,
     decide_with_mask,
     evaluate_node,
+    evaluate_placement,
     selected_policies,
 )
 from control_plane.policy.engine.gpu import GpuRequest, gpu_matches, gpu_request, mig_enabled
@@ -56,9 +60,11 @@ __all__ = [
     "DecisionCache",
     "GpuRequest",
     "NodeIndex",
+    "Placed",
     "decide",
     "decide_with_mask",
     "evaluate_node",
+    "evaluate_placement",
     "gpu_matches",
     "gpu_request",
     "mig_enabled",

@@ -368,3 +368,77 @@ def evaluate_node(
         policy_set_hash=policy_set.content_hash,
         point=point,
     )
+
+
+class Placed(NamedTuple):
+    """The verdict on a placement made, and what applied only to the nodes not chosen.
+
+    ``decision`` is the chosen node's: exactly what ``evaluate_node`` says of the workload
+    on it (so admission records what compliance will find), at the caller's point.
+    ``others`` counts the other eligible nodes; ``elsewhere`` holds the warn and dryrun
+    node findings against some of them and not the chosen one, each saying how many of
+    the ``others`` it concerns. They describe nodes the workload does not use, so they
+    never make the outcome ``admitted_with_warnings``.
+    """
+
+    decision: Decision
+    others: int
+    elsewhere: list[Reason]
+
+
+def evaluate_placement(
+    workload: WorkloadView,
+    node_id: str,
+    index: NodeIndex,
+    policy_set: PolicySet,
+    *,
+    point: EnforcementPoint,
+    cache: DecisionCache,
+) -> Placed:
+    """The verdict to record for ``workload`` placed on ``node_id``, one of its eligible nodes.
+
+    ``decide`` speaks of every eligible node at once ("2 of 20 eligible nodes" are of the
+    wrong kind); once a node is chosen, the recorded outcome and reasons must be those
+    of that node, and the rest is about nodes the workload did not use. Works from the
+    same remembered plan as ``decide``, so it costs a few bit operations per warn or
+    dryrun policy with something to say. ``NotFoundError`` when the index has no such
+    node, ``ValueError`` when the workload may not be placed on it (the caller chose a
+    node ``decide`` did not give).
+    """
+    plan = _plan(workload, index, policy_set, cache.memo(index, policy_set))
+    position = index.position(node_id)
+    bit = 1 << position
+    if plan.denied or not plan.eligible & bit:
+        raise ValueError(f"node {node_id} is not eligible for this workload")
+    # What ``evaluate_node`` finds on an eligible node, read off the plan: every deny
+    # policy passes there (it is eligible), so only the warn and dryrun policies with
+    # something to say (``plan.soft``) speak, in the same order and words; their checks
+    # that fail on this node are among their violations, since the node is eligible. A
+    # unit test holds the two equal on every eligible node of a random fleet.
+    hostname = index.nodes[position].hostname
+    others = plan.eligible & ~bit
+    total = others.bit_count()
+    reasons: list[Reason] = []
+    elsewhere: list[Reason] = []
+    for policy, findings, violations in plan.soft:
+        reasons += findings
+        for check, violating in violations:
+            if violating & bit:
+                scope = f"node {hostname}"
+                reasons.append(node_reason(index, policy, check, workload, bit, scope))
+            violating &= others
+            if violating:
+                scope = (
+                    f"{violating.bit_count()} of {plural(total, 'other eligible node')}"
+                    f"{hosts(index, violating)}"
+                )
+                elsewhere.append(node_reason(index, policy, check, workload, violating, scope))
+    decision = Decision(
+        outcome=_outcome(False, reasons),
+        reasons=reasons,
+        eligible_node_ids=[node_id],
+        policy_set_version=policy_set.version,
+        policy_set_hash=policy_set.content_hash,
+        point=point,
+    )
+    return Placed(decision, total, elsewhere)

@@ -16,7 +16,13 @@ from control_plane.domain.classification import Classification
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
 from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.policy.documents import compile_policy_set
-from control_plane.policy.engine import DecisionCache, NodeIndex, decide, evaluate_node
+from control_plane.policy.engine import (
+    DecisionCache,
+    NodeIndex,
+    decide,
+    evaluate_node,
+    evaluate_placement,
+)
 from control_plane.policy.models import Decision, NodeView, WorkloadView
 from tests.unit.policy.builders import (
     A100,
@@ -1163,6 +1169,99 @@ def test_evaluate_node_reports_workload_rules_too() -> None:
     )
     assert result.outcome is DENIED
     assert [r.rule for r in result.reasons] == ["data_residency"]
+
+
+# -- evaluate_placement: the verdict recorded for the node chosen ----------------------
+
+
+def test_a_placement_records_the_chosen_nodes_verdict_and_labels_the_rest() -> None:
+    policy_set = compile_policy_set(
+        [
+            PII_IN_JAPAN,
+            policy("verified", "warn", min_provenance_status="verified"),
+            policy("no-spot", "dryrun", cel=[cel("not-spot", '"spot" != node.labels["tier"]')]),
+        ],
+        1,
+        ZONES,
+    )
+    nodes = (
+        node("jp-1", labels={"tier": "reserved"}),
+        node("jp-2", provenance=ProvenanceStatus.DECLARED, labels={"tier": "reserved"}),
+        node("jp-3", provenance=ProvenanceStatus.DECLARED, labels={"tier": "spot"}),
+        node("tw-1", "tw-north", labels={"tier": "reserved"}),
+    )
+    index = NodeIndex.build(nodes, ZONES)
+    cache = DecisionCache()
+    api = EnforcementPoint.API
+    # Across the eligible nodes, the decision warns: 2 of 3 are only declared.
+    decision = decide(PII, index, policy_set, point=api, cache=cache)
+    assert decision.outcome is WARNED
+    assert decision.eligible_node_ids == ["jp-1", "jp-2", "jp-3"]
+
+    clean = evaluate_placement(PII, "jp-1", index, policy_set, point=api, cache=cache)
+    assert clean.decision.outcome is ADMITTED
+    assert clean.decision.reasons == []
+    assert clean.decision.point is api
+    assert clean.decision.eligible_node_ids == ["jp-1"]
+    assert clean.others == 2
+    assert [(r.policy, r.action, r.message) for r in clean.elsewhere] == [
+        (
+            "no-spot",
+            DRYRUN,
+            "dry run: policy no-spot would forbid nodes failing cel not-spot (1 of 2 other"
+            ' eligible nodes: jp-3; "spot" != node.labels["tier"] must be true)',
+        ),
+        (
+            "verified",
+            WARN,
+            "policy verified warns against nodes with provenance declared (2 of 2 other"
+            " eligible nodes: jp-2, jp-3; provenance must be verified)",
+        ),
+    ]
+
+    spot = evaluate_placement(PII, "jp-3", index, policy_set, point=api, cache=cache)
+    assert spot.decision.outcome is WARNED
+    assert [(r.policy, r.rule, r.action) for r in spot.decision.reasons] == [
+        ("no-spot", "cel.not-spot", DRYRUN),
+        ("verified", "min_provenance_status", WARN),
+    ]
+    assert all("(node jp-3;" in r.message for r in spot.decision.reasons)
+    assert [r.message for r in spot.elsewhere] == [
+        "policy verified warns against nodes with provenance declared (1 of 2 other eligible"
+        " nodes: jp-2; provenance must be verified)"
+    ]
+    # A node the decision did not give is refused, not judged.
+    with pytest.raises(ValueError, match="not eligible"):
+        evaluate_placement(PII, "tw-1", index, policy_set, point=api, cache=cache)
+    with pytest.raises(NotFoundError):
+        evaluate_placement(PII, "no-such-node", index, policy_set, point=api, cache=cache)
+
+
+def test_a_placement_says_what_evaluate_node_says_on_that_node() -> None:
+    policy_set = compile_policy_set(
+        [
+            policy("in-jp-or-tw", compute_zones=["jp"], compute_countries=["TW"]),
+            policy("allied", "warn", server_origin_countries=["JP", "TW"]),
+            policy("declared", "warn", min_provenance_status="verified"),
+            policy("no-spot", "dryrun", cel=[cel("tier", 'node.labels["tier"] != "spot"')]),
+            policy("labelled", "warn", cel=[cel("team", '"team" in workload.labels')]),
+        ],
+        1,
+        ZONES,
+    )
+    fleet = random_fleet(500, 7)
+    index = NodeIndex.build(fleet, ZONES)
+    cache = DecisionCache()
+    api = EnforcementPoint.API
+    for wanted in (workload(gpu_count=2), workload(gpu_count=4, labels={"team": "nlp"})):
+        decision = decide(wanted, index, policy_set, point=api, cache=cache)
+        assert decision.admitted
+        for node_id in decision.eligible_node_ids:
+            placed = evaluate_placement(wanted, node_id, index, policy_set, point=api, cache=cache)
+            there = evaluate_node(wanted, node_id, index, policy_set, point=api, cache=cache)
+            assert placed.decision == there
+            assert placed.others == len(decision.eligible_node_ids) - 1
+            assert all(r.action is not DENY for r in placed.elsewhere)
 
 
 # -- purity ----------------------------------------------------------------------------
