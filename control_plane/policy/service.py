@@ -421,7 +421,9 @@ def _compile(conn: DbConnection, policy_set: PolicySetPublic) -> PolicySet:
     documents = [member.document for member in repository.member_documents(conn, listed)]
     # Zones were checked when each document was applied; one deleted since must not stop
     # the active set from compiling.
-    compiled = compile_policy_set(documents, policy_set.version, known_zones=None)
+    compiled = compile_policy_set(
+        documents, policy_set.version, known_zones=None, versions=_members(policy_set)
+    )
     _warn_refused(compiled)
     if compiled.content_hash != policy_set.content_hash:
         log.warning(
@@ -502,6 +504,7 @@ def candidate_set(conn: DbConnection, documents: Sequence[Mapping[str, Any]]) ->
         ],
         active.version + 1,
         known_zones=None,  # checked: stored documents when applied, proposed ones above
+        versions={stored.name: stored.version for stored in kept},
     )
     _warn_refused(compiled)
     members = [
