@@ -74,6 +74,7 @@ def book(conn: DbConnection, values: dict[str, Any]) -> Booking:
         **values,
         "request": Jsonb(values["request"]),
         "reasons": Jsonb(values["reasons"]),
+        "explanation": Jsonb(values["explanation"]),
         "uuids": list(values["uuids"]),
         "claimed": list(values["claimed"]),
     }
@@ -85,7 +86,12 @@ def book(conn: DbConnection, values: dict[str, Any]) -> Booking:
 
 def insert_denied(conn: DbConnection, values: dict[str, Any]) -> WorkloadPublic:
     """Store a denied workload; returns it as ``get_workload`` would."""
-    params = {**values, "request": Jsonb(values["request"]), "reasons": Jsonb(values["reasons"])}
+    params = {
+        **values,
+        "request": Jsonb(values["request"]),
+        "reasons": Jsonb(values["reasons"]),
+        "explanation": Jsonb(values["explanation"]),
+    }
     return fetch_returning_as(conn, WorkloadPublic, _q("insert_denied"), params)
 
 
