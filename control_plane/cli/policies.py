@@ -113,9 +113,41 @@ def _print_table(decision: Decision, index: NodeIndex) -> None:
             OutputFormat.TABLE,
             ["action", "policy", "rule", "message"],
         )
+    _print_explanation(decision)
     hostnames = [index.node(node_id).hostname for node_id in decision.eligible_node_ids]
     typer.echo("")
     typer.echo(f"eligible nodes ({len(hostnames)}): {', '.join(hostnames) or '-'}")
+
+
+def _print_explanation(decision: Decision) -> None:
+    """Which policies applied and what each rule found, and which did not apply and why."""
+    explanation = decision.explanation
+    typer.echo("")
+    if explanation.selected:
+        emit(
+            [
+                {
+                    "policy": policy.name,
+                    "action": policy.enforcement_action.value,
+                    "rules": ", ".join(f"{r.rule} {r.result}" for r in policy.rules) or "-",
+                }
+                for policy in explanation.selected
+            ],
+            OutputFormat.TABLE,
+            ["policy", "action", "rules"],
+        )
+    else:
+        typer.echo("no policy of the set selects this workload")
+    if explanation.not_selected:
+        typer.echo("")
+        emit(
+            [
+                {"not_selected": policy.name, "reason": policy.reason}
+                for policy in explanation.not_selected
+            ],
+            OutputFormat.TABLE,
+            ["not_selected", "reason"],
+        )
 
 
 @app.command("test")

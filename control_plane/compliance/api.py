@@ -89,5 +89,9 @@ def whatif(
 ) -> WhatIfResult:
     """Show what activating candidate policies would change, storing nothing (JSON or YAML)."""
     return service.whatif(
-        conn, documents, sample_size=settings.compliance_sample_size, policy_sets=policy_sets
+        conn,
+        documents,
+        sample_size=settings.compliance_sample_size,
+        policy_sets=policy_sets,
+        deny_unselected=settings.default_deny_unselected,
     )

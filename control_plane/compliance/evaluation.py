@@ -20,7 +20,7 @@ from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, E
 from control_plane.domain.fleet import NodeStatus
 from control_plane.policy.documents import PolicySet
 from control_plane.policy.engine import DecisionCache, NodeIndex, decide_with_mask, evaluate_node
-from control_plane.policy.models import Reason, WorkloadView
+from control_plane.policy.models import Explanation, Reason, WorkloadView
 
 #: The rule of the reason given when a workload's node is no longer in the fleet.
 NODE_STATUS_RULE = "node_status"
@@ -52,7 +52,11 @@ class RunningWorkload:
 
 @dataclass(frozen=True, slots=True)
 class Finding:
-    """One running workload's verdict under a policy set, where it runs now, and why."""
+    """One running workload's verdict under a policy set, where it runs now, and why.
+
+    ``explanation`` is the engine's (which policies applied, each rule's result on the
+    node); ``None`` when the engine could not judge it (its node or assets are gone).
+    """
 
     workload_id: str
     tenant: str
@@ -61,6 +65,7 @@ class Finding:
     zone: str | None
     outcome: DecisionOutcome
     reasons: tuple[Reason, ...]
+    explanation: Explanation | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The finding as JSON-safe values, as evaluations store their sample."""
@@ -71,6 +76,7 @@ class Finding:
             "hostname": self.hostname,
             "zone": self.zone,
             "reasons": [reason.to_json() for reason in self.reasons],
+            "explanation": None if self.explanation is None else self.explanation.to_json(),
         }
 
 
@@ -148,8 +154,12 @@ def judge(
     point: EnforcementPoint,
     known: frozenset[str],
     cache: DecisionCache,
+    deny_unselected: bool = False,
 ) -> Finding:
-    """One running workload's verdict on the node it runs on (``known``: the index's ids)."""
+    """One running workload's verdict on the node it runs on (``known``: the index's ids).
+
+    ``deny_unselected`` as for the engine's ``evaluate_node``.
+    """
     unjudgeable = _unjudgeable(workload, known)
     if unjudgeable or workload.view is None:
         return Finding(
@@ -162,7 +172,13 @@ def judge(
             tuple(unjudgeable),
         )
     decision = evaluate_node(
-        workload.view, workload.node_id, index, policy_set, point=point, cache=cache
+        workload.view,
+        workload.node_id,
+        index,
+        policy_set,
+        point=point,
+        cache=cache,
+        deny_unselected=deny_unselected,
     )
     node = index.node(workload.node_id)
     return Finding(
@@ -173,6 +189,7 @@ def judge(
         node.zone,
         decision.outcome,
         tuple(decision.reasons),
+        decision.explanation,
     )
 
 
@@ -183,6 +200,7 @@ def assess(
     *,
     point: EnforcementPoint,
     cache: DecisionCache,
+    deny_unselected: bool = False,
 ) -> Assessment:
     """Judge every running workload under ``policy_set`` on the nodes of ``index``.
 
@@ -190,7 +208,9 @@ def assess(
     says ``denied``), when its node is no longer in the index (decommissioned), or when
     what it names is no longer in the registry. Warn and dryrun findings never make a
     violation; ``admitted_with_warnings`` is counted apart. ``cache``: the caller's, as
-    for the engine; workloads that ask for the same are judged once.
+    for the engine; workloads that ask for the same are judged once. ``deny_unselected``
+    as for the engine: a running workload on classified data that no policy selects is a
+    violation.
     """
     known = frozenset(index.ids)
     evaluated = 0
@@ -200,7 +220,15 @@ def assess(
     by_tenant: Counter[str] = Counter()
     for workload in workloads:
         evaluated += 1
-        finding = judge(workload, index, policy_set, point=point, known=known, cache=cache)
+        finding = judge(
+            workload,
+            index,
+            policy_set,
+            point=point,
+            known=known,
+            cache=cache,
+            deny_unselected=deny_unselected,
+        )
         if finding.outcome is DecisionOutcome.ADMITTED_WITH_WARNINGS:
             warned += 1
         if finding.outcome is not DecisionOutcome.DENIED:
@@ -349,15 +377,22 @@ def what_if(
     *,
     limit: int,
     cache: DecisionCache,
+    deny_unselected: bool = False,
 ) -> WhatIf:
     """Judge the running workloads under both sets and compare every tenant's capacity.
 
     ``limit`` caps the hostnames listed per tenant and change; counts are exact.
+    ``deny_unselected`` as for ``assess``; the probes name no data, so it never denies them.
     """
     point = EnforcementPoint.WHATIF
+    unselected = deny_unselected
     return WhatIf(
-        current=assess(workloads, index, current, point=point, cache=cache),
-        candidate=assess(workloads, index, candidate, point=point, cache=cache),
+        current=assess(
+            workloads, index, current, point=point, cache=cache, deny_unselected=unselected
+        ),
+        candidate=assess(
+            workloads, index, candidate, point=point, cache=cache, deny_unselected=unselected
+        ),
         capacity=tuple(
             capacity_change(tenant, index, current, candidate, limit=limit, cache=cache)
             for tenant in tenants

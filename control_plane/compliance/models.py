@@ -15,7 +15,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from control_plane.domain.compliance import EvaluationTrigger
-from control_plane.policy.models import ReasonPublic
+from control_plane.policy.models import ExplanationPublic, ReasonPublic
 from control_plane.policy.store_models import CandidateMember, PolicySetRef
 
 
@@ -41,6 +41,12 @@ class ViolationPublic(BaseModel):
     )
     reasons: list[ReasonPublic] = Field(
         description="Every reason the engine gave, deny and warn; at least one denies."
+    )
+    explanation: ExplanationPublic | None = Field(
+        default=None,
+        description="The policies selected, each rule's result on the node, and those that"
+        " did not apply and why; null when the workload could not be judged (its node or"
+        " what it names is gone) or the evaluation predates explanations.",
     )
 
 

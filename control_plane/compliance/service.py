@@ -179,6 +179,7 @@ def run_pending(
     request_retention_days: int,
     policy_sets: CompiledPolicySets | None = None,
     decisions: DecisionCache | None = None,
+    deny_unselected: bool = False,
 ) -> EvaluationPublic | None:
     """Evaluate every running workload if any evaluation request is pending; record it.
 
@@ -188,6 +189,7 @@ def run_pending(
     ago are deleted in the same transaction, so the outbox does not grow forever. Audited
     as ``compliance.evaluated``. ``decisions``: the worker's cache of what decisions
     remember (a policy's node masks, CEL verdicts); without it, one for this evaluation.
+    ``deny_unselected``: ``SOVEREIGN_DEFAULT_DENY_UNSELECTED``, as admission applies it.
     """
     started_at = datetime.now(UTC)
     with transaction(conn):
@@ -203,6 +205,7 @@ def run_pending(
             policy_set,
             point=EnforcementPoint.SWEEP,
             cache=decisions or DecisionCache(),
+            deny_unselected=deny_unselected,
         )
         sample = found.violations[:sample_size]
         evaluation_id = uuid4()
@@ -258,6 +261,7 @@ def whatif(
     *,
     sample_size: int,
     policy_sets: CompiledPolicySets | None = None,
+    deny_unselected: bool = False,
 ) -> WhatIfResult:
     """What activating ``documents`` (as ``policy apply`` then ``policy activate``) would do.
 
@@ -266,7 +270,8 @@ def whatif(
     evaluation judges them; every tenant's probe (one GPU, nothing named) is placed under
     both. ``sample_size`` caps the violations listed; counts are exact. Decisions share
     a cache of this call's own: the snapshot is read afresh, and a candidate set is
-    seen once, so nothing would be reused by a longer-lived one.
+    seen once, so nothing would be reused by a longer-lived one. ``deny_unselected`` as
+    for the evaluation, so what-if predicts it.
     """
     with transaction(conn):
         repository.consistent_read(conn)
@@ -284,6 +289,7 @@ def whatif(
         tenants,
         limit=HOSTNAMES_LISTED,
         cache=DecisionCache(),
+        deny_unselected=deny_unselected,
     )
     new_ids = result.new_ids
     return WhatIfResult(

@@ -47,6 +47,7 @@ def register(app: Celery, settings: Settings) -> None:
                 request_retention_days=settings.compliance_request_retention_days,
                 policy_sets=policy_sets,
                 decisions=decisions,
+                deny_unselected=settings.default_deny_unselected,
             )
         if found is None:
             return None

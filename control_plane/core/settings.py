@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     #: deletes it; the evaluation that handled it keeps its triggers. At most a century,
     #: so the cutoff stays a valid timestamp.
     compliance_request_retention_days: int = Field(default=7, ge=1, le=36_500)
+    #: Deny a workload on classified data (its most sensitive dataset or model is above
+    #: ``public``) that no active policy selects, instead of admitting it on the baseline
+    #: alone: for sites where "no policy applies" must not read as "compliant". Admission,
+    #: compliance evaluations and what-if all apply it, so they keep agreeing.
+    default_deny_unselected: bool = False
     #: Failed authentications a client address may make per window before it is answered
     #: 429 (per API process), so random tokens cannot be tried at the server's speed.
     auth_failure_limit: int = Field(default=20, ge=1, le=1_000_000)

@@ -292,7 +292,9 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         "a workload is admitted and its GPUs reserved",
         NOTHING,
         _side(
-            "the workload with its decision and placement, and the enforcement `point`",
+            "the workload with its decision (reasons, `other_nodes` and `explanation`: the"
+            " policies selected with each rule's result, and those not selected and why) and"
+            " placement, and the enforcement `point`",
             "WorkloadDecided",
         ),
     ),
@@ -301,7 +303,8 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         "a workload is denied (by policy, capacity or quota)",
         NOTHING,
         _side(
-            "the workload with its decision and reasons, and the enforcement `point`",
+            "the workload with its decision, reasons and `explanation`, and the enforcement"
+            " `point`",
             "WorkloadDecided",
         ),
     ),

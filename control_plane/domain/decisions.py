@@ -35,3 +35,20 @@ class DecisionOutcome(StrEnum):
     ADMITTED = "admitted"
     DENIED = "denied"
     ADMITTED_WITH_WARNINGS = "admitted_with_warnings"
+
+
+class RuleResult(StrEnum):
+    """What one rule of a selected policy found, as a decision's explanation records it.
+
+    ``passed``: the rule holds (a node rule: it left the nodes the decision kept, see
+    docs/policy.md); ``failed``: a deny policy's rule does not hold, so it denied the
+    workload or, with the other deny rules, left no node; ``warned``: a warn or dryrun
+    policy's rule does not hold, which is reported and changes nothing; ``not_checked``:
+    the rule was not evaluated (a warn or dryrun node rule on a denied workload, or a node
+    rule when the baseline left no node to check it on).
+    """
+
+    PASSED = "passed"
+    FAILED = "failed"
+    WARNED = "warned"
+    NOT_CHECKED = "not_checked"

@@ -1,4 +1,4 @@
--- depends: 0015_node_replacement_approval
+-- depends: 0017_workload_explanation
 -- An admitted workload records the verdict on the node it was placed on: its `outcome` and
 -- `reasons` are what the engine finds on that node, as compliance judges it later. What
 -- warn and dryrun policies found about the other eligible nodes, which the workload does

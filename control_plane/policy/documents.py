@@ -22,7 +22,7 @@ from control_plane.core.errors import InvalidInputError, echo
 from control_plane.domain.decisions import EnforcementAction
 from control_plane.domain.fleet import ProvenanceStatus
 from control_plane.policy import bounds, conditions
-from control_plane.policy.models import PROVENANCE_RANK, PolicyDocument
+from control_plane.policy.models import PROVENANCE_RANK, PolicyDocument, Selector
 
 
 def load_documents(text: str, *, source: str | None = None) -> list[dict[str, Any]]:
@@ -247,6 +247,24 @@ def validate_documents(
     return [doc for doc, _ in checked]
 
 
+#: Fields added to documents after policies were stored, with their defaults: a document
+#: that leaves one at its default hashes without it, as it did before the field existed,
+#: so upgrading changes no stored policy's or set's content hash.
+_LATER_FIELDS: tuple[tuple[str, str, Any], ...] = (
+    ("selector", "min_classification", None),
+    ("requirements", "require_output", False),
+)
+
+
+def canonical_document(doc: PolicyDocument) -> dict[str, Any]:
+    """The validated document as JSON values, as it is hashed (see ``_LATER_FIELDS``)."""
+    dumped = doc.model_dump(mode="json")
+    for part, name, default in _LATER_FIELDS:
+        if dumped[part].get(name, default) == default:
+            dumped[part].pop(name, None)
+    return dumped
+
+
 def content_hash(documents: Iterable[PolicyDocument]) -> str:
     """SHA-256 of the canonical JSON of the documents, ordered by name.
 
@@ -254,7 +272,7 @@ def content_hash(documents: Iterable[PolicyDocument]) -> str:
     country codes upper-cased), so two files that say the same thing hash the same.
     """
     ordered = sorted(documents, key=lambda doc: doc.name)
-    payload = canonical_json([doc.model_dump(mode="json") for doc in ordered])
+    payload = canonical_json([canonical_document(doc) for doc in ordered])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
@@ -323,6 +341,11 @@ class CompiledPolicy:
     requirements by content; the engine's ``DecisionCache`` keeps each distinct key's
     eligible-node masks per index, so they are computed once per index, and policies that
     say the same share them.
+
+    ``version`` (the store's, ``None`` for a document never stored) and ``content_hash``
+    (of this document alone) identify it in a decision's explanation; ``workload_rules``
+    names its workload rules in the order their reasons come; ``selector_words`` says
+    each selector field in words, for the explanation of a workload it does not select.
     """
 
     document: PolicyDocument
@@ -330,6 +353,8 @@ class CompiledPolicy:
     action: EnforcementAction
     tenants: frozenset[str]
     classifications: frozenset[str]
+    #: ``Classification.rank`` of ``min_classification``; ``None`` when not given.
+    min_rank: int | None
     #: The selector's labels as (key, value) pairs, so "carries them all" is a subset test.
     dataset_labels: frozenset[tuple[str, str]]
     model_labels: frozenset[tuple[str, str]]
@@ -340,12 +365,17 @@ class CompiledPolicy:
     allowed_provenance: frozenset[ProvenanceStatus] | None
     exclude_quarantined: bool
     data_residency: bool
+    require_output: bool
     workload_cel: tuple[CelCondition, ...]
     node_cel: tuple[CelCondition, ...]
     workload_node_cel: tuple[CelCondition, ...]
     judges_workload: bool
     selects_all: bool
     node_key: str
+    version: int | None
+    content_hash: str
+    workload_rules: tuple[str, ...]
+    selector_words: Mapping[str, str]
 
     @property
     def compute_places(self) -> str:
@@ -386,8 +416,34 @@ def _condition(
     )
 
 
-def _compile(doc: PolicyDocument, compiled_cel: list[CelCondition]) -> CompiledPolicy:
+def _labels_words(labels: Mapping[str, str]) -> str:
+    return "{" + ", ".join(f"{key}: {value}" for key, value in sorted(labels.items())) + "}"
+
+
+def _selector_words(selector: Selector) -> dict[str, str]:
+    """Each selector field given, in words (``selector tenants [acme, beta]``)."""
+    words: dict[str, str] = {}
+    if selector.tenants:
+        words["tenants"] = f"selector tenants [{', '.join(sorted(selector.tenants))}]"
+    if selector.classifications:
+        ordered = sorted(set(selector.classifications), key=lambda c: c.rank)
+        words["classifications"] = f"selector classifications [{', '.join(ordered)}]"
+    if selector.min_classification is not None:
+        words["min_classification"] = f"selector min_classification {selector.min_classification}"
+    if selector.dataset_labels:
+        words["dataset_labels"] = (
+            f"selector dataset_labels {_labels_words(selector.dataset_labels)}"
+        )
+    if selector.model_labels:
+        words["model_labels"] = f"selector model_labels {_labels_words(selector.model_labels)}"
+    return words
+
+
+def _compile(
+    doc: PolicyDocument, compiled_cel: list[CelCondition], version: int | None
+) -> CompiledPolicy:
     req = doc.requirements
+    selector = doc.selector
     allowed_provenance = (
         None
         if req.min_provenance_status is None
@@ -401,6 +457,13 @@ def _compile(doc: PolicyDocument, compiled_cel: list[CelCondition]) -> CompiledP
         str(cls): frozenset(countries) for cls, countries in req.component_origin_countries.items()
     }
     node_cel = tuple(c for c in compiled_cel if c.node_level)
+    workload_cel = tuple(c for c in compiled_cel if not c.node_level)
+    # The order ``decisions._workload_findings`` finds them in.
+    workload_rules = (
+        *(["require_output"] if req.require_output else []),
+        *(["data_residency"] if req.data_residency else []),
+        *(c.rule for c in workload_cel),
+    )
     places = (frozenset(req.compute_zones), frozenset(req.compute_countries))
     # A string, not a tuple: strings keep their hash, and the engine looks this up once
     # per matched policy per decision.
@@ -419,8 +482,9 @@ def _compile(doc: PolicyDocument, compiled_cel: list[CelCondition]) -> CompiledP
         document=doc,
         name=doc.name,
         action=doc.enforcement_action,
-        tenants=frozenset(doc.selector.tenants),
-        classifications=frozenset(doc.selector.classifications),
+        tenants=frozenset(selector.tenants),
+        classifications=frozenset(selector.classifications),
+        min_rank=None if selector.min_classification is None else selector.min_classification.rank,
         dataset_labels=frozenset(doc.selector.dataset_labels.items()),
         model_labels=frozenset(doc.selector.model_labels.items()),
         compute_zones=places[0],
@@ -430,17 +494,23 @@ def _compile(doc: PolicyDocument, compiled_cel: list[CelCondition]) -> CompiledP
         allowed_provenance=allowed_provenance,
         exclude_quarantined=req.exclude_quarantined,
         data_residency=req.data_residency,
-        workload_cel=tuple(c for c in compiled_cel if not c.node_level),
+        require_output=req.require_output,
+        workload_cel=workload_cel,
         node_cel=node_cel,
         workload_node_cel=tuple(c for c in node_cel if c.reads_workload_data),
-        judges_workload=req.data_residency or len(compiled_cel) > len(node_cel),
+        judges_workload=bool(workload_rules),
         selects_all=not (
-            doc.selector.tenants
-            or doc.selector.classifications
-            or doc.selector.dataset_labels
-            or doc.selector.model_labels
+            selector.tenants
+            or selector.classifications
+            or selector.min_classification is not None
+            or selector.dataset_labels
+            or selector.model_labels
         ),
         node_key=node_key,
+        version=version,
+        content_hash=content_hash([doc]),
+        workload_rules=workload_rules,
+        selector_words=_selector_words(selector),
     )
 
 
@@ -514,6 +584,8 @@ def compile_policy_set(
     documents: Sequence[Mapping[str, Any] | PolicyDocument],
     version: int,
     known_zones: Collection[str] | None,
+    *,
+    versions: Mapping[str, int] | None = None,
 ) -> PolicySet:
     """Validate ``documents`` and compile them into the policy set the engine evaluates.
 
@@ -523,6 +595,7 @@ def compile_policy_set(
     changed since fails closed instead of stopping the set from compiling: the zone check
     is skipped (a zone deleted since simply contains no node), and a CEL rule the bounds
     refuse now (``policy.bounds``) never runs and fails (``PolicySet.refused`` lists it).
+    ``versions`` gives each stored policy's version by name, which explanations record.
     """
     if version < 0:
         raise InvalidInputError.for_field("version", "must not be negative", version)
@@ -541,7 +614,11 @@ def compile_policy_set(
     reads_models = any(c.reads_models for c in every)
     slots = _slots(union, reads_datasets, reads_models)
     policies = tuple(
-        _compile(doc, [replace(c, slots=_slots_read(c, slots)) for c in found])
+        _compile(
+            doc,
+            [replace(c, slots=_slots_read(c, slots)) for c in found],
+            None if versions is None else versions.get(doc.name),
+        )
         for (doc, _), found in zip(checked, per_policy, strict=True)
     )
     return PolicySet(

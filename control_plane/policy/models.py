@@ -21,13 +21,19 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     Field,
+    StrictBool,
     StringConstraints,
     field_validator,
 )
 
 from control_plane.domain.classification import Classification
 from control_plane.domain.countries import CountryCode
-from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
+from control_plane.domain.decisions import (
+    DecisionOutcome,
+    EnforcementAction,
+    EnforcementPoint,
+    RuleResult,
+)
 from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.domain.types import (
     Description,
@@ -67,12 +73,20 @@ class Selector(Input):
     """Which workloads a policy applies to; an empty selector applies to all of them.
 
     Every field given must match: the workload's tenant is one of ``tenants``; one of its
-    datasets or models has one of ``classifications``; one of its datasets carries all of
-    ``dataset_labels``; one of its models carries all of ``model_labels``.
+    datasets or models has one of ``classifications`` (exactly that level); its highest
+    classification is at or above ``min_classification`` (classifications are ordered,
+    ``Classification.rank``); one of its datasets carries all of ``dataset_labels``; one
+    of its models carries all of ``model_labels``. ``classifications`` and
+    ``min_classification`` given together must both match, as any two fields must.
     """
 
     tenants: list[Slug] = Field(default_factory=list)
     classifications: list[Classification] = Field(default_factory=list)
+    min_classification: Classification | None = Field(
+        default=None,
+        description="Applies to workloads whose most sensitive dataset or model is at or"
+        " above this level (public < internal < confidential < restricted).",
+    )
     dataset_labels: Labels = Field(default_factory=dict)
     model_labels: Labels = Field(default_factory=dict)
 
@@ -93,7 +107,9 @@ class Requirements(Input):
     ``compute_zones`` and ``compute_countries`` together are the allowed places: a node is
     inside when its zone is, or lies within, one of the zones, or its zone's country is one
     of the countries. ``data_residency`` applies the same places to where datasets and
-    model weights are stored and to the output destination.
+    model weights are stored and to the output destination. ``require_output`` makes a
+    workload that names no output destination fail, so ``data_residency`` cannot pass
+    for results whose destination nobody declared.
     """
 
     compute_zones: list[Slug] = Field(default_factory=list)
@@ -105,6 +121,9 @@ class Requirements(Input):
     min_provenance_status: ProvenanceStatus | None = None
     exclude_quarantined: bool = True
     data_residency: bool = False
+    # Strict: "yes" or 1 would otherwise pass as true; a new field has no stored
+    # documents that relied on the lax reading.
+    require_output: StrictBool = False
     cel: list[CelRule] = Field(default_factory=list)
 
     @field_validator("min_provenance_status")
@@ -259,11 +278,140 @@ class ReasonPublic(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class RuleCheck:
+    """One rule of a selected policy and what it found (``RuleResult``).
+
+    ``nodes_excluded`` is for node rules that ``decide`` found ``failed`` (how many of the
+    nodes the baseline left the deny rule excluded) or ``warned`` (how many eligible nodes
+    the warn or dryrun rule would have excluded); ``None`` otherwise, and in
+    ``evaluate_node``, which judges one node.
+    """
+
+    rule: str
+    result: RuleResult
+    nodes_excluded: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The check as JSON-safe values."""
+        return {
+            "rule": self.rule,
+            "result": self.result.value,
+            "nodes_excluded": self.nodes_excluded,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SelectedPolicy:
+    """A policy whose selector matched the workload, and every rule it checked.
+
+    ``version`` is the policy's version in the store (``None`` for a document that was
+    never stored: ``sovctl policies test``, a what-if candidate); ``content_hash`` the
+    SHA-256 of its canonical document, as the store records it.
+    """
+
+    name: str
+    version: int | None
+    content_hash: str
+    enforcement_action: EnforcementAction
+    rules: tuple[RuleCheck, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The policy's part of the explanation as JSON-safe values."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "content_hash": self.content_hash,
+            "enforcement_action": self.enforcement_action.value,
+            "rules": [rule.to_json() for rule in self.rules],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UnselectedPolicy:
+    """A policy of the set that does not apply to the workload, and the selector that said no.
+
+    ``reason`` names the first selector field that did not match and what the workload
+    had instead, e.g. ``selector classifications [restricted] did not match internal``.
+    """
+
+    name: str
+    version: int | None
+    content_hash: str
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The policy's part of the explanation as JSON-safe values."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "content_hash": self.content_hash,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Which policies of the set applied to a decision, what each rule found, and which did not.
+
+    Every policy of the set is in exactly one of the two lists, in name order, so "no
+    policy applied" is told apart from "every policy passed".
+    """
+
+    selected: tuple[SelectedPolicy, ...]
+    not_selected: tuple[UnselectedPolicy, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The explanation as JSON-safe values, as workloads and evaluations store it."""
+        return {
+            "selected": [policy.to_json() for policy in self.selected],
+            "not_selected": [policy.to_json() for policy in self.not_selected],
+        }
+
+
+class RuleCheckPublic(BaseModel):
+    """One rule a selected policy checked, and its result."""
+
+    rule: str
+    result: RuleResult
+    nodes_excluded: int | None = Field(
+        default=None,
+        description="Node rules: nodes the rule excluded (deny) or would have (warn, dryrun).",
+    )
+
+
+class SelectedPolicyPublic(BaseModel):
+    """A policy that applied to the decision, by name, version and content hash."""
+
+    name: str
+    version: int | None = Field(description="Its version in the store; null if never stored.")
+    content_hash: str
+    enforcement_action: EnforcementAction
+    rules: list[RuleCheckPublic]
+
+
+class UnselectedPolicyPublic(BaseModel):
+    """A policy of the set that did not apply to the workload, and why."""
+
+    name: str
+    version: int | None = Field(description="Its version in the store; null if never stored.")
+    content_hash: str
+    reason: str = Field(description="The selector field that did not match, in words.")
+
+
+class ExplanationPublic(BaseModel):
+    """What a decision records of the policy set: what applied, what each rule found, what not."""
+
+    selected: list[SelectedPolicyPublic]
+    not_selected: list[UnselectedPolicyPublic]
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The engine's verdict, with the policy-set version and hash it was reached under.
 
     ``eligible_node_ids`` are the nodes the workload may be placed on (empty when denied);
-    choosing one and reserving GPUs is the caller's business.
+    choosing one and reserving GPUs is the caller's business. ``explanation`` lists the
+    policies selected, each rule's result, and the policies that did not apply and why.
     """
 
     outcome: DecisionOutcome
@@ -272,6 +420,7 @@ class Decision:
     policy_set_version: int
     policy_set_hash: str
     point: EnforcementPoint
+    explanation: Explanation
 
     @property
     def admitted(self) -> bool:
@@ -287,4 +436,5 @@ class Decision:
             "policy_set_version": self.policy_set_version,
             "policy_set_hash": self.policy_set_hash,
             "point": self.point.value,
+            "explanation": self.explanation.to_json(),
         }

@@ -421,7 +421,9 @@ def _compile(conn: DbConnection, policy_set: PolicySetPublic) -> PolicySet:
     documents = [member.document for member in repository.member_documents(conn, listed)]
     # Zones were checked when each document was applied; one deleted since must not stop
     # the active set from compiling.
-    compiled = compile_policy_set(documents, policy_set.version, known_zones=None)
+    compiled = compile_policy_set(
+        documents, policy_set.version, known_zones=None, versions=_members(policy_set)
+    )
     _warn_refused(compiled)
     if compiled.content_hash != policy_set.content_hash:
         log.warning(
@@ -493,7 +495,15 @@ def candidate_set(conn: DbConnection, documents: Sequence[Mapping[str, Any]]) ->
     validated = _validated(conn, documents)
     proposed = {doc.name for doc in validated}
     # A default activation's members are the latest versions, read here with their documents.
-    kept = [stored for stored in repository.latest_versions(conn) if stored.name not in proposed]
+    latest = repository.latest_versions(conn)
+    kept = [stored for stored in latest if stored.name not in proposed]
+    # The version each proposed document would be stored as (apply keeps an unchanged
+    # one at its latest), so explanations name the versions activation would record.
+    stored_as = {stored.name: (stored.version, stored.content_hash) for stored in latest}
+    versions = {stored.name: stored.version for stored in kept}
+    for doc in validated:
+        version, digest = stored_as.get(doc.name, (0, None))
+        versions[doc.name] = version if digest == content_hash([doc]) else version + 1
     active = get_active_set(conn)
     compiled = compile_policy_set(
         [
@@ -502,6 +512,7 @@ def candidate_set(conn: DbConnection, documents: Sequence[Mapping[str, Any]]) ->
         ],
         active.version + 1,
         known_zones=None,  # checked: stored documents when applied, proposed ones above
+        versions=versions,
     )
     _warn_refused(compiled)
     members = [

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
-from control_plane.core.http import Conn, Limit, Offset, RequestId
+from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep
 from control_plane.domain.types import Lookup
 from control_plane.policy.api import Decisions, PolicySets
 from control_plane.scheduling import service
@@ -50,6 +50,7 @@ async def submit_workload(
     policy_sets: PolicySets,
     fleet: Fleet,
     decisions: Decisions,
+    settings: SettingsDep,
 ) -> WorkloadPublic:
     """Decide a workload and, when admitted, reserve GPUs on one node (a denial is 201 too)."""
     # The hot path: one hop to a worker thread for the blocking admission. As an async
@@ -62,6 +63,7 @@ async def submit_workload(
         policy_sets,
         fleet,
         decisions,
+        deny_unselected=settings.default_deny_unselected,
     )
 
 

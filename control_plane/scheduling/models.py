@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 from control_plane.domain.decisions import DecisionOutcome, EnforcementPoint
 from control_plane.domain.types import BIGINT_END, Input, Labels, Slug
 from control_plane.facts.workloads import WorkloadRequest
-from control_plane.policy.models import ReasonPublic
+from control_plane.policy.models import ExplanationPublic, ReasonPublic
 
 #: Leases may run from 30 seconds to a day; the default suits a renewal every minute or so.
 MIN_LEASE_SECONDS = 30
@@ -122,6 +122,11 @@ class WorkloadPublic(BaseModel):
     outcome: DecisionOutcome
     reasons: list[ReasonPublic]
     other_nodes: OtherNodes | None
+    explanation: ExplanationPublic | None = Field(
+        description="The policies the decision selected, each rule's result, and those that"
+        " did not apply and why; as stored when decided (null for workloads decided before"
+        " decisions were explained)."
+    )
     policy_set_version: int
     policy_set_hash: str
     strategy: PlacementStrategy

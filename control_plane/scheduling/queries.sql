@@ -61,10 +61,10 @@ WITH target AS (
     SELECT array_agg(uuid ORDER BY index) AS uuids FROM locked HAVING count(*) = %(count)s
 ), stored AS (
     INSERT INTO workload (id, tenant_slug, request, strategy, status, outcome, reasons,
-                          other_nodes, policy_set_version, policy_set_hash, node_id, zone_slug,
+                          other_nodes, explanation, policy_set_version, policy_set_hash, node_id, zone_slug,
                           gpu_uuids, lease_seconds, lease_expires_at, created_by)
     SELECT %(id)s, %(tenant)s, %(request)s, %(strategy)s, %(status)s, %(outcome)s,
-           %(reasons)s, %(other_nodes)s, %(policy_set_version)s, %(policy_set_hash)s,
+           %(reasons)s, %(other_nodes)s, %(explanation)s, %(policy_set_version)s, %(policy_set_hash)s,
            %(node_id)s, %(zone)s, chosen.uuids, %(lease_seconds)s,
            now() + make_interval(secs => %(lease_seconds)s), %(created_by)s
     FROM chosen
@@ -76,7 +76,7 @@ WITH target AS (
     ON CONFLICT (gpu_uuid) DO NOTHING
     RETURNING gpu_uuid
 )
-SELECT s.id, s.tenant_slug AS tenant, s.status, s.outcome, s.reasons, s.other_nodes,
+SELECT s.id, s.tenant_slug AS tenant, s.status, s.outcome, s.reasons, s.other_nodes, s.explanation,
        s.policy_set_version, s.policy_set_hash, s.strategy, s.request, s.node_id,
        %(hostname)s AS hostname, s.zone_slug AS zone, s.gpu_uuids, s.lease_seconds,
        s.lease_expires_at, s.created_at, s.created_by, s.ended_at,
@@ -86,24 +86,27 @@ FROM (SELECT 1) AS one LEFT JOIN stored s ON true;
 
 -- name: insert_denied
 INSERT INTO workload (id, tenant_slug, request, strategy, status, outcome, reasons,
-                      policy_set_version, policy_set_hash, lease_seconds, created_by)
+                      explanation, policy_set_version, policy_set_hash, lease_seconds,
+                      created_by)
 VALUES (%(id)s, %(tenant)s, %(request)s, %(strategy)s, 'denied', %(outcome)s, %(reasons)s,
-        %(policy_set_version)s, %(policy_set_hash)s, %(lease_seconds)s, %(created_by)s)
-RETURNING id, tenant_slug AS tenant, status, outcome, reasons, other_nodes,
-          policy_set_version, policy_set_hash, strategy, request, node_id,
-          NULL::text AS hostname, zone_slug AS zone, gpu_uuids, lease_seconds, lease_expires_at,
-          created_at, created_by, ended_at;
+        %(explanation)s, %(policy_set_version)s, %(policy_set_hash)s, %(lease_seconds)s,
+        %(created_by)s)
+RETURNING id, tenant_slug AS tenant, status, outcome, reasons, other_nodes, explanation, policy_set_version,
+          policy_set_hash, strategy, request, node_id, NULL::text AS hostname,
+          zone_slug AS zone, gpu_uuids, lease_seconds, lease_expires_at, created_at,
+          created_by, ended_at;
 
 -- name: get_workload
-SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes,
-       w.policy_set_version, w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname,
-       w.zone_slug AS zone, w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at,
-       w.created_by, w.ended_at
+SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes, w.explanation,
+       w.policy_set_version,
+       w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname, w.zone_slug AS zone,
+       w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at, w.created_by,
+       w.ended_at
 FROM workload w LEFT JOIN node n ON n.id = w.node_id
 WHERE w.id = %(id)s;
 
 -- name: lock_workload
-SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes,
+SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes, w.explanation,
        w.policy_set_version, w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname,
        w.zone_slug AS zone, w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at,
        w.created_by, w.ended_at, coalesce(w.lease_expires_at <= now(), false) AS lease_expired
@@ -112,7 +115,7 @@ WHERE w.id = %(id)s
 FOR UPDATE OF w;
 
 -- name: list_workloads
-SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes,
+SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes, w.explanation,
        w.policy_set_version, w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname,
        w.zone_slug AS zone, w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at,
        w.created_by, w.ended_at

@@ -75,6 +75,7 @@ def book(conn: DbConnection, values: dict[str, Any]) -> Booking:
         "request": Jsonb(values["request"]),
         "reasons": Jsonb(values["reasons"]),
         "other_nodes": Jsonb(values["other_nodes"]),
+        "explanation": Jsonb(values["explanation"]),
         "uuids": list(values["uuids"]),
         "claimed": list(values["claimed"]),
     }
@@ -86,7 +87,12 @@ def book(conn: DbConnection, values: dict[str, Any]) -> Booking:
 
 def insert_denied(conn: DbConnection, values: dict[str, Any]) -> WorkloadPublic:
     """Store a denied workload; returns it as ``get_workload`` would."""
-    params = {**values, "request": Jsonb(values["request"]), "reasons": Jsonb(values["reasons"])}
+    params = {
+        **values,
+        "request": Jsonb(values["request"]),
+        "reasons": Jsonb(values["reasons"]),
+        "explanation": Jsonb(values["explanation"]),
+    }
     return fetch_returning_as(conn, WorkloadPublic, _q("insert_denied"), params)
 
 

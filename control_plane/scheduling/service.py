@@ -168,9 +168,9 @@ class _Placement:
     def verdict(self, node: NodeView) -> dict[str, Any]:
         """What the workload records if it is placed on ``node``: the verdict on that node.
 
-        Its outcome and reasons are what the engine finds on the node (what compliance will
-        find there); warnings that concern only other eligible nodes go to ``other_nodes``
-        and leave the outcome alone.
+        Its outcome, reasons and explanation are what the engine finds on the node (what
+        compliance will find there); warnings that concern only other eligible nodes go to
+        ``other_nodes`` and leave the outcome alone.
         """
         placed = evaluate_placement(
             self.workload,
@@ -183,6 +183,7 @@ class _Placement:
         return {
             "outcome": placed.decision.outcome.value,
             "reasons": [reason.to_json() for reason in placed.decision.reasons],
+            "explanation": placed.decision.explanation.to_json(),
             "other_nodes": {
                 "eligible": placed.others,
                 "reasons": [reason.to_json() for reason in placed.elsewhere],
@@ -263,6 +264,8 @@ def admit(
     policy_sets: CompiledPolicySets | None = None,
     fleet: FleetCache | None = None,
     decisions: DecisionCache | None = None,
+    *,
+    deny_unselected: bool = False,
 ) -> WorkloadPublic:
     """Decide a workload and, when admitted, reserve GPUs for it on one node.
 
@@ -272,12 +275,14 @@ def admit(
     ``workload.denied``, with the policy set's version and hash. ``fleet`` and
     ``decisions`` are the process's caches (the API keeps one of each); without them the
     fleet is read afresh and the decision works everything out for this call.
+    ``deny_unselected``: ``SOVEREIGN_DEFAULT_DENY_UNSELECTED`` (see the engine's
+    ``decide_with_mask``).
     """
     fleet = fleet or FleetCache()
     decisions = decisions or DecisionCache()
     for _ in range(_ADMISSION_ATTEMPTS):
         try:
-            return _admit(conn, ctx, request, policy_sets, fleet, decisions)
+            return _admit(conn, ctx, request, policy_sets, fleet, decisions, deny_unselected)
         except _BookedMeanwhileError:
             continue
     raise ConflictError(
@@ -294,6 +299,7 @@ def _admit(
     policy_sets: CompiledPolicySets | None,
     fleet: FleetCache,
     decisions: DecisionCache,
+    deny_unselected: bool,
 ) -> WorkloadPublic:
     """One try at ``admit``, in one transaction."""
     workload_id = uuid4()
@@ -306,7 +312,12 @@ def _admit(
             policy_set = active_policy_set(conn, policy_sets)
             index = occupancy.snapshot.index
             decision, eligible = decide_with_mask(
-                workload, index, policy_set, point=EnforcementPoint.API, cache=decisions
+                workload,
+                index,
+                policy_set,
+                point=EnforcementPoint.API,
+                cache=decisions,
+                deny_unselected=deny_unselected,
             )
             values: dict[str, Any] = {
                 "id": workload_id,
@@ -316,6 +327,7 @@ def _admit(
                 "status": WorkloadStatus.ADMITTED.value,
                 "outcome": decision.outcome.value,
                 "reasons": [reason.to_json() for reason in decision.reasons],
+                "explanation": decision.explanation.to_json(),
                 "policy_set_version": decision.policy_set_version,
                 "policy_set_hash": decision.policy_set_hash,
                 "lease_seconds": request.lease_seconds,

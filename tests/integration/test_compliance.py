@@ -324,6 +324,23 @@ def test_an_evaluation_records_counts_sample_and_one_audit_event(
     assert first["zone"] == "tw"
     assert first["reasons"][0]["rule"] == "compute_location"
     assert f"node {first['hostname']}" in first["reasons"][0]["message"]
+    # Which policy judged it, at which version, and what each of its rules found there.
+    [stored] = client.get("/v1/policies", headers=world.admin).json()
+    assert first["explanation"] == {
+        "selected": [
+            {
+                "name": "compute-in-japan",
+                "version": 1,
+                "content_hash": stored["content_hash"],
+                "enforcement_action": "deny",
+                "rules": [
+                    {"rule": "compute_location", "result": "failed", "nodes_excluded": None},
+                    {"rule": "exclude_quarantined", "result": "passed", "nodes_excluded": None},
+                ],
+            }
+        ],
+        "not_selected": [],
+    }
     # Requests handled; one audit event with the counts and the sampled ids.
     assert pending(conn) == []
     [event] = audit.list_events(conn, action="compliance.evaluated").items
@@ -665,6 +682,9 @@ def test_whatif_predicts_exactly_what_the_evaluation_records_after_activation(
     assert [item["workload_id"] for item in predicted["violations"]["items"]] == in_taiwan
     assert all(item["new"] for item in predicted["violations"]["items"])
     assert {item["zone"] for item in predicted["violations"]["items"]} == {"tw"}
+    # The candidate policy is explained at the version applying it would store.
+    explained = predicted["violations"]["items"][0]["explanation"]["selected"]
+    assert [(p["name"], p["version"]) for p in explained] == [("compute-in-japan", 1)]
     for tenant in predicted["tenants"]:
         assert tenant["nodes_lost"] == {"count": 2, "hostnames": ["tw-a", "tw-b"]}
         assert (tenant["usable_gpus_now"], tenant["usable_gpus_candidate"]) == (10, 6)

@@ -14,6 +14,7 @@ from celery import Celery
 from fastapi.testclient import TestClient
 
 from control_plane.access.models import Role
+from control_plane.app import create_app
 from control_plane.audit import service as audit
 from control_plane.compliance import service as compliance
 from control_plane.compliance.tasks import COMPLIANCE_ACTOR
@@ -935,6 +936,9 @@ def test_warnings_that_apply_only_to_other_eligible_nodes_do_not_make_the_outcom
         "warn",
     )
     assert "2 of 2 other eligible nodes: v100-a, v100-b" in reason["message"]
+    # The recorded explanation is the chosen node's too: the rule passed there.
+    [policy] = placed["explanation"]["selected"]
+    assert {rule["rule"]: rule["result"] for rule in policy["rules"]}["cel.not-v100"] == "passed"
     [event] = audit.list_events(conn, action="workload.admitted").items
     assert event.after["outcome"] == "admitted"
     assert event.after["other_nodes"] == other
@@ -967,6 +971,8 @@ def test_warnings_on_the_chosen_node_make_the_outcome_and_compliance_agrees(
         "warn",
     )
     assert "(node v100-a;" in reason["message"]
+    [policy] = placed["explanation"]["selected"]
+    assert {rule["rule"]: rule["result"] for rule in policy["rules"]}["cel.not-v100"] == "warned"
     other = placed["other_nodes"]
     assert other["eligible"] == 2
     [elsewhere] = other["reasons"]
@@ -983,3 +989,164 @@ def test_warnings_on_the_chosen_node_make_the_outcome_and_compliance_agrees(
     denied = submit(client, mixed_gpus, datasets=[], output=None, gpu_count=9)
     assert denied["status"] == "denied"
     assert denied["other_nodes"] is None
+
+
+# -- selection by level, a declared output, and what each decision records --------------
+
+
+def _apply(client: TestClient, fleet: Fleet, *documents: dict[str, Any]) -> dict[str, Any]:
+    for document in documents:
+        response = client.post("/v1/policies", json=document, headers=fleet.admin)
+        assert response.status_code == 201, response.text
+    activated = client.post("/v1/policy-sets/activate", json={}, headers=fleet.admin)
+    assert activated.status_code == 200, activated.text
+    result: dict[str, Any] = activated.json()
+    return result
+
+
+CONFIDENTIAL_AND_UP = {
+    "name": "confidential-in-japan",
+    "selector": {"min_classification": "confidential"},
+    "requirements": {"compute_zones": ["jp"], "data_residency": True, "require_output": True},
+}
+
+
+def test_restricted_data_with_its_output_abroad_is_denied_by_a_level_selector(
+    client: TestClient, fleet: Fleet
+) -> None:
+    """Issue 11: ``classifications: [confidential]`` let restricted data out; a level does not."""
+    for path, body in (
+        ("/v1/destinations", {"name": "results-tw", "zone": "tw"}),
+        (
+            "/v1/datasets",
+            {
+                "name": "customer-pii",
+                "tenant": "research",
+                "classification": "restricted",
+                "zones": ["jp"],
+            },
+        ),
+    ):
+        assert client.post(path, json=body, headers=fleet.admin).status_code == 201
+    _apply(client, fleet, CONFIDENTIAL_AND_UP)
+    abroad = submit(client, fleet, datasets=["customer-pii"], output="results-tw")
+    assert abroad["status"] == "denied"
+    assert [(r["policy"], r["rule"]) for r in abroad["reasons"]] == [
+        ("confidential-in-japan", "data_residency")
+    ]
+    assert "output destination results-tw is in tw" in abroad["reasons"][0]["message"]
+    # With no output named at all, require_output says so instead of passing vacuously.
+    unnamed = submit(client, fleet, datasets=["customer-pii"], output=None)
+    assert unnamed["status"] == "denied"
+    assert [r["rule"] for r in unnamed["reasons"]] == ["require_output"]
+    # Confidential data with its results in Japan runs in Japan.
+    admitted = submit(client, fleet)
+    assert (admitted["status"], admitted["zone"]) == ("admitted", "jp")
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [
+        (
+            {"name": "p", "selector": {"min_classification": "secret"}},
+            "policies[0].selector.min_classification",
+        ),
+        (
+            {"name": "p", "requirements": {"require_output": "yes"}},
+            "policies[0].requirements.require_output",
+        ),
+        (
+            {"name": "p", "selector": {"min_clasification": "internal"}},
+            "policies[0].selector.min_clasification",
+        ),
+    ],
+)
+def test_the_new_policy_fields_are_422_naming_the_field(
+    client: TestClient, admin: dict[str, str], document: dict[str, Any], field: str
+) -> None:
+    response = client.post("/v1/policies", json=document, headers=admin)
+    assert response.status_code == 422, response.text
+    assert [f["field"] for f in response.json()["error"]["details"]["fields"]] == [field]
+
+
+def test_every_decision_records_the_policies_selected_and_not(
+    client: TestClient, conn: DbConnection, fleet: Fleet
+) -> None:
+    only_restricted = {
+        "name": "restricted-in-japan",
+        "selector": {"classifications": ["restricted"]},
+        "requirements": {"compute_zones": ["jp"]},
+    }
+    _apply(client, fleet, CONFIDENTIAL_AND_UP, only_restricted)
+    policies = {p["name"]: p for p in client.get("/v1/policies", headers=fleet.admin).json()}
+    admitted = submit(client, fleet)
+    assert admitted["outcome"] == "admitted"
+    assert admitted["explanation"] == {
+        "selected": [
+            {
+                "name": "confidential-in-japan",
+                "version": 1,
+                "content_hash": policies["confidential-in-japan"]["content_hash"],
+                "enforcement_action": "deny",
+                "rules": [
+                    {"rule": "require_output", "result": "passed", "nodes_excluded": None},
+                    {"rule": "data_residency", "result": "passed", "nodes_excluded": None},
+                    {"rule": "compute_location", "result": "passed", "nodes_excluded": None},
+                    {"rule": "exclude_quarantined", "result": "passed", "nodes_excluded": None},
+                ],
+            }
+        ],
+        "not_selected": [
+            {
+                "name": "restricted-in-japan",
+                "version": 1,
+                "content_hash": policies["restricted-in-japan"]["content_hash"],
+                "reason": "selector classifications [restricted] did not match confidential",
+            }
+        ],
+    }
+    # Stored with the workload and in its audit event: what was decided, not recomputed.
+    stored = conn.execute(
+        "SELECT explanation FROM workload WHERE id = %s", (admitted["id"],)
+    ).fetchone()
+    assert stored is not None
+    assert stored["explanation"] == admitted["explanation"]
+    [event] = audit.list_events(conn, action="workload.admitted").items
+    assert event.after["explanation"] == admitted["explanation"]
+    _apply(client, fleet, {**only_restricted, "selector": {}})
+    fetched = client.get(f"/v1/workloads/{admitted['id']}", headers=fleet.admin).json()
+    assert fetched["explanation"] == admitted["explanation"]
+    # The next decision is taken, and explained, under the new set.
+    again = submit(client, fleet)
+    assert [(p["name"], p["version"]) for p in again["explanation"]["selected"]] == [
+        ("confidential-in-japan", 1),
+        ("restricted-in-japan", 2),
+    ]
+
+
+def test_default_deny_unselected_denies_classified_work_no_policy_covers(
+    settings: Settings, client: TestClient, fleet: Fleet
+) -> None:
+    other_tenant = {
+        "name": "platform-in-taiwan",
+        "selector": {"tenants": ["platform"]},
+        "requirements": {"compute_zones": ["tw"]},
+    }
+    _apply(client, fleet, other_tenant)
+    # Off by default: admitted, and the answer says that no policy applied.
+    lenient = submit(client, fleet)
+    assert lenient["outcome"] == "admitted"
+    assert lenient["explanation"]["selected"] == []
+    assert lenient["explanation"]["not_selected"][0]["reason"] == (
+        "selector tenants [platform] did not match tenant research"
+    )
+    strict = create_app(settings.model_copy(update={"default_deny_unselected": True}))
+    with TestClient(strict) as strict_client:
+        denied = submit(strict_client, fleet)
+        assert denied["status"] == "denied"
+        assert [(r["policy"], r["rule"]) for r in denied["reasons"]] == [
+            (None, "default_deny_unselected")
+        ]
+        assert "dataset tickets is classified confidential" in denied["reasons"][0]["message"]
+        # A workload naming no data is not classified: admitted as before.
+        assert submit(strict_client, fleet, datasets=[], output=None)["status"] == "admitted"

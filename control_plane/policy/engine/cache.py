@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from control_plane.policy.engine.checks import CelAnswer, NodeCheck, PolicyChecks
     from control_plane.policy.engine.decisions import Plan
     from control_plane.policy.engine.scope import Profiles
+    from control_plane.policy.models import RuleCheck, SelectedPolicy, UnselectedPolicy
 
 #: Entries per table before the table is cleared and refilled: a long-lived cache must
 #: not grow without limit, and a full clear costs one refill of what is still in use.
@@ -63,7 +64,11 @@ class Memo:
       (the fingerprints include what the index adds, such as a storage zone's country,
       so they are sound on any index);
     * this pair's own: ``node_checks`` (a node condition that also reads the workload,
-      per fingerprint) and ``plans`` (per workload, see ``decisions.Plan``).
+      per fingerprint) and ``plans`` (per workload, see ``decisions.Plan``); and the
+      shared parts of explanations, so plans hold few objects of their own:
+      ``rule_checks`` (per rule and result), ``passed`` (per policy: its workload rules
+      passed, and its explanation when every rule passed) and ``unselected`` (per policy
+      and why it was not selected).
     """
 
     __slots__ = (
@@ -72,9 +77,12 @@ class Memo:
         "candidates",
         "node_cel",
         "node_checks",
+        "passed",
         "plans",
         "policy_checks",
         "profiles",
+        "rule_checks",
+        "unselected",
         "verdicts",
     )
 
@@ -92,6 +100,9 @@ class Memo:
         self.verdicts = verdicts
         self.node_checks: dict[tuple[str, str, str, Any], NodeCheck] = {}
         self.plans: dict[tuple[Any, ...], Plan] = {}
+        self.rule_checks: dict[tuple[str, str], RuleCheck] = {}
+        self.passed: dict[Any, tuple[tuple[RuleCheck, ...], SelectedPolicy]] = {}
+        self.unselected: dict[tuple[Any, str, Any], UnselectedPolicy] = {}
         self._lock = lock
         self._limit = limit
 

@@ -77,7 +77,10 @@ def _named_values(index: NodeIndex, breakdown: str, excluded: int) -> str:
 def _data_context(policy: CompiledPolicy, workload: WorkloadView) -> str:
     """Which dataset brings a policy into play, for compute reasons: where it is stored."""
     if not workload.datasets or not (
-        policy.data_residency or policy.classifications or policy.dataset_labels
+        policy.data_residency
+        or policy.classifications
+        or policy.min_rank is not None
+        or policy.dataset_labels
     ):
         return ""
     chosen = next(
@@ -85,6 +88,7 @@ def _data_context(policy: CompiledPolicy, workload: WorkloadView) -> str:
             d
             for d in workload.datasets
             if (not policy.classifications or d.classification in policy.classifications)
+            and (policy.min_rank is None or d.classification.rank >= policy.min_rank)
             and all(d.labels.get(k) == v for k, v in policy.dataset_labels)
         ),
         workload.datasets[0],
@@ -145,6 +149,31 @@ def residency_reasons(
         )
         for subject in subjects
     ]
+
+
+def output_reason(policy: CompiledPolicy) -> Reason:
+    """Why ``require_output`` of ``policy`` failed: the workload names no output destination."""
+    action = policy.action
+    return Reason(
+        policy.name,
+        "require_output",
+        action,
+        f"{_PREFIX[action]}the workload names no output destination; policy {policy.name}"
+        f" {_VERB[action]} workloads whose results have no declared destination",
+    )
+
+
+def unselected_reason(top: DataAssetView | ModelView) -> Reason:
+    """Why a workload that no policy selects is denied: its most sensitive asset, ``top``."""
+    kind = "dataset" if isinstance(top, DataAssetView) else "model"
+    return Reason(
+        None,
+        "default_deny_unselected",
+        EnforcementAction.DENY,
+        f"no policy selects this workload, and its {kind} {top.name} is classified"
+        f" {top.classification}: workloads on data above public that no policy covers are"
+        " denied (default_deny_unselected)",
+    )
 
 
 def workload_cel_reason(

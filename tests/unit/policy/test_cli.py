@@ -1,6 +1,7 @@
 """``sovctl policies test`` on the example files: offline, with exit codes scripts rely on."""
 
 import json
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -133,3 +134,37 @@ def test_a_missing_file_is_a_usage_error(sovctl: Sovctl, tmp_path: Path) -> None
     )
     assert code == 2
     assert "does not exist" in err
+
+
+def _documented_runs() -> dict[str, list[str]]:
+    """Each ``<!-- docs-example: NAME -->`` block of docs/policy.md: its lines after ``$``."""
+    text = Path("docs/policy.md").read_text()
+    found = re.findall(r"<!-- docs-example: (\w+) -->\n```\n\$ [^\n]*\n(.*?)```", text, re.S)
+    return {name: block.splitlines() for name, block in found}
+
+
+def test_the_documented_runs_are_what_sovctl_prints(sovctl: Sovctl, tmp_path: Path) -> None:
+    """docs/policy.md's example outputs, the explanation tables included, run for real."""
+    documented = _documented_runs()
+    assert set(documented) == {"scenario", "internal"}
+    internal = yaml.safe_load(SCENARIO.read_text())
+    internal["workload"]["datasets"][0]["classification"] = "internal"
+    reclassified = tmp_path / "internal.yaml"
+    reclassified.write_text(yaml.safe_dump(internal))
+    for name, scenario in (("scenario", SCENARIO), ("internal", reclassified)):
+        code, out, err = sovctl("policies", "test", "-f", str(POLICY), "-w", str(scenario))
+        assert (code, err) == (0, "")
+        assert out.splitlines() == documented[name], name
+
+
+def test_json_output_carries_the_explanation(sovctl: Sovctl) -> None:
+    code, out, _ = sovctl("policies", "test", "-f", str(POLICY), "-w", str(SCENARIO), "-o", "json")
+    assert code == 0
+    explanation = json.loads(out)["explanation"]
+    assert [p["name"] for p in explanation["selected"]] == [
+        "no-spot-nodes",
+        "pii-stays-in-japan",
+        "verified-hardware",
+    ]
+    assert explanation["not_selected"] == []
+    assert all(p["version"] is None for p in explanation["selected"])
