@@ -29,6 +29,7 @@ class AuditAction(StrEnum):
     NODE_ONLINE = "node.online"
     NODE_OFFLINE = "node.offline"
     NODE_PROVENANCE_CHECKED = "node.provenance_checked"
+    NODE_PROVENANCE_DOWNGRADED = "node.provenance_downgraded"
     TENANT_CREATED = "tenant.created"
     TENANT_DELETED = "tenant.deleted"
     TENANT_QUOTA_SET = "tenant.quota_set"
@@ -175,6 +176,16 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         "a BOM import verifies a node or finds a mismatch",
         _side("the node's provenance", "Provenance"),
         _side("the node's provenance with the import's evidence", "Provenance"),
+    ),
+    AuditAction.NODE_PROVENANCE_DOWNGRADED: ActionRecord(
+        "node",
+        "an acknowledged drift leaves a verified node on hardware no BOM verified",
+        _side("the node's provenance with the BOM verdict", "Provenance"),
+        _side(
+            "the node's provenance, `declared` or `unknown`, with the superseded verdict"
+            " under `evidence.previous`",
+            "Provenance",
+        ),
     ),
     AuditAction.TENANT_CREATED: ActionRecord(
         "tenant", "a tenant is created", NOTHING, _side("the tenant", "TenantPublic")

@@ -144,6 +144,13 @@ SET identity_baseline = %(identity_baseline)s, drift_status = 'none', drift_dete
     updated_at = now()
 WHERE id = %(id)s;
 
+-- name: set_provenance_status
+-- Only the verdict and its evidence: origins stay as declared or filled from a BOM.
+UPDATE node
+SET provenance_status = %(provenance_status)s, provenance_evidence = %(provenance_evidence)s,
+    updated_at = now()
+WHERE id = %(id)s;
+
 -- name: mark_stale_nodes_offline
 -- SKIP LOCKED: a node being updated by its own heartbeat right now is not stale.
 UPDATE node SET status = 'offline', updated_at = now()

@@ -27,7 +27,7 @@ from control_plane.core.db import (
     translate_integrity_errors,
     unique,
 )
-from control_plane.domain.fleet import NodeStatus
+from control_plane.domain.fleet import NodeStatus, ProvenanceStatus
 from control_plane.inventory.models import GpuPublic, NodeRow, SitePublic, StaleNode, ZonePublic
 
 _ZONE_WRITE: dict[str, ErrorFactory] = {
@@ -197,6 +197,18 @@ def acknowledge_drift(conn: DbConnection, node_id: UUID, baseline: dict[str, Any
     """Adopt ``baseline`` as the node's identity, clear its drift and end the quarantine."""
     conn.execute(
         _q("acknowledge_drift"), _with_json({"id": node_id, "identity_baseline": baseline})
+    )
+
+
+def set_provenance_status(
+    conn: DbConnection, node_id: UUID, status: ProvenanceStatus, evidence: dict[str, Any]
+) -> None:
+    """Set a node's provenance status and evidence, leaving its origins as they are."""
+    conn.execute(
+        _q("set_provenance_status"),
+        _with_json(
+            {"id": node_id, "provenance_status": status.value, "provenance_evidence": evidence}
+        ),
     )
 
 

@@ -6,9 +6,9 @@ WHERE n.system_serial = ANY(%(system_serials)s) OR n.asset_tag = ANY(%(asset_tag
 ORDER BY n.id
 FOR UPDATE OF n;
 
--- name: gpu_serials
+-- name: gpu_identities
 -- What the agents read; null where a GPU did not report its serial.
-SELECT node_id, serial FROM gpu WHERE node_id = ANY(%(node_ids)s) ORDER BY node_id, index;
+SELECT node_id, uuid, serial FROM gpu WHERE node_id = ANY(%(node_ids)s) ORDER BY node_id, index;
 
 -- name: record_provenance_check
 UPDATE node
