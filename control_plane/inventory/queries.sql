@@ -15,6 +15,15 @@ FROM residency_zone WHERE slug = %(slug)s;
 SELECT slug, name, country, parent_slug AS parent, description, created_at, updated_at
 FROM residency_zone WHERE slug = %(slug)s FOR UPDATE;
 
+-- name: share_zone
+-- A parent being built on: its country cannot change until the child is stored.
+SELECT slug, name, country, parent_slug AS parent, description, created_at, updated_at
+FROM residency_zone WHERE slug = %(slug)s FOR SHARE;
+
+-- name: zone_children
+SELECT slug, name, country, parent_slug AS parent, description, created_at, updated_at
+FROM residency_zone WHERE parent_slug = %(slug)s ORDER BY slug;
+
 -- name: zone_ancestors
 -- The zone itself and every zone above it, nearest first.
 WITH RECURSIVE up(slug, parent_slug, depth) AS (

@@ -100,6 +100,16 @@ def get_zone(conn: DbConnection, slug: str, *, for_update: bool = False) -> Zone
     return fetch_one_as(conn, ZonePublic, query, {"slug": slug})
 
 
+def share_zone(conn: DbConnection, slug: str) -> ZonePublic | None:
+    """One zone, share-locked: its country stays as it is until the transaction ends."""
+    return fetch_one_as(conn, ZonePublic, _q("share_zone"), {"slug": slug})
+
+
+def zone_children(conn: DbConnection, slug: str) -> list[ZonePublic]:
+    """The zones directly inside ``slug``, by slug."""
+    return fetch_all_as(conn, ZonePublic, _q("zone_children"), {"slug": slug})
+
+
 def zone_ancestors(conn: DbConnection, slug: str) -> list[str]:
     """The zone and every zone above it, nearest first."""
     return [r["slug"] for r in fetch_all(conn, _q("zone_ancestors"), {"slug": slug})]

@@ -37,9 +37,7 @@ def lock_nodes_for_bom(
     )
 
 
-def gpu_identities(
-    conn: DbConnection, node_ids: Sequence[UUID]
-) -> dict[UUID, list[GpuIdentity]]:
+def gpu_identities(conn: DbConnection, node_ids: Sequence[UUID]) -> dict[UUID, list[GpuIdentity]]:
     """The GPUs' UUIDs and serials the agents read, per node, by GPU index (nodes without
     GPUs absent)."""
     gpus: dict[UUID, list[GpuIdentity]] = defaultdict(list)
