@@ -93,8 +93,11 @@ def get_zone(conn: DbConnection, slug: str) -> ZonePublic:
 
 
 def update_zone(conn: DbConnection, ctx: AuditContext, slug: str, change: ZoneUpdate) -> ZonePublic:
-    """Change a zone; refuse a parent that would put the zone inside itself, and a
-    country or parent that would put a zone in another country than the zone it is in."""
+    """Change a zone; refuse a cycle, and a zone in another country than its parent.
+
+    A country or parent that would put the zone in another country than the zone it is
+    in, or leave its child zones in another country than it, is a 422.
+    """
     with audited(conn, ctx, AuditAction.ZONE_UPDATED, slug) as event:
         event.before = before = _existing(conn, slug, for_update=True)
         values = before.model_dump(include={"slug", "name", "country", "parent", "description"})

@@ -38,8 +38,10 @@ def lock_nodes_for_bom(
 
 
 def gpu_identities(conn: DbConnection, node_ids: Sequence[UUID]) -> dict[UUID, list[GpuIdentity]]:
-    """The GPUs' UUIDs and serials the agents read, per node, by GPU index (nodes without
-    GPUs absent)."""
+    """The GPUs' UUIDs and serials the agents read, per node, by GPU index.
+
+    Nodes without GPUs are absent.
+    """
     gpus: dict[UUID, list[GpuIdentity]] = defaultdict(list)
     for row in fetch_all(conn, _q("gpu_identities"), {"node_ids": list(node_ids)}):
         gpus[row["node_id"]].append(GpuIdentity(uuid=row["uuid"], serial=row["serial"]))
