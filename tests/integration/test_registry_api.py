@@ -319,9 +319,7 @@ def test_dataset_filters_and_pagination(
     # A zone that does not exist is no place with nothing in it: 422 naming the parameter.
     unknown = client.get("/v1/datasets", params={"zone": "atlantis"}, headers=admin)
     assert unknown.status_code == 422
-    assert [(f["field"], f["value"]) for f in error_fields(unknown)] == [
-        ("query.zone", "atlantis")
-    ]
+    assert [(f["field"], f["value"]) for f in error_fields(unknown)] == [("query.zone", "atlantis")]
     page = client.get("/v1/datasets", params={"limit": 2, "offset": 1}, headers=admin).json()
     assert [d["name"] for d in page["items"]] == ["b-web", "c-payroll"]
     assert (page["total"], page["limit"], page["offset"]) == (4, 2, 1)
