@@ -7,9 +7,8 @@ from fastapi import APIRouter, Depends, Query
 from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.audit import service
-from control_plane.audit.models import AuditEventPage, ChainVerification
+from control_plane.audit.models import AuditEventPage, AuditFilters, ChainVerification
 from control_plane.core.http import Conn, Offset
-from control_plane.domain.types import Lookup
 
 AuditReader = Annotated[Principal, Depends(require(Permission.AUDIT_READ))]
 
@@ -20,21 +19,12 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"], route_class=SecuredRoute)
 def list_events(
     conn: Conn,
     _: AuditReader,
-    object_type: Lookup | None = None,
-    object_id: Lookup | None = None,
-    action: Lookup | None = None,
+    filters: Annotated[AuditFilters, Query()],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
 ) -> AuditEventPage:
     """List audit events, oldest first."""
-    return service.list_events(
-        conn,
-        object_type=object_type,
-        object_id=object_id,
-        action=action,
-        limit=limit,
-        offset=offset,
-    )
+    return service.list_events(conn, **filters.model_dump(mode="json"), limit=limit, offset=offset)
 
 
 @router.get("/verify")

@@ -5,6 +5,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from control_plane.domain.audit import AuditAction, AuditObjectType
+from control_plane.domain.types import Lookup
+
 
 class AuditEventPublic(BaseModel):
     """One link of the audit chain, as stored."""
@@ -23,6 +26,19 @@ class AuditEventPublic(BaseModel):
     after: Any
     prev_hash: str
     hash: str
+
+
+class AuditFilters(BaseModel):
+    """The query parameters of ``GET /v1/audit/events``.
+
+    ``object_type`` and ``action`` come from closed lists (``domain.audit``), so a
+    misspelt one is a 422 naming it rather than an empty page. ``object_id`` is any text:
+    the events of a deleted object stay in the log, so its id need not exist.
+    """
+
+    object_type: AuditObjectType | None = None
+    object_id: Lookup | None = None
+    action: AuditAction | None = None
 
 
 class AuditEventPage(BaseModel):

@@ -118,7 +118,7 @@ def _queue_event(
         "actor_name": ctx.actor_name,
         "request_id": ctx.request_id,
         "action": action.value,
-        "object_type": action.object_type,
+        "object_type": action.object_type.value,
         "object_id": object_id,
         # Round-trip through canonical text so what is hashed is exactly what is stored.
         "before": None if before_json is None else json.loads(before_json),

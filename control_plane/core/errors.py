@@ -7,6 +7,7 @@ CLI prints the same message. Nothing below a router raises ``HTTPException``.
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 
@@ -80,9 +81,19 @@ class InvalidInputError(SovereignError):
     @classmethod
     def for_field(cls, field: str, message: str, value: Any = None) -> "InvalidInputError":
         """Name the offending field the way request validation does (``details.fields``)."""
+        return cls.for_fields([(field, message, value)])
+
+    @classmethod
+    def for_fields(cls, problems: Sequence[tuple[str, str, Any]]) -> "InvalidInputError":
+        """Name every offending ``(field, message, value)`` at once, as validation does."""
         return cls(
-            f"{field}: {message}",
-            details={"fields": [{"field": field, "message": message, "value": echo(value)}]},
+            "; ".join(f"{field}: {message}" for field, message, _ in problems),
+            details={
+                "fields": [
+                    {"field": field, "message": message, "value": echo(value)}
+                    for field, message, value in problems
+                ]
+            },
         )
 
 

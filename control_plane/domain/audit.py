@@ -11,6 +11,23 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 
+class AuditObjectType(StrEnum):
+    """What kind of object an event is about; the audit event's ``object_type``."""
+
+    TOKEN = "token"  # noqa: S105 - an object type, not a secret
+    ZONE = "zone"
+    SITE = "site"
+    NODE = "node"
+    TENANT = "tenant"
+    DATASET = "dataset"
+    MODEL = "model"
+    DESTINATION = "destination"
+    POLICY = "policy"
+    POLICY_SET = "policy_set"
+    WORKLOAD = "workload"
+    COMPLIANCE_EVALUATION = "compliance_evaluation"
+
+
 class AuditAction(StrEnum):
     """What happened, as ``object.verb``; the audit event's ``action``."""
 
@@ -31,6 +48,7 @@ class AuditAction(StrEnum):
     NODE_ONLINE = "node.online"
     NODE_OFFLINE = "node.offline"
     NODE_PROVENANCE_CHECKED = "node.provenance_checked"
+    NODE_PROVENANCE_DOWNGRADED = "node.provenance_downgraded"
     TENANT_CREATED = "tenant.created"
     TENANT_DELETED = "tenant.deleted"
     TENANT_QUOTA_SET = "tenant.quota_set"
@@ -53,7 +71,7 @@ class AuditAction(StrEnum):
     COMPLIANCE_EVALUATED = "compliance.evaluated"
 
     @property
-    def object_type(self) -> str:
+    def object_type(self) -> AuditObjectType:
         """The kind of object the event is about (the event's ``object_type``)."""
         return AUDIT_ACTIONS[self].object_type
 
@@ -87,7 +105,7 @@ NOTHING = Snapshot("", (None,))
 class ActionRecord:
     """What one action's events are about and hold (docs/audit.md shows these)."""
 
-    object_type: str
+    object_type: AuditObjectType
     #: Who records it and when.
     when: str
     before: Snapshot
@@ -110,63 +128,63 @@ _HOLDING = _side(
 #: Every action, in the order of ``AuditAction``.
 AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
     AuditAction.TOKEN_CREATED: ActionRecord(
-        "token",
+        AuditObjectType.TOKEN,
         "a token is created (an agent's too, at registration)",
         NOTHING,
         _side("the token without its secret", "TokenPublic"),
     ),
     AuditAction.TOKEN_REVOKED: ActionRecord(
-        "token",
+        AuditObjectType.TOKEN,
         "a token is revoked",
         _side("the token", "TokenPublic"),
         _side("the token with `revoked_at`", "TokenPublic"),
     ),
     AuditAction.ZONE_CREATED: ActionRecord(
-        "zone", "a zone is created", NOTHING, _side("the zone", "ZonePublic")
+        AuditObjectType.ZONE, "a zone is created", NOTHING, _side("the zone", "ZonePublic")
     ),
     AuditAction.ZONE_UPDATED: ActionRecord(
-        "zone",
+        AuditObjectType.ZONE,
         "a zone is changed",
         _side("the zone", "ZonePublic"),
         _side("the zone", "ZonePublic"),
     ),
     AuditAction.ZONE_DELETED: ActionRecord(
-        "zone", "a zone is deleted", _side("the zone", "ZonePublic"), NOTHING
+        AuditObjectType.ZONE, "a zone is deleted", _side("the zone", "ZonePublic"), NOTHING
     ),
     AuditAction.SITE_CREATED: ActionRecord(
-        "site", "a site is created", NOTHING, _side("the site", "SitePublic")
+        AuditObjectType.SITE, "a site is created", NOTHING, _side("the site", "SitePublic")
     ),
     AuditAction.NODE_REGISTERED: ActionRecord(
-        "node", "an agent registers a machine id not seen before", NOTHING, _NODE
+        AuditObjectType.NODE, "an agent registers a machine id not seen before", NOTHING, _NODE
     ),
     AuditAction.NODE_REREGISTERED: ActionRecord(
-        "node",
+        AuditObjectType.NODE,
         "a known machine id is registered again: by the node's own agent, an admin, or a"
         " bootstrap token with an admin's approval",
         _NODE,
         _NODE,
     ),
     AuditAction.NODE_REPLACEMENT_APPROVED: ActionRecord(
-        "node",
+        AuditObjectType.NODE,
         "an admin approves one bootstrap-token registration of a known node (a replacement)",
         _side("the approval it replaces, expired or not", "ReplacementApproval", None),
         _APPROVAL,
     ),
     AuditAction.NODE_REPLACEMENT_USED: ActionRecord(
-        "node",
+        AuditObjectType.NODE,
         "a bootstrap-token registration uses up the node's approval (before its"
         " `node.reregistered`)",
         _APPROVAL,
         NOTHING,
     ),
     AuditAction.NODE_UPDATED: ActionRecord(
-        "node",
+        AuditObjectType.NODE,
         "an admin changes zone, site, status, labels or declared provenance",
         _side("the node", "NodePublic"),
         _side("the node", "NodePublic"),
     ),
     AuditAction.NODE_INVENTORY_CHANGED: ActionRecord(
-        "node",
+        AuditObjectType.NODE,
         "a heartbeat carries an inventory that differs from the stored one",
         _NODE,
         _side(
@@ -176,94 +194,110 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         ),
     ),
     AuditAction.NODE_DRIFT_DETECTED: ActionRecord(
-        "node",
+        AuditObjectType.NODE,
         "a report's hardware identity differs from the node's baseline",
         _side(f"the baseline: {_IDENTITY}", "IdentitySnapshot"),
         _side(f"the reported {_IDENTITY} and `differences` in words", "DriftDetected"),
     ),
     AuditAction.NODE_DRIFT_ACKNOWLEDGED: ActionRecord(
-        "node",
+        AuditObjectType.NODE,
         "an admin accepts a drifted node's reported identity",
         _side(f"{_IDENTITY} and `drift_evidence`", "DriftEvidenceSnapshot"),
         _side(f"the accepted {_IDENTITY} and the admin's `note`", "DriftAcknowledged"),
     ),
     AuditAction.NODE_ONLINE: ActionRecord(
-        "node",
+        AuditObjectType.NODE,
         "an offline node heartbeats again",
         _side("`status`", "NodeStatusSnapshot"),
         _side("`status`", "NodeStatusSnapshot"),
     ),
     AuditAction.NODE_OFFLINE: ActionRecord(
-        "node",
+        AuditObjectType.NODE,
         "the offline sweep finds a node silent for three heartbeat intervals",
         _side("`status`, `last_heartbeat_at`", "NodeLastSeen"),
         _side("`status`, `reason`", "NodeOffline"),
     ),
     AuditAction.NODE_PROVENANCE_CHECKED: ActionRecord(
-        "node",
+        AuditObjectType.NODE,
         "a BOM import verifies a node or finds a mismatch",
         _side("the node's provenance", "Provenance"),
         _side("the node's provenance with the import's evidence", "Provenance"),
     ),
+    AuditAction.NODE_PROVENANCE_DOWNGRADED: ActionRecord(
+        AuditObjectType.NODE,
+        "an acknowledged drift leaves a verified node on hardware no BOM verified",
+        _side("the node's provenance with the BOM verdict", "Provenance"),
+        _side(
+            "the node's provenance, `declared` or `unknown`, with the superseded verdict"
+            " under `evidence.previous`",
+            "Provenance",
+        ),
+    ),
     AuditAction.TENANT_CREATED: ActionRecord(
-        "tenant", "a tenant is created", NOTHING, _side("the tenant", "TenantPublic")
+        AuditObjectType.TENANT, "a tenant is created", NOTHING, _side("the tenant", "TenantPublic")
     ),
     AuditAction.TENANT_DELETED: ActionRecord(
-        "tenant",
+        AuditObjectType.TENANT,
         "a tenant is deleted",
         _side("the tenant with its quotas", "TenantPublic"),
         NOTHING,
     ),
     AuditAction.TENANT_QUOTA_SET: ActionRecord(
-        "tenant",
+        AuditObjectType.TENANT,
         "a tenant's quota in a zone is set",
         _side("the quota it replaces", "QuotaPublic", None),
         _side("the quota", "QuotaPublic"),
     ),
     AuditAction.TENANT_QUOTA_REMOVED: ActionRecord(
-        "tenant",
+        AuditObjectType.TENANT,
         "a tenant's quota in a zone is removed",
         _side("the quota", "QuotaPublic"),
         NOTHING,
     ),
     AuditAction.DATASET_REGISTERED: ActionRecord(
-        "dataset", "a dataset is registered", NOTHING, _side("the dataset", "DatasetPublic")
+        AuditObjectType.DATASET,
+        "a dataset is registered",
+        NOTHING,
+        _side("the dataset", "DatasetPublic"),
     ),
     AuditAction.DATASET_UPDATED: ActionRecord(
-        "dataset",
+        AuditObjectType.DATASET,
         "a dataset is changed",
         _side("the dataset", "DatasetPublic"),
         _side("the dataset", "DatasetPublic"),
     ),
     AuditAction.DATASET_DELETED: ActionRecord(
-        "dataset", "a dataset is deleted", _side("the dataset", "DatasetPublic"), NOTHING
+        AuditObjectType.DATASET,
+        "a dataset is deleted",
+        _side("the dataset", "DatasetPublic"),
+        NOTHING,
     ),
     AuditAction.MODEL_REGISTERED: ActionRecord(
-        "model", "a model is registered", NOTHING, _side("the model", "ModelPublic")
+        AuditObjectType.MODEL, "a model is registered", NOTHING, _side("the model", "ModelPublic")
     ),
     AuditAction.MODEL_UPDATED: ActionRecord(
-        "model",
+        AuditObjectType.MODEL,
         "a model is changed",
         _side("the model", "ModelPublic"),
         _side("the model", "ModelPublic"),
     ),
     AuditAction.MODEL_DELETED: ActionRecord(
-        "model", "a model is deleted", _side("the model", "ModelPublic"), NOTHING
+        AuditObjectType.MODEL, "a model is deleted", _side("the model", "ModelPublic"), NOTHING
     ),
     AuditAction.DESTINATION_CREATED: ActionRecord(
-        "destination",
+        AuditObjectType.DESTINATION,
         "an artifact destination is created",
         NOTHING,
         _side("the destination", "DestinationPublic"),
     ),
     AuditAction.DESTINATION_DELETED: ActionRecord(
-        "destination",
+        AuditObjectType.DESTINATION,
         "an artifact destination is deleted",
         _side("the destination", "DestinationPublic"),
         NOTHING,
     ),
     AuditAction.POLICY_APPLIED: ActionRecord(
-        "policy",
+        AuditObjectType.POLICY,
         "a policy document is stored as a new version",
         _side("the previous version's `name`, `version`, `content_hash`", "PolicyVersionRef", None),
         _side(
@@ -273,7 +307,7 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         ),
     ),
     AuditAction.POLICY_SET_ACTIVATED: ActionRecord(
-        "policy_set",
+        AuditObjectType.POLICY_SET,
         "a policy set is made active",
         _side("the set it replaces: `version`, `content_hash`, `members`", "PolicySetMembers"),
         _side(
@@ -282,13 +316,13 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         ),
     ),
     AuditAction.POLICY_SET_ROLLED_BACK: ActionRecord(
-        "policy_set",
+        AuditObjectType.POLICY_SET,
         "an earlier set's members are made active again, as a new set",
         _side("the set it replaces", "PolicySetMembers"),
         _side("the new set, `restores_version` naming the earlier one", "PolicySetActivated"),
     ),
     AuditAction.WORKLOAD_ADMITTED: ActionRecord(
-        "workload",
+        AuditObjectType.WORKLOAD,
         "a workload is admitted and its GPUs reserved",
         NOTHING,
         _side(
@@ -299,7 +333,7 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         ),
     ),
     AuditAction.WORKLOAD_DENIED: ActionRecord(
-        "workload",
+        AuditObjectType.WORKLOAD,
         "a workload is denied (by policy, capacity or quota)",
         NOTHING,
         _side(
@@ -309,7 +343,7 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         ),
     ),
     AuditAction.WORKLOAD_RELEASED: ActionRecord(
-        "workload",
+        AuditObjectType.WORKLOAD,
         "a running workload is released",
         _HOLDING,
         _side(
@@ -319,7 +353,7 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         ),
     ),
     AuditAction.WORKLOAD_EXPIRED: ActionRecord(
-        "workload",
+        AuditObjectType.WORKLOAD,
         "the lease sweep ends a workload whose lease was not renewed",
         _HOLDING,
         _side(
@@ -328,7 +362,7 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         ),
     ),
     AuditAction.COMPLIANCE_EVALUATED: ActionRecord(
-        "compliance_evaluation",
+        AuditObjectType.COMPLIANCE_EVALUATION,
         "a compliance evaluation of the running workloads is stored",
         NOTHING,
         _side(

@@ -13,6 +13,7 @@ let a look-alike through an ASCII-only rule.
 """
 
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from pydantic import (
@@ -119,6 +120,27 @@ Slug = Annotated[
         "A slug: ASCII letters, digits and inner hyphens, at most 63; stored lower-cased.",
     ),
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class References:
+    """Marks a list filter's field as naming a stored object that must exist.
+
+    ``table`` is what it names (``zone``, ``site``, ``tenant``): ``core.filters`` checks
+    every field so marked in one query, so a misspelt zone is a 422 naming the query
+    parameter rather than an empty page that reads as "there are none".
+    """
+
+    table: str
+
+
+#: A list filter naming a residency zone: a slug that must exist (``core.filters``).
+ZoneFilter = Annotated[Slug | None, References("zone")]
+#: A list filter naming a site: a slug that must exist.
+SiteFilter = Annotated[Slug | None, References("site")]
+#: A list filter naming a tenant: a slug that must exist.
+TenantFilter = Annotated[Slug | None, References("tenant")]
+
 #: A label key as Kubernetes spells them: an optional DNS prefix, then a name.
 LabelKey = Annotated[
     str,

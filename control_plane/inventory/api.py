@@ -10,7 +10,6 @@ from control_plane.access.models import Permission, Principal
 from control_plane.core.errors import PermissionDeniedError
 from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep
 from control_plane.core.openapi import error_responses
-from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.domain.types import Lookup
 from control_plane.inventory import agents, drift, nodes, zones
 from control_plane.inventory.models import (
@@ -89,26 +88,11 @@ def list_sites(conn: Conn, _: Reader) -> list[SitePublic]:
 def list_nodes(
     conn: Conn,
     _: Reader,
-    zone: Annotated[Lookup | None, Query(description="Zone slug; nested zones included.")] = None,
-    site: Lookup | None = None,
-    origin_country: Annotated[Lookup | None, Query(description="ISO 3166-1 alpha-2.")] = None,
-    node_status: Annotated[NodeStatus | None, Query(alias="status")] = None,
-    gpu_model: Annotated[Lookup | None, Query(description="Substring, any case.")] = None,
-    provenance_status: ProvenanceStatus | None = None,
-    drift_status: DriftStatus | None = None,
+    filters: Annotated[NodeFilters, Query()],
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> NodePage:
     """List GPU servers, filtered and paginated."""
-    filters = NodeFilters(
-        zone=zone,
-        site=site,
-        origin_country=origin_country.upper() if origin_country else None,
-        status=node_status,
-        gpu_model=gpu_model,
-        provenance_status=provenance_status,
-        drift_status=drift_status,
-    )
     return nodes.list_nodes(conn, filters, limit, offset)
 
 

@@ -1,8 +1,12 @@
 """Hardware identity of a node, and how a reported identity differs from the accepted one.
 
 Pure functions over plain values: no database, no clock. The service compares what an
-agent reports with the node's baseline and stores the differences, in words, as evidence.
+agent reports with the node's baseline and stores the differences, in words, as evidence;
+a BOM verdict records the identity it was checked on, so a later change of hardware can be
+told from the hardware the BOM verified.
 """
+
+from typing import Any
 
 from control_plane.inventory.models import GpuIdentity, Inventory, NodeIdentity
 
@@ -42,3 +46,19 @@ def identity_differences(baseline: NodeIdentity, reported: NodeIdentity) -> list
         if uuid not in before
     )
     return differences
+
+
+#: The key of a BOM verdict's evidence (``provenance_evidence``) that holds the identity
+#: the BOM was checked against: what the agent had read when the import ran.
+CHECKED_IDENTITY = "identity"
+
+
+def checked_identity(evidence: dict[str, Any], baseline: NodeIdentity) -> NodeIdentity:
+    """The hardware identity a BOM verdict was reached on.
+
+    Verdicts record it under ``CHECKED_IDENTITY``; one stored before they did was reached
+    on the node's baseline of the time, which nothing but drift changes, so the baseline
+    stands in for it.
+    """
+    recorded = evidence.get(CHECKED_IDENTITY)
+    return baseline if recorded is None else NodeIdentity.model_validate(recorded)

@@ -20,9 +20,12 @@ from control_plane.domain.types import (
     Input,
     LabelPatch,
     Labels,
+    Lookup,
     ShortText,
+    SiteFilter,
     Slug,
     SmallCount,
+    ZoneFilter,
     storable_text,
 )
 
@@ -392,13 +395,20 @@ class NodePage(BaseModel):
 
 
 class NodeFilters(BaseModel):
-    """Filters for listing nodes; a zone includes the zones nested inside it."""
+    """The query parameters of ``GET /v1/nodes``; a zone includes the zones nested inside it.
 
-    zone: str | None = None
-    site: str | None = None
-    origin_country: str | None = None
+    Their types refuse a value of the wrong format (a country code that is not one, a
+    status no node has); ``core.filters.check_references`` refuses a zone or site that
+    does not exist. Either is a 422 naming the parameter, never an empty page.
+    """
+
+    zone: ZoneFilter = Field(default=None, description="Zone slug; nested zones included.")
+    site: SiteFilter = Field(default=None, description="Site slug.")
+    origin_country: CountryCode | None = Field(
+        default=None, description="Declared country of origin (final assembly)."
+    )
     status: NodeStatus | None = None
-    gpu_model: str | None = None
+    gpu_model: Lookup | None = Field(default=None, description="Substring, any case.")
     provenance_status: ProvenanceStatus | None = None
     drift_status: DriftStatus | None = None
 

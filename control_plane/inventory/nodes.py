@@ -12,6 +12,7 @@ from uuid import UUID
 from control_plane.core.audit_log import AuditContext, audited
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, NotFoundError
+from control_plane.core.filters import check_references
 from control_plane.core.labels import merge_labels
 from control_plane.core.outbox import request_evaluation
 from control_plane.domain.audit import AuditAction
@@ -58,7 +59,11 @@ def existing_node(conn: DbConnection, node_id: UUID, *, for_update: bool = False
 
 
 def list_nodes(conn: DbConnection, filters: NodeFilters, limit: int, offset: int) -> NodePage:
-    """A page of nodes matching ``filters`` (a zone includes its nested zones)."""
+    """A page of nodes matching ``filters`` (a zone includes its nested zones).
+
+    A zone or site that does not exist is a 422, not an empty page.
+    """
+    check_references(conn, filters)
     rows, total = repository.search_nodes(conn, filters.model_dump(mode="json"), limit, offset)
     return NodePage(items=[row.public() for row in rows], total=total, limit=limit, offset=offset)
 

@@ -15,6 +15,15 @@ FROM residency_zone WHERE slug = %(slug)s;
 SELECT slug, name, country, parent_slug AS parent, description, created_at, updated_at
 FROM residency_zone WHERE slug = %(slug)s FOR UPDATE;
 
+-- name: share_zone
+-- A parent being built on: its country cannot change until the child is stored.
+SELECT slug, name, country, parent_slug AS parent, description, created_at, updated_at
+FROM residency_zone WHERE slug = %(slug)s FOR SHARE;
+
+-- name: zone_children
+SELECT slug, name, country, parent_slug AS parent, description, created_at, updated_at
+FROM residency_zone WHERE parent_slug = %(slug)s ORDER BY slug;
+
 -- name: zone_ancestors
 -- The zone itself and every zone above it, nearest first.
 WITH RECURSIVE up(slug, parent_slug, depth) AS (
@@ -145,6 +154,13 @@ UPDATE node
 SET identity_baseline = %(identity_baseline)s, drift_status = 'none', drift_detected_at = NULL,
     drift_evidence = '{}',
     status = CASE WHEN status = 'quarantined' THEN 'active' ELSE status END,
+    updated_at = now()
+WHERE id = %(id)s;
+
+-- name: set_provenance_status
+-- Only the verdict and its evidence: origins stay as declared or filled from a BOM.
+UPDATE node
+SET provenance_status = %(provenance_status)s, provenance_evidence = %(provenance_evidence)s,
     updated_at = now()
 WHERE id = %(id)s;
 

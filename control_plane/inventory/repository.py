@@ -27,7 +27,7 @@ from control_plane.core.db import (
     translate_integrity_errors,
     unique,
 )
-from control_plane.domain.fleet import NodeStatus
+from control_plane.domain.fleet import NodeStatus, ProvenanceStatus
 from control_plane.inventory.models import (
     GpuPublic,
     NodeRow,
@@ -105,6 +105,16 @@ def get_zone(conn: DbConnection, slug: str, *, for_update: bool = False) -> Zone
     """One zone, optionally locked for the rest of the transaction."""
     query = _q("lock_zone" if for_update else "get_zone")
     return fetch_one_as(conn, ZonePublic, query, {"slug": slug})
+
+
+def share_zone(conn: DbConnection, slug: str) -> ZonePublic | None:
+    """One zone, share-locked: its country stays as it is until the transaction ends."""
+    return fetch_one_as(conn, ZonePublic, _q("share_zone"), {"slug": slug})
+
+
+def zone_children(conn: DbConnection, slug: str) -> list[ZonePublic]:
+    """The zones directly inside ``slug``, by slug."""
+    return fetch_all_as(conn, ZonePublic, _q("zone_children"), {"slug": slug})
 
 
 def zone_ancestors(conn: DbConnection, slug: str) -> list[str]:
@@ -204,6 +214,18 @@ def acknowledge_drift(conn: DbConnection, node_id: UUID, baseline: dict[str, Any
     """Adopt ``baseline`` as the node's identity, clear its drift and end the quarantine."""
     conn.execute(
         _q("acknowledge_drift"), _with_json({"id": node_id, "identity_baseline": baseline})
+    )
+
+
+def set_provenance_status(
+    conn: DbConnection, node_id: UUID, status: ProvenanceStatus, evidence: dict[str, Any]
+) -> None:
+    """Set a node's provenance status and evidence, leaving its origins as they are."""
+    conn.execute(
+        _q("set_provenance_status"),
+        _with_json(
+            {"id": node_id, "provenance_status": status.value, "provenance_evidence": evidence}
+        ),
     )
 
 

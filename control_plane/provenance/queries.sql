@@ -7,10 +7,10 @@ WHERE n.system_serial = ANY(%(system_serials)s) OR n.asset_tag = ANY(%(asset_tag
 ORDER BY n.id
 FOR UPDATE OF n;
 
--- name: gpu_serials
+-- name: gpu_identities
 -- What the agents read (in their latest reports: a booked GPU left out of one is kept, as
 -- missing, but was not read); null where a GPU did not report its serial.
-SELECT node_id, serial FROM gpu
+SELECT node_id, uuid, serial FROM gpu
 WHERE node_id = ANY(%(node_ids)s) AND missing_since IS NULL
 ORDER BY node_id, index;
 

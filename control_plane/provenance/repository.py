@@ -18,7 +18,7 @@ from control_plane.core.db import (
     fetch_returning_as,
     load_queries,
 )
-from control_plane.inventory.models import NodeRow
+from control_plane.inventory.models import GpuIdentity, NodeRow
 
 
 def _q(name: str) -> LiteralString:
@@ -37,12 +37,15 @@ def lock_nodes_for_bom(
     )
 
 
-def gpu_serials(conn: DbConnection, node_ids: Sequence[UUID]) -> dict[UUID, list[str | None]]:
-    """The GPU serials the agents read, per node, by GPU index (nodes without GPUs absent)."""
-    serials: dict[UUID, list[str | None]] = defaultdict(list)
-    for row in fetch_all(conn, _q("gpu_serials"), {"node_ids": list(node_ids)}):
-        serials[row["node_id"]].append(row["serial"])
-    return dict(serials)
+def gpu_identities(conn: DbConnection, node_ids: Sequence[UUID]) -> dict[UUID, list[GpuIdentity]]:
+    """The GPUs' UUIDs and serials the agents read, per node, by GPU index.
+
+    Nodes without GPUs are absent.
+    """
+    gpus: dict[UUID, list[GpuIdentity]] = defaultdict(list)
+    for row in fetch_all(conn, _q("gpu_identities"), {"node_ids": list(node_ids)}):
+        gpus[row["node_id"]].append(GpuIdentity(uuid=row["uuid"], serial=row["serial"]))
+    return dict(gpus)
 
 
 def record_provenance_check(conn: DbConnection, values: dict[str, Any]) -> NodeRow:

@@ -17,7 +17,8 @@ from control_plane.core.db import DbConnection
 from control_plane.core.outbox import request_evaluation
 from control_plane.domain.audit import AuditAction
 from control_plane.domain.compliance import EvaluationTrigger
-from control_plane.inventory.models import NodeRow
+from control_plane.inventory.identity import CHECKED_IDENTITY
+from control_plane.inventory.models import NodeIdentity, NodeRow
 from control_plane.inventory.nodes import PROVENANCE_POLICY_FIELDS
 from control_plane.provenance import repository
 from control_plane.provenance.bom import BomServer, group_servers
@@ -105,7 +106,7 @@ def import_bom(conn: DbConnection, ctx: AuditContext, bom: BomImport) -> ImportR
             [s.asset_tag for s in servers if s.asset_tag is not None],
         )
         index = _index(nodes)
-        gpu_serials = repository.gpu_serials(conn, [n.id for n in nodes])
+        gpus = repository.gpu_identities(conn, [n.id for n in nodes])
         checked: dict[UUID, str] = {}
         for server in servers:
             found = _find_node(server, index)
@@ -123,11 +124,12 @@ def import_bom(conn: DbConnection, ctx: AuditContext, bom: BomImport) -> ImportR
                 )
                 continue
             checked[node.id] = str(server.system_serial or server.asset_tag)
+            read = gpus.get(node.id, [])
             assessment = assess(
                 server,
                 NodeFacts(
                     system_serial=node.system_serial,
-                    gpu_serials=tuple(gpu_serials.get(node.id, [])),
+                    gpu_serials=tuple(gpu.serial for gpu in read),
                     origin_country=node.origin_country,
                     component_origins=node.component_origins,
                 ),
@@ -149,6 +151,10 @@ def import_bom(conn: DbConnection, ctx: AuditContext, bom: BomImport) -> ImportR
                             "request_id": ctx.request_id,
                             "matched_by": matched_by.value,
                             "checks": [c.model_dump(mode="json") for c in assessment.checks],
+                            # What the verdict holds for: a later change of hardware ends it.
+                            CHECKED_IDENTITY: NodeIdentity(
+                                system_serial=node.system_serial, gpus=read
+                            ).model_dump(mode="json"),
                         },
                     },
                 )

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.http import Conn, Limit, Offset, RequestId
-from control_plane.domain.classification import Classification
 from control_plane.domain.types import Lookup
 from control_plane.registry import service
 from control_plane.registry.models import (
@@ -35,10 +34,6 @@ from control_plane.registry.models import (
 
 Reader = Annotated[Principal, Depends(require(Permission.INVENTORY_READ))]
 Admin = Annotated[Principal, Depends(require(Permission.REGISTRY_WRITE))]
-TenantFilter = Annotated[Lookup | None, Query(description="Owning tenant's slug.")]
-ZoneFilter = Annotated[
-    Lookup | None, Query(description="Storage zone slug; nested zones included.")
-]
 router = APIRouter(prefix="/v1", route_class=SecuredRoute)
 
 
@@ -106,14 +101,11 @@ def register_dataset(
 def list_datasets(
     conn: Conn,
     _: Reader,
-    tenant: TenantFilter = None,
-    classification: Classification | None = None,
-    zone: ZoneFilter = None,
+    filters: Annotated[AssetFilters, Query()],
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> DatasetPage:
     """List datasets, filtered and paginated."""
-    filters = AssetFilters(tenant=tenant, classification=classification, zone=zone)
     return service.list_datasets(conn, filters, limit, offset)
 
 
@@ -153,20 +145,11 @@ def register_model(
 def list_models(
     conn: Conn,
     _: Reader,
-    tenant: TenantFilter = None,
-    classification: Classification | None = None,
-    zone: ZoneFilter = None,
-    origin_country: Annotated[Lookup | None, Query(description="ISO 3166-1 alpha-2.")] = None,
+    filters: Annotated[ModelFilters, Query()],
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> ModelPage:
     """List models, filtered and paginated."""
-    filters = ModelFilters(
-        tenant=tenant,
-        classification=classification,
-        zone=zone,
-        origin_country=origin_country.upper() if origin_country else None,
-    )
     return service.list_models(conn, filters, limit, offset)
 
 

@@ -24,6 +24,8 @@ from control_plane.domain.types import (
     ShortText,
     Slug,
     SmallCount,
+    TenantFilter,
+    ZoneFilter,
 )
 
 
@@ -198,17 +200,21 @@ class ModelPage(BaseModel):
 
 
 class AssetFilters(BaseModel):
-    """Filters for listing datasets; a zone includes the zones nested inside it."""
+    """The query parameters of ``GET /v1/datasets``; a zone includes the zones nested in it.
 
-    tenant: str | None = None
+    Checked as ``inventory.models.NodeFilters`` is: format by type, the tenant and zone
+    to exist by ``core.filters.check_references``.
+    """
+
+    tenant: TenantFilter = Field(default=None, description="Owning tenant's slug.")
     classification: Classification | None = None
-    zone: str | None = None
+    zone: ZoneFilter = Field(default=None, description="Storage zone slug; nested zones included.")
 
 
 class ModelFilters(AssetFilters):
-    """Filters for listing models: those of datasets, and the country of origin."""
+    """The query parameters of ``GET /v1/models``: those of datasets, and the origin."""
 
-    origin_country: str | None = None
+    origin_country: CountryCode | None = Field(default=None, description="The supplier's country.")
 
 
 # -- artifact destinations -------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 from control_plane.core.audit_log import AuditContext, audited
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import NotFoundError
+from control_plane.core.filters import check_references
 from control_plane.core.labels import merge_labels
 from control_plane.core.outbox import request_evaluation
 from control_plane.domain.audit import AuditAction
@@ -236,7 +237,11 @@ def register_dataset(
 def list_datasets(
     conn: DbConnection, filters: AssetFilters, limit: int, offset: int
 ) -> DatasetPage:
-    """A page of datasets matching ``filters`` (a zone includes its nested zones)."""
+    """A page of datasets matching ``filters`` (a zone includes its nested zones).
+
+    A tenant or zone that does not exist is a 422, not an empty page.
+    """
+    check_references(conn, filters)
     items, total = _search(conn, _DATASETS, filters, limit, offset)
     return DatasetPage(items=items, total=total, limit=limit, offset=offset)
 
@@ -264,7 +269,8 @@ def register_model(conn: DbConnection, ctx: AuditContext, model: ModelCreate) ->
 
 
 def list_models(conn: DbConnection, filters: ModelFilters, limit: int, offset: int) -> ModelPage:
-    """A page of models matching ``filters`` (a zone includes its nested zones)."""
+    """A page of models matching ``filters``; an unknown tenant or zone is a 422."""
+    check_references(conn, filters)
     items, total = _search(conn, _MODELS, filters, limit, offset)
     return ModelPage(items=items, total=total, limit=limit, offset=offset)
 

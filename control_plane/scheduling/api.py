@@ -13,7 +13,6 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.http import Conn, Limit, Offset, RequestId, SettingsDep
-from control_plane.domain.types import Lookup
 from control_plane.policy.api import Decisions, PolicySets
 from control_plane.scheduling import service
 from control_plane.scheduling.fleet import FleetCache
@@ -23,7 +22,6 @@ from control_plane.scheduling.models import (
     WorkloadFilters,
     WorkloadPage,
     WorkloadPublic,
-    WorkloadStatus,
 )
 
 Reader = Annotated[Principal, Depends(require(Permission.INVENTORY_READ))]
@@ -71,13 +69,11 @@ async def submit_workload(
 def list_workloads(
     conn: Conn,
     _: Reader,
-    tenant: Annotated[Lookup | None, Query(description="Tenant slug.")] = None,
-    status: WorkloadStatus | None = None,
+    filters: Annotated[WorkloadFilters, Query()],
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> WorkloadPage:
     """List workloads, admitted and denied, newest first; filtered and paginated."""
-    filters = WorkloadFilters(tenant=tenant, status=status)
     return service.list_workloads(conn, filters, limit, offset)
 
 

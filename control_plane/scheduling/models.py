@@ -15,7 +15,7 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from control_plane.domain.decisions import DecisionOutcome, EnforcementPoint
-from control_plane.domain.types import BIGINT_END, Input, Labels, Slug
+from control_plane.domain.types import BIGINT_END, Input, Labels, Slug, TenantFilter
 from control_plane.facts.workloads import WorkloadRequest
 from control_plane.policy.models import ExplanationPublic, ReasonPublic
 
@@ -143,9 +143,13 @@ class WorkloadPublic(BaseModel):
 
 
 class WorkloadFilters(BaseModel):
-    """Filters for listing workloads."""
+    """The query parameters of ``GET /v1/workloads``.
 
-    tenant: str | None = None
+    The tenant must exist (``core.filters.check_references``), the status be one a
+    workload can have.
+    """
+
+    tenant: TenantFilter = Field(default=None, description="Tenant slug.")
     status: WorkloadStatus | None = None
 
 

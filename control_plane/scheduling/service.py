@@ -36,6 +36,7 @@ from uuid import UUID, uuid4
 from control_plane.core.audit_log import AuditContext, audited, record_change, transaction
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, NotFoundError
+from control_plane.core.filters import check_references
 from control_plane.domain.audit import AuditAction
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
 from control_plane.facts.workloads import WorkloadRequest, workload_view
@@ -91,7 +92,11 @@ def get_workload(conn: DbConnection, workload_id: UUID) -> WorkloadPublic:
 def list_workloads(
     conn: DbConnection, filters: WorkloadFilters, limit: int, offset: int
 ) -> WorkloadPage:
-    """A page of workloads, newest first, filtered by tenant and status."""
+    """A page of workloads, newest first, filtered by tenant and status.
+
+    A tenant that does not exist is a 422, not an empty page.
+    """
+    check_references(conn, filters)
     items, total = repository.list_workloads(conn, filters.model_dump(mode="json"), limit, offset)
     return WorkloadPage(items=items, total=total, limit=limit, offset=offset)
 

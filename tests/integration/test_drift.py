@@ -330,6 +330,166 @@ def test_ack_drift_from_the_cli(
     assert client.get(node.url, headers=admin).json()["drift"]["status"] == "none"
 
 
+# -- provenance: verified means the hardware read matches a checked BOM -----------------------
+
+RESTRICTED_ON_VERIFIED = {
+    "name": "restricted-on-verified",
+    "selector": {"classifications": ["restricted"]},
+    "requirements": {"min_provenance_status": "verified"},
+}
+
+
+def bom_rows(*gpu_serials: str) -> list[dict[str, Any]]:
+    """A BOM of the test server: its chassis (assembled in the US) and these GPUs."""
+    return [
+        {"system_serial": SYSTEM_SERIAL, "component": "system", "origin_country": "US"},
+        *(
+            {
+                "system_serial": SYSTEM_SERIAL,
+                "component": "gpu",
+                "serial": s,
+                "origin_country": "TW",
+            }
+            for s in gpu_serials
+        ),
+    ]
+
+
+def import_bom(client: TestClient, admin: dict[str, str], *gpu_serials: str) -> str:
+    response = client.post(
+        "/v1/provenance/imports",
+        json={"name": "po-2291.csv", "rows": bom_rows(*gpu_serials)},
+        headers=admin,
+    )
+    assert response.status_code == 200, response.text
+    status: str = response.json()["servers"][0]["status"]
+    return status
+
+
+@pytest.fixture
+def restricted(client: TestClient, admin: dict[str, str]) -> Node:
+    """A node in jp verified by a BOM, a restricted dataset there, and a policy that
+    places restricted workloads on verified hardware only."""
+    for path, created in (
+        ("/v1/zones", {"slug": "jp", "name": "Japan", "country": "JP"}),
+        ("/v1/tenants", {"slug": "research", "name": "Research"}),
+        (
+            "/v1/datasets",
+            {
+                "name": "patients",
+                "tenant": "research",
+                "classification": "restricted",
+                "zones": ["jp"],
+            },
+        ),
+        ("/v1/destinations", {"name": "results-jp", "zone": "jp"}),
+    ):
+        response = client.post(path, json=created, headers=admin)
+        assert response.status_code == 201, response.text
+    node = register(client, admin, body_with(hostname="gpu-a", zone="jp"))
+    assert import_bom(client, admin, SERIAL_A, SERIAL_B) == "verified"
+    applied = client.post("/v1/policies", json=RESTRICTED_ON_VERIFIED, headers=admin)
+    assert applied.status_code == 201, applied.text
+    activated = client.post("/v1/policy-sets/activate", json={}, headers=admin)
+    assert activated.status_code == 200, activated.text
+    return node
+
+
+def submit_restricted(client: TestClient, admin: dict[str, str]) -> dict[str, Any]:
+    body = {"tenant": "research", "datasets": ["patients"], "output": "results-jp", "gpu_count": 1}
+    response = client.post("/v1/workloads", json=body, headers=admin)
+    assert response.status_code == 201, response.text
+    workload: dict[str, Any] = response.json()
+    return workload
+
+
+def test_acknowledging_a_gpu_swap_drops_verified_until_a_bom_verifies_the_new_parts(
+    client: TestClient, admin: dict[str, str], restricted: Node, conn: DbConnection
+) -> None:
+    node = restricted
+    running = submit_restricted(client, admin)
+    assert running["status"] == "admitted", running["reasons"]
+    verified = client.get(node.url, headers=admin).json()["provenance"]
+    assert verified["status"] == "verified"
+
+    # GPU B is swapped for C under the running workload: quarantined, drifted.
+    assert report(client, node, ((GPU_A, SERIAL_A), (GPU_C, SERIAL_C)))["status"] == "quarantined"
+    acked = client.post(f"{node.url}/drift/acknowledge", json={"note": "RMA 88123"}, headers=admin)
+    assert acked.status_code == 200, acked.text
+    detail = acked.json()
+    assert detail["status"] == "active"
+    provenance = detail["provenance"]
+    # No BOM ever listed GPU C: the node is declared (its origin came from the BOM), and
+    # the evidence keeps the superseded verification as history.
+    assert provenance["status"] == "declared"
+    assert provenance["origin_country"] == "US"
+    evidence = provenance["evidence"]
+    assert evidence["source"] == "identity-change"
+    assert evidence["identity"] == SWAPPED
+    assert evidence["verified_identity"] == BASELINE
+    assert evidence["previous"] == {"status": "verified", "evidence": verified["evidence"]}
+    assert client.get(node.url, headers=admin).json()["provenance"] == provenance
+
+    [event] = events(conn, node, "node.provenance_downgraded")
+    assert event.before["status"] == "verified"
+    assert event.before["evidence"] == verified["evidence"]
+    assert event.after["status"] == "declared"
+    assert event.after["evidence"] == evidence
+    # The log reads in order: the acknowledgement, then what it did to provenance.
+    [ack_event] = events(conn, node, "node.drift_acknowledged")
+    assert ack_event.seq < event.seq
+
+    # The next restricted workload is not placed on the unverified GPU.
+    denied = submit_restricted(client, admin)
+    assert denied["status"] == "denied"
+    assert "min_provenance_status" in {r["rule"] for r in denied["reasons"]}
+
+    # A BOM that lists the new GPU verifies the node again, and it is used again.
+    assert import_bom(client, admin, SERIAL_A, SERIAL_C) == "verified"
+    reverified = client.get(node.url, headers=admin).json()["provenance"]
+    assert reverified["status"] == "verified"
+    assert submit_restricted(client, admin)["status"] == "admitted"
+    assert audit.verify_chain(conn).ok
+
+
+def test_acknowledging_the_verified_hardware_back_keeps_verified(
+    client: TestClient, admin: dict[str, str], restricted: Node, conn: DbConnection
+) -> None:
+    node = restricted
+    report(client, node, ((GPU_A, SERIAL_A),))
+    # The board came back before anyone acknowledged: the baseline the BOM verified.
+    report(client, node)
+    acked = client.post(f"{node.url}/drift/acknowledge", headers=admin)
+    assert acked.status_code == 200, acked.text
+    assert acked.json()["provenance"]["status"] == "verified"
+    assert events(conn, node, "node.provenance_downgraded") == []
+    assert submit_restricted(client, admin)["status"] == "admitted"
+
+
+def test_a_bom_of_the_new_parts_before_the_acknowledgement_keeps_verified(
+    client: TestClient, admin: dict[str, str], restricted: Node, conn: DbConnection
+) -> None:
+    node = restricted
+    report(client, node, ((GPU_A, SERIAL_A), (GPU_C, SERIAL_C)))
+    # The replacement's paperwork is imported while the node is still quarantined.
+    assert import_bom(client, admin, SERIAL_A, SERIAL_C) == "verified"
+    acked = client.post(f"{node.url}/drift/acknowledge", headers=admin)
+    assert acked.status_code == 200, acked.text
+    assert acked.json()["provenance"]["status"] == "verified"
+    assert events(conn, node, "node.provenance_downgraded") == []
+
+
+def test_acknowledging_a_swap_on_a_declared_node_changes_no_provenance(
+    client: TestClient, admin: dict[str, str], node: Node, conn: DbConnection
+) -> None:
+    before = client.get(node.url, headers=admin).json()["provenance"]
+    report(client, node, ((GPU_A, SERIAL_A), (GPU_C, SERIAL_C)))
+    acked = client.post(f"{node.url}/drift/acknowledge", headers=admin)
+    assert acked.status_code == 200, acked.text
+    assert acked.json()["provenance"] == before
+    assert events(conn, node, "node.provenance_downgraded") == []
+
+
 # -- the migration ---------------------------------------------------------------------------
 
 

@@ -316,7 +316,10 @@ def test_dataset_filters_and_pagination(
     assert listed(zone="jp-east") == ["a-tickets", "d-docs"]  # tokyo-dc1 lies inside jp-east
     assert listed(zone="jp") == ["a-tickets", "c-payroll", "d-docs"]
     assert listed(zone="tw-north", classification="internal") == ["d-docs"]
-    assert listed(zone="atlantis") == []
+    # A zone that does not exist is no place with nothing in it: 422 naming the parameter.
+    unknown = client.get("/v1/datasets", params={"zone": "atlantis"}, headers=admin)
+    assert unknown.status_code == 422
+    assert [(f["field"], f["value"]) for f in error_fields(unknown)] == [("query.zone", "atlantis")]
     page = client.get("/v1/datasets", params={"limit": 2, "offset": 1}, headers=admin).json()
     assert [d["name"] for d in page["items"]] == ["b-web", "c-payroll"]
     assert (page["total"], page["limit"], page["offset"]) == (4, 2, 1)
