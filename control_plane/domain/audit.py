@@ -39,6 +39,9 @@ class AuditAction(StrEnum):
     MODEL_REGISTERED = "model.registered"
     MODEL_UPDATED = "model.updated"
     MODEL_DELETED = "model.deleted"
+    ASSET_GRANT_CREATED = "asset_grant.created"
+    ASSET_GRANT_REVOKED = "asset_grant.revoked"
+    ASSET_GRANT_EXPIRED = "asset_grant.expired"
     DESTINATION_CREATED = "destination.created"
     DESTINATION_DELETED = "destination.deleted"
     POLICY_APPLIED = "policy.applied"
@@ -220,6 +223,25 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
     ),
     AuditAction.MODEL_DELETED: ActionRecord(
         "model", "a model is deleted", _side("the model", "ModelPublic"), NOTHING
+    ),
+    AuditAction.ASSET_GRANT_CREATED: ActionRecord(
+        "asset_grant",
+        "a tenant is granted the use of another tenant's dataset or model",
+        NOTHING,
+        _side("the grant", "GrantPublic"),
+    ),
+    AuditAction.ASSET_GRANT_REVOKED: ActionRecord(
+        "asset_grant",
+        "a grant is revoked (the row is kept)",
+        _side("the grant", "GrantPublic"),
+        _side("the grant with `revoked_at` and `revoked_by`", "GrantPublic"),
+    ),
+    AuditAction.ASSET_GRANT_EXPIRED: ActionRecord(
+        "asset_grant",
+        "the compliance task notices that a grant reached its `expires_at` (actor"
+        " `system:compliance`)",
+        NOTHING,
+        _side("the expired grant", "GrantPublic"),
     ),
     AuditAction.DESTINATION_CREATED: ActionRecord(
         "destination",
