@@ -1,7 +1,8 @@
 """``sovctl datasets|models create|list|show|update|delete``: the data registry, via the API.
 
 Datasets and models are both assets: an owning tenant, a classification, storage zones and
-labels. Models add their provenance (supplier, country of origin) and license. As in the
+labels. Models add their provenance (supplier, country of origin) and license. Another
+tenant uses one only through a grant: ``grant``, ``grants`` and ``revoke``. As in the
 registry service, the two share one implementation here; each command only adds what
 models have on top.
 """
@@ -125,6 +126,42 @@ def _add_delete(app: typer.Typer, collection: str, noun: str) -> None:
         typer.echo(f"deleted {noun} {name}")
 
 
+_GRANT_COLUMNS = ["id", "tenant", "in_force", "expires_at", "granted_by", "reason", "revoked_at"]
+
+
+def _add_grants(app: typer.Typer, collection: str, noun: str) -> None:
+    """``grant``, ``grants`` and ``revoke`` of datasets or models, which differ in the path."""
+
+    @app.command("grant", help=f"Grant a tenant other than the owner the use of a {noun}.")
+    def grant(
+        name: Name,
+        tenant: Annotated[str, typer.Option("--tenant", help="The tenant granted use.")],
+        reason: Annotated[str, typer.Option("--reason", help="Why, e.g. a ticket.")],
+        expires_at: Annotated[
+            str | None,
+            typer.Option(
+                "--expires-at", help="When it ends, ISO 8601 with a time zone; default: never."
+            ),
+        ] = None,
+        output: Output = OutputFormat.TABLE,
+    ) -> None:
+        body = {"tenant": tenant, "reason": reason, "expires_at": expires_at}
+        emit(api("POST", f"/v1/{collection}/{name}/grants", json=body), output, _GRANT_COLUMNS)
+
+    @app.command("grants", help=f"List a {noun}'s grants, revoked and expired ones too.")
+    def grants(name: Name, output: Output = OutputFormat.TABLE) -> None:
+        emit(api("GET", f"/v1/{collection}/{name}/grants"), output, _GRANT_COLUMNS)
+
+    @app.command("revoke", help=f"Revoke a grant of a {noun} (it is kept, revoked).")
+    def revoke(
+        name: Name,
+        grant_id: Annotated[str, typer.Argument(help="The grant's id.")],
+        output: Output = OutputFormat.TABLE,
+    ) -> None:
+        revoked = api("DELETE", f"/v1/{collection}/{name}/grants/{grant_id}")
+        emit(revoked, output, [*_GRANT_COLUMNS, "revoked_by"])
+
+
 def _page(collection: str, params: Mapping[str, Any], limit: int, offset: int) -> Any:
     return api("GET", f"/v1/{collection}", params={**params, "limit": limit, "offset": offset})
 
@@ -181,6 +218,7 @@ def datasets_update(
 
 
 _add_delete(datasets_app, "datasets", "dataset")
+_add_grants(datasets_app, "datasets", "dataset")
 
 
 # -- models ----------------------------------------------------------------------------
@@ -259,3 +297,4 @@ def models_update(
 
 
 _add_delete(models_app, "models", "model")
+_add_grants(models_app, "models", "model")

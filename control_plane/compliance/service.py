@@ -1,13 +1,14 @@
 """Compliance use cases: evaluate running workloads and record it, read evaluations, what-if.
 
-``run_pending`` is the evaluation the Celery task runs. One transaction: it claims the
-pending requests (``FOR UPDATE SKIP LOCKED``, so two workers never evaluate for the same
-requests), reads the fleet snapshot, the active policy set and every running workload,
-judges them all (``evaluation.assess``), stores one ``compliance_evaluation`` with exact
-counts and a capped sample, marks the requests handled, deletes the requests handled more
-than the retention ago (the evaluations that handled them keep their ``triggers``) and
-audits ``compliance.evaluated``, last. Nothing pending, nothing done: the task is
-idempotent.
+``run_pending`` is the evaluation the Celery task runs. One transaction: it notices the
+grants that expired since the last beat (each asks for an evaluation and is audited as
+``asset_grant.expired``), claims the pending requests (``FOR UPDATE SKIP LOCKED``, so
+two workers never evaluate for the same requests), reads the fleet snapshot, the active
+policy set and every running workload, judges them all (``evaluation.assess``), stores
+one ``compliance_evaluation`` with exact counts and a capped sample, marks the requests
+handled, deletes the requests handled more than the retention ago (the evaluations that
+handled them keep their ``triggers``) and audits ``compliance.evaluated``, last. Nothing
+pending, nothing done: the task is idempotent.
 
 ``whatif`` judges the same running workloads, on the same kind of snapshot, under the
 active set and under the candidate set that applying some documents and activating them
@@ -193,6 +194,8 @@ def run_pending(
     """
     started_at = datetime.now(UTC)
     with transaction(conn):
+        # Expiry is a change no one makes: noticed here, each asks for this evaluation.
+        registry.notice_expired_grants(conn, ctx)
         claimed = repository.claim_pending(conn)
         if not claimed:
             return None

@@ -22,6 +22,7 @@ class AuditObjectType(StrEnum):
     DATASET = "dataset"
     MODEL = "model"
     DESTINATION = "destination"
+    ASSET_GRANT = "asset_grant"
     POLICY = "policy"
     POLICY_SET = "policy_set"
     WORKLOAD = "workload"
@@ -59,6 +60,9 @@ class AuditAction(StrEnum):
     MODEL_REGISTERED = "model.registered"
     MODEL_UPDATED = "model.updated"
     MODEL_DELETED = "model.deleted"
+    ASSET_GRANT_CREATED = "asset_grant.created"
+    ASSET_GRANT_REVOKED = "asset_grant.revoked"
+    ASSET_GRANT_EXPIRED = "asset_grant.expired"
     DESTINATION_CREATED = "destination.created"
     DESTINATION_DELETED = "destination.deleted"
     POLICY_APPLIED = "policy.applied"
@@ -283,6 +287,25 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
     ),
     AuditAction.MODEL_DELETED: ActionRecord(
         AuditObjectType.MODEL, "a model is deleted", _side("the model", "ModelPublic"), NOTHING
+    ),
+    AuditAction.ASSET_GRANT_CREATED: ActionRecord(
+        AuditObjectType.ASSET_GRANT,
+        "a tenant is granted the use of another tenant's dataset or model",
+        NOTHING,
+        _side("the grant", "GrantPublic"),
+    ),
+    AuditAction.ASSET_GRANT_REVOKED: ActionRecord(
+        AuditObjectType.ASSET_GRANT,
+        "a grant is revoked (the row is kept)",
+        _side("the grant", "GrantPublic"),
+        _side("the grant with `revoked_at` and `revoked_by`", "GrantPublic"),
+    ),
+    AuditAction.ASSET_GRANT_EXPIRED: ActionRecord(
+        AuditObjectType.ASSET_GRANT,
+        "the compliance task notices that a grant reached its `expires_at` (actor"
+        " `system:compliance`)",
+        NOTHING,
+        _side("the expired grant", "GrantPublic"),
     ),
     AuditAction.DESTINATION_CREATED: ActionRecord(
         AuditObjectType.DESTINATION,

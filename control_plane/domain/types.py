@@ -40,6 +40,9 @@ class Input(BaseModel):
 
 #: Labels per node, dataset, model, workload or selector.
 MAX_LABELS = 64
+#: Tenants one dataset or model may be granted to at once (grants in force), so the most
+#: entries CEL's ``granted_to`` holds.
+MAX_GRANTEES = 64
 
 #: C0 and C1 controls and DEL, and the Unicode bidirectional formatting characters.
 _UNREADABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")

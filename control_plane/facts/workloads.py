@@ -83,7 +83,14 @@ def unknown_names(request: WorkloadRequest, found: Lookup) -> list[UnknownName]:
 
 
 def _dataset_view(dataset: DatasetFacts) -> DataAssetView:
-    return DataAssetView(dataset.name, dataset.classification, dataset.zones, dataset.labels)
+    return DataAssetView(
+        dataset.name,
+        dataset.classification,
+        dataset.zones,
+        dataset.labels,
+        tenant=dataset.tenant,
+        granted_to=dataset.granted_to,
+    )
 
 
 def _model_view(model: ModelFacts) -> ModelView:
@@ -95,6 +102,8 @@ def _model_view(model: ModelFacts) -> ModelView:
         supplier=model.supplier,
         origin_country=model.origin_country,
         license=model.license,
+        tenant=model.tenant,
+        granted_to=model.granted_to,
     )
 
 
@@ -102,7 +111,9 @@ def view_of(request: WorkloadRequest, found: Lookup) -> WorkloadView:
     """The engine's view of ``request``, with what it names as ``found`` has it.
 
     Everything it names must be in ``found`` (``unknown_names`` is empty). Admission, the
-    compliance sweep and what-if all build their views here, so they judge the same thing.
+    compliance sweep and what-if all build their views here, so they judge the same thing:
+    each dataset and model with its owner and the tenants holding a grant in force when
+    ``found`` was read, which the engine's ``ownership`` rule and CEL read.
     """
     output = None
     if request.output is not None and found.destination is not None:

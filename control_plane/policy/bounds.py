@@ -38,7 +38,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from control_plane.domain.fleet import ComponentClass
-from control_plane.domain.types import MAX_LABELS
+from control_plane.domain.types import MAX_GRANTEES, MAX_LABELS
 
 #: The longest expression accepted, in characters.
 MAX_LENGTH = 4000
@@ -88,7 +88,9 @@ class Value:
 #: A string, number, boolean or null.
 SCALAR = Value()
 #: A value the estimate cannot bound otherwise: as big as the biggest collection CEL sees.
-UNKNOWN = Value(size=max(MAX_ASSETS, MAX_LABELS, MAX_STORAGE_ZONES, MAX_GPUS, MAX_ZONE_CHAIN))
+UNKNOWN = Value(
+    size=max(MAX_ASSETS, MAX_LABELS, MAX_STORAGE_ZONES, MAX_GPUS, MAX_ZONE_CHAIN, MAX_GRANTEES)
+)
 
 
 def _join(first: Value, second: Value) -> Value:
@@ -132,6 +134,8 @@ _ASSET_FIELDS = {
     "storage_zones": _strings(MAX_STORAGE_ZONES),
     "storage_countries": _strings(MAX_STORAGE_ZONES),
     "labels": _LABELS,
+    "tenant": SCALAR,
+    "granted_to": _strings(MAX_GRANTEES),
 }
 #: What bounds each variable CEL sees: its fields as ``engine.scope`` builds them, each
 #: collection as large as the API lets it be (docs/policy.md, "Limits").

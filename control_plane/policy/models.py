@@ -161,17 +161,29 @@ class ZoneView:
 
 @dataclass(frozen=True, slots=True)
 class DataAssetView:
-    """A dataset a workload reads, with where its bytes are stored."""
+    """A dataset a workload reads, with where its bytes are stored and whose it is.
+
+    ``tenant`` is the owner and ``granted_to`` the other tenants holding a grant in force
+    (sorted). A workload of any other tenant is denied (the ``ownership`` rule, before any
+    policy). ``tenant`` None means the caller does not know the owner, and nothing is
+    checked; the facts module always gives it, and ``sovctl policies test`` defaults it to
+    the workload's tenant.
+    """
 
     name: str
     classification: Classification
     storage_zones: Sequence[str] = ()
     labels: Mapping[str, str] = field(default_factory=dict)
+    tenant: str | None = None
+    granted_to: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class ModelView:
-    """A model a workload loads, with where its weights are stored and where it comes from."""
+    """A model a workload loads: where its weights are stored, where it comes from, whose.
+
+    ``tenant`` and ``granted_to`` as for ``DataAssetView``.
+    """
 
     name: str
     classification: Classification
@@ -180,6 +192,8 @@ class ModelView:
     supplier: str | None = None
     origin_country: str | None = None
     license: str | None = None
+    tenant: str | None = None
+    granted_to: Sequence[str] = ()
 
 
 @dataclass(frozen=True, slots=True)

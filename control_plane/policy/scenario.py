@@ -18,6 +18,7 @@ from control_plane.domain.classification import Classification
 from control_plane.domain.countries import CountryCode
 from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.domain.types import (
+    MAX_GRANTEES,
     BigCount,
     Input,
     Labels,
@@ -53,6 +54,8 @@ class ScenarioDataset(Input):
     classification: Classification
     storage_zones: list[Slug] = Field(default_factory=list)
     labels: Labels = Field(default_factory=dict)
+    tenant: Slug | None = Field(default=None, description="The owner; the workload's tenant.")
+    granted_to: list[Slug] = Field(default_factory=list, max_length=MAX_GRANTEES)
 
 
 class ScenarioModel(Input):
@@ -65,6 +68,8 @@ class ScenarioModel(Input):
     supplier: ShortText | None = None
     origin_country: CountryCode | None = None
     license: ShortText | None = None
+    tenant: Slug | None = Field(default=None, description="The owner; the workload's tenant.")
+    granted_to: list[Slug] = Field(default_factory=list, max_length=MAX_GRANTEES)
 
 
 class ScenarioOutput(Input):
@@ -135,7 +140,14 @@ class Scenario(Input):
         return WorkloadView(
             tenant=w.tenant,
             datasets=[
-                DataAssetView(d.name, d.classification, tuple(d.storage_zones), d.labels)
+                DataAssetView(
+                    d.name,
+                    d.classification,
+                    tuple(d.storage_zones),
+                    d.labels,
+                    tenant=d.tenant or w.tenant,
+                    granted_to=tuple(sorted(set(d.granted_to))),
+                )
                 for d in w.datasets
             ],
             models=[
@@ -147,6 +159,8 @@ class Scenario(Input):
                     m.supplier,
                     m.origin_country,
                     m.license,
+                    tenant=m.tenant or w.tenant,
+                    granted_to=tuple(sorted(set(m.granted_to))),
                 )
                 for m in w.models
             ],

@@ -1,10 +1,12 @@
 """HTTP routes for tenants, quotas, datasets, models and artifact destinations.
 
 Thin: parse, authorize, call. Reading needs ``inventory:read``; changes need
-``registry:write`` (admins only).
+``registry:write`` (admins only), granting another tenant the use of a dataset or model
+and revoking it included.
 """
 
 from typing import Annotated
+from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Response, status
 
@@ -21,6 +23,8 @@ from control_plane.registry.models import (
     DatasetUpdate,
     DestinationCreate,
     DestinationPublic,
+    GrantCreate,
+    GrantPublic,
     ModelCreate,
     ModelFilters,
     ModelPage,
@@ -130,6 +134,28 @@ def delete_dataset(dataset: Lookup, conn: Conn, who: Admin, request_id: RequestI
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+@router.post("/datasets/{dataset}/grants", status_code=status.HTTP_201_CREATED, tags=["datasets"])
+def grant_dataset(
+    dataset: Lookup, grant: GrantCreate, conn: Conn, who: Admin, request_id: RequestId
+) -> GrantPublic:
+    """Grant a tenant other than the owner the use of a dataset: why, and until when."""
+    return service.grant_dataset(conn, who.audit_context(request_id), dataset, grant)
+
+
+@router.get("/datasets/{dataset}/grants", tags=["datasets"])
+def list_dataset_grants(dataset: Lookup, conn: Conn, _: Reader) -> list[GrantPublic]:
+    """List a dataset's grants, revoked and expired ones too, oldest first."""
+    return service.dataset_grants(conn, dataset)
+
+
+@router.delete("/datasets/{dataset}/grants/{grant}", tags=["datasets"])
+def revoke_dataset_grant(
+    dataset: Lookup, grant: UUID, conn: Conn, who: Admin, request_id: RequestId
+) -> GrantPublic:
+    """Revoke a dataset's grant; the grant is kept, revoked, and workloads using it violate."""
+    return service.revoke_dataset_grant(conn, who.audit_context(request_id), dataset, grant)
+
+
 # -- models ----------------------------------------------------------------------------
 
 
@@ -172,6 +198,28 @@ def delete_model(model: Lookup, conn: Conn, who: Admin, request_id: RequestId) -
     """Delete a model from the registry."""
     service.delete_model(conn, who.audit_context(request_id), model)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/models/{model}/grants", status_code=status.HTTP_201_CREATED, tags=["models"])
+def grant_model(
+    model: Lookup, grant: GrantCreate, conn: Conn, who: Admin, request_id: RequestId
+) -> GrantPublic:
+    """Grant a tenant other than the owner the use of a model: why, and until when."""
+    return service.grant_model(conn, who.audit_context(request_id), model, grant)
+
+
+@router.get("/models/{model}/grants", tags=["models"])
+def list_model_grants(model: Lookup, conn: Conn, _: Reader) -> list[GrantPublic]:
+    """List a model's grants, revoked and expired ones too, oldest first."""
+    return service.model_grants(conn, model)
+
+
+@router.delete("/models/{model}/grants/{grant}", tags=["models"])
+def revoke_model_grant(
+    model: Lookup, grant: UUID, conn: Conn, who: Admin, request_id: RequestId
+) -> GrantPublic:
+    """Revoke a model's grant; the grant is kept, revoked, and workloads using it violate."""
+    return service.revoke_model_grant(conn, who.audit_context(request_id), model, grant)
 
 
 # -- artifact destinations -------------------------------------------------------------

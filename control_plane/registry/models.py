@@ -2,7 +2,8 @@
 
 Tenants (departments or projects) hold GPU quotas per residency zone. Datasets and models
 belong to a tenant, carry a classification and labels, and are stored in one or more zones;
-models also carry their provenance (supplier, country of origin) and license. Artifact
+models also carry their provenance (supplier, country of origin) and license. Another
+tenant uses a dataset or model only through a grant (``GrantCreate``). Artifact
 destinations are where workloads write their outputs, each in one zone.
 """
 
@@ -10,8 +11,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
+from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field
 
 from control_plane.domain.classification import Classification
 from control_plane.domain.countries import CountryCode
@@ -217,6 +219,61 @@ class ModelFilters(AssetFilters):
     origin_country: CountryCode | None = Field(default=None, description="The supplier's country.")
 
 
+# -- grants: another tenant's use of a dataset or model -----------------------------------
+
+
+def _storable_moment(moment: datetime) -> datetime:
+    """Refuse a moment PostgreSQL would store but Python could not read back (year 10000).
+
+    Whether it lies in the future is the database's to say (its clock decides what is in
+    force); a year outside these is never in the future, or never readable.
+    """
+    if not 1970 <= moment.year <= 9998:
+        raise ValueError("must lie in the future, before the year 9999")
+    return moment
+
+
+#: The end of a grant: a moment with a time zone.
+GrantExpiry = Annotated[AwareDatetime, AfterValidator(_storable_moment)]
+
+
+class GrantCreate(Input):
+    """A grant of a dataset or model to a tenant other than its owner: who, why, until when."""
+
+    tenant: Slug = Field(description="Slug of the tenant granted use (not the owner).")
+    reason: ShortText = Field(
+        min_length=1, description="Why the tenant may use it, e.g. a ticket or an agreement."
+    )
+    expires_at: GrantExpiry | None = Field(
+        default=None,
+        description="When the grant ends by itself (with a time zone, in the future); null:"
+        " until revoked.",
+    )
+
+
+class GrantPublic(BaseModel):
+    """A grant as stored: revoked grants are kept, with who revoked them and when.
+
+    ``in_force`` is whether it lets ``tenant`` use the asset now: not revoked and not past
+    ``expires_at``. ``owner`` is the asset's owner when the grant was made.
+    """
+
+    id: UUID
+    kind: AssetKind
+    asset: str
+    owner: str
+    tenant: str
+    reason: str
+    granted_by: str = Field(description="Name of the actor who granted it.")
+    granted_by_id: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+    revoked_by_id: str | None
+    in_force: bool
+
+
 # -- artifact destinations -------------------------------------------------------------
 
 
@@ -242,12 +299,17 @@ class DestinationPublic(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class DatasetFacts:
-    """What the policy engine reads of a dataset: sensitivity, labels, storage zones."""
+    """What the policy engine reads of a dataset: sensitivity, labels, storage zones, owner.
+
+    ``granted_to`` are the tenants holding a grant in force when it was read, sorted.
+    """
 
     name: str
     classification: Classification
     labels: dict[str, str]
     zones: tuple[str, ...]
+    tenant: str
+    granted_to: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +323,8 @@ class ModelFacts:
     supplier: str | None
     origin_country: str | None
     license: str | None
+    tenant: str
+    granted_to: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)

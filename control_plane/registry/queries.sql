@@ -167,21 +167,89 @@ DELETE FROM artifact_destination WHERE name = %(name)s;
 
 -- name: lookup
 -- Everything a workload request names, in one round trip (admission runs it per request):
--- whether the tenant exists, the named datasets and models with their storage zones (absent
--- names are simply missing), and the output destination or null.
+-- whether the tenant exists, the named datasets and models with their storage zones, their
+-- owner and the tenants holding a grant in force on them now (absent names are simply
+-- missing), and the output destination or null.
 SELECT
     EXISTS (SELECT 1 FROM tenant WHERE slug = %(tenant)s) AS tenant_exists,
     coalesce((SELECT jsonb_agg(jsonb_build_object(
                   'name', d.name, 'classification', d.classification, 'labels', d.labels,
                   'zones', ARRAY(SELECT s.zone_slug FROM dataset_storage_zone s
-                                 WHERE s.dataset_name = d.name ORDER BY s.zone_slug)))
+                                 WHERE s.dataset_name = d.name ORDER BY s.zone_slug),
+                  'tenant', d.owner_tenant,
+                  'granted_to', ARRAY(SELECT DISTINCT g.grantee_tenant FROM asset_grant g
+                                      WHERE g.kind = 'dataset' AND g.asset_name = d.name
+                                        AND g.revoked_at IS NULL
+                                        AND (g.expires_at IS NULL OR g.expires_at > now())
+                                      ORDER BY g.grantee_tenant)))
               FROM dataset d WHERE d.name = ANY(%(datasets)s)), '[]'::jsonb) AS datasets,
     coalesce((SELECT jsonb_agg(jsonb_build_object(
                   'name', m.name, 'classification', m.classification, 'labels', m.labels,
                   'zones', ARRAY(SELECT s.zone_slug FROM model_storage_zone s
                                  WHERE s.model_name = m.name ORDER BY s.zone_slug),
                   'supplier', m.supplier, 'origin_country', m.origin_country,
-                  'license', m.license))
+                  'license', m.license,
+                  'tenant', m.owner_tenant,
+                  'granted_to', ARRAY(SELECT DISTINCT g.grantee_tenant FROM asset_grant g
+                                      WHERE g.kind = 'model' AND g.asset_name = m.name
+                                        AND g.revoked_at IS NULL
+                                        AND (g.expires_at IS NULL OR g.expires_at > now())
+                                      ORDER BY g.grantee_tenant)))
               FROM model m WHERE m.name = ANY(%(models)s)), '[]'::jsonb) AS models,
     (SELECT jsonb_build_object('name', a.name, 'zone', a.zone_slug)
      FROM artifact_destination a WHERE a.name = %(output)s) AS destination;
+
+-- name: insert_grant
+-- `expires_at` must lie after `created_at` (the database's now()): the same clock that
+-- decides, at every decision, whether the grant is in force.
+INSERT INTO asset_grant (kind, asset_name, owner_tenant, grantee_tenant, reason,
+                         granted_by_id, granted_by_name, expires_at)
+VALUES (%(kind)s, %(asset)s, %(owner)s, %(tenant)s, %(reason)s, %(granted_by_id)s,
+        %(granted_by)s, %(expires_at)s)
+RETURNING id, kind, asset_name AS asset, owner_tenant AS owner, grantee_tenant AS tenant,
+          reason, granted_by_name AS granted_by, granted_by_id, created_at, expires_at,
+          revoked_at, revoked_by_name AS revoked_by, revoked_by_id,
+          revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) AS in_force;
+
+-- name: list_grants
+-- Every grant of one dataset or model, revoked and expired ones too, oldest first.
+SELECT id, kind, asset_name AS asset, owner_tenant AS owner, grantee_tenant AS tenant,
+       reason, granted_by_name AS granted_by, granted_by_id, created_at, expires_at,
+       revoked_at, revoked_by_name AS revoked_by, revoked_by_id,
+       revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) AS in_force
+FROM asset_grant
+WHERE kind = %(kind)s AND asset_name = %(asset)s
+ORDER BY created_at, id;
+
+-- name: lock_grant
+SELECT id, kind, asset_name AS asset, owner_tenant AS owner, grantee_tenant AS tenant,
+       reason, granted_by_name AS granted_by, granted_by_id, created_at, expires_at,
+       revoked_at, revoked_by_name AS revoked_by, revoked_by_id,
+       revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now()) AS in_force
+FROM asset_grant
+WHERE id = %(id)s AND kind = %(kind)s AND asset_name = %(asset)s
+FOR UPDATE;
+
+-- name: revoke_grant
+UPDATE asset_grant
+SET revoked_at = now(), revoked_by_id = %(revoked_by_id)s, revoked_by_name = %(revoked_by)s
+WHERE id = %(id)s AND revoked_at IS NULL
+RETURNING id, kind, asset_name AS asset, owner_tenant AS owner, grantee_tenant AS tenant,
+          reason, granted_by_name AS granted_by, granted_by_id, created_at, expires_at,
+          revoked_at, revoked_by_name AS revoked_by, revoked_by_id, false AS in_force;
+
+-- name: notice_expired_grants
+-- Grants that expired (and were not revoked) since the last look, marked noticed so that
+-- each expiry asks for one evaluation. SKIP LOCKED: a grant another worker is noticing is
+-- its business, and that worker's evaluation is not waited for.
+UPDATE asset_grant g
+SET expiry_noticed_at = now()
+WHERE g.id IN (SELECT e.id FROM asset_grant e
+               WHERE e.expires_at <= now() AND e.revoked_at IS NULL
+                 AND e.expiry_noticed_at IS NULL
+               ORDER BY e.expires_at, e.id
+               FOR UPDATE SKIP LOCKED)
+RETURNING g.id, g.kind, g.asset_name AS asset, g.owner_tenant AS owner,
+          g.grantee_tenant AS tenant, g.reason, g.granted_by_name AS granted_by,
+          g.granted_by_id, g.created_at, g.expires_at, g.revoked_at,
+          g.revoked_by_name AS revoked_by, g.revoked_by_id, false AS in_force;

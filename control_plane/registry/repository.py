@@ -8,6 +8,7 @@ become domain errors here, named after the API field they concern.
 
 from collections.abc import Sequence
 from typing import Any, LiteralString, TypeVar
+from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
@@ -22,6 +23,7 @@ from control_plane.core.db import (
     in_use,
     load_queries,
     references,
+    refused,
     translate_integrity_errors,
     unique,
 )
@@ -32,6 +34,7 @@ from control_plane.registry.models import (
     DatasetFacts,
     DestinationFacts,
     DestinationPublic,
+    GrantPublic,
     Lookup,
     ModelFacts,
     QuotaPublic,
@@ -57,6 +60,10 @@ _TENANT_DELETE: dict[str, ErrorFactory] = {
     "workload_tenant_fkey": in_use(
         "tenant has workloads on record; their history keeps the tenant"
     ),
+    # So are grants, revoked ones included.
+    "asset_grant_grantee_fkey": in_use(
+        "tenant holds grants on record; their history keeps the tenant"
+    ),
 }
 _QUOTA_WRITE: dict[str, ErrorFactory] = {
     "tenant_quota_zone_fkey": references("zone", "unknown zone"),
@@ -68,6 +75,11 @@ _ASSET_WRITE: dict[str, ErrorFactory] = {
     "model_pkey": unique("name", "a model with this name already exists"),
     "model_owner_tenant_fkey": references("tenant", "unknown tenant"),
     "model_storage_zone_zone_fkey": references("zones", "unknown zone"),
+}
+_GRANT_WRITE: dict[str, ErrorFactory] = {
+    "asset_grant_grantee_fkey": references("tenant", "unknown tenant"),
+    "asset_grant_not_to_owner": refused("tenant", "the owner needs no grant"),
+    "asset_grant_expires_after_creation": refused("expires_at", "must lie in the future"),
 }
 _DESTINATION_WRITE: dict[str, ErrorFactory] = {
     "artifact_destination_pkey": unique("name", "a destination with this name already exists"),
@@ -188,6 +200,41 @@ def set_storage_zones(conn: DbConnection, kind: AssetKind, name: str, zones: Seq
         conn.execute(_q(f"add_{kind}_zones"), {"name": name, "zones": list(zones)})
 
 
+# -- grants ----------------------------------------------------------------------------
+
+
+def insert_grant(conn: DbConnection, values: dict[str, Any]) -> GrantPublic:
+    """Store a grant (an unknown grantee or an expiry not in the future: 422)."""
+    return fetch_returning_as(conn, GrantPublic, _q("insert_grant"), values, _GRANT_WRITE)
+
+
+def list_grants(conn: DbConnection, kind: AssetKind, asset: str) -> list[GrantPublic]:
+    """Every grant of one dataset or model, revoked and expired ones too, oldest first."""
+    return fetch_all_as(conn, GrantPublic, _q("list_grants"), {"kind": kind, "asset": asset})
+
+
+def lock_grant(
+    conn: DbConnection, kind: AssetKind, asset: str, grant_id: UUID
+) -> GrantPublic | None:
+    """One grant of the asset, locked until commit; None if the asset has no such grant."""
+    params = {"id": grant_id, "kind": kind, "asset": asset}
+    return fetch_one_as(conn, GrantPublic, _q("lock_grant"), params)
+
+
+def revoke_grant(
+    conn: DbConnection, grant_id: UUID, revoked_by: str, revoked_by_id: str
+) -> GrantPublic:
+    """Mark a grant revoked now, by the actor named; the row is kept."""
+    params = {"id": grant_id, "revoked_by": revoked_by, "revoked_by_id": revoked_by_id}
+    return fetch_returning_as(conn, GrantPublic, _q("revoke_grant"), params, {})
+
+
+def notice_expired_grants(conn: DbConnection) -> list[GrantPublic]:
+    """The grants that expired unnoticed, now marked noticed, by expiry then id."""
+    found = fetch_all_as(conn, GrantPublic, _q("notice_expired_grants"), {})
+    return sorted(found, key=lambda grant: (grant.expires_at or grant.created_at, str(grant.id)))
+
+
 # -- artifact destinations -------------------------------------------------------------
 
 
@@ -239,6 +286,8 @@ def lookup(
                 Classification(item["classification"]),
                 item["labels"],
                 tuple(item["zones"]),
+                item["tenant"],
+                tuple(item["granted_to"]),
             )
             for item in row["datasets"]
         },
@@ -251,6 +300,8 @@ def lookup(
                 item["supplier"],
                 item["origin_country"],
                 item["license"],
+                item["tenant"],
+                tuple(item["granted_to"]),
             )
             for item in row["models"]
         },

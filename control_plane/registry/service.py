@@ -2,22 +2,25 @@
 
 Each mutation runs through ``core.audit_log.audited``, so a change without evidence (or
 evidence without a change) cannot be stored. Datasets and models share one
-implementation, parametrised by ``AssetKind``. A change to what policies read of a
-dataset, model or destination asks for a compliance evaluation in the same transaction.
+implementation, parametrised by ``AssetKind``, and so do their grants (another tenant's
+use of one). A change to what policies read of a dataset, model or destination, grants
+included, asks for a compliance evaluation in the same transaction.
 """
 
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+from uuid import UUID
 
-from control_plane.core.audit_log import AuditContext, audited
+from control_plane.core.audit_log import AuditContext, audited, record_change
 from control_plane.core.db import DbConnection
-from control_plane.core.errors import NotFoundError
+from control_plane.core.errors import ConflictError, InvalidInputError, NotFoundError
 from control_plane.core.filters import check_references
 from control_plane.core.labels import merge_labels
 from control_plane.core.outbox import request_evaluation
 from control_plane.domain.audit import AuditAction
 from control_plane.domain.compliance import EvaluationTrigger
+from control_plane.domain.types import MAX_GRANTEES
 from control_plane.registry import repository
 from control_plane.registry.models import (
     AssetFilters,
@@ -29,6 +32,8 @@ from control_plane.registry.models import (
     DatasetUpdate,
     DestinationCreate,
     DestinationPublic,
+    GrantCreate,
+    GrantPublic,
     ModelCreate,
     ModelFilters,
     ModelPage,
@@ -206,10 +211,20 @@ def _update(
 
 
 def _delete(conn: DbConnection, ctx: AuditContext, assets: _Assets[AssetT], name: str) -> None:
-    """Delete a dataset or model with its storage zones; audit what it was."""
+    """Delete a dataset or model with its storage zones; audit what it was.
+
+    Refused (409) while a grant on it is in force: grants have no foreign key to the asset,
+    and one left in force would hand the name to its grantee if registered again.
+    """
     kind = assets.kind
     with audited(conn, ctx, assets.deleted, name) as change:
         change.before = assets.existing(conn, name, for_update=True)
+        in_force = [g for g in repository.list_grants(conn, kind, name) if g.in_force]
+        if in_force:
+            raise ConflictError(
+                f"{kind} {name!r} has grants in force ({_tenants(in_force)}); revoke them first",
+                details={"grants": [str(g.id) for g in in_force]},
+            )
         repository.delete_asset(conn, kind, name)
         request_evaluation(
             conn,
@@ -290,6 +305,166 @@ def update_model(
 def delete_model(conn: DbConnection, ctx: AuditContext, name: str) -> None:
     """Delete a model from the registry; audit it."""
     _delete(conn, ctx, _MODELS, name)
+
+
+# -- grants ----------------------------------------------------------------------------
+
+
+def _tenants(grants: list[GrantPublic]) -> str:
+    return ", ".join(sorted({grant.tenant for grant in grants}))
+
+
+def _grant_subject(grant: GrantPublic, change: str) -> dict[str, Any]:
+    """What a compliance request says of a grant that changed."""
+    return {
+        "kind": grant.kind.value,
+        "name": grant.asset,
+        "change": change,
+        "grant": str(grant.id),
+        "tenant": grant.tenant,
+    }
+
+
+def _grant(
+    conn: DbConnection,
+    ctx: AuditContext,
+    assets: _Assets[AssetT],
+    name: str,
+    grant: GrantCreate,
+) -> GrantPublic:
+    """Grant a tenant other than the owner the use of a dataset or model; audit it.
+
+    The asset is locked until commit, so two grants of it cannot both pass the checks:
+    a tenant holds at most one grant in force per asset, and an asset is granted to at
+    most ``MAX_GRANTEES`` tenants at once (the bound CEL's cost estimate counts on).
+    """
+    kind = assets.kind
+    with audited(conn, ctx, AuditAction.ASSET_GRANT_CREATED) as change:
+        asset = assets.existing(conn, name, for_update=True)
+        if grant.tenant == asset.tenant:
+            raise InvalidInputError.for_field(
+                "tenant",
+                f"tenant {grant.tenant!r} owns {kind} {name!r}; an owner needs no grant",
+                grant.tenant,
+            )
+        in_force = [g for g in repository.list_grants(conn, kind, name) if g.in_force]
+        held = [g for g in in_force if g.tenant == grant.tenant]
+        if held:
+            raise ConflictError(
+                f"tenant {grant.tenant!r} already holds grant {held[0].id} on {kind} {name!r};"
+                " revoke it first to change it",
+                details={"grant": str(held[0].id)},
+            )
+        if len(in_force) >= MAX_GRANTEES:
+            raise ConflictError(
+                f"{kind} {name!r} is granted to {MAX_GRANTEES} tenants already, the most at"
+                " once; revoke one first"
+            )
+        created = repository.insert_grant(
+            conn,
+            {
+                "kind": kind.value,
+                "asset": name,
+                "owner": asset.tenant,
+                "tenant": grant.tenant,
+                "reason": grant.reason,
+                "granted_by_id": ctx.actor_id,
+                "granted_by": ctx.actor_name,
+                "expires_at": grant.expires_at,
+            },
+        )
+        change.object_id = str(created.id)
+        change.after = created
+        # CEL sees ``granted_to``: a policy may read it, so running workloads are judged again.
+        request_evaluation(
+            conn, EvaluationTrigger.REGISTRY_CHANGED, _grant_subject(created, "granted")
+        )
+    return created
+
+
+def _grants(conn: DbConnection, assets: _Assets[AssetT], name: str) -> list[GrantPublic]:
+    """Every grant of a dataset or model, oldest first (404 if the asset does not exist)."""
+    assets.existing(conn, name)
+    return repository.list_grants(conn, assets.kind, name)
+
+
+def _revoke(
+    conn: DbConnection, ctx: AuditContext, assets: _Assets[AssetT], name: str, grant_id: UUID
+) -> GrantPublic:
+    """Revoke a grant (the row is kept, with who revoked it and when); audit it.
+
+    Running workloads that depend on it become violations at the evaluation this asks for.
+    """
+    kind = assets.kind
+    with audited(conn, ctx, AuditAction.ASSET_GRANT_REVOKED, str(grant_id)) as change:
+        assets.existing(conn, name)
+        before = repository.lock_grant(conn, kind, name, grant_id)
+        if before is None:
+            raise NotFoundError(f"{kind} {name!r} has no grant {grant_id}")
+        if before.revoked_at is not None:
+            raise ConflictError(
+                f"grant {grant_id} was revoked at {before.revoked_at.isoformat()} already"
+            )
+        change.before = before
+        change.after = after = repository.revoke_grant(conn, grant_id, ctx.actor_name, ctx.actor_id)
+        request_evaluation(
+            conn, EvaluationTrigger.REGISTRY_CHANGED, _grant_subject(after, "grant_revoked")
+        )
+    return after
+
+
+def grant_dataset(
+    conn: DbConnection, ctx: AuditContext, name: str, grant: GrantCreate
+) -> GrantPublic:
+    """Grant a tenant the use of a dataset it does not own; audit it."""
+    return _grant(conn, ctx, _DATASETS, name, grant)
+
+
+def dataset_grants(conn: DbConnection, name: str) -> list[GrantPublic]:
+    """Every grant of a dataset, revoked and expired ones too."""
+    return _grants(conn, _DATASETS, name)
+
+
+def revoke_dataset_grant(
+    conn: DbConnection, ctx: AuditContext, name: str, grant_id: UUID
+) -> GrantPublic:
+    """Revoke a grant of a dataset; audit it."""
+    return _revoke(conn, ctx, _DATASETS, name, grant_id)
+
+
+def grant_model(
+    conn: DbConnection, ctx: AuditContext, name: str, grant: GrantCreate
+) -> GrantPublic:
+    """Grant a tenant the use of a model it does not own; audit it."""
+    return _grant(conn, ctx, _MODELS, name, grant)
+
+
+def model_grants(conn: DbConnection, name: str) -> list[GrantPublic]:
+    """Every grant of a model, revoked and expired ones too."""
+    return _grants(conn, _MODELS, name)
+
+
+def revoke_model_grant(
+    conn: DbConnection, ctx: AuditContext, name: str, grant_id: UUID
+) -> GrantPublic:
+    """Revoke a grant of a model; audit it."""
+    return _revoke(conn, ctx, _MODELS, name, grant_id)
+
+
+def notice_expired_grants(conn: DbConnection, ctx: AuditContext) -> list[GrantPublic]:
+    """Mark the grants that expired unnoticed, audit each and ask for an evaluation.
+
+    The compliance task calls it in its transaction before it claims the pending
+    requests, so an expiry is judged by the evaluation of the same beat. Each expiry is
+    noticed once (``expiry_noticed_at``); a revoked grant's end was noticed when revoked.
+    """
+    expired = repository.notice_expired_grants(conn)
+    for grant in expired:
+        request_evaluation(
+            conn, EvaluationTrigger.REGISTRY_CHANGED, _grant_subject(grant, "grant_expired")
+        )
+        record_change(conn, ctx, AuditAction.ASSET_GRANT_EXPIRED, str(grant.id), after=grant)
+    return expired
 
 
 # -- artifact destinations -------------------------------------------------------------

@@ -36,7 +36,7 @@ TAIWAN_ONLY = {"name": "compute-in-japan", "requirements": {"compute_zones": ["t
 
 @dataclass
 class World:
-    """Zones jp and tw, two nodes in each, two tenants and a dataset stored in jp."""
+    """Zones jp and tw, two nodes in each, two tenants and a dataset of each stored in jp."""
 
     admin: dict[str, str]
     node_ids: dict[str, str]
@@ -70,6 +70,15 @@ def world(client: TestClient, make_token: Callable[[Role], str]) -> World:
                 "zones": ["jp"],
             },
         ),
+        (
+            "/v1/datasets",
+            {
+                "name": "ops-logs",
+                "tenant": "platform",
+                "classification": "confidential",
+                "zones": ["jp"],
+            },
+        ),
         ("/v1/destinations", {"name": "results-jp", "zone": "jp"}),
     ):
         response = client.post(path, json=created, headers=admin)
@@ -92,8 +101,14 @@ def world(client: TestClient, make_token: Callable[[Role], str]) -> World:
     return world
 
 
+#: Each tenant's own dataset: another tenant's needs a grant.
+OWN_DATASET = {"research": "tickets", "platform": "ops-logs"}
+
+
 def submit(client: TestClient, world: World, **overrides: Any) -> dict[str, Any]:
-    body = {"tenant": "research", "datasets": ["tickets"], "output": "results-jp", **overrides}
+    tenant = overrides.get("tenant", "research")
+    body = {"tenant": tenant, "datasets": [OWN_DATASET[tenant]], "output": "results-jp"}
+    body.update(overrides)
     response = client.post("/v1/workloads", json=body, headers=world.admin)
     assert response.status_code == 201, response.text
     workload: dict[str, Any] = response.json()

@@ -255,3 +255,42 @@ def test_destination_show_and_delete(api: Run) -> None:
     code, out, err = api("destinations", "delete", "results-jp")
     assert (code, out) == (0, "deleted destination results-jp\n"), err
     assert api("destinations", "list")[1] == "(none)\n"
+
+
+@pytest.mark.parametrize(("collection", "extra"), [("datasets", []), ("models", ["model"])])
+def test_grant_grants_and_revoke(api: Run, collection: str, extra: list[str]) -> None:
+    for slug in ("research", "retail"):
+        assert api("tenants", "create", slug, "--name", slug)[0] == 0
+    create = [collection, "create", "pii", "--tenant", "research", "--zones", "jp-east"]
+    create += ["--classification", "restricted"]
+    if extra:
+        create += ["--supplier", "acme", "--origin", "JP", "--license", "mit"]
+    assert api(*create)[0] == 0, create
+    code, out, err = api(
+        collection, "grant", "pii", "--tenant", "retail", "--reason", "CHG-7 study",
+        "--expires-at", "2999-01-01T00:00:00Z", "-o", "json",
+    )  # fmt: skip
+    assert code == 0, err
+    granted = json.loads(out)
+    assert (granted["tenant"], granted["in_force"]) == ("retail", True)
+    assert granted["expires_at"].startswith("2999-01-01")
+    code, out, _ = api(collection, "grants", "pii")
+    assert code == 0
+    assert out.splitlines()[0].split() == [
+        "ID", "TENANT", "IN_FORCE", "EXPIRES_AT", "GRANTED_BY", "REASON", "REVOKED_AT"
+    ]  # fmt: skip
+    assert granted["id"] in out
+    assert "CHG-7 study" in out
+    code, out, err = api(collection, "revoke", "pii", granted["id"], "-o", "json")
+    assert code == 0, err
+    assert json.loads(out)["in_force"] is False
+    code, _, err = api(collection, "revoke", "pii", granted["id"])
+    assert code == 1
+    assert "HTTP 409" in err
+    code, _, err = api(collection, "grant", "pii", "--tenant", "research", "--reason", "x")
+    assert code == 1
+    assert "HTTP 422" in err
+    assert "tenant" in err
+    code, _, err = api(collection, "grant", "pii", "--tenant", "retail")
+    assert code == 2
+    assert "--reason" in err

@@ -36,6 +36,9 @@ class Fixture:
     workload_id: str
     evaluation_id: str
     request_id: int
+    #: Grants to tenant "partner" of platform's "shared-logs" and "shared-model".
+    dataset_grant_id: str
+    model_grant_id: str
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,11 @@ class Case:
 
     def url(self, fx: Fixture) -> str:
         return (
-            self.path.replace("{slug}", "jp-east")
+            self.path.replace(
+                "{dataset}/grants/{grant}", f"shared-logs/grants/{fx.dataset_grant_id}"
+            )
+            .replace("{model}/grants/{grant}", f"shared-model/grants/{fx.model_grant_id}")
+            .replace("{slug}", "jp-east")
             .replace("{node}", fx.node_id)
             .replace("{node_id}", fx.node_id)
             .replace("{tenant}", "research")
@@ -219,6 +226,15 @@ CASES = [
     Case("DELETE", "/v1/datasets/{dataset}", frozenset({A}), 204),
     Case(
         "POST",
+        "/v1/datasets/{dataset}/grants",
+        frozenset({A}),
+        201,
+        lambda fx: {"tenant": "research", "reason": "CHG-1"},
+    ),
+    Case("GET", "/v1/datasets/{dataset}/grants", READERS, 200),
+    Case("DELETE", "/v1/datasets/{dataset}/grants/{grant}", frozenset({A}), 200),
+    Case(
+        "POST",
         "/v1/models",
         frozenset({A}),
         201,
@@ -228,6 +244,15 @@ CASES = [
     Case("GET", "/v1/models/{model}", READERS, 200),
     Case("PATCH", "/v1/models/{model}", frozenset({A}), 200, lambda fx: {"license": "llama3.1"}),
     Case("DELETE", "/v1/models/{model}", frozenset({A}), 204),
+    Case(
+        "POST",
+        "/v1/models/{model}/grants",
+        frozenset({A}),
+        201,
+        lambda fx: {"tenant": "research", "reason": "CHG-1"},
+    ),
+    Case("GET", "/v1/models/{model}/grants", READERS, 200),
+    Case("DELETE", "/v1/models/{model}/grants/{grant}", frozenset({A}), 200),
     Case(
         "POST",
         "/v1/destinations",
@@ -307,6 +332,17 @@ def world(client: TestClient, admin: dict[str, str], conn: DbConnection) -> Fixt
     for path, item in (
         ("/v1/tenants", {"slug": "research", "name": "Research"}),
         ("/v1/tenants", {"slug": "platform", "name": "Platform"}),
+        ("/v1/tenants", {"slug": "partner", "name": "Partner"}),
+        (
+            "/v1/datasets",
+            {
+                "name": "shared-logs",
+                "tenant": "platform",
+                "classification": "internal",
+                "zones": ["jp"],
+            },
+        ),
+        ("/v1/models", {**MODEL, "name": "shared-model"}),
         (
             "/v1/datasets",
             {
@@ -320,6 +356,13 @@ def world(client: TestClient, admin: dict[str, str], conn: DbConnection) -> Fixt
         ("/v1/destinations", {"name": "results-jp", "zone": "jp"}),
     ):
         assert client.post(path, json=item, headers=admin).status_code == 201
+    grants = [
+        client.post(
+            f"/v1/{collection}/grants", json={"tenant": "partner", "reason": "x"}, headers=admin
+        )
+        for collection in ("datasets/shared-logs", "models/shared-model")
+    ]
+    assert [g.status_code for g in grants] == [201, 201]
     quota = client.put("/v1/tenants/research/quotas/jp", json={"max_gpus": 4}, headers=admin)
     assert quota.status_code == 200
     # Two versions of one policy, each activated in turn: sets 1 and 2, 2 active.
@@ -346,6 +389,8 @@ def world(client: TestClient, admin: dict[str, str], conn: DbConnection) -> Fixt
         workload_id=workload["id"],
         evaluation_id=str(evaluation.id),
         request_id=requested.json()["id"],
+        dataset_grant_id=grants[0].json()["id"],
+        model_grant_id=grants[1].json()["id"],
     )
 
 

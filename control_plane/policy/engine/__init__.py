@@ -18,7 +18,9 @@ How policies combine:
 * deny wins: one denial denies, whatever warn or dryrun policies say, and conflicting
   deny policies (compute in ``jp`` and compute in ``tw``) leave no eligible node;
 * the baseline, independent of policies: only ``active`` nodes with enough free GPUs of
-  the requested kind are eligible.
+  the requested kind are eligible;
+* ownership, independent of policies: a workload naming a dataset or model of another
+  tenant, without a grant in force naming its tenant, is denied (rule ``ownership``).
 
 The package, by concern, each module using only those before it:
 

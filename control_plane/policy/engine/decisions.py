@@ -39,6 +39,7 @@ from control_plane.policy.engine.reasons import (
     hosts,
     node_reason,
     output_reason,
+    ownership_reasons,
     plural,
     residency_reasons,
     unselected_reason,
@@ -219,7 +220,14 @@ class Plan(NamedTuple):
 
 
 def _asset_content(asset: DataAssetView) -> tuple[Any, ...]:
-    return (asset.name, asset.classification, tuple(asset.storage_zones), *asset.labels.items())
+    return (
+        asset.name,
+        asset.classification,
+        asset.tenant,
+        tuple(asset.granted_to),
+        tuple(asset.storage_zones),
+        *asset.labels.items(),
+    )
 
 
 def _model_content(model: ModelView) -> tuple[Any, ...]:
@@ -229,6 +237,8 @@ def _model_content(model: ModelView) -> tuple[Any, ...]:
         model.supplier,
         model.origin_country,
         model.license,
+        model.tenant,
+        tuple(model.granted_to),
         tuple(model.storage_zones),
         *model.labels.items(),
     )
@@ -383,7 +393,8 @@ def _work_out(workload: WorkloadView, index: NodeIndex, policy_set: PolicySet, m
     selected, unselected = select(workload, policy_set)
     finds: list[tuple[Reason, ...]] = []
     checks: list[tuple[NodeCheck, ...]] = []
-    denials: list[Reason] = []
+    # Another tenant's data without a grant is denied before, and whatever, any policy says.
+    denials: list[Reason] = ownership_reasons(workload)
     for policy in selected:
         found = (
             _workload_findings(policy, workload, index, scope, memo)
@@ -516,9 +527,11 @@ def decide_with_mask(
 ) -> tuple[Decision, int]:
     """Decide whether ``workload`` may run, and on which of the indexed nodes.
 
-    Denied when a deny policy's workload rule fails, or when no node is left after the
-    baseline (active, enough free GPUs) and every deny policy's node rules; then each
-    policy and rule that excluded nodes says how many and where. Warn and dryrun policies
+    Denied when the workload names a dataset or model of another tenant without a grant
+    in force (the ``ownership`` rule, before any policy), when a deny policy's workload
+    rule fails, or when no node is left after the baseline (active, enough free GPUs)
+    and every deny policy's node rules; then each policy and rule that excluded nodes
+    says how many and where. Warn and dryrun policies
     add reasons but never change which nodes are eligible; their node rules are reported
     against the eligible nodes (how many of them they would have excluded).
 
@@ -583,10 +596,11 @@ def evaluate_node(
 ) -> Decision:
     """Whether a workload already placed on ``node_id`` is still compliant, and why not.
 
-    For the re-evaluation sweep: the same policies and rules as ``decide``, applied to one
-    node of the index, without the placement baseline (the workload already holds its
-    GPUs, and a status such as ``maintenance`` is not itself a policy violation;
-    ``exclude_quarantined`` still is). ``denied`` means the placement breaks a deny policy
+    For the re-evaluation sweep: the same policies and rules as ``decide``, the
+    ``ownership`` rule included, applied to one node of the index, without the placement
+    baseline (the workload already holds its GPUs, and a status such as ``maintenance``
+    is not itself a policy violation; ``exclude_quarantined`` still is). ``denied`` means
+    the placement breaks a deny policy, or uses another tenant's data without a grant,
     now; ``eligible_node_ids`` is ``[node_id]`` otherwise. ``cache`` as for ``decide``:
     the sweep judges thousands of workloads on one index with one cache.
     ``deny_unselected`` as for ``decide_with_mask``. The explanation's node rules are
@@ -596,7 +610,7 @@ def evaluate_node(
     bit = 1 << position
     hostname = index.nodes[position].hostname
     plan = _plan(workload, index, policy_set, cache.memo(index, policy_set))
-    reasons: list[Reason] = []
+    reasons: list[Reason] = ownership_reasons(workload)
     for policy, found, checks in zip(plan.policies, plan.finds, plan.checks, strict=True):
         reasons += found
         for check in checks:

@@ -191,6 +191,36 @@ def workload_cel_reason(
     )
 
 
+#: The rule of the reasons given, before any policy, for another tenant's dataset or model.
+OWNERSHIP_RULE = "ownership"
+
+
+def ownership_reasons(workload: WorkloadView) -> list[Reason]:
+    """One denial per dataset or model of another tenant that the workload holds no grant on.
+
+    Built in rather than a policy, so that no policy set (an empty one included) can let a
+    tenant use what another owns: the owner, or a grant in force naming the workload's
+    tenant, is the only way. An asset whose owner the caller does not know (``tenant``
+    None) is not checked.
+    """
+    assets: list[tuple[str, DataAssetView | ModelView]] = [
+        *(("dataset", d) for d in workload.datasets),
+        *(("model", m) for m in workload.models),
+    ]
+    tenant = workload.tenant
+    return [
+        Reason(
+            None,
+            OWNERSHIP_RULE,
+            EnforcementAction.DENY,
+            f"{kind} {asset.name} belongs to tenant {asset.tenant}, and tenant {tenant} holds"
+            f" no grant in force to use it",
+        )
+        for kind, asset in assets
+        if asset.tenant is not None and asset.tenant != tenant and tenant not in asset.granted_to
+    ]
+
+
 def _gpu_request(workload: WorkloadView) -> str:
     qualifiers = []
     if workload.gpu_model:

@@ -138,6 +138,8 @@ _ASSET_FIELDS: Mapping[str, _Getter] = {
     "storage_zones": lambda a, _: list(a.storage_zones),
     "storage_countries": lambda a, index: _countries(a.storage_zones, index),
     "labels": lambda a, _: dict(a.labels),
+    "tenant": lambda a, _: a.tenant,
+    "granted_to": lambda a, _: list(a.granted_to),
 }
 #: What CEL sees of each of ``datasets``.
 DATASET_FIELDS: Mapping[str, _Getter] = _ASSET_FIELDS

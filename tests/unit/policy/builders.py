@@ -64,9 +64,11 @@ def dataset(
     classification: Classification = Classification.RESTRICTED,
     zones: tuple[str, ...] = ("jp-east",),
     labels: dict[str, str] | None = None,
+    tenant: str | None = None,
+    granted_to: tuple[str, ...] = (),
 ) -> DataAssetView:
-    """A dataset, by default restricted personal data stored in jp-east."""
-    return DataAssetView(name, classification, zones, labels or {})
+    """A dataset, by default restricted personal data stored in jp-east, owner unknown."""
+    return DataAssetView(name, classification, zones, labels or {}, tenant, granted_to)
 
 
 def model(
@@ -77,9 +79,13 @@ def model(
     origin: str | None = "JP",
     supplier: str | None = "acme-research",
     license: str | None = "mit",
+    tenant: str | None = None,
+    granted_to: tuple[str, ...] = (),
 ) -> ModelView:
     """A model, by default internal MIT-licensed weights stored in jp-east, made in Japan."""
-    return ModelView(name, classification, zones, labels or {}, supplier, origin, license)
+    return ModelView(
+        name, classification, zones, labels or {}, supplier, origin, license, tenant, granted_to
+    )
 
 
 def workload(

@@ -88,6 +88,29 @@ def test_a_denied_workload_exits_1_with_reasons(sovctl: Sovctl, tmp_path: Path) 
     assert "eligible nodes (0): -" in out
 
 
+def test_a_scenario_says_whose_the_data_is_and_who_is_granted(
+    sovctl: Sovctl, tmp_path: Path
+) -> None:
+    scenario = yaml.safe_load(SCENARIO.read_text())
+    dataset = scenario["workload"]["datasets"][0]
+    dataset["tenant"] = "clinic"
+    path = tmp_path / "theirs.yaml"
+    path.write_text(yaml.safe_dump(scenario))
+    code, out, _ = sovctl("policies", "test", "-f", str(POLICY), "--workload", str(path))
+    assert code == 1
+    tenant = scenario["workload"]["tenant"]
+    [line] = [line for line in out.splitlines() if " ownership " in line]
+    assert line.split()[:2] == ["deny", "-"]
+    assert line.endswith(
+        f"dataset customer-pii belongs to tenant clinic, and tenant {tenant} holds no grant"
+        " in force to use it"
+    )
+    dataset["granted_to"] = [tenant]
+    path.write_text(yaml.safe_dump(scenario))
+    code, out, _ = sovctl("policies", "test", "-f", str(POLICY), "--workload", str(path))
+    assert code == 0, out
+
+
 def test_invalid_policies_exit_2_listing_every_problem(sovctl: Sovctl, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(

@@ -934,6 +934,7 @@ def test_remembered_workload_plans_follow_every_field() -> None:
                 cel("license", 'models.all(m, m.license == "mit")'),
                 cel("supplier", 'models.all(m, m.supplier == "acme-research")'),
                 cel("names", 'datasets.all(d, d.name != "leak")'),
+                cel("unshared", "datasets.all(d, size(d.granted_to) == 0)"),
             ],
         ),
         policy(
@@ -969,11 +970,14 @@ def test_remembered_workload_plans_follow_every_field() -> None:
         {"datasets": (dataset(zones=("tw-north",)),)},
         {"datasets": (dataset(labels={"pii": "yes"}),)},
         {"datasets": (dataset(name="leak"),)},
+        {"datasets": (dataset(tenant="other"),)},
+        {"datasets": (dataset(tenant="other", granted_to=("acme",)),)},
         {"datasets": ()},
         {"models": (model(origin="US"),)},
         {"models": (model(labels={"export": "no"}, zones=("us-west",)),)},
         {"models": (model(license="apache-2.0"),)},
         {"models": (model(supplier="other"),)},
+        {"models": (model(tenant="other"),)},
         {"output": ("west", "us-west")},
         {"output": None},
         {"gpu_count": 4},
@@ -1115,6 +1119,81 @@ def test_ids_of_takes_few_and_many_bits_alike() -> None:
 
 
 # -- evaluate_node: is a running placement still compliant? ----------------------------
+
+
+def test_another_tenant_s_assets_need_a_grant_whatever_the_policies() -> None:
+    """The ownership rule is built in: an empty policy set denies, and so does the sweep."""
+    index = NodeIndex.build(JP_TW, ZONES)
+    cache = DecisionCache()
+    empty = compile_policy_set([], 0, ZONES)
+    theirs = workload(
+        datasets=(
+            dataset(tenant="clinic"),
+            dataset("shared", tenant="clinic", granted_to=("acme",)),
+        ),
+        models=(model(tenant="clinic", granted_to=("other",)), model("own", tenant="acme")),
+    )
+    denied = decide(theirs, index, empty, point=EnforcementPoint.API, cache=cache)
+    assert denied.outcome is DENIED
+    assert denied.eligible_node_ids == []
+    assert [(r.policy, r.rule, r.action, r.message) for r in denied.reasons] == [
+        (
+            None,
+            "ownership",
+            DENY,
+            "dataset customer-pii belongs to tenant clinic, and tenant acme holds no grant in"
+            " force to use it",
+        ),
+        (
+            None,
+            "ownership",
+            DENY,
+            "model llama-ja belongs to tenant clinic, and tenant acme holds no grant in force"
+            " to use it",
+        ),
+    ]
+    swept = evaluate_node(theirs, "jp-1", index, empty, cache=cache)
+    assert swept.outcome is DENIED
+    assert swept.reasons == denied.reasons
+    granted = workload(
+        datasets=(dataset(tenant="clinic", granted_to=("acme",)),),
+        models=(model(tenant="acme"), model("unknown-owner")),
+    )
+    assert decide(granted, index, empty, point=EnforcementPoint.API, cache=cache).admitted
+    assert evaluate_node(granted, "jp-1", index, empty, cache=cache).admitted
+
+
+def test_cel_sees_owner_and_grantees() -> None:
+    policy_set = compile_policy_set(
+        [
+            policy(
+                "owned-or-granted",
+                cel=[
+                    cel(
+                        "owned-or-granted",
+                        "datasets.all(d, d.tenant == workload.tenant"
+                        " || workload.tenant in d.granted_to)"
+                        ' && models.all(m, m.tenant == "acme" && m.granted_to == [])',
+                    )
+                ],
+            )
+        ],
+        1,
+        ZONES,
+    )
+    index = NodeIndex.build(JP_TW, ZONES)
+    cache = DecisionCache()
+
+    def outcome(view: WorkloadView) -> list[str]:
+        decision = decide(view, index, policy_set, point=EnforcementPoint.API, cache=cache)
+        return [r.rule for r in decision.reasons]
+
+    own = dataset(tenant="acme")
+    assert outcome(workload(datasets=(own,), models=(model(tenant="acme"),))) == []
+    granted = dataset(tenant="clinic", granted_to=("acme", "zeta"))
+    assert outcome(workload(datasets=(granted,))) == []
+    shared_model = model(tenant="acme", granted_to=("clinic",))
+    assert outcome(workload(models=(shared_model,))) == ["cel.owned-or-granted"]
 
 
 def test_evaluate_node_names_the_node_and_the_rule() -> None:
