@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from agents.protocol import canonical_json
 from control_plane.core.bodies import parse_yaml
 from control_plane.core.errors import InvalidInputError, echo
-from control_plane.domain.decisions import EnforcementAction
+from control_plane.domain.decisions import EnforcementAction, ViolationAction
 from control_plane.domain.fleet import ProvenanceStatus
 from control_plane.policy import bounds, conditions
 from control_plane.policy.models import PROVENANCE_RANK, PolicyDocument
@@ -251,11 +251,26 @@ def content_hash(documents: Iterable[PolicyDocument]) -> str:
     """SHA-256 of the canonical JSON of the documents, ordered by name.
 
     The documents are hashed after validation (defaults filled in, slugs lower-cased,
-    country codes upper-cased), so two files that say the same thing hash the same.
+    country codes upper-cased; see ``hashed_form``), so two files that say the same thing
+    hash the same.
     """
     ordered = sorted(documents, key=lambda doc: doc.name)
-    payload = canonical_json([doc.model_dump(mode="json") for doc in ordered])
+    payload = canonical_json([hashed_form(doc) for doc in ordered])
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def hashed_form(doc: PolicyDocument) -> dict[str, Any]:
+    """The document as its content hash covers it: validated, with defaults filled in.
+
+    ``on_violation`` is left out while it is ``record``, the default it had before the
+    field existed: documents stored and sets activated before it keep the hash they were
+    recorded with, and a document that writes ``on_violation: record`` out hashes the same
+    as one that leaves it out.
+    """
+    dumped = doc.model_dump(mode="json")
+    if doc.on_violation is ViolationAction.RECORD:
+        del dumped["on_violation"]
+    return dumped
 
 
 #: One value a set's conditions read, remembered by: (variable, field, map key). ``field``

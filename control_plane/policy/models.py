@@ -27,7 +27,12 @@ from pydantic import (
 
 from control_plane.domain.classification import Classification
 from control_plane.domain.countries import CountryCode
-from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
+from control_plane.domain.decisions import (
+    DecisionOutcome,
+    EnforcementAction,
+    EnforcementPoint,
+    ViolationAction,
+)
 from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.domain.types import (
     Description,
@@ -124,6 +129,14 @@ class PolicyDocument(Input):
     name: Slug
     description: Description = ""
     enforcement_action: EnforcementAction = EnforcementAction.DENY
+    on_violation: ViolationAction = Field(
+        default=ViolationAction.RECORD,
+        description=(
+            "What continuous compliance does to a running workload this (deny) policy"
+            " finds in violation: record, notify (a signed webhook) or revoke (its lease"
+            " ends and its GPUs are freed)."
+        ),
+    )
     selector: Selector = Field(default_factory=Selector)
     requirements: Requirements = Field(default_factory=Requirements)
 
