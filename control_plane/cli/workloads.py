@@ -58,6 +58,14 @@ def _print(workload: dict[str, Any], output: OutputFormat) -> None:
     if workload["reasons"]:
         typer.echo("")
         typer.echo(table(workload["reasons"], _REASON_COLUMNS))
+    revocation = workload.get("revocation")
+    if revocation:
+        typer.echo("")
+        typer.echo(
+            f"revoked at {revocation['revoked_at']} by compliance evaluation"
+            f" {revocation['evaluation_id']} (policies: {', '.join(revocation['policies'])}):"
+        )
+        typer.echo(table(revocation["reasons"], _REASON_COLUMNS))
 
 
 @app.command("create")
