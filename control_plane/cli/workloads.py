@@ -67,6 +67,14 @@ def _print(workload: dict[str, Any], output: OutputFormat) -> None:
         typer.echo("")
         typer.echo(f"other eligible nodes ({other['eligible']}), not used by this workload:")
         typer.echo(table(other["reasons"], _REASON_COLUMNS))
+    revocation = workload.get("revocation")
+    if revocation:
+        typer.echo("")
+        typer.echo(
+            f"revoked at {revocation['revoked_at']} by compliance evaluation"
+            f" {revocation['evaluation_id']} (policies: {', '.join(revocation['policies'])}):"
+        )
+        typer.echo(table(revocation["reasons"], _REASON_COLUMNS))
 
 
 @app.command("create")

@@ -1,20 +1,24 @@
 """HTTP routes for compliance evaluations and policy what-if.
 
-Thin: parse, authorize, call. Evaluations are evidence: reading them, and reading back a
-request for one, needs ``audit:read`` (auditors and admins). Asking for one, and what-if,
+Thin: parse, authorize, call. Evaluations are evidence: reading them, reading back a
+request for one, and reading the delivery log of violation webhooks, needs ``audit:read``
+(auditors and admins). Asking for one, and what-if,
 need ``policy:write`` (admins), as applying and activating policies do.
 """
 
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, Path, status
+from fastapi import APIRouter, Depends, Path, Query, status
 
 from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.compliance import service
 from control_plane.compliance.models import (
     ComplianceRequestPublic,
+    DeliveryFilters,
+    DeliveryPage,
+    DeliveryStatus,
     EvaluationPage,
     EvaluationPublic,
     WhatIfResult,
@@ -70,6 +74,20 @@ def latest_evaluation(conn: Conn, _: Reader) -> EvaluationPublic:
 def get_evaluation(evaluation_id: UUID, conn: Conn, _: Reader) -> EvaluationPublic:
     """Show one compliance evaluation with its sample of violating workloads."""
     return service.get_evaluation(conn, evaluation_id)
+
+
+@router.get("/compliance/deliveries", tags=["compliance"])
+def list_deliveries(
+    conn: Conn,
+    _: Reader,
+    status: DeliveryStatus | None = None,
+    workload_id: Annotated[UUID | None, Query(description="Only this workload's.")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> DeliveryPage:
+    """List violation webhooks, newest first, with their attempts; filtered and paginated."""
+    filters = DeliveryFilters(status=status, workload_id=workload_id)
+    return service.list_deliveries(conn, filters, limit, offset)
 
 
 @router.post(

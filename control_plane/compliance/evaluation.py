@@ -16,7 +16,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
+from control_plane.domain.decisions import (
+    DecisionOutcome,
+    EnforcementAction,
+    EnforcementPoint,
+    ViolationAction,
+)
 from control_plane.domain.fleet import NodeStatus
 from control_plane.policy.documents import PolicySet
 from control_plane.policy.engine import DecisionCache, NodeIndex, decide_with_mask, evaluate_node
@@ -251,6 +256,58 @@ def assess(
         ),
         by_tenant=dict(sorted(by_tenant.items())),
     )
+
+
+# -- what an evaluation does about its violations --------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Enforcement:
+    """What an evaluation does to one violating workload, by its policies' ``on_violation``.
+
+    ``notify`` lists each deny policy it breaks whose action is ``notify`` or ``revoke``
+    (each gets its own webhook), with that action; ``revoke_by`` those whose action is
+    ``revoke``: the workload is revoked when it is not empty.
+    """
+
+    finding: Finding
+    notify: tuple[tuple[str, ViolationAction], ...]
+    revoke_by: tuple[str, ...]
+
+    @property
+    def revoke(self) -> bool:
+        """Whether the workload is to be revoked."""
+        return bool(self.revoke_by)
+
+
+def enforcements(found: Assessment, policy_set: PolicySet) -> list[Enforcement]:
+    """The violations ``found`` under ``policy_set`` that call for more than a record.
+
+    Only deny policies act: a violation is made of deny reasons, and a reason is a deny
+    only when its policy's enforcement action is ``deny``, so a ``warn`` or ``dryrun``
+    policy never notifies or revokes, whatever its ``on_violation`` says. Reasons without
+    a policy (the node left the fleet, an asset left the registry) are only recorded.
+    In workload id order, as ``found.violations``.
+    """
+    actions = {
+        policy.name: policy.document.on_violation
+        for policy in policy_set.policies
+        if policy.action is _DENY
+    }
+    planned = []
+    for finding in found.violations:
+        broken = sorted(
+            {r.policy for r in finding.reasons if r.action is _DENY and r.policy in actions}
+        )
+        notify = tuple(
+            (name, actions[name])
+            for name in broken
+            if actions[name].rank >= ViolationAction.NOTIFY.rank
+        )
+        if notify:
+            revoke_by = tuple(name for name, action in notify if action is ViolationAction.REVOKE)
+            planned.append(Enforcement(finding, notify, revoke_by))
+    return planned
 
 
 # -- what-if: tenants' usable capacity -------------------------------------------------

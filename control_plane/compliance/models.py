@@ -9,12 +9,15 @@ each tenant's usable GPUs.
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
 from control_plane.domain.compliance import EvaluationTrigger
+from control_plane.domain.decisions import ViolationAction
+from control_plane.facts.workloads import WorkloadRevocation
 from control_plane.policy.models import ExplanationPublic, ReasonPublic
 from control_plane.policy.store_models import CandidateMember, PolicySetRef
 
@@ -86,6 +89,12 @@ class EvaluationSummary(BaseModel):
     )
     violations_by_tenant: dict[str, int] = Field(
         description="Violating workloads per tenant (exact)."
+    )
+    revoked_workloads: int = Field(
+        description="Of the violating workloads, revoked by it (on_violation: revoke; exact)."
+    )
+    notifications: int = Field(
+        description="Violation webhooks it queued (on_violation: notify or revoke; exact)."
     )
 
 
@@ -171,6 +180,61 @@ class WhatIfResult(BaseModel):
     tenants: list[TenantCapacityChange] = Field(description="Every tenant, by slug.")
 
 
+# -- the delivery log of violation webhooks ----------------------------------------------
+
+
+class DeliveryStatus(StrEnum):
+    """Where a violation webhook stands: ``pending`` until delivered or out of attempts."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class DeliveryPublic(BaseModel):
+    """One violation webhook: what was (or will be) sent, and every attempt's outcome."""
+
+    id: UUID
+    workload_id: UUID
+    policy: str
+    action: ViolationAction = Field(description="notify or revoke: the policy's on_violation.")
+    evaluation_id: UUID
+    payload: dict[str, Any] = Field(description="The JSON body, as signed and sent.")
+    created_at: datetime
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None = Field(description="When it is tried next (pending only).")
+    last_attempt_at: datetime | None
+    last_status: int | None = Field(description="The receiver's HTTP status at the last attempt.")
+    last_error: str | None = Field(description="Why the last attempt failed, cut short.")
+    delivered_at: datetime | None
+
+
+class DeliveryFilters(BaseModel):
+    """Filters for listing deliveries."""
+
+    status: DeliveryStatus | None = None
+    workload_id: UUID | None = None
+
+
+class DeliveryPage(BaseModel):
+    """A page of deliveries, newest first, and how many match in all."""
+
+    items: list[DeliveryPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class DueDelivery:
+    """A delivery claimed for an attempt: its id, the exact body, attempts made so far."""
+
+    id: UUID
+    body: str
+    attempts: int
+
+
 # -- rows as the repository hands them over ---------------------------------------------
 
 
@@ -185,6 +249,17 @@ class RunningRow:
     zone: str | None
     hostname: str | None
     node_status: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedRow:
+    """A workload a compliance evaluation just revoked, with what it held."""
+
+    id: UUID
+    node_id: UUID
+    gpu_uuids: list[str]
+    lease_expires_at: datetime
+    ended_at: datetime
 
 
 # -- what the compliance.evaluated audit event holds (docs/audit.md) --------------------
@@ -209,3 +284,28 @@ class EvaluationRecorded(BaseModel):
     violations_by_tenant: dict[str, int]
     sampled_workload_ids: list[str]
     triggers: TriggerCounts
+    revoked_workload_ids: list[str] = Field(default_factory=list)
+    notifications: int = 0
+
+
+# -- what the workload.revoked audit event holds (docs/audit.md) ------------------------
+
+
+class WorkloadHeld(BaseModel):
+    """What a running workload held when an evaluation revoked it."""
+
+    status: str
+    node_id: UUID
+    gpu_uuids: list[str]
+    lease_expires_at: datetime
+
+
+class WorkloadRevoked(BaseModel):
+    """A workload revoked by an evaluation: when it ended, what it freed, and why."""
+
+    status: str
+    ended_at: datetime
+    freed_gpu_uuids: list[str]
+    #: GPUs its node had stopped reporting, deleted with the reservations (as on release).
+    removed_gpu_uuids: list[str]
+    revocation: WorkloadRevocation

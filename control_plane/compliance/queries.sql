@@ -46,35 +46,123 @@ SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
 INSERT INTO compliance_evaluation (
     id, started_at, finished_at, triggers, trigger_count, policy_set_version,
     policy_set_hash, fleet_generation, workloads_evaluated, violating_workloads,
-    warned_workloads, violations_by_rule, violations_by_tenant, sample)
+    warned_workloads, violations_by_rule, violations_by_tenant, sample, revoked_workloads,
+    notifications)
 VALUES (
     %(id)s, %(started_at)s, %(finished_at)s, %(triggers)s, %(trigger_count)s,
     %(policy_set_version)s, %(policy_set_hash)s, %(fleet_generation)s,
     %(workloads_evaluated)s, %(violating_workloads)s, %(warned_workloads)s,
-    %(violations_by_rule)s, %(violations_by_tenant)s, %(sample)s)
+    %(violations_by_rule)s, %(violations_by_tenant)s, %(sample)s, %(revoked_workloads)s,
+    %(notifications)s)
 RETURNING id, started_at, finished_at, triggers, trigger_count, policy_set_version,
           policy_set_hash, fleet_generation, workloads_evaluated, violating_workloads,
-          warned_workloads, violations_by_rule, violations_by_tenant, sample;
+          warned_workloads, violations_by_rule, violations_by_tenant, sample, revoked_workloads,
+          notifications;
 
 -- name: get_evaluation
 SELECT id, started_at, finished_at, triggers, trigger_count, policy_set_version,
        policy_set_hash, fleet_generation, workloads_evaluated, violating_workloads,
-       warned_workloads, violations_by_rule, violations_by_tenant, sample
+       warned_workloads, violations_by_rule, violations_by_tenant, sample, revoked_workloads,
+       notifications
 FROM compliance_evaluation WHERE id = %(id)s;
 
 -- name: latest_evaluation
 SELECT id, started_at, finished_at, triggers, trigger_count, policy_set_version,
        policy_set_hash, fleet_generation, workloads_evaluated, violating_workloads,
-       warned_workloads, violations_by_rule, violations_by_tenant, sample
+       warned_workloads, violations_by_rule, violations_by_tenant, sample, revoked_workloads,
+       notifications
 FROM compliance_evaluation ORDER BY finished_at DESC, id LIMIT 1;
 
 -- name: list_evaluations
 SELECT id, started_at, finished_at, triggers, trigger_count, policy_set_version,
        policy_set_hash, fleet_generation, workloads_evaluated, violating_workloads,
-       warned_workloads, violations_by_rule, violations_by_tenant
+       warned_workloads, violations_by_rule, violations_by_tenant, revoked_workloads,
+       notifications
 FROM compliance_evaluation
 ORDER BY finished_at DESC, id
 LIMIT %(limit)s OFFSET %(offset)s;
 
 -- name: count_evaluations
 SELECT count(*) AS total FROM compliance_evaluation;
+
+-- name: revoke_workloads
+-- Ends the running workloads an evaluation revokes, each with its own `revocation`, and
+-- stamps it with the transaction's time (the workload's `ended_at`). The UPDATE locks each
+-- row and re-checks its status: a workload released or expired by a transaction that
+-- committed meanwhile is left as that one left it, and not returned.
+UPDATE workload w
+SET status = 'revoked', ended_at = now(),
+    revocation = r.revocation || jsonb_build_object('revoked_at', now())
+FROM unnest(%(ids)s::uuid[], %(revocations)s::jsonb[]) AS r (id, revocation)
+WHERE w.id = r.id AND w.status = 'admitted'
+RETURNING w.id, w.node_id, w.gpu_uuids, w.lease_expires_at, w.ended_at;
+
+-- name: free_reservations
+-- The GPUs of revoked workloads, free for the next admission once this commits.
+DELETE FROM gpu_reservation WHERE workload_id = ANY(%(ids)s)
+RETURNING workload_id, gpu_uuid;
+
+-- name: announced
+-- Which of these workloads' violations have a delivery already, by policy: one
+-- notification per workload and policy, however many evaluations find it again.
+SELECT workload_id, policy FROM violation_delivery WHERE workload_id = ANY(%(ids)s);
+
+-- name: insert_deliveries
+-- ON CONFLICT: an evaluation running beside this one may have announced it first.
+INSERT INTO violation_delivery (id, workload_id, policy, action, evaluation_id, body)
+SELECT d.id, d.workload_id, d.policy, d.action, %(evaluation_id)s, d.body
+FROM unnest(%(ids)s::uuid[], %(workload_ids)s::uuid[], %(policies)s::text[],
+            %(actions)s::text[], %(bodies)s::text[]) AS d (id, workload_id, policy, action, body)
+ON CONFLICT ON CONSTRAINT violation_delivery_once DO NOTHING
+RETURNING id;
+
+-- name: claim_due_deliveries
+-- Pending deliveries whose time has come, the most overdue first, each claimed for one
+-- attempt: counted, and hidden from other senders for `claim_seconds` (far longer than an
+-- attempt's timeout), so the claim commits before anything is sent and no transaction
+-- stays open across the HTTP call. A sender that dies mid-attempt leaves the delivery to
+-- be tried again when the claim runs out. SKIP LOCKED: two senders never claim one row.
+UPDATE violation_delivery
+SET attempts = attempts + 1, last_attempt_at = now(),
+    next_attempt_at = now() + make_interval(secs => %(claim_seconds)s)
+WHERE id IN (
+    SELECT id FROM violation_delivery
+    WHERE status = 'pending' AND next_attempt_at <= now()
+    ORDER BY next_attempt_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING id, body, attempts;
+
+-- name: delivery_succeeded
+UPDATE violation_delivery
+SET status = 'delivered', delivered_at = now(), last_status = %(status)s, last_error = NULL
+WHERE id = %(id)s AND status = 'pending';
+
+-- name: delivery_failed
+-- After the last attempt the delivery is `failed`; before, it waits `delay` seconds.
+UPDATE violation_delivery
+SET last_status = %(status)s, last_error = %(error)s,
+    status = CASE WHEN attempts >= %(max_attempts)s THEN 'failed' ELSE 'pending' END,
+    next_attempt_at = now() + make_interval(secs => %(delay)s)
+WHERE id = %(id)s AND status = 'pending';
+
+-- name: next_due_in
+-- Seconds until the next pending delivery is due (negative: overdue), or null.
+SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8 AS seconds
+FROM violation_delivery WHERE status = 'pending';
+
+-- name: list_deliveries
+SELECT id, workload_id, policy, action, evaluation_id, body::jsonb AS payload, created_at,
+       status, attempts, CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at,
+       last_attempt_at, last_status, last_error, delivered_at
+FROM violation_delivery
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(workload_id)s::uuid IS NULL OR workload_id = %(workload_id)s)
+ORDER BY created_at DESC, id
+LIMIT %(limit)s OFFSET %(offset)s;
+
+-- name: count_deliveries
+SELECT count(*) AS total FROM violation_delivery
+WHERE (%(status)s::text IS NULL OR status = %(status)s)
+  AND (%(workload_id)s::uuid IS NULL OR workload_id = %(workload_id)s);

@@ -3,10 +3,11 @@
 Requests are an outbox: inserted in the transaction of the change that calls for an
 evaluation, claimed ``FOR UPDATE SKIP LOCKED`` by the evaluation, marked with the
 evaluation that handled them, and deleted by a later evaluation once the retention has
-passed. Evaluations are only ever inserted.
+passed. Evaluations are only ever inserted. Violation deliveries are an outbox too, the
+other way: inserted by the evaluation, claimed one attempt at a time by the sender.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, LiteralString
 from uuid import UUID
 
@@ -14,12 +15,16 @@ from psycopg.types.json import Jsonb
 
 from control_plane.compliance.models import (
     ComplianceRequestPublic,
+    DeliveryPublic,
+    DueDelivery,
     EvaluationPublic,
     EvaluationSummary,
+    RevokedRow,
     RunningRow,
 )
 from control_plane.core.db import (
     DbConnection,
+    fetch_all,
     fetch_all_as,
     fetch_one,
     fetch_one_as,
@@ -100,6 +105,101 @@ def list_evaluations(
         _q("list_evaluations"),
         _q("count_evaluations"),
         {},
+        limit,
+        offset,
+    )
+
+
+# -- acting on violations ----------------------------------------------------------------
+
+
+def revoke_workloads(
+    conn: DbConnection, revocations: Mapping[UUID, dict[str, Any]]
+) -> list[RevokedRow]:
+    """End the workloads still running among ``revocations`` (id -> revocation JSON)."""
+    ids = list(revocations)
+    params = {"ids": ids, "revocations": [Jsonb(revocations[i]) for i in ids]}
+    return fetch_all_as(conn, RevokedRow, _q("revoke_workloads"), params)
+
+
+def free_reservations(conn: DbConnection, workload_ids: Sequence[UUID]) -> dict[UUID, list[str]]:
+    """Delete the workloads' GPU reservations; the freed GPU UUIDs per workload."""
+    freed: dict[UUID, list[str]] = {}
+    for row in fetch_all(conn, _q("free_reservations"), {"ids": list(workload_ids)}):
+        freed.setdefault(row["workload_id"], []).append(row["gpu_uuid"])
+    return freed
+
+
+def announced(conn: DbConnection, workload_ids: Sequence[UUID]) -> set[tuple[UUID, str]]:
+    """The (workload, policy) pairs among ``workload_ids`` that have a delivery already."""
+    rows = fetch_all(conn, _q("announced"), {"ids": list(workload_ids)})
+    return {(row["workload_id"], row["policy"]) for row in rows}
+
+
+def insert_deliveries(
+    conn: DbConnection, evaluation_id: UUID, deliveries: Sequence[Mapping[str, Any]]
+) -> int:
+    """Queue deliveries (``id``, ``workload_id``, ``policy``, ``action``, ``body``); how many."""
+    params = {
+        "evaluation_id": evaluation_id,
+        "ids": [delivery["id"] for delivery in deliveries],
+        "workload_ids": [delivery["workload_id"] for delivery in deliveries],
+        "policies": [delivery["policy"] for delivery in deliveries],
+        "actions": [delivery["action"] for delivery in deliveries],
+        "bodies": [delivery["body"] for delivery in deliveries],
+    }
+    return len(fetch_all(conn, _q("insert_deliveries"), params))
+
+
+def claim_due_deliveries(conn: DbConnection, limit: int, claim_seconds: float) -> list[DueDelivery]:
+    """Claim up to ``limit`` due deliveries for one attempt each (the attempt is counted)."""
+    params = {"limit": limit, "claim_seconds": claim_seconds}
+    return fetch_all_as(conn, DueDelivery, _q("claim_due_deliveries"), params)
+
+
+def delivery_succeeded(conn: DbConnection, delivery_id: UUID, status: int) -> None:
+    """Mark a delivery delivered, with the receiver's status."""
+    conn.execute(_q("delivery_succeeded"), {"id": delivery_id, "status": status})
+
+
+def delivery_failed(
+    conn: DbConnection,
+    delivery_id: UUID,
+    *,
+    status: int | None,
+    error: str,
+    max_attempts: int,
+    delay: float,
+) -> None:
+    """Record a failed attempt: retry after ``delay`` seconds, or give up after the last."""
+    conn.execute(
+        _q("delivery_failed"),
+        {
+            "id": delivery_id,
+            "status": status,
+            "error": error,
+            "max_attempts": max_attempts,
+            "delay": delay,
+        },
+    )
+
+
+def next_due_in(conn: DbConnection) -> float | None:
+    """Seconds until the next pending delivery is due (negative when overdue), or None."""
+    row = fetch_one(conn, _q("next_due_in"), {})
+    return None if row is None or row["seconds"] is None else float(row["seconds"])
+
+
+def list_deliveries(
+    conn: DbConnection, filters: Mapping[str, Any], limit: int, offset: int
+) -> tuple[list[DeliveryPublic], int]:
+    """A page of deliveries, newest first, and how many match ``filters``."""
+    return fetch_page_as(
+        conn,
+        DeliveryPublic,
+        _q("list_deliveries"),
+        _q("count_deliveries"),
+        filters,
         limit,
         offset,
     )

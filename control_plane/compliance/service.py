@@ -4,15 +4,18 @@
 grants that expired since the last beat (each asks for an evaluation and is audited as
 ``asset_grant.expired``), claims the pending requests (``FOR UPDATE SKIP LOCKED``, so
 two workers never evaluate for the same requests), reads the fleet snapshot, the active
-policy set and every running workload, judges them all (``evaluation.assess``), stores
-one ``compliance_evaluation`` with exact counts and a capped sample, marks the requests
-handled, deletes the requests handled more than the retention ago (the evaluations that
-handled them keep their ``triggers``) and audits ``compliance.evaluated``, last. Nothing
-pending, nothing done: the task is idempotent.
+policy set and every running workload, judges them all (``evaluation.assess``), acts on
+the violations of deny policies whose ``on_violation`` asks for it (revokes workloads,
+queues signed webhooks: ``_act``), stores one ``compliance_evaluation`` with exact counts
+and a capped sample, marks the requests handled, deletes the requests handled more than
+the retention ago (the evaluations that handled them keep their ``triggers``) and audits
+``compliance.evaluated``, last. Nothing pending, nothing done: the task is idempotent.
 
 ``whatif`` judges the same running workloads, on the same kind of snapshot, under the
 active set and under the candidate set that applying some documents and activating them
 would make (``policy.service.candidate_set``), and stores nothing.
+
+``deliver_due`` sends the queued webhooks (the Celery task ``compliance.deliver``).
 """
 
 from collections import Counter
@@ -21,11 +24,14 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from control_plane.compliance import evaluation, repository
-from control_plane.compliance.evaluation import Assessment, RunningWorkload
+from agents.protocol import canonical_json
+from control_plane.compliance import evaluation, repository, webhooks
+from control_plane.compliance.evaluation import Assessment, Enforcement, Finding, RunningWorkload
 from control_plane.compliance.models import (
     CandidateSetPublic,
     ComplianceRequestPublic,
+    DeliveryFilters,
+    DeliveryPage,
     EvaluationPage,
     EvaluationPublic,
     EvaluationRecorded,
@@ -36,6 +42,8 @@ from control_plane.compliance.models import (
     WhatIfResult,
     WhatIfViolation,
     WhatIfViolations,
+    WorkloadHeld,
+    WorkloadRevoked,
 )
 from control_plane.core.audit_log import AuditContext, record_change, transaction
 from control_plane.core.db import DbConnection
@@ -43,9 +51,10 @@ from control_plane.core.errors import NotFoundError
 from control_plane.core.outbox import EvaluationRequest, request_evaluation
 from control_plane.domain.audit import AuditAction
 from control_plane.domain.compliance import EvaluationTrigger
-from control_plane.domain.decisions import EnforcementPoint
+from control_plane.domain.decisions import EnforcementPoint, ViolationAction
 from control_plane.facts.fleet import load_snapshot
-from control_plane.facts.workloads import RegistryViews, WorkloadRequest
+from control_plane.facts.workloads import RegistryViews, WorkloadRequest, WorkloadRevocation
+from control_plane.inventory import repository as inventory
 from control_plane.policy import service as policies
 from control_plane.policy.engine import DecisionCache
 from control_plane.policy.service import CompiledPolicySets, active_policy_set
@@ -187,10 +196,13 @@ def run_pending(
     Returns the evaluation, or None when nothing was pending (or another worker holds
     every pending request). ``sample_size`` caps the violating workloads kept with their
     reasons; the counts are exact. Requests handled more than ``request_retention_days``
-    ago are deleted in the same transaction, so the outbox does not grow forever. Audited
-    as ``compliance.evaluated``. ``decisions``: the worker's cache of what decisions
-    remember (a policy's node masks, CEL verdicts); without it, one for this evaluation.
-    ``deny_unselected``: ``SOVEREIGN_DEFAULT_DENY_UNSELECTED``, as admission applies it.
+    ago are deleted in the same transaction, so the outbox does not grow forever. Violations
+    of deny policies with ``on_violation`` ``revoke`` end their workloads (audited
+    ``workload.revoked`` each), and with ``notify`` or ``revoke`` queue a webhook (see
+    ``_act``). Audited as ``compliance.evaluated``, last. ``decisions``: the worker's
+    cache of what decisions remember (a policy's node masks, CEL verdicts); without it,
+    one for this evaluation. ``deny_unselected``: ``SOVEREIGN_DEFAULT_DENY_UNSELECTED``, as
+    admission applies it.
     """
     started_at = datetime.now(UTC)
     with transaction(conn):
@@ -213,6 +225,18 @@ def run_pending(
         sample = found.violations[:sample_size]
         evaluation_id = uuid4()
         counts = _counts(found)
+        # Acting comes before storing the evaluation, which counts what it did; the
+        # deliveries' reference to it is checked at commit.
+        revoked, notifications = _act(
+            conn,
+            ctx,
+            evaluation.enforcements(found, policy_set),
+            evaluation_id=evaluation_id,
+            policy_set=PolicySetRef(
+                version=policy_set.version, content_hash=policy_set.content_hash
+            ),
+            detected_at=started_at,
+        )
         stored = repository.insert_evaluation(
             conn,
             {
@@ -226,6 +250,8 @@ def run_pending(
                 "fleet_generation": snapshot.generation,
                 **counts,
                 "sample": [finding.to_json() for finding in sample],
+                "revoked_workloads": len(revoked),
+                "notifications": notifications,
             },
         )
         repository.mark_handled(conn, [request.id for request in claimed], evaluation_id)
@@ -250,9 +276,187 @@ def run_pending(
                     count=len(claimed),
                     reasons=dict(sorted(Counter(r.reason.value for r in claimed).items())),
                 ),
+                revoked_workload_ids=revoked,
+                notifications=notifications,
             ),
         )
     return stored
+
+
+# -- acting on violations: revoke, notify ------------------------------------------------
+
+
+def _act(
+    conn: DbConnection,
+    ctx: AuditContext,
+    planned: Sequence[Enforcement],
+    *,
+    evaluation_id: UUID,
+    policy_set: PolicySetRef,
+    detected_at: datetime,
+) -> tuple[list[str], int]:
+    """Revoke and announce what ``planned`` says, in the evaluation's transaction.
+
+    Returns the ids of the workloads revoked (by id) and how many deliveries were queued.
+    Each revoked workload ends (status ``revoked``, ``ended_at``, its ``revocation``), its
+    GPU reservations are deleted and ``workload.revoked`` is audited. A workload released
+    or expired meanwhile is left as it is. Each (workload, policy) is announced once: a
+    violation still there at the next evaluation queues nothing new.
+    """
+    if not planned:
+        return [], 0
+    revocations = {
+        UUID(plan.finding.workload_id): {
+            "evaluation_id": str(evaluation_id),
+            "policies": list(plan.revoke_by),
+            "reasons": [reason.to_json() for reason in plan.finding.reasons],
+        }
+        for plan in planned
+        if plan.revoke
+    }
+    revoked = repository.revoke_workloads(conn, revocations) if revocations else []
+    freed = repository.free_reservations(conn, [row.id for row in revoked]) if revoked else {}
+    # A booked GPU its node stopped reporting was kept only for the workload holding it.
+    freed_uuids = [uuid for uuids in freed.values() for uuid in uuids]
+    removed = set(
+        inventory.delete_missing_gpus(
+            conn, [row.node_id for row in revoked if row.node_id is not None], freed_uuids
+        )
+        if freed_uuids
+        else []
+    )
+    for row in revoked:
+        record_change(
+            conn,
+            ctx,
+            AuditAction.WORKLOAD_REVOKED,
+            str(row.id),
+            before=WorkloadHeld(
+                status="admitted",
+                node_id=row.node_id,
+                gpu_uuids=row.gpu_uuids,
+                lease_expires_at=row.lease_expires_at,
+            ),
+            after=WorkloadRevoked(
+                status="revoked",
+                ended_at=row.ended_at,
+                freed_gpu_uuids=sorted(freed.get(row.id, [])),
+                removed_gpu_uuids=sorted(removed.intersection(freed.get(row.id, []))),
+                revocation=WorkloadRevocation.model_validate(
+                    {**revocations[row.id], "revoked_at": row.ended_at}
+                ),
+            ),
+        )
+    revoked_ids = {row.id for row in revoked}
+    seen = repository.announced(conn, [UUID(plan.finding.workload_id) for plan in planned])
+    deliveries = []
+    for plan in planned:
+        workload_id = UUID(plan.finding.workload_id)
+        for policy, action in plan.notify:
+            if (workload_id, policy) in seen:
+                continue
+            delivery_id = uuid4()
+            body = _payload(
+                plan.finding,
+                delivery_id=delivery_id,
+                policy=policy,
+                action=action,
+                evaluation_id=evaluation_id,
+                policy_set=policy_set,
+                detected_at=detected_at,
+                revoked=workload_id in revoked_ids,
+            )
+            deliveries.append(
+                {
+                    "id": delivery_id,
+                    "workload_id": workload_id,
+                    "policy": policy,
+                    "action": action.value,
+                    "body": canonical_json(body),
+                }
+            )
+    queued = repository.insert_deliveries(conn, evaluation_id, deliveries) if deliveries else 0
+    return sorted(str(workload_id) for workload_id in revoked_ids), queued
+
+
+def _payload(
+    finding: Finding,
+    *,
+    delivery_id: UUID,
+    policy: str,
+    action: ViolationAction,
+    evaluation_id: UUID,
+    policy_set: PolicySetRef,
+    detected_at: datetime,
+    revoked: bool,
+) -> dict[str, Any]:
+    """The webhook body announcing one workload's violation of one policy (docs/policy.md)."""
+    return {
+        "event": webhooks.VIOLATION_EVENT,
+        "delivery_id": str(delivery_id),
+        "action": action.value,
+        "policy": policy,
+        "evaluation_id": str(evaluation_id),
+        "detected_at": detected_at.isoformat(),
+        "policy_set": policy_set.model_dump(mode="json"),
+        "workload": {
+            "id": finding.workload_id,
+            "tenant": finding.tenant,
+            "node_id": finding.node_id,
+            "hostname": finding.hostname,
+            "zone": finding.zone,
+            "revoked": revoked,
+        },
+        "reasons": [reason.to_json() for reason in finding.reasons],
+    }
+
+
+#: Seconds a claimed delivery is hidden from other senders: far beyond one attempt's
+#: timeout (at most 30 s), so only a sender that died leaves it to be claimed again.
+CLAIM_SECONDS = 120.0
+
+
+def deliver_due(
+    conn: DbConnection, send: webhooks.Sender, *, batch_size: int, max_attempts: int
+) -> int:
+    """Send up to ``batch_size`` due violation webhooks once each; how many were tried.
+
+    The claim commits before anything is sent (no transaction stays open across HTTP);
+    each outcome is recorded in its own transaction: delivered, or retried after
+    ``webhooks.retry_delay``, or ``failed`` after ``max_attempts``. Attempts are the
+    delivery log, not audit events, as heartbeats and renewals are not audited either.
+    """
+    with transaction(conn):
+        claimed = repository.claim_due_deliveries(conn, batch_size, CLAIM_SECONDS)
+    for delivery in claimed:
+        attempt = send(delivery)
+        with transaction(conn):
+            if attempt.delivered:
+                assert attempt.status is not None
+                repository.delivery_succeeded(conn, delivery.id, attempt.status)
+            else:
+                repository.delivery_failed(
+                    conn,
+                    delivery.id,
+                    status=attempt.status,
+                    error=attempt.error or "failed",
+                    max_attempts=max_attempts,
+                    delay=webhooks.retry_delay(delivery.attempts),
+                )
+    return len(claimed)
+
+
+def next_delivery_in(conn: DbConnection) -> float | None:
+    """Seconds until the next pending delivery is due (negative: overdue), or None."""
+    return repository.next_due_in(conn)
+
+
+def list_deliveries(
+    conn: DbConnection, filters: DeliveryFilters, limit: int, offset: int
+) -> DeliveryPage:
+    """A page of violation deliveries, newest first, filtered by status and workload."""
+    items, total = repository.list_deliveries(conn, filters.model_dump(mode="json"), limit, offset)
+    return DeliveryPage(items=items, total=total, limit=limit, offset=offset)
 
 
 # -- what-if ---------------------------------------------------------------------------

@@ -1,15 +1,22 @@
-"""Celery task for compliance: re-evaluate running workloads when something asked for it.
+"""Celery tasks for compliance: re-evaluate running workloads, send violation webhooks.
 
-Beat enqueues it every ``SOVEREIGN_COMPLIANCE_INTERVAL_SECONDS``. It is a thin wrapper
-over ``service.run_pending`` (tested without Celery) and idempotent: with no pending
-request it reads one index and changes nothing, and a request is handled once.
+Beat enqueues ``compliance.evaluate`` every ``SOVEREIGN_COMPLIANCE_INTERVAL_SECONDS``. It
+is a thin wrapper over ``service.run_pending`` (tested without Celery) and idempotent:
+with no pending request it reads one index and changes nothing, and a request is handled
+once. An evaluation that queued webhooks enqueues ``compliance.deliver`` at once, so the
+first attempt goes out within seconds; a delivery task that leaves retries pending
+enqueues itself for when the next is due, and beat runs it on the same interval as the
+evaluation in case a worker died in between. It is idempotent too: a delivery is claimed
+by one sender, and one delivered is never sent again.
 """
 
+import logging
 from typing import Any
 
 from celery import Celery
 
 from control_plane.compliance import service
+from control_plane.compliance.webhooks import WebhookSender
 from control_plane.core.audit_log import AuditContext
 from control_plane.core.db import connect
 from control_plane.core.settings import Settings
@@ -17,6 +24,17 @@ from control_plane.policy.engine import DecisionCache
 from control_plane.policy.service import CompiledPolicySets
 
 EVALUATE_TASK = "compliance.evaluate"
+DELIVER_TASK = "compliance.deliver"
+
+#: Deliveries tried per task run. Each is one HTTP request of at most the webhook timeout
+#: (5 s by default) plus two small transactions; 50 keeps a run to a few seconds against a
+#: healthy receiver, and a full batch re-enqueues the task at once for the rest.
+DELIVERY_BATCH = 50
+#: The shortest wait before a re-enqueued delivery task, so a burst of retries due at
+#: nearly the same time is sent by one run.
+MIN_REDELIVERY_SECONDS = 0.5
+
+log = logging.getLogger(__name__)
 
 #: How the evaluation appears in the audit log.
 COMPLIANCE_ACTOR = AuditContext(actor_id="system:compliance", actor_name="compliance evaluation")
@@ -51,6 +69,8 @@ def register(app: Celery, settings: Settings) -> None:
             )
         if found is None:
             return None
+        if found.notifications:
+            app.send_task(DELIVER_TASK)
         return {
             "evaluation_id": str(found.id),
             "trigger_count": found.trigger_count,
@@ -58,12 +78,59 @@ def register(app: Celery, settings: Settings) -> None:
             "workloads_evaluated": found.workloads_evaluated,
             "violating_workloads": found.violating_workloads,
             "warned_workloads": found.warned_workloads,
+            "revoked_workloads": found.revoked_workloads,
+            "notifications": found.notifications,
         }
+
+    @app.task(name=DELIVER_TASK, bind=True, ignore_result=False, shared=False)
+    def deliver(self: object) -> int:
+        """Send the violation webhooks that are due; how many were tried.
+
+        Without ``SOVEREIGN_VIOLATION_WEBHOOK_URL`` nothing is sent: the deliveries wait,
+        pending, until one is configured.
+        """
+        url = settings.violation_webhook_url
+        secret = settings.violation_webhook_secret
+        if url is None or secret is None:
+            with connect(settings.database_url) as conn:
+                if service.next_delivery_in(conn) is not None:
+                    log.warning(
+                        "violation webhooks are pending but SOVEREIGN_VIOLATION_WEBHOOK_URL"
+                        " is not set; they wait in the delivery log"
+                    )
+            return 0
+        with (
+            WebhookSender(
+                url,
+                secret.get_secret_value().encode("utf-8"),
+                timeout_seconds=settings.violation_webhook_timeout_seconds,
+            ) as send,
+            connect(settings.database_url) as conn,
+        ):
+            tried = service.deliver_due(
+                conn,
+                send,
+                batch_size=DELIVERY_BATCH,
+                max_attempts=settings.violation_webhook_max_attempts,
+            )
+            due_in = service.next_delivery_in(conn)
+        # Only a run that sent something schedules the next: runs that found nothing due
+        # (another one had claimed it) end there, so runs never pile up while a receiver
+        # is down, and beat restarts the chain if its worker died.
+        if tried == DELIVERY_BATCH:
+            app.send_task(DELIVER_TASK)
+        elif tried and due_in is not None:
+            app.send_task(DELIVER_TASK, countdown=max(due_in, MIN_REDELIVERY_SECONDS))
+        return tried
 
     app.conf.beat_schedule = {
         **(app.conf.beat_schedule or {}),
         "evaluate-compliance": {
             "task": EVALUATE_TASK,
+            "schedule": settings.compliance_interval_seconds,
+        },
+        "deliver-violations": {
+            "task": DELIVER_TASK,
             "schedule": settings.compliance_interval_seconds,
         },
     }

@@ -7,9 +7,10 @@ import time, so tests and tools can build as many differently-configured apps as
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from control_plane.core.errors import ConfigurationError
@@ -21,6 +22,8 @@ AGENT_ENV_PREFIX = "SOVEREIGN_AGENT_"
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "dev-insecure-secret", "secret"})
 #: Token hashes are keyed with the secret; a short one is guessable.
 MIN_PROD_SECRET_LENGTH = 32
+#: A webhook signing key shorter than this could be guessed from signed bodies.
+MIN_WEBHOOK_SECRET_LENGTH = 16
 
 
 class Environment(StrEnum):
@@ -28,6 +31,29 @@ class Environment(StrEnum):
 
     DEV = "dev"
     PROD = "prod"
+
+
+#: A violation webhook URL longer than this is refused (no real receiver needs more).
+MAX_WEBHOOK_URL_LENGTH = 2048
+
+
+def _webhook_url(value: str) -> str:
+    """An absolute ``http`` or ``https`` URL with a host: nothing else is ever fetched.
+
+    ``file:``, ``gopher:`` and the like would turn the worker into a reader of whatever it
+    can reach; a URL without a host would be resolved somewhere nobody meant.
+    """
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must be an http:// or https:// URL")
+    if not parts.hostname:
+        raise ValueError("must name a host")
+    if len(value) > MAX_WEBHOOK_URL_LENGTH:
+        raise ValueError(f"must be at most {MAX_WEBHOOK_URL_LENGTH} characters")
+    return value
+
+
+WebhookUrl = Annotated[str, AfterValidator(_webhook_url)]
 
 
 class ApiSettings(BaseModel):
@@ -78,6 +104,15 @@ class Settings(BaseSettings):
     #: alone: for sites where "no policy applies" must not read as "compliant". Admission,
     #: compliance evaluations and what-if all apply it, so they keep agreeing.
     default_deny_unselected: bool = False
+    #: Where the compliance worker sends violations of policies with ``on_violation:
+    #: notify`` or ``revoke`` (a signed POST); unset: they wait in the delivery log.
+    violation_webhook_url: WebhookUrl | None = None
+    #: The HMAC-SHA256 key that signs each webhook body; required with the URL.
+    violation_webhook_secret: SecretStr | None = None
+    #: How long one delivery attempt may take, connecting and reading the answer.
+    violation_webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=30)
+    #: Attempts per delivery before it is marked failed; the gaps double from 2 s.
+    violation_webhook_max_attempts: int = Field(default=8, ge=1, le=20)
     #: Failed authentications a client address may make per window before it is answered
     #: 429 (per API process), so random tokens cannot be tried at the server's speed.
     auth_failure_limit: int = Field(default=20, ge=1, le=1_000_000)
@@ -98,6 +133,22 @@ class Settings(BaseSettings):
                 "SOVEREIGN_SECRET_KEY is a placeholder or shorter than "
                 f"{MIN_PROD_SECRET_LENGTH} characters; set a random secret (e.g. "
                 "`openssl rand -hex 32`) before running with SOVEREIGN_ENV=prod"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _webhook_needs_a_secret(self) -> Self:
+        if self.violation_webhook_url is None:
+            return self
+        secret = self.violation_webhook_secret
+        value = "" if secret is None else secret.get_secret_value()
+        if len(value) < MIN_WEBHOOK_SECRET_LENGTH or (
+            self.env is Environment.PROD and value in PLACEHOLDER_SECRETS
+        ):
+            raise ValueError(
+                "SOVEREIGN_VIOLATION_WEBHOOK_URL is set, so SOVEREIGN_VIOLATION_WEBHOOK_SECRET"
+                f" must be set too, at least {MIN_WEBHOOK_SECRET_LENGTH} characters: receivers"
+                " check each body's signature with it"
             )
         return self
 

@@ -72,6 +72,7 @@ class AuditAction(StrEnum):
     WORKLOAD_DENIED = "workload.denied"
     WORKLOAD_RELEASED = "workload.released"
     WORKLOAD_EXPIRED = "workload.expired"
+    WORKLOAD_REVOKED = "workload.revoked"
     COMPLIANCE_EVALUATED = "compliance.evaluated"
 
     @property
@@ -384,13 +385,25 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
             "WorkloadExpired",
         ),
     ),
+    AuditAction.WORKLOAD_REVOKED: ActionRecord(
+        AuditObjectType.WORKLOAD,
+        "a compliance evaluation ends a running workload that violates a policy with"
+        " `on_violation: revoke`",
+        _side("what it held: `status`, `node_id`, `gpu_uuids`, `lease_expires_at`", "WorkloadHeld"),
+        _side(
+            "`status`, `ended_at`, `freed_gpu_uuids`, `removed_gpu_uuids` (as for a release)"
+            " and the `revocation` (`evaluation_id`, `policies`, `reasons`)",
+            "WorkloadRevoked",
+        ),
+    ),
     AuditAction.COMPLIANCE_EVALUATED: ActionRecord(
         AuditObjectType.COMPLIANCE_EVALUATION,
         "a compliance evaluation of the running workloads is stored",
         NOTHING,
         _side(
             "the `policy_set` and `fleet_generation` judged under, the exact counts, the"
-            " `sampled_workload_ids` and the `triggers` by reason",
+            " `sampled_workload_ids`, the `triggers` by reason, and what it did:"
+            " `revoked_workload_ids` and `notifications`",
             "EvaluationRecorded",
         ),
     ),

@@ -19,6 +19,28 @@ class EnforcementAction(StrEnum):
     DRYRUN = "dryrun"
 
 
+class ViolationAction(StrEnum):
+    """What continuous compliance does to a running workload that violates a deny policy.
+
+    ``record`` (the default) only records it in the evaluation; ``notify`` also sends a
+    signed webhook; ``revoke`` also ends the workload's lease and frees its GPUs. Each
+    does what the ones before it do. Only deny policies make violations, so a ``warn`` or
+    ``dryrun`` policy's action never runs, whatever it says.
+    """
+
+    RECORD = "record"
+    NOTIFY = "notify"
+    REVOKE = "revoke"
+
+    @property
+    def rank(self) -> int:
+        """How far the action goes: record 0, notify 1, revoke 2."""
+        return _VIOLATION_RANK[self]
+
+
+_VIOLATION_RANK = {ViolationAction.RECORD: 0, ViolationAction.NOTIFY: 1, ViolationAction.REVOKE: 2}
+
+
 class EnforcementPoint(StrEnum):
     """Which caller asked for a decision; recorded on it so evidence says where it came from."""
 

@@ -14,13 +14,21 @@ words instead of raised.
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeVar
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import InvalidInputError
-from control_plane.policy.models import DataAssetView, DestinationView, ModelView, WorkloadView
+from control_plane.policy.models import (
+    DataAssetView,
+    DestinationView,
+    ModelView,
+    ReasonPublic,
+    WorkloadView,
+)
 from control_plane.registry import repository as registry
 from control_plane.registry.models import (
     DatasetFacts,
@@ -50,6 +58,20 @@ class WorkloadRequest(BaseModel):
     min_gpu_memory_bytes: int | None = None
     mig_profile: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+
+
+class WorkloadRevocation(BaseModel):
+    """Why a running workload was revoked, as ``workload.revocation`` stores it.
+
+    Written by continuous compliance (a policy with ``on_violation: revoke``), read by
+    scheduling when the workload is shown, so its owner sees why it ended: the evaluation
+    that revoked it, the policies whose ``revoke`` it broke, and every reason found.
+    """
+
+    revoked_at: datetime
+    evaluation_id: UUID
+    policies: list[str] = Field(description="The deny policies with on_violation: revoke.")
+    reasons: list[ReasonPublic] = Field(description="Every reason the evaluation found.")
 
 
 @dataclass(frozen=True, slots=True)

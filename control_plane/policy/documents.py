@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from agents.protocol import canonical_json
 from control_plane.core.bodies import parse_yaml
 from control_plane.core.errors import InvalidInputError, echo
-from control_plane.domain.decisions import EnforcementAction
+from control_plane.domain.decisions import EnforcementAction, ViolationAction
 from control_plane.domain.fleet import ProvenanceStatus
 from control_plane.policy import bounds, conditions
 from control_plane.policy.models import PROVENANCE_RANK, PolicyDocument, Selector
@@ -250,9 +250,12 @@ def validate_documents(
 #: Fields added to documents after policies were stored, with their defaults: a document
 #: that leaves one at its default hashes without it, as it did before the field existed,
 #: so upgrading changes no stored policy's or set's content hash.
-_LATER_FIELDS: tuple[tuple[str, str, Any], ...] = (
+#: ``part`` ``None`` is a field of the document itself. So ``on_violation: record``
+#: written out hashes as a document that leaves it out.
+_LATER_FIELDS: tuple[tuple[str | None, str, Any], ...] = (
     ("selector", "min_classification", None),
     ("requirements", "require_output", False),
+    (None, "on_violation", ViolationAction.RECORD.value),
 )
 
 
@@ -260,8 +263,9 @@ def canonical_document(doc: PolicyDocument) -> dict[str, Any]:
     """The validated document as JSON values, as it is hashed (see ``_LATER_FIELDS``)."""
     dumped = doc.model_dump(mode="json")
     for part, name, default in _LATER_FIELDS:
-        if dumped[part].get(name, default) == default:
-            dumped[part].pop(name, None)
+        holder = dumped if part is None else dumped[part]
+        if holder.get(name, default) == default:
+            holder.pop(name, None)
     return dumped
 
 
@@ -269,7 +273,8 @@ def content_hash(documents: Iterable[PolicyDocument]) -> str:
     """SHA-256 of the canonical JSON of the documents, ordered by name.
 
     The documents are hashed after validation (defaults filled in, slugs lower-cased,
-    country codes upper-cased), so two files that say the same thing hash the same.
+    country codes upper-cased; see ``canonical_document``), so two files that say the same thing
+    hash the same.
     """
     ordered = sorted(documents, key=lambda doc: doc.name)
     payload = canonical_json([canonical_document(doc) for doc in ordered])

@@ -33,6 +33,7 @@ from control_plane.domain.decisions import (
     EnforcementAction,
     EnforcementPoint,
     RuleResult,
+    ViolationAction,
 )
 from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.domain.types import (
@@ -143,6 +144,14 @@ class PolicyDocument(Input):
     name: Slug
     description: Description = ""
     enforcement_action: EnforcementAction = EnforcementAction.DENY
+    on_violation: ViolationAction = Field(
+        default=ViolationAction.RECORD,
+        description=(
+            "What continuous compliance does to a running workload this (deny) policy"
+            " finds in violation: record, notify (a signed webhook) or revoke (its lease"
+            " ends and its GPUs are freed)."
+        ),
+    )
     selector: Selector = Field(default_factory=Selector)
     requirements: Requirements = Field(default_factory=Requirements)
 

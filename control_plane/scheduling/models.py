@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
 from control_plane.domain.decisions import DecisionOutcome, EnforcementPoint
 from control_plane.domain.types import BIGINT_END, Input, Labels, Slug, TenantFilter
-from control_plane.facts.workloads import WorkloadRequest
+from control_plane.facts.workloads import WorkloadRequest, WorkloadRevocation
 from control_plane.policy.models import ExplanationPublic, ReasonPublic
 
 #: Leases may run from 30 seconds to a day; the default suits a renewal every minute or so.
@@ -39,12 +39,16 @@ class PlacementStrategy(StrEnum):
 
 
 class WorkloadStatus(StrEnum):
-    """Lifecycle of a workload: ``admitted`` holds GPUs until ``released`` or ``expired``."""
+    """Lifecycle of a workload: ``admitted`` holds GPUs until ``released`` or ``expired``.
+
+    ``revoked``: continuous compliance ended it, for a policy with ``on_violation: revoke``.
+    """
 
     ADMITTED = "admitted"
     DENIED = "denied"
     RELEASED = "released"
     EXPIRED = "expired"
+    REVOKED = "revoked"
 
 
 def _distinct(names: list[str]) -> list[str]:
@@ -140,6 +144,9 @@ class WorkloadPublic(BaseModel):
     created_at: datetime
     created_by: str
     ended_at: datetime | None
+    revocation: WorkloadRevocation | None = Field(
+        default=None, description="Why it was revoked (status revoked only)."
+    )
 
 
 class WorkloadFilters(BaseModel):

@@ -27,7 +27,7 @@ SELECT coalesce(sum(
        ), 0)::float8 AS gpu_seconds
 FROM workload w, period p
 WHERE w.tenant_slug = %(tenant)s AND w.zone_slug = %(zone)s
-  AND w.status IN ('admitted', 'released', 'expired')
+  AND w.status IN ('admitted', 'released', 'expired', 'revoked')
   AND coalesce(w.ended_at, now()) > p.since;
 
 -- name: book
@@ -101,7 +101,7 @@ SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_no
        w.policy_set_version,
        w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname, w.zone_slug AS zone,
        w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at, w.created_by,
-       w.ended_at
+       w.ended_at, w.revocation
 FROM workload w LEFT JOIN node n ON n.id = w.node_id
 WHERE w.id = %(id)s;
 
@@ -109,7 +109,8 @@ WHERE w.id = %(id)s;
 SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes, w.explanation,
        w.policy_set_version, w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname,
        w.zone_slug AS zone, w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at,
-       w.created_by, w.ended_at, coalesce(w.lease_expires_at <= now(), false) AS lease_expired
+       w.created_by, w.ended_at, w.revocation,
+       coalesce(w.lease_expires_at <= now(), false) AS lease_expired
 FROM workload w LEFT JOIN node n ON n.id = w.node_id
 WHERE w.id = %(id)s
 FOR UPDATE OF w;
@@ -118,7 +119,7 @@ FOR UPDATE OF w;
 SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes, w.explanation,
        w.policy_set_version, w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname,
        w.zone_slug AS zone, w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at,
-       w.created_by, w.ended_at
+       w.created_by, w.ended_at, w.revocation
 FROM workload w LEFT JOIN node n ON n.id = w.node_id
 WHERE (%(tenant)s::text IS NULL OR w.tenant_slug = %(tenant)s)
   AND (%(status)s::text IS NULL OR w.status = %(status)s)

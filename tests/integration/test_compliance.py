@@ -1,8 +1,12 @@
 """Continuous compliance and what-if against the real database, API and a real Celery worker."""
 
+import hashlib
+import hmac
+import http.server
 import json
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,20 +17,24 @@ import httpx2
 import pytest
 import yaml
 from celery import Celery
+from celery.contrib.testing.worker import start_worker
 from fastapi.testclient import TestClient
 from psycopg.rows import DictRow
 from pydantic import ValidationError
 
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
+from control_plane.celery_app import create_celery
 from control_plane.compliance import service
-from control_plane.compliance.models import EvaluationPublic
+from control_plane.compliance.models import DueDelivery, EvaluationPublic
 from control_plane.compliance.tasks import COMPLIANCE_ACTOR, EVALUATE_TASK
+from control_plane.compliance.webhooks import MAX_ERROR_CHARS, WebhookSender
 from control_plane.core.db import DbConnection
 from control_plane.core.outbox import request_evaluation
+from control_plane.core.settings import Settings
 from control_plane.domain.compliance import EvaluationTrigger
 from control_plane.scheduling.models import WorkloadCreate
-from tests.support import Run, bearer, registration
+from tests.support import Run, bearer, free_port, registration
 
 pytestmark = pytest.mark.integration
 
@@ -827,3 +835,362 @@ def test_sovctl_compliance_evaluate_wait_times_out_without_a_worker(
     assert f"request {row['id']} was not evaluated within 2 s" in err
     assert "worker" in err
     assert 2 <= elapsed < 10
+
+
+# -- acting on violations: on_violation notify and revoke ------------------------------
+
+HOOK_SECRET = "receiver-shared-secret-0123456789"
+
+
+class Receiver:
+    """A real webhook receiver on a free port: records each request, answers as told.
+
+    ``answers`` are the statuses of the next requests, in order; 200 once they run out.
+    """
+
+    def __init__(self, answers: list[int] | None = None) -> None:
+        self.answers = list(answers or [])
+        self.received: list[tuple[float, dict[str, str], bytes]] = []
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.lock:
+                    receiver.received.append((time.time(), dict(self.headers), body))
+                    status = receiver.answers.pop(0) if receiver.answers else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/sovereign"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def wait_for(self, count: int, timeout: float) -> list[tuple[float, dict[str, str], bytes]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.received) >= count:
+                    return list(self.received)
+            time.sleep(0.05)
+        raise AssertionError(f"{len(self.received)} of {count} webhooks within {timeout} s")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    found = Receiver(answers=[500])
+    yield found
+    found.close()
+
+
+@pytest.fixture
+def hooked_celery(settings: Settings, receiver: Receiver) -> Iterator[Celery]:
+    """The real Celery app and worker, with the violation webhook pointed at ``receiver``."""
+    hooked = Settings.model_validate(
+        {
+            **settings.model_dump(),
+            "violation_webhook_url": receiver.url,
+            "violation_webhook_secret": HOOK_SECRET,
+        }
+    )
+    app = create_celery(hooked)
+    with start_worker(
+        app,
+        pool="solo",
+        perform_ping_check=False,
+        queues=[hooked.celery_queue],
+        shutdown_timeout=20,
+    ):
+        yield app
+
+
+def verify(headers: dict[str, str], body: bytes) -> bool:
+    """What docs/policy.md tells a receiver to do, written out here independently."""
+    timestamp = headers["X-Sovereign-Timestamp"]
+    expected = hmac.new(
+        HOOK_SECRET.encode(), timestamp.encode() + b"." + body, hashlib.sha256
+    ).hexdigest()
+    fresh = abs(time.time() - int(timestamp)) <= 300
+    return fresh and hmac.compare_digest(headers["X-Sovereign-Signature"], f"sha256={expected}")
+
+
+def test_on_violation_is_validated_by_name(client: TestClient, world: World) -> None:
+    bad = {**JAPAN_ONLY, "on_violation": "shutdown"}
+    response = client.post("/v1/policies", json=[bad], headers=world.admin)
+    assert response.status_code == 422
+    [field] = response.json()["error"]["details"]["fields"]
+    assert field["field"] == "policies[0].on_violation"
+    assert field["value"] == "shutdown"
+
+
+def test_notify_sends_a_signed_webhook_retried_after_a_500_and_logged(
+    hooked_celery: Celery,
+    receiver: Receiver,
+    client: TestClient,
+    conn: DbConnection,
+    world: World,
+    make_token: Callable[[Role], str],
+) -> None:
+    workload = submit(client, world)
+    elsewhere = "tw" if workload["zone"] == "jp" else "jp"
+    must_move = {
+        "name": "must-move",
+        "requirements": {"compute_zones": [elsewhere]},
+        "on_violation": "notify",
+    }
+    active = apply_and_activate(client, world, must_move)
+    evaluated_at = time.time()
+    summary = hooked_celery.send_task(EVALUATE_TASK).get(timeout=30)
+    assert summary["violating_workloads"] == 1
+    assert (summary["notifications"], summary["revoked_workloads"]) == (1, 0)
+
+    # The first attempt within seconds, answered 500; the retry two seconds later, 200.
+    (first_at, first, body), (second_at, second, again) = receiver.wait_for(2, timeout=20)
+    assert first_at - evaluated_at < 5
+    assert 1.5 <= second_at - first_at < 10
+    assert body == again
+    for headers in (first, second):
+        assert verify(headers, body)
+        assert headers["Content-Type"] == "application/json"
+        assert headers["X-Sovereign-Event"] == "workload.violation"
+    # A byte changed, or the timestamp moved, and the signature no longer holds.
+    assert not verify(first, body.replace(b"must-move", b"must-stay"))
+    assert not verify({**first, "X-Sovereign-Timestamp": str(int(time.time()) + 1)}, body)
+    payload = json.loads(body)
+    assert payload["event"] == "workload.violation"
+    assert payload["delivery_id"] == first["X-Sovereign-Delivery"]
+    assert payload["action"] == "notify"
+    assert payload["policy"] == "must-move"
+    assert payload["evaluation_id"] == summary["evaluation_id"]
+    assert payload["policy_set"] == {
+        "version": active["version"],
+        "content_hash": active["content_hash"],
+    }
+    assert payload["workload"]["id"] == workload["id"]
+    assert payload["workload"]["tenant"] == "research"
+    assert payload["workload"]["revoked"] is False
+    assert {r["rule"] for r in payload["reasons"]} == {"compute_location"}
+
+    # The delivery log, for auditors: both attempts, the last status, delivered.
+    auditor = bearer(make_token(Role.AUDITOR))
+    page = client.get("/v1/compliance/deliveries", headers=auditor).json()
+    assert page["total"] == 1
+    [delivery] = page["items"]
+    assert delivery["id"] == payload["delivery_id"]
+    assert (delivery["status"], delivery["attempts"], delivery["last_status"]) == (
+        "delivered",
+        2,
+        200,
+    )
+    assert delivery["payload"] == payload
+    assert delivery["next_attempt_at"] is None
+    assert delivery["delivered_at"] is not None
+    operator = bearer(make_token(Role.OPERATOR))
+    assert client.get("/v1/compliance/deliveries", headers=operator).status_code == 403
+    # The workload still runs: notify only tells.
+    shown = client.get(f"/v1/workloads/{workload['id']}", headers=world.admin).json()
+    assert shown["status"] == "admitted"
+
+    # Found again by the next evaluation, it is not announced again.
+    assert client.post("/v1/compliance/evaluations", headers=world.admin).status_code == 202
+    summary = hooked_celery.send_task(EVALUATE_TASK).get(timeout=30)
+    assert (summary["violating_workloads"], summary["notifications"]) == (1, 0)
+    time.sleep(1)
+    assert len(receiver.received) == 2
+    assert audit.verify_chain(conn).ok
+
+
+def test_revoke_ends_the_workload_frees_its_gpus_audits_and_says_why(
+    celery_app: Celery,
+    worker: None,
+    client: TestClient,
+    conn: DbConnection,
+    world: World,
+    make_token: Callable[[Role], str],
+) -> None:
+    total = sum(gpus for _, gpus, _ in NODES.values())
+    workloads = [submit(client, world) for _ in range(total)]
+    in_taiwan = sorted(w["id"] for w in workloads if w["zone"] == "tw")
+    assert len(in_taiwan) == 4
+    # The fleet is full: the platform tenant gets no GPU.
+    refused = client.post("/v1/workloads", json={"tenant": "platform"}, headers=world.admin)
+    assert refused.json()["status"] == "denied"
+
+    research_in_japan = {
+        "name": "research-in-japan",
+        "selector": {"tenants": ["research"]},
+        "requirements": {"compute_zones": ["jp"]},
+        "on_violation": "revoke",
+    }
+    apply_and_activate(client, world, research_in_japan)
+    summary = celery_app.send_task(EVALUATE_TASK).get(timeout=30)
+    assert summary["violating_workloads"] == 4
+    assert summary["revoked_workloads"] == 4
+    assert summary["notifications"] == 4
+
+    # The owner sees why it ended.
+    operator = bearer(make_token(Role.OPERATOR))
+    for workload_id in in_taiwan:
+        shown = client.get(f"/v1/workloads/{workload_id}", headers=operator).json()
+        assert shown["status"] == "revoked"
+        assert shown["ended_at"] is not None
+        revocation = shown["revocation"]
+        assert revocation["evaluation_id"] == summary["evaluation_id"]
+        assert revocation["policies"] == ["research-in-japan"]
+        assert revocation["revoked_at"] == shown["ended_at"]
+        [reason] = revocation["reasons"]
+        assert reason["policy"] == "research-in-japan"
+        assert reason["rule"] == "compute_location"
+        assert "forbids compute in tw" in reason["message"]
+        # It can no longer be released or renewed.
+        again = client.post(f"/v1/workloads/{workload_id}/release", headers=operator)
+        assert again.status_code == 409
+    for workload in workloads:
+        if workload["zone"] == "jp":
+            shown = client.get(f"/v1/workloads/{workload['id']}", headers=operator).json()
+            assert (shown["status"], shown["revocation"]) == ("admitted", None)
+    listed = client.get("/v1/workloads", params={"status": "revoked"}, headers=operator).json()
+    assert sorted(w["id"] for w in listed["items"]) == in_taiwan
+
+    # Its GPUs are free: the platform tenant (not selected by the policy) books them.
+    freed = {uuid for w in workloads if w["zone"] == "tw" for uuid in w["gpu_uuids"]}
+    booked = client.post(
+        "/v1/workloads", json={"tenant": "platform", "gpu_count": 2}, headers=world.admin
+    ).json()
+    assert booked["status"] == "admitted", booked
+    assert set(booked["gpu_uuids"]) <= freed
+
+    # Audited: one workload.revoked per workload, before the evaluation's own event.
+    events = conn.execute(
+        "SELECT seq, action, actor_id, object_id, before::jsonb AS before, after::jsonb AS after"
+        " FROM audit_event WHERE action IN ('workload.revoked', 'compliance.evaluated')"
+        " ORDER BY seq"
+    ).fetchall()
+    assert [e["action"] for e in events] == ["workload.revoked"] * 4 + ["compliance.evaluated"]
+    assert sorted(e["object_id"] for e in events[:4]) == in_taiwan
+    by_id = {w["id"]: w for w in workloads}
+    for event in events[:4]:
+        assert event["actor_id"] == "system:compliance"
+        held = by_id[event["object_id"]]
+        assert event["before"]["status"] == "admitted"
+        assert event["before"]["gpu_uuids"] == held["gpu_uuids"]
+        assert event["after"]["status"] == "revoked"
+        assert event["after"]["freed_gpu_uuids"] == sorted(held["gpu_uuids"])
+        assert event["after"]["revocation"]["policies"] == ["research-in-japan"]
+    assert events[4]["after"]["revoked_workload_ids"] == in_taiwan
+    assert events[4]["after"]["notifications"] == 4
+    recorded = client.get("/v1/compliance/evaluations/latest", headers=world.admin).json()
+    assert (recorded["revoked_workloads"], recorded["notifications"]) == (4, 4)
+
+    # No webhook URL is configured: the announcements wait in the log, pending.
+    page = client.get("/v1/compliance/deliveries", headers=world.admin).json()
+    assert page["total"] == 4
+    assert {(d["action"], d["status"], d["attempts"]) for d in page["items"]} == {
+        ("revoke", "pending", 0)
+    }
+    assert {d["payload"]["workload"]["revoked"] for d in page["items"]} == {True}
+    one = in_taiwan[0]
+    only = client.get(
+        "/v1/compliance/deliveries", params={"workload_id": one}, headers=world.admin
+    ).json()
+    assert [d["workload_id"] for d in only["items"]] == [one]
+    # Revoked workloads are no longer running: the next evaluation finds nothing to do.
+    assert client.post("/v1/compliance/evaluations", headers=world.admin).status_code == 202
+    summary = celery_app.send_task(EVALUATE_TASK).get(timeout=30)
+    assert (summary["violating_workloads"], summary["revoked_workloads"]) == (0, 0)
+    assert audit.verify_chain(conn).ok
+
+
+@pytest.mark.parametrize("enforcement", ["dryrun", "warn"])
+def test_a_dryrun_or_warn_policy_with_revoke_only_records(
+    hooked_celery: Celery,
+    receiver: Receiver,
+    client: TestClient,
+    conn: DbConnection,
+    world: World,
+    enforcement: str,
+) -> None:
+    workloads = fill_the_fleet(client, world)
+    watching = {
+        **JAPAN_ONLY,
+        "enforcement_action": enforcement,
+        "on_violation": "revoke",
+    }
+    apply_and_activate(client, world, watching)
+    summary = hooked_celery.send_task(EVALUATE_TASK).get(timeout=30)
+    assert summary["workloads_evaluated"] == len(workloads)
+    # Recorded as findings of their kind (a warn policy's make warned workloads), no more.
+    warned = 4 if enforcement == "warn" else 0
+    assert (summary["violating_workloads"], summary["warned_workloads"]) == (0, warned)
+    assert (summary["revoked_workloads"], summary["notifications"]) == (0, 0)
+    statuses = conn.execute("SELECT DISTINCT status FROM workload WHERE status <> 'denied'")
+    assert [row["status"] for row in statuses] == ["admitted"]
+    reserved = conn.execute("SELECT count(*) AS n FROM gpu_reservation").fetchone()
+    assert reserved == {"n": len(workloads)}
+    assert conn.execute("SELECT count(*) AS n FROM violation_delivery").fetchone() == {"n": 0}
+    revoked = conn.execute(
+        "SELECT count(*) AS n FROM audit_event WHERE action = 'workload.revoked'"
+    )
+    assert revoked.fetchone() == {"n": 0}
+    time.sleep(1)
+    assert receiver.received == []
+
+
+def test_the_sender_follows_no_redirect_and_keeps_little_of_a_hostile_answer() -> None:
+    hits: list[str] = []
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            hits.append(self.path)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path == "/redirect":
+                self.send_response(307)
+                self.send_header("Location", "/elsewhere")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(500)
+            self.send_header("Content-Length", str(10_000_000))
+            self.end_headers()
+            self.wfile.write(b"x" * 10_000_000)
+
+        def log_message(self, *_: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    due = DueDelivery(id=uuid.uuid4(), body='{"event":"workload.violation"}', attempts=1)
+    try:
+        with WebhookSender(f"{base}/redirect", b"k" * 32, timeout_seconds=2) as send:
+            attempt = send(due)
+        assert (attempt.delivered, attempt.status) == (False, 307)
+        assert attempt.error == "redirect not followed"
+        with WebhookSender(f"{base}/big", b"k" * 32, timeout_seconds=2) as send:
+            attempt = send(due)
+        assert (attempt.delivered, attempt.status) == (False, 500)
+        assert attempt.error is not None
+        assert attempt.error.startswith("HTTP 500: xxx")
+        assert len(attempt.error) <= MAX_ERROR_CHARS
+        with WebhookSender(
+            f"http://127.0.0.1:{free_port()}/", b"k" * 32, timeout_seconds=1
+        ) as send:
+            attempt = send(due)
+        assert (attempt.delivered, attempt.status) == (False, None)
+        assert attempt.error is not None
+        assert attempt.error.startswith("ConnectError")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert hits == ["/redirect", "/big"]

@@ -298,6 +298,7 @@ CASES = [
     Case("GET", "/v1/compliance/evaluations/latest", frozenset({A, U}), 200),
     Case("GET", "/v1/compliance/evaluations/{evaluation_id}", frozenset({A, U}), 200),
     Case("GET", "/v1/compliance/requests/{request_id}", frozenset({A, U}), 200),
+    Case("GET", "/v1/compliance/deliveries", frozenset({A, U}), 200),
     # What activating a tighter version of the world's policy would change; stores nothing.
     Case(
         "POST",

@@ -75,3 +75,26 @@ def test_pool_bounds_and_log_level_are_checked(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("SOVEREIGN_LOG_LEVEL", "LOUD")
     with pytest.raises(ConfigurationError, match="SOVEREIGN_LOG_LEVEL"):
         load_settings()
+
+
+def test_the_violation_webhook_must_be_http_and_signed(monkeypatch: pytest.MonkeyPatch) -> None:
+    for url in ("file:///etc/passwd", "gopher://siem/", "https://", "siem.example:443"):
+        monkeypatch.setenv("SOVEREIGN_VIOLATION_WEBHOOK_URL", url)
+        monkeypatch.setenv("SOVEREIGN_VIOLATION_WEBHOOK_SECRET", "s" * 32)
+        with pytest.raises(ConfigurationError, match="SOVEREIGN_VIOLATION_WEBHOOK_URL"):
+            load_settings()
+    monkeypatch.setenv("SOVEREIGN_VIOLATION_WEBHOOK_URL", "https://siem.example/hooks")
+    monkeypatch.delenv("SOVEREIGN_VIOLATION_WEBHOOK_SECRET")
+    with pytest.raises(ConfigurationError, match="SOVEREIGN_VIOLATION_WEBHOOK_SECRET"):
+        load_settings()
+    monkeypatch.setenv("SOVEREIGN_VIOLATION_WEBHOOK_SECRET", "short")
+    with pytest.raises(ConfigurationError, match="at least 16 characters"):
+        load_settings()
+    monkeypatch.setenv("SOVEREIGN_VIOLATION_WEBHOOK_SECRET", "s" * 32)
+    monkeypatch.setenv("SOVEREIGN_VIOLATION_WEBHOOK_TIMEOUT_SECONDS", "600")
+    with pytest.raises(ConfigurationError, match="SOVEREIGN_VIOLATION_WEBHOOK_TIMEOUT_SECONDS"):
+        load_settings()
+    monkeypatch.delenv("SOVEREIGN_VIOLATION_WEBHOOK_TIMEOUT_SECONDS")
+    loaded = load_settings()
+    assert loaded.violation_webhook_url == "https://siem.example/hooks"
+    assert loaded.violation_webhook_timeout_seconds == 5.0

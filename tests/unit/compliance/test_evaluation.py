@@ -14,9 +14,15 @@ from control_plane.compliance.evaluation import (
     RunningWorkload,
     assess,
     capacity_change,
+    enforcements,
     what_if,
 )
-from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
+from control_plane.domain.decisions import (
+    DecisionOutcome,
+    EnforcementAction,
+    EnforcementPoint,
+    ViolationAction,
+)
 from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus
 from control_plane.policy.documents import PolicySet, compile_policy_set
 from control_plane.policy.engine import DecisionCache, NodeIndex
@@ -304,3 +310,45 @@ def test_evaluation_module_does_no_io() -> None:
         "control_plane.policy.engine",
         "control_plane.policy.models",
     }
+
+
+# -- what an evaluation does about its violations ---------------------------------------
+
+
+def with_action(document: dict[str, Any], on_violation: str) -> dict[str, Any]:
+    return {**document, "on_violation": on_violation}
+
+
+def test_only_deny_policies_act_and_each_policy_by_its_own_action() -> None:
+    placed = [running("w-jp", "jp-1"), running("w-tw", "tw-1"), running("w-decl", "jp-declared")]
+    unverified = policy("verified-hardware", min_provenance_status="verified")
+    policy_set = compiled(
+        with_action(JAPAN_ONLY, "revoke"),
+        with_action(unverified, "notify"),
+        with_action(policy("dry", "dryrun", compute_zones=["tw-north"]), "revoke"),
+        with_action(policy("warned", "warn", compute_zones=["tw-north"]), "revoke"),
+    )
+    found = assess(placed, INDEX, policy_set, point=SWEEP, cache=DecisionCache())
+    planned = {plan.finding.workload_id: plan for plan in enforcements(found, policy_set)}
+    assert sorted(planned) == ["w-decl", "w-tw"]
+    assert planned["w-tw"].revoke_by == ("japan-only",)
+    assert planned["w-tw"].notify == (("japan-only", ViolationAction.REVOKE),)
+    # On a node whose provenance is only declared: the notify policy's webhook, no revoke.
+    assert planned["w-decl"].notify == (("verified-hardware", ViolationAction.NOTIFY),)
+    assert not planned["w-decl"].revoke
+    # w-jp breaks only the dryrun and warn policies: never acted on.
+    assert "w-jp" not in planned
+
+
+def test_record_policies_and_reasons_without_a_policy_are_only_recorded() -> None:
+    placed = [running("w-tw", "tw-1"), running("w-gone", "gone-node")]
+    policy_set = compiled(JAPAN_ONLY)
+    found = assess(placed, INDEX, policy_set, point=SWEEP, cache=DecisionCache())
+    assert violating(found) == ["w-gone", "w-tw"]
+    assert enforcements(found, policy_set) == []
+    notify_set = compiled(with_action(JAPAN_ONLY, "notify"))
+    found = assess(placed, INDEX, notify_set, point=SWEEP, cache=DecisionCache())
+    [plan] = enforcements(found, notify_set)
+    assert plan.finding.workload_id == "w-tw"
+    assert plan.notify == (("japan-only", ViolationAction.NOTIFY),)
+    assert not plan.revoke

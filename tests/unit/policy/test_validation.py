@@ -1,9 +1,11 @@
 """Policy documents and scenarios: loading, validation errors by field path, CEL syntax."""
 
+import hashlib
 from typing import Any
 
 import pytest
 
+from agents.protocol import canonical_json
 from control_plane.core.errors import InvalidInputError
 from control_plane.domain.classification import Classification
 from control_plane.domain.decisions import EnforcementAction
@@ -354,3 +356,34 @@ def test_scenario_problems_name_their_field(change: tuple[str, str], message: st
     with pytest.raises(InvalidInputError) as caught:
         load_scenario(SCENARIO.replace(*change), source="s.yaml")
     assert caught.value.message.startswith(f"s.yaml: {message}")
+
+
+# -- on_violation: what continuous compliance does about a violation -------------------
+
+
+def test_on_violation_defaults_to_record_and_is_validated_by_name() -> None:
+    [doc] = validate_documents([policy("p")], ZONES)
+    assert doc.on_violation == "record"
+    for action in ("record", "notify", "revoke"):
+        [doc] = validate_documents([{**policy("p"), "on_violation": action}], ZONES)
+        assert doc.on_violation == action
+    assert problems([{**policy("p"), "on_violation": "delete"}]) == [
+        ("policies[0].on_violation", "Input should be 'record', 'notify' or 'revoke'")
+    ]
+
+
+def test_on_violation_record_keeps_the_hash_documents_had_before_the_field() -> None:
+    plain = validate_documents([policy("p", compute_zones=["jp"])], ZONES)
+    spelled = validate_documents(
+        [{**policy("p", compute_zones=["jp"]), "on_violation": "record"}], ZONES
+    )
+    revoke = validate_documents(
+        [{**policy("p", compute_zones=["jp"]), "on_violation": "revoke"}], ZONES
+    )
+    assert content_hash(plain) == content_hash(spelled)
+    assert content_hash(plain) != content_hash(revoke)
+    # What the hash covered before the field existed: the dump without it.
+    # (min_classification and require_output, added in the same release, are left out too.)
+    legacy = {k: v for k, v in plain[0].model_dump(mode="json").items() if k != "on_violation"}
+    del legacy["selector"]["min_classification"], legacy["requirements"]["require_output"]
+    assert content_hash(plain) == hashlib.sha256(canonical_json([legacy]).encode()).hexdigest()
