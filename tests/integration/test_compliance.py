@@ -1112,6 +1112,48 @@ def test_revoke_ends_the_workload_frees_its_gpus_audits_and_says_why(
     assert audit.verify_chain(conn).ok
 
 
+def test_revoking_a_workload_deletes_the_gpus_its_node_stopped_reporting(
+    client: TestClient, conn: DbConnection, world: World
+) -> None:
+    """As on release: a booked GPU left out of a report was kept only for its workload."""
+    in_taiwan = {
+        "name": "research-in-taiwan",
+        "selector": {"tenants": ["research"]},
+        "requirements": {"compute_zones": ["tw"]},
+    }
+    apply_and_activate(client, world, in_taiwan)
+    workload = submit(client, world, gpu_count=2)
+    assert workload["zone"] == "tw"
+    hostname = workload["hostname"]
+    token, machine_id = world.agents[hostname]
+    kept, gone = workload["gpu_uuids"]
+    inventory = registration(hostname=hostname, machine_id=machine_id, gpu_uuids=(kept,))
+    inventory["inventory"]["host"]["system_serial"] = NODES[hostname][2]
+    beat = client.post(
+        f"/v1/nodes/{world.node_ids[hostname]}/heartbeat",
+        json={"seq": 1, "inventory": inventory["inventory"]},
+        headers=bearer(token),
+    )
+    assert beat.status_code == 200, beat.text
+    missing = "SELECT uuid FROM gpu WHERE missing_since IS NOT NULL"
+    assert [row["uuid"] for row in conn.execute(missing)] == [gone]
+    policy = {
+        "name": "research-in-japan",
+        "selector": {"tenants": ["research"]},
+        "requirements": {"compute_zones": ["jp"]},
+        "on_violation": "revoke",
+    }
+    apply_and_activate(client, world, policy)
+    evaluation = run(conn)
+    assert evaluation is not None
+    assert evaluation.revoked_workloads == 1
+    assert conn.execute(missing).fetchall() == []
+    assert conn.execute("SELECT 1 FROM gpu WHERE uuid = %s", (gone,)).fetchone() is None
+    [event] = audit.list_events(conn, action="workload.revoked").items
+    assert event.after["removed_gpu_uuids"] == [gone]
+    assert event.after["freed_gpu_uuids"] == sorted([kept, gone])
+
+
 @pytest.mark.parametrize("enforcement", ["dryrun", "warn"])
 def test_a_dryrun_or_warn_policy_with_revoke_only_records(
     hooked_celery: Celery,
