@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import (
+    ConflictError,
     InvalidInputError,
     ServiceUnavailableError,
     SovereignError,
@@ -210,9 +211,28 @@ def is_database_outage(exc: psycopg.OperationalError) -> bool:
     return state is None or state[:2] in _OUTAGE_CLASSES or state in _OUTAGE_STATES
 
 
+#: SQLSTATEs of a transaction PostgreSQL rolled back because of a concurrent one: a
+#: serialization failure or a deadlock. Nothing was stored, and the same request sent
+#: again normally succeeds.
+_CONCURRENT_STATES = frozenset({"40001", "40P01"})
+
+
 def _database_error(request: Request, exc: Exception) -> Response:
-    """A database that went away mid-request is a 503 with ``Retry-After``, not a 500."""
+    """A database that went away mid-request is a 503 with ``Retry-After``, not a 500.
+
+    A transaction rolled back for a concurrent one (a deadlock, a serialization failure)
+    is a 409 ``conflict`` saying so: nothing was stored and a retry may succeed.
+    """
     assert isinstance(exc, psycopg.OperationalError)
+    if exc.sqlstate in _CONCURRENT_STATES:
+        log.info(
+            "request %s: rolled back for a concurrent change: %s", request.state.request_id, exc
+        )
+        conflict = ConflictError(
+            "a concurrent change conflicted with this request; nothing was stored, send it again",
+            details={"reason": "concurrent_change", "request_id": request.state.request_id},
+        )
+        return _error_response(conflict.status_code, conflict.to_body())
     if not is_database_outage(exc):
         return _unexpected_error(request, exc)
     log.warning("request %s: database unavailable: %s", request.state.request_id, exc)

@@ -119,3 +119,49 @@ def test_readyz_names_redis_when_it_is_down_and_stays_ready(settings: Settings) 
     with TestClient(create_app(unreachable)) as client:
         degraded = {"status": "degraded", "database": "ok", "redis": "unreachable"}
         assert readiness(client) == (200, degraded, None)
+
+
+def test_a_request_rolled_back_for_a_deadlock_is_409_and_stores_nothing(
+    client: TestClient, admin: dict[str, str], owner_conn: DbConnection
+) -> None:
+    """A deadlock is PostgreSQL choosing a victim: that request is a 409 saying to retry.
+
+    The test holds zone ``b`` and then asks for zone ``a``, while the API, re-parenting
+    ``a`` under ``b``, holds ``a`` and waits for ``b``. The test's session detects
+    deadlocks only after 30 s, so the API's backend (1 s) finds it and is the victim.
+    """
+    for zone in (
+        {"slug": "a", "name": "A", "country": "JP"},
+        {"slug": "b", "name": "B", "country": "JP"},
+    ):
+        assert client.post("/v1/zones", json=zone, headers=admin).status_code == 201
+    answer: dict[str, Any] = {}
+
+    def reparent() -> None:
+        answer["response"] = client.patch("/v1/zones/a", json={"parent": "b"}, headers=admin)
+
+    with owner_conn.transaction():
+        owner_conn.execute("SET LOCAL deadlock_timeout = '30s'")
+        owner_conn.execute("SELECT 1 FROM residency_zone WHERE slug = 'b' FOR UPDATE")
+        thread = threading.Thread(target=reparent)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until the API waits for b, holding a
+            waiting = owner_conn.execute(
+                "SELECT count(*) AS n FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if waiting and waiting["n"]:
+                break
+            time.sleep(0.05)
+        owner_conn.execute("SELECT 1 FROM residency_zone WHERE slug = 'a' FOR UPDATE")
+    thread.join(timeout=30)
+    response = answer["response"]
+    assert response.status_code == 409, response.text
+    error = response.json()["error"]
+    assert error["code"] == "conflict"
+    assert error["details"]["reason"] == "concurrent_change"
+    shown = client.get("/v1/zones/a", headers=admin).json()
+    assert shown["parent"] is None
+    # Sent again, it goes through.
+    again = client.patch("/v1/zones/a", json={"parent": "b"}, headers=admin)
+    assert again.status_code == 200, again.text
