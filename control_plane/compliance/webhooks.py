@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import httpx
 
 from control_plane.compliance.models import DueDelivery
+from control_plane.domain.types import printable
 
 #: Bytes of a failed answer's body that are read, and kept in ``last_error``.
 MAX_ERROR_BYTES = 512
@@ -125,6 +126,9 @@ class WebhookSender:
                         break
         except httpx.HTTPError as exc:
             return Attempt(False, None, _cut(f"{type(exc).__name__}: {exc}"))
-        text = excerpt[:MAX_ERROR_BYTES].decode("utf-8", errors="replace")
+        # Shown, not stored as sent: a NUL would make PostgreSQL refuse the delivery log's
+        # update (and the delivery be retried forever), an ESC or U+202E forge what a
+        # person reads back.
+        text = printable(excerpt[:MAX_ERROR_BYTES].decode("utf-8", errors="replace"))
         why = "redirect not followed" if answer.is_redirect else f"HTTP {answer.status_code}"
         return Attempt(False, answer.status_code, _cut(f"{why}: {text}" if text else why))

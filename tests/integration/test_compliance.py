@@ -1189,7 +1189,9 @@ def test_a_dryrun_or_warn_policy_with_revoke_only_records(
     assert receiver.received == []
 
 
-def test_the_sender_follows_no_redirect_and_keeps_little_of_a_hostile_answer() -> None:
+def test_the_sender_follows_no_redirect_and_keeps_little_of_a_hostile_answer(
+    conn: DbConnection,
+) -> None:
     hits: list[str] = []
 
     class Hostile(http.server.BaseHTTPRequestHandler):
@@ -1201,6 +1203,13 @@ def test_the_sender_follows_no_redirect_and_keeps_little_of_a_hostile_answer() -
                 self.send_header("Location", "/elsewhere")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+                return
+            if self.path == "/control":
+                answer = "\x00\x1b[31mforged\u202e".encode()
+                self.send_response(500)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
                 return
             self.send_response(500)
             self.send_header("Content-Length", str(10_000_000))
@@ -1225,6 +1234,13 @@ def test_the_sender_follows_no_redirect_and_keeps_little_of_a_hostile_answer() -
         assert attempt.error is not None
         assert attempt.error.startswith("HTTP 500: xxx")
         assert len(attempt.error) <= MAX_ERROR_CHARS
+        # Control and bidi characters are shown escaped, so the delivery log can store it.
+        with WebhookSender(f"{base}/control", b"k" * 32, timeout_seconds=2) as send:
+            attempt = send(due)
+        assert attempt.error == "HTTP 500: \\u0000\\u001b[31mforged\\u202e"
+        assert conn.execute("SELECT %s::text AS e", (attempt.error,)).fetchone() == {
+            "e": attempt.error
+        }
         with WebhookSender(
             f"http://127.0.0.1:{free_port()}/", b"k" * 32, timeout_seconds=1
         ) as send:
@@ -1235,4 +1251,4 @@ def test_the_sender_follows_no_redirect_and_keeps_little_of_a_hostile_answer() -
     finally:
         server.shutdown()
         server.server_close()
-    assert hits == ["/redirect", "/big"]
+    assert hits == ["/redirect", "/big", "/control"]
