@@ -9,6 +9,7 @@ marked ``domain.types.References`` and checks them all in one query, and a 422 n
 unknown one the same way request validation names a parameter.
 """
 
+import functools
 from typing import Any, LiteralString
 
 from pydantic import BaseModel
@@ -25,8 +26,12 @@ def _query() -> LiteralString:
     return load_queries("control_plane.core", "filters.sql")["unknown_references"]
 
 
-def _referenced(model: type[BaseModel]) -> list[tuple[str, str, str]]:
-    """The model's fields that name stored objects: (field, query parameter, table)."""
+@functools.cache
+def _referenced(model: type[BaseModel]) -> tuple[tuple[str, str, str], ...]:
+    """The model's fields that name stored objects: (field, query parameter, table).
+
+    Worked out once per filter model, not on every list request.
+    """
     found = []
     for name, field in model.model_fields.items():
         for marker in field.metadata:
@@ -34,7 +39,7 @@ def _referenced(model: type[BaseModel]) -> list[tuple[str, str, str]]:
                 if marker.table not in TABLES:
                     raise TypeError(f"{model.__name__}.{name}: no table {marker.table!r}")
                 found.append((name, field.alias or name, marker.table))
-    return found
+    return tuple(found)
 
 
 def check_references(conn: DbConnection, filters: BaseModel) -> None:
