@@ -1,4 +1,5 @@
-"""docker-compose.yml and docker/Dockerfile, checked without a Docker engine."""
+"""docker-compose.yml, docker/Dockerfile and docker/agent.Dockerfile, checked without a
+Docker engine."""
 
 import os
 import re
@@ -12,6 +13,8 @@ import typer.main
 import yaml
 from pydantic import BaseModel
 
+from agents.cli import _parser as agent_parser
+from control_plane.cli import demo
 from control_plane.cli.main import app as sovctl_app
 from control_plane.core.settings import ENV_PREFIX, Environment, Settings, load_settings
 
@@ -19,15 +22,23 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
 DOCKERIGNORE = ROOT / "docker" / "Dockerfile.dockerignore"
+AGENT_DOCKERFILE = ROOT / "docker" / "agent.Dockerfile"
+AGENT_DOCKERIGNORE = ROOT / "docker" / "agent.Dockerfile.dockerignore"
+DOCKERFILES = (DOCKERFILE, AGENT_DOCKERFILE)
 
 INFRA_SERVICES = {"postgres", "redis"}
-APP_SERVICES = {"migrate", "api", "worker", "beat"}
+APP_SERVICES = {"migrate", "api", "worker", "beat", "seed"}
+#: Built from docker/agent.Dockerfile: the simulated fleet.
+AGENT_SERVICES = {"fleet"}
 EXPECTED_COMMANDS = {
     "migrate": ["sovctl", "db", "upgrade"],
     "api": ["sovctl", "serve", "--host", "0.0.0.0", "--port", "8080"],
     "worker": ["sovctl", "worker"],
     "beat": ["sovctl", "beat"],
+    "seed": ["sovctl", "demo", "seed", "--host", "api", "--port", "8080"],
 }
+#: Packages that compile code; none belongs in an image's final stage.
+COMPILERS = ("gcc", "g++", "clang", "build-essential", "make", "cargo", "rustc", "-dev ")
 
 # Compose interpolation: $$ (a literal $), ${VAR}, ${VAR:-default}, ${VAR-default}, $VAR.
 _INTERPOLATION = re.compile(
@@ -112,7 +123,7 @@ def _setting_path_is_known(variable: str) -> bool:
 
 
 def test_services_are_exactly_the_stack(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == INFRA_SERVICES | APP_SERVICES
+    assert set(services) == INFRA_SERVICES | APP_SERVICES | AGENT_SERVICES
 
 
 def test_every_app_service_builds_from_the_dockerfile(
@@ -127,6 +138,11 @@ def test_every_app_service_builds_from_the_dockerfile(
         assert dockerfile == DOCKERFILE, f"{name} builds from {dockerfile}"
     for name in INFRA_SERVICES:
         assert "build" not in services[name]
+    for name in AGENT_SERVICES:
+        build = services[name]["build"]
+        assert (ROOT / build["context"]).resolve() == ROOT
+        assert (ROOT / build["dockerfile"]).resolve() == AGENT_DOCKERFILE
+        assert services[name]["image"] not in {services[app]["image"] for app in APP_SERVICES}
 
 
 def test_app_services_share_one_image_tag(services: dict[str, dict[str, Any]]) -> None:
@@ -271,11 +287,11 @@ def test_api_environment_loads_as_settings(
 # -- Dockerfile ------------------------------------------------------------------------
 
 
-def _instructions() -> list[tuple[str, str]]:
+def _instructions(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, with continuation lines joined and comments dropped."""
     logical: list[str] = []
     pending = ""
-    for line in DOCKERFILE.read_text().splitlines():
+    for line in dockerfile.read_text().splitlines():
         stripped = line.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -292,8 +308,8 @@ def _instructions() -> list[tuple[str, str]]:
     return result
 
 
-def _final_stage() -> list[tuple[str, str]]:
-    instructions = _instructions()
+def _final_stage(dockerfile: Path = DOCKERFILE) -> list[tuple[str, str]]:
+    instructions = _instructions(dockerfile)
     last_from = max(i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM")
     return instructions[last_from:]
 
@@ -304,8 +320,9 @@ def _exec_form(arguments: str) -> list[str]:
     return [str(part) for part in parsed]
 
 
-def test_dockerfile_is_multi_stage_python_311_slim() -> None:
-    instructions = _instructions()
+def _base_images(dockerfile: Path) -> list[str]:
+    """The image of each FROM line, with ``${ARG}`` defaults substituted."""
+    instructions = _instructions(dockerfile)
     args = {
         rest.split("=", 1)[0]: rest.split("=", 1)[1]
         for keyword, rest in instructions
@@ -316,8 +333,46 @@ def test_dockerfile_is_multi_stage_python_311_slim() -> None:
         if keyword == "FROM":
             image = rest.split()[0]
             images.append(re.sub(r"\$\{(\w+)\}", lambda m: args.get(m[1], m[0]), image))
+    return images
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_dockerfile_is_multi_stage_python_311_slim_pinned_by_digest(dockerfile: Path) -> None:
+    images = _base_images(dockerfile)
     assert len(images) >= 2
     assert all(image.startswith("python:3.11-slim") for image in images), images
+    for image in images:
+        assert re.fullmatch(r"[^@\s]+@sha256:[0-9a-f]{64}", image), f"not pinned: {image}"
+
+
+def test_both_images_share_one_base() -> None:
+    assert set(_base_images(DOCKERFILE)) == set(_base_images(AGENT_DOCKERFILE))
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_final_stage_has_no_compiler_and_a_non_root_user(dockerfile: Path) -> None:
+    stage = _final_stage(dockerfile)
+    for keyword, rest in stage:
+        if keyword == "RUN":
+            assert not any(word in f"{rest} " for word in COMPILERS), rest
+            assert not re.search(r"\bapt(-get)? install\b", rest), rest
+    users = [rest.split(":")[0] for keyword, rest in stage if keyword == "USER"]
+    assert users, f"{dockerfile.name}: the final stage runs as root"
+    assert users[-1] not in {"root", "0"}
+    copied = [rest for keyword, rest in stage if keyword == "COPY"]
+    assert copied
+    assert all(rest.startswith("--from=build ") for rest in copied), copied
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.name)
+def test_installs_take_binary_wheels_only(dockerfile: Path) -> None:
+    installs = [
+        rest
+        for keyword, rest in _instructions(dockerfile)
+        if keyword == "RUN" and re.search(r"\bpip install\b", rest)
+    ]
+    assert installs
+    assert all("--only-binary=:all:" in install for install in installs)
 
 
 def test_dockerfile_installs_with_the_constraints_file_and_no_dev_extra() -> None:
@@ -354,18 +409,89 @@ def test_dockerfile_healthcheck_uses_python_on_healthz() -> None:
     assert "curl" not in checks[0]
 
 
-def test_dockerignore_keeps_what_the_dockerfile_copies() -> None:
+@pytest.mark.parametrize(
+    ("dockerfile", "dockerignore"),
+    [(DOCKERFILE, DOCKERIGNORE), (AGENT_DOCKERFILE, AGENT_DOCKERIGNORE)],
+    ids=["Dockerfile", "agent.Dockerfile"],
+)
+def test_dockerignore_keeps_what_the_dockerfile_copies(
+    dockerfile: Path, dockerignore: Path
+) -> None:
     ignored = {
         line.strip().rstrip("/")
-        for line in DOCKERIGNORE.read_text().splitlines()
+        for line in dockerignore.read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
     assert ".venv" in ignored
     assert ".git" in ignored
-    for keyword, rest in _instructions():
+    for keyword, rest in _instructions(dockerfile):
         if keyword != "COPY" or rest.startswith("--from"):
             continue
         *sources, _destination = shlex.split(rest)
         for source in sources:
             assert source not in ignored, f"{source} is copied but ignored"
             assert (ROOT / source).exists(), f"{source} is copied but missing"
+
+
+# -- the agent image and the simulated fleet ---------------------------------------------
+
+
+def test_agent_image_installs_only_the_agent_distribution() -> None:
+    instructions = _instructions(AGENT_DOCKERFILE)
+    copied = " ".join(rest for keyword, rest in instructions if keyword == "COPY")
+    assert "control_plane" not in copied
+    assert "pyproject.toml" not in copied.replace("agents/pyproject.toml", "")
+    (install,) = [
+        rest for keyword, rest in instructions if keyword == "RUN" and "pip install" in rest
+    ]
+    assert "./agents[nvml]" in install
+    assert "-c constraints.txt" in install
+    stage = _final_stage(AGENT_DOCKERFILE)
+    entrypoint = [_exec_form(rest) for keyword, rest in stage if keyword == "ENTRYPOINT"]
+    assert entrypoint == [["sovereign-agent"]]
+    cmd = [_exec_form(rest) for keyword, rest in stage if keyword == "CMD"][-1]
+    agent_parser().parse_args(cmd)
+    assert "9402" in [rest for keyword, rest in stage if keyword == "EXPOSE"]
+
+
+def _fleet_argv(fleet: dict[str, Any], shell_env: dict[str, str]) -> list[str]:
+    return [_interpolate(part, shell_env) for part in _command(fleet)]
+
+
+def test_fleet_simulates_from_the_seeded_config(services: dict[str, dict[str, Any]]) -> None:
+    fleet = services["fleet"]
+    argv = _fleet_argv(fleet, {})
+    args = agent_parser().parse_args(argv)
+    assert args.command == "simulate"
+    assert args.nodes == 50
+    assert _fleet_argv(fleet, {"SIMULATED_NODES": "7"})[argv.index("--nodes") + 1] == "7"
+    # The zones and origins `make up` simulates (sovctl demo seed creates those zones).
+    assert args.zones.split(",") == list(demo.SIMULATED_ZONES)
+    assert args.origins.split(",") == list(demo.SIMULATED_ORIGINS)
+    # The config seed writes into the state directory they share.
+    state_dir = _environment(services["seed"])["SOVEREIGN_STATE_DIR"]
+    assert args.config == Path(state_dir) / "simulator.yaml"
+    volumes = {str(v).split(":")[1]: str(v).split(":")[0] for v in fleet["volumes"]}
+    seed_volumes = {str(v).split(":")[1]: str(v).split(":")[0] for v in services["seed"]["volumes"]}
+    assert volumes[state_dir] == seed_volumes[state_dir]
+    # The recording is the repository's, mounted read-only.
+    mount = next(target for target in volumes if str(args.fixture).startswith(target))
+    relative = args.fixture.relative_to(mount)
+    assert (ROOT / volumes[mount] / relative / "nvml-dump.json").is_file()
+    assert any(str(v).endswith(f"{mount}:ro") for v in fleet["volumes"])
+
+
+def test_fleet_starts_after_seed_and_a_ready_api(services: dict[str, dict[str, Any]]) -> None:
+    assert _depends_on(services["seed"]).get("migrate") == "service_completed_successfully"
+    fleet = _depends_on(services["fleet"])
+    assert fleet.get("seed") == "service_completed_successfully"
+    assert fleet.get("api") == "service_healthy"
+    assert str(services["seed"].get("restart", "no")) == "no"
+    assert services["seed"]["healthcheck"]["disable"] is True
+
+
+def test_seed_tells_the_fleet_where_the_api_is(services: dict[str, dict[str, Any]]) -> None:
+    seed = _command(services["seed"])
+    api = _command(services["api"])
+    assert seed[seed.index("--port") + 1] == api[api.index("--port") + 1]
+    assert seed[seed.index("--host") + 1] == "api"
