@@ -185,6 +185,12 @@ class Agent:
         self._sent_inventory_hash = digest
         self._adopt_interval(answer.get("heartbeat_interval_seconds"))
         log.info("registered as node %s (%s)", self.credential["node_id"], self.host.facts.hostname)
+        if answer.get("status") == "planned":
+            log.warning(
+                "node %s waits for an admin to confirm its zone (the bootstrap token has no"
+                " zone scope); it gets no workloads until then",
+                self.credential["node_id"],
+            )
 
     def sweep(self) -> dict[str, Any]:
         """Read telemetry and build the next heartbeat (inventory only if it changed)."""

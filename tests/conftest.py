@@ -24,10 +24,13 @@ from control_plane.cli.main import main
 from control_plane.core import migrations
 from control_plane.core.db import DbConnection, connect
 from control_plane.core.settings import Settings
+from control_plane.inventory import agents, zones
+from control_plane.inventory.models import ZoneCreate
 from tests.support import (
     REDIS_URL,
     SECRET,
     TEST_ACTOR,
+    MakeBootstrap,
     Run,
     api_in_thread,
     bearer,
@@ -118,6 +121,32 @@ def make_token(conn: DbConnection) -> Callable[[Role], str]:
             name=name or f"{role.value}-{uuid.uuid4().hex[:6]}",
             role=role,
             secret_key=SECRET,
+        )
+        return issued.token
+
+    return make
+
+
+@pytest.fixture
+def make_bootstrap(conn: DbConnection) -> MakeBootstrap:
+    """Create a bootstrap token scoped to ``zone`` (default ``rack``, made if missing).
+
+    The rack installer's token: the nodes it registers stand in that zone, confirmed, so
+    they are active at once (an unscoped bootstrap token's nodes wait ``planned``).
+    """
+
+    def make(zone: str = "rack", site: str | None = None, country: str = "JP") -> str:
+        if zone not in {z.slug for z in zones.list_zones(conn)}:
+            zones.create_zone(
+                conn, TEST_ACTOR, ZoneCreate(slug=zone, name=zone.title(), country=country)
+            )
+        issued = agents.create_bootstrap_token(
+            conn,
+            TEST_ACTOR,
+            name=f"bootstrap-{zone}-{uuid.uuid4().hex[:6]}",
+            secret_key=SECRET,
+            zone=zone,
+            site=site,
         )
         return issued.token
 

@@ -59,6 +59,11 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+#: The ``make_bootstrap`` fixture: a bootstrap token scoped to a zone (and site), the zone
+#: created if it does not exist yet.
+MakeBootstrap = Callable[..., str]
+
+
 def registration(
     hostname: str = "gpu-node-01",
     machine_id: str | None = None,

@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from control_plane.core.audit_log import AuditContext
 
@@ -13,7 +13,8 @@ class Role(StrEnum):
     """What a bearer token is for.
 
     ``bootstrap`` tokens only register agents (a node already known only with an admin's
-    approval); ``agent`` tokens are minted at registration and bound to one node.
+    approval), and may be scoped to a zone and site, which then confirms where the nodes
+    they register stand; ``agent`` tokens are minted at registration and bound to one node.
     """
 
     ADMIN = "admin"
@@ -49,12 +50,18 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
 
 
 class Principal(BaseModel):
-    """The authenticated caller of a request."""
+    """The authenticated caller of a request.
+
+    ``zone`` and ``site`` are a bootstrap token's scope: the only place the nodes it
+    registers may claim to stand (None: unscoped, so those nodes wait for an admin).
+    """
 
     token_id: UUID
     name: str
     role: Role
     node_id: UUID | None = None
+    zone: str | None = None
+    site: str | None = None
 
     def can(self, permission: Permission) -> bool:
         """Whether this caller's role grants ``permission``."""
@@ -75,6 +82,10 @@ class TokenPublic(BaseModel):
     role: Role
     token_prefix: str
     node_id: UUID | None
+    zone: str | None = Field(
+        default=None, description="A bootstrap token's zone scope: its nodes stand there."
+    )
+    site: str | None = Field(default=None, description="A bootstrap token's site scope.")
     created_by: str
     created_at: datetime
     revoked_at: datetime | None

@@ -11,11 +11,16 @@ from control_plane.core.db import (
     fetch_one_as,
     fetch_returning_as,
     load_queries,
+    references,
+    refused,
     unique,
 )
 
 _CONSTRAINTS = {
     "api_token_active_name_key": unique("name", "an active token already has this name"),
+    "api_token_zone_fkey": references("zone", "no zone"),
+    "api_token_site_fkey": references("site", "no site"),
+    "api_token_scope_only_bootstrap": refused("zone", "only bootstrap tokens have a scope"),
 }
 
 

@@ -38,8 +38,15 @@ def issue_token(
     role: Role,
     secret_key: str,
     node_id: UUID | None = None,
+    zone: str | None = None,
+    site: str | None = None,
 ) -> IssuedToken:
-    """Create a token (in the caller's transaction, if open) and audit it; the secret once."""
+    """Create a token (in the caller's transaction, if open) and audit it; the secret once.
+
+    ``zone``/``site`` scope a bootstrap token; the caller has checked that they exist and
+    agree (``inventory.agents.create_bootstrap_token``), the database that only bootstrap
+    tokens carry a scope.
+    """
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with audited(conn, ctx, AuditAction.TOKEN_CREATED) as change:
         info = repository.insert_token(
@@ -50,6 +57,8 @@ def issue_token(
                 "token_hash": hash_token(token, secret_key),
                 "token_prefix": token[:_PREFIX_LENGTH],
                 "node_id": node_id,
+                "zone": zone,
+                "site": site,
                 "created_by": ctx.actor_name,
             },
         )

@@ -28,6 +28,7 @@ _COLUMNS = [
     "zone",
     "site",
     "status",
+    "location",
     "origin_country",
     "provenance_status",
     "drift_status",
@@ -53,6 +54,7 @@ def _row(node: dict[str, Any]) -> dict[str, Any]:
         "origin_country": provenance.get("origin_country"),
         "provenance_status": provenance.get("status"),
         "drift_status": node.get("drift", {}).get("status"),
+        "location": node.get("location", {}).get("via") or "unconfirmed",
     }
 
 
@@ -117,6 +119,23 @@ def nodes_update(
         raise typer.BadParameter("give a zone or site, or detach it, not both")
     cleared = [name for name, clear in (("zone", no_zone), ("site", no_site)) if clear]
     body = changes({"zone": zone, "site": site, "status": status}, cleared=cleared)
+    _print_detail(api("PATCH", f"/v1/nodes/{node}", json=body), output)
+
+
+@app.command("confirm-location")
+def nodes_confirm_location(
+    node: Node,
+    zone: Annotated[str, typer.Option(help="The zone the node stands in, as you checked.")],
+    site: Annotated[str | None, typer.Option(help="The site, if it has one.")] = None,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Confirm where a node stands; a node waiting for that (planned) becomes active."""
+    detail = api("GET", f"/v1/nodes/{node}")
+    body: dict[str, Any] = {"zone": zone}
+    if site is not None:
+        body["site"] = site
+    if detail["status"] == NodeStatus.PLANNED and detail["drift"]["status"] == "none":
+        body["status"] = NodeStatus.ACTIVE
     _print_detail(api("PATCH", f"/v1/nodes/{node}", json=body), output)
 
 

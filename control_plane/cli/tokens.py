@@ -15,6 +15,7 @@ from control_plane.cli.local import cli_actor
 from control_plane.cli.output import Output, OutputFormat, emit
 from control_plane.core.db import connect
 from control_plane.core.settings import load_settings
+from control_plane.inventory import agents
 
 app = typer.Typer(no_args_is_help=True, help="API tokens (stored only as hashes).")
 
@@ -23,22 +24,38 @@ app = typer.Typer(no_args_is_help=True, help="API tokens (stored only as hashes)
 def tokens_create(
     name: Annotated[str, typer.Option(help="Who or what the token is for.")],
     role: Annotated[Role, typer.Option(help="admin, operator, auditor or bootstrap.")],
+    zone: Annotated[
+        str | None,
+        typer.Option(help="Bootstrap only: the zone its nodes stand in (confirmed)."),
+    ] = None,
+    site: Annotated[
+        str | None, typer.Option(help="Bootstrap only: the site within --zone.")
+    ] = None,
     output: Output = OutputFormat.TABLE,
 ) -> None:
-    """Create a token; its secret is printed once and never stored."""
+    """Create a token; its secret is printed once and never stored.
+
+    A bootstrap token with --zone (and --site) confirms where the nodes it registers
+    stand and refuses a registration claiming anywhere else; without a scope its nodes
+    wait `planned` until an admin runs `sovctl nodes confirm-location`.
+    """
     settings = load_settings()
+    secret_key = settings.secret_key.get_secret_value()
+    if (zone is not None or site is not None) and role is not Role.BOOTSTRAP:
+        raise typer.BadParameter("only bootstrap tokens have a zone or site", param_hint="--zone")
     with connect(settings.database_url) as conn:
-        issued = access.create_token(
-            conn,
-            cli_actor(),
-            name=name,
-            role=role,
-            secret_key=settings.secret_key.get_secret_value(),
-        )
+        if role is Role.BOOTSTRAP:
+            issued = agents.create_bootstrap_token(
+                conn, cli_actor(), name=name, secret_key=secret_key, zone=zone, site=site
+            )
+        else:
+            issued = access.create_token(
+                conn, cli_actor(), name=name, role=role, secret_key=secret_key
+            )
     emit(
         {"token": issued.token, **issued.info.model_dump(mode="json")},
         output,
-        ["token", "id", "name", "role"],
+        ["token", "id", "name", "role", "zone", "site"],
     )
 
 
@@ -55,7 +72,7 @@ def tokens_list(
     emit(
         [t.model_dump(mode="json") for t in tokens],
         output,
-        ["id", "name", "role", "token_prefix", "created_at", "revoked_at"],
+        ["id", "name", "role", "zone", "site", "token_prefix", "created_at", "revoked_at"],
     )
 
 

@@ -41,6 +41,19 @@ class DriftStatus(StrEnum):
     DRIFTED = "drifted"
 
 
+class LocationVia(StrEnum):
+    """Who confirmed where a node stands.
+
+    ``admin``: an admin registered the node or set its zone; ``scoped-token``: it
+    registered with a bootstrap token scoped to that zone (and site); ``upgrade``: it was
+    registered before locations were confirmed (migration 0021) and kept its place.
+    """
+
+    ADMIN = "admin"
+    SCOPED_TOKEN = "scoped-token"  # noqa: S105 - a word, not a secret
+    UPGRADE = "upgrade"
+
+
 class ComponentClass(StrEnum):
     """Component classes whose country of origin procurement asks about."""
 

@@ -6,6 +6,11 @@ identity differs from the baseline quarantines the node (``drift.py``). Only rea
 are audited (a registration, a changed inventory, drift, a node coming back online or
 going offline); telemetry is not, as it changes every few seconds and proves nothing.
 
+Where a new node stands is never the agent's word alone: a bootstrap token scoped to a zone
+(and site) confirms it, and refuses a registration claiming another; an admin's
+registration confirms it; a node registered with an unscoped bootstrap token waits
+``planned``, out of placement, until an admin sets its zone (``nodes.update_node``).
+
 A machine id is no secret (every inventory reader sees it), so registering one already
 known must prove it is that node: the caller is the node's own agent credential, an
 admin, or a bootstrap token for which an admin approved a replacement (used once, within
@@ -19,12 +24,12 @@ from uuid import UUID
 from agents import protocol
 from control_plane.access import repository as access_repository
 from control_plane.access import service as access
-from control_plane.access.models import Principal, Role
+from control_plane.access.models import IssuedToken, Principal, Role
 from control_plane.core.audit_log import AuditContext, audited, record_change, transaction
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, InvalidInputError, PermissionDeniedError
 from control_plane.domain.audit import AuditAction
-from control_plane.domain.fleet import NodeStatus
+from control_plane.domain.fleet import LocationVia, NodeStatus
 from control_plane.inventory import repository
 from control_plane.inventory.drift import DriftFound, check_identity, record_drift
 from control_plane.inventory.identity import reported_identity
@@ -132,6 +137,61 @@ def _check_registrant(
     return approval
 
 
+def _scoped_place(caller: Principal, registration: NodeRegister) -> tuple[str | None, str | None]:
+    """The zone and site a registration stands in, or 403 if it claims a place outside scope.
+
+    A scoped bootstrap token's zone (and site) is where its nodes stand: a registration
+    that claims another is refused naming the field, one that claims none takes the
+    token's. Other callers' registrations stand where they say (confirmed or not, below).
+    """
+    if caller.role is not Role.BOOTSTRAP:
+        return registration.zone, registration.site
+    for field, scope, claimed in (
+        ("zone", caller.zone, registration.zone),
+        ("site", caller.site, registration.site),
+    ):
+        if scope is not None and claimed is not None and claimed != scope:
+            raise PermissionDeniedError(
+                f"{field}: this bootstrap token registers nodes in {field} {scope!r} only,"
+                f" not {claimed!r}",
+                details={"field": field, "scope": scope, "claimed": claimed},
+            )
+    return caller.zone or registration.zone, caller.site or registration.site
+
+
+def _confirmation(caller: Principal) -> tuple[str | None, LocationVia | None]:
+    """Who confirms a new node's location by registering it, and how; (None, None): nobody."""
+    if caller.role is Role.ADMIN:
+        return caller.name, LocationVia.ADMIN
+    if caller.role is Role.BOOTSTRAP and caller.zone is not None:
+        return caller.name, LocationVia.SCOPED_TOKEN
+    return None, None
+
+
+def create_bootstrap_token(
+    conn: DbConnection,
+    ctx: AuditContext,
+    *,
+    name: str,
+    secret_key: str,
+    zone: str | None = None,
+    site: str | None = None,
+) -> IssuedToken:
+    """Create a bootstrap token, scoped to a zone (and a site within it) if given.
+
+    The scope is where every node the token registers stands, confirmed: give a rack's
+    installer a token for that rack's zone. A site needs its zone (a scope names the zone
+    first), and the two must agree; either unknown is a 422 naming it.
+    """
+    if site is not None and zone is None:
+        raise InvalidInputError.for_field("site", "a site scope needs its zone (--zone)", site)
+    with transaction(conn):
+        check_site_in_zone(conn, site, zone)
+        return access.issue_token(
+            conn, ctx, name=name, role=Role.BOOTSTRAP, secret_key=secret_key, zone=zone, site=site
+        )
+
+
 def register_node(
     conn: DbConnection,
     ctx: AuditContext,
@@ -152,6 +212,7 @@ def register_node(
     """
     host = registration.inventory.host
     drift: DriftFound | None = None
+    zone, site = _scoped_place(caller, registration)
     with transaction(conn):
         existing = repository.lock_node_by_machine_id(conn, host.machine_id)
         approval = _check_registrant(conn, caller, existing)
@@ -162,14 +223,17 @@ def register_node(
         action = AuditAction.NODE_REGISTERED if existing is None else AuditAction.NODE_REREGISTERED
         with audited(conn, ctx, action) as change:
             if existing is None:
-                check_site_in_zone(conn, registration.site, registration.zone)
+                check_site_in_zone(conn, site, zone)
                 declared = registration.provenance
+                confirmed_by, confirmed_via = _confirmation(caller)
                 node_id = repository.insert_node(
                     conn,
                     {
                         **_host_values(registration.inventory),
-                        "site": registration.site,
-                        "zone": registration.zone,
+                        "site": site,
+                        "zone": zone,
+                        "confirmed_by": confirmed_by,
+                        "confirmed_via": confirmed_via,
                         "labels": registration.labels,
                         **declared_provenance(declared, "agent-config", ctx),
                         "asset_tag": declared.asset_tag or host.asset_tag,
@@ -189,7 +253,8 @@ def register_node(
                 drift = check_identity(conn, ctx, existing, registration.inventory, "registration")
             _apply_gpus(conn, node_id, registration.inventory)
             change.object_id = str(node_id)
-            change.after = node_detail(conn, existing_node(conn, node_id))
+            registered = existing_node(conn, node_id)
+            change.after = node_detail(conn, registered)
         record_drift(conn, ctx, drift)
         issued = access.issue_token(
             conn,
@@ -200,7 +265,10 @@ def register_node(
             node_id=node_id,
         )
     return NodeRegistered(
-        node_id=node_id, token=issued.token, heartbeat_interval_seconds=heartbeat_interval_seconds
+        node_id=node_id,
+        token=issued.token,
+        heartbeat_interval_seconds=heartbeat_interval_seconds,
+        status=registered.status,
     )
 
 

@@ -12,7 +12,13 @@ from uuid import UUID
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, field_validator
 
 from control_plane.domain.countries import CountryCode
-from control_plane.domain.fleet import ComponentClass, DriftStatus, NodeStatus, ProvenanceStatus
+from control_plane.domain.fleet import (
+    ComponentClass,
+    DriftStatus,
+    LocationVia,
+    NodeStatus,
+    ProvenanceStatus,
+)
 from control_plane.domain.types import (
     BigCount,
     Change,
@@ -182,7 +188,11 @@ class DeclaredProvenance(Input):
 
 
 class NodeRegister(Input):
-    """An agent's first contact, authenticated with a bootstrap token."""
+    """An agent's first contact, authenticated with a bootstrap token.
+
+    ``zone`` and ``site`` are a claim: a scoped bootstrap token refuses another place and
+    fills in its own; with an unscoped one the node waits ``planned`` for an admin.
+    """
 
     inventory: Inventory
     zone: Slug | None = None
@@ -197,6 +207,10 @@ class NodeRegistered(BaseModel):
     node_id: UUID
     token: str
     heartbeat_interval_seconds: int
+    status: NodeStatus = Field(
+        description="``planned`` while nobody confirmed where the node stands (it registered"
+        " with an unscoped bootstrap token): out of placement until an admin sets its zone."
+    )
 
 
 class Heartbeat(Input):
@@ -255,6 +269,19 @@ class Drift(BaseModel):
     status: DriftStatus
     detected_at: datetime | None
     evidence: dict[str, Any]
+
+
+class Location(BaseModel):
+    """Whether the node's zone and site were confirmed, when, by whom, and how.
+
+    An unconfirmed node is never ``active``: it waits ``planned`` until an admin sets its
+    zone (``PATCH /v1/nodes/{node}`` with ``zone``), so it is never eligible before.
+    """
+
+    confirmed: bool
+    confirmed_at: datetime | None
+    confirmed_by: str | None
+    via: LocationVia | None
 
 
 class DriftAcknowledge(Input):
@@ -373,6 +400,7 @@ class NodePublic(BaseModel):
     cpu_count: int | None
     memory_bytes: int | None
     gpu_count: int = Field(description="GPUs the node reports (missing GPUs not counted).")
+    location: Location
     provenance: Provenance
     drift: Drift
     registered_at: datetime
@@ -517,7 +545,20 @@ class NodeRow(BaseModel):
     drift_evidence: dict[str, Any]
     registered_at: datetime
     updated_at: datetime
+    location_confirmed_at: datetime | None
+    location_confirmed_by: str | None
+    location_confirmed_via: LocationVia | None
     gpu_count: int
+
+    @property
+    def location(self) -> Location:
+        """Whether and how the node's zone was confirmed, as the API shows it."""
+        return Location(
+            confirmed=self.location_confirmed_at is not None,
+            confirmed_at=self.location_confirmed_at,
+            confirmed_by=self.location_confirmed_by,
+            via=self.location_confirmed_via,
+        )
 
     @property
     def provenance(self) -> Provenance:
@@ -555,6 +596,7 @@ class NodeRow(BaseModel):
             cpu_count=self.cpu_count,
             memory_bytes=self.memory_bytes,
             gpu_count=self.gpu_count,
+            location=self.location,
             provenance=self.provenance,
             drift=Drift(
                 status=self.drift_status,

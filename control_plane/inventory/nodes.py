@@ -135,7 +135,12 @@ def _request_compliance(conn: DbConnection, before: NodeRow, after: NodeRow) -> 
 def update_node(
     conn: DbConnection, ctx: AuditContext, node_id: UUID, change: NodeUpdate
 ) -> NodeDetail:
-    """Apply an admin's change (zone, site, status, labels, declared provenance); audit it."""
+    """Apply an admin's change (zone, site, status, labels, declared provenance); audit it.
+
+    Setting ``zone`` (to the same zone, too) is the admin confirming where the node stands:
+    the node's location is then confirmed by them. A node whose location nobody confirmed
+    cannot be made ``active`` (409 naming ``status``) unless the same change sets its zone.
+    """
     with audited(conn, ctx, AuditAction.NODE_UPDATED, str(node_id)) as event:
         row = existing_node(conn, node_id, for_update=True)
         event.before = row.public()
@@ -146,8 +151,18 @@ def update_node(
                 details={"field": "status", "drift_status": row.drift_status.value},
             )
         fields = change.model_fields_set
+        confirms = "zone" in fields
+        unconfirmed = row.location_confirmed_at is None and not confirms
+        if change.status == NodeStatus.ACTIVE and unconfirmed:
+            raise ConflictError(
+                "status: nobody confirmed where this node stands (it registered with an"
+                " unscoped bootstrap token); set its zone in the same change to confirm it"
+                f" (sovctl nodes confirm-location {node_id} --zone ZONE)",
+                details={"field": "status", "reason": "location_unconfirmed"},
+            )
         values: dict[str, Any] = {
             "id": node_id,
+            "confirmed_by": ctx.actor_name if confirms else None,
             "zone": change.zone if "zone" in fields else row.zone_slug,
             "site": change.site if "site" in fields else row.site_slug,
             "status": change.status or row.status,

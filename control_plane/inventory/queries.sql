@@ -88,17 +88,22 @@ SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id AND g.missing_sin
 FROM node n WHERE n.machine_id = %(machine_id)s FOR UPDATE;
 
 -- name: insert_node
+-- A node whose location nobody confirmed waits planned (the table's CHECK refuses it active).
 INSERT INTO node (hostname, machine_id, site_slug, zone_slug, labels, last_heartbeat_at,
                   agent_version, os_name, kernel_version, cpu_model, cpu_count, memory_bytes,
                   system_manufacturer, system_model, system_serial, board_vendor, board_name,
                   asset_tag, origin_country, component_origins, provenance_status,
-                  provenance_evidence, inventory_hash, identity_baseline)
+                  provenance_evidence, inventory_hash, identity_baseline, status,
+                  location_confirmed_at, location_confirmed_by, location_confirmed_via)
 VALUES (%(hostname)s, %(machine_id)s, %(site)s, %(zone)s, %(labels)s, now(),
         %(agent_version)s, %(os_name)s, %(kernel_version)s, %(cpu_model)s, %(cpu_count)s,
         %(memory_bytes)s, %(system_manufacturer)s, %(system_model)s, %(system_serial)s,
         %(board_vendor)s, %(board_name)s, %(asset_tag)s, %(origin_country)s,
         %(component_origins)s, %(provenance_status)s, %(provenance_evidence)s,
-        %(inventory_hash)s, %(identity_baseline)s)
+        %(inventory_hash)s, %(identity_baseline)s,
+        CASE WHEN %(confirmed_via)s::text IS NULL THEN 'planned' ELSE 'active' END,
+        CASE WHEN %(confirmed_via)s::text IS NULL THEN NULL ELSE now() END,
+        %(confirmed_by)s, %(confirmed_via)s)
 RETURNING id;
 
 -- name: update_host_facts
@@ -114,11 +119,13 @@ WHERE id = %(id)s;
 
 -- name: refresh_registration
 -- A re-registered agent starts a new credential and a new heartbeat sequence; the
--- registration itself is a sign of life (but a drifted node stays out of placement).
+-- registration itself is a sign of life (but a drifted node stays out of placement, and
+-- one whose location nobody confirmed keeps waiting).
 UPDATE node
 SET last_heartbeat_seq = 0, last_heartbeat_at = now(),
     status = CASE WHEN status <> 'offline' THEN status
                   WHEN drift_status = 'drifted' THEN 'quarantined'
+                  WHEN location_confirmed_at IS NULL THEN 'planned'
                   ELSE 'active' END
 WHERE id = %(id)s;
 
@@ -127,16 +134,24 @@ UPDATE node
 SET zone_slug = %(zone)s, site_slug = %(site)s, status = %(status)s, labels = %(labels)s,
     origin_country = %(origin_country)s, component_origins = %(component_origins)s,
     asset_tag = %(asset_tag)s, provenance_status = %(provenance_status)s,
-    provenance_evidence = %(provenance_evidence)s, updated_at = now()
+    provenance_evidence = %(provenance_evidence)s, updated_at = now(),
+    -- An admin who sets the zone confirms the node's location.
+    location_confirmed_at = CASE WHEN %(confirmed_by)s::text IS NULL THEN location_confirmed_at
+                                 ELSE now() END,
+    location_confirmed_by = coalesce(%(confirmed_by)s, location_confirmed_by),
+    location_confirmed_via = CASE WHEN %(confirmed_by)s::text IS NULL
+                                  THEN location_confirmed_via ELSE 'admin' END
 WHERE id = %(id)s;
 
 -- name: record_heartbeat
--- An offline node is back; a drifted one comes back quarantined, not eligible for placement.
+-- An offline node is back; a drifted one comes back quarantined, not eligible for placement,
+-- and one whose location nobody confirmed comes back planned.
 UPDATE node
 SET last_heartbeat_at = now(), last_heartbeat_seq = %(seq)s,
     heartbeats_received = heartbeats_received + 1,
     status = CASE WHEN status <> 'offline' THEN status
                   WHEN drift_status = 'drifted' THEN 'quarantined'
+                  WHEN location_confirmed_at IS NULL THEN 'planned'
                   ELSE 'active' END
 WHERE id = %(id)s
 RETURNING status;
@@ -149,11 +164,14 @@ SET drift_status = 'drifted', drift_detected_at = now(), drift_evidence = %(drif
 WHERE id = %(id)s;
 
 -- name: acknowledge_drift
--- Ends the quarantine the drift caused; a status an admin set since then is kept.
+-- Ends the quarantine the drift caused; a status an admin set since then is kept. A node
+-- whose location nobody confirmed goes back to waiting (planned), not active.
 UPDATE node
 SET identity_baseline = %(identity_baseline)s, drift_status = 'none', drift_detected_at = NULL,
     drift_evidence = '{}',
-    status = CASE WHEN status = 'quarantined' THEN 'active' ELSE status END,
+    status = CASE WHEN status <> 'quarantined' THEN status
+                  WHEN location_confirmed_at IS NULL THEN 'planned'
+                  ELSE 'active' END,
     updated_at = now()
 WHERE id = %(id)s;
 

@@ -66,6 +66,10 @@ _NODE_WRITE: dict[str, ErrorFactory] = {
     "node_zone_fkey": references("zone", "unknown zone"),
     "node_site_fkey": references("site", "unknown site"),
     "node_machine_id_key": unique("machine_id", "another node has this machine id"),
+    # The services never try it; the table refuses it whatever path writes the row.
+    "node_active_needs_confirmed_location": refused(
+        "status", "a node whose location nobody confirmed cannot be active"
+    ),
 }
 _GPU_WRITE: dict[str, ErrorFactory] = {
     "gpu_node_index_key": unique("gpus.index", "two GPUs of one node share an index"),

@@ -22,7 +22,7 @@ import pytest
 
 from control_plane.access.models import Role
 from control_plane.core.settings import Settings
-from tests.support import SOVCTL, bearer, free_port, subprocess_env, wait_until_ready
+from tests.support import SOVCTL, MakeBootstrap, bearer, free_port, subprocess_env, wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -117,10 +117,14 @@ def only_node(plane: ControlPlane, headers: dict[str, str]) -> dict[str, Any]:
 
 
 def test_outage_replay_and_drift(
-    control_plane: ControlPlane, make_token: Callable[[Role], str], tmp_path: Path
+    control_plane: ControlPlane,
+    make_token: Callable[[Role], str],
+    make_bootstrap: MakeBootstrap,
+    tmp_path: Path,
 ) -> None:
     admin = bearer(make_token(Role.ADMIN))
-    bootstrap = make_token(Role.BOOTSTRAP)
+    # The rack's token is scoped to its zone, so the node stands there, confirmed, active.
+    bootstrap = make_bootstrap()
     state_dir = tmp_path / "agent"
     state_dir.mkdir()
     (state_dir / "none.yaml").write_text("version: v1\n")

@@ -1,19 +1,17 @@
 """Nodes that miss three heartbeats go offline: the service, and the task on a real worker."""
 
-from collections.abc import Callable
 from uuid import UUID
 
 import pytest
 from celery import Celery
 from fastapi.testclient import TestClient
 
-from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import Settings
 from control_plane.inventory import agents
 from control_plane.inventory.tasks import MARK_OFFLINE_TASK, SWEEP_ACTOR
-from tests.support import bearer, registration
+from tests.support import MakeBootstrap, bearer, registration
 
 pytestmark = pytest.mark.integration
 
@@ -76,10 +74,10 @@ def test_a_heartbeat_brings_an_offline_node_back(
     client: TestClient,
     conn: DbConnection,
     owner_conn: DbConnection,
-    make_token: Callable[[Role], str],
+    make_bootstrap: MakeBootstrap,
 ) -> None:
     registered = client.post(
-        "/v1/agents/register", json=registration(), headers=bearer(make_token(Role.BOOTSTRAP))
+        "/v1/agents/register", json=registration(), headers=bearer(make_bootstrap())
     ).json()
     age_heartbeats(owner_conn, [UUID(registered["node_id"])], 60)
     sweep(conn)

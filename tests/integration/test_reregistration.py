@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.core.db import DbConnection
-from tests.support import Run, bearer, registration
+from tests.support import MakeBootstrap, Run, bearer, registration
 
 pytestmark = pytest.mark.integration
 
@@ -29,8 +29,9 @@ def register(client: TestClient, body: dict[str, Any], headers: dict[str, str]) 
 
 
 @pytest.fixture
-def bootstrap(make_token: Callable[[Role], str]) -> dict[str, str]:
-    return bearer(make_token(Role.BOOTSTRAP))
+def bootstrap(make_bootstrap: MakeBootstrap) -> dict[str, str]:
+    """The rack's bootstrap token, scoped to the rack's zone: its nodes are active at once."""
+    return bearer(make_bootstrap())
 
 
 @pytest.fixture
