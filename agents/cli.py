@@ -97,6 +97,14 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--zones", default="", help="Comma-separated zone slugs.")
     simulate.add_argument("--origins", default="", help="Comma-separated ISO country codes.")
     simulate.add_argument("--hostname-prefix", default="sim")
+    simulate.add_argument(
+        "--zone-token",
+        action="append",
+        default=[],
+        metavar="ZONE=FILE",
+        help="A file holding a bootstrap token scoped to ZONE, for that zone's nodes"
+        " (repeatable); other zones use the config's token.",
+    )
     return parser
 
 
@@ -215,6 +223,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _zone_tokens(pairs: list[str]) -> dict[str, str]:
+    """``ZONE=FILE`` pairs read into zone → token; a bad pair or file is a config error."""
+    tokens = {}
+    for pair in pairs:
+        zone, sep, file = pair.partition("=")
+        if not sep or not zone or not file:
+            raise AgentConfigError(f"--zone-token {pair!r}: use ZONE=FILE")
+        try:
+            tokens[zone] = Path(file).read_text().strip()
+        except OSError as exc:
+            raise AgentConfigError(f"--zone-token {zone}: {file}: {exc.strerror or exc}") from None
+    return tokens
+
+
 def simulate(args: argparse.Namespace) -> int:
     """Run ``--nodes`` virtual agents until SIGTERM or Ctrl-C."""
     config = _config(args)
@@ -224,6 +246,7 @@ def simulate(args: argparse.Namespace) -> int:
         zones=tuple(z.strip() for z in args.zones.split(",") if z.strip()) or (None,),
         origins=tuple(o.strip().upper() for o in args.origins.split(",") if o.strip()) or (None,),
         hostname_prefix=args.hostname_prefix,
+        zone_tokens=_zone_tokens(args.zone_token),
     )
     try:
         allow_open_files(plan.nodes)

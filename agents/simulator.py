@@ -11,6 +11,7 @@ import random
 import resource
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -34,6 +35,9 @@ class FleetPlan:
     zones: tuple[str | None, ...] = (None,)
     origins: tuple[str | None, ...] = (None,)
     hostname_prefix: str = "sim"
+    #: A bootstrap token per zone (scoped to it, so the nodes there are confirmed at once);
+    #: a zone without one registers with the config's token.
+    zone_tokens: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 class LivelyReplay:
@@ -87,10 +91,12 @@ def build_fleet(plan: FleetPlan, base: AgentConfig, client: ControlPlaneClient) 
     for n in range(plan.nodes):
         hostname = f"{plan.hostname_prefix}-{n:04d}"
         origin = plan.origins[n % len(plan.origins)]
+        zone = plan.zones[n % len(plan.zones)]
         config = replace(
             base,
             state_dir=base.state_dir / hostname,
-            zone=plan.zones[n % len(plan.zones)],
+            zone=zone,
+            bootstrap_token=plan.zone_tokens.get(zone or "", base.bootstrap_token),
             origin_country=origin,
             component_origins={"gpu": origin} if origin else {},
             labels={**base.labels, "simulated": "true"},

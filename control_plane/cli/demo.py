@@ -71,17 +71,28 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _token(
-    settings: Settings, actor: AuditContext, name: str, role: Role, file: Path
+    settings: Settings,
+    actor: AuditContext,
+    name: str,
+    role: Role,
+    file: Path,
+    zone: str | None = None,
 ) -> str | None:
-    """Create the named token unless it exists with its file; return it when new."""
+    """Create the named token unless it exists with its file; return it when new.
+
+    A bootstrap token is scoped to ``zone`` when one is given.
+    """
     with connect(settings.database_url) as conn:
         existing = [t for t in access.list_tokens(conn) if t.name == name]
         if existing and file.is_file():
             return None
         if existing:  # the secret is lost with its file: replace the token
             access.revoke_token(conn, actor, str(existing[0].id))
-        issued = access.create_token(
-            conn, actor, name=name, role=role, secret_key=settings.secret_key.get_secret_value()
+        secret_key = settings.secret_key.get_secret_value()
+        issued = (
+            agents.create_bootstrap_token(conn, actor, name=name, secret_key=secret_key, zone=zone)
+            if role is Role.BOOTSTRAP
+            else access.create_token(conn, actor, name=name, role=role, secret_key=secret_key)
         )
     _write_private(file, issued.token + "\n")
     return issued.token
@@ -133,6 +144,17 @@ def seed(settings: Settings, actor: AuditContext, api_url: str) -> DemoSeed:
         approved = _approve_lost_simulated_nodes(conn, actor, simulator_state, api_url)
     simulator_file = settings.state_dir / "simulator.token"
     _token(settings, actor, SIMULATOR_TOKEN_NAME, Role.BOOTSTRAP, simulator_file)
+    # A rack's installer gets a token for that rack's zone: the simulator one per zone, so
+    # its nodes' locations are confirmed by the credential and they are active at once.
+    for zone_slug in SIMULATED_ZONES:
+        _token(
+            settings,
+            actor,
+            f"{SIMULATOR_TOKEN_NAME}-{zone_slug}",
+            Role.BOOTSTRAP,
+            zone_token_file(settings.state_dir, zone_slug),
+            zone=zone_slug,
+        )
     config = settings.state_dir / "simulator.yaml"
     document = {
         "version": "v1",
@@ -144,10 +166,23 @@ def seed(settings: Settings, actor: AuditContext, api_url: str) -> DemoSeed:
     return DemoSeed(admin_token, admin_file, config, created, approved)
 
 
+def zone_token_file(state_dir: Path, zone: str) -> Path:
+    """Where the demo keeps the simulator's bootstrap token scoped to ``zone``."""
+    return state_dir / f"simulator-{zone}.token"
+
+
 def simulator_command(config: Path, nodes: int) -> list[str] | None:
-    """The command that runs the simulated fleet, or None without the recording."""
+    """The command that runs the simulated fleet, or None without the recording.
+
+    The fleet registers with the zone-scoped tokens next to ``config`` (``seed``).
+    """
     if nodes <= 0 or not RECORDING.is_dir():
         return None
+    zone_tokens = [
+        argument
+        for zone in SIMULATED_ZONES
+        for argument in ("--zone-token", f"{zone}={zone_token_file(config.parent, zone)}")
+    ]
     return [
         sys.executable,
         "-m",
@@ -163,6 +198,7 @@ def simulator_command(config: Path, nodes: int) -> list[str] | None:
         ",".join(SIMULATED_ZONES),
         "--origins",
         ",".join(SIMULATED_ORIGINS),
+        *zone_tokens,
     ]
 
 

@@ -39,8 +39,14 @@ def test_seed_twice_creates_once(
     assert code == 0
     assert "exists" in out
     assert "zones created" not in out
-    tokens = conn.execute("SELECT name FROM api_token WHERE revoked_at IS NULL").fetchall()
-    assert sorted(t["name"] for t in tokens) == ["demo-admin", "demo-simulator"]
+    tokens = conn.execute(
+        "SELECT name, zone_slug FROM api_token WHERE revoked_at IS NULL"
+    ).fetchall()
+    # The simulator's zones each have a token scoped to them, so its nodes are confirmed.
+    assert sorted((t["name"], t["zone_slug"]) for t in tokens) == sorted(
+        [("demo-admin", None), ("demo-simulator", None)]
+        + [(f"demo-simulator-{zone}", zone) for zone in SIMULATED_ZONES]
+    )
 
 
 def test_simulator_command_spreads_over_the_demo_zones(tmp_path: Path) -> None:
@@ -48,6 +54,8 @@ def test_simulator_command_spreads_over_the_demo_zones(tmp_path: Path) -> None:
     assert command is not None
     assert command[command.index("--nodes") + 1] == "50"
     assert command[command.index("--zones") + 1] == ",".join(SIMULATED_ZONES)
+    given = [command[i + 1] for i, part in enumerate(command) if part == "--zone-token"]
+    assert given == [f"{zone}={tmp_path}/simulator-{zone}.token" for zone in SIMULATED_ZONES]
     assert simulator_command(tmp_path / "simulator.yaml", 0) is None
 
 
