@@ -202,7 +202,8 @@ def test_the_last_slice_booked_the_next_is_denied_for_capacity_and_release_frees
 
     denied = slice_request(client, mig_node)
     assert denied["status"] == "denied"
-    assert denied["mig_slices"] == [] and denied["gpu_uuids"] == []
+    assert denied["mig_slices"] == []
+    assert denied["gpu_uuids"] == []
     [reason] = denied["reasons"]
     assert reason["rule"] == "capacity"
     assert reason["message"] == (
@@ -226,7 +227,8 @@ def test_a_whole_gpu_request_never_takes_the_mig_gpu(
 ) -> None:
     whole = submit(client, mig_node, gpu_model="A100")
     assert whole["status"] == "admitted"
-    assert whole["gpu_uuids"] == [FULL_GPU] and whole["mig_slices"] == []
+    assert whole["gpu_uuids"] == [FULL_GPU]
+    assert whole["mig_slices"] == []
     # The MIG GPU has seven free slices and no booking, but it is never booked whole.
     second = submit(client, mig_node, gpu_model="A100")
     assert second["status"] == "denied"
@@ -252,8 +254,8 @@ def test_a_slice_of_a_gpu_booked_whole_is_never_booked(
         "INSERT INTO mig_device (gpu_uuid, index, uuid, profile) VALUES (%s, 0, %s, '1g.10gb')",
         (FULL_GPU, slice_uuid(99)),
     )
-    four = [slice_request(client, mig_node) for _ in range(8)]
-    booked = [u for w in four if w["status"] == "admitted" for u in w["gpu_uuids"]]
+    tries = [slice_request(client, mig_node) for _ in range(8)]
+    booked = [u for w in tries if w["status"] == "admitted" for u in w["gpu_uuids"]]
     assert sorted(booked) == [slice_uuid(n) for n in range(7)]
     assert slice_uuid(99) not in slice_reservations(conn)
 
@@ -296,7 +298,8 @@ def test_releasing_deletes_the_slices_and_gpu_that_went_missing(
     # The whole MIG GPU goes from the report while two of its slices are booked.
     report(client, mig_node, with_mig_gpu=False)
     gpu = conn.execute("SELECT missing_since FROM gpu WHERE uuid = %s", (MIG_GPU,)).fetchone()
-    assert gpu is not None and gpu["missing_since"] is not None
+    assert gpu is not None
+    assert gpu["missing_since"] is not None
     assert set(mig_rows(conn)) == {slice_uuid(0), slice_uuid(1)}  # the booked ones only
     assert slice_counts(client, mig_node) == []
     detail = client.get(f"/v1/nodes/{mig_node.node_id}", headers=mig_node.admin).json()
