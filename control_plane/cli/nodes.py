@@ -32,6 +32,7 @@ _COLUMNS = [
     "provenance_status",
     "drift_status",
     "gpu_count",
+    "mig_slices",
     "labels",
 ]
 _GPU_COLUMNS = [
@@ -40,9 +41,16 @@ _GPU_COLUMNS = [
     "model",
     "serial",
     "memory_total_bytes",
+    "mig_mode",
     "utilization_pct",
     "temperature_c",
 ]
+_MIG_COLUMNS = ["gpu_uuid", "index", "uuid", "profile", "memory_total_bytes", "booked", "missing"]
+
+
+def _slices(counts: list[dict[str, Any]]) -> str:
+    """A node's MIG slices by profile as one cell: ``1g.10gb 5/7`` (free of total)."""
+    return ", ".join(f"{c['profile']} {c['free']}/{c['total']}" for c in counts)
 
 
 def _row(node: dict[str, Any]) -> dict[str, Any]:
@@ -53,6 +61,7 @@ def _row(node: dict[str, Any]) -> dict[str, Any]:
         "origin_country": provenance.get("origin_country"),
         "provenance_status": provenance.get("status"),
         "drift_status": node.get("drift", {}).get("status"),
+        "mig_slices": _slices(node.get("mig_slices", [])),
     }
 
 
@@ -94,6 +103,14 @@ def _print_detail(detail: dict[str, Any], output: OutputFormat) -> None:
     emit(_row(detail), output, [*_COLUMNS, "last_heartbeat_at", "agent_version"])
     typer.echo("")
     emit(detail["gpus"], output, _GPU_COLUMNS)
+    devices = [
+        {**device, "gpu_uuid": gpu["uuid"], "missing": device["missing_since"] is not None}
+        for gpu in detail["gpus"]
+        for device in gpu.get("mig_devices", [])
+    ]
+    if devices:
+        typer.echo("")
+        emit(devices, output, _MIG_COLUMNS)
 
 
 @app.command("show")

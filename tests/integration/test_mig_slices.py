@@ -15,11 +15,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from control_plane.audit import service as audit
+from control_plane.compliance import service as compliance
+from control_plane.compliance.tasks import COMPLIANCE_ACTOR
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import Settings
 from control_plane.scheduling import service
 from control_plane.scheduling.tasks import LEASE_SWEEP_ACTOR
-from tests.support import bearer, registration
+from tests.support import Run, bearer, registration
 
 pytestmark = pytest.mark.integration
 
@@ -377,3 +379,76 @@ def test_20_concurrent_requests_for_7_free_slices(
     assert sorted(booked) == [slice_uuid(n) for n in range(7)]  # each once
     assert slice_reservations(conn) == {u: w["id"] for w in admitted for u in w["gpu_uuids"]}
     assert audit.verify_chain(conn).ok
+
+
+def test_sovctl_shows_slice_counts_and_the_slices_booked(
+    client: TestClient, mig_node: MigNode, admin_sovctl: Run
+) -> None:
+    workload = slice_request(client, mig_node, 2)
+    code, out, err = admin_sovctl("nodes", "list")
+    assert code == 0, err
+    assert "1g.10gb 5/7" in out
+    code, out, err = admin_sovctl("nodes", "show", "mig-a")
+    assert code == 0, err
+    assert "1g.10gb 5/7" in out
+    assert slice_uuid(6) in out  # the MIG device table
+    code, out, err = admin_sovctl("workloads", "show", workload["id"])
+    assert code == 0, err
+    assert f"1g.10gb {slice_uuid(0)} on {MIG_GPU}" in out
+
+
+def test_whatif_counts_usable_slices_by_profile(client: TestClient, mig_node: MigNode) -> None:
+    slice_request(client, mig_node)  # booked or not, a usable slice counts
+    response = client.post(
+        "/v1/zones", json={"slug": "tw", "name": "Taiwan", "country": "TW"}, headers=mig_node.admin
+    )
+    assert response.status_code == 201, response.text
+    candidate = {
+        "name": "research-in-taiwan",
+        "selector": {"tenants": ["research"]},
+        "requirements": {"compute_zones": ["tw"]},
+    }
+    response = client.post("/v1/policies/whatif", json=candidate, headers=mig_node.admin)
+    assert response.status_code == 200, response.text
+    [research] = response.json()["tenants"]
+    assert research["usable_mig_slices_now"] == {"1g.10gb": 7}
+    assert research["usable_mig_slices_candidate"] == {"1g.10gb": 0}
+    # GPUs are counted as before: all the GPUs of a node the GPU probe may use.
+    assert (research["usable_gpus_now"], research["usable_gpus_candidate"]) == (2, 0)
+
+
+def test_metrics_count_slices_and_free_ones(client: TestClient, mig_node: MigNode) -> None:
+    slice_request(client, mig_node, 3)
+    text = client.get("/metrics").text
+    labels = '{model="NVIDIA A100-SXM4-80GB",profile="1g.10gb",zone="jp"}'
+    assert f"sovereign_fleet_mig_slices{labels} 7.0" in text
+    assert f"sovereign_fleet_mig_slices_free{labels} 4.0" in text
+
+
+def test_a_revoked_workload_frees_its_slices(
+    client: TestClient, conn: DbConnection, mig_node: MigNode
+) -> None:
+    held = slice_request(client, mig_node, 7)
+    response = client.post(
+        "/v1/zones", json={"slug": "tw", "name": "Taiwan", "country": "TW"}, headers=mig_node.admin
+    )
+    assert response.status_code == 201, response.text
+    policy = {
+        "name": "research-in-taiwan",
+        "selector": {"tenants": ["research"]},
+        "requirements": {"compute_zones": ["tw"]},
+        "on_violation": "revoke",
+    }
+    applied = client.post("/v1/policies", json=[policy], headers=mig_node.admin)
+    assert applied.status_code in (200, 201), applied.text
+    activated = client.post("/v1/policy-sets/activate", json={}, headers=mig_node.admin)
+    assert activated.status_code == 200, activated.text
+    evaluation = compliance.run_pending(
+        conn, COMPLIANCE_ACTOR, sample_size=10, request_retention_days=7
+    )
+    assert evaluation is not None
+    assert evaluation.revoked_workloads == 1
+    assert slice_reservations(conn) == {}
+    [event] = audit.list_events(conn, action="workload.revoked").items
+    assert event.after["freed_gpu_uuids"] == sorted(held["gpu_uuids"])
+    assert slice_counts(client, mig_node) == [{"profile": "1g.10gb", "total": 7, "free": 7}]
