@@ -33,6 +33,7 @@ _COLUMNS = [
     "provenance_status",
     "drift_status",
     "gpu_count",
+    "mig_slices",
     "labels",
 ]
 _GPU_COLUMNS = [
@@ -41,9 +42,16 @@ _GPU_COLUMNS = [
     "model",
     "serial",
     "memory_total_bytes",
+    "mig_mode",
     "utilization_pct",
     "temperature_c",
 ]
+_MIG_COLUMNS = ["gpu_uuid", "index", "uuid", "profile", "memory_total_bytes", "booked", "missing"]
+
+
+def _slices(counts: list[dict[str, Any]]) -> str:
+    """A node's MIG slices by profile as one cell: ``1g.10gb 5/7`` (free of total)."""
+    return ", ".join(f"{c['profile']} {c['free']}/{c['total']}" for c in counts)
 
 
 def _row(node: dict[str, Any]) -> dict[str, Any]:
@@ -55,6 +63,7 @@ def _row(node: dict[str, Any]) -> dict[str, Any]:
         "provenance_status": provenance.get("status"),
         "drift_status": node.get("drift", {}).get("status"),
         "location": node.get("location", {}).get("via") or "unconfirmed",
+        "mig_slices": _slices(node.get("mig_slices", [])),
     }
 
 
@@ -96,6 +105,14 @@ def _print_detail(detail: dict[str, Any], output: OutputFormat) -> None:
     emit(_row(detail), output, [*_COLUMNS, "last_heartbeat_at", "agent_version"])
     typer.echo("")
     emit(detail["gpus"], output, _GPU_COLUMNS)
+    devices = [
+        {**device, "gpu_uuid": gpu["uuid"], "missing": device["missing_since"] is not None}
+        for gpu in detail["gpus"]
+        for device in gpu.get("mig_devices", [])
+    ]
+    if devices:
+        typer.echo("")
+        emit(devices, output, _MIG_COLUMNS)
 
 
 @app.command("show")

@@ -37,6 +37,7 @@ _SUMMARY = [
     "hostname",
     "zone",
     "gpu_uuids",
+    "mig_slices",
     "lease_expires_at",
     "policy_set",
 ]
@@ -46,7 +47,10 @@ _REASON_COLUMNS = ["action", "policy", "rule", "message"]
 
 def _summary(workload: dict[str, Any]) -> dict[str, Any]:
     version, digest = workload["policy_set_version"], workload["policy_set_hash"]
-    return {**workload, "policy_set": f"version {version}, sha256 {digest}"}
+    slices = ", ".join(
+        f"{s['profile']} {s['uuid']} on {s['gpu_uuid']}" for s in workload.get("mig_slices", [])
+    )
+    return {**workload, "policy_set": f"version {version}, sha256 {digest}", "mig_slices": slices}
 
 
 def _print(workload: dict[str, Any], output: OutputFormat) -> None:

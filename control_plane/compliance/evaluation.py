@@ -12,7 +12,7 @@ results.
 """
 
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,13 @@ from control_plane.domain.decisions import (
 )
 from control_plane.domain.fleet import NodeStatus
 from control_plane.policy.documents import PolicySet
-from control_plane.policy.engine import DecisionCache, NodeIndex, decide_with_mask, evaluate_node
+from control_plane.policy.engine import (
+    DecisionCache,
+    NodeIndex,
+    decide_with_mask,
+    evaluate_node,
+    mig_enabled,
+)
 from control_plane.policy.models import Explanation, Reason, WorkloadView
 
 #: The rule of the reason given when a workload's node is no longer in the fleet.
@@ -313,28 +319,61 @@ def enforcements(found: Assessment, policy_set: PolicySet) -> list[Enforcement]:
 # -- what-if: tenants' usable capacity -------------------------------------------------
 
 
-def probe(tenant: str) -> WorkloadView:
+def probe(tenant: str, mig_profile: str | None = None) -> WorkloadView:
     """The workload that stands for a tenant when counting where it may run.
 
     One GPU (of any model, MIG off), no dataset, model, output or label: so only policies
     that select every workload or the tenant by name apply to it, and only their node
     rules (compute location, origins, provenance, quarantine, node CEL) shape the answer.
+    With ``mig_profile``, one MIG slice of that profile instead (for counting slices).
     """
-    return WorkloadView(tenant=tenant, gpu_count=1)
+    return WorkloadView(tenant=tenant, gpu_count=1, mig_profile=mig_profile)
 
 
 def usable_nodes(
-    tenant: str, index: NodeIndex, policy_set: PolicySet, *, cache: DecisionCache
+    tenant: str,
+    index: NodeIndex,
+    policy_set: PolicySet,
+    *,
+    cache: DecisionCache,
+    mig_profile: str | None = None,
 ) -> int:
     """The nodes (a mask over ``index``) where the tenant's probe may run under the set.
 
-    Nodes with a GPU the probe fits, that no deny policy selected for the probe excludes,
-    and that placement may use at all (``NodeIndex.placeable``: active, not drifted).
+    Nodes with a GPU (or, with ``mig_profile``, a MIG slice of it) the probe fits, that no
+    deny policy selected for the probe excludes, and that placement may use at all
+    (``NodeIndex.placeable``: active, not drifted).
     """
     _, eligible = decide_with_mask(
-        probe(tenant), index, policy_set, point=EnforcementPoint.WHATIF, cache=cache
+        probe(tenant, mig_profile),
+        index,
+        policy_set,
+        point=EnforcementPoint.WHATIF,
+        cache=cache,
     )
     return eligible & index.placeable()
+
+
+def mig_profiles(index: NodeIndex) -> tuple[str, ...]:
+    """The profiles of the bookable MIG slices anywhere in the fleet, sorted (few)."""
+    found = {
+        profile
+        for shape in index.by_shape
+        for (_, _, mig, profiles), _ in shape
+        if mig
+        for profile in profiles
+    }
+    return tuple(sorted(found))
+
+
+def _slices_on(index: NodeIndex, mask: int, profile: str) -> int:
+    """MIG slices of ``profile`` on MIG-enabled GPUs of the nodes in ``mask``."""
+    return sum(
+        sum(piece.profile == profile for piece in gpu.mig_slices)
+        for position in _positions(mask)
+        for gpu in index.nodes[position].gpus
+        if gpu.mig_slices and mig_enabled(gpu.mig_mode)
+    )
 
 
 def _positions(mask: int) -> Iterator[int]:
@@ -364,6 +403,9 @@ class CapacityChange:
     gained: NodeChange
     gpus_now: int
     gpus_candidate: int
+    #: MIG slices by profile on the nodes where a one-slice probe of that profile may run.
+    slices_now: Mapping[str, int]
+    slices_candidate: Mapping[str, int]
 
     @property
     def change(self) -> int:
@@ -387,6 +429,11 @@ def capacity_change(
     def gpus(mask: int) -> int:
         return sum(len(index.nodes[position].gpus) for position in _positions(mask))
 
+    profiles = mig_profiles(index)
+
+    def slice_mask(policy_set: PolicySet, profile: str) -> int:
+        return usable_nodes(tenant, index, policy_set, cache=cache, mig_profile=profile)
+
     def change(mask: int) -> NodeChange:
         hostnames: list[str] = []
         for position in _positions(mask):
@@ -403,6 +450,8 @@ def capacity_change(
         gained=change(then & ~now),
         gpus_now=gpus(now),
         gpus_candidate=gpus(then),
+        slices_now={p: _slices_on(index, slice_mask(current, p), p) for p in profiles},
+        slices_candidate={p: _slices_on(index, slice_mask(candidate, p), p) for p in profiles},
     )
 
 

@@ -156,7 +156,8 @@ class TenantCapacityChange(BaseModel):
 
     The probe asks for one GPU and names no dataset, model or output. A node is usable
     when it is active, has not drifted, has a GPU with MIG off and no deny policy selected
-    for the probe excludes it; its usable GPUs are all its GPUs.
+    for the probe excludes it; its usable GPUs are all its GPUs. MIG slices are counted
+    the same way per profile, with a probe asking one slice of the profile.
     """
 
     tenant: str
@@ -167,6 +168,14 @@ class TenantCapacityChange(BaseModel):
     usable_gpus_now: int
     usable_gpus_candidate: int
     change: int = Field(description="usable_gpus_candidate - usable_gpus_now")
+    usable_mig_slices_now: dict[str, int] = Field(
+        description="MIG slices by profile (booked or not) on the nodes where a probe asking"
+        " one slice of that profile may run under the active set; every profile the fleet"
+        " has, empty when no GPU has MIG slices."
+    )
+    usable_mig_slices_candidate: dict[str, int] = Field(
+        description="The same under the candidate set."
+    )
 
 
 class WhatIfResult(BaseModel):

@@ -98,9 +98,18 @@ WHERE w.id = r.id AND w.status = 'admitted'
 RETURNING w.id, w.node_id, w.gpu_uuids, w.lease_expires_at, w.ended_at;
 
 -- name: free_reservations
--- The GPUs of revoked workloads, free for the next admission once this commits.
-DELETE FROM gpu_reservation WHERE workload_id = ANY(%(ids)s)
-RETURNING workload_id, gpu_uuid;
+-- The GPUs (and MIG slices, by MIG device UUID) of revoked workloads, free for the next
+-- admission once this commits.
+WITH gpus AS (
+    DELETE FROM gpu_reservation WHERE workload_id = ANY(%(ids)s)
+    RETURNING workload_id, gpu_uuid
+), slices AS (
+    DELETE FROM mig_reservation WHERE workload_id = ANY(%(ids)s)
+    RETURNING workload_id, mig_uuid
+)
+SELECT workload_id, gpu_uuid FROM gpus
+UNION ALL
+SELECT workload_id, mig_uuid FROM slices;
 
 -- name: announced
 -- Which of these workloads' violations have a delivery already, by policy: one

@@ -537,6 +537,8 @@ def whatif(
                 usable_gpus_now=change.gpus_now,
                 usable_gpus_candidate=change.gpus_candidate,
                 change=change.change,
+                usable_mig_slices_now=dict(change.slices_now),
+                usable_mig_slices_candidate=dict(change.slices_candidate),
             )
             for change in result.capacity
         ],

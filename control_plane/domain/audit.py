@@ -193,8 +193,8 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         "a heartbeat carries an inventory that differs from the stored one",
         _NODE,
         _side(
-            "the node with its GPUs (a booked GPU the report left out is kept, with"
-            " `missing_since` set)",
+            "the node with its GPUs (a booked GPU or MIG slice the report left out is kept,"
+            " with `missing_since` set)",
             "NodeDetail",
         ),
     ),
@@ -352,7 +352,8 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         _side(
             "the workload with its decision (reasons, `other_nodes` and `explanation`: the"
             " policies selected with each rule's result, and those not selected and why) and"
-            " placement, and the enforcement `point`",
+            " placement (for a MIG request, `mig_slices`: the MIG devices booked), and the"
+            " enforcement `point`",
             "WorkloadDecided",
         ),
     ),
@@ -371,8 +372,9 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         "a running workload is released",
         _HOLDING,
         _side(
-            "`status`, `ended_at`, `freed_gpu_uuids`, `removed_gpu_uuids` (GPUs its node had"
-            " stopped reporting, deleted with the reservations)",
+            "`status`, `ended_at`, `freed_gpu_uuids` (MIG device UUIDs for MIG slices),"
+            " `removed_gpu_uuids` (GPUs and MIG devices its node had stopped reporting,"
+            " deleted with the reservations)",
             "WorkloadReleased",
         ),
     ),

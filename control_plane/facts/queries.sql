@@ -17,8 +17,25 @@ SELECT n.id, n.hostname, n.zone_slug AS zone, n.status, n.drift_status, n.origin
        coalesce(
            (SELECT jsonb_agg(jsonb_build_object('uuid', g.uuid, 'model', g.model,
                                                 'memory_total_bytes', g.memory_total_bytes,
-                                                'mig_mode', g.mig_mode) ORDER BY g.index)
-            FROM gpu g WHERE g.node_id = n.id AND g.missing_since IS NULL),
+                                                'mig_mode', g.mig_mode,
+                                                -- The bookable MIG slices (named, there)
+                                                -- of a MIG-enabled GPU as [uuid, profile]
+                                                -- pairs, looked up only for such GPUs
+                                                -- (migration 0022).
+                                                'mig_slices',
+                                                CASE WHEN lower(btrim(g.mig_mode)) = 'enabled'
+                                                THEN (SELECT jsonb_agg(
+                                                                 jsonb_build_array(d.uuid, d.profile)
+                                                                 ORDER BY d.index, d.id)
+                                                      FROM mig_device d
+                                                      WHERE d.gpu_uuid = g.uuid
+                                                        AND d.missing_since IS NULL
+                                                        AND d.uuid IS NOT NULL
+                                                        AND d.profile IS NOT NULL)
+                                                END)
+                             ORDER BY g.index)
+            FROM gpu g
+            WHERE g.node_id = n.id AND g.missing_since IS NULL),
            '[]'::jsonb) AS gpus
 FROM node n
 WHERE n.status <> 'decommissioned'

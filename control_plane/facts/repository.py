@@ -8,7 +8,8 @@ from typing import Any, LiteralString
 
 from control_plane.core.db import DbConnection, fetch_all, fetch_one, load_queries
 from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus
-from control_plane.policy.models import GpuView, NodeView, ZoneView
+from control_plane.policy.engine import mig_profile_key
+from control_plane.policy.models import GpuView, MigSliceView, NodeView, ZoneView
 
 
 def _q(name: str) -> LiteralString:
@@ -42,10 +43,21 @@ def _node_view(row: dict[str, Any]) -> NodeView:
         provenance_status=ProvenanceStatus(row["provenance_status"]),
         labels=row["labels"],
         gpus=tuple(
-            GpuView(g["uuid"], g["model"], g["memory_total_bytes"], g["mig_mode"])
+            GpuView(
+                g["uuid"],
+                g["model"],
+                g["memory_total_bytes"],
+                g["mig_mode"],
+                _slices(g["mig_slices"]) if g["mig_slices"] else (),
+            )
             for g in row["gpus"]
         ),
     )
+
+
+def _slices(pairs: list[list[str]]) -> tuple[MigSliceView, ...]:
+    """A GPU's bookable MIG slices from ``[uuid, profile]`` pairs, profiles as compared."""
+    return tuple(MigSliceView(uuid, mig_profile_key(profile)) for uuid, profile in pairs)
 
 
 def fleet(conn: DbConnection) -> list[NodeView]:

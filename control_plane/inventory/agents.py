@@ -34,6 +34,7 @@ from control_plane.inventory import repository
 from control_plane.inventory.drift import DriftFound, check_identity, record_drift
 from control_plane.inventory.identity import reported_identity
 from control_plane.inventory.models import (
+    GpuInventory,
     Heartbeat,
     HeartbeatAck,
     Inventory,
@@ -69,11 +70,15 @@ def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> None
     A GPU left out is deleted, unless a workload holds it: then it is kept as missing
     (``missing_since``), out of placement and counts but still booked, so that reporting
     it again cannot free it for a second workload. It is deleted when the workload ends.
+    MIG devices are rows of their own (the slices placement books) and are kept the
+    same way: a booked one left out stays booked, as missing, and so does its GPU.
     The change shows in the GPUs of the audited node snapshot. The caller holds the node
     locked ``FOR UPDATE``.
     """
     seen: set[str] = set()
     indexes: set[int] = set()
+    slices: list[repository.ReportedMigDevice] = []
+    slice_fields: dict[str, str] = {}
     for position, gpu in enumerate(inventory.gpus):
         if gpu.uuid in seen:
             raise InvalidInputError.for_field(
@@ -85,7 +90,9 @@ def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> None
             )
         seen.add(gpu.uuid)
         indexes.add(gpu.index)
-        if not repository.upsert_gpu(conn, {**gpu.model_dump(), "node_id": node_id}):
+        slices.extend(_reported_mig_devices(position, gpu, slice_fields))
+        stored = {**gpu.model_dump(exclude={"mig_devices"}), "node_id": node_id}
+        if not repository.upsert_gpu(conn, stored):
             field = f"inventory.gpus.{position}.uuid"
             held = (
                 "; that node stopped reporting it, but a workload there still holds it"
@@ -97,7 +104,43 @@ def _apply_gpus(conn: DbConnection, node_id: UUID, inventory: Inventory) -> None
                 f"{field}: GPU {gpu.uuid} is registered to another node{held}",
                 details={"field": field, "uuid": gpu.uuid},
             )
+    taken = repository.sync_mig_devices(conn, node_id, slices)
+    if taken:
+        field = slice_fields[taken[0]]
+        raise ConflictError(
+            f"{field}: MIG device {taken[0]} is registered under another GPU",
+            details={"field": field, "uuid": taken[0]},
+        )
     repository.retire_gpus_not_in(conn, node_id, sorted(seen))
+
+
+def _reported_mig_devices(
+    position: int, gpu: GpuInventory, fields: dict[str, str]
+) -> list[repository.ReportedMigDevice]:
+    """The MIG devices of one reported GPU as rows; a UUID reported twice is a 422.
+
+    ``fields`` collects each device UUID's field path over the whole report (a UUID is
+    its primary key for booking: it may appear once per node).
+    """
+    devices = []
+    for number, device in enumerate(gpu.mig_devices):
+        if device.uuid is not None:
+            field = f"inventory.gpus.{position}.mig_devices.{number}.uuid"
+            if device.uuid in fields:
+                raise InvalidInputError.for_field(field, "reported twice", device.uuid)
+            fields[device.uuid] = field
+        devices.append(
+            repository.ReportedMigDevice(
+                gpu_uuid=gpu.uuid,
+                index=device.index,
+                uuid=device.uuid,
+                profile=device.profile,
+                gpu_instance_id=device.gpu_instance_id,
+                compute_instance_id=device.compute_instance_id,
+                memory_total_bytes=device.memory_total_bytes,
+            )
+        )
+    return devices
 
 
 def _host_values(inventory: Inventory) -> dict[str, Any]:

@@ -344,6 +344,38 @@ class Provenance(BaseModel):
     evidence: dict[str, Any]
 
 
+class MigDevicePublic(BaseModel):
+    """One MIG device of a GPU as stored (table ``mig_device``), booked or not.
+
+    A device with a UUID and a profile is a slice placement can book for a workload that
+    asks for that profile; one the agent could not name (nvidia-smi gives neither) is
+    shown and never booked.
+    """
+
+    index: int
+    uuid: str | None
+    profile: str | None = Field(description='e.g. "1g.10gb".')
+    gpu_instance_id: int | None
+    compute_instance_id: int | None
+    memory_total_bytes: int | None
+    booked: bool = Field(description="A workload holds this slice now.")
+    missing_since: datetime | None = Field(
+        description="Set when the node stopped reporting this device while a workload held"
+        " it: kept, out of placement and counts, until that workload ends."
+    )
+
+
+class MigSliceCount(BaseModel):
+    """A node's bookable MIG slices of one profile: how many it reports, how many are free.
+
+    Free: not booked, on a GPU not booked whole; missing slices are not counted.
+    """
+
+    profile: str
+    total: int
+    free: int
+
+
 class GpuPublic(BaseModel):
     """One GPU with its static facts and latest telemetry."""
 
@@ -356,7 +388,7 @@ class GpuPublic(BaseModel):
     pci_bus_id: str | None
     memory_total_bytes: int | None
     mig_mode: str | None
-    mig_devices: list[MigDevice]
+    mig_devices: list[MigDevicePublic]
     driver_version: str | None
     cuda_version: str | None
     ecc_mode: str | None
@@ -401,6 +433,9 @@ class NodePublic(BaseModel):
     memory_bytes: int | None
     gpu_count: int = Field(description="GPUs the node reports (missing GPUs not counted).")
     location: Location
+    mig_slices: list[MigSliceCount] = Field(
+        description="Bookable MIG slices by profile (total and free), on MIG-enabled GPUs."
+    )
     provenance: Provenance
     drift: Drift
     registered_at: datetime
@@ -549,6 +584,7 @@ class NodeRow(BaseModel):
     location_confirmed_by: str | None
     location_confirmed_via: LocationVia | None
     gpu_count: int
+    mig_slices: list[MigSliceCount]
 
     @property
     def location(self) -> Location:
@@ -597,6 +633,7 @@ class NodeRow(BaseModel):
             memory_bytes=self.memory_bytes,
             gpu_count=self.gpu_count,
             location=self.location,
+            mig_slices=self.mig_slices,
             provenance=self.provenance,
             drift=Drift(
                 status=self.drift_status,

@@ -58,7 +58,7 @@ SELECT slug, name, zone_slug AS zone, description, created_at FROM site WHERE sl
 
 -- name: search_nodes
 SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id AND g.missing_since IS NULL)
-       AS gpu_count
+       AS gpu_count, node_mig_slices(n.id) AS mig_slices
 FROM node_search(%(zone)s, %(site)s, %(origin_country)s, %(status)s, %(gpu_model)s,
                  %(provenance_status)s, %(drift_status)s) n
 ORDER BY n.hostname, n.id
@@ -71,7 +71,7 @@ FROM node_search(%(zone)s, %(site)s, %(origin_country)s, %(status)s, %(gpu_model
 
 -- name: get_node
 SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id AND g.missing_since IS NULL)
-       AS gpu_count
+       AS gpu_count, node_mig_slices(n.id) AS mig_slices
 FROM node n WHERE n.id = %(id)s;
 
 -- name: find_nodes_by_hostname
@@ -79,12 +79,12 @@ SELECT id FROM node WHERE hostname = %(hostname)s ORDER BY registered_at;
 
 -- name: lock_node
 SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id AND g.missing_since IS NULL)
-       AS gpu_count
+       AS gpu_count, node_mig_slices(n.id) AS mig_slices
 FROM node n WHERE n.id = %(id)s FOR UPDATE;
 
 -- name: lock_node_by_machine_id
 SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id AND g.missing_since IS NULL)
-       AS gpu_count
+       AS gpu_count, node_mig_slices(n.id) AS mig_slices
 FROM node n WHERE n.machine_id = %(machine_id)s FOR UPDATE;
 
 -- name: insert_node
@@ -197,24 +197,38 @@ RETURNING id, hostname, last_heartbeat_at;
 
 -- name: node_gpus
 -- Missing GPUs too (after those that are there): a booked GPU its node stopped reporting.
-SELECT * FROM gpu WHERE node_id = %(node_id)s
-ORDER BY missing_since IS NOT NULL, index, uuid;
+-- Each with its MIG devices (table mig_device), missing ones last, and whether booked.
+SELECT g.*,
+       coalesce(
+           (SELECT jsonb_agg(jsonb_build_object(
+                       'index', d.index, 'uuid', d.uuid, 'profile', d.profile,
+                       'gpu_instance_id', d.gpu_instance_id,
+                       'compute_instance_id', d.compute_instance_id,
+                       'memory_total_bytes', d.memory_total_bytes,
+                       'booked', EXISTS (SELECT 1 FROM mig_reservation r
+                                         WHERE r.mig_uuid = d.uuid),
+                       'missing_since', d.missing_since)
+                   ORDER BY d.missing_since IS NOT NULL, d.index, d.id)
+            FROM mig_device d WHERE d.gpu_uuid = g.uuid),
+           '[]'::jsonb) AS mig_devices
+FROM gpu g WHERE g.node_id = %(node_id)s
+ORDER BY g.missing_since IS NOT NULL, g.index, g.uuid;
 
 -- name: upsert_gpu
 -- Only the node that owns a UUID may update it; no row back means another node owns it.
 INSERT INTO gpu (uuid, node_id, index, model, serial, board_part_number, vbios_version,
-                 pci_bus_id, memory_total_bytes, mig_mode, mig_devices, driver_version,
+                 pci_bus_id, memory_total_bytes, mig_mode, driver_version,
                  cuda_version, ecc_mode, compute_capability, power_limit_w,
                  confidential_compute, health)
 VALUES (%(uuid)s, %(node_id)s, %(index)s, %(model)s, %(serial)s, %(board_part_number)s,
         %(vbios_version)s, %(pci_bus_id)s, %(memory_total_bytes)s, %(mig_mode)s,
-        %(mig_devices)s, %(driver_version)s, %(cuda_version)s, %(ecc_mode)s,
+        %(driver_version)s, %(cuda_version)s, %(ecc_mode)s,
         %(compute_capability)s, %(power_limit_w)s, %(confidential_compute)s, %(health)s)
 ON CONFLICT (uuid) DO UPDATE
 SET index = EXCLUDED.index, model = EXCLUDED.model, serial = EXCLUDED.serial,
     board_part_number = EXCLUDED.board_part_number, vbios_version = EXCLUDED.vbios_version,
     pci_bus_id = EXCLUDED.pci_bus_id, memory_total_bytes = EXCLUDED.memory_total_bytes,
-    mig_mode = EXCLUDED.mig_mode, mig_devices = EXCLUDED.mig_devices,
+    mig_mode = EXCLUDED.mig_mode,
     driver_version = EXCLUDED.driver_version, cuda_version = EXCLUDED.cuda_version,
     ecc_mode = EXCLUDED.ecc_mode, compute_capability = EXCLUDED.compute_capability,
     power_limit_w = EXCLUDED.power_limit_w,
@@ -233,15 +247,20 @@ WHERE uuid = %(uuid)s AND node_id <> %(node_id)s;
 -- the stamp is the first report without it. The node is locked by the caller, and a
 -- booking share-locks it, so no reservation appears or goes on this node meanwhile
 -- (release and the lease sweep share-lock it too before deleting missing GPUs).
+-- A GPU with a booked MIG slice is kept the same way (its slice is marked missing by
+-- `mark_mig_devices_missing`).
 UPDATE gpu g SET missing_since = now()
 WHERE g.node_id = %(node_id)s AND NOT (g.uuid = ANY(%(uuids)s)) AND g.missing_since IS NULL
-  AND EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid);
+  AND (EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)
+       OR EXISTS (SELECT 1 FROM mig_reservation r WHERE r.gpu_uuid = g.uuid));
 
 -- name: delete_unbooked_gpus_not_in
 -- A GPU without a reservation that the report leaves out is gone.
+-- Its unbooked MIG devices go with it (ON DELETE CASCADE).
 DELETE FROM gpu g
 WHERE g.node_id = %(node_id)s AND NOT (g.uuid = ANY(%(uuids)s))
-  AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid);
+  AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)
+  AND NOT EXISTS (SELECT 1 FROM mig_reservation r WHERE r.gpu_uuid = g.uuid);
 
 -- name: share_lock_nodes
 -- Waits for an inventory report being applied to these nodes (which locks its node FOR
@@ -251,10 +270,58 @@ SELECT id FROM node WHERE id = ANY(%(ids)s) ORDER BY id FOR SHARE;
 
 -- name: delete_missing_gpus
 -- Missing GPUs whose reservation has just been deleted: nothing holds them any more.
+-- `uuids` may name MIG devices too: their GPU is deleted if it is missing and no slice of
+-- it is booked any more (the freed slices are deleted just before, `delete_missing_mig_devices`).
 DELETE FROM gpu g
-WHERE g.uuid = ANY(%(uuids)s) AND g.missing_since IS NOT NULL
+WHERE (g.uuid = ANY(%(uuids)s) OR g.uuid = ANY(%(gpu_uuids)s)) AND g.missing_since IS NOT NULL
   AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)
+  AND NOT EXISTS (SELECT 1 FROM mig_reservation r WHERE r.gpu_uuid = g.uuid)
 RETURNING g.uuid;
+
+-- name: delete_missing_mig_devices
+-- Freed MIG devices that are missing themselves, or whose GPU is: nothing holds them.
+DELETE FROM mig_device d
+USING gpu g
+WHERE d.uuid = ANY(%(uuids)s) AND g.uuid = d.gpu_uuid
+  AND (d.missing_since IS NOT NULL OR g.missing_since IS NOT NULL)
+  AND NOT EXISTS (SELECT 1 FROM mig_reservation r WHERE r.mig_uuid = d.uuid)
+RETURNING d.uuid, d.gpu_uuid;
+
+-- name: mark_mig_devices_missing
+-- A booked MIG device the report leaves out is kept, with its reservation (migration 0022),
+-- stamped with the first report without it; the caller holds the node locked.
+UPDATE mig_device d SET missing_since = now()
+FROM gpu g
+WHERE g.uuid = d.gpu_uuid AND g.node_id = %(node_id)s AND d.missing_since IS NULL
+  AND NOT (d.uuid = ANY(%(uuids)s))
+  AND EXISTS (SELECT 1 FROM mig_reservation r WHERE r.mig_uuid = d.uuid);
+
+-- name: delete_unbooked_mig_devices_not_in
+-- An unbooked MIG device the report leaves out (or one without a UUID, which every report
+-- lists afresh) is gone.
+DELETE FROM mig_device d
+USING gpu g
+WHERE g.uuid = d.gpu_uuid AND g.node_id = %(node_id)s
+  AND (d.uuid IS NULL OR NOT (d.uuid = ANY(%(uuids)s)))
+  AND NOT EXISTS (SELECT 1 FROM mig_reservation r WHERE r.mig_uuid = d.uuid);
+
+-- name: upsert_mig_devices
+-- The reported MIG devices of a node, one array element each. A device known by its UUID
+-- is updated only under the GPU it was stored with (no row back: another GPU has that
+-- UUID), and a missing one is back; one without a UUID is inserted (the previous ones were
+-- deleted by `delete_unbooked_mig_devices_not_in`).
+INSERT INTO mig_device (gpu_uuid, index, uuid, profile, gpu_instance_id, compute_instance_id,
+                        memory_total_bytes)
+SELECT * FROM unnest(%(gpu_uuids)s::text[], %(indexes)s::smallint[], %(uuids)s::text[],
+                     %(profiles)s::text[], %(gpu_instance_ids)s::smallint[],
+                     %(compute_instance_ids)s::smallint[], %(memory_total_bytes)s::bigint[])
+ON CONFLICT (uuid) DO UPDATE
+SET index = EXCLUDED.index, profile = EXCLUDED.profile,
+    gpu_instance_id = EXCLUDED.gpu_instance_id,
+    compute_instance_id = EXCLUDED.compute_instance_id,
+    memory_total_bytes = EXCLUDED.memory_total_bytes, missing_since = NULL
+WHERE mig_device.gpu_uuid = EXCLUDED.gpu_uuid
+RETURNING uuid;
 
 -- name: update_gpu_telemetry
 UPDATE gpu AS g
@@ -280,6 +347,18 @@ SELECT coalesce(n.zone_slug, '') AS zone, g.model, count(*) AS gpus
 FROM gpu g JOIN node n ON n.id = g.node_id
 WHERE n.status <> 'decommissioned' AND g.missing_since IS NULL
 GROUP BY 1, 2;
+
+-- name: fleet_mig_slice_counts
+-- Bookable MIG slices (as `node_mig_slices` counts them) by zone, GPU model and profile.
+SELECT coalesce(n.zone_slug, '') AS zone, g.model, d.profile, count(*) AS slices,
+       count(*) FILTER (
+           WHERE NOT EXISTS (SELECT 1 FROM mig_reservation r WHERE r.mig_uuid = d.uuid)
+             AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)
+       ) AS free
+FROM mig_device d JOIN gpu g ON g.uuid = d.gpu_uuid JOIN node n ON n.id = g.node_id
+WHERE n.status <> 'decommissioned' AND g.missing_since IS NULL AND d.missing_since IS NULL
+  AND d.uuid IS NOT NULL AND d.profile IS NOT NULL AND lower(btrim(g.mig_mode)) = 'enabled'
+GROUP BY 1, 2, 3;
 
 -- name: get_replacement_approval
 SELECT node_id, approved_by, approved_at, expires_at, reason

@@ -80,7 +80,6 @@ _JSON_COLUMNS = (
     "provenance_evidence",
     "identity_baseline",
     "drift_evidence",
-    "mig_devices",
 )
 
 
@@ -303,16 +302,63 @@ def retire_gpus_not_in(conn: DbConnection, node_id: UUID, uuids: Sequence[str]) 
 def delete_missing_gpus(
     conn: DbConnection, node_ids: Sequence[UUID], uuids: Sequence[str]
 ) -> list[str]:
-    """Delete the missing GPUs among ``uuids`` that no reservation holds now; return them.
+    """Delete the missing GPUs and MIG devices among ``uuids`` no reservation holds now.
 
-    For the end of a workload, after its reservations are deleted. The nodes (those the
-    GPUs were booked on) are share-locked first, so an inventory report being applied to
-    them either commits before (and its marks are seen here) or starts after (and sees
-    the reservations gone, so it deletes instead of marking).
+    For the end of a workload, after its reservations are deleted; ``uuids`` are what it
+    held (GPUs, or MIG devices). A freed MIG device is deleted if it or its GPU is
+    missing, and then its GPU too if that is missing and holds no other booking. Returns
+    the UUIDs deleted. The nodes (those the GPUs were booked on) are share-locked first,
+    so an inventory report being applied to them either commits before (and its marks are
+    seen here) or starts after (and sees the reservations gone, so it deletes instead of
+    marking).
     """
     conn.execute(_q("share_lock_nodes"), {"ids": sorted(set(node_ids))})
-    rows = fetch_all(conn, _q("delete_missing_gpus"), {"uuids": list(uuids)})
-    return sorted(row["uuid"] for row in rows)
+    slices = fetch_all(conn, _q("delete_missing_mig_devices"), {"uuids": list(uuids)})
+    parents = sorted({row["gpu_uuid"] for row in slices})
+    rows = fetch_all(conn, _q("delete_missing_gpus"), {"uuids": list(uuids), "gpu_uuids": parents})
+    return sorted([row["uuid"] for row in slices] + [row["uuid"] for row in rows])
+
+
+@dataclass(frozen=True, slots=True)
+class ReportedMigDevice:
+    """One MIG device of an inventory report, with the UUID of the GPU it was read on."""
+
+    gpu_uuid: str
+    index: int
+    uuid: str | None
+    profile: str | None
+    gpu_instance_id: int | None
+    compute_instance_id: int | None
+    memory_total_bytes: int | None
+
+
+def sync_mig_devices(
+    conn: DbConnection, node_id: UUID, devices: Sequence[ReportedMigDevice]
+) -> list[str]:
+    """Make the node's MIG device rows match the report (its GPUs are stored already).
+
+    A device left out is deleted, unless a workload holds it: then it is kept as missing
+    (``missing_since``), still booked, like a booked GPU (migration 0022). Returns the
+    reported UUIDs that another GPU holds (the report is then refused by the caller). The
+    caller holds the node locked ``FOR UPDATE``.
+    """
+    named = [device.uuid for device in devices if device.uuid is not None]
+    params = {"node_id": node_id, "uuids": named}
+    conn.execute(_q("mark_mig_devices_missing"), params)
+    conn.execute(_q("delete_unbooked_mig_devices_not_in"), params)
+    if not devices:
+        return []
+    columns = {
+        "gpu_uuids": [d.gpu_uuid for d in devices],
+        "indexes": [d.index for d in devices],
+        "uuids": [d.uuid for d in devices],
+        "profiles": [d.profile for d in devices],
+        "gpu_instance_ids": [d.gpu_instance_id for d in devices],
+        "compute_instance_ids": [d.compute_instance_id for d in devices],
+        "memory_total_bytes": [d.memory_total_bytes for d in devices],
+    }
+    stored = {row["uuid"] for row in fetch_all(conn, _q("upsert_mig_devices"), columns)}
+    return [uuid for uuid in named if uuid not in stored]
 
 
 def update_gpu_telemetry(
@@ -345,6 +391,17 @@ class GpuCount:
     gpus: int
 
 
+@dataclass(frozen=True, slots=True)
+class MigSliceCount:
+    """Bookable MIG slices of one profile on GPUs of one model in one zone, and the free ones."""
+
+    zone: str
+    model: str
+    profile: str
+    slices: int
+    free: int
+
+
 def fleet_node_counts(conn: DbConnection) -> list[NodeCount]:
     """Nodes by zone, status and origin country, for metrics."""
     return fetch_all_as(conn, NodeCount, _q("fleet_node_counts"), {})
@@ -353,3 +410,8 @@ def fleet_node_counts(conn: DbConnection) -> list[NodeCount]:
 def fleet_gpu_counts(conn: DbConnection) -> list[GpuCount]:
     """GPUs by zone and model, for metrics."""
     return fetch_all_as(conn, GpuCount, _q("fleet_gpu_counts"), {})
+
+
+def fleet_mig_slice_counts(conn: DbConnection) -> list[MigSliceCount]:
+    """Bookable MIG slices by zone, GPU model and profile (total and free), for metrics."""
+    return fetch_all_as(conn, MigSliceCount, _q("fleet_mig_slice_counts"), {})

@@ -218,8 +218,9 @@ class WorkloadView:
     """A workload asking to run: who, on what data and models, and how many GPUs of what kind.
 
     ``gpu_model`` matches a GPU whose model contains it, ignoring case (``H100`` matches
-    ``NVIDIA H100 80GB HBM3``). With ``mig_profile`` set, only MIG-enabled GPUs count;
-    without it, only GPUs with MIG off do.
+    ``NVIDIA H100 80GB HBM3``). With ``mig_profile`` set, ``gpu_count`` counts MIG slices
+    of that profile on MIG-enabled GPUs (of the model and memory asked for); without it,
+    whole GPUs with MIG off.
     """
 
     tenant: str
@@ -234,13 +235,26 @@ class WorkloadView:
 
 
 @dataclass(frozen=True, slots=True)
+class MigSliceView:
+    """One bookable MIG slice of a GPU: its MIG device UUID and profile (``1g.10gb``)."""
+
+    uuid: str
+    profile: str
+
+
+@dataclass(frozen=True, slots=True)
 class GpuView:
-    """One GPU of a node, as capacity counts it (see ``NodeIndex.capacity``)."""
+    """One GPU of a node, as capacity counts it (see ``NodeIndex.capacity``).
+
+    ``mig_slices``: the MIG devices a workload asking for their profile can be given
+    (named, and there); counted only while MIG is enabled.
+    """
 
     uuid: str
     model: str
     memory_total_bytes: int | None = None
     mig_mode: str | None = None
+    mig_slices: tuple[MigSliceView, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,10 +26,12 @@ from control_plane.domain.types import (
     Slug,
 )
 from control_plane.policy.documents import Problem, invalid, validation_problems
+from control_plane.policy.engine import mig_profile_key
 from control_plane.policy.models import (
     DataAssetView,
     DestinationView,
     GpuView,
+    MigSliceView,
     ModelView,
     NodeView,
     WorkloadView,
@@ -99,6 +101,12 @@ class ScenarioGpu(Input):
     model: Name
     memory_total_bytes: BigCount | None = None
     mig_mode: ShortText | None = None
+    mig_slices: list[ShortText] = Field(
+        default_factory=list,
+        max_length=64,
+        description='Profiles of its free MIG slices, one per slice ("1g.10gb"); counted'
+        " while MIG is enabled.",
+    )
     uuid: ShortText | None = None
     count: int = Field(default=1, ge=1, le=64)
 
@@ -180,12 +188,17 @@ class Scenario(Input):
             for kind in node.gpus:
                 for _ in range(kind.count):
                     uuid = kind.uuid if kind.uuid and kind.count == 1 else None
+                    gpu_uuid = uuid or f"{node.node_id}-gpu{len(gpus)}"
                     gpus.append(
                         GpuView(
-                            uuid or f"{node.node_id}-gpu{len(gpus)}",
+                            gpu_uuid,
                             kind.model,
                             kind.memory_total_bytes,
                             kind.mig_mode,
+                            tuple(
+                                MigSliceView(f"{gpu_uuid}-mig{n}", mig_profile_key(profile))
+                                for n, profile in enumerate(kind.mig_slices)
+                            ),
                         )
                     )
             views.append(

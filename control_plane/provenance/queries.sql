@@ -1,7 +1,7 @@
 -- name: lock_nodes_for_bom
 -- Every node a BOM could name, locked in id order so concurrent imports cannot deadlock.
 SELECT n.*, (SELECT count(*) FROM gpu g WHERE g.node_id = n.id AND g.missing_since IS NULL)
-       AS gpu_count
+       AS gpu_count, node_mig_slices(n.id) AS mig_slices
 FROM node n
 WHERE n.system_serial = ANY(%(system_serials)s) OR n.asset_tag = ANY(%(asset_tags)s)
 ORDER BY n.id
@@ -22,4 +22,4 @@ SET origin_country = %(origin_country)s, component_origins = %(component_origins
 WHERE id = %(id)s
 RETURNING *,
           (SELECT count(*) FROM gpu g WHERE g.node_id = node.id AND g.missing_since IS NULL)
-          AS gpu_count;
+          AS gpu_count, node_mig_slices(node.id) AS mig_slices;

@@ -6,6 +6,8 @@ Loading 5,000 nodes with 40,000 GPUs and indexing them takes a few hundred milli
 generation (one row) and reuses the snapshot when it has not moved.
 
 Which GPUs are booked changes with every admission, so it is not part of the snapshot.
+(Here a "GPU" is a unit placement books: a whole GPU, or a MIG slice by its MIG device
+UUID for a request with a MIG profile; the belief tracks both the same way.)
 The cache also keeps an ``Occupancy``: this process's belief about which GPUs are free,
 per node, with the nodes bucketed by how many free GPUs of a kind they have, so bin-pack
 and spread find their first candidate with a few integer operations instead of counting
@@ -50,6 +52,14 @@ class Occupancy:
         self._position = {
             gpu.uuid: position for position, node in enumerate(snapshot.nodes) for gpu in node.gpus
         }
+        # MIG slices are units of their own, by MIG device UUID (few nodes have any).
+        for position, node in enumerate(snapshot.nodes):
+            for gpu in node.gpus:
+                if gpu.mig_slices:
+                    for piece in gpu.mig_slices:
+                        self._position[piece.uuid] = position
+                        if piece.uuid not in booked:
+                            self._free[position].add(piece.uuid)
         #: Per kind: each node's GPUs of that kind (static), its count of free ones, and
         #: the nodes by that count.
         self._fitting: dict[GpuRequest, list[tuple[str, ...]]] = {}
@@ -158,9 +168,11 @@ class Occupancy:
 
     def mark(self, position: int, busy: Iterable[str], free: Iterable[str]) -> None:
         """Correct one node's GPUs: ``busy`` are booked, ``free`` are free (claims win)."""
-        node_gpus = {gpu.uuid for gpu in self.snapshot.nodes[position].gpus}
+        node_units = {gpu.uuid for gpu in self.snapshot.nodes[position].gpus}
+        for gpu in self.snapshot.nodes[position].gpus:
+            node_units.update(piece.uuid for piece in gpu.mig_slices)
         current = self._free[position]
-        current.update(node_gpus.intersection(free))
+        current.update(node_units.intersection(free))
         current.difference_update(busy)
         self._recount(position)
 

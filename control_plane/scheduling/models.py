@@ -71,13 +71,26 @@ class WorkloadCreate(Input):
     output: Slug | None = Field(
         default=None, description="Artifact destination for its results, by name."
     )
-    gpu_count: int = Field(default=1, ge=1, le=MAX_GPUS_PER_WORKLOAD)
+    gpu_count: int = Field(
+        default=1,
+        ge=1,
+        le=MAX_GPUS_PER_WORKLOAD,
+        description="Whole GPUs; with `mig_profile`, MIG slices of that profile (on one node).",
+    )
     gpu_model: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
         default=None, description="Substring of the GPU model, any case (H100)."
     )
-    min_gpu_memory_bytes: int | None = Field(default=None, ge=1, lt=BIGINT_END)
+    min_gpu_memory_bytes: int | None = Field(
+        default=None,
+        ge=1,
+        lt=BIGINT_END,
+        description="Of each GPU; with `mig_profile`, of the GPU the slices are carved from.",
+    )
     mig_profile: MigProfile | None = Field(
-        default=None, description="Asks for MIG-enabled GPUs (a whole GPU each), e.g. 1g.10gb."
+        default=None,
+        description="Asks for MIG slices of this profile, e.g. 1g.10gb: `gpu_count` slices,"
+        " each a distinct MIG device on a MIG-enabled GPU not booked whole. Without it, whole"
+        " GPUs with MIG off.",
     )
     labels: Labels = Field(default_factory=dict)
     strategy: PlacementStrategy = PlacementStrategy.BINPACK
@@ -111,6 +124,14 @@ class OtherNodes(BaseModel):
     )
 
 
+class MigSlice(BaseModel):
+    """One MIG slice a workload was given: the MIG device, its profile and its GPU."""
+
+    uuid: str
+    profile: str
+    gpu_uuid: str
+
+
 class WorkloadPublic(BaseModel):
     """A workload as decided: its request, the verdict and, when admitted, where it runs.
 
@@ -138,7 +159,12 @@ class WorkloadPublic(BaseModel):
     node_id: UUID | None
     hostname: str | None
     zone: str | None
-    gpu_uuids: list[str]
+    gpu_uuids: list[str] = Field(
+        description="What it was given: GPU UUIDs, or for a MIG request its MIG device UUIDs."
+    )
+    mig_slices: list[MigSlice] = Field(
+        description="For a MIG request, the slices booked: MIG device, profile, parent GPU."
+    )
     lease_seconds: int
     lease_expires_at: datetime | None
     created_at: datetime
@@ -183,7 +209,7 @@ class Booking:
     """What one try at booking GPUs on a node did.
 
     ``workload`` is the stored workload, or None when the node could not take it; then
-    ``lockable`` lists which of the GPUs asked for were free. ``booked`` counts the
+    ``lockable`` lists which of the GPUs (or MIG slices) asked for were free. ``booked`` counts the
     reservations inserted: short of the workload's GPUs when another transaction
     committed one of them meanwhile.
     """

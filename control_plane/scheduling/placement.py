@@ -2,6 +2,8 @@
 
 The policy engine says which nodes a workload may use; ``fleet.Occupancy`` orders them by
 the placement strategy using these tests, and the service books GPUs on them in order.
+A request with a MIG profile books MIG slices instead: its units are the slices of that
+profile on the node's fitting GPUs, named by their MIG device UUIDs.
 """
 
 from control_plane.domain import fleet
@@ -15,8 +17,21 @@ def gpu_fits(gpu: GpuView, wanted: GpuRequest) -> bool:
 
 
 def fitting_gpus(node: NodeView, wanted: GpuRequest) -> tuple[str, ...]:
-    """The UUIDs of ``node``'s GPUs of the kind ``wanted``, in the node's order, booked or not."""
-    return tuple(gpu.uuid for gpu in node.gpus if gpu_fits(gpu, wanted))
+    """The units of ``node`` of the kind ``wanted``, in the node's order, booked or not.
+
+    Whole GPUs (their UUIDs) for a request without a MIG profile; for one with a profile,
+    the MIG device UUIDs of the slices of that profile on the fitting GPUs, by GPU.
+    """
+    profile = wanted[2]
+    if profile is None:
+        return tuple(gpu.uuid for gpu in node.gpus if gpu_fits(gpu, wanted))
+    return tuple(
+        piece.uuid
+        for gpu in node.gpus
+        if gpu.mig_slices and gpu_fits(gpu, wanted)
+        for piece in gpu.mig_slices
+        if piece.profile == profile
+    )
 
 
 def placeable(node: NodeView) -> bool:

@@ -1,5 +1,8 @@
 -- name: reserved_gpu_uuids
-SELECT gpu_uuid FROM gpu_reservation;
+-- Every unit booked now: whole GPUs and MIG slices (by MIG device UUID).
+SELECT gpu_uuid FROM gpu_reservation
+UNION ALL
+SELECT mig_uuid FROM mig_reservation;
 
 -- name: lock_quotas
 -- The tenant's quotas in the zones placement may use, locked in zone order (the same
@@ -13,9 +16,12 @@ ORDER BY zone_slug
 FOR UPDATE;
 
 -- name: reserved_gpus
--- GPUs the tenant holds now in one zone (booked while the node was in that zone).
-SELECT count(*) AS reserved
-FROM gpu_reservation WHERE tenant_slug = %(tenant)s AND zone_slug = %(zone)s;
+-- GPUs the tenant holds now in one zone (booked while the node was in that zone); a MIG
+-- slice counts as one, as a request's `gpu_count` does.
+SELECT (SELECT count(*) FROM gpu_reservation
+        WHERE tenant_slug = %(tenant)s AND zone_slug = %(zone)s)
+     + (SELECT count(*) FROM mig_reservation
+        WHERE tenant_slug = %(tenant)s AND zone_slug = %(zone)s) AS reserved;
 
 -- name: gpu_seconds_in_period
 -- GPU-seconds the tenant used in one zone since the start of the current period (UTC):
@@ -54,6 +60,8 @@ WITH target AS (
     SELECT g.uuid, g.index FROM gpu g JOIN target t ON t.id = g.node_id
     WHERE g.uuid = ANY(%(uuids)s) AND g.missing_since IS NULL
       AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)
+      -- Never a GPU a MIG slice of which is booked (migration 0022).
+      AND NOT EXISTS (SELECT 1 FROM mig_reservation r WHERE r.gpu_uuid = g.uuid)
     ORDER BY g.uuid = ANY(%(claimed)s) DESC, g.index
     LIMIT %(count)s
     FOR UPDATE OF g SKIP LOCKED
@@ -78,7 +86,60 @@ WITH target AS (
 )
 SELECT s.id, s.tenant_slug AS tenant, s.status, s.outcome, s.reasons, s.other_nodes, s.explanation,
        s.policy_set_version, s.policy_set_hash, s.strategy, s.request, s.node_id,
-       %(hostname)s AS hostname, s.zone_slug AS zone, s.gpu_uuids, s.lease_seconds,
+       %(hostname)s AS hostname, s.zone_slug AS zone, s.gpu_uuids, s.mig_slices, s.lease_seconds,
+       s.lease_expires_at, s.created_at, s.created_by, s.ended_at,
+       (SELECT count(*) FROM reserved) AS booked,
+       (SELECT coalesce(array_agg(uuid), '{}') FROM locked) AS lockable
+FROM (SELECT 1) AS one LEFT JOIN stored s ON true;
+
+-- name: book_slices
+-- `book` for a request with a MIG profile: the units are MIG slices (`uuids`, `claimed`:
+-- MIG device UUIDs of the profile on the node's fitting GPUs). Locks up to `count` free
+-- slices, SKIP LOCKED, those claimed first, never one that is booked, missing, or on a GPU
+-- that is missing or booked whole; stores the workload with the slices it was given
+-- (`gpu_uuids`: their MIG device UUIDs; `mig_slices`: each with its profile and GPU) and
+-- their reservations. The `mig_reservation` primary key (the MIG device UUID) is the last
+-- line, as `gpu_reservation`'s is for `book`: a slice booked by a transaction that
+-- committed after this statement looked comes back short in `booked`.
+WITH target AS (
+    SELECT id FROM node
+    WHERE id = %(node_id)s AND status = 'active' AND drift_status = 'none'
+      AND zone_slug IS NOT DISTINCT FROM %(zone)s
+    FOR SHARE
+), locked AS (
+    SELECT d.uuid, d.profile, d.gpu_uuid, g.index AS gpu_index, d.index
+    FROM mig_device d JOIN gpu g ON g.uuid = d.gpu_uuid JOIN target t ON t.id = g.node_id
+    WHERE d.uuid = ANY(%(uuids)s) AND d.missing_since IS NULL AND g.missing_since IS NULL
+      AND NOT EXISTS (SELECT 1 FROM mig_reservation r WHERE r.mig_uuid = d.uuid)
+      AND NOT EXISTS (SELECT 1 FROM gpu_reservation r WHERE r.gpu_uuid = g.uuid)
+    ORDER BY d.uuid = ANY(%(claimed)s) DESC, g.index, d.index
+    LIMIT %(count)s
+    FOR UPDATE OF d SKIP LOCKED
+), chosen AS (
+    SELECT array_agg(uuid ORDER BY gpu_index, index) AS uuids,
+           jsonb_agg(jsonb_build_object('uuid', uuid, 'profile', profile, 'gpu_uuid', gpu_uuid)
+                     ORDER BY gpu_index, index) AS slices
+    FROM locked HAVING count(*) = %(count)s
+), stored AS (
+    INSERT INTO workload (id, tenant_slug, request, strategy, status, outcome, reasons,
+                          other_nodes, explanation, policy_set_version, policy_set_hash, node_id, zone_slug,
+                          gpu_uuids, mig_slices, lease_seconds, lease_expires_at, created_by)
+    SELECT %(id)s, %(tenant)s, %(request)s, %(strategy)s, %(status)s, %(outcome)s,
+           %(reasons)s, %(other_nodes)s, %(explanation)s, %(policy_set_version)s, %(policy_set_hash)s,
+           %(node_id)s, %(zone)s, chosen.uuids, chosen.slices, %(lease_seconds)s,
+           now() + make_interval(secs => %(lease_seconds)s), %(created_by)s
+    FROM chosen
+    RETURNING *
+), reserved AS (
+    INSERT INTO mig_reservation (mig_uuid, gpu_uuid, workload_id, node_id, zone_slug, tenant_slug)
+    SELECT l.uuid, l.gpu_uuid, s.id, s.node_id, s.zone_slug, s.tenant_slug
+    FROM stored s, locked l
+    ON CONFLICT (mig_uuid) DO NOTHING
+    RETURNING mig_uuid
+)
+SELECT s.id, s.tenant_slug AS tenant, s.status, s.outcome, s.reasons, s.other_nodes, s.explanation,
+       s.policy_set_version, s.policy_set_hash, s.strategy, s.request, s.node_id,
+       %(hostname)s AS hostname, s.zone_slug AS zone, s.gpu_uuids, s.mig_slices, s.lease_seconds,
        s.lease_expires_at, s.created_at, s.created_by, s.ended_at,
        (SELECT count(*) FROM reserved) AS booked,
        (SELECT coalesce(array_agg(uuid), '{}') FROM locked) AS lockable
@@ -93,14 +154,14 @@ VALUES (%(id)s, %(tenant)s, %(request)s, %(strategy)s, 'denied', %(outcome)s, %(
         %(created_by)s)
 RETURNING id, tenant_slug AS tenant, status, outcome, reasons, other_nodes, explanation, policy_set_version,
           policy_set_hash, strategy, request, node_id, NULL::text AS hostname,
-          zone_slug AS zone, gpu_uuids, lease_seconds, lease_expires_at, created_at,
+          zone_slug AS zone, gpu_uuids, mig_slices, lease_seconds, lease_expires_at, created_at,
           created_by, ended_at;
 
 -- name: get_workload
 SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes, w.explanation,
        w.policy_set_version,
        w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname, w.zone_slug AS zone,
-       w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at, w.created_by,
+       w.gpu_uuids, w.mig_slices, w.lease_seconds, w.lease_expires_at, w.created_at, w.created_by,
        w.ended_at, w.revocation
 FROM workload w LEFT JOIN node n ON n.id = w.node_id
 WHERE w.id = %(id)s;
@@ -108,7 +169,7 @@ WHERE w.id = %(id)s;
 -- name: lock_workload
 SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes, w.explanation,
        w.policy_set_version, w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname,
-       w.zone_slug AS zone, w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at,
+       w.zone_slug AS zone, w.gpu_uuids, w.mig_slices, w.lease_seconds, w.lease_expires_at, w.created_at,
        w.created_by, w.ended_at, w.revocation,
        coalesce(w.lease_expires_at <= now(), false) AS lease_expired
 FROM workload w LEFT JOIN node n ON n.id = w.node_id
@@ -118,7 +179,7 @@ FOR UPDATE OF w;
 -- name: list_workloads
 SELECT w.id, w.tenant_slug AS tenant, w.status, w.outcome, w.reasons, w.other_nodes, w.explanation,
        w.policy_set_version, w.policy_set_hash, w.strategy, w.request, w.node_id, n.hostname,
-       w.zone_slug AS zone, w.gpu_uuids, w.lease_seconds, w.lease_expires_at, w.created_at,
+       w.zone_slug AS zone, w.gpu_uuids, w.mig_slices, w.lease_seconds, w.lease_expires_at, w.created_at,
        w.created_by, w.ended_at, w.revocation
 FROM workload w LEFT JOIN node n ON n.id = w.node_id
 WHERE (%(tenant)s::text IS NULL OR w.tenant_slug = %(tenant)s)
@@ -155,4 +216,10 @@ RETURNING id, tenant_slug AS tenant, node_id, zone_slug AS zone, gpu_uuids, leas
           ended_at;
 
 -- name: delete_reservations
-DELETE FROM gpu_reservation WHERE workload_id = ANY(%(ids)s) RETURNING gpu_uuid;
+-- Whole GPUs and MIG slices alike (a slice by its MIG device UUID).
+WITH gpus AS (
+    DELETE FROM gpu_reservation WHERE workload_id = ANY(%(ids)s) RETURNING gpu_uuid
+), slices AS (
+    DELETE FROM mig_reservation WHERE workload_id = ANY(%(ids)s) RETURNING mig_uuid
+)
+SELECT gpu_uuid FROM gpus UNION ALL SELECT mig_uuid FROM slices;

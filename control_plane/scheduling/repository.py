@@ -65,6 +65,9 @@ def gpu_seconds_in_period(conn: DbConnection, tenant: str, zone: str, period: st
 def book(conn: DbConnection, values: dict[str, Any]) -> Booking:
     """Book ``count`` of ``uuids`` on one node and store the workload, in one statement.
 
+    ``uuids`` are GPUs, or with ``mig_profile`` set MIG slices (MIG device UUIDs, booked
+    by ``book_slices``).
+
     The booking holds the stored workload and ``booked`` (reservations inserted; short of
     ``count`` when another transaction committed one of them meanwhile); or, when the
     node is no longer active, undrifted and in ``zone`` or has fewer than ``count`` of
@@ -79,7 +82,8 @@ def book(conn: DbConnection, values: dict[str, Any]) -> Booking:
         "uuids": list(values["uuids"]),
         "claimed": list(values["claimed"]),
     }
-    row = fetch_returning(conn, _q("book"), params)
+    query = _q("book") if values.get("mig_profile") is None else _q("book_slices")
+    row = fetch_returning(conn, query, params)
     booked, lockable = row.pop("booked"), tuple(row.pop("lockable"))
     workload = None if row["id"] is None else WorkloadPublic.model_validate(row)
     return Booking(workload, booked, lockable)

@@ -22,8 +22,12 @@ admitted, books GPUs on one node:
 4. before answering "no capacity", the belief is reloaded from the database and the
    nodes are tried once more, so a denial never rests on a stale belief.
 
-The ``gpu_reservation`` primary key (the GPU UUID) is the last line: no interleaving can
-book one GPU twice. Whatever the verdict, the workload is stored and audited
+A request with a MIG profile books MIG slices the same way (``book_slices``): its units
+are the node's slices of that profile (MIG device UUIDs), ``gpu_count`` of them, each a
+distinct free slice on a GPU that is not booked whole (and a GPU with a slice booked is
+never booked whole). The ``gpu_reservation`` primary key (the GPU UUID) and the
+``mig_reservation`` one (the MIG device UUID) are the last line: no interleaving can
+book one GPU or slice twice. Whatever the verdict, the workload is stored and audited
 (``workload.admitted`` or ``workload.denied``) with the policy set's version and hash and
 the reasons, in the same transaction.
 """
@@ -221,6 +225,7 @@ class _Placement:
                     "uuids": pick.fitting,
                     "claimed": pick.claimed,
                     "count": count,
+                    "mig_profile": self.workload.mig_profile,
                 },
             )
             if booking.workload is not None:
@@ -257,7 +262,8 @@ def _place(
             )
         )
     elif not reasons:
-        message = "no eligible node is active, undrifted and has enough free GPUs of the kind"
+        units = "MIG slices of the profile" if walk.workload.mig_profile else "GPUs of the kind"
+        message = f"no eligible node is active, undrifted and has enough free {units}"
         reasons.append(_deny(f"{message} asked for", "capacity"))
     return None, reasons
 

@@ -370,7 +370,11 @@ def test_a_mig_enabled_gpu_shows_its_mig_devices(
     assert agent.credential is not None
     (gpu,) = node(live_server, bearer(make_token(Role.ADMIN)), agent.credential["node_id"])["gpus"]
     reported = to_wire(agent.inventory().gpus[0])
-    assert gpu == {**gpu, **reported}  # every fact shown as the agent reported it
+    # Every fact shown as the agent reported it; a MIG device also says booked and missing.
+    devices = [
+        {**device, "booked": False, "missing_since": None} for device in reported["mig_devices"]
+    ]
+    assert gpu == {**gpu, **reported, "mig_devices": devices}
     assert gpu["mig_mode"] == "enabled"
     shown = [
         (

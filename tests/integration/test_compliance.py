@@ -649,6 +649,8 @@ def test_whatif_capacity_per_tenant(client: TestClient, world: World) -> None:
         "usable_gpus_now": 10,
         "usable_gpus_candidate": 4,
         "change": -6,
+        "usable_mig_slices_now": {},
+        "usable_mig_slices_candidate": {},
     }
     assert tenants["platform"]["change"] == 0
     # A YAML body, as `policy apply` takes it.

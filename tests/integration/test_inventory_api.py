@@ -279,6 +279,11 @@ def mig_device(index: int, profile: str, gpu_instance_id: int, gib: int) -> dict
     }
 
 
+def stored(devices: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """MIG devices as the node view shows them: as reported, unbooked and not missing."""
+    return [{**device, "booked": False, "missing_since": None} for device in devices]
+
+
 def test_a_changed_mig_layout_is_an_inventory_change_not_drift(
     client: TestClient, admin: dict[str, str], conn: DbConnection
 ) -> None:
@@ -294,7 +299,9 @@ def test_a_changed_mig_layout_is_an_inventory_change_not_drift(
     )
     node = client.post("/v1/agents/register", json=body, headers=admin).json()
     shown = client.get(f"/v1/nodes/{node['node_id']}", headers=admin).json()["gpus"][0]
-    assert shown == {**shown, **gpu}  # every reported fact is stored and shown as reported
+    # Every reported fact is stored and shown as reported; a MIG device also says whether
+    # it is booked and missing.
+    assert shown == {**shown, **gpu, "mig_devices": stored(gpu["mig_devices"])}
 
     gpu["mig_devices"] = [mig_device(0, "3g.40gb", 1, 40), mig_device(1, "1g.10gb", 13, 10)]
     url = f"/v1/nodes/{node['node_id']}/heartbeat"
@@ -303,7 +310,7 @@ def test_a_changed_mig_layout_is_an_inventory_change_not_drift(
     ).json()
     assert ack["inventory_changed"] is True
     detail = client.get(f"/v1/nodes/{node['node_id']}", headers=admin).json()
-    assert detail["gpus"][0]["mig_devices"] == gpu["mig_devices"]
+    assert detail["gpus"][0]["mig_devices"] == stored(gpu["mig_devices"])
     assert (detail["status"], detail["drift"]["status"]) == ("active", "none")
     (event,) = audit.list_events(conn, action="node.inventory_changed").items
     assert [d["profile"] for d in event.before["gpus"][0]["mig_devices"]] == ["7g.80gb"]

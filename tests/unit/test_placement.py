@@ -3,7 +3,7 @@
 from control_plane.domain.fleet import DriftStatus, NodeStatus
 from control_plane.facts.fleet import FleetSnapshot
 from control_plane.policy.engine import NodeIndex, gpu_request
-from control_plane.policy.models import GpuView, NodeView, WorkloadView
+from control_plane.policy.models import GpuView, MigSliceView, NodeView, WorkloadView
 from control_plane.scheduling.fleet import Occupancy
 from control_plane.scheduling.models import PlacementStrategy
 from control_plane.scheduling.placement import fitting_gpus, gpu_fits, placeable
@@ -120,9 +120,12 @@ def test_the_index_counts_placeable_nodes_by_the_same_rule() -> None:
 def test_gpu_fit_mirrors_the_engine() -> None:
     def fits(gpu: GpuView, **request: object) -> bool:
         workload = WorkloadView(tenant="t", **request)  # type: ignore[arg-type]
-        fit = gpu_fits(gpu, gpu_request(workload))
+        single = NodeView("n", "n", "jp", gpus=(gpu,))
+        fit = bool(fitting_gpus(single, gpu_request(workload)))
+        if workload.mig_profile is None:
+            assert gpu_fits(gpu, gpu_request(workload)) == fit
         # The engine's capacity check, on a node with just this GPU, agrees.
-        index = NodeIndex.build([NodeView("n", "n", "jp", gpus=(gpu,))], {})
+        index = NodeIndex.build([single], {})
         assert (index.capacity(workload) != 0) == fit
         return fit
 
@@ -131,12 +134,68 @@ def test_gpu_fit_mirrors_the_engine() -> None:
     assert not fits(gpu, gpu_model="A100")
     assert not fits(gpu, min_gpu_memory_bytes=MEMORY + 1)
     assert not fits(gpu, mig_profile="1g.10gb")
-    mig = GpuView("GPU-2", H100, MEMORY, "Enabled")
+    mig = GpuView("GPU-2", H100, MEMORY, "Enabled", (MigSliceView("MIG-2-0", "1g.10gb"),))
     assert fits(mig, mig_profile="1g.10gb")
+    assert not fits(mig, mig_profile="3g.40gb")
     assert not fits(mig)
+    # MIG enabled but no slice carved out: nothing to book, for either kind of request.
+    bare = GpuView("GPU-4", H100, MEMORY, "Enabled")
+    assert not fits(bare, mig_profile="1g.10gb")
+    assert not fits(bare)
+    # Slices of a GPU whose MIG mode is off are not offered.
+    off = GpuView("GPU-5", H100, MEMORY, "Disabled", (MigSliceView("MIG-5-0", "1g.10gb"),))
+    assert not fits(off, mig_profile="1g.10gb")
+    assert fits(off)
     # Unknown memory never counts, as in the engine's capacity check.
     assert not fits(GpuView("GPU-3", H100, None, None))
     assert fitting_gpus(node("a", 2), gpu_request(WorkloadView(tenant="t"))) == (
         "GPU-a-0",
         "GPU-a-1",
     )
+
+
+def mig_node(hostname: str, profiles_per_gpu: list[tuple[str, ...]]) -> NodeView:
+    views = tuple(
+        GpuView(
+            f"GPU-{hostname}-{i}",
+            A100,
+            MEMORY,
+            "Enabled",
+            tuple(MigSliceView(f"MIG-{hostname}-{i}-{n}", p) for n, p in enumerate(profiles)),
+        )
+        for i, profiles in enumerate(profiles_per_gpu)
+    )
+    return NodeView(hostname, hostname, "jp", gpus=views)
+
+
+def test_the_belief_counts_mig_slices_of_the_profile_as_units() -> None:
+    # a: one GPU with 7 x 1g.10gb (2 booked); b: two GPUs with 1g.10gb + 3g.40gb each.
+    belief = occupancy(
+        [
+            mig_node("a", [("1g.10gb",) * 7]),
+            mig_node("b", [("1g.10gb", "3g.40gb"), ("1g.10gb", "3g.40gb")]),
+            node("c", 8),
+        ],
+        reserved=("MIG-a-0-0", "MIG-a-0-1"),
+    )
+    small = WorkloadView(tenant="t", gpu_count=3, mig_profile="1g.10gb")
+    index = belief.snapshot.index
+    assert [
+        belief.snapshot.nodes[p].hostname for p in belief.candidates(index.all, small, BINPACK, 9)
+    ] == ["a"]
+    pair = WorkloadView(tenant="t", gpu_count=2, mig_profile="1g.10gb")
+    # Binpack: b has 2 free, a has 5.
+    assert [
+        belief.snapshot.nodes[p].hostname for p in belief.candidates(index.all, pair, BINPACK, 9)
+    ] == ["b", "a"]
+    claimed = belief.claim(0, small)
+    assert claimed == ["MIG-a-0-2", "MIG-a-0-3", "MIG-a-0-4"]
+    # Two left on a; the whole-GPU kind never sees the MIG nodes.
+    assert [
+        belief.snapshot.nodes[p].hostname for p in belief.candidates(index.all, small, BINPACK, 9)
+    ] == []
+    assert order(belief, BINPACK) == ["c"]
+    belief.freed(["MIG-a-0-0"])
+    assert [
+        belief.snapshot.nodes[p].hostname for p in belief.candidates(index.all, small, BINPACK, 9)
+    ] == ["a"]

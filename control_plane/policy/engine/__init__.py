@@ -45,7 +45,13 @@ from control_plane.policy.engine.decisions import (
     evaluate_placement,
     selected_policies,
 )
-from control_plane.policy.engine.gpu import GpuRequest, gpu_matches, gpu_request, mig_enabled
+from control_plane.policy.engine.gpu import (
+    GpuRequest,
+    gpu_matches,
+    gpu_request,
+    mig_enabled,
+    mig_profile_key,
+)
 from control_plane.policy.engine.index import NodeIndex
 from control_plane.policy.engine.scope import (
     DATASET_FIELDS,
@@ -70,5 +76,6 @@ __all__ = [
     "gpu_matches",
     "gpu_request",
     "mig_enabled",
+    "mig_profile_key",
     "selected_policies",
 ]

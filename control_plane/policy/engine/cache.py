@@ -41,7 +41,7 @@ class _IndexTables:
     __slots__ = ("candidates", "memos", "node_cel", "policy_checks", "profiles")
 
     def __init__(self) -> None:
-        self.candidates: dict[tuple[int, str, int, bool], int] = {}
+        self.candidates: dict[tuple[int, str, int, str | None], int] = {}
         self.policy_checks: dict[str, PolicyChecks] = {}
         self.node_cel: dict[str, CelAnswer] = {}
         self.profiles: dict[Any, Profiles] = {}

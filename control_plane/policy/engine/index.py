@@ -123,7 +123,15 @@ class NodeIndex:
             by_provenance.setdefault(node.provenance_status, []).append(position)
             by_drift.setdefault(node.drift_status, []).append(position)
             by_labels.setdefault(tuple(sorted(node.labels.items())), []).append(position)
-            raw = tuple((g.model, g.memory_total_bytes, g.mig_mode) for g in node.gpus)
+            raw = tuple(
+                (
+                    g.model,
+                    g.memory_total_bytes,
+                    g.mig_mode,
+                    tuple(s.profile for s in g.mig_slices) if g.mig_slices else (),
+                )
+                for g in node.gpus
+            )
             shape = shapes.get(raw)
             if shape is None:
                 shape = shapes[raw] = shape_of(raw)
@@ -220,7 +228,7 @@ class NodeIndex:
         return found
 
     def capacity(self, workload: WorkloadView) -> int:
-        """Nodes with at least ``gpu_count`` GPUs of the kind the workload asks for.
+        """Nodes with at least ``gpu_count`` GPUs (or MIG slices) of the kind asked for.
 
         Counted over the GPUs in the node views: admission passes every GPU of a node and
         checks which are booked itself (``scheduling.fleet``); other callers may pass only

@@ -227,9 +227,11 @@ def _gpu_request(workload: WorkloadView) -> str:
         qualifiers.append(f"model {workload.gpu_model}")
     if workload.min_gpu_memory_bytes:
         qualifiers.append(f"at least {workload.min_gpu_memory_bytes / _GIB:g} GiB")
-    qualifiers.append(
-        f"MIG enabled for {workload.mig_profile}" if workload.mig_profile else "MIG off"
-    )
+    if workload.mig_profile:
+        slices = plural(workload.gpu_count, "MIG slice")
+        where = f" on GPUs ({', '.join(qualifiers)})" if qualifiers else ""
+        return f"{slices} of profile {workload.mig_profile}{where}"
+    qualifiers.append("MIG off")
     return f"{plural(workload.gpu_count, 'GPU')} ({', '.join(qualifiers)})"
 
 

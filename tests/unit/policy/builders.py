@@ -8,6 +8,7 @@ from control_plane.policy.models import (
     DataAssetView,
     DestinationView,
     GpuView,
+    MigSliceView,
     ModelView,
     NodeView,
     WorkloadView,
@@ -43,8 +44,12 @@ def node(
     model: str = H100,
     memory: int | None = 80 * GIB,
     mig: str | None = "Disabled",
+    slices: tuple[str, ...] = (),
 ) -> NodeView:
-    """A node named ``name`` (id and hostname): by default a healthy 8-GPU H100 in jp-east."""
+    """A node named ``name`` (id and hostname): by default a healthy 8-GPU H100 in jp-east.
+
+    ``slices``: the profiles of the MIG slices each GPU has (``MIG-<gpu>-<n>``).
+    """
     return NodeView(
         id=name,
         hostname=name,
@@ -55,7 +60,16 @@ def node(
         component_origins={"gpu": "TW"} if components is None else components,
         provenance_status=provenance,
         labels=labels or {},
-        gpus=tuple(GpuView(f"GPU-{name}-{i}", model, memory, mig) for i in range(gpus)),
+        gpus=tuple(
+            GpuView(
+                f"GPU-{name}-{i}",
+                model,
+                memory,
+                mig,
+                tuple(MigSliceView(f"MIG-{name}-{i}-{n}", p) for n, p in enumerate(slices)),
+            )
+            for i in range(gpus)
+        ),
     )
 
 
