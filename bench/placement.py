@@ -45,6 +45,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,8 @@ def seed(url: str, nodes: int, gpus_per_node: int) -> dict[str, Any]:
             "INSERT INTO artifact_destination (name, zone_slug) VALUES ('results-jp', 'jp')"
         )
         node_rows, gpu_rows = io.StringIO(), io.StringIO()
+        # Active nodes have a confirmed location (migration 0021): as if an admin set it.
+        confirmed_at = datetime.now(UTC).isoformat()
         for i in range(nodes):
             node_id = uuid.uuid4()
             zone, _, country = ZONES[i % len(ZONES)]
@@ -124,7 +127,7 @@ def seed(url: str, nodes: int, gpus_per_node: int) -> dict[str, Any]:
             node_rows.write(
                 f"{node_id}\t{hostname}\tmid-bench-{i:05d}\t{zone}\tactive\t"
                 f'{{"rack": "r{i % 40}"}}\t{country}\t{{"gpu": "TW"}}\tdeclared\tnone\t'
-                f"bench-agent\t{i + 1}\t{{}}\n"
+                f"bench-agent\t{i + 1}\t{{}}\t{confirmed_at}\tbench\tadmin\n"
             )
             for g in range(gpus_per_node):
                 gpu_rows.write(
@@ -148,6 +151,9 @@ def seed(url: str, nodes: int, gpus_per_node: int) -> dict[str, Any]:
                 "agent_version",
                 "last_heartbeat_seq",
                 "identity_baseline",
+                "location_confirmed_at",
+                "location_confirmed_by",
+                "location_confirmed_via",
             ],
             node_rows,
         )
