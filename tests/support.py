@@ -1,6 +1,8 @@
 """Helpers shared by tests: request bodies, auth headers, ports and process plumbing."""
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -230,3 +232,70 @@ def tamper(owner_conn: Any, statement: str, params: tuple[Any, ...] = ()) -> Non
     with owner_conn.transaction():
         owner_conn.execute("SET LOCAL session_replication_role = replica")
         owner_conn.execute(statement, params)
+
+
+#: ``<!-- api-example: GROUP STEP request METHOD PATH token=NAME -->`` or
+#: ``<!-- api-example: GROUP STEP response STATUS -->``, each followed by a JSON block.
+_API_EXAMPLE = re.compile(
+    r"<!-- api-example: (?P<group>[\w-]+) (?P<step>[\w-]+) (?P<kind>request|response)"
+    r" (?P<rest>[^>]*)-->\n```json\n(?P<body>.*?)```",
+    re.S,
+)
+#: In a documented answer, stands for a value that differs on every run.
+ANY_VALUE = "…"
+
+
+@dataclass(frozen=True)
+class ApiExample:
+    """One documented request and the answer the docs show for it."""
+
+    step: str
+    method: str
+    path: str
+    token: str
+    body: Any
+    status: int
+    answer: Any
+
+
+def documented_api_examples(page: Path, group: str) -> list[ApiExample]:
+    """The ``api-example`` request/response pairs of ``group`` on a docs page, in order."""
+    found = [m for m in _API_EXAMPLE.finditer(page.read_text()) if m["group"] == group]
+    examples = []
+    for request, response in zip(found[::2], found[1::2], strict=True):
+        assert request["step"] == response["step"], (request["step"], response["step"])
+        assert (request["kind"], response["kind"]) == ("request", "response")
+        method, path, token = request["rest"].split()
+        examples.append(
+            ApiExample(
+                request["step"],
+                method,
+                path,
+                token.removeprefix("token="),
+                json.loads(request["body"]),
+                int(response["rest"]),
+                json.loads(response["body"]),
+            )
+        )
+    return examples
+
+
+def matches_documented(documented: Any, actual: Any) -> bool:
+    """Whether ``actual`` holds every documented key and value (``…`` matches anything).
+
+    Objects may have more keys than documented; lists must match item by item.
+    """
+    if documented == ANY_VALUE:
+        return True
+    if isinstance(documented, dict):
+        return isinstance(actual, dict) and all(
+            key in actual and matches_documented(value, actual[key])
+            for key, value in documented.items()
+        )
+    if isinstance(documented, list):
+        return (
+            isinstance(actual, list)
+            and len(actual) == len(documented)
+            and all(matches_documented(d, a) for d, a in zip(documented, actual, strict=True))
+        )
+    return bool(documented == actual)

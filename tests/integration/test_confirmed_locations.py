@@ -8,7 +8,6 @@ claiming none takes the token's. A node registered with an unscoped token waits
 """
 
 import json
-import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,16 @@ from control_plane.audit import service as audit
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import InvalidInputError
 from control_plane.inventory import agents
-from tests.support import SECRET, TEST_ACTOR, MakeBootstrap, Run, bearer, registration
+from tests.support import (
+    SECRET,
+    TEST_ACTOR,
+    MakeBootstrap,
+    Run,
+    bearer,
+    documented_api_examples,
+    matches_documented,
+    registration,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -290,48 +298,6 @@ def test_sovctl_scopes_tokens_and_confirms_locations(
     assert '"via": "admin"' in out
 
 
-_EXAMPLE = re.compile(
-    r"<!-- location-example: (?P<name>[\w-]+) (?P<kind>request|response) (?P<rest>[^>]*)-->\n"
-    r"```json\n(?P<body>.*?)```",
-    re.S,
-)
-#: Stands for a value that differs on every run.
-_ANY = "…"
-
-
-def _documented_examples() -> list[tuple[str, str, str, str, Any, int, Any]]:
-    """docs/policy.md's location examples: (name, method, path, token, body, status, answer)."""
-    found = list(_EXAMPLE.finditer(Path("docs/policy.md").read_text()))
-    examples = []
-    for request, response in zip(found[::2], found[1::2], strict=True):
-        assert request["name"] == response["name"]
-        assert (request["kind"], response["kind"]) == ("request", "response")
-        method, path, token = request["rest"].split()
-        examples.append(
-            (
-                request["name"],
-                method,
-                path,
-                token.removeprefix("token="),
-                json.loads(request["body"]),
-                int(response["rest"]),
-                json.loads(response["body"]),
-            )
-        )
-    return examples
-
-
-def _matches(documented: Any, actual: Any) -> bool:
-    """Whether ``actual`` has every documented key and value; ``…`` matches any value."""
-    if documented == _ANY:
-        return True
-    if isinstance(documented, dict):
-        return isinstance(actual, dict) and all(
-            key in actual and _matches(value, actual[key]) for key, value in documented.items()
-        )
-    return bool(documented == actual)
-
-
 @pytest.mark.usefixtures("japan")
 def test_the_documented_worked_example_is_what_the_api_answers(
     client: TestClient,
@@ -345,20 +311,23 @@ def test_the_documented_worked_example_is_what_the_api_answers(
         "unscoped": bearer(make_token(Role.BOOTSTRAP)),
         "admin": admin,
     }
-    examples = _documented_examples()
-    assert [e[0] for e in examples] == [
+    examples = documented_api_examples(Path("docs/policy.md"), "locations")
+    assert [e.step for e in examples] == [
         "scoped-token-claims-another-zone",
         "unscoped-token-waits",
         "activate-unconfirmed",
         "admin-confirms",
     ]
     node = ""
-    for name, method, path, token, body, status, documented in examples:
+    for example in examples:
         response = client.request(
-            method, path.replace("{node}", node), json=body, headers=tokens[token]
+            example.method,
+            example.path.replace("{node}", node),
+            json=example.body,
+            headers=tokens[example.token],
         )
-        assert response.status_code == status, (name, response.text)
+        assert response.status_code == example.status, (example.step, response.text)
         answer = response.json()
         node = answer.get("node_id", node)
-        expected = json.loads(json.dumps(documented).replace("{node}", node))
-        assert _matches(expected, answer), (name, answer)
+        expected = json.loads(json.dumps(example.answer).replace("{node}", node))
+        assert matches_documented(expected, answer), (example.step, answer)

@@ -5,6 +5,7 @@ restricted data; a workload naming no output passed ``data_residency``; and an a
 answer did not say which policies applied, so "no policy applied" looked like "compliant".
 """
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -386,3 +387,45 @@ def test_deny_unselected_leaves_selected_workloads_alone() -> None:
         workload(datasets=(CONFIDENTIAL,)), [CONFIDENTIAL_AND_UP], deny_unselected=True
     )
     assert decision.outcome is DecisionOutcome.ADMITTED
+
+
+# -- docs/policy.md's "Selecting by level" table, run ------------------------------------
+
+RESTRICTED_MODEL = model("weights", Classification.RESTRICTED, ("jp-east",))
+#: Each row of the table, by its first cell, as a workload.
+_TABLE_ROWS: dict[str, WorkloadView] = {
+    "one `restricted` dataset": workload(datasets=(RESTRICTED,)),
+    "one `confidential` dataset": workload(datasets=(CONFIDENTIAL,)),
+    "an `internal` dataset and a `restricted` model": workload(
+        datasets=(INTERNAL,), models=(RESTRICTED_MODEL,)
+    ),
+    "one `internal` dataset": workload(datasets=(INTERNAL,)),
+    "nothing named": workload(),
+}
+
+
+def _documented_selection_table() -> dict[str, tuple[str, str]]:
+    """The table's rows: first cell → (the exact selector's verdict, the level selector's)."""
+    text = Path("docs/policy.md").read_text()
+    section = text.split("#### Selecting by level", 1)[1].split("\n#", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0] in _TABLE_ROWS:
+            rows[cells[0]] = (cells[1], cells[2])
+    return rows
+
+
+def test_the_documented_selection_table_is_what_the_engine_selects() -> None:
+    """docs/policy.md: `classifications: [confidential]` vs `min_classification: confidential`."""
+    table = _documented_selection_table()
+    assert set(table) == set(_TABLE_ROWS)
+    exact = {**CONFIDENTIAL_AND_UP, "selector": {"classifications": ["confidential"]}}
+    for row, (exact_says, level_says) in table.items():
+        for document, documented in ((exact, exact_says), (CONFIDENTIAL_AND_UP, level_says)):
+            selected = bool(decided(_TABLE_ROWS[row], [document]).explanation.selected)
+            assert documented.startswith("selected" if selected else "not selected"), (
+                row,
+                document["selector"],
+                documented,
+            )
