@@ -39,9 +39,8 @@ TLS_SECRET = f"{RELEASE}-sovereign-tls"
 WORKER_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-sovereign-worker"
 #: The oldest Kubernetes the chart is validated for, and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.34.0", kubernetes_validate.latest_version())
-#: Settings the chart sets for issue 12's part 5 (HTTPS in the API), before the control
-#: plane reads them; every other SOVEREIGN_* variable must be a setting today.
-PENDING_SETTINGS = {"SOVEREIGN_TLS_CERT_FILE", "SOVEREIGN_TLS_KEY_FILE"}
+#: What makes the API serve HTTPS: the chart sets both with TLS on, neither without.
+TLS_SETTINGS = {"SOVEREIGN_TLS_CERT_FILE", "SOVEREIGN_TLS_KEY_FILE"}
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -486,7 +485,7 @@ def test_control_plane_env_names_real_settings(
     for component in CONTROL_PLANE:
         for name in _env(_container(_workload(objects[value_set], component))):
             assert name.startswith(ENV_PREFIX), name
-            assert _setting_is_known(name) or name in PENDING_SETTINGS, f"{component}: {name}"
+            assert _setting_is_known(name), f"{component}: {name}"
 
 
 def test_external_database_redis_and_key_come_from_the_named_secrets(
@@ -524,7 +523,7 @@ def test_api_serves_tls_from_the_certificate_secret(
         volume = next(v for v in api["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
         assert volume["secret"]["secretName"] == TLS_SECRET
     plain = _env(_container(_workload(objects["plain-http"], "api")))
-    assert not PENDING_SETTINGS & set(plain)
+    assert not TLS_SETTINGS & set(plain)
 
 
 # -- security ------------------------------------------------------------------------------
