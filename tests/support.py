@@ -108,13 +108,12 @@ def wait_until_ready(
     url: str,
     timeout: float = 30.0,
     process: subprocess.Popen[Any] | None = None,
-    ca_bundle: Path | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> float:
     """Poll ``url`` until it answers 200; return how long that took.
 
-    An ``https`` URL is verified against ``ca_bundle`` (else httpx's default store).
+    An ``https`` URL is verified as httpx's ``verify`` says (a context with the test CA).
     """
-    verify = True if ca_bundle is None else ssl.create_default_context(cafile=ca_bundle)
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if process is not None and process.poll() is not None:
@@ -130,12 +129,12 @@ def wait_until_ready(
 
 @contextmanager
 def api_in_thread(
-    settings: Settings, ca_bundle: Path | None = None, **config: Any
+    settings: Settings, verify: ssl.SSLContext | bool = True, **config: Any
 ) -> Iterator[str]:
     """The real API on a free port, in a thread of the test process; yields its base URL.
 
     ``config`` goes to ``uvicorn.Config`` (``timeout_keep_alive``, say). With the TLS
-    settings it serves HTTPS as ``sovctl serve`` does, checked ready with ``ca_bundle``.
+    settings it serves HTTPS as ``sovctl serve`` does, checked ready with ``verify``.
     """
     import uvicorn
 
@@ -155,7 +154,7 @@ def api_in_thread(
     thread.start()
     base = f"{tls.scheme(settings)}://127.0.0.1:{port}"
     try:
-        wait_until_ready(f"{base}/readyz", ca_bundle=ca_bundle)
+        wait_until_ready(f"{base}/readyz", verify=verify)
         yield base
     finally:
         server.should_exit = True
@@ -214,11 +213,11 @@ class ApiProcess:
 
 @contextmanager
 def api_process(
-    settings: Settings, log_dir: Path, ca_bundle: Path | None = None, **env: str
+    settings: Settings, log_dir: Path, verify: ssl.SSLContext | bool = True, **env: str
 ) -> Iterator[ApiProcess]:
     """The real API as a child process on a free port (a crash kills it, not the tests).
 
-    With the TLS settings it serves HTTPS, checked ready with ``ca_bundle``.
+    With the TLS settings it serves HTTPS, checked ready with ``verify``.
     """
     port = free_port()
     log = log_dir / f"api-{port}.log"
@@ -231,7 +230,7 @@ def api_process(
         )
     server = ApiProcess(f"{tls.scheme(settings)}://127.0.0.1:{port}", process, log)
     try:
-        wait_until_ready(f"{server.url}/readyz", process=process, ca_bundle=ca_bundle)
+        wait_until_ready(f"{server.url}/readyz", process=process, verify=verify)
         yield server
     finally:
         process.terminate()
