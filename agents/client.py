@@ -165,7 +165,8 @@ class ControlPlaneClient:
             except ssl.SSLCertVerificationError as exc:
                 self.close()
                 raise ControlPlaneUnreachableError(
-                    f"certificate verify failed for {self.base_url}: {exc.verify_message}; "
+                    f"certificate verify failed for {self.base_url}: "
+                    f"{str(exc.verify_message).rstrip('.')}; "
                     f"trusting {self._trusted}"
                 ) from None
             except (OSError, ValueError) as exc:

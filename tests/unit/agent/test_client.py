@@ -337,7 +337,7 @@ def test_https_with_the_ca_bundle_verifies_and_sends(
         # Signed by another CA than the bundle's.
         (("localhost", "127.0.0.1"), "other", "unable to get local issuer certificate"),
         # The bundle's CA, but for another name than the URL's host.
-        (("sovereign.example",), "ours", "IP address mismatch"),
+        (("sovereign.example",), "ours", "IP address mismatch, certificate is not valid for"),
         # No bundle: the system store, which has never heard of the test CA.
         (("localhost", "127.0.0.1"), None, "unable to get local issuer certificate"),
     ],
