@@ -188,6 +188,13 @@ def _config(args: argparse.Namespace) -> Any:
             "control plane URL missing (--control-plane, "
             "SOVEREIGN_AGENT_CONTROL_PLANE_URL or control_plane.url)"
         )
+    if config.ca_bundle is not None and not config.control_plane_url.startswith("https://"):
+        # Most likely a URL left at http:// after the control plane moved to HTTPS.
+        log.warning(
+            "control_plane.ca_bundle is set but %s is not https://: nothing is verified and "
+            "the tokens travel in clear",
+            config.control_plane_url,
+        )
     return config
 
 

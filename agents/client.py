@@ -5,12 +5,14 @@ by what the agent should do next: retry later (unreachable), register again (cre
 rejected), or give up on this request (rejected).
 
 It speaks the small part of HTTP/1.1 the agent needs over one persistent socket (TLS
-where the URL is ``https``): a ``POST`` with a JSON body written in one ``send``, and an
-answer with a ``Content-Length`` or chunked body, or one that ends with the connection.
-``http.client`` did the same job, but built the request in several steps, sent head and
-body apart and parsed the answer's headers with the ``email`` package: about 230 µs of CPU
-per heartbeat when the daemon wakes with cold caches, against 1 ms per second for the
-whole agent. Header lines and counts are bounded as ``http.client`` bounds them.
+where the URL is ``https``, the server's certificate verified against the configured CA
+bundle or else the system store, its name checked against the URL's host): a ``POST``
+with a JSON body written in one ``send``, and an answer with a ``Content-Length`` or
+chunked body, or one that ends with the connection. ``http.client`` did the same job, but
+built the request in several steps, sent head and body apart and parsed the answer's
+headers with the ``email`` package: about 230 µs of CPU per heartbeat when the daemon
+wakes with cold caches, against 1 ms per second for the whole agent. Header lines and
+counts are bounded as ``http.client`` bounds them.
 """
 
 import json
@@ -36,7 +38,11 @@ _UNSAFE = re.compile(r"[\x00-\x20\x7f]")
 
 
 class ControlPlaneUnreachableError(Exception):
-    """The control plane did not answer, or answered 5xx: try again later."""
+    """The control plane did not answer, failed verification, or answered 5xx: try later.
+
+    A certificate that does not verify is retried like an outage (with backoff, heartbeats
+    spooled): the operator fixes the CA bundle or the certificate, and nothing is lost.
+    """
 
 
 class CredentialRejectedError(Exception):
@@ -96,10 +102,16 @@ class ControlPlaneClient:
         default_port = self._port == (443 if self._https else 80)
         host = f"[{self._host}]" if ":" in self._host else self._host
         self._host_header = host if default_port else f"{host}:{self._port}"
+        # Certificate and hostname (or IP address) verified, TLS 1.2 or newer: the defaults
+        # of a default context. The handshake completes in ``wrap_socket``, before a byte of
+        # the request (and its token) is written, so no token goes to an unverified server.
         self._context = (
             ssl.create_default_context(cafile=str(ca_bundle) if ca_bundle else None)
             if self._https
             else None
+        )
+        self._trusted = (
+            f"control_plane.ca_bundle {ca_bundle}" if ca_bundle else "the system trust store"
         )
         self._socket: socket.socket | None = None
         self._reader: IO[bytes] | None = None
@@ -150,6 +162,13 @@ class ControlPlaneClient:
                 sock, reader = self._connect()
                 sock.sendall(request)
                 answer = _read_answer(reader)
+            except ssl.SSLCertVerificationError as exc:
+                self.close()
+                raise ControlPlaneUnreachableError(
+                    f"certificate verify failed for {self.base_url}: "
+                    f"{str(exc.verify_message).rstrip('.')}; "
+                    f"trusting {self._trusted}"
+                ) from None
             except (OSError, ValueError) as exc:
                 self.close()
                 if reused and attempt == 1 and isinstance(exc, _CLOSED_WHILE_IDLE):

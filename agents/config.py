@@ -6,6 +6,7 @@ without misreading an old one. Unknown keys are errors, so a typo fails at start
 """
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -178,6 +179,26 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+def _check_ca_bundle(path: Path) -> None:
+    """Refuse a CA bundle that is missing or holds no PEM certificate, at start.
+
+    Loaded the way the client loads it: otherwise a bundle that is not PEM would surface
+    as an OpenSSL error at the first connection, or as every heartbeat failing.
+    """
+    if not path.is_file():
+        raise AgentConfigError(f"control_plane.ca_bundle: no such file {path}")
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as exc:
+        raise AgentConfigError(
+            f"control_plane.ca_bundle: {path} holds no PEM certificate ({exc.reason or exc})"
+        ) from None
+    except OSError as exc:
+        raise AgentConfigError(
+            f"control_plane.ca_bundle: cannot read {path} ({exc.strerror or exc})"
+        ) from None
+
+
 def _validate(config: AgentConfig) -> AgentConfig:
     if config.sweep_interval_seconds <= 0:
         raise AgentConfigError("sweep_interval_seconds must be greater than 0")
@@ -190,8 +211,8 @@ def _validate(config: AgentConfig) -> AgentConfig:
     url = config.control_plane_url
     if url is not None and not url.startswith(("http://", "https://")):
         raise AgentConfigError(f"control_plane.url: {url!r} must start with http:// or https://")
-    if config.ca_bundle is not None and not config.ca_bundle.is_file():
-        raise AgentConfigError(f"control_plane.ca_bundle: no such file {config.ca_bundle}")
+    if config.ca_bundle is not None:
+        _check_ca_bundle(config.ca_bundle)
     unknown = set(config.component_origins) - set(COMPONENT_CLASSES)
     if unknown:
         raise AgentConfigError(

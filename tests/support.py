@@ -4,6 +4,7 @@ import json
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -20,6 +21,7 @@ import psycopg
 from psycopg import sql
 
 from control_plane.cli.deprecation import REMOVED_IN
+from control_plane.core import tls
 from control_plane.core.audit_log import AuditContext
 from control_plane.core.settings import Settings
 
@@ -103,15 +105,21 @@ def free_port() -> int:
 
 
 def wait_until_ready(
-    url: str, timeout: float = 30.0, process: subprocess.Popen[Any] | None = None
+    url: str,
+    timeout: float = 30.0,
+    process: subprocess.Popen[Any] | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> float:
-    """Poll ``url`` until it answers 200; return how long that took."""
+    """Poll ``url`` until it answers 200; return how long that took.
+
+    An ``https`` URL is verified as httpx's ``verify`` says (a context with the test CA).
+    """
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if process is not None and process.poll() is not None:
             raise AssertionError(f"process exited with {process.returncode} before {url} was ready")
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1, verify=verify).status_code == 200:
                 return time.monotonic() - started
         except httpx.TransportError:
             pass
@@ -120,10 +128,13 @@ def wait_until_ready(
 
 
 @contextmanager
-def api_in_thread(settings: Settings, **config: Any) -> Iterator[str]:
+def api_in_thread(
+    settings: Settings, verify: ssl.SSLContext | bool = True, **config: Any
+) -> Iterator[str]:
     """The real API on a free port, in a thread of the test process; yields its base URL.
 
-    ``config`` goes to ``uvicorn.Config`` (``timeout_keep_alive``, say).
+    ``config`` goes to ``uvicorn.Config`` (``timeout_keep_alive``, say). With the TLS
+    settings it serves HTTPS as ``sovctl serve`` does, checked ready with ``verify``.
     """
     import uvicorn
 
@@ -132,14 +143,18 @@ def api_in_thread(settings: Settings, **config: Any) -> Iterator[str]:
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=port, log_level="warning", **config
+            create_app(settings),
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            **{**tls.uvicorn_options(settings), **config},
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{port}"
+    base = f"{tls.scheme(settings)}://127.0.0.1:{port}"
     try:
-        wait_until_ready(f"{base}/readyz")
+        wait_until_ready(f"{base}/readyz", verify=verify)
         yield base
     finally:
         server.should_exit = True
@@ -158,6 +173,11 @@ def subprocess_env(settings: Settings, **extra: str) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        env["SOVEREIGN_TLS_CERT_FILE"] = str(settings.tls_cert_file)
+        env["SOVEREIGN_TLS_KEY_FILE"] = str(settings.tls_key_file)
+    if settings.tls_key_password is not None:
+        env["SOVEREIGN_TLS_KEY_PASSWORD"] = settings.tls_key_password.get_secret_value()
     env.update(extra)
     return env
 
@@ -192,8 +212,13 @@ class ApiProcess:
 
 
 @contextmanager
-def api_process(settings: Settings, log_dir: Path, **env: str) -> Iterator[ApiProcess]:
-    """The real API as a child process on a free port (a crash kills it, not the tests)."""
+def api_process(
+    settings: Settings, log_dir: Path, verify: ssl.SSLContext | bool = True, **env: str
+) -> Iterator[ApiProcess]:
+    """The real API as a child process on a free port (a crash kills it, not the tests).
+
+    With the TLS settings it serves HTTPS, checked ready with ``verify``.
+    """
     port = free_port()
     log = log_dir / f"api-{port}.log"
     with log.open("wb") as out:
@@ -203,9 +228,9 @@ def api_process(settings: Settings, log_dir: Path, **env: str) -> Iterator[ApiPr
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    server = ApiProcess(f"http://127.0.0.1:{port}", process, log)
+    server = ApiProcess(f"{tls.scheme(settings)}://127.0.0.1:{port}", process, log)
     try:
-        wait_until_ready(f"{server.url}/readyz", process=process)
+        wait_until_ready(f"{server.url}/readyz", process=process, verify=verify)
         yield server
     finally:
         process.terminate()

@@ -1,11 +1,14 @@
 """The CLI's HTTP client: server URL and token from flags, ``SOVCTL_*`` env, or a config file.
 
-Precedence: ``--url``/``--token`` flags, then ``SOVCTL_URL``/``SOVCTL_TOKEN``, then the YAML
-file at ``SOVCTL_CONFIG`` (default ``~/.config/sovereign/sovctl.yaml``) with keys ``url``
-and ``token``.
+Precedence: ``--url``/``--token``/``--ca-bundle`` flags, then ``SOVCTL_URL``/
+``SOVCTL_TOKEN``/``SOVCTL_CA_BUNDLE``, then the YAML file at ``SOVCTL_CONFIG`` (default
+``~/.config/sovereign/sovctl.yaml``) with keys ``url``, ``token`` and ``ca_bundle``. The CA
+bundle is the PEM file of CAs an ``https://`` control plane's certificate is verified
+against (the chart's CA, say); unset, httpx's default trust store is used.
 """
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +29,25 @@ class ClientConfig(BaseModel):
 
     url: str = DEFAULT_URL
     token: str | None = None
+    ca_bundle: Path | None = None
 
 
-def load_client_config(url: str | None, token: str | None) -> ClientConfig:
+def _verify(ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """What httpx verifies the server with: the bundle's CAs only, or its default store."""
+    if ca_bundle is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=ca_bundle.expanduser())
+    except OSError as exc:  # ssl.SSLError is one too: a file with no PEM certificate in it
+        raise ConfigurationError(
+            f"CA bundle {ca_bundle} (--ca-bundle, SOVCTL_CA_BUNDLE or ca_bundle): "
+            f"{exc.strerror or exc}"
+        ) from None
+
+
+def load_client_config(
+    url: str | None, token: str | None, ca_bundle: Path | None = None
+) -> ClientConfig:
     """Merge flags, environment and config file, in that order of precedence."""
     path = Path(os.environ.get("SOVCTL_CONFIG", str(DEFAULT_CONFIG))).expanduser()
     from_file: dict[str, Any] = {}
@@ -41,6 +60,7 @@ def load_client_config(url: str | None, token: str | None) -> ClientConfig:
     merged = {
         "url": url or os.environ.get("SOVCTL_URL") or from_file.get("url") or DEFAULT_URL,
         "token": token or os.environ.get("SOVCTL_TOKEN") or from_file.get("token"),
+        "ca_bundle": ca_bundle or os.environ.get("SOVCTL_CA_BUNDLE") or from_file.get("ca_bundle"),
     }
     return ClientConfig.model_validate(merged)
 
@@ -63,7 +83,11 @@ class ControlPlaneClient:
     def __init__(self, config: ClientConfig, transport: httpx.BaseTransport | None = None):
         headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
         self._http = httpx.Client(
-            base_url=config.url, headers=headers, timeout=30, transport=transport
+            base_url=config.url,
+            headers=headers,
+            timeout=30,
+            transport=transport,
+            verify=_verify(config.ca_bundle),
         )
         self._url = config.url
 
@@ -88,6 +112,11 @@ class ControlPlaneClient:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise ServiceUnavailableError(
+                    f"cannot verify the control plane's certificate at {self._url} ({exc}); "
+                    "point --ca-bundle or SOVCTL_CA_BUNDLE at the CA that signed it"
+                ) from None
             raise ServiceUnavailableError(
                 f"the control plane is not reachable at {self._url} ({exc}); start it with "
                 "`make up` or set SOVCTL_URL"
@@ -104,21 +133,23 @@ class ControlPlaneClient:
 
 
 class _Target:
-    """The ``--url`` and ``--token`` given to ``sovctl`` (None: not given)."""
+    """The ``--url``, ``--token`` and ``--ca-bundle`` given to ``sovctl`` (None: not given)."""
 
     url: str | None = None
     token: str | None = None
+    ca_bundle: Path | None = None
 
 
-def set_target(url: str | None, token: str | None) -> None:
-    """Remember ``sovctl``'s top-level ``--url`` and ``--token`` for ``api``."""
+def set_target(url: str | None, token: str | None, ca_bundle: Path | None = None) -> None:
+    """Remember ``sovctl``'s top-level ``--url``, ``--token`` and ``--ca-bundle`` for ``api``."""
     _Target.url = url
     _Target.token = token
+    _Target.ca_bundle = ca_bundle
 
 
 def api_client() -> ControlPlaneClient:
     """A client for several calls on one connection (polling), configured as ``api`` is."""
-    return ControlPlaneClient(load_client_config(_Target.url, _Target.token))
+    return ControlPlaneClient(load_client_config(_Target.url, _Target.token, _Target.ca_bundle))
 
 
 def api(method: str, path: str, **kwargs: Any) -> Any:

@@ -12,6 +12,7 @@ The spellings of 0.1 (``tenant``, ``dataset register``, ``workload submit``, ...
 working until 0.3, hidden and announced; see ``deprecation.py``.
 """
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -82,6 +83,10 @@ def _print_version(wanted: bool) -> None:
 def _root(
     url: Annotated[str | None, typer.Option(help="Control-plane URL (or SOVCTL_URL).")] = None,
     token: Annotated[str | None, typer.Option(help="API token (or SOVCTL_TOKEN).")] = None,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(help="PEM CAs to verify an https:// URL with (or SOVCTL_CA_BUNDLE)."),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -90,7 +95,7 @@ def _root(
     ] = False,
 ) -> None:
     """Sovereign admin CLI."""
-    set_target(url, token)
+    set_target(url, token, ca_bundle)
 
 
 def main() -> int:

@@ -12,7 +12,8 @@ import typer
 
 from control_plane.cli import demo
 from control_plane.cli.supervisor import supervise
-from control_plane.core import migrations, preflight
+from control_plane.core import migrations, preflight, tls
+from control_plane.core.errors import ConfigurationError
 from control_plane.core.settings import load_settings
 
 app = typer.Typer()
@@ -22,14 +23,20 @@ app.add_typer(db_app, name="db")
 
 @app.command("preflight")
 def preflight_command() -> None:
-    """Check that PostgreSQL and Redis answer; say which to start if not."""
+    """Check that PostgreSQL and Redis answer and the TLS files load; say what to fix if not."""
     settings = load_settings()
     found = preflight.problems(settings.database_url, settings.redis_url)
+    try:
+        tls.check(settings)
+    except ConfigurationError as exc:
+        found.append(exc.message)
     for sentence in found:
         typer.echo(sentence, err=True)
     if found:
         raise typer.Exit(1)
     typer.echo("PostgreSQL and Redis are reachable.")
+    if tls.enabled(settings):
+        typer.echo(f"The TLS certificate {settings.tls_cert_file} and its key load.")
 
 
 @db_app.command("upgrade")
@@ -48,10 +55,12 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
 ) -> None:
-    """Run the HTTP API."""
+    """Run the HTTP API (HTTPS with SOVEREIGN_TLS_CERT_FILE and SOVEREIGN_TLS_KEY_FILE)."""
     import uvicorn
 
     settings = load_settings()
+    # Here, once, before any worker starts: a bad file is one line, not a traceback per worker.
+    tls.check(settings)
     uvicorn.run(
         "control_plane.app:create_app",
         factory=True,
@@ -59,6 +68,7 @@ def serve(
         port=port or settings.api.port,
         workers=workers,
         log_level=settings.log_level.lower(),
+        **tls.uvicorn_options(settings),
     )
 
 
@@ -102,6 +112,8 @@ def up(
 ) -> None:
     """Run API, worker and beat (and a simulated fleet) in the foreground; Ctrl-C stops all."""
     settings = load_settings()
+    # The API child serves HTTPS from the same settings; refuse bad files before any starts.
+    tls.check(settings)
     me = [sys.executable, "-m", "control_plane.cli"]
     commands = {
         "api": [

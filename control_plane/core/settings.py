@@ -121,6 +121,13 @@ class Settings(BaseSettings):
     celery_queue: str = "sovereign"
     #: Local state of ``sovctl up``: beat's schedule file and the demo admin token.
     state_dir: Path = Path(".sovereign")
+    #: The API's certificate (PEM; intermediates after it) and private key. With both set,
+    #: ``sovctl serve`` (and ``up``) serve HTTPS only, TLS 1.2 or newer; with neither,
+    #: plain HTTP. ``control_plane.core.tls`` checks the files before the server starts.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: The passphrase of an encrypted key file; unset for a plain one.
+    tls_key_password: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @model_validator(mode="after")
@@ -150,6 +157,24 @@ class Settings(BaseSettings):
                 f" must be set too, at least {MIN_WEBHOOK_SECRET_LENGTH} characters: receivers"
                 " check each body's signature with it"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _tls_files_come_in_pairs(self) -> Self:
+        # A certificate without its key (or the reverse) is a half-done deployment: serving
+        # plain HTTP instead would send every token in clear to a client that meant HTTPS.
+        if self.tls_cert_file is not None and self.tls_key_file is None:
+            raise ValueError(
+                "SOVEREIGN_TLS_CERT_FILE is set but SOVEREIGN_TLS_KEY_FILE is not; set both "
+                "(HTTPS) or neither (plain HTTP)"
+            )
+        if self.tls_key_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "SOVEREIGN_TLS_KEY_FILE is set but SOVEREIGN_TLS_CERT_FILE is not; set both "
+                "(HTTPS) or neither (plain HTTP)"
+            )
+        if self.tls_key_password is not None and self.tls_key_file is None:
+            raise ValueError("SOVEREIGN_TLS_KEY_PASSWORD is set but SOVEREIGN_TLS_KEY_FILE is not")
         return self
 
     @model_validator(mode="after")

@@ -10,6 +10,7 @@ schemas below, written from those projects' API references for the fields the ch
 import base64
 import json
 import re
+import ssl
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +21,7 @@ import helm_python as helm
 import jsonschema
 import pytest
 import typer.main
+import uvicorn
 import yaml
 from kubernetes_validate import utils as kubernetes_validate
 from pydantic import BaseModel
@@ -28,7 +30,9 @@ from agents.cli import _parser as agent_parser
 from agents.config import load_config
 from control_plane.app import create_app
 from control_plane.cli.main import app as sovctl_app
+from control_plane.core import tls
 from control_plane.core.settings import ENV_PREFIX, Settings
+from tests.certificates import make_tls_files
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_DIR = ROOT / "helm" / "sovereign"
@@ -39,9 +43,8 @@ TLS_SECRET = f"{RELEASE}-sovereign-tls"
 WORKER_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-sovereign-worker"
 #: The oldest Kubernetes the chart is validated for, and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.34.0", kubernetes_validate.latest_version())
-#: Settings the chart sets for issue 12's part 5 (HTTPS in the API), before the control
-#: plane reads them; every other SOVEREIGN_* variable must be a setting today.
-PENDING_SETTINGS = {"SOVEREIGN_TLS_CERT_FILE", "SOVEREIGN_TLS_KEY_FILE"}
+#: What makes the API serve HTTPS: the chart sets both with TLS on, neither without.
+TLS_SETTINGS = {"SOVEREIGN_TLS_CERT_FILE", "SOVEREIGN_TLS_KEY_FILE"}
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -486,7 +489,7 @@ def test_control_plane_env_names_real_settings(
     for component in CONTROL_PLANE:
         for name in _env(_container(_workload(objects[value_set], component))):
             assert name.startswith(ENV_PREFIX), name
-            assert _setting_is_known(name) or name in PENDING_SETTINGS, f"{component}: {name}"
+            assert _setting_is_known(name), f"{component}: {name}"
 
 
 def test_external_database_redis_and_key_come_from_the_named_secrets(
@@ -524,7 +527,7 @@ def test_api_serves_tls_from_the_certificate_secret(
         volume = next(v for v in api["spec"]["template"]["spec"]["volumes"] if v["name"] == "tls")
         assert volume["secret"]["secretName"] == TLS_SECRET
     plain = _env(_container(_workload(objects["plain-http"], "api")))
-    assert not PENDING_SETTINGS & set(plain)
+    assert not TLS_SETTINGS & set(plain)
 
 
 # -- security ------------------------------------------------------------------------------
@@ -668,6 +671,51 @@ def test_generated_ca_is_the_webhooks_ca_bundle(
     assert "checksum/tls" in pod["annotations"]
 
 
+def _handshake_in_memory(server: ssl.SSLContext, client: ssl.SSLContext, name: str) -> str:
+    """A whole TLS handshake between two contexts through memory; the protocol agreed."""
+    to_server, to_client = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client_side = client.wrap_bio(to_client, to_server, server_hostname=name)
+    server_side = server.wrap_bio(to_server, to_client, server_side=True)
+    done = {"client": False, "server": False}
+    for _ in range(10):
+        for side, end in (("client", client_side), ("server", server_side)):
+            if not done[side]:
+                try:
+                    end.do_handshake()
+                    done[side] = True
+                except ssl.SSLWantReadError:
+                    pass
+        if all(done.values()):
+            return str(client_side.version())
+    raise AssertionError("the handshake did not finish")
+
+
+def test_the_generated_certificate_serves_and_verifies_as_the_api_and_agents_use_it(
+    objects: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    secret = _one(objects["default"], "Secret", TLS_SECRET)
+    for key in ("ca.crt", "tls.crt", "tls.key"):
+        (tmp_path / key).write_bytes(base64.b64decode(secret["data"][key]))
+    env = _env(_container(_workload(objects["default"], "api")))
+    mount = Path(env["SOVEREIGN_TLS_CERT_FILE"]["value"]).parent
+    settings = Settings(
+        tls_cert_file=tmp_path / Path(env["SOVEREIGN_TLS_CERT_FILE"]["value"]).relative_to(mount),
+        tls_key_file=tmp_path / Path(env["SOVEREIGN_TLS_KEY_FILE"]["value"]).relative_to(mount),
+    )
+    # What `sovctl serve` checks, then the very context uvicorn builds from the same options.
+    tls.check(settings)
+    config = uvicorn.Config(create_app(settings), **tls.uvicorn_options(settings))
+    config.load()
+    assert config.ssl is not None
+    assert config.ssl.minimum_version >= ssl.TLSVersion.TLSv1_2
+    # The agent's context, with the chart's CA as its bundle, for each name it may dial.
+    agent = ssl.create_default_context(cafile=tmp_path / "ca.crt")
+    for name in (f"{API_SERVICE}.{NAMESPACE}.svc", "localhost", "127.0.0.1"):
+        assert _handshake_in_memory(config.ssl, agent, name) == "TLSv1.3", name
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake_in_memory(config.ssl, agent, "sovereign.example.com")
+
+
 @pytest.mark.parametrize("value_set", ["cert-manager", "cert-manager-issuer"])
 def test_cert_manager_issues_the_certificate_and_injects_the_ca(
     objects: dict[str, list[dict[str, Any]]], value_set: str
@@ -800,8 +848,8 @@ def test_agent_daemonset_on_gpu_nodes(objects: dict[str, list[dict[str, Any]]]) 
 def test_agent_environment_loads_as_agent_config(
     objects: dict[str, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
-    ca_file = tmp_path / "ca.crt"
-    ca_file.write_text("-----BEGIN CERTIFICATE-----\n")
+    # The agent loads the bundle at start, so it must be a real CA certificate.
+    ca_file = make_tls_files(tmp_path / "tls").ca_cert
     for value_set, url in (
         ("default", f"https://{API_SERVICE}.{NAMESPACE}.svc:443"),
         ("plain-http", f"http://{API_SERVICE}.{NAMESPACE}.svc:443"),

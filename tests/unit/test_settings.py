@@ -98,3 +98,34 @@ def test_the_violation_webhook_must_be_http_and_signed(monkeypatch: pytest.Monke
     loaded = load_settings()
     assert loaded.violation_webhook_url == "https://siem.example/hooks"
     assert loaded.violation_webhook_timeout_seconds == 5.0
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ("SOVEREIGN_TLS_CERT_FILE", "SOVEREIGN_TLS_KEY_FILE"),
+        ("SOVEREIGN_TLS_KEY_FILE", "SOVEREIGN_TLS_CERT_FILE"),
+    ],
+)
+def test_tls_files_come_in_pairs(monkeypatch: pytest.MonkeyPatch, given: str, missing: str) -> None:
+    monkeypatch.setenv(given, "/etc/sovereign/tls/file")
+    with pytest.raises(ConfigurationError) as raised:
+        load_settings()
+    assert raised.value.message == (
+        f"{given} is set but {missing} is not; set both (HTTPS) or neither (plain HTTP)"
+    )
+
+
+def test_tls_settings_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOVEREIGN_TLS_CERT_FILE", "/etc/sovereign/tls/tls.crt")
+    monkeypatch.setenv("SOVEREIGN_TLS_KEY_FILE", "/etc/sovereign/tls/tls.key")
+    settings = load_settings()
+    assert str(settings.tls_cert_file) == "/etc/sovereign/tls/tls.crt"
+    assert str(settings.tls_key_file) == "/etc/sovereign/tls/tls.key"
+    assert settings.tls_key_password is None
+
+
+def test_a_key_password_without_a_key_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOVEREIGN_TLS_KEY_PASSWORD", "hunter2")
+    with pytest.raises(ConfigurationError, match="SOVEREIGN_TLS_KEY_PASSWORD is set"):
+        load_settings()

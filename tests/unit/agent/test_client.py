@@ -7,8 +7,10 @@ answers are all reproducible.
 
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from agents.client import (
     CredentialRejectedError,
     RequestRejectedError,
 )
+from tests.certificates import TlsFiles, make_tls_files
 
 Script = Callable[[socket.socket, "ScriptedServer"], None]
 OK = (
@@ -32,12 +35,15 @@ OK = (
 class ScriptedServer:
     """Accepts connections on 127.0.0.1 and runs one script per connection, in order."""
 
-    def __init__(self, scripts: list[Script]):
+    def __init__(self, scripts: list[Script], tls: ssl.SSLContext | None = None):
         self.scripts = list(scripts)
         self.connections = 0
         self.requests: list[tuple[bytes, bytes]] = []  # (head, body)
+        self.handshake_errors: list[str] = []
+        self._tls = tls
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}"
+        scheme = "http" if tls is None else "https"
+        self.url = f"{scheme}://127.0.0.1:{self._listener.getsockname()[1]}"
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
 
@@ -48,6 +54,13 @@ class ScriptedServer:
             except OSError:
                 return
             self.connections += 1
+            if self._tls is not None:
+                try:
+                    conn = self._tls.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError) as exc:  # the client hung up on our certificate
+                    self.handshake_errors.append(str(exc))
+                    conn.close()
+                    continue
             with conn:
                 script(conn, self)
 
@@ -85,8 +98,8 @@ class ScriptedServer:
 def serve() -> Iterator[Callable[..., ScriptedServer]]:
     servers: list[ScriptedServer] = []
 
-    def start(*scripts: Script) -> ScriptedServer:
-        server = ScriptedServer(list(scripts))
+    def start(*scripts: Script, tls: ssl.SSLContext | None = None) -> ScriptedServer:
+        server = ScriptedServer(list(scripts), tls)
         servers.append(server)
         return server
 
@@ -292,3 +305,62 @@ def test_nothing_listening_is_unreachable(connect: Any) -> None:
         port = probe.getsockname()[1]
     with pytest.raises(ControlPlaneUnreachableError):
         heartbeat(connect(f"http://127.0.0.1:{port}", timeout=1))
+
+
+# -- HTTPS ---------------------------------------------------------------------------------
+
+
+def _server_context(files: TlsFiles) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(files.cert, files.key)
+    return context
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> TlsFiles:
+    return make_tls_files(tmp_path / "tls")
+
+
+def test_https_with_the_ca_bundle_verifies_and_sends(
+    serve: Any, connect: Any, tls_files: TlsFiles
+) -> None:
+    server = serve(answer(OK), tls=_server_context(tls_files))
+    client = connect(server.url, ca_bundle=tls_files.ca_cert)
+    assert heartbeat(client) == {"accepted": True}
+    ((head, _),) = server.requests
+    assert b"Authorization: Bearer node-token" in head.split(b"\r\n")
+
+
+@pytest.mark.parametrize(
+    ("server_hosts", "trusted", "reason"),
+    [
+        # Signed by another CA than the bundle's.
+        (("localhost", "127.0.0.1"), "other", "unable to get local issuer certificate"),
+        # The bundle's CA, but for another name than the URL's host.
+        (("sovereign.example",), "ours", "IP address mismatch, certificate is not valid for"),
+        # No bundle: the system store, which has never heard of the test CA.
+        (("localhost", "127.0.0.1"), None, "unable to get local issuer certificate"),
+    ],
+)
+def test_an_unverified_server_never_sees_the_token(
+    serve: Any,
+    connect: Any,
+    tmp_path: Path,
+    server_hosts: tuple[str, ...],
+    trusted: str | None,
+    reason: str,
+) -> None:
+    ours = make_tls_files(tmp_path / "ours", name="ours", hosts=server_hosts)
+    other = make_tls_files(tmp_path / "other", name="other")
+    bundle = {"ours": ours.ca_cert, "other": other.ca_cert, None: None}[trusted]
+    server = serve(answer(OK), tls=_server_context(ours))
+    client = connect(server.url, ca_bundle=bundle)
+    with pytest.raises(ControlPlaneUnreachableError) as raised:
+        heartbeat(client)
+    trusting = "the system trust store" if bundle is None else f"control_plane.ca_bundle {bundle}"
+    assert str(raised.value).startswith(f"certificate verify failed for {server.url}: {reason}")
+    assert str(raised.value).endswith(f"; trusting {trusting}")
+    # The handshake failed before the request was written: the server read no byte of it.
+    assert server.requests == []
+    server.close()
+    assert len(server.handshake_errors) == 1

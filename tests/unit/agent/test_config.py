@@ -6,6 +6,7 @@ import pytest
 
 from agents.config import AgentConfigError, load_config
 from agents.protocol import DeclaredProvenance, HostFacts, Inventory, NodeRegister
+from tests.certificates import make_tls_files
 
 FILE = """\
 version: v1
@@ -118,3 +119,19 @@ def test_bad_pairs_are_refused() -> None:
 def test_bad_values_are_one_line_errors(environ: dict[str, str], message: str) -> None:
     with pytest.raises(AgentConfigError, match=message):
         load_config(environ=environ)
+
+
+def test_a_ca_bundle_without_a_pem_certificate_is_refused(tmp_path: Path) -> None:
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("not a certificate\n")
+    with pytest.raises(AgentConfigError) as raised:
+        load_config(environ={"SOVEREIGN_AGENT_CA_BUNDLE": str(bundle)})
+    assert str(raised.value) == (
+        f"control_plane.ca_bundle: {bundle} holds no PEM certificate (NO_CERTIFICATE_OR_CRL_FOUND)"
+    )
+
+
+def test_a_pem_ca_bundle_is_taken(tmp_path: Path) -> None:
+    files = make_tls_files(tmp_path / "tls")
+    config = load_config(environ={"SOVEREIGN_AGENT_CA_BUNDLE": str(files.ca_cert)})
+    assert config.ca_bundle == files.ca_cert
