@@ -14,7 +14,7 @@ Every body the API reads goes through ``parse_json`` (JSON routes, from the rout
   hundred bytes of nested aliases cannot become millions of values;
 * YAML values JSON cannot carry (dates stay text, sets and binary are refused).
 
-The size of a body is bounded while it is read (``access.http.read_limited``, 413 naming
+The size of a body is bounded while it is read (``core.routes.read_limited``, 413 naming
 ``body``); this module bounds what a body within that size can turn into. Pure: no I/O.
 """
 
