@@ -36,6 +36,9 @@ DEFAULT_BODY_BYTES = 1024 * 1024
 POLICY_BODY_BYTES = 256 * 1024
 #: A bill of materials (``POST /v1/provenance/imports``): up to 10,000 rows of JSON.
 BOM_BODY_BYTES = 4 * 1024 * 1024
+#: An AdmissionReview (the ``/k8s`` webhooks): an object and, on UPDATE, its old version,
+#: each up to the 1.5 MiB etcd stores.
+ADMISSION_BODY_BYTES = 4 * 1024 * 1024
 #: Containers within containers: policy documents need six levels, workloads three.
 MAX_DEPTH = 32
 #: Values (scalars and containers) in one body, YAML aliases expanded.
