@@ -355,6 +355,21 @@ def selects(template: PodTemplate, labels: Mapping[str, str]) -> Match:
     return _all((by_selector, by_terms))
 
 
+def selects_any(template: PodTemplate, node_ids: Iterable[str], index: NodeIndex) -> bool:
+    """Whether the pod's own node selection may admit one of ``node_ids`` at all.
+
+    Stops at the first node it may admit, and a pod that selects nothing itself (no
+    ``nodeSelector``, no required affinity) admits any, so the usual pod costs nothing
+    however many nodes are eligible.
+    """
+    if not template.spec.node_selector and template.spec.required_terms() is None:
+        return any(True for _ in node_ids)
+    return any(
+        selects(template, node_labels(index.node(node_id), index)) is not Match.NO
+        for node_id in node_ids
+    )
+
+
 def selectable(template: PodTemplate, node_ids: Iterable[str], index: NodeIndex) -> list[str]:
     """The nodes among ``node_ids`` the pod's own node selection may admit (in that order)."""
     return [

@@ -221,7 +221,7 @@ def review_workload(
             cache=deps.decisions,
             deny_unselected=deps.deny_unselected,
         )
-        if decision.admitted and not pods.selectable(template, decision.eligible_node_ids, index):
+        if decision.admitted and not pods.selects_any(template, decision.eligible_node_ids, index):
             count = len(decision.eligible_node_ids)
             decision = replace(
                 decision,
