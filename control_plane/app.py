@@ -16,6 +16,7 @@ from psycopg_pool import ConnectionPool
 
 import control_plane
 from control_plane.access.http import FailedLogins
+from control_plane.admission.api import router as admission_router
 from control_plane.audit.api import router as audit_router
 from control_plane.compliance.api import router as compliance_router
 from control_plane.compliance.metrics import ComplianceCollector
@@ -144,5 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(policy_router)
     app.include_router(compliance_router)
     app.include_router(audit_router)
+    # Called by the kube-apiserver: no bearer token (docs/kubernetes.md).
+    app.include_router(admission_router)
     document_errors(app)
     return app

@@ -3,53 +3,41 @@
 Every router uses ``SecuredRoute``. Before a byte of the body is read, it authenticates the
 bearer token (401 when missing, unknown or revoked; 429 once a client address has failed
 too often, see ``FailedLogins``) and keeps the caller on the request. Only then is the
-body read, within the route's size (FastAPI's ``max_body_size``, 413 beyond it), and a
-JSON body parsed by ``core.bodies.parse_json``: so an anonymous client can neither make
-the server hold a large body nor make it parse one, and a hostile body is a 422 naming
-``body`` rather than a traceback. The body is then checked against the route's body type
-in pydantic's strict JSON mode, so a number is a JSON number and a boolean a JSON boolean
-(``"power_limit_w": false`` or ``"gpus": "8"`` is a 422 naming the field, not 0.0 and 8),
-as the OpenAPI document says. Large bodies are parsed in a worker thread, so they stall
-no other request.
+body read, by the API's one body mechanism (``core.routes.JsonBodyRoute``): within the
+route's size (413 beyond it), parsed by ``core.bodies.parse_json`` and checked in
+pydantic's strict JSON mode (``"power_limit_w": false`` or ``"gpus": "8"`` is a 422 naming
+the field, not 0.0 and 8). So an anonymous client can neither make the server hold a
+large body nor make it parse one.
 
 Routers declare who may call them with ``require(permission)``, usually through an
 ``Annotated`` alias (``Admin = Annotated[Principal, Depends(require(...))]``). This lives
 with ``access`` rather than in ``core.http``: the plumbing knows nothing of tokens.
 """
 
-import email.message
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Annotated, Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated
 
-from fastapi import Depends, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import ConnectionPool
-from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from control_plane.access import service as access
 from control_plane.access.models import Permission, Principal
-from control_plane.core.bodies import DEFAULT_BODY_BYTES, MAX_BODY_KEY, parse_json
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import (
     NotAuthenticatedError,
-    PayloadTooLargeError,
     PermissionDeniedError,
     TooManyRequestsError,
 )
+from control_plane.core.routes import JsonBodyRoute
 from control_plane.core.settings import Settings
 
 #: For OpenAPI only: the route class authenticates before FastAPI resolves dependencies.
 _bearer = HTTPBearer(auto_error=False, description="A token from `sovctl tokens create`.")
-#: A body this large is parsed in a worker thread rather than on the event loop.
-_THREAD_PARSE_BYTES = 64 * 1024
-#: Methods whose requests carry no body worth reading.
-_NO_BODY_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: How long the event loop itself may wait for an idle pooled connection to authenticate.
 _CONNECTION_WAIT_SECONDS = 5.0
 
@@ -139,95 +127,16 @@ async def authenticate_request(request: Request) -> Principal:
     return principal
 
 
-def _is_json(request: Request) -> bool:
-    """Whether FastAPI would read the body as JSON (no content type, or ``*/json``, ``*+json``)."""
-    content_type = request.headers.get("content-type")
-    if not content_type:
-        return True
-    message = email.message.Message()
-    message["content-type"] = content_type
-    subtype = message.get_content_subtype()
-    return message.get_content_maintype() == "application" and (
-        subtype == "json" or subtype.endswith("+json")
-    )
-
-
-async def read_limited(request: Request, limit: int) -> bytes:
-    """The request's body, refused as soon as it is known to exceed ``limit`` bytes.
-
-    By ``Content-Length`` before a byte is read, else while the chunks arrive, so a body
-    never costs more than ``limit`` bytes of memory. Starlette keeps what was read, so
-    later readers of the request see the same body.
-    """
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLargeError.of(limit)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError.of(limit)
-        chunks.append(chunk)
-    body = b"".join(chunks)
-    request._body = body
-    return body
-
-
-def _strict_adapter(route: APIRoute) -> TypeAdapter[Any] | None:
-    """The route's body type, as FastAPI validates it, for the strict check (or None)."""
-    field = route.body_field
-    if field is None:
-        return None
-    body_type: Any = Annotated[field.field_info.annotation, field.field_info]
-    return TypeAdapter(body_type)
-
-
-def _read_json(body: bytes, strict: TypeAdapter[Any]) -> Any:
-    """``body`` parsed by the JSON rules, then checked against ``strict`` in strict JSON mode.
-
-    FastAPI validates the parsed value afterwards in pydantic's lax mode, which coerces
-    booleans and numeric strings to numbers; this check refuses such a body first, naming
-    the field as FastAPI would (``body.<field>``).
-    """
-    parsed = parse_json(body)
-    try:
-        strict.validate_json(body, strict=True)
-    except ValidationError as exc:
-        raise RequestValidationError(
-            [{**error, "loc": ("body", *error["loc"])} for error in exc.errors(include_url=False)]
-        ) from None
-    return parsed
-
-
-class SecuredRoute(APIRoute):
+class SecuredRoute(JsonBodyRoute):
     """A route that authenticates before reading its body, and reads a JSON body strictly.
 
     Its body may be at most ``DEFAULT_BODY_BYTES`` unless its ``openapi_extra`` names
-    another bound under ``core.bodies.MAX_BODY_KEY``.
+    another bound under ``core.bodies.MAX_BODY_KEY`` (``core.routes.JsonBodyRoute``).
     """
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """FastAPI's handler, behind authentication, the size bound and the JSON rules."""
-        handle = super().get_route_handler()
-        strict = _strict_adapter(self)
-        limit = int((self.openapi_extra or {}).get(MAX_BODY_KEY, DEFAULT_BODY_BYTES))
-
-        async def handler(request: Request) -> Response:
-            await authenticate_request(request)
-            if request.method not in _NO_BODY_METHODS:
-                body = await read_limited(request, limit)
-                if body and strict is not None and _is_json(request):
-                    parsed = (
-                        await run_in_threadpool(_read_json, body, strict)
-                        if len(body) > _THREAD_PARSE_BYTES
-                        else _read_json(body, strict)
-                    )
-                    # FastAPI reads request.json(), which Starlette keeps once parsed.
-                    request._json = parsed
-            return await handle(request)
-
-        return handler
+    async def before_body(self, request: Request) -> None:
+        """Authenticate the bearer token before a byte of the body is read."""
+        await authenticate_request(request)
 
 
 async def get_principal(

@@ -13,9 +13,9 @@ import typer
 from control_plane.cli.client import api
 from control_plane.cli.options import Labels, Limit, Offset, parse_labels
 from control_plane.cli.output import Output, OutputFormat, emit, emit_page, table
+from control_plane.facts.workloads import MAX_GPUS_PER_WORKLOAD
 from control_plane.scheduling.models import (
     DEFAULT_LEASE_SECONDS,
-    MAX_GPUS_PER_WORKLOAD,
     MAX_LEASE_SECONDS,
     MIN_LEASE_SECONDS,
     PlacementStrategy,

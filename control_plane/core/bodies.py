@@ -14,7 +14,7 @@ Every body the API reads goes through ``parse_json`` (JSON routes, from the rout
   hundred bytes of nested aliases cannot become millions of values;
 * YAML values JSON cannot carry (dates stay text, sets and binary are refused).
 
-The size of a body is bounded while it is read (``access.http.read_limited``, 413 naming
+The size of a body is bounded while it is read (``core.routes.read_limited``, 413 naming
 ``body``); this module bounds what a body within that size can turn into. Pure: no I/O.
 """
 
@@ -36,6 +36,9 @@ DEFAULT_BODY_BYTES = 1024 * 1024
 POLICY_BODY_BYTES = 256 * 1024
 #: A bill of materials (``POST /v1/provenance/imports``): up to 10,000 rows of JSON.
 BOM_BODY_BYTES = 4 * 1024 * 1024
+#: An AdmissionReview (the ``/k8s`` webhooks): an object and, on UPDATE, its old version,
+#: each up to the 1.5 MiB etcd stores.
+ADMISSION_BODY_BYTES = 4 * 1024 * 1024
 #: Containers within containers: policy documents need six levels, workloads three.
 MAX_DEPTH = 32
 #: Values (scalars and containers) in one body, YAML aliases expanded.

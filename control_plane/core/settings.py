@@ -65,6 +65,31 @@ class ApiSettings(BaseModel):
     port: int = Field(default=8080, ge=1, le=65535)
 
 
+class AdmissionSettings(BaseModel):
+    """The Kubernetes admission webhooks (``control_plane.admission``; docs/kubernetes.md).
+
+    ``SOVEREIGN_ADMISSION__EXEMPT_NAMESPACES='["sovereign","kube-system"]'`` and the like:
+    lists and maps are JSON.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    #: Pods there are allowed without a decision: the platform's own namespace (where the
+    #: chart installs Sovereign) and Kubernetes' system namespaces.
+    exempt_namespaces: list[str] = Field(
+        default_factory=lambda: ["sovereign", "kube-system", "kube-public", "kube-node-lease"]
+    )
+    #: Namespaces where a GPU pod that declares nothing (no ``sovereign.io/datasets``,
+    #: ``models`` or ``output`` annotation) is allowed, with a warning, instead of denied.
+    undeclared_allowed_namespaces: list[str] = Field(default_factory=list)
+    #: Namespace to tenant slug, where they differ; otherwise a pod without a
+    #: ``sovereign.io/tenant`` annotation runs for the tenant whose slug is its namespace.
+    namespace_tenants: dict[str, str] = Field(default_factory=dict)
+    #: The only user that may change ``sovereign.io/*`` labels on Nodes: the control
+    #: plane's own ServiceAccount (the worker that syncs them).
+    label_sync_user: str = "system:serviceaccount:sovereign:sovereign-worker"
+
+
 class Settings(BaseSettings):
     """Everything the API, the Celery worker and beat need to run.
 
@@ -83,6 +108,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     secret_key: SecretStr = SecretStr("dev-insecure-secret")
     api: ApiSettings = ApiSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
     #: How often agents are told to send heartbeats; three missed ones mark a node offline.

@@ -26,6 +26,7 @@ class AuditObjectType(StrEnum):
     POLICY = "policy"
     POLICY_SET = "policy_set"
     WORKLOAD = "workload"
+    POD = "pod"
     COMPLIANCE_EVALUATION = "compliance_evaluation"
 
 
@@ -73,6 +74,8 @@ class AuditAction(StrEnum):
     WORKLOAD_RELEASED = "workload.released"
     WORKLOAD_EXPIRED = "workload.expired"
     WORKLOAD_REVOKED = "workload.revoked"
+    POD_ADMITTED = "pod.admitted"
+    POD_DENIED = "pod.denied"
     COMPLIANCE_EVALUATED = "compliance.evaluated"
 
     @property
@@ -397,6 +400,25 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
             " and the `revocation` (`evaluation_id`, `policies`, `reasons`)",
             "WorkloadRevoked",
         ),
+    ),
+    AuditAction.POD_ADMITTED: ActionRecord(
+        AuditObjectType.POD,
+        "an admission webhook admits a GPU pod (or a Job's or CronJob's pod template) and"
+        " restricts it to the eligible nodes; nothing is booked, kube-scheduler places it",
+        NOTHING,
+        _side(
+            "the pod decision: namespace, kind, name, the declaration as `request`, outcome,"
+            " reasons, `explanation`, `eligible_nodes`, `fleet_generation`, the policy set,"
+            " the review's uid and user, and the enforcement `point` (`webhook`)",
+            "PodDecided",
+        ),
+    ),
+    AuditAction.POD_DENIED: ActionRecord(
+        AuditObjectType.POD,
+        "an admission webhook denies a GPU pod (by policy, capacity, or its own node"
+        " selection leaving no eligible node)",
+        NOTHING,
+        _side("the pod decision, as for `pod.admitted`", "PodDecided"),
     ),
     AuditAction.COMPLIANCE_EVALUATED: ActionRecord(
         AuditObjectType.COMPLIANCE_EVALUATION,

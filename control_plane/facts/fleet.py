@@ -7,6 +7,7 @@ origins or labels change, a GPU comes or goes, or the zone tree changes (migrati
 """
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from control_plane.core.db import DbConnection
 from control_plane.facts import repository
@@ -41,3 +42,16 @@ def load_snapshot(conn: DbConnection) -> FleetSnapshot:
     generation = repository.fleet_generation(conn)
     nodes = repository.fleet(conn)
     return FleetSnapshot(generation, NodeIndex.build(nodes, repository.zones(conn)))
+
+
+class SnapshotSource(Protocol):
+    """Where a caller that decides often gets the snapshot of the fleet's current generation.
+
+    The API's one ``scheduling.fleet.FleetCache`` is one: the admission webhooks decide on
+    the very snapshot (and so the very index, whose ``DecisionCache`` memo they share)
+    that ``POST /v1/workloads`` decides on.
+    """
+
+    def snapshot(self, conn: DbConnection) -> FleetSnapshot:
+        """The snapshot of the fleet's current generation, rebuilt only when it moved."""
+        ...

@@ -15,13 +15,14 @@ words instead of raised.
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeVar
+from typing import Annotated, TypeVar
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import InvalidInputError
+from control_plane.domain.types import Slug
 from control_plane.policy.models import (
     DataAssetView,
     DestinationView,
@@ -38,6 +39,24 @@ from control_plane.registry.models import (
 )
 
 _T = TypeVar("_T")
+
+# -- what a request may name, checked the same way wherever a workload is declared ------
+# (``POST /v1/workloads`` and the Kubernetes admission webhooks' annotations).
+
+#: Placement is on one node, and no server has more GPUs than this.
+MAX_GPUS_PER_WORKLOAD = 64
+
+
+def _distinct(names: list[str]) -> list[str]:
+    if len(set(names)) != len(names):
+        raise ValueError("a name is listed twice")
+    return names
+
+
+#: Datasets or models a workload names: slugs, at most 64, none twice.
+AssetNames = Annotated[list[Slug], Field(max_length=64), AfterValidator(_distinct)]
+#: A MIG profile as NVIDIA names them (``1g.10gb``).
+MigProfile = Annotated[str, StringConstraints(pattern=r"^[0-9]+g\.[0-9]+gb$", max_length=32)]
 
 
 class WorkloadRequest(BaseModel):

@@ -234,6 +234,10 @@ class FleetCache:
             occupancy = self.resync(conn, occupancy)
         return occupancy
 
+    def snapshot(self, conn: DbConnection) -> FleetSnapshot:
+        """The snapshot of the fleet's current generation (``facts.fleet.SnapshotSource``)."""
+        return self.current(conn).snapshot
+
     def resync(self, conn: DbConnection, occupancy: Occupancy) -> Occupancy:
         """Reload which GPUs are booked from the database; the snapshot stays."""
         reserved = repository.reserved_gpu_uuids(conn)

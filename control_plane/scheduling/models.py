@@ -12,19 +12,23 @@ from enum import StrEnum
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from control_plane.domain.decisions import DecisionOutcome, EnforcementPoint
 from control_plane.domain.types import BIGINT_END, Input, Labels, Slug, TenantFilter
-from control_plane.facts.workloads import WorkloadRequest, WorkloadRevocation
+from control_plane.facts.workloads import (
+    MAX_GPUS_PER_WORKLOAD,
+    AssetNames,
+    MigProfile,
+    WorkloadRequest,
+    WorkloadRevocation,
+)
 from control_plane.policy.models import ExplanationPublic, ReasonPublic
 
 #: Leases may run from 30 seconds to a day; the default suits a renewal every minute or so.
 MIN_LEASE_SECONDS = 30
 MAX_LEASE_SECONDS = 86_400
 DEFAULT_LEASE_SECONDS = 300
-#: Placement is on one node, and no server has more GPUs than this.
-MAX_GPUS_PER_WORKLOAD = 64
 
 
 class PlacementStrategy(StrEnum):
@@ -51,15 +55,7 @@ class WorkloadStatus(StrEnum):
     REVOKED = "revoked"
 
 
-def _distinct(names: list[str]) -> list[str]:
-    if len(set(names)) != len(names):
-        raise ValueError("a name is listed twice")
-    return names
-
-
-AssetNames = Annotated[list[Slug], Field(max_length=64), AfterValidator(_distinct)]
 LeaseSeconds = Annotated[int, Field(ge=MIN_LEASE_SECONDS, le=MAX_LEASE_SECONDS)]
-MigProfile = Annotated[str, StringConstraints(pattern=r"^[0-9]+g\.[0-9]+gb$", max_length=32)]
 
 
 class WorkloadCreate(Input):

@@ -1,0 +1,217 @@
+"""Admission webhooks, server-side: AdmissionReviews per second and p50/p99 per review.
+
+Run from the repository root (PostgreSQL as for the integration tests)::
+
+    python bench/admission.py                    # 5,000 nodes x 8 GPUs, 20 policies, 4 threads
+    python bench/admission.py --nodes 500 --seconds 5 --json
+
+What it does:
+
+1. creates a scratch database ``sovereign_bench_<random>``, migrates it, and drops it at
+   the end (also on Ctrl-C);
+2. seeds the fleet and registry as ``bench/placement.py`` does (zones jp, tw, us; tenant
+   ``research``; dataset ``tickets`` in all three; ``--nodes`` active nodes), then applies
+   and activates the 20 policies of ``bench/policy_engine.py`` through the policy service;
+3. builds one process's caches (``FleetCache``, ``DecisionCache``, ``CompiledPolicySets``)
+   and warms them with one review, as an API process's first request would;
+4. runs ``--clients`` threads, each on its own connection, calling
+   ``admission.service.review_workload`` back to back with a Pod AdmissionReview (one
+   container asking for 1 GPU, declared with ``sovereign.io/datasets: tickets``) for
+   ``--seconds``, alternating ``mutate`` (records the decision and its audit event, and
+   builds the JSONPatch) and ``validate`` (records nothing when it admits);
+5. reports reviews per second and the p50/p90/p99 of each review's time in the service
+   (server-side: from the parsed review to the answer, database round trips included; the
+   HTTP stack and JSON parsing are not in it), per webhook.
+
+Results, beside Kyverno's published figure, are in docs/benchmarks.md.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from machine_info import cpu_model
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from placement import ADMIN_URL, _admin, _drop, seed  # noqa: E402
+from policy_engine import policy_documents  # noqa: E402
+
+from control_plane.admission import service  # noqa: E402
+from control_plane.admission.models import AdmissionRequest  # noqa: E402
+from control_plane.core import migrations  # noqa: E402
+from control_plane.core.audit_log import AuditContext  # noqa: E402
+from control_plane.core.db import connect  # noqa: E402
+from control_plane.core.settings import AdmissionSettings  # noqa: E402
+from control_plane.policy import service as policies  # noqa: E402
+from control_plane.policy.engine import DecisionCache  # noqa: E402
+from control_plane.policy.service import CompiledPolicySets  # noqa: E402
+from control_plane.policy.store_models import PolicySetActivate  # noqa: E402
+from control_plane.scheduling.fleet import FleetCache  # noqa: E402
+
+ACTOR = AuditContext(actor_id="bench:admission", actor_name="bench")
+#: Kyverno's published average at 100 concurrent users (docs/benchmarks.md).
+KYVERNO_AVERAGE_MS = 42.7
+
+
+def documents() -> list[dict[str, Any]]:
+    """The 20 policies of bench/policy_engine.py, ``cost-center-required`` as a warning.
+
+    Pods carry no workload labels, so that CEL rule would deny every review; as a warn
+    policy it is still evaluated on each, and its reason comes back as a warning.
+    """
+    found = policy_documents()
+    for document in found:
+        if document["name"] == "cost-center-required":
+            document["enforcement_action"] = "warn"
+    return found
+
+
+def review() -> AdmissionRequest:
+    """A Pod CREATE as the kube-apiserver sends it, with a fresh uid."""
+    return AdmissionRequest.model_validate(
+        {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "namespace": "research",
+            "operation": "CREATE",
+            "userInfo": {"username": "bench@example.com", "groups": ["system:authenticated"]},
+            "object": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "train",
+                    "namespace": "research",
+                    "annotations": {"sovereign.io/datasets": "tickets"},
+                },
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "x",
+                            "resources": {"limits": {"nvidia.com/gpu": 1}},
+                        }
+                    ]
+                },
+            },
+            "dryRun": False,
+        }
+    )
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> int:
+    assert __doc__ is not None
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nodes", type=int, default=5000)
+    parser.add_argument("--gpus-per-node", type=int, default=8)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    name = f"sovereign_bench_{uuid.uuid4().hex[:12]}"
+    _admin(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg_url(name)
+    try:
+        migrations.upgrade(url)
+        seeded = seed(url, args.nodes, args.gpus_per_node)
+        with connect(url) as conn:
+            policies.apply_policies(conn, ACTOR, documents())
+            policies.activate(conn, ACTOR, PolicySetActivate())
+        deps = service.Deps(
+            AdmissionSettings(), CompiledPolicySets(), FleetCache(), DecisionCache(), False
+        )
+        with connect(url) as conn:
+            warm = service.review_workload(conn, ACTOR, review(), "mutate", deps)
+        times: dict[str, list[float]] = {"mutate": [], "validate": []}
+        outcomes: dict[str, int] = {}
+        lock = threading.Lock()
+        deadline = time.perf_counter() + args.seconds
+
+        def client(number: int) -> None:
+            webhook: service.Webhook = "mutate" if number % 2 == 0 else "validate"
+            mine: list[float] = []
+            seen: dict[str, int] = {}
+            with connect(url) as conn:
+                while time.perf_counter() < deadline:
+                    request = review()
+                    started = time.perf_counter()
+                    answer = service.review_workload(conn, ACTOR, request, webhook, deps)
+                    mine.append(time.perf_counter() - started)
+                    key = f"{webhook}:{'allowed' if answer.allowed else 'denied'}"
+                    seen[key] = seen.get(key, 0) + 1
+            with lock:
+                times[webhook].extend(mine)
+                for key, n in seen.items():
+                    outcomes[key] = outcomes.get(key, 0) + n
+
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
+        began = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        elapsed = time.perf_counter() - began
+        result: dict[str, Any] = {
+            "machine": {"cpu": cpu_model(), "cores": _cores(), "python": platform.python_version()},
+            "fleet": seeded,
+            "policies": len(documents()),
+            "clients": args.clients,
+            "warm_review_allowed": warm.allowed,
+            "outcomes": outcomes,
+            "reviews_per_second": sum(len(t) for t in times.values()) / elapsed,
+        }
+        for webhook, found in times.items():
+            ordered = sorted(found)
+            if ordered:
+                result[webhook] = {
+                    "reviews": len(ordered),
+                    "mean_ms": statistics.fmean(ordered) * 1000,
+                    "p50_ms": percentile(ordered, 0.50) * 1000,
+                    "p90_ms": percentile(ordered, 0.90) * 1000,
+                    "p99_ms": percentile(ordered, 0.99) * 1000,
+                }
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print(f"{seeded['nodes']} nodes, {result['policies']} policies, {args.clients} threads")
+            print(f"reviews/s: {result['reviews_per_second']:.0f}  outcomes: {outcomes}")
+            for webhook in ("mutate", "validate"):
+                if webhook in result:
+                    r = result[webhook]
+                    print(
+                        f"{webhook:9} n={r['reviews']:6d}  mean {r['mean_ms']:.2f} ms  p50"
+                        f" {r['p50_ms']:.2f} ms  p90 {r['p90_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+                    )
+            print(f"(Kyverno, published: {KYVERNO_AVERAGE_MS} ms average at 100 concurrent users)")
+    finally:
+        _drop(name)
+    return 0
+
+
+def psycopg_url(dbname: str) -> str:
+    return psycopg.conninfo.make_conninfo(ADMIN_URL, dbname=dbname)
+
+
+def _cores() -> int:
+    return os.cpu_count() or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

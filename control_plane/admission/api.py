@@ -1,0 +1,101 @@
+"""HTTP routes of the Kubernetes admission webhooks: mutate, validate, validate-node.
+
+Called by the kube-apiserver, not by API clients: no bearer token, so not under ``/v1``
+and not behind ``access.http.SecuredRoute``. The body still goes through the API's one
+body mechanism (``core.routes.JsonBodyRoute``): bounded in size, parsed strictly, and a
+malformed AdmissionReview is a 422 naming the field. Who may call these routes is the
+network's to say (the chart's NetworkPolicy, docs/kubernetes.md) until they take client
+certificates. Thin: parse, call the service, answer the review.
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from control_plane.admission import service
+from control_plane.admission.models import AdmissionReview, AdmissionReviewResponse
+from control_plane.core.bodies import ADMISSION_BODY_BYTES, MAX_BODY_KEY
+from control_plane.core.http import Conn, RequestId, SettingsDep
+from control_plane.core.openapi import error_responses
+from control_plane.core.routes import JsonBodyRoute
+from control_plane.facts.fleet import SnapshotSource
+from control_plane.policy.api import Decisions, PolicySets
+
+
+async def get_snapshots(request: Request) -> SnapshotSource:
+    """The app's fleet snapshots: the very ones ``POST /v1/workloads`` decides on."""
+    fleet: SnapshotSource = request.app.state.fleet
+    return fleet
+
+
+Snapshots = Annotated[SnapshotSource, Depends(get_snapshots)]
+
+router = APIRouter(prefix="/k8s", route_class=JsonBodyRoute, tags=["kubernetes"])
+
+_ROUTE = {
+    "openapi_extra": {MAX_BODY_KEY: ADMISSION_BODY_BYTES},
+    "response_model_exclude_none": True,
+}
+
+
+async def _review(
+    webhook: service.Webhook,
+    review: AdmissionReview,
+    conn: Conn,
+    request_id: RequestId,
+    settings: SettingsDep,
+    policy_sets: PolicySets,
+    fleet: Snapshots,
+    decisions: Decisions,
+) -> AdmissionReviewResponse:
+    deps = service.Deps(
+        settings.admission, policy_sets, fleet, decisions, settings.default_deny_unselected
+    )
+    answer = await run_in_threadpool(
+        service.review_workload,
+        conn,
+        service.audit_context(review.request, request_id),
+        review.request,
+        webhook,
+        deps,
+    )
+    return AdmissionReviewResponse(response=answer)
+
+
+@router.post("/mutate", responses=error_responses(413, 503), **_ROUTE)  # type: ignore[arg-type]
+async def mutate(
+    review: AdmissionReview,
+    conn: Conn,
+    request_id: RequestId,
+    settings: SettingsDep,
+    policy_sets: PolicySets,
+    fleet: Snapshots,
+    decisions: Decisions,
+) -> AdmissionReviewResponse:
+    """Mutating webhook: decide a GPU pod and restrict it to the eligible nodes."""
+    return await _review(
+        "mutate", review, conn, request_id, settings, policy_sets, fleet, decisions
+    )
+
+
+@router.post("/validate", responses=error_responses(413, 503), **_ROUTE)  # type: ignore[arg-type]
+async def validate(
+    review: AdmissionReview,
+    conn: Conn,
+    request_id: RequestId,
+    settings: SettingsDep,
+    policy_sets: PolicySets,
+    fleet: Snapshots,
+    decisions: Decisions,
+) -> AdmissionReviewResponse:
+    """Validating webhook: deny undeclared or disallowed GPU pods; warnings for warn policies."""
+    return await _review(
+        "validate", review, conn, request_id, settings, policy_sets, fleet, decisions
+    )
+
+
+@router.post("/validate-node", responses=error_responses(413), **_ROUTE)  # type: ignore[arg-type]
+async def validate_node(review: AdmissionReview, settings: SettingsDep) -> AdmissionReviewResponse:
+    """Node protection: only the control plane may change a Node's sovereign.io/* labels."""
+    return AdmissionReviewResponse(response=service.review_node(review.request, settings.admission))

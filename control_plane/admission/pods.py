@@ -1,0 +1,478 @@
+"""Pods as the webhooks read them: GPUs asked for, the declaration, node selection, the patch.
+
+Pure functions over the parsed objects of ``models``; no I/O, so every rule here is
+tested without a cluster or a database.
+
+**GPUs.** A pod asks for GPUs when a container or init container requests or limits
+``nvidia.com/gpu`` (whole GPUs) or ``nvidia.com/mig-<profile>`` (MIG slices of that
+profile, e.g. ``nvidia.com/mig-1g.10gb``), or when it has DRA ``resourceClaims``. How
+many: the Kubernetes rule for a pod's effective request. Regular containers run side by
+side, so theirs add up; init containers run one after the other before them, so the
+largest counts; an init container with ``restartPolicy: Always`` (a sidecar) keeps
+running, so it adds to everything after it:
+
+    effective = max(sum(containers) + sum(sidecars),
+                    max over init containers i of (init_i + sidecars started before i))
+
+Per container, the limit counts, or the request when there is no limit (Kubernetes
+requires them equal for extended resources). A pod with only resource claims is decided
+as asking for one whole GPU: the claim's device count lives in its ResourceClaim, which
+the pod does not carry. One pod asks for one kind: whole GPUs, or slices of one profile.
+
+**Declaration.** ``sovereign.io/datasets`` and ``sovereign.io/models`` (comma-separated
+names), ``sovereign.io/output`` and ``sovereign.io/tenant``, validated by the rules of
+``POST /v1/workloads`` (``facts.workloads``). A pod declares itself with any of the first
+three (an empty ``sovereign.io/datasets: ""`` says it reads none).
+
+**Node selection.** The pod's ``nodeSelector`` and required node affinity, judged against
+the ``sovereign.io/*`` labels the label sync puts on each node (``NODE_LABELS``). A
+requirement on any other key (or on ``matchFields``) cannot be judged here and is taken
+as possibly met, so a pod is refused only when what it asks for certainly leaves it no
+eligible node.
+
+**Patch.** The restriction ``sovereign.io/node-id In [eligible ids]`` is ANDed into every
+existing required ``nodeSelectorTerm`` (Kubernetes ORs the terms, so adding a term of its
+own would widen the pod's choice, never narrow it); an empty term, which matches nothing,
+is left as it is. Without required affinity, one term is added. Applying the patch twice
+adds nothing the second time (the API server may call the webhook again).
+"""
+
+import base64
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from control_plane.admission.models import (
+    Container,
+    NodeSelectorRequirement,
+    NodeSelectorTerm,
+    PodDeclaration,
+    PodTemplate,
+    WorkloadKind,
+)
+from control_plane.facts.workloads import MAX_GPUS_PER_WORKLOAD, WorkloadRequest
+from control_plane.policy.engine import NodeIndex
+from control_plane.policy.models import NodeView
+
+#: The annotations a pod declares itself with, and those the mutating webhook sets.
+DATASETS = "sovereign.io/datasets"
+MODELS = "sovereign.io/models"
+OUTPUT = "sovereign.io/output"
+TENANT = "sovereign.io/tenant"
+DECISION_ID = "sovereign.io/decision-id"
+POLICY_SET_VERSION = "sovereign.io/policy-set-version"
+#: The node label the injected affinity selects on (kept in sync by the label sync).
+NODE_ID_LABEL = "sovereign.io/node-id"
+#: The Node labels of the control plane's own, which only its ServiceAccount may change.
+LABEL_PREFIX = "sovereign.io/"
+
+WHOLE_GPU = "nvidia.com/gpu"
+MIG_PREFIX = "nvidia.com/mig-"
+
+_DECLARING = (DATASETS, MODELS, OUTPUT)
+_FIELD_ANNOTATION = {"datasets": DATASETS, "models": MODELS, "output": OUTPUT, "tenant": TENANT}
+
+
+class PodProblemError(Exception):
+    """Something in the pod (or its declaration) that makes it a denial, naming the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        """``field``: where in the object, as ``spec.containers[0].resources.limits``."""
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+# -- GPUs ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GpuAsk:
+    """What a pod asks for: ``count`` whole GPUs, or MIG slices of ``mig_profile``."""
+
+    count: int
+    mig_profile: str | None = None
+
+
+def _whole_number(value: object, field: str) -> int:
+    """A GPU quantity: a whole number (``1``, ``"2"``); ``500m`` or ``1.5`` is refused."""
+    if isinstance(value, bool):
+        raise PodProblemError(field, "must be a whole number of devices")
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    else:
+        raise PodProblemError(field, f"must be a whole number of devices, not {value!r}")
+    if number < 0:
+        raise PodProblemError(field, "must not be negative")
+    return number
+
+
+def _profile(resource: str) -> str | None:
+    """The MIG profile of an extended resource name, or None if it is not a GPU resource."""
+    if resource == WHOLE_GPU:
+        return ""
+    if resource.startswith(MIG_PREFIX):
+        return resource.removeprefix(MIG_PREFIX)
+    return None
+
+
+def container_gpus(container: Container, field: str) -> dict[str, int]:
+    """One container's GPU resources: ``""`` for whole GPUs, else the MIG profile, to count.
+
+    The limit counts, else the request (equal when both are given, as Kubernetes
+    requires for extended resources; the larger if not).
+    """
+    found: dict[str, int] = {}
+    resources = container.resources
+    for part, quantities in (("limits", resources.limits), ("requests", resources.requests)):
+        for resource, value in quantities.items():
+            profile = _profile(resource)
+            if profile is None:
+                continue
+            count = _whole_number(value, f"{field}.resources.{part}[{resource}]")
+            found[profile] = max(found.get(profile, 0), count)
+    return found
+
+
+def effective_gpus(template: PodTemplate) -> dict[str, int]:
+    """The pod's effective GPU request per kind, by the Kubernetes rule (module docstring)."""
+    spec = template.spec
+    running: dict[str, int] = {}
+    sidecars: dict[str, int] = {}
+    init_peak: dict[str, int] = {}
+    where = template.spec_path
+    for position, container in enumerate(spec.init_containers):
+        asks = container_gpus(container, f"{where}.initContainers[{position}]")
+        for kind, count in asks.items():
+            if container.restart_policy == "Always":
+                sidecars[kind] = sidecars.get(kind, 0) + count
+                init_peak[kind] = max(init_peak.get(kind, 0), sidecars[kind])
+            else:
+                init_peak[kind] = max(init_peak.get(kind, 0), sidecars.get(kind, 0) + count)
+    for position, container in enumerate(spec.containers):
+        for kind, count in container_gpus(container, f"{where}.containers[{position}]").items():
+            running[kind] = running.get(kind, 0) + count
+    kinds = set(running) | set(sidecars) | set(init_peak)
+    return {
+        kind: max(running.get(kind, 0) + sidecars.get(kind, 0), init_peak.get(kind, 0))
+        for kind in sorted(kinds)
+    }
+
+
+def gpu_ask(template: PodTemplate) -> GpuAsk | None:
+    """What the pod asks for, or None when it asks for no GPU (it is then left alone)."""
+    asked = {kind: count for kind, count in effective_gpus(template).items() if count > 0}
+    where = template.spec_path
+    if not asked:
+        if template.spec.resource_claims:
+            return GpuAsk(1)
+        return None
+    if len(asked) > 1:
+        names = ", ".join(WHOLE_GPU if kind == "" else MIG_PREFIX + kind for kind in asked)
+        raise PodProblemError(
+            f"{where}.containers",
+            f"asks for {names}: a pod may ask for whole GPUs or for MIG slices of one profile,"
+            " not several kinds",
+        )
+    [(kind, count)] = asked.items()
+    if count > MAX_GPUS_PER_WORKLOAD:
+        raise PodProblemError(
+            f"{where}.containers",
+            f"asks for {count} GPUs; placement is on one node, at most {MAX_GPUS_PER_WORKLOAD}",
+        )
+    return GpuAsk(count, kind or None)
+
+
+# -- the declaration -----------------------------------------------------------------
+
+
+def declares(annotations: Mapping[str, str]) -> bool:
+    """Whether the pod declares what it touches (any of datasets, models, output)."""
+    return any(key in annotations for key in _DECLARING)
+
+
+def _names(value: str | None) -> list[str]:
+    if value is None:
+        return []
+    return [name.strip() for name in value.split(",") if name.strip()]
+
+
+def _annotation_field(loc: Sequence[int | str]) -> str:
+    """Where a declaration error lies: the annotation, and the position in its list."""
+    head = str(loc[0]) if loc else "tenant"
+    annotation = _FIELD_ANNOTATION.get(head, head)
+    rest = "".join(f"[{part}]" for part in loc[1:])
+    return f"metadata.annotations[{annotation}]{rest}"
+
+
+def declaration(
+    template: PodTemplate, namespace: str, namespace_tenants: Mapping[str, str], ask: GpuAsk
+) -> WorkloadRequest:
+    """The workload the pod declares, checked as ``POST /v1/workloads`` checks one.
+
+    The tenant is ``sovereign.io/tenant``, else the setting's mapping of the namespace,
+    else the namespace itself. A bad value is a ``PodProblemError`` naming the annotation.
+    """
+    annotations = template.annotations
+    tenant = annotations.get(TENANT) or namespace_tenants.get(namespace, namespace)
+    try:
+        declared = PodDeclaration.model_validate(
+            {
+                "tenant": tenant,
+                "datasets": _names(annotations.get(DATASETS)),
+                "models": _names(annotations.get(MODELS)),
+                "output": annotations.get(OUTPUT) or None,
+            }
+        )
+    except ValidationError as exc:
+        error = exc.errors(include_url=False)[0]
+        message = error["msg"].removeprefix("Value error, ")
+        if error["loc"] and error["loc"][0] == "tenant" and TENANT not in annotations:
+            raise PodProblemError(
+                "metadata.namespace",
+                f"namespace {namespace!r} names no valid tenant ({message}); annotate the pod"
+                f" with {TENANT}",
+            ) from None
+        raise PodProblemError(_annotation_field(error["loc"]), message) from None
+    return WorkloadRequest(
+        tenant=declared.tenant,
+        datasets=declared.datasets,
+        models=declared.models,
+        output=declared.output,
+        gpu_count=ask.count,
+        mig_profile=ask.mig_profile,
+    )
+
+
+def declared_field(request_field: str, namespace_default: bool) -> str:
+    """The pod field behind a field of the workload request (``datasets.1``), for messages."""
+    head, _, rest = request_field.partition(".")
+    if head == "tenant" and namespace_default:
+        return "metadata.namespace"
+    return _annotation_field([head, *([int(rest)] if rest.isdigit() else [])])
+
+
+# -- node selection ------------------------------------------------------------------
+
+
+class Match(StrEnum):
+    """Whether a node requirement holds: yes, no, or unknown (a label not judged here)."""
+
+    YES = "yes"
+    NO = "no"
+    UNKNOWN = "unknown"
+
+
+#: The labels the label sync gives every node; only these are judged.
+NODE_LABELS = (
+    NODE_ID_LABEL,
+    "sovereign.io/zone",
+    "sovereign.io/country",
+    "sovereign.io/origin-country",
+    "sovereign.io/provenance",
+)
+
+
+def node_labels(node: NodeView, index: NodeIndex) -> dict[str, str]:
+    """The ``NODE_LABELS`` a node carries (those it has a value for)."""
+    values = {
+        NODE_ID_LABEL: node.id,
+        "sovereign.io/zone": node.zone,
+        "sovereign.io/country": index.country_of(node.zone),
+        "sovereign.io/origin-country": node.origin_country,
+        "sovereign.io/provenance": node.provenance_status.value,
+    }
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _requirement(requirement: NodeSelectorRequirement, labels: Mapping[str, str]) -> Match:
+    if requirement.key not in NODE_LABELS:
+        return Match.UNKNOWN
+    value = labels.get(requirement.key)
+    operator = requirement.operator
+    if operator == "In":
+        return Match.YES if value is not None and value in requirement.values else Match.NO
+    if operator == "NotIn":
+        return Match.YES if value is None or value not in requirement.values else Match.NO
+    if operator == "Exists":
+        return Match.YES if value is not None else Match.NO
+    if operator == "DoesNotExist":
+        return Match.YES if value is None else Match.NO
+    return Match.UNKNOWN  # Gt and Lt compare integers; no label judged here holds one
+
+
+def _all(matches: Iterable[Match]) -> Match:
+    result = Match.YES
+    for match in matches:
+        if match is Match.NO:
+            return Match.NO
+        if match is Match.UNKNOWN:
+            result = Match.UNKNOWN
+    return result
+
+
+def _term(term: NodeSelectorTerm, labels: Mapping[str, str]) -> Match:
+    if not term.match_expressions and not term.match_fields:
+        return Match.NO  # an empty term selects nothing
+    found = [_requirement(requirement, labels) for requirement in term.match_expressions]
+    if term.match_fields:
+        found.append(Match.UNKNOWN)
+    return _all(found)
+
+
+def selects(template: PodTemplate, labels: Mapping[str, str]) -> Match:
+    """Whether the pod's own nodeSelector and required node affinity admit a node so labelled."""
+    spec = template.spec
+    by_selector = _all(
+        (
+            Match.UNKNOWN
+            if key not in NODE_LABELS
+            else Match.YES
+            if labels.get(key) == value
+            else Match.NO
+        )
+        for key, value in spec.node_selector.items()
+    )
+    terms = spec.required_terms()
+    if terms is None:
+        return by_selector
+    by_terms = Match.NO
+    for term in terms:
+        match = _term(term, labels)
+        if match is Match.YES:
+            by_terms = Match.YES
+            break
+        if match is Match.UNKNOWN:
+            by_terms = Match.UNKNOWN
+    return _all((by_selector, by_terms))
+
+
+def selects_any(template: PodTemplate, node_ids: Iterable[str], index: NodeIndex) -> bool:
+    """Whether the pod's own node selection may admit one of ``node_ids`` at all.
+
+    Stops at the first node it may admit, and a pod that selects nothing itself (no
+    ``nodeSelector``, no required affinity) admits any, so the usual pod costs nothing
+    however many nodes are eligible.
+    """
+    if not template.spec.node_selector and template.spec.required_terms() is None:
+        return any(True for _ in node_ids)
+    return any(
+        selects(template, node_labels(index.node(node_id), index)) is not Match.NO
+        for node_id in node_ids
+    )
+
+
+def selectable(template: PodTemplate, node_ids: Iterable[str], index: NodeIndex) -> list[str]:
+    """The nodes among ``node_ids`` the pod's own node selection may admit (in that order)."""
+    return [
+        node_id
+        for node_id in node_ids
+        if selects(template, node_labels(index.node(node_id), index)) is not Match.NO
+    ]
+
+
+# -- the patch -----------------------------------------------------------------------
+
+
+def _pointer(*parts: str) -> str:
+    """An RFC 6901 JSON pointer from path parts (``~`` and ``/`` escaped)."""
+    return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+def _restricted(term: dict[str, Any], restriction: dict[str, Any]) -> dict[str, Any]:
+    """``term`` ANDed with ``restriction``; an empty term (it matches nothing) as it is."""
+    expressions = list(term.get("matchExpressions") or [])
+    if not expressions and not term.get("matchFields"):
+        return term
+    if restriction in expressions:
+        return term
+    return {**term, "matchExpressions": [*expressions, restriction]}
+
+
+def affinity_patch(
+    template: PodTemplate, raw_template: Mapping[str, Any], eligible: Sequence[str]
+) -> list[dict[str, Any]]:
+    """JSONPatch operations that restrict the pod to the ``eligible`` node ids.
+
+    ``raw_template`` is the pod template as received (a pod: the object itself), so the
+    operations address what is really there; see the module docstring for the merge.
+    """
+    prefix = template.pointer
+    restriction = {"key": NODE_ID_LABEL, "operator": "In", "values": list(eligible)}
+    spec = raw_template.get("spec") or {}
+    affinity = spec.get("affinity")
+    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
+    required = (
+        node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+        if isinstance(node_affinity, dict)
+        else None
+    )
+    terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
+    fresh = {"nodeSelectorTerms": [{"matchExpressions": [restriction]}]}
+    if not isinstance(affinity, dict):
+        return [
+            {
+                "op": "add",
+                "path": prefix + "/spec/affinity",
+                "value": {
+                    "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": fresh}
+                },
+            }
+        ]
+    if not isinstance(node_affinity, dict):
+        return [
+            {
+                "op": "add",
+                "path": prefix + "/spec/affinity/nodeAffinity",
+                "value": {"requiredDuringSchedulingIgnoredDuringExecution": fresh},
+            }
+        ]
+    path = prefix + _pointer(
+        "spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"
+    )
+    if not isinstance(terms, list) or not terms:
+        return [{"op": "add", "path": path, "value": fresh}]
+    merged = [_restricted(term, restriction) for term in terms]
+    if merged == terms:
+        return []
+    return [{"op": "replace", "path": path + "/nodeSelectorTerms", "value": merged}]
+
+
+def annotation_patch(
+    template: PodTemplate, raw_template: Mapping[str, Any], annotations: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """JSONPatch operations that set ``annotations`` on the pod template (or the pod)."""
+    prefix = template.pointer
+    metadata = raw_template.get("metadata")
+    if not isinstance(metadata, dict):
+        return [
+            {"op": "add", "path": prefix + "/metadata", "value": {"annotations": dict(annotations)}}
+        ]
+    if not isinstance(metadata.get("annotations"), dict):
+        return [{"op": "add", "path": prefix + "/metadata/annotations", "value": dict(annotations)}]
+    return [
+        {"op": "add", "path": prefix + _pointer("metadata", "annotations", key), "value": value}
+        for key, value in annotations.items()
+    ]
+
+
+def encode_patch(operations: Sequence[Mapping[str, Any]]) -> str:
+    """The patch as ``AdmissionResponse.patch`` carries it: JSON, base64-encoded."""
+    return base64.b64encode(json.dumps(list(operations), separators=(",", ":")).encode()).decode()
+
+
+def template_of(kind: WorkloadKind, raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The raw pod template inside a raw object of ``kind`` (the object itself for a Pod)."""
+    if kind is WorkloadKind.POD:
+        return raw
+    if kind is WorkloadKind.JOB:
+        return raw["spec"]["template"]  # type: ignore[no-any-return]
+    return raw["spec"]["jobTemplate"]["spec"]["template"]  # type: ignore[no-any-return]

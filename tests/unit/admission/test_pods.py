@@ -1,0 +1,355 @@
+"""The pure rules of the admission webhooks: GPUs asked for, the declaration, the patch."""
+
+import base64
+import copy
+import json
+from typing import Any
+
+import jsonpatch
+import pytest
+
+from control_plane.admission import pods
+from control_plane.admission.models import PodTemplate, WorkloadKind, parse_template
+from control_plane.domain.fleet import ProvenanceStatus
+from control_plane.policy.engine import NodeIndex
+from control_plane.policy.models import NodeView, ZoneView
+
+
+def container(name: str = "main", **resources: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "image": "registry.local/train:1", "resources": resources}
+
+
+def pod(
+    containers: list[dict[str, Any]],
+    init: list[dict[str, Any]] | None = None,
+    annotations: dict[str, str] | None = None,
+    **spec: Any,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "train", "namespace": "research"},
+        "spec": {"containers": containers, **spec},
+    }
+    if init is not None:
+        body["spec"]["initContainers"] = init
+    if annotations is not None:
+        body["metadata"]["annotations"] = annotations
+    return body
+
+
+def template(raw: dict[str, Any], kind: WorkloadKind = WorkloadKind.POD) -> PodTemplate:
+    return parse_template(kind, raw)
+
+
+def gpus(n: float | str) -> dict[str, Any]:
+    return {"nvidia.com/gpu": n}
+
+
+# -- GPU detection and the count rule ---------------------------------------------------
+
+
+def test_a_pod_without_gpus_asks_for_none() -> None:
+    raw = pod([container(limits={"cpu": "2", "memory": "8Gi"})])
+    assert pods.gpu_ask(template(raw)) is None
+
+
+def test_limits_or_requests_of_whole_gpus_count() -> None:
+    assert pods.gpu_ask(template(pod([container(limits=gpus(2))]))) == pods.GpuAsk(2)
+    assert pods.gpu_ask(template(pod([container(requests=gpus("1"))]))) == pods.GpuAsk(1)
+    assert pods.gpu_ask(template(pod([container(limits=gpus(0))]))) is None
+
+
+def test_regular_containers_add_up() -> None:
+    raw = pod([container("a", limits=gpus(2)), container("b", limits=gpus(3)), container("c")])
+    assert pods.gpu_ask(template(raw)) == pods.GpuAsk(5)
+
+
+def test_init_containers_count_by_the_largest_not_the_sum() -> None:
+    raw = pod(
+        [container("main", limits=gpus(1))],
+        init=[container("warm", limits=gpus(4)), container("fetch", limits=gpus(2))],
+    )
+    # max(sum(containers)=1, max(init)=4)
+    assert pods.gpu_ask(template(raw)) == pods.GpuAsk(4)
+    smaller = pod([container("main", limits=gpus(3))], init=[container("warm", limits=gpus(2))])
+    assert pods.gpu_ask(template(smaller)) == pods.GpuAsk(3)
+
+
+def test_a_sidecar_init_container_adds_to_the_containers() -> None:
+    sidecar = {**container("proxy", limits=gpus(1)), "restartPolicy": "Always"}
+    raw = pod([container("main", limits=gpus(2))], init=[sidecar])
+    assert pods.gpu_ask(template(raw)) == pods.GpuAsk(3)
+
+
+def test_mig_resources_ask_for_slices_of_their_profile() -> None:
+    raw = pod([container(limits={"nvidia.com/mig-1g.10gb": 2})])
+    assert pods.gpu_ask(template(raw)) == pods.GpuAsk(2, "1g.10gb")
+
+
+def test_resource_claims_alone_ask_for_one_gpu() -> None:
+    raw = pod([container()], resourceClaims=[{"name": "gpu", "resourceClaimTemplateName": "a"}])
+    assert pods.gpu_ask(template(raw)) == pods.GpuAsk(1)
+
+
+@pytest.mark.parametrize(
+    ("limits", "field"),
+    [
+        (gpus("500m"), "spec.containers[0].resources.limits[nvidia.com/gpu]"),
+        (gpus(1.5), "spec.containers[0].resources.limits[nvidia.com/gpu]"),
+        (gpus(-1), "spec.containers[0].resources.limits[nvidia.com/gpu]"),
+        ({"nvidia.com/gpu": 1, "nvidia.com/mig-1g.10gb": 1}, "spec.containers"),
+        (gpus(65), "spec.containers"),
+    ],
+)
+def test_an_unusable_gpu_request_names_the_field(limits: dict[str, Any], field: str) -> None:
+    with pytest.raises(pods.PodProblemError) as raised:
+        pods.gpu_ask(template(pod([container(limits=limits)])))
+    assert raised.value.field == field
+
+
+def test_a_malformed_pod_names_the_field() -> None:
+    raw = pod([container()])
+    raw["spec"]["containers"][0]["resources"] = {"limits": ["nvidia.com/gpu"]}
+    with pytest.raises(ValueError, match=r"^spec\.containers\[0\]\.resources\.limits: "):
+        template(raw)
+
+
+def job(spec: dict[str, Any], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "nightly", "annotations": annotations or {}},
+        "spec": {"template": {"metadata": {}, "spec": spec}, "backoffLimit": 2},
+    }
+
+
+def cronjob(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": {"name": "nightly"},
+        "spec": {
+            "schedule": "0 2 * * *",
+            "jobTemplate": {"spec": {"template": {"spec": spec}}},
+        },
+    }
+
+
+def test_jobs_and_cronjobs_are_read_through_their_pod_templates() -> None:
+    spec = {"containers": [container(limits=gpus(2))], "restartPolicy": "Never"}
+    found = template(job(spec, {pods.DATASETS: "tickets"}), WorkloadKind.JOB)
+    assert pods.gpu_ask(found) == pods.GpuAsk(2)
+    assert found.pointer == "/spec/template"
+    # The Job's own annotations declare it when its template does not.
+    assert pods.declares(found.annotations)
+    cron = template(cronjob(spec), WorkloadKind.CRONJOB)
+    assert pods.gpu_ask(cron) == pods.GpuAsk(2)
+    assert cron.pointer == "/spec/jobTemplate/spec/template"
+    bad = cronjob({"containers": [container(limits=gpus("x"))]})
+    with pytest.raises(pods.PodProblemError) as raised:
+        pods.gpu_ask(template(bad, WorkloadKind.CRONJOB))
+    assert raised.value.field.startswith("spec.jobTemplate.spec.template.spec.containers[0]")
+
+
+# -- the declaration --------------------------------------------------------------------
+
+
+def declared(annotations: dict[str, str], namespace: str = "research", **mapping: str) -> Any:
+    found = template(pod([container(limits=gpus(1))], annotations=annotations))
+    return pods.declaration(found, namespace, mapping, pods.GpuAsk(1))
+
+
+def test_annotations_declare_the_workload() -> None:
+    request = declared(
+        {pods.DATASETS: "tickets, logs", pods.MODELS: "llama", pods.OUTPUT: "results-jp"}
+    )
+    assert request.tenant == "research"
+    assert request.datasets == ["tickets", "logs"]
+    assert request.models == ["llama"]
+    assert request.output == "results-jp"
+    assert request.gpu_count == 1
+
+
+def test_the_tenant_is_the_annotation_else_the_mapping_else_the_namespace() -> None:
+    assert declared({pods.DATASETS: ""}).tenant == "research"
+    assert declared({pods.DATASETS: ""}, "ml-prod", **{"ml-prod": "research"}).tenant == "research"
+    assert declared({pods.DATASETS: "", pods.TENANT: "platform"}).tenant == "platform"
+
+
+def test_declared_means_any_of_datasets_models_or_output() -> None:
+    assert pods.declares({pods.DATASETS: ""})
+    assert pods.declares({pods.OUTPUT: "results-jp"})
+    assert not pods.declares({pods.TENANT: "research", "team": "nlp"})
+
+
+@pytest.mark.parametrize(
+    ("annotations", "field"),
+    [
+        ({pods.DATASETS: "tickets,Tickets"}, "metadata.annotations[sovereign.io/datasets]"),
+        ({pods.MODELS: "bad name"}, "metadata.annotations[sovereign.io/models][0]"),
+        ({pods.OUTPUT: "-x"}, "metadata.annotations[sovereign.io/output]"),
+        ({pods.DATASETS: "", pods.TENANT: "No_Such"}, "metadata.annotations[sovereign.io/tenant]"),
+    ],
+)
+def test_a_bad_annotation_names_it(annotations: dict[str, str], field: str) -> None:
+    with pytest.raises(pods.PodProblemError) as raised:
+        declared(annotations)
+    assert raised.value.field == field
+
+
+def test_a_namespace_that_is_no_tenant_slug_says_so() -> None:
+    with pytest.raises(pods.PodProblemError) as raised:
+        declared({pods.DATASETS: ""}, "x" * 70)
+    assert raised.value.field == "metadata.namespace"
+    assert pods.TENANT in raised.value.message
+
+
+# -- the affinity merge -----------------------------------------------------------------
+
+ELIGIBLE = ["node-a", "node-b"]
+RESTRICTION = {"key": pods.NODE_ID_LABEL, "operator": "In", "values": ELIGIBLE}
+
+
+def patched(raw: dict[str, Any], kind: WorkloadKind = WorkloadKind.POD) -> dict[str, Any]:
+    found = template(raw, kind)
+    inner = pods.template_of(kind, raw)
+    operations = [
+        *pods.affinity_patch(found, inner, ELIGIBLE),
+        *pods.annotation_patch(found, inner, {pods.DECISION_ID: "d-1"}),
+    ]
+    # Through the wire encoding, as the API server reads it.
+    decoded = json.loads(base64.b64decode(pods.encode_patch(operations)))
+    result: dict[str, Any] = jsonpatch.apply_patch(raw, decoded)
+    return result
+
+
+def required(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    terms: list[dict[str, Any]] = spec["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]["nodeSelectorTerms"]
+    return terms
+
+
+def test_without_affinity_one_term_is_added() -> None:
+    result = patched(pod([container(limits=gpus(1))]))
+    assert required(result["spec"]) == [{"matchExpressions": [RESTRICTION]}]
+    assert result["metadata"]["annotations"] == {pods.DECISION_ID: "d-1"}
+
+
+def test_the_restriction_is_anded_into_every_existing_term() -> None:
+    terms = [
+        {"matchExpressions": [{"key": "gpu", "operator": "In", "values": ["h100"]}]},
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]},
+        {},  # matches nothing: left as it is
+    ]
+    affinity: dict[str, Any] = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms},
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "preference": {"matchExpressions": []}}
+            ],
+        },
+        "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": []},
+    }
+    raw = pod(
+        [container(limits=gpus(1))],
+        annotations={"team": "nlp"},
+        affinity=copy.deepcopy(affinity),
+        nodeSelector={"disk": "ssd"},
+    )
+    result = patched(raw)
+    assert required(result["spec"]) == [
+        {"matchExpressions": [terms[0]["matchExpressions"][0], RESTRICTION]},
+        {"matchFields": terms[1]["matchFields"], "matchExpressions": [RESTRICTION]},
+        {},
+    ]
+    # Everything else the pod said is kept.
+    kept = result["spec"]["affinity"]
+    assert kept["podAntiAffinity"] == affinity["podAntiAffinity"]
+    assert (
+        kept["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        == (affinity["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"])
+    )
+    assert result["spec"]["nodeSelector"] == {"disk": "ssd"}
+    assert result["metadata"]["annotations"] == {"team": "nlp", pods.DECISION_ID: "d-1"}
+
+
+def test_affinity_without_node_affinity_or_required_part_gets_one_added() -> None:
+    only_pod = pod([container(limits=gpus(1))], affinity={"podAffinity": {}})
+    result = patched(only_pod)
+    assert required(result["spec"]) == [{"matchExpressions": [RESTRICTION]}]
+    assert result["spec"]["affinity"]["podAffinity"] == {}
+    preferred_only = pod(
+        [container(limits=gpus(1))],
+        affinity={"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+    )
+    assert required(patched(preferred_only)["spec"]) == [{"matchExpressions": [RESTRICTION]}]
+
+
+def test_patching_twice_adds_nothing_more() -> None:
+    once = patched(pod([container(limits=gpus(1))]))
+    twice = patched(once)
+    assert required(twice["spec"]) == required(once["spec"])
+
+
+def test_jobs_and_cronjobs_are_patched_in_their_templates() -> None:
+    spec = {"containers": [container(limits=gpus(1))], "restartPolicy": "Never"}
+    result = patched(job(spec), WorkloadKind.JOB)
+    assert required(result["spec"]["template"]["spec"]) == [{"matchExpressions": [RESTRICTION]}]
+    assert result["spec"]["template"]["metadata"]["annotations"] == {pods.DECISION_ID: "d-1"}
+    assert result["spec"]["backoffLimit"] == 2
+    cron = patched(cronjob(spec), WorkloadKind.CRONJOB)
+    inner = cron["spec"]["jobTemplate"]["spec"]["template"]
+    assert required(inner["spec"]) == [{"matchExpressions": [RESTRICTION]}]
+    assert inner["metadata"] == {"annotations": {pods.DECISION_ID: "d-1"}}
+
+
+# -- the pod's own node selection -------------------------------------------------------
+
+
+def index() -> NodeIndex:
+    zones = {"jp": ZoneView("jp", None, "JP"), "tw": ZoneView("tw", None, "TW")}
+    nodes = [
+        NodeView("node-a", "a", "jp", provenance_status=ProvenanceStatus.VERIFIED),
+        NodeView("node-b", "b", "jp"),
+        NodeView("node-c", "c", "tw"),
+    ]
+    return NodeIndex.build(nodes, zones)
+
+
+def selectable(**spec: Any) -> list[str]:
+    found = template(pod([container(limits=gpus(1))], **spec))
+    return pods.selectable(found, ["node-a", "node-b", "node-c"], index())
+
+
+def term(*expressions: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": list(expressions)}]
+            }
+        }
+    }
+
+
+def test_node_selection_is_judged_on_the_sovereign_labels() -> None:
+    assert selectable() == ["node-a", "node-b", "node-c"]
+    assert selectable(nodeSelector={"sovereign.io/country": "TW"}) == ["node-c"]
+    assert selectable(nodeSelector={"sovereign.io/zone": "de"}) == []
+    verified = {"key": "sovereign.io/provenance", "operator": "In", "values": ["verified"]}
+    assert selectable(affinity=term(verified)) == ["node-a"]
+    not_jp = {"key": "sovereign.io/zone", "operator": "NotIn", "values": ["jp"]}
+    assert selectable(affinity=term(not_jp)) == ["node-c"]
+    origin = {"key": "sovereign.io/origin-country", "operator": "Exists"}
+    assert selectable(affinity=term(origin)) == []
+
+
+def test_labels_not_judged_here_never_exclude_a_node() -> None:
+    assert selectable(nodeSelector={"nvidia.com/gpu.product": "H100"}) == [
+        "node-a",
+        "node-b",
+        "node-c",
+    ]
+    other = {"key": "kubernetes.io/hostname", "operator": "In", "values": ["x"]}
+    assert selectable(affinity=term(other)) == ["node-a", "node-b", "node-c"]
