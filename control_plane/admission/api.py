@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from control_plane.admission import service
 from control_plane.admission.models import AdmissionReview, AdmissionReviewResponse
 from control_plane.core.bodies import ADMISSION_BODY_BYTES, MAX_BODY_KEY
+from control_plane.core.errors import NotFoundError
 from control_plane.core.http import Conn, RequestId, SettingsDep
 from control_plane.core.openapi import error_responses
 from control_plane.core.routes import JsonBodyRoute
@@ -31,7 +32,25 @@ async def get_snapshots(request: Request) -> SnapshotSource:
 
 Snapshots = Annotated[SnapshotSource, Depends(get_snapshots)]
 
-router = APIRouter(prefix="/k8s", route_class=JsonBodyRoute, tags=["kubernetes"])
+
+class WebhookRoute(JsonBodyRoute):
+    """The API's body rules, behind a switch: 404 unless ``SOVEREIGN_ADMISSION__ENABLED``.
+
+    These routes take no bearer token, so they are opt-in: an install that is no
+    cluster's webhook (the quickstart, compose) does not expose them. Checked before a
+    byte of the body is read.
+    """
+
+    async def before_body(self, request: Request) -> None:
+        """Refuse at once while the webhooks are off."""
+        if not request.app.state.settings.admission.enabled:
+            raise NotFoundError(
+                "the admission webhooks are off on this control plane"
+                " (SOVEREIGN_ADMISSION__ENABLED; the Helm chart sets it with its webhooks)"
+            )
+
+
+router = APIRouter(prefix="/k8s", route_class=WebhookRoute, tags=["kubernetes"])
 
 _ROUTE = {
     "openapi_extra": {MAX_BODY_KEY: ADMISSION_BODY_BYTES},
@@ -63,7 +82,7 @@ async def _review(
     return AdmissionReviewResponse(response=answer)
 
 
-@router.post("/mutate", responses=error_responses(413, 503), **_ROUTE)  # type: ignore[arg-type]
+@router.post("/mutate", responses=error_responses(404, 413, 503), **_ROUTE)  # type: ignore[arg-type]
 async def mutate(
     review: AdmissionReview,
     conn: Conn,
@@ -79,7 +98,7 @@ async def mutate(
     )
 
 
-@router.post("/validate", responses=error_responses(413, 503), **_ROUTE)  # type: ignore[arg-type]
+@router.post("/validate", responses=error_responses(404, 413, 503), **_ROUTE)  # type: ignore[arg-type]
 async def validate(
     review: AdmissionReview,
     conn: Conn,
@@ -95,7 +114,7 @@ async def validate(
     )
 
 
-@router.post("/validate-node", responses=error_responses(413), **_ROUTE)  # type: ignore[arg-type]
+@router.post("/validate-node", responses=error_responses(404, 413), **_ROUTE)  # type: ignore[arg-type]
 async def validate_node(review: AdmissionReview, settings: SettingsDep) -> AdmissionReviewResponse:
     """Node protection: only the control plane may change a Node's sovereign.io/* labels."""
     return AdmissionReviewResponse(response=service.review_node(review.request, settings.admission))

@@ -74,6 +74,11 @@ class AdmissionSettings(BaseModel):
 
     model_config = {"extra": "forbid"}
 
+    #: Whether the ``/k8s`` routes answer at all (404 while off). They take no bearer token,
+    #: since the kube-apiserver calls them, so an install that is not a cluster's webhook
+    #: (the quickstart, compose) must not expose them; the chart turns them on with its
+    #: webhook configurations.
+    enabled: bool = False
     #: Pods there are allowed without a decision: the platform's own namespace (where the
     #: chart installs Sovereign) and Kubernetes' system namespaces.
     exempt_namespaces: list[str] = Field(

@@ -32,6 +32,12 @@ pytestmark = pytest.mark.integration
 WORKER = "system:serviceaccount:sovereign:sovereign-worker"
 
 
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """The webhooks on, as the Helm chart turns them on with its webhook configurations."""
+    return settings.model_copy(update={"admission": AdmissionSettings(enabled=True)})
+
+
 # -- the fleet ----------------------------------------------------------------------------
 
 
@@ -388,7 +394,9 @@ def test_an_undeclared_gpu_pod_is_denied_unless_its_namespace_allows_it(
     assert pods.DATASETS in response["status"]["message"]
 
     lenient = settings.model_copy(
-        update={"admission": AdmissionSettings(undeclared_allowed_namespaces=["research"])}
+        update={
+            "admission": AdmissionSettings(enabled=True, undeclared_allowed_namespaces=["research"])
+        }
     )
     with TestClient(create_app(lenient)) as other:
         response = post(other, "/k8s/validate", review(obj))
@@ -504,7 +512,9 @@ def test_a_namespace_that_is_no_tenant_says_so(
     assert response["allowed"] is False
     assert "metadata.namespace" in response["status"]["message"]
     mapped = settings.model_copy(
-        update={"admission": AdmissionSettings(namespace_tenants={"ml-prod": "research"})}
+        update={
+            "admission": AdmissionSettings(enabled=True, namespace_tenants={"ml-prod": "research"})
+        }
     )
     with TestClient(create_app(mapped)) as other:
         assert post(other, "/k8s/validate", review(obj, namespace="ml-prod"))["allowed"] is True
@@ -589,3 +599,13 @@ def test_sovereign_node_labels_change_only_by_the_control_plane(
         message = response["status"]["message"]
         assert WORKER in message
         assert "sovereign.io/zone (jp -> " in message
+
+
+def test_the_webhooks_are_off_unless_turned_on(settings: Settings) -> None:
+    """They take no bearer token: an install that is no cluster's webhook does not expose them."""
+    off = settings.model_copy(update={"admission": AdmissionSettings()})
+    with TestClient(create_app(off)) as other:
+        for path in ("/k8s/mutate", "/k8s/validate", "/k8s/validate-node"):
+            response = other.post(path, json={})
+            assert response.status_code == 404, (path, response.text)
+            assert "SOVEREIGN_ADMISSION__ENABLED" in response.json()["error"]["message"]

@@ -492,6 +492,18 @@ def test_control_plane_env_names_real_settings(
             assert _setting_is_known(name), f"{component}: {name}"
 
 
+def test_the_api_turns_the_webhook_routes_on_only_with_the_webhooks(
+    objects: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The /k8s routes take no bearer token: on with the webhook configurations, else off."""
+    on = _env(_container(_workload(objects["default"], "api")))
+    assert on["SOVEREIGN_ADMISSION__ENABLED"]["value"] == "true"
+    assert _all(objects["default"], "ValidatingWebhookConfiguration")
+    off = _env(_container(_workload(objects["plain-http"], "api")))
+    assert "SOVEREIGN_ADMISSION__ENABLED" not in off
+    assert _all(objects["plain-http"], "ValidatingWebhookConfiguration") == []
+
+
 def test_external_database_redis_and_key_come_from_the_named_secrets(
     objects: dict[str, list[dict[str, Any]]],
 ) -> None:
