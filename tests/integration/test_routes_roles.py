@@ -311,6 +311,9 @@ CASES = [
     Case("GET", "/v1/audit/verify", frozenset({A, U}), 200),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
+#: The admission webhooks: the kube-apiserver calls them with no bearer token, so no role
+#: applies; they are off unless SOVEREIGN_ADMISSION__ENABLED (test_admission_webhooks.py).
+WEBHOOKS = {("POST", "/k8s/mutate"), ("POST", "/k8s/validate"), ("POST", "/k8s/validate-node")}
 
 
 @pytest.fixture
@@ -402,7 +405,7 @@ def test_the_table_covers_every_route(app: FastAPI) -> None:
         for path, operations in app.openapi()["paths"].items()
         for method in operations
     }
-    assert routes == {(c.method, c.path) for c in CASES} | PUBLIC
+    assert routes == {(c.method, c.path) for c in CASES} | PUBLIC | WEBHOOKS
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.path}")
@@ -437,6 +440,14 @@ def test_route_role(
     assert response.status_code == expected, response.text
     if expected >= 400:
         assert response.json()["error"]["code"] in {"not_authenticated", "permission_denied"}
+
+
+@pytest.mark.parametrize("path", sorted(p for _, p in WEBHOOKS))
+def test_webhook_routes_answer_no_token_and_are_off_by_default(
+    client: TestClient, path: str
+) -> None:
+    response = client.post(path, json={}, headers=bearer("sov_not-a-real-token"))
+    assert response.status_code == 404, response.text
 
 
 @pytest.mark.parametrize("path", sorted(p for _, p in PUBLIC))
