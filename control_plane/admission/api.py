@@ -58,19 +58,25 @@ _ROUTE = {
 }
 
 
+async def get_deps(
+    settings: SettingsDep, policy_sets: PolicySets, fleet: Snapshots, decisions: Decisions
+) -> service.Deps:
+    """What a workload review decides with: the same sets, snapshots and cache as the API."""
+    return service.Deps(
+        settings.admission, policy_sets, fleet, decisions, settings.default_deny_unselected
+    )
+
+
+WebhookDeps = Annotated[service.Deps, Depends(get_deps)]
+
+
 async def _review(
     webhook: service.Webhook,
     review: AdmissionReview,
     conn: Conn,
     request_id: RequestId,
-    settings: SettingsDep,
-    policy_sets: PolicySets,
-    fleet: Snapshots,
-    decisions: Decisions,
+    deps: service.Deps,
 ) -> AdmissionReviewResponse:
-    deps = service.Deps(
-        settings.admission, policy_sets, fleet, decisions, settings.default_deny_unselected
-    )
     answer = await run_in_threadpool(
         service.review_workload,
         conn,
@@ -84,34 +90,18 @@ async def _review(
 
 @router.post("/mutate", responses=error_responses(404, 413, 503), **_ROUTE)  # type: ignore[arg-type]
 async def mutate(
-    review: AdmissionReview,
-    conn: Conn,
-    request_id: RequestId,
-    settings: SettingsDep,
-    policy_sets: PolicySets,
-    fleet: Snapshots,
-    decisions: Decisions,
+    review: AdmissionReview, conn: Conn, request_id: RequestId, deps: WebhookDeps
 ) -> AdmissionReviewResponse:
     """Mutating webhook: decide a GPU pod and restrict it to the eligible nodes."""
-    return await _review(
-        "mutate", review, conn, request_id, settings, policy_sets, fleet, decisions
-    )
+    return await _review("mutate", review, conn, request_id, deps)
 
 
 @router.post("/validate", responses=error_responses(404, 413, 503), **_ROUTE)  # type: ignore[arg-type]
 async def validate(
-    review: AdmissionReview,
-    conn: Conn,
-    request_id: RequestId,
-    settings: SettingsDep,
-    policy_sets: PolicySets,
-    fleet: Snapshots,
-    decisions: Decisions,
+    review: AdmissionReview, conn: Conn, request_id: RequestId, deps: WebhookDeps
 ) -> AdmissionReviewResponse:
     """Validating webhook: deny undeclared or disallowed GPU pods; warnings for warn policies."""
-    return await _review(
-        "validate", review, conn, request_id, settings, policy_sets, fleet, decisions
-    )
+    return await _review("validate", review, conn, request_id, deps)
 
 
 @router.post("/validate-node", responses=error_responses(404, 413), **_ROUTE)  # type: ignore[arg-type]
