@@ -95,6 +95,24 @@ class AdmissionSettings(BaseModel):
     label_sync_user: str = "system:serviceaccount:sovereign:sovereign-worker"
 
 
+class KubernetesSettings(BaseModel):
+    """How the worker reaches the cluster's API server (``control_plane.core.kube``).
+
+    Used by the tasks that change the cluster: node label sync and evictions. Unset
+    ``kubeconfig`` means the in-cluster configuration (the pod's ServiceAccount token and
+    CA, as the Helm chart runs it); a kubeconfig file is for a worker outside the cluster.
+    """
+
+    model_config = {"extra": "forbid"}
+
+    #: A kubeconfig file; unset: the in-cluster ServiceAccount configuration.
+    kubeconfig: Path | None = None
+    #: The kubeconfig context to use; unset: its ``current-context``.
+    context: str | None = None
+    #: How long one call to the API server may take, connecting and reading the answer.
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+
 class Settings(BaseSettings):
     """Everything the API, the Celery worker and beat need to run.
 
@@ -114,6 +132,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr = SecretStr("dev-insecure-secret")
     api: ApiSettings = ApiSettings()
     admission: AdmissionSettings = AdmissionSettings()
+    kubernetes: KubernetesSettings = KubernetesSettings()
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
     #: How often agents are told to send heartbeats; three missed ones mark a node offline.

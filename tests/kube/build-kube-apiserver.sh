@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Builds a real kube-apiserver once, into a cache outside the checkout, for the e2e tier in
+# tests/kube/ (admission webhooks, node label sync, eviction against a real API server).
+#
+# Source: Debian bookworm's `kubernetes` source package (v1.20.2), built with Debian's Go;
+# etcd comes from Debian's `etcd-server`. Needs root for apt-get. First run: about 4 minutes
+# on 2 cores after the package download (up to ~12 on a slow machine); later runs return
+# at once. Prints one line and exits 3 when it cannot build (no root, no apt), so the
+# caller can skip the tier with that reason.
+set -euo pipefail
+CACHE=${SOVEREIGN_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sovereign/kube}
+BIN="$CACHE/bin"
+WORK="$CACHE/build"
+if [ -x "$BIN/kube-apiserver" ] && command -v etcd >/dev/null; then
+  echo "kube-apiserver: $("$BIN/kube-apiserver" --version) (cached in $BIN)"
+  exit 0
+fi
+if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+  echo "kube-apiserver cannot be built here: needs root and apt-get (Debian) to install Go and etcd"
+  exit 3
+fi
+mkdir -p "$BIN" "$WORK/lists"
+export DEBIAN_FRONTEND=noninteractive
+if ! apt-get install -y -q golang-go rsync etcd-server >/dev/null 2>&1; then
+  apt-get update -q >/dev/null
+  apt-get install -y -q golang-go rsync etcd-server >/dev/null
+fi
+# The source package comes from the machine's own Debian mirror, through a private deb-src
+# list so the system's apt configuration is left as it was.
+mirror=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || true)
+mirror=${mirror:-http://deb.debian.org/debian}
+echo "deb-src $mirror bookworm main" > "$WORK/sources.list"
+apt_src=(-o Dir::Etc::SourceList="$WORK/sources.list" -o Dir::Etc::SourceParts=/dev/null
+         -o Dir::State::Lists="$WORK/lists")
+if [ ! -d "$WORK/src" ]; then
+  apt-get -q "${apt_src[@]}" update >/dev/null
+  (cd "$WORK" && apt-get -q "${apt_src[@]}" source --download-only kubernetes >/dev/null \
+    && dpkg-source -x --no-check kubernetes_*.dsc src >/dev/null)
+fi
+cd "$WORK/src"
+# An interrupted build leaves empty generated files that make the generators fail.
+find . -name 'zz_generated*.go' -size 0 -delete
+if ! make WHAT=cmd/kube-apiserver > "$WORK/make.log" 2>&1; then
+  tail -20 "$WORK/make.log"
+  echo "kube-apiserver build failed; full log in $WORK/make.log"
+  exit 1
+fi
+cp _output/bin/kube-apiserver "$BIN/kube-apiserver.tmp"
+mv "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
+echo "kube-apiserver: $("$BIN/kube-apiserver" --version) (built into $BIN)"
