@@ -129,9 +129,12 @@ def wait_until_ready(
 
 @contextmanager
 def api_in_thread(
-    settings: Settings, verify: ssl.SSLContext | bool = True, **config: Any
+    settings: Settings,
+    verify: ssl.SSLContext | bool = True,
+    port: int | None = None,
+    **config: Any,
 ) -> Iterator[str]:
-    """The real API on a free port, in a thread of the test process; yields its base URL.
+    """The real API on ``port`` (a free one by default), in a thread; yields its base URL.
 
     ``config`` goes to ``uvicorn.Config`` (``timeout_keep_alive``, say). With the TLS
     settings it serves HTTPS as ``sovctl serve`` does, checked ready with ``verify``.
@@ -140,7 +143,7 @@ def api_in_thread(
 
     from control_plane.app import create_app
 
-    port = free_port()
+    port = free_port() if port is None else port
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(settings),

@@ -11,7 +11,10 @@ set -euo pipefail
 CACHE=${SOVEREIGN_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sovereign/kube}
 BIN="$CACHE/bin"
 WORK="$CACHE/build"
-if [ -x "$BIN/kube-apiserver" ] && command -v etcd >/dev/null; then
+# Bumped when the recipe changes, so a binary built by an older one is rebuilt.
+RECIPE=2
+if [ -x "$BIN/kube-apiserver" ] && [ "$(cat "$BIN/recipe" 2>/dev/null)" = "$RECIPE" ] \
+   && command -v etcd >/dev/null; then
   echo "kube-apiserver: $("$BIN/kube-apiserver" --version) (cached in $BIN)"
   exit 0
 fi
@@ -21,9 +24,13 @@ if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
 fi
 mkdir -p "$BIN" "$WORK/lists"
 export DEBIAN_FRONTEND=noninteractive
-if ! apt-get install -y -q golang-go rsync etcd-server >/dev/null 2>&1; then
+# reflect2 1.0.2 (Debian's package) replaces the vendored 1.0.1, which crashes under Go 1.18
+# and newer (Debian's Go is 1.19) when the API server encodes a map: a mutating webhook's
+# JSONPatch is one, so without it the first admitted pod kills the server.
+PACKAGES="golang-go rsync etcd-server golang-github-modern-go-reflect2-dev"
+if ! apt-get install -y -q $PACKAGES >/dev/null 2>&1; then
   apt-get update -q >/dev/null
-  apt-get install -y -q golang-go rsync etcd-server >/dev/null
+  apt-get install -y -q $PACKAGES >/dev/null
 fi
 # The source package comes from the machine's own Debian mirror, through a private deb-src
 # list so the system's apt configuration is left as it was.
@@ -38,6 +45,9 @@ if [ ! -d "$WORK/src" ]; then
     && dpkg-source -x --no-check kubernetes_*.dsc src >/dev/null)
 fi
 cd "$WORK/src"
+reflect2=vendor/github.com/modern-go/reflect2
+cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go /usr/share/gocode/src/github.com/modern-go/reflect2/*.s "$reflect2/"
+rm -f "$reflect2/go_above_17.go" "$reflect2/go_below_17.go" "$reflect2/go_below_19.go"
 # An interrupted build leaves empty generated files that make the generators fail.
 find . -name 'zz_generated*.go' -size 0 -delete
 if ! make WHAT=cmd/kube-apiserver > "$WORK/make.log" 2>&1; then
@@ -47,4 +57,5 @@ if ! make WHAT=cmd/kube-apiserver > "$WORK/make.log" 2>&1; then
 fi
 cp _output/bin/kube-apiserver "$BIN/kube-apiserver.tmp"
 mv "$BIN/kube-apiserver.tmp" "$BIN/kube-apiserver"
+echo "$RECIPE" > "$BIN/recipe"
 echo "kube-apiserver: $("$BIN/kube-apiserver" --version) (built into $BIN)"
