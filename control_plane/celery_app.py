@@ -7,6 +7,7 @@ exposes a ``register(app, settings)`` that adds its tasks and beat entries.
 
 from celery import Celery
 
+from control_plane.cluster import tasks as cluster_tasks
 from control_plane.compliance import tasks as compliance_tasks
 from control_plane.core.settings import Settings
 from control_plane.inventory import tasks as inventory_tasks
@@ -31,4 +32,5 @@ def create_celery(settings: Settings) -> Celery:
     inventory_tasks.register(app, settings)
     scheduling_tasks.register(app, settings)
     compliance_tasks.register(app, settings)
+    cluster_tasks.register(app, settings)
     return app

@@ -111,6 +111,11 @@ class KubernetesSettings(BaseModel):
     context: str | None = None
     #: How long one call to the API server may take, connecting and reading the answer.
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    #: Whether beat runs the node label sync (``cluster.tasks``); the worker then needs
+    #: nodes get/list/patch (the chart's ``labelSync.enabled``).
+    label_sync_enabled: bool = False
+    #: How often beat runs the label sync, in seconds.
+    label_sync_seconds: float = Field(default=60.0, ge=5, le=86_400)
 
 
 class Settings(BaseSettings):

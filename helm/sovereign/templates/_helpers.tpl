@@ -196,6 +196,9 @@ securityContext:
     secretKeyRef:
       name: {{ .Values.secretKey.existingSecret }}
       key: {{ .Values.secretKey.key }}
+# Beat schedules the node label sync only when it is on (the worker's RBAC follows it too).
+- name: SOVEREIGN_KUBERNETES__LABEL_SYNC_ENABLED
+  value: {{ .Values.labelSync.enabled | toString | quote }}
 {{- range $name, $value := .Values.settings }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}

@@ -1,0 +1,164 @@
+"""The node label sync: each Node's ``sovereign.io/*`` labels say what the inventory says.
+
+No other label is ever touched.
+
+A Kubernetes Node is matched to the inventory node whose hostname is its name (compared
+lower-cased, as Kubernetes names nodes). Which labels it should carry is ``desired_labels``:
+the full set (``models``) for a node anything may be placed on (``active`` and not
+drifted, which implies its location was confirmed), none at all for any other node
+(planned, maintenance, offline, quarantined), so the webhook's affinity and a pod's own
+zone affinity never land a pod there. A Node the inventory does not know (or knows twice
+by that hostname) is reported, in the log and the returned ``SyncReport``, and gets no
+labels of ours; any it still has (a decommissioned node's) are removed.
+
+Idempotent: a Node whose labels are already right is not patched, so a second run sends no
+request but the listing. Each patch is a strategic merge patch of just the labels that
+change (``null`` removes one), so labels set by others between the read and the patch
+survive.
+"""
+
+import logging
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from control_plane.cluster.models import (
+    COUNTRY_LABEL,
+    IN_ZONE_PREFIX,
+    IN_ZONE_VALUE,
+    LABEL_PREFIX,
+    MAX_LABEL_NAME,
+    NODE_ID_LABEL,
+    ORIGIN_COUNTRY_LABEL,
+    PROVENANCE_LABEL,
+    UNKNOWN_SAMPLE,
+    ZONE_LABEL,
+    SyncReport,
+)
+from control_plane.core.db import DbConnection
+from control_plane.core.kube import reaching_cluster
+from control_plane.domain.fleet import placeable
+from control_plane.facts.fleet import load_snapshot
+from control_plane.policy.engine import NodeIndex
+from control_plane.policy.models import NodeView
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient, CoreV1Api
+
+log = logging.getLogger(__name__)
+
+#: Nodes asked for per list request. One page of 500 Nodes is a few megabytes of JSON at
+#: most; a 5,000-node cluster is ten requests, each well under the call timeout.
+LIST_PAGE_SIZE = 500
+
+
+def desired_labels(node: NodeView, index: NodeIndex) -> dict[str, str]:
+    """The ``sovereign.io/*`` labels ``node`` should carry; empty unless it is placeable.
+
+    The first five are what the admission webhook judges a pod's node selection against
+    (``admission.pods.node_labels``), so the webhook and kube-scheduler read the same.
+    """
+    if not placeable(node.status, node.drift_status) or node.zone is None:
+        return {}
+    values = {
+        NODE_ID_LABEL: node.id,
+        ZONE_LABEL: node.zone,
+        COUNTRY_LABEL: index.country_of(node.zone),
+        ORIGIN_COUNTRY_LABEL: node.origin_country,
+        PROVENANCE_LABEL: node.provenance_status.value,
+    }
+    labels = {key: value for key, value in values.items() if value is not None}
+    for zone in index.ancestors(node.zone):
+        key = IN_ZONE_PREFIX + zone
+        if len(key) - len(LABEL_PREFIX) <= MAX_LABEL_NAME:
+            labels[key] = IN_ZONE_VALUE
+        else:
+            log.warning("zone %s: slug too long for a %s<slug> label; none set", zone, key)
+    return labels
+
+
+def label_changes(current: Mapping[str, str], desired: Mapping[str, str]) -> dict[str, str | None]:
+    """The label patch from ``current`` (all of a Node's labels) to ``desired`` (ours only).
+
+    Only ``sovereign.io/*`` keys appear: wanted ones that differ, and ``None`` (remove) for
+    ours no longer wanted. Empty when nothing needs changing.
+    """
+    changes: dict[str, str | None] = {
+        key: value for key, value in desired.items() if current.get(key) != value
+    }
+    for key in current:
+        if key.startswith(LABEL_PREFIX) and key not in desired:
+            changes[key] = None
+    return changes
+
+
+def _kubernetes_nodes(
+    core: "CoreV1Api", timeout_seconds: float
+) -> Iterator[tuple[str, dict[str, str]]]:
+    """Every Node's name and labels, a page at a time."""
+    token: str | None = None
+    while True:
+        with reaching_cluster():
+            page = core.list_node(
+                limit=LIST_PAGE_SIZE, _continue=token, _request_timeout=timeout_seconds
+            )
+        for item in page.items:
+            metadata = item.metadata
+            if metadata is None or not metadata.name:
+                continue
+            yield metadata.name, dict(metadata.labels or {})
+        token = page.metadata._continue if page.metadata is not None else None
+        if not token:
+            return
+
+
+def sync_node_labels(conn: DbConnection, api: "ApiClient", *, timeout_seconds: float) -> SyncReport:
+    """Bring every Node's ``sovereign.io/*`` labels in line with the inventory.
+
+    Raises ``ClusterUnavailableError`` when the API server is down, slow or answers 5xx
+    (the task retries); a Node deleted between the listing and its patch is skipped.
+    """
+    from kubernetes.client import CoreV1Api
+    from kubernetes.client.exceptions import ApiException
+
+    index = load_snapshot(conn).index
+    # The read transaction is done; the API calls below must not hold it open.
+    conn.commit()
+    by_hostname: dict[str, list[NodeView]] = {}
+    for node in index.nodes:
+        by_hostname.setdefault(node.hostname.lower(), []).append(node)
+
+    core = CoreV1Api(api)
+    report = SyncReport()
+    for name, current in _kubernetes_nodes(core, timeout_seconds):
+        report.nodes_seen += 1
+        matches = by_hostname.get(name.lower(), [])
+        if len(matches) == 1:
+            desired = desired_labels(matches[0], index)
+        else:
+            report.unknown_count += 1
+            if len(report.unknown) < UNKNOWN_SAMPLE:
+                report.unknown.append(name)
+            log.warning(
+                "Kubernetes node %s: %s; it gets no sovereign.io labels",
+                name,
+                "no inventory node has this hostname"
+                if not matches
+                else f"{len(matches)} inventory nodes have this hostname",
+            )
+            desired = {}
+        changes = label_changes(current, desired)
+        if not changes:
+            report.unchanged += 1
+            continue
+        try:
+            with reaching_cluster():
+                core.patch_node(
+                    name, {"metadata": {"labels": changes}}, _request_timeout=timeout_seconds
+                )
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise
+        report.patched += 1
+        log.info("Kubernetes node %s: labels %s", name, changes)
+    return report

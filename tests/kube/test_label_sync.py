@@ -1,0 +1,319 @@
+"""The node label sync against a real kube-apiserver, patching as the worker's user.
+
+The inventory is the real PostgreSQL of ``tests/conftest.py``; the worker gets only the
+rights the chart's ClusterRole gives it (nodes get/list/watch/patch). Nodes are
+cluster-scoped and the API server is shared by the tier, so every test names its Nodes
+uniquely and asserts only on them.
+"""
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+from fastapi.testclient import TestClient
+from kubernetes import client
+
+from control_plane.cluster import service
+from control_plane.cluster.models import SyncReport
+from control_plane.cluster.tasks import SYNC_LABELS_TASK, register
+from control_plane.core.db import DbConnection
+from control_plane.core.kube import ClusterUnavailableError, api_client
+from control_plane.core.settings import KubernetesSettings, Settings
+from control_plane.inventory import zones
+from control_plane.inventory.models import ZoneCreate
+from tests.kube.cluster import Cluster, free_port
+from tests.support import TEST_ACTOR, registration
+
+pytestmark = pytest.mark.e2e
+
+WORKER_ROLE = "sovereign-worker-label-sync"
+
+
+@pytest.fixture(scope="module")
+def worker_rbac(cluster: Cluster) -> Iterator[None]:
+    """The chart's worker ClusterRole for label sync, bound to the worker ServiceAccount."""
+    with api_client(KubernetesSettings(kubeconfig=cluster.kubeconfig("admin"))) as api:
+        rbac = client.RbacAuthorizationV1Api(api)
+        rbac.create_cluster_role(
+            client.V1ClusterRole(
+                metadata=client.V1ObjectMeta(name=WORKER_ROLE),
+                rules=[
+                    client.V1PolicyRule(
+                        api_groups=[""],
+                        resources=["nodes"],
+                        verbs=["get", "list", "watch", "patch"],
+                    )
+                ],
+            )
+        )
+        rbac.create_cluster_role_binding(
+            client.V1ClusterRoleBinding(
+                metadata=client.V1ObjectMeta(name=WORKER_ROLE),
+                role_ref=client.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=WORKER_ROLE
+                ),
+                subjects=[
+                    client.RbacV1Subject(
+                        kind="ServiceAccount", name="sovereign-worker", namespace="sovereign"
+                    )
+                ],
+            )
+        )
+        try:
+            yield
+        finally:
+            rbac.delete_cluster_role_binding(WORKER_ROLE)
+            rbac.delete_cluster_role(WORKER_ROLE)
+
+
+@pytest.fixture
+def admin_core(cluster: Cluster) -> Iterator[client.CoreV1Api]:
+    """The Kubernetes admin's client, to make Nodes and read them back."""
+    with api_client(KubernetesSettings(kubeconfig=cluster.kubeconfig("admin"))) as api:
+        yield client.CoreV1Api(api)
+
+
+@pytest.fixture
+def worker_settings(cluster: Cluster, worker_rbac: None) -> KubernetesSettings:
+    """How the worker reaches the API server: as its ServiceAccount's user."""
+    return KubernetesSettings(kubeconfig=cluster.kubeconfig("worker"), timeout_seconds=5)
+
+
+@pytest.fixture
+def zone_tree(conn: DbConnection) -> None:
+    """``jp`` with ``jp-east`` inside it."""
+    zones.create_zone(conn, TEST_ACTOR, ZoneCreate(slug="jp", name="Japan", country="JP"))
+    zones.create_zone(
+        conn, TEST_ACTOR, ZoneCreate(slug="jp-east", name="Japan East", country="JP", parent="jp")
+    )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def make_kube_node(core: client.CoreV1Api, name: str, labels: dict[str, str]) -> None:
+    core.create_node(client.V1Node(metadata=client.V1ObjectMeta(name=name, labels=labels)))
+
+
+def labels_of(core: client.CoreV1Api, name: str) -> dict[str, str]:
+    metadata = core.read_node(name).metadata
+    assert metadata is not None
+    return dict(metadata.labels or {})
+
+
+def resource_version(core: client.CoreV1Api, name: str) -> str | None:
+    metadata = core.read_node(name).metadata
+    assert metadata is not None
+    return metadata.resource_version
+
+
+def register_node(client_: TestClient, admin: dict[str, str], hostname: str, **body: Any) -> str:
+    gpu = f"GPU-{uuid.uuid4()}"
+    response = client_.post(
+        "/v1/agents/register",
+        json=registration(hostname=hostname, gpu_uuids=(gpu,), **body),
+        headers=admin,
+    )
+    assert response.status_code in (200, 201), response.text
+    return str(response.json()["node_id"])
+
+
+def sync(conn: DbConnection, settings: KubernetesSettings) -> SyncReport:
+    with api_client(settings) as api:
+        return service.sync_node_labels(conn, api, timeout_seconds=settings.timeout_seconds)
+
+
+def test_an_active_node_gets_its_labels_and_its_ancestor_zones(
+    conn: DbConnection,
+    client: TestClient,
+    admin: dict[str, str],
+    zone_tree: None,
+    admin_core: client.CoreV1Api,
+    worker_settings: KubernetesSettings,
+) -> None:
+    name = unique("gpu")
+    node_id = register_node(client, admin, name, zone="jp-east", origin_country="US")
+    make_kube_node(admin_core, name, {"kubernetes.io/hostname": name, "team": "ml"})
+
+    report = sync(conn, worker_settings)
+
+    labels = labels_of(admin_core, name)
+    assert labels == {
+        "kubernetes.io/hostname": name,
+        "team": "ml",
+        "sovereign.io/node-id": node_id,
+        "sovereign.io/zone": "jp-east",
+        "sovereign.io/country": "JP",
+        "sovereign.io/origin-country": "US",
+        "sovereign.io/provenance": "declared",
+        "sovereign.io/zone.jp-east": "true",
+        "sovereign.io/zone.jp": "true",
+    }
+    assert report.patched >= 1
+    assert name not in report.unknown
+
+
+def test_stale_labels_of_ours_go_and_foreign_ones_stay(
+    conn: DbConnection,
+    client: TestClient,
+    admin: dict[str, str],
+    zone_tree: None,
+    admin_core: client.CoreV1Api,
+    worker_settings: KubernetesSettings,
+) -> None:
+    name = unique("gpu")
+    register_node(client, admin, name, zone="jp")
+    make_kube_node(
+        admin_core,
+        name,
+        {
+            "sovereign.io/zone": "de",
+            "sovereign.io/zone.de": "true",
+            "sovereign.io/leftover": "x",
+            "example.com/sovereign.io": "kept",
+            "team": "ml",
+        },
+    )
+
+    sync(conn, worker_settings)
+
+    labels = labels_of(admin_core, name)
+    ours = {key for key in labels if key.startswith("sovereign.io/")}
+    assert labels["sovereign.io/zone"] == "jp"
+    assert "sovereign.io/zone.de" not in ours
+    assert "sovereign.io/leftover" not in ours
+    assert "sovereign.io/zone.jp-east" not in ours
+    assert labels["example.com/sovereign.io"] == "kept"
+    assert labels["team"] == "ml"
+
+
+def test_a_node_the_inventory_lacks_is_reported_not_labelled(
+    conn: DbConnection,
+    zone_tree: None,
+    admin_core: client.CoreV1Api,
+    worker_settings: KubernetesSettings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    name = unique("stranger")
+    make_kube_node(admin_core, name, {"team": "ml", "sovereign.io/zone": "jp"})
+
+    report = sync(conn, worker_settings)
+
+    assert name in report.unknown
+    assert report.unknown_count >= 1
+    assert labels_of(admin_core, name) == {"team": "ml"}
+    assert any(name in record.getMessage() for record in caplog.records)
+
+
+def test_a_node_not_placeable_loses_our_labels(
+    conn: DbConnection,
+    client: TestClient,
+    admin: dict[str, str],
+    zone_tree: None,
+    admin_core: client.CoreV1Api,
+    worker_settings: KubernetesSettings,
+) -> None:
+    planned = unique("planned")
+    register_node(client, admin, planned)
+    quarantined = unique("quarantined")
+    quarantined_id = register_node(client, admin, quarantined, zone="jp")
+    for name in (planned, quarantined):
+        make_kube_node(admin_core, name, {"team": "ml"})
+    sync(conn, worker_settings)
+    assert "sovereign.io/node-id" in labels_of(admin_core, quarantined)
+
+    changed = client.patch(
+        f"/v1/nodes/{quarantined_id}", json={"status": "quarantined"}, headers=admin
+    )
+    assert changed.status_code == 200, changed.text
+    sync(conn, worker_settings)
+
+    assert labels_of(admin_core, planned) == {"team": "ml"}
+    assert labels_of(admin_core, quarantined) == {"team": "ml"}
+
+
+def test_a_second_run_sends_no_patch(
+    conn: DbConnection,
+    client: TestClient,
+    admin: dict[str, str],
+    zone_tree: None,
+    admin_core: client.CoreV1Api,
+    worker_settings: KubernetesSettings,
+) -> None:
+    name = unique("gpu")
+    register_node(client, admin, name, zone="jp-east")
+    make_kube_node(admin_core, name, {})
+    sync(conn, worker_settings)
+    version = resource_version(admin_core, name)
+
+    again = sync(conn, worker_settings)
+
+    assert again.patched == 0
+    assert again.unchanged == again.nodes_seen
+    assert resource_version(admin_core, name) == version
+
+
+def down_kubeconfig(cluster: Cluster, directory: Path) -> Path:
+    text = (
+        cluster.kubeconfig("admin")
+        .read_text()
+        .replace(cluster.url, f"https://127.0.0.1:{free_port()}")
+    )
+    kubeconfig = directory / "kubeconfig"
+    kubeconfig.write_text(text)
+    return kubeconfig
+
+
+def test_an_unreachable_api_server_is_cluster_unavailable(
+    conn: DbConnection, cluster: Cluster, tmp_path: Path
+) -> None:
+    settings = KubernetesSettings(kubeconfig=down_kubeconfig(cluster, tmp_path), timeout_seconds=2)
+    with pytest.raises(ClusterUnavailableError):
+        sync(conn, settings)
+
+
+def test_the_task_retries_when_the_api_server_is_down(
+    settings: Settings, cluster: Cluster, tmp_path: Path
+) -> None:
+    down = settings.model_copy(
+        update={
+            "kubernetes": KubernetesSettings(
+                kubeconfig=down_kubeconfig(cluster, tmp_path), timeout_seconds=2
+            )
+        }
+    )
+    app = Celery("label-sync-test")
+    register(app, down)
+    task = app.tasks[SYNC_LABELS_TASK]
+    calls: list[BaseException | None] = []
+    # Celery's retry re-enqueues the run; what it is asked to do is what we check.
+    original = task.retry
+
+    def recording_retry(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kwargs.get("exc"))
+        return original(*args, **kwargs)
+
+    task.retry = recording_retry  # type: ignore[method-assign]
+    result = task.apply()
+    assert calls
+    assert isinstance(calls[0], ClusterUnavailableError)
+    assert isinstance(result.result, ClusterUnavailableError)
+
+
+def test_beat_runs_the_sync_only_when_enabled(settings: Settings) -> None:
+    off = Celery("off")
+    register(off, settings)
+    assert "sync-node-labels" not in (off.conf.beat_schedule or {})
+    enabled = settings.model_copy(
+        update={"kubernetes": KubernetesSettings(label_sync_enabled=True, label_sync_seconds=30)}
+    )
+    on = Celery("on")
+    register(on, enabled)
+    assert on.conf.beat_schedule["sync-node-labels"] == {
+        "task": SYNC_LABELS_TASK,
+        "schedule": 30,
+    }
