@@ -154,6 +154,10 @@ def _unknown_name(exc: InvalidInputError, template: PodTemplate) -> str:
     return f"{pods.declared_field(first['field'], from_namespace)}: {first['message']}"
 
 
+#: The annotations that declare a workload, which its pods must carry to be decided the same.
+_DECLARATION = (pods.DATASETS, pods.MODELS, pods.OUTPUT, pods.TENANT, pods.GPUS, pods.MIG_PROFILE)
+
+
 def _copied_declaration(template: PodTemplate) -> dict[str, str]:
     """Declaration annotations a Job or CronJob carries on itself but not on its template.
 
@@ -162,8 +166,7 @@ def _copied_declaration(template: PodTemplate) -> dict[str, str]:
     return {
         key: value
         for key, value in template.annotations.items()
-        if key in (pods.DATASETS, pods.MODELS, pods.OUTPUT, pods.TENANT)
-        and key not in template.template_annotations
+        if key in _DECLARATION and key not in template.template_annotations
     }
 
 
