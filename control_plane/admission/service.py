@@ -13,14 +13,16 @@ What each webhook does with the same decision:
 * **mutate** (``/k8s/mutate``) denies what the engine denies; on admit it answers a
   JSONPatch with the node affinity and the ``sovereign.io/decision-id`` and
   ``sovereign.io/policy-set-version`` annotations, and records the decision
-  (``pod.admitted`` or ``pod.denied``);
+  (``pod.admitted`` or ``pod.denied``). Called again for the same object (the chart's
+  ``reinvocationPolicy: IfNeeded``), it decides again and reuses the first call's record
+  when that is provably the same decision (``_reinvoked``), so one pod is one record;
 * **validate** (``/k8s/validate``) sees the pod after every mutation. It denies an
   undeclared GPU pod (unless its namespace allows them), one the engine denies, and one
   whose own node selection leaves none of the eligible nodes; it passes warn-mode reasons
   back as warnings. It records its denials only: the pods it admits were recorded by the
   mutating webhook, whose decision id they carry;
 * **validate-node** (``/k8s/validate-node``) denies a change to a Node's ``sovereign.io/*``
-  labels by anyone but the control plane's ServiceAccount.
+  labels by anyone but the control plane's ServiceAccount, and audits the attempt.
 
 A dry run (``dryRun: true``) is answered the same way and records nothing (the patch then
 carries no decision id, as there is no stored decision). A pod Sovereign cannot read
@@ -32,7 +34,7 @@ created it reads the message.
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -63,6 +65,11 @@ Webhook = Literal["mutate", "validate"]
 
 #: The HTTP status a denial carries in ``response.status.code`` (shown by kubectl).
 _FORBIDDEN = 403
+#: How long after a mutating webhook's admit a reinvocation may reuse its decision. The API
+#: server reinvokes within the same request, right after the webhooks that follow ours
+#: (each bounded by its 30 s timeout at most, the request by its 60 s default); a call
+#: later than this records a decision of its own, the safe direction.
+REINVOCATION_WINDOW_SECONDS = 60
 
 
 # -- answers ---------------------------------------------------------------------------
@@ -244,11 +251,11 @@ def review_workload(
             )
         decision_id = None
         if not request.dry_run and (webhook == "mutate" or not decision.admitted):
-            decision_id = str(
-                _record(
-                    conn, ctx, request, webhook, template, declared, decision, snapshot.generation
-                )
+            values = _decision_values(
+                request, webhook, template, declared, decision, snapshot.generation
             )
+            reinvoked = _reinvoked(conn, template, values) if decision.admitted else None
+            decision_id = str(reinvoked or _record(conn, ctx, values, decision))
     if not decision.admitted:
         return deny(uid, _denial_words(decision, decision.reasons))
     if webhook == "validate":
@@ -267,42 +274,72 @@ def review_workload(
     return allow(uid, patch=patch)
 
 
-def _record(
-    conn: DbConnection,
-    ctx: AuditContext,
+def _decision_values(
     request: AdmissionRequest,
     webhook: Webhook,
     template: PodTemplate,
     declared: WorkloadRequest,
     decision: Decision,
     generation: int,
-) -> object:
+) -> dict[str, Any]:
+    """The stored columns of a decision (by the queries' parameter names), id aside."""
+    return {
+        "namespace": _namespace(request),
+        "kind": template.kind.value,
+        "name": template.name,
+        "review_uid": request.uid,
+        "webhook": webhook,
+        "tenant": declared.tenant,
+        "request": declared.model_dump(mode="json"),
+        "outcome": decision.outcome.value,
+        "reasons": [reason.to_json() for reason in decision.reasons],
+        "explanation": decision.explanation.to_json(),
+        "eligible_nodes": len(decision.eligible_node_ids),
+        "fleet_generation": generation,
+        "policy_set_version": decision.policy_set_version,
+        "policy_set_hash": decision.policy_set_hash,
+        "username": request.user_info.username,
+    }
+
+
+def _reinvoked(conn: DbConnection, template: PodTemplate, values: dict[str, Any]) -> UUID | None:
+    """The decision a reinvoked mutating call already recorded for this object, if it is one.
+
+    With ``reinvocationPolicy: IfNeeded`` the API server calls the mutating webhook again
+    when a later webhook changed the object; it then carries the ``sovereign.io/decision-id``
+    of the first call. Nothing in the review proves it is the same request (the API server
+    gives every call a fresh ``uid``), and a user can put any id on a pod, so the pod has
+    just been decided again anyway and the id is taken only when the stored decision is
+    this one: the mutating webhook's admit, moments ago (``REINVOCATION_WINDOW_SECONDS``),
+    of the same kind, namespace and name, for the same user, on the same declaration, with
+    the same outcome, eligible count, fleet generation and policy set. Otherwise (a forged,
+    copied or stale id) the decision is recorded afresh and its id replaces the annotation.
+    What this cannot tell apart: a second, identical pod by the same user within the window
+    carrying the first one's id shares its record, which then says exactly what its own
+    would have; it is decided, and restricted, all the same.
+    """
+    annotated = template.template_annotations.get(pods.DECISION_ID)
+    if annotated is None:
+        return None
+    try:
+        decision_id = UUID(annotated)
+    except ValueError:
+        return None
+    found = repository.find_reinvoked_decision(
+        conn, decision_id, values, REINVOCATION_WINDOW_SECONDS
+    )
+    return None if found is None else found.id
+
+
+def _record(
+    conn: DbConnection, ctx: AuditContext, values: dict[str, Any], decision: Decision
+) -> UUID:
     """Store and audit the decision (``pod.admitted`` or ``pod.denied``); its id."""
     decision_id = uuid4()
     action = AuditAction.POD_ADMITTED if decision.admitted else AuditAction.POD_DENIED
     with audited(conn, ctx, action, str(decision_id)) as change:
-        stored = repository.insert_pod_decision(
-            conn,
-            {
-                "id": decision_id,
-                "namespace": _namespace(request),
-                "kind": template.kind.value,
-                "name": template.name,
-                "review_uid": request.uid,
-                "webhook": webhook,
-                "tenant": declared.tenant,
-                "request": declared.model_dump(mode="json"),
-                "outcome": decision.outcome.value,
-                "reasons": [reason.to_json() for reason in decision.reasons],
-                "explanation": decision.explanation.to_json(),
-                "eligible_nodes": len(decision.eligible_node_ids),
-                "fleet_generation": generation,
-                "policy_set_version": decision.policy_set_version,
-                "policy_set_hash": decision.policy_set_hash,
-                "username": request.user_info.username,
-            },
-        )
-        change.after = PodDecided.model_construct(**dict(stored), point=decision.point)
+        stored = repository.insert_pod_decision(conn, {**values, "id": decision_id})
+        change.after = PodDecided.model_validate({**stored.model_dump(), "point": decision.point})
     return decision_id
 
 
