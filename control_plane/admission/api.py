@@ -104,7 +104,16 @@ async def validate(
     return await _review("validate", review, conn, request_id, deps)
 
 
-@router.post("/validate-node", responses=error_responses(404, 413), **_ROUTE)  # type: ignore[arg-type]
-async def validate_node(review: AdmissionReview, settings: SettingsDep) -> AdmissionReviewResponse:
+@router.post("/validate-node", responses=error_responses(404, 413, 503), **_ROUTE)  # type: ignore[arg-type]
+async def validate_node(
+    review: AdmissionReview, conn: Conn, request_id: RequestId, settings: SettingsDep
+) -> AdmissionReviewResponse:
     """Node protection: only the control plane may change a Node's sovereign.io/* labels."""
-    return AdmissionReviewResponse(response=service.review_node(review.request, settings.admission))
+    answer = await run_in_threadpool(
+        service.review_node,
+        conn,
+        service.audit_context(review.request, request_id),
+        review.request,
+        settings.admission,
+    )
+    return AdmissionReviewResponse(response=answer)

@@ -375,3 +375,25 @@ class PodDecided(PodDecisionPublic):
     """A pod decision as the audit log records it, with the enforcement point (``webhook``)."""
 
     point: EnforcementPoint
+
+
+class NodeLabelChange(BaseModel):
+    """One ``sovereign.io/*`` label a refused Node update would have changed (None: absent)."""
+
+    key: str
+    old: str | None
+    new: str | None
+
+
+class NodeLabelChangeDenied(BaseModel):
+    """A Node update the node-protection webhook refused, as the audit log records it.
+
+    Who tried (the event's actor is the Kubernetes user too), on which Node, in which
+    review, and every protected label it would have changed, old value to new.
+    """
+
+    node: str
+    operation: Operation
+    username: str
+    review_uid: str
+    changes: list[NodeLabelChange]

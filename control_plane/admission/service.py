@@ -43,6 +43,8 @@ from control_plane.admission.models import (
     AdmissionRequest,
     AdmissionResponse,
     AdmissionStatus,
+    NodeLabelChange,
+    NodeLabelChangeDenied,
     Operation,
     PodDecided,
     PodTemplate,
@@ -358,6 +360,7 @@ def audit_context(request: AdmissionRequest, request_id: str) -> AuditContext:
 class _NodeMetadata(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    name: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
 
@@ -367,22 +370,26 @@ class _Node(BaseModel):
     metadata: _NodeMetadata = Field(default_factory=_NodeMetadata)
 
 
-def _node_labels(raw: Mapping[str, Any] | None, field: str) -> dict[str, str]:
+def _node_metadata(raw: Mapping[str, Any] | None, field: str) -> _NodeMetadata:
     try:
-        return _Node.model_validate(raw or {}).metadata.labels
+        return _Node.model_validate(raw or {}).metadata
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         where = ".".join(str(part) for part in error["loc"])
         raise ValueError(f"{field}.{where}: {error['msg']}") from None
 
 
-def review_node(request: AdmissionRequest, settings: AdmissionSettings) -> AdmissionResponse:
+def review_node(
+    conn: DbConnection, ctx: AuditContext, request: AdmissionRequest, settings: AdmissionSettings
+) -> AdmissionResponse:
     """Deny a change to a Node's ``sovereign.io/*`` labels by anyone but the label sync.
 
     The labels say where a node is and where its hardware comes from; the injected
     affinity trusts them, so a node (or anyone) relabelling itself into another zone would
-    walk data out of its zone. Nothing is recorded: the Kubernetes audit log keeps the
-    refused request.
+    walk data out of its zone. A denial is audited (``kubernetes_node.label_change_denied``,
+    with who tried and each label old to new), unless it is a dry run: an attempt to move
+    a node is evidence, whether or not the Kubernetes audit log is kept. What is allowed is
+    not recorded; ``conn`` is used only for a denial.
     """
     uid = request.uid
     if request.kind.kind != "Node" or request.kind.group != "":
@@ -393,8 +400,9 @@ def review_node(request: AdmissionRequest, settings: AdmissionSettings) -> Admis
     if username == settings.label_sync_user:
         return allow(uid)
     try:
-        new = _node_labels(request.object, "object")
-        old = _node_labels(request.old_object, "oldObject")
+        node = _node_metadata(request.object, "object")
+        new = node.labels
+        old = _node_metadata(request.old_object, "oldObject").labels
     except ValueError as exc:
         return deny(uid, f"Sovereign cannot read this Node: {exc}")
     changed = sorted(
@@ -404,6 +412,18 @@ def review_node(request: AdmissionRequest, settings: AdmissionSettings) -> Admis
     )
     if not changed:
         return allow(uid)
+    if not request.dry_run:
+        name = request.name or node.name or "(unnamed)"
+        with audited(conn, ctx, AuditAction.KUBERNETES_NODE_LABEL_CHANGE_DENIED, name) as change:
+            change.after = NodeLabelChangeDenied(
+                node=name,
+                operation=request.operation,
+                username=username,
+                review_uid=uid,
+                changes=[
+                    NodeLabelChange(key=key, old=old.get(key), new=new.get(key)) for key in changed
+                ],
+            )
     words = ", ".join(
         f"{key} ({old.get(key, '<none>')} -> {new.get(key, '<none>')})" for key in changed
     )

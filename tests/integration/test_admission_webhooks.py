@@ -762,17 +762,52 @@ def node(labels: dict[str, str]) -> dict[str, Any]:
     ],
 )
 def test_sovereign_node_labels_change_only_by_the_control_plane(
-    client: TestClient, username: str, new_labels: dict[str, str], allowed: bool
+    client: TestClient,
+    conn: DbConnection,
+    username: str,
+    new_labels: dict[str, str],
+    allowed: bool,
 ) -> None:
     old = node({"sovereign.io/zone": "jp", "kubernetes.io/hostname": "gpu-node-01"})
     new = node({"kubernetes.io/hostname": "gpu-node-01", **new_labels})
     body = review(new, operation="UPDATE", username=username, old=old, namespace=None)
     response = post(client, "/k8s/validate-node", body)
     assert response["allowed"] is allowed
-    if not allowed:
-        message = response["status"]["message"]
-        assert WORKER in message
-        assert "sovereign.io/zone (jp -> " in message
+    conn.rollback()
+    events = audit.list_events(conn, object_type="kubernetes_node").items
+    if allowed:
+        assert events == []
+        return
+    message = response["status"]["message"]
+    assert WORKER in message
+    assert "sovereign.io/zone (jp -> " in message
+    # The attempt is evidence: who, which Node, each protected label old -> new.
+    [event] = events
+    assert event.action == "kubernetes_node.label_change_denied"
+    assert (event.object_id, event.actor_name) == ("gpu-node-01", username)
+    assert event.after == {
+        "node": "gpu-node-01",
+        "operation": "UPDATE",
+        "username": username,
+        "review_uid": body["request"]["uid"],
+        "changes": [
+            {"key": "sovereign.io/zone", "old": "jp", "new": new_labels.get("sovereign.io/zone")}
+        ],
+    }
+
+
+def test_a_dry_run_node_denial_records_nothing(client: TestClient, conn: DbConnection) -> None:
+    old = node({"sovereign.io/zone": "jp"})
+    new = node({"sovereign.io/zone": "tw", "sovereign.io/country": "TW"})
+    body = review(new, operation="UPDATE", username="alice", old=old, namespace=None, dry_run=True)
+    response = post(client, "/k8s/validate-node", body)
+    assert response["allowed"] is False
+    assert (
+        "sovereign.io/country (<none> -> TW), sovereign.io/zone (jp -> tw)"
+        in (response["status"]["message"])
+    )
+    conn.rollback()
+    assert audit.list_events(conn, object_type="kubernetes_node").total == 0
 
 
 def test_the_webhooks_are_off_unless_turned_on(settings: Settings) -> None:
