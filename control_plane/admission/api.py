@@ -18,7 +18,7 @@ from control_plane.admission.models import AdmissionReview, AdmissionReviewRespo
 from control_plane.core.bodies import ADMISSION_BODY_BYTES, MAX_BODY_KEY
 from control_plane.core.errors import NotFoundError
 from control_plane.core.http import Conn, RequestId, SettingsDep
-from control_plane.core.openapi import error_responses
+from control_plane.core.openapi import exact_errors
 from control_plane.core.routes import JsonBodyRoute
 from control_plane.facts.fleet import SnapshotSource
 from control_plane.policy.api import Decisions, PolicySets
@@ -53,7 +53,9 @@ class WebhookRoute(JsonBodyRoute):
 router = APIRouter(prefix="/k8s", route_class=WebhookRoute, tags=["kubernetes"])
 
 _ROUTE = {
-    "openapi_extra": {MAX_BODY_KEY: ADMISSION_BODY_BYTES},
+    # What they answer besides the review: off (404), a body too large (413), a malformed
+    # review (422), the database down (503). Never 409: nothing they store can conflict.
+    "openapi_extra": {MAX_BODY_KEY: ADMISSION_BODY_BYTES, **exact_errors(404, 413, 422, 503)},
     "response_model_exclude_none": True,
 }
 
@@ -88,7 +90,7 @@ async def _review(
     return AdmissionReviewResponse(response=answer)
 
 
-@router.post("/mutate", responses=error_responses(404, 413, 503), **_ROUTE)  # type: ignore[arg-type]
+@router.post("/mutate", **_ROUTE)  # type: ignore[arg-type]
 async def mutate(
     review: AdmissionReview, conn: Conn, request_id: RequestId, deps: WebhookDeps
 ) -> AdmissionReviewResponse:
@@ -96,7 +98,7 @@ async def mutate(
     return await _review("mutate", review, conn, request_id, deps)
 
 
-@router.post("/validate", responses=error_responses(404, 413, 503), **_ROUTE)  # type: ignore[arg-type]
+@router.post("/validate", **_ROUTE)  # type: ignore[arg-type]
 async def validate(
     review: AdmissionReview, conn: Conn, request_id: RequestId, deps: WebhookDeps
 ) -> AdmissionReviewResponse:
@@ -104,7 +106,16 @@ async def validate(
     return await _review("validate", review, conn, request_id, deps)
 
 
-@router.post("/validate-node", responses=error_responses(404, 413), **_ROUTE)  # type: ignore[arg-type]
-async def validate_node(review: AdmissionReview, settings: SettingsDep) -> AdmissionReviewResponse:
+@router.post("/validate-node", **_ROUTE)  # type: ignore[arg-type]
+async def validate_node(
+    review: AdmissionReview, conn: Conn, request_id: RequestId, settings: SettingsDep
+) -> AdmissionReviewResponse:
     """Node protection: only the control plane may change a Node's sovereign.io/* labels."""
-    return AdmissionReviewResponse(response=service.review_node(review.request, settings.admission))
+    answer = await run_in_threadpool(
+        service.review_node,
+        conn,
+        service.audit_context(review.request, request_id),
+        review.request,
+        settings.admission,
+    )
+    return AdmissionReviewResponse(response=answer)

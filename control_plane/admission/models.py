@@ -19,7 +19,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from control_plane.domain.decisions import DecisionOutcome, EnforcementPoint
-from control_plane.domain.types import Input, Slug
+from control_plane.domain.types import Input, Labels, Slug
 from control_plane.facts.workloads import AssetNames
 from control_plane.policy.models import ExplanationPublic, ReasonPublic
 
@@ -193,11 +193,12 @@ class PodSpec(_Kubernetes):
 
 
 class ObjectMeta(_Kubernetes):
-    """The metadata read: names and annotations."""
+    """The metadata read: names, labels and annotations."""
 
     name: str | None = None
     generate_name: str | None = Field(default=None, alias="generateName")
     namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
 
@@ -264,8 +265,11 @@ class PodTemplate(BaseModel):
     """The pod an object will run, with where it sits in the object.
 
     ``annotations`` are the template's, over the object's own for a Job or CronJob (the
-    declaration may sit on either); ``pointer`` is the template's JSON pointer in the
-    object (``""`` for a Pod), ``spec_path`` its spec's dotted path, for messages.
+    declaration may sit on either, and the mutating webhook copies it into the template).
+    ``labels`` are the template's alone: they are the labels the pods will carry (a Job's
+    own labels stay on the Job), so a Job and the pods it makes are decided on the same
+    ``workload.labels``. ``pointer`` is the template's JSON pointer in the object (``""``
+    for a Pod), ``spec_path`` its spec's dotted path, for messages.
     """
 
     kind: WorkloadKind
@@ -274,7 +278,13 @@ class PodTemplate(BaseModel):
     spec_path: str
     annotations: dict[str, str]
     template_annotations: dict[str, str]
+    labels: dict[str, str]
     spec: PodSpec
+
+    @property
+    def metadata_path(self) -> str:
+        """The template's metadata as a dotted path (``spec.template.metadata``), for messages."""
+        return self.spec_path.removesuffix("spec") + "metadata"
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
@@ -310,6 +320,7 @@ def parse_template(kind: WorkloadKind, raw: dict[str, Any]) -> PodTemplate:
         spec_path=spec_path,
         annotations=annotations,
         template_annotations=dict(template.metadata.annotations),
+        labels=dict(template.metadata.labels),
         spec=template.spec,
     )
 
@@ -318,12 +329,17 @@ def parse_template(kind: WorkloadKind, raw: dict[str, Any]) -> PodTemplate:
 
 
 class PodDeclaration(Input):
-    """What a pod's annotations declare, under the rules of ``WorkloadCreate``."""
+    """What a pod's annotations and labels declare, under the rules of ``WorkloadCreate``.
+
+    ``labels`` are the pod template's labels, which policies read as ``workload.labels``
+    (CEL), checked as ``POST /v1/workloads`` checks its ``labels``.
+    """
 
     tenant: Slug
     datasets: AssetNames = Field(default_factory=list)
     models: AssetNames = Field(default_factory=list)
     output: Slug | None = None
+    labels: Labels = Field(default_factory=dict)
 
 
 # -- what is stored and audited --------------------------------------------------------
@@ -359,3 +375,25 @@ class PodDecided(PodDecisionPublic):
     """A pod decision as the audit log records it, with the enforcement point (``webhook``)."""
 
     point: EnforcementPoint
+
+
+class NodeLabelChange(BaseModel):
+    """One ``sovereign.io/*`` label a refused Node update would have changed (None: absent)."""
+
+    key: str
+    old: str | None
+    new: str | None
+
+
+class NodeLabelChangeDenied(BaseModel):
+    """A Node update the node-protection webhook refused, as the audit log records it.
+
+    Who tried (the event's actor is the Kubernetes user too), on which Node, in which
+    review, and every protected label it would have changed, old value to new.
+    """
+
+    node: str
+    operation: Operation
+    username: str
+    review_uid: str
+    changes: list[NodeLabelChange]

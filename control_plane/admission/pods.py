@@ -15,14 +15,26 @@ running, so it adds to everything after it:
                     max over init containers i of (init_i + sidecars started before i))
 
 Per container, the limit counts, or the request when there is no limit (Kubernetes
-requires them equal for extended resources). A pod with only resource claims is decided
-as asking for one whole GPU: the claim's device count lives in its ResourceClaim, which
-the pod does not carry. One pod asks for one kind: whole GPUs, or slices of one profile.
+requires them equal for extended resources). One pod asks for one kind: whole GPUs, or
+slices of one profile.
+
+**DRA.** A pod that names ``resourceClaims`` says nothing of how many devices they
+allocate: the count is in the ResourceClaim or ResourceClaimTemplate, which the review
+does not carry (and which may be created after the pod). So such a pod must say it:
+``sovereign.io/gpus`` is how many GPUs its claims allocate, whole GPUs or, with
+``sovereign.io/mig-profile``, MIG slices of that profile; they add to what its
+containers ask for through extended resources. A pod with claims and no such annotation
+is a denial naming it, never a guess: a guess of one GPU would let a claim of eight be
+placed where one fits. ``0`` is taken only beside extended GPU resources (claims for
+other devices); a pod whose only devices come from claims is governed as a GPU pod and
+declares at least one, so no annotation lets a DRA GPU pod out of the webhooks' sight.
 
 **Declaration.** ``sovereign.io/datasets`` and ``sovereign.io/models`` (comma-separated
 names), ``sovereign.io/output`` and ``sovereign.io/tenant``, validated by the rules of
 ``POST /v1/workloads`` (``facts.workloads``). A pod declares itself with any of the first
-three (an empty ``sovereign.io/datasets: ""`` says it reads none).
+three (an empty ``sovereign.io/datasets: ""`` says it reads none). The pod template's
+labels are the workload's ``labels`` (what CEL reads as ``workload.labels``), under the
+same rules as the labels of ``POST /v1/workloads``.
 
 **Node selection.** The pod's ``nodeSelector`` and required node affinity, judged against
 the ``sovereign.io/*`` labels the label sync puts on each node (``NODE_LABELS``). A
@@ -44,7 +56,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from control_plane.admission.models import (
     Container,
@@ -54,7 +66,8 @@ from control_plane.admission.models import (
     PodTemplate,
     WorkloadKind,
 )
-from control_plane.facts.workloads import MAX_GPUS_PER_WORKLOAD, WorkloadRequest
+from control_plane.domain.types import MAX_LABELS
+from control_plane.facts.workloads import MAX_GPUS_PER_WORKLOAD, MigProfile, WorkloadRequest
 from control_plane.policy.engine import NodeIndex
 from control_plane.policy.models import NodeView
 
@@ -63,6 +76,9 @@ DATASETS = "sovereign.io/datasets"
 MODELS = "sovereign.io/models"
 OUTPUT = "sovereign.io/output"
 TENANT = "sovereign.io/tenant"
+#: How many GPUs (or MIG slices) a pod's DRA resource claims allocate, and of which profile.
+GPUS = "sovereign.io/gpus"
+MIG_PROFILE = "sovereign.io/mig-profile"
 DECISION_ID = "sovereign.io/decision-id"
 POLICY_SET_VERSION = "sovereign.io/policy-set-version"
 #: The node label the injected affinity selects on (kept in sync by the label sync).
@@ -167,13 +183,71 @@ def effective_gpus(template: PodTemplate) -> dict[str, int]:
     }
 
 
+_MIG_PROFILE = TypeAdapter(MigProfile)
+
+
+def _annotation(key: str) -> str:
+    return f"metadata.annotations[{key}]"
+
+
+def claimed_gpus(template: PodTemplate) -> dict[str, int]:
+    """What the pod's DRA resource claims allocate, as it declares (``""``: whole GPUs).
+
+    Empty for a pod without claims; a pod with claims must carry ``sovereign.io/gpus``
+    (module docstring).
+    """
+    annotations = template.annotations
+    if not template.spec.resource_claims:
+        return {}
+    count_text = annotations.get(GPUS)
+    if count_text is None:
+        raise PodProblemError(
+            _annotation(GPUS),
+            f"the pod has DRA resource claims ({template.spec_path}.resourceClaims), whose"
+            f" device count is in the ResourceClaim, not in the pod: annotate it with {GPUS}"
+            f" (how many GPUs its claims allocate; with {MIG_PROFILE}, MIG slices of that"
+            " profile)",
+        )
+    count = _whole_number(count_text, _annotation(GPUS))
+    profile = ""
+    if MIG_PROFILE in annotations:
+        try:
+            profile = _MIG_PROFILE.validate_python(annotations[MIG_PROFILE])
+        except ValidationError:
+            raise PodProblemError(
+                _annotation(MIG_PROFILE),
+                f"{annotations[MIG_PROFILE]!r} is not a MIG profile as NVIDIA names them (1g.10gb)",
+            ) from None
+    return {profile: count} if count else {}
+
+
 def gpu_ask(template: PodTemplate) -> GpuAsk | None:
-    """What the pod asks for, or None when it asks for no GPU (it is then left alone)."""
+    """What the pod asks for, or None when it asks for no GPU (it is then left alone).
+
+    Its containers' extended resources plus what its DRA claims allocate (as it declares).
+    """
     asked = {kind: count for kind, count in effective_gpus(template).items() if count > 0}
     where = template.spec_path
+    if asked and not template.spec.resource_claims:
+        # It would count nothing and say otherwise; on a pod without GPUs it is harmless.
+        for key in (GPUS, MIG_PROFILE):
+            if key in template.annotations:
+                raise PodProblemError(
+                    _annotation(key),
+                    f"counts the GPUs of DRA resource claims, and the pod has none"
+                    f" ({where}.resourceClaims); its containers' nvidia.com/* resources say"
+                    " what it asks for",
+                )
+    for kind, count in claimed_gpus(template).items():
+        asked[kind] = asked.get(kind, 0) + count
     if not asked:
         if template.spec.resource_claims:
-            return GpuAsk(1)
+            raise PodProblemError(
+                _annotation(GPUS),
+                "must be at least 1: the pod's only devices come from DRA resource claims,"
+                " which Sovereign cannot see into, so it is governed as a GPU pod (a pod"
+                " whose claims are for other devices runs in an exempt namespace)",
+            )
         return None
     if len(asked) > 1:
         names = ", ".join(WHOLE_GPU if kind == "" else MIG_PREFIX + kind for kind in asked)
@@ -230,11 +304,14 @@ def declaration(
                 "datasets": _names(annotations.get(DATASETS)),
                 "models": _names(annotations.get(MODELS)),
                 "output": annotations.get(OUTPUT) or None,
+                "labels": template.labels,
             }
         )
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         message = error["msg"].removeprefix("Value error, ")
+        if error["loc"] and error["loc"][0] == "labels":
+            raise _label_problem(template, error["loc"], message) from None
         if error["loc"] and error["loc"][0] == "tenant" and TENANT not in annotations:
             raise PodProblemError(
                 "metadata.namespace",
@@ -249,7 +326,27 @@ def declaration(
         output=declared.output,
         gpu_count=ask.count,
         mig_profile=ask.mig_profile,
+        labels=declared.labels,
     )
+
+
+def _label_problem(
+    template: PodTemplate, loc: Sequence[int | str], message: str
+) -> PodProblemError:
+    """A label ``POST /v1/workloads`` would refuse, named where it sits in the object."""
+    where = f"{template.metadata_path}.labels"
+    if len(loc) < 2:
+        return PodProblemError(
+            where, f"has {len(template.labels)} labels; a workload carries at most {MAX_LABELS}"
+        )
+    key = str(loc[1])
+    if len(loc) > 2:
+        message = (
+            "is not a label key a workload may carry: an optional lower-case DNS prefix and"
+            " '/', then at most 63 letters, digits, '-', '_' or '.', beginning and ending with"
+            " a letter or digit"
+        )
+    return PodProblemError(f"{where}[{key}]", message)
 
 
 def declared_field(request_field: str, namespace_default: bool) -> str:

@@ -15,3 +15,25 @@ SELECT id, namespace, kind, name, review_uid, webhook, tenant_slug AS tenant, re
        policy_set_hash, username, created_at
 FROM pod_decision
 WHERE id = %(id)s;
+
+-- name: find_reinvoked_decision
+-- The mutating webhook's recent admit that a reinvoked call for the same object made
+-- (admission.service._reinvoked says why each column must match).
+SELECT id, namespace, kind, name, review_uid, webhook, tenant_slug AS tenant, request, outcome,
+       reasons, explanation, eligible_nodes, fleet_generation, policy_set_version,
+       policy_set_hash, username, created_at
+FROM pod_decision
+WHERE id = %(id)s
+  AND webhook = 'mutate'
+  AND outcome IN ('admitted', 'admitted_with_warnings')
+  AND outcome = %(outcome)s
+  AND namespace = %(namespace)s
+  AND kind = %(kind)s
+  AND name IS NOT DISTINCT FROM %(name)s
+  AND username = %(username)s
+  AND request = %(request)s
+  AND eligible_nodes = %(eligible_nodes)s
+  AND fleet_generation = %(fleet_generation)s
+  AND policy_set_version = %(policy_set_version)s
+  AND policy_set_hash = %(policy_set_hash)s
+  AND created_at >= now() - make_interval(secs => %(window_seconds)s);

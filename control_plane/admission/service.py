@@ -13,14 +13,16 @@ What each webhook does with the same decision:
 * **mutate** (``/k8s/mutate``) denies what the engine denies; on admit it answers a
   JSONPatch with the node affinity and the ``sovereign.io/decision-id`` and
   ``sovereign.io/policy-set-version`` annotations, and records the decision
-  (``pod.admitted`` or ``pod.denied``);
+  (``pod.admitted`` or ``pod.denied``). Called again for the same object (the chart's
+  ``reinvocationPolicy: IfNeeded``), it decides again and reuses the first call's record
+  when that is provably the same decision (``_reinvoked``), so one pod is one record;
 * **validate** (``/k8s/validate``) sees the pod after every mutation. It denies an
   undeclared GPU pod (unless its namespace allows them), one the engine denies, and one
   whose own node selection leaves none of the eligible nodes; it passes warn-mode reasons
   back as warnings. It records its denials only: the pods it admits were recorded by the
   mutating webhook, whose decision id they carry;
 * **validate-node** (``/k8s/validate-node``) denies a change to a Node's ``sovereign.io/*``
-  labels by anyone but the control plane's ServiceAccount.
+  labels by anyone but the control plane's ServiceAccount, and audits the attempt.
 
 A dry run (``dryRun: true``) is answered the same way and records nothing (the patch then
 carries no decision id, as there is no stored decision). A pod Sovereign cannot read
@@ -32,7 +34,7 @@ created it reads the message.
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -41,6 +43,8 @@ from control_plane.admission.models import (
     AdmissionRequest,
     AdmissionResponse,
     AdmissionStatus,
+    NodeLabelChange,
+    NodeLabelChangeDenied,
     Operation,
     PodDecided,
     PodTemplate,
@@ -63,6 +67,11 @@ Webhook = Literal["mutate", "validate"]
 
 #: The HTTP status a denial carries in ``response.status.code`` (shown by kubectl).
 _FORBIDDEN = 403
+#: How long after a mutating webhook's admit a reinvocation may reuse its decision. The API
+#: server reinvokes within the same request, right after the webhooks that follow ours
+#: (each bounded by its 30 s timeout at most, the request by its 60 s default); a call
+#: later than this records a decision of its own, the safe direction.
+REINVOCATION_WINDOW_SECONDS = 60
 
 
 # -- answers ---------------------------------------------------------------------------
@@ -154,6 +163,10 @@ def _unknown_name(exc: InvalidInputError, template: PodTemplate) -> str:
     return f"{pods.declared_field(first['field'], from_namespace)}: {first['message']}"
 
 
+#: The annotations that declare a workload, which its pods must carry to be decided the same.
+_DECLARATION = (pods.DATASETS, pods.MODELS, pods.OUTPUT, pods.TENANT, pods.GPUS, pods.MIG_PROFILE)
+
+
 def _copied_declaration(template: PodTemplate) -> dict[str, str]:
     """Declaration annotations a Job or CronJob carries on itself but not on its template.
 
@@ -162,8 +175,7 @@ def _copied_declaration(template: PodTemplate) -> dict[str, str]:
     return {
         key: value
         for key, value in template.annotations.items()
-        if key in (pods.DATASETS, pods.MODELS, pods.OUTPUT, pods.TENANT)
-        and key not in template.template_annotations
+        if key in _DECLARATION and key not in template.template_annotations
     }
 
 
@@ -241,11 +253,11 @@ def review_workload(
             )
         decision_id = None
         if not request.dry_run and (webhook == "mutate" or not decision.admitted):
-            decision_id = str(
-                _record(
-                    conn, ctx, request, webhook, template, declared, decision, snapshot.generation
-                )
+            values = _decision_values(
+                request, webhook, template, declared, decision, snapshot.generation
             )
+            reinvoked = _reinvoked(conn, template, values) if decision.admitted else None
+            decision_id = str(reinvoked or _record(conn, ctx, values, decision))
     if not decision.admitted:
         return deny(uid, _denial_words(decision, decision.reasons))
     if webhook == "validate":
@@ -264,42 +276,72 @@ def review_workload(
     return allow(uid, patch=patch)
 
 
-def _record(
-    conn: DbConnection,
-    ctx: AuditContext,
+def _decision_values(
     request: AdmissionRequest,
     webhook: Webhook,
     template: PodTemplate,
     declared: WorkloadRequest,
     decision: Decision,
     generation: int,
-) -> object:
+) -> dict[str, Any]:
+    """The stored columns of a decision (by the queries' parameter names), id aside."""
+    return {
+        "namespace": _namespace(request),
+        "kind": template.kind.value,
+        "name": template.name,
+        "review_uid": request.uid,
+        "webhook": webhook,
+        "tenant": declared.tenant,
+        "request": declared.model_dump(mode="json"),
+        "outcome": decision.outcome.value,
+        "reasons": [reason.to_json() for reason in decision.reasons],
+        "explanation": decision.explanation.to_json(),
+        "eligible_nodes": len(decision.eligible_node_ids),
+        "fleet_generation": generation,
+        "policy_set_version": decision.policy_set_version,
+        "policy_set_hash": decision.policy_set_hash,
+        "username": request.user_info.username,
+    }
+
+
+def _reinvoked(conn: DbConnection, template: PodTemplate, values: dict[str, Any]) -> UUID | None:
+    """The decision a reinvoked mutating call already recorded for this object, if it is one.
+
+    With ``reinvocationPolicy: IfNeeded`` the API server calls the mutating webhook again
+    when a later webhook changed the object; it then carries the ``sovereign.io/decision-id``
+    of the first call. Nothing in the review proves it is the same request (the API server
+    gives every call a fresh ``uid``), and a user can put any id on a pod, so the pod has
+    just been decided again anyway and the id is taken only when the stored decision is
+    this one: the mutating webhook's admit, moments ago (``REINVOCATION_WINDOW_SECONDS``),
+    of the same kind, namespace and name, for the same user, on the same declaration, with
+    the same outcome, eligible count, fleet generation and policy set. Otherwise (a forged,
+    copied or stale id) the decision is recorded afresh and its id replaces the annotation.
+    What this cannot tell apart: a second, identical pod by the same user within the window
+    carrying the first one's id shares its record, which then says exactly what its own
+    would have; it is decided, and restricted, all the same.
+    """
+    annotated = template.template_annotations.get(pods.DECISION_ID)
+    if annotated is None:
+        return None
+    try:
+        decision_id = UUID(annotated)
+    except ValueError:
+        return None
+    found = repository.find_reinvoked_decision(
+        conn, decision_id, values, REINVOCATION_WINDOW_SECONDS
+    )
+    return None if found is None else found.id
+
+
+def _record(
+    conn: DbConnection, ctx: AuditContext, values: dict[str, Any], decision: Decision
+) -> UUID:
     """Store and audit the decision (``pod.admitted`` or ``pod.denied``); its id."""
     decision_id = uuid4()
     action = AuditAction.POD_ADMITTED if decision.admitted else AuditAction.POD_DENIED
     with audited(conn, ctx, action, str(decision_id)) as change:
-        stored = repository.insert_pod_decision(
-            conn,
-            {
-                "id": decision_id,
-                "namespace": _namespace(request),
-                "kind": template.kind.value,
-                "name": template.name,
-                "review_uid": request.uid,
-                "webhook": webhook,
-                "tenant": declared.tenant,
-                "request": declared.model_dump(mode="json"),
-                "outcome": decision.outcome.value,
-                "reasons": [reason.to_json() for reason in decision.reasons],
-                "explanation": decision.explanation.to_json(),
-                "eligible_nodes": len(decision.eligible_node_ids),
-                "fleet_generation": generation,
-                "policy_set_version": decision.policy_set_version,
-                "policy_set_hash": decision.policy_set_hash,
-                "username": request.user_info.username,
-            },
-        )
-        change.after = PodDecided.model_construct(**dict(stored), point=decision.point)
+        stored = repository.insert_pod_decision(conn, {**values, "id": decision_id})
+        change.after = PodDecided.model_validate({**stored.model_dump(), "point": decision.point})
     return decision_id
 
 
@@ -318,6 +360,7 @@ def audit_context(request: AdmissionRequest, request_id: str) -> AuditContext:
 class _NodeMetadata(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
+    name: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
 
 
@@ -327,22 +370,26 @@ class _Node(BaseModel):
     metadata: _NodeMetadata = Field(default_factory=_NodeMetadata)
 
 
-def _node_labels(raw: Mapping[str, Any] | None, field: str) -> dict[str, str]:
+def _node_metadata(raw: Mapping[str, Any] | None, field: str) -> _NodeMetadata:
     try:
-        return _Node.model_validate(raw or {}).metadata.labels
+        return _Node.model_validate(raw or {}).metadata
     except ValidationError as exc:
         error = exc.errors(include_url=False)[0]
         where = ".".join(str(part) for part in error["loc"])
         raise ValueError(f"{field}.{where}: {error['msg']}") from None
 
 
-def review_node(request: AdmissionRequest, settings: AdmissionSettings) -> AdmissionResponse:
+def review_node(
+    conn: DbConnection, ctx: AuditContext, request: AdmissionRequest, settings: AdmissionSettings
+) -> AdmissionResponse:
     """Deny a change to a Node's ``sovereign.io/*`` labels by anyone but the label sync.
 
     The labels say where a node is and where its hardware comes from; the injected
     affinity trusts them, so a node (or anyone) relabelling itself into another zone would
-    walk data out of its zone. Nothing is recorded: the Kubernetes audit log keeps the
-    refused request.
+    walk data out of its zone. A denial is audited (``kubernetes_node.label_change_denied``,
+    with who tried and each label old to new), unless it is a dry run: an attempt to move
+    a node is evidence, whether or not the Kubernetes audit log is kept. What is allowed is
+    not recorded; ``conn`` is used only for a denial.
     """
     uid = request.uid
     if request.kind.kind != "Node" or request.kind.group != "":
@@ -353,8 +400,9 @@ def review_node(request: AdmissionRequest, settings: AdmissionSettings) -> Admis
     if username == settings.label_sync_user:
         return allow(uid)
     try:
-        new = _node_labels(request.object, "object")
-        old = _node_labels(request.old_object, "oldObject")
+        node = _node_metadata(request.object, "object")
+        new = node.labels
+        old = _node_metadata(request.old_object, "oldObject").labels
     except ValueError as exc:
         return deny(uid, f"Sovereign cannot read this Node: {exc}")
     changed = sorted(
@@ -364,6 +412,18 @@ def review_node(request: AdmissionRequest, settings: AdmissionSettings) -> Admis
     )
     if not changed:
         return allow(uid)
+    if not request.dry_run:
+        name = request.name or node.name or "(unnamed)"
+        with audited(conn, ctx, AuditAction.KUBERNETES_NODE_LABEL_CHANGE_DENIED, name) as change:
+            change.after = NodeLabelChangeDenied(
+                node=name,
+                operation=request.operation,
+                username=username,
+                review_uid=uid,
+                changes=[
+                    NodeLabelChange(key=key, old=old.get(key), new=new.get(key)) for key in changed
+                ],
+            )
     words = ", ".join(
         f"{key} ({old.get(key, '<none>')} -> {new.get(key, '<none>')})" for key in changed
     )

@@ -16,7 +16,10 @@ each route:
   use, a state that does not allow the change.
 
 A route that answers something these rules cannot see says so with ``error_responses``
-in its ``responses=`` (a node named by a hostname two nodes share is a 409 on a GET).
+in its ``responses=`` (a node named by a hostname two nodes share is a 409 on a GET). A
+route the rules would over-document (the admission webhooks' POSTs change nothing that
+can conflict, yet would get a 409 as writes) lists exactly what it answers with
+``exact_errors`` in its ``openapi_extra``; the rules then do not apply to it.
 429 and 503 document their ``Retry-After`` header. Generated clients and schemathesis
 (``tests/integration/test_api_contract.py``) then see what the server sends.
 """
@@ -194,6 +197,19 @@ def _response(status: int, schema: dict[str, Any] | None) -> dict[str, Any]:
     return response
 
 
+#: The ``openapi_extra`` key under which ``exact_errors`` lists a route's error statuses;
+#: taken out of the document once read.
+EXACT_ERRORS_KEY = "x-sovereign-error-statuses"
+
+
+def exact_errors(*statuses: int) -> dict[str, list[int]]:
+    """``openapi_extra`` for a route that answers exactly these error statuses, no others."""
+    unknown = set(statuses) - set(_ANSWERS)
+    if unknown:
+        raise ValueError(f"no documented answer for {sorted(unknown)}")
+    return {EXACT_ERRORS_KEY: sorted(statuses)}
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """``responses=`` for a route that answers statuses ``document_errors`` cannot see."""
     return {status: {"model": ErrorBody, **_response(status, None)} for status in statuses}
@@ -203,8 +219,10 @@ def answers(method: str, operation: dict[str, Any]) -> frozenset[int]:
     """The error statuses an operation can answer, by the rules in this module's docstring.
 
     Read from the operation as FastAPI documents it (its security, parameters and body),
-    so the rules see exactly what clients see.
+    so the rules see exactly what clients see; a route's ``exact_errors`` replace them.
     """
+    if EXACT_ERRORS_KEY in operation:
+        return frozenset(operation[EXACT_ERRORS_KEY])
     statuses: set[int] = set()
     if operation.get("security"):
         statuses |= {401, 403, 413, 422, 429, 503}
@@ -270,7 +288,15 @@ def _complete(document: dict[str, Any]) -> None:
             fastapi_422 = responses.get("422", {}).get("content", {}).get("application/json", {})
             if fastapi_422.get("schema") == _FASTAPI_422_REF:
                 del responses["422"]
-            for status in sorted(answers(method, operation)):
+            statuses = answers(method, operation)
+            if EXACT_ERRORS_KEY in operation:
+                del operation[EXACT_ERRORS_KEY]
+                extra = {code for code in responses if code[0] in "45"} - {
+                    str(status) for status in statuses
+                }
+                if extra:
+                    raise ValueError(f"{method} documents {sorted(extra)} beyond its exact_errors")
+            for status in sorted(statuses):
                 responses.setdefault(str(status), _response(status, _ERROR_BODY_REF))
 
 

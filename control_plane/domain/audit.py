@@ -27,6 +27,8 @@ class AuditObjectType(StrEnum):
     POLICY_SET = "policy_set"
     WORKLOAD = "workload"
     POD = "pod"
+    #: A Kubernetes Node, by its name (not an inventory ``node``, whose id is a UUID).
+    KUBERNETES_NODE = "kubernetes_node"
     COMPLIANCE_EVALUATION = "compliance_evaluation"
 
 
@@ -76,6 +78,7 @@ class AuditAction(StrEnum):
     WORKLOAD_REVOKED = "workload.revoked"
     POD_ADMITTED = "pod.admitted"
     POD_DENIED = "pod.denied"
+    KUBERNETES_NODE_LABEL_CHANGE_DENIED = "kubernetes_node.label_change_denied"
     COMPLIANCE_EVALUATED = "compliance.evaluated"
 
     @property
@@ -419,6 +422,18 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         " selection leaving no eligible node)",
         NOTHING,
         _side("the pod decision, as for `pod.admitted`", "PodDecided"),
+    ),
+    AuditAction.KUBERNETES_NODE_LABEL_CHANGE_DENIED: ActionRecord(
+        AuditObjectType.KUBERNETES_NODE,
+        "the node-protection webhook refuses a change to a Kubernetes Node's `sovereign.io/*`"
+        " labels by anyone but the label sync (not for a dry run); the object id is the"
+        " Node's name, the actor the Kubernetes user",
+        NOTHING,
+        _side(
+            "the attempt: `node`, `operation`, `username`, the review's uid and each protected"
+            " label's `key`, `old` and `new` value (null: absent)",
+            "NodeLabelChangeDenied",
+        ),
     ),
     AuditAction.COMPLIANCE_EVALUATED: ActionRecord(
         AuditObjectType.COMPLIANCE_EVALUATION,

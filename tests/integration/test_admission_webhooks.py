@@ -15,7 +15,7 @@ import jsonpatch
 import pytest
 from fastapi.testclient import TestClient
 
-from control_plane.admission import pods
+from control_plane.admission import pods, service
 from control_plane.app import create_app
 from control_plane.audit import service as audit
 from control_plane.core.db import DbConnection
@@ -484,6 +484,180 @@ def test_a_dry_run_records_nothing(
     assert audit.list_events(conn, object_type="pod").total == 0
 
 
+# -- reinvocation ----------------------------------------------------------------------------
+
+
+def decision_id_of(obj: dict[str, Any]) -> str:
+    found: str = obj["metadata"]["annotations"][pods.DECISION_ID]
+    return found
+
+
+def test_a_reinvoked_mutate_reuses_its_decision(
+    client: TestClient, conn: DbConnection, admin: dict[str, str], node_ids: dict[str, str]
+) -> None:
+    """reinvocationPolicy: IfNeeded: a later webhook changed the pod, ours is called again."""
+    apply_policy(client, admin, RESIDENCY)
+    obj = pod_object()
+    once = patched(obj, post(client, "/k8s/mutate", review(obj)))
+    # A sidecar injector ran after us; the API server calls again, with a fresh uid.
+    once["spec"]["containers"].append(container("proxy"))
+    twice = patched(once, post(client, "/k8s/mutate", review(once)))
+    assert decision_id_of(twice) == decision_id_of(once)
+    assert required_terms(twice["spec"]) == required_terms(once["spec"])
+    assert count(conn, "pod_decision") == 1
+    assert audit.list_events(conn, action="pod.admitted").total == 1
+
+
+@pytest.mark.parametrize(
+    "forgery",
+    ["another-pod", "another-user", "not-a-uuid", "unknown-id", "too-late", "policy-changed"],
+)
+def test_a_decision_id_annotation_never_skips_a_decision(
+    client: TestClient,
+    conn: DbConnection,
+    admin: dict[str, str],
+    node_ids: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    forgery: str,
+) -> None:
+    """A user may copy any decision id onto a pod: it is decided and recorded anew."""
+    apply_policy(client, admin, RESIDENCY)
+    first = decision_id_of(patched(pod_object(), post(client, "/k8s/mutate", review(pod_object()))))
+    annotated = {**DECLARED, pods.DECISION_ID: first}
+    obj = pod_object(annotations=annotated)
+    username = "alice@example.com"
+    if forgery == "another-pod":
+        obj["metadata"]["name"] = "other"
+    elif forgery == "another-user":
+        username = "mallory@example.com"
+    elif forgery == "not-a-uuid":
+        obj["metadata"]["annotations"][pods.DECISION_ID] = "skip-me"
+    elif forgery == "unknown-id":
+        obj["metadata"]["annotations"][pods.DECISION_ID] = str(uuid.uuid4())
+    elif forgery == "too-late":
+        monkeypatch.setattr(service, "REINVOCATION_WINDOW_SECONDS", 0)
+    else:
+        apply_policy(client, admin, {"name": "also-jp", "requirements": {"compute_zones": ["jp"]}})
+    response = post(client, "/k8s/mutate", review(obj, username=username))
+    fresh = decision_id_of(patched(obj, response))
+    assert fresh not in (first, obj["metadata"]["annotations"][pods.DECISION_ID])
+    assert count(conn, "pod_decision") == 2
+    assert audit.list_events(conn, action="pod.admitted").total == 2
+    # A forged id on a pod the policy denies is no admit either.
+    apply_policy(
+        client, admin, {"name": "compute-in-taiwan", "requirements": {"compute_zones": ["tw"]}}
+    )
+    assert post(client, "/k8s/mutate", review(obj, username=username))["allowed"] is False
+    assert audit.list_events(conn, action="pod.denied").total == 1
+
+
+# -- labels and DRA ---------------------------------------------------------------------------
+
+COST_CENTER = {
+    "name": "cost-center-ml",
+    "requirements": {
+        "cel": [
+            {
+                "name": "cost-center",
+                "expression": '"cost-center" in workload.labels'
+                ' && workload.labels["cost-center"] == "ml"',
+                "message": "GPU work is billed to the ml cost center",
+            }
+        ]
+    },
+}
+
+
+def test_policies_read_the_pods_labels_as_workload_labels(
+    client: TestClient, admin: dict[str, str], node_ids: dict[str, str]
+) -> None:
+    apply_policy(client, admin, COST_CENTER)
+    billed = pod_object()
+    billed["metadata"]["labels"]["cost-center"] = "ml"
+    assert post(client, "/k8s/mutate", review(billed))["allowed"] is True
+    assert post(client, "/k8s/validate", review(billed))["allowed"] is True
+    unbilled = pod_object()
+    unbilled["metadata"]["labels"]["cost-center"] = "finance"
+    for path in ("/k8s/mutate", "/k8s/validate"):
+        response = post(client, path, review(unbilled))
+        assert response["allowed"] is False
+        assert "cost-center-ml" in response["status"]["message"]
+    # A Job is decided on its template's labels, those its pods will carry.
+    job: dict[str, Any] = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "nightly", "namespace": "research", "labels": {"cost-center": "ml"}},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {"cost-center": "ml"}, "annotations": DECLARED},
+                "spec": {"containers": [container("train", 1)], "restartPolicy": "Never"},
+            }
+        },
+    }
+    assert post(client, "/k8s/mutate", review(job))["allowed"] is True
+    del job["spec"]["template"]["metadata"]["labels"]
+    assert post(client, "/k8s/mutate", review(job))["allowed"] is False
+
+
+def test_a_label_the_api_would_refuse_is_a_denial_naming_it(
+    client: TestClient, conn: DbConnection, node_ids: dict[str, str]
+) -> None:
+    crowded = pod_object()
+    crowded["metadata"]["labels"] = {f"label-{i}": "x" for i in range(65)}
+    response = post(client, "/k8s/mutate", review(crowded))
+    assert response["allowed"] is False
+    assert (
+        "metadata.labels: has 65 labels; a workload carries at most 64"
+        in (response["status"]["message"])
+    )
+    odd = pod_object()
+    odd["metadata"]["labels"]["Team Name"] = "nlp"
+    response = post(client, "/k8s/validate", review(odd))
+    assert response["allowed"] is False
+    assert "metadata.labels[Team Name]" in response["status"]["message"]
+    assert count(conn, "pod_decision") == 0
+
+
+def test_a_dra_pod_is_decided_on_the_gpus_it_declares(
+    client: TestClient, admin: dict[str, str], node_ids: dict[str, str]
+) -> None:
+    apply_policy(client, admin, RESIDENCY)
+    claims = [{"name": "gpus", "resourceClaimTemplateName": "four-gpus"}]
+    unsaid = pod_object(container("train"), resourceClaims=claims)
+    response = post(client, "/k8s/mutate", review(unsaid))
+    assert response["allowed"] is False
+    message = response["status"]["message"]
+    assert "metadata.annotations[sovereign.io/gpus]" in message
+    assert "spec.resourceClaims" in message
+    # Four GPUs: only jp-a (4) holds them, not jp-b (2).
+    said = pod_object(
+        container("train"), annotations={**DECLARED, pods.GPUS: "4"}, resourceClaims=claims
+    )
+    result = patched(said, post(client, "/k8s/mutate", review(said)))
+    assert restriction(required_terms(result["spec"])[0]) == {node_ids["jp-a"]}
+    # On a Job, the annotation is copied into the template with the declaration.
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "nightly",
+            "namespace": "research",
+            "annotations": {**DECLARED, pods.GPUS: "2"},
+        },
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [container("train")],
+                    "resourceClaims": claims,
+                    "restartPolicy": "Never",
+                }
+            }
+        },
+    }
+    result = patched(job, post(client, "/k8s/mutate", review(job)))
+    assert result["spec"]["template"]["metadata"]["annotations"][pods.GPUS] == "2"
+
+
 # -- what the pod names, and pods that cannot be read ----------------------------------------
 
 
@@ -588,17 +762,52 @@ def node(labels: dict[str, str]) -> dict[str, Any]:
     ],
 )
 def test_sovereign_node_labels_change_only_by_the_control_plane(
-    client: TestClient, username: str, new_labels: dict[str, str], allowed: bool
+    client: TestClient,
+    conn: DbConnection,
+    username: str,
+    new_labels: dict[str, str],
+    allowed: bool,
 ) -> None:
     old = node({"sovereign.io/zone": "jp", "kubernetes.io/hostname": "gpu-node-01"})
     new = node({"kubernetes.io/hostname": "gpu-node-01", **new_labels})
     body = review(new, operation="UPDATE", username=username, old=old, namespace=None)
     response = post(client, "/k8s/validate-node", body)
     assert response["allowed"] is allowed
-    if not allowed:
-        message = response["status"]["message"]
-        assert WORKER in message
-        assert "sovereign.io/zone (jp -> " in message
+    conn.rollback()
+    events = audit.list_events(conn, object_type="kubernetes_node").items
+    if allowed:
+        assert events == []
+        return
+    message = response["status"]["message"]
+    assert WORKER in message
+    assert "sovereign.io/zone (jp -> " in message
+    # The attempt is evidence: who, which Node, each protected label old -> new.
+    [event] = events
+    assert event.action == "kubernetes_node.label_change_denied"
+    assert (event.object_id, event.actor_name) == ("gpu-node-01", username)
+    assert event.after == {
+        "node": "gpu-node-01",
+        "operation": "UPDATE",
+        "username": username,
+        "review_uid": body["request"]["uid"],
+        "changes": [
+            {"key": "sovereign.io/zone", "old": "jp", "new": new_labels.get("sovereign.io/zone")}
+        ],
+    }
+
+
+def test_a_dry_run_node_denial_records_nothing(client: TestClient, conn: DbConnection) -> None:
+    old = node({"sovereign.io/zone": "jp"})
+    new = node({"sovereign.io/zone": "tw", "sovereign.io/country": "TW"})
+    body = review(new, operation="UPDATE", username="alice", old=old, namespace=None, dry_run=True)
+    response = post(client, "/k8s/validate-node", body)
+    assert response["allowed"] is False
+    assert (
+        "sovereign.io/country (<none> -> TW), sovereign.io/zone (jp -> tw)"
+        in (response["status"]["message"])
+    )
+    conn.rollback()
+    assert audit.list_events(conn, object_type="kubernetes_node").total == 0
 
 
 def test_the_webhooks_are_off_unless_turned_on(settings: Settings) -> None:

@@ -7,10 +7,19 @@ import re
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
 
 from control_plane.app import create_app
 from control_plane.core.errors import InvalidInputError, NotFoundError
-from control_plane.core.openapi import UUID_PATTERN, ErrorBody, answers
+from control_plane.core.openapi import (
+    EXACT_ERRORS_KEY,
+    UUID_PATTERN,
+    ErrorBody,
+    answers,
+    document_errors,
+    error_responses,
+    exact_errors,
+)
 from control_plane.core.settings import Settings
 
 SETTINGS = Settings(
@@ -62,6 +71,31 @@ def test_the_rules_come_from_the_operation() -> None:
     assert answers("get", read) == {401, 403, 404, 413, 422, 429, 503}
     assert answers("post", {"requestBody": {}}) == {409, 422}
     assert answers("get", {}) == frozenset()
+
+
+def test_the_webhooks_document_exactly_what_they_answer(document: dict[str, Any]) -> None:
+    # Off (404), a body too large (413), a malformed review (422), no database (503):
+    # never 409, though they are POSTs, nor 401/403, since they take no token.
+    for path in ("/k8s/mutate", "/k8s/validate", "/k8s/validate-node"):
+        operation = document["paths"][path]["post"]
+        assert set(operation["responses"]) == {"200", "404", "413", "422", "503"}, path
+        assert EXACT_ERRORS_KEY not in operation
+        assert operation["responses"]["503"]["headers"]["Retry-After"]["required"]
+
+
+def test_exact_errors_replace_the_rules_and_must_be_whole() -> None:
+    assert answers("post", {"requestBody": {}, **exact_errors(413, 422)}) == {413, 422}
+    with pytest.raises(ValueError, match=r"\[418\]"):
+        exact_errors(418)
+    app = FastAPI()
+
+    @app.post("/x", responses=error_responses(409), openapi_extra=exact_errors(422))
+    async def route() -> None:
+        """A route that documents a status beyond its exact list."""
+
+    document_errors(app)
+    with pytest.raises(ValueError, match=r"documents \['409'\] beyond its exact_errors"):
+        app.openapi()
 
 
 def test_examples_are_what_the_errors_say() -> None:

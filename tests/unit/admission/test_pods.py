@@ -87,9 +87,60 @@ def test_mig_resources_ask_for_slices_of_their_profile() -> None:
     assert pods.gpu_ask(template(raw)) == pods.GpuAsk(2, "1g.10gb")
 
 
-def test_resource_claims_alone_ask_for_one_gpu() -> None:
-    raw = pod([container()], resourceClaims=[{"name": "gpu", "resourceClaimTemplateName": "a"}])
-    assert pods.gpu_ask(template(raw)) == pods.GpuAsk(1)
+CLAIMS = [{"name": "gpu", "resourceClaimTemplateName": "a100-x4"}]
+
+
+def test_resource_claims_count_what_the_pod_declares_in_sovereign_gpus() -> None:
+    # The count is in the ResourceClaimTemplate, which the review does not carry.
+    raw = pod([container()], annotations={pods.GPUS: "4"}, resourceClaims=CLAIMS)
+    assert pods.gpu_ask(template(raw)) == pods.GpuAsk(4)
+    sliced = pod(
+        [container()],
+        annotations={pods.GPUS: "3", pods.MIG_PROFILE: "1g.10gb"},
+        resourceClaims=CLAIMS,
+    )
+    assert pods.gpu_ask(template(sliced)) == pods.GpuAsk(3, "1g.10gb")
+    # They add to the containers' extended resources; 0 says the claims are for other
+    # devices, which only a pod with GPUs of its own may say.
+    both = pod([container(limits=gpus(2))], annotations={pods.GPUS: "2"}, resourceClaims=CLAIMS)
+    assert pods.gpu_ask(template(both)) == pods.GpuAsk(4)
+    nics = pod([container(limits=gpus(2))], annotations={pods.GPUS: "0"}, resourceClaims=CLAIMS)
+    assert pods.gpu_ask(template(nics)) == pods.GpuAsk(2)
+
+
+@pytest.mark.parametrize(
+    ("annotations", "claims", "field", "words"),
+    [
+        ({}, CLAIMS, "metadata.annotations[sovereign.io/gpus]", "annotate it with"),
+        ({pods.GPUS: "0"}, CLAIMS, "metadata.annotations[sovereign.io/gpus]", "at least 1"),
+        ({pods.GPUS: "two"}, CLAIMS, "metadata.annotations[sovereign.io/gpus]", "whole number"),
+        ({pods.GPUS: "65"}, CLAIMS, "spec.containers", "at most 64"),
+        (
+            {pods.GPUS: "1", pods.MIG_PROFILE: "big"},
+            CLAIMS,
+            "metadata.annotations[sovereign.io/mig-profile]",
+            "not a MIG profile",
+        ),
+    ],
+)
+def test_a_dra_pod_that_does_not_say_its_gpus_is_refused_not_guessed(
+    annotations: dict[str, str], claims: list[dict[str, str]], field: str, words: str
+) -> None:
+    raw = pod([container()], annotations=annotations, resourceClaims=claims)
+    with pytest.raises(pods.PodProblemError) as raised:
+        pods.gpu_ask(template(raw))
+    assert raised.value.field == field
+    assert words in raised.value.message
+
+
+def test_sovereign_gpus_without_claims_is_refused_on_a_gpu_pod_only() -> None:
+    raw = pod([container(limits=gpus(1))], annotations={pods.GPUS: "2"})
+    with pytest.raises(pods.PodProblemError) as raised:
+        pods.gpu_ask(template(raw))
+    assert raised.value.field == "metadata.annotations[sovereign.io/gpus]"
+    assert "the pod has none (spec.resourceClaims)" in raised.value.message
+    # A pod that asks for no GPU is left alone, stray annotation or not.
+    assert pods.gpu_ask(template(pod([container()], annotations={pods.GPUS: "2"}))) is None
 
 
 @pytest.mark.parametrize(
@@ -196,6 +247,46 @@ def test_a_bad_annotation_names_it(annotations: dict[str, str], field: str) -> N
     with pytest.raises(pods.PodProblemError) as raised:
         declared(annotations)
     assert raised.value.field == field
+
+
+def test_the_pod_templates_labels_are_the_workloads_labels() -> None:
+    raw = pod([container(limits=gpus(1))], annotations={pods.DATASETS: ""})
+    raw["metadata"]["labels"] = {"team": "nlp", "app.kubernetes.io/name": "train"}
+    request = pods.declaration(template(raw), "research", {}, pods.GpuAsk(1))
+    assert request.labels == {"team": "nlp", "app.kubernetes.io/name": "train"}
+    # A Job's pods carry its template's labels, not the Job's: so is the Job decided.
+    spec = {"containers": [container(limits=gpus(1))]}
+    raw_job = job(spec, {pods.DATASETS: ""})
+    raw_job["metadata"]["labels"] = {"team": "job-level"}
+    raw_job["spec"]["template"]["metadata"]["labels"] = {"team": "pods"}
+    found = template(raw_job, WorkloadKind.JOB)
+    assert pods.declaration(found, "research", {}, pods.GpuAsk(1)).labels == {"team": "pods"}
+
+
+@pytest.mark.parametrize(
+    ("labels", "field", "words"),
+    [
+        ({"Bad Key": "x"}, "metadata.labels[Bad Key]", "not a label key"),
+        ({"team": "x" * 257}, "metadata.labels[team]", "at most 256 characters"),
+        ({"team": "a\u202eb"}, "metadata.labels[team]", "U+202E"),
+        ({f"k{i}": "v" for i in range(65)}, "metadata.labels", "at most 64"),
+    ],
+)
+def test_a_label_a_workload_may_not_carry_names_it(
+    labels: dict[str, str], field: str, words: str
+) -> None:
+    raw = pod([container(limits=gpus(1))], annotations={pods.DATASETS: ""})
+    raw["metadata"]["labels"] = labels
+    with pytest.raises(pods.PodProblemError) as raised:
+        pods.declaration(template(raw), "research", {}, pods.GpuAsk(1))
+    assert raised.value.field == field
+    assert words in raised.value.message
+    spec = {"containers": [container(limits=gpus(1))]}
+    raw_job = job(spec, {pods.DATASETS: ""})
+    raw_job["spec"]["template"]["metadata"]["labels"] = labels
+    with pytest.raises(pods.PodProblemError) as raised:
+        pods.declaration(template(raw_job, WorkloadKind.JOB), "research", {}, pods.GpuAsk(1))
+    assert raised.value.field == "spec.template." + field
 
 
 def test_a_namespace_that_is_no_tenant_slug_says_so() -> None:
