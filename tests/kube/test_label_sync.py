@@ -317,3 +317,36 @@ def test_beat_runs_the_sync_only_when_enabled(settings: Settings) -> None:
         "task": SYNC_LABELS_TASK,
         "schedule": 30,
     }
+
+
+def test_the_agent_reported_kubernetes_name_matches_before_the_hostname(
+    conn: DbConnection,
+    client: TestClient,
+    admin: dict[str, str],
+    zone_tree: None,
+    admin_core: client.CoreV1Api,
+    worker_settings: KubernetesSettings,
+) -> None:
+    hostname = unique("host")
+    kube_name = unique("k8s")
+    node_id = register_node(client, admin, hostname, zone="jp", kubernetes_node_name=f"{kube_name}")
+    make_kube_node(admin_core, kube_name, {})
+    make_kube_node(admin_core, hostname, {})
+
+    report = sync(conn, worker_settings)
+
+    assert labels_of(admin_core, kube_name)["sovereign.io/node-id"] == node_id
+    assert labels_of(admin_core, hostname) == {}
+    assert hostname in report.unknown
+
+
+def test_a_kubernetes_name_that_is_no_dns_subdomain_is_refused_naming_the_field(
+    client: TestClient, admin: dict[str, str], zone_tree: None
+) -> None:
+    response = client.post(
+        "/v1/agents/register",
+        json=registration(hostname="gpu-x", kubernetes_node_name="Not_A_Node/Name"),
+        headers=admin,
+    )
+    assert response.status_code == 422
+    assert "kubernetes_node_name" in response.text
