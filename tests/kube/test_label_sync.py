@@ -71,9 +71,24 @@ def worker_rbac(cluster: Cluster) -> Iterator[None]:
 
 @pytest.fixture
 def admin_core(cluster: Cluster) -> Iterator[client.CoreV1Api]:
-    """The Kubernetes admin's client, to make Nodes and read them back."""
+    """The Kubernetes admin's client, to make Nodes and read them back.
+
+    The Nodes a test made are deleted after it, so the tier's shared API server keeps none.
+    """
     with api_client(KubernetesSettings(kubeconfig=cluster.kubeconfig("admin"))) as api:
-        yield client.CoreV1Api(api)
+        core = client.CoreV1Api(api)
+        before = node_names(core)
+        yield core
+        for name in node_names(core) - before:
+            core.delete_node(name)
+
+
+def node_names(core: client.CoreV1Api) -> set[str]:
+    return {
+        item.metadata.name
+        for item in core.list_node().items
+        if item.metadata is not None and item.metadata.name
+    }
 
 
 @pytest.fixture
