@@ -64,6 +64,10 @@ def _add_agent_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--metrics-port", type=int)
     command.add_argument("--zone")
     command.add_argument("--site")
+    command.add_argument(
+        "--kubernetes-node-name",
+        help="the Kubernetes Node this server is (the chart passes spec.nodeName)",
+    )
     command.add_argument("--origin-country")
     command.add_argument("--component-origins", metavar="gpu=TW,cpu=US")
     command.add_argument("--labels", metavar="k=v,k2=v2")
@@ -161,6 +165,7 @@ _CONFIG_FLAGS = (
     "origin_country",
     "component_origins",
     "labels",
+    "kubernetes_node_name",
     "backend",
     "nvidia_smi_xml",
     "replay",

@@ -53,6 +53,8 @@ class AgentConfig:
     origin_country: str | None = None
     component_origins: Mapping[str, str] = field(default_factory=dict)
     labels: Mapping[str, str] = field(default_factory=dict)
+    #: The Kubernetes Node this server is, for the control plane's node label sync.
+    kubernetes_node_name: str | None = None
 
     def registration(self, inventory: Inventory) -> NodeRegister:
         """The registration of ``inventory`` with the zone, site, labels and provenance declared.
@@ -70,6 +72,7 @@ class AgentConfig:
                 component_origins=dict(self.component_origins),
                 asset_tag=self.asset_tag or None,
             ),
+            kubernetes_node_name=self.kubernetes_node_name or None,
         )
 
 
@@ -97,6 +100,7 @@ _TOP_KEYS = {
     "state_dir",
     "labels",
     "backoff_max_seconds",
+    "kubernetes_node_name",
 }
 _FIELD_NAMES = frozenset(f.name for f in fields(AgentConfig))
 

@@ -139,6 +139,7 @@ class NodeRegister:
     site: str | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
     provenance: DeclaredProvenance = field(default_factory=DeclaredProvenance)
+    kubernetes_node_name: str | None = None  # the Kubernetes Node it is (spec.nodeName)
 
 
 @dataclass(slots=True)

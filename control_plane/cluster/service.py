@@ -2,14 +2,16 @@
 
 No other label is ever touched.
 
-A Kubernetes Node is matched to the inventory node whose hostname is its name (compared
-lower-cased, as Kubernetes names nodes). Which labels it should carry is ``desired_labels``:
-the full set (``models``) for a node anything may be placed on (``active`` and not
-drifted, which implies its location was confirmed), none at all for any other node
-(planned, maintenance, offline, quarantined), so the webhook's affinity and a pod's own
-zone affinity never land a pod there. A Node the inventory does not know (or knows twice
-by that hostname) is reported, in the log and the returned ``SyncReport``, and gets no
-labels of ours; any it still has (a decommissioned node's) are removed.
+A Kubernetes Node is matched to the inventory node whose agent reported it as its
+Kubernetes node name (``SOVEREIGN_AGENT_KUBERNETES_NODE_NAME``, the DaemonSet's
+``spec.nodeName``), or, for a node whose agent reported none, whose hostname is its name
+(compared lower-cased, as Kubernetes names nodes). Which labels it should carry is
+``desired_labels``: the full set (``models``) for a node anything may be placed on
+(``active`` and not drifted, which implies its location was confirmed), none at all for
+any other node (planned, maintenance, offline, quarantined), so the webhook's affinity
+and a pod's own zone affinity never land a pod there. A Node the inventory does not know
+(or knows twice by that name) is reported, in the log and the returned ``SyncReport``,
+and gets no labels of ours; any it still has (a decommissioned node's) are removed.
 
 Idempotent: a Node whose labels are already right is not patched, so a second run sends no
 request but the listing. Each patch is a strategic merge patch of just the labels that
@@ -34,6 +36,7 @@ from control_plane.cluster.models import (
     ZONE_LABEL,
     SyncReport,
 )
+from control_plane.cluster.repository import kubernetes_node_names
 from control_plane.core.db import DbConnection
 from control_plane.core.kube import reaching_cluster
 from control_plane.domain.fleet import placeable
@@ -121,17 +124,18 @@ def sync_node_labels(conn: DbConnection, api: "ApiClient", *, timeout_seconds: f
     from kubernetes.client.exceptions import ApiException
 
     index = load_snapshot(conn).index
+    reported = {row.node_id: row.kubernetes_node_name for row in kubernetes_node_names(conn)}
     # The read transaction is done; the API calls below must not hold it open.
     conn.commit()
-    by_hostname: dict[str, list[NodeView]] = {}
+    by_name: dict[str, list[NodeView]] = {}
     for node in index.nodes:
-        by_hostname.setdefault(node.hostname.lower(), []).append(node)
+        by_name.setdefault((reported.get(node.id) or node.hostname).lower(), []).append(node)
 
     core = CoreV1Api(api)
     report = SyncReport()
     for name, current in _kubernetes_nodes(core, timeout_seconds):
         report.nodes_seen += 1
-        matches = by_hostname.get(name.lower(), [])
+        matches = by_name.get(name.lower(), [])
         if len(matches) == 1:
             desired = desired_labels(matches[0], index)
         else:
@@ -141,9 +145,9 @@ def sync_node_labels(conn: DbConnection, api: "ApiClient", *, timeout_seconds: f
             log.warning(
                 "Kubernetes node %s: %s; it gets no sovereign.io labels",
                 name,
-                "no inventory node has this hostname"
+                "no inventory node has this name"
                 if not matches
-                else f"{len(matches)} inventory nodes have this hostname",
+                else f"{len(matches)} inventory nodes have this name",
             )
             desired = {}
         changes = label_changes(current, desired)

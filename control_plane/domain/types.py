@@ -152,6 +152,14 @@ LabelKey = Annotated[
     ),
 ]
 LabelValue = Annotated[str, StringConstraints(max_length=256), AfterValidator(storable_text)]
+#: A Kubernetes Node's name: a DNS subdomain (RFC 1123), lower case, at most 253 characters.
+KubernetesNodeName = Annotated[
+    str,
+    StringConstraints(
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    ),
+]
 ShortText = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=256), AfterValidator(storable_text)
 ]

@@ -278,6 +278,7 @@ def register_node(
                         "confirmed_by": confirmed_by,
                         "confirmed_via": confirmed_via,
                         "labels": registration.labels,
+                        "kubernetes_node_name": registration.kubernetes_node_name,
                         **declared_provenance(declared, "agent-config", ctx),
                         "asset_tag": declared.asset_tag or host.asset_tag,
                         "identity_baseline": reported_identity(registration.inventory).model_dump(
@@ -291,7 +292,7 @@ def register_node(
                 repository.update_host_facts(
                     conn, {**_host_values(registration.inventory), "id": node_id}
                 )
-                repository.refresh_registration(conn, node_id)
+                repository.refresh_registration(conn, node_id, registration.kubernetes_node_name)
                 access_repository.revoke_node_tokens(conn, node_id)
                 drift = check_identity(conn, ctx, existing, registration.inventory, "registration")
             _apply_gpus(conn, node_id, registration.inventory)

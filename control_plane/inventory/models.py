@@ -24,6 +24,7 @@ from control_plane.domain.types import (
     Change,
     Description,
     Input,
+    KubernetesNodeName,
     LabelPatch,
     Labels,
     Lookup,
@@ -199,6 +200,11 @@ class NodeRegister(Input):
     site: Slug | None = None
     labels: Labels = Field(default_factory=dict)
     provenance: DeclaredProvenance = Field(default_factory=DeclaredProvenance)
+    kubernetes_node_name: KubernetesNodeName | None = Field(
+        default=None,
+        description="The Kubernetes Node this server is (the DaemonSet's spec.nodeName); the"
+        " node label sync matches Nodes by it, else by hostname.",
+    )
 
 
 class NodeRegistered(BaseModel):

@@ -94,7 +94,8 @@ INSERT INTO node (hostname, machine_id, site_slug, zone_slug, labels, last_heart
                   system_manufacturer, system_model, system_serial, board_vendor, board_name,
                   asset_tag, origin_country, component_origins, provenance_status,
                   provenance_evidence, inventory_hash, identity_baseline, status,
-                  location_confirmed_at, location_confirmed_by, location_confirmed_via)
+                  location_confirmed_at, location_confirmed_by, location_confirmed_via,
+                  kubernetes_node_name)
 VALUES (%(hostname)s, %(machine_id)s, %(site)s, %(zone)s, %(labels)s, now(),
         %(agent_version)s, %(os_name)s, %(kernel_version)s, %(cpu_model)s, %(cpu_count)s,
         %(memory_bytes)s, %(system_manufacturer)s, %(system_model)s, %(system_serial)s,
@@ -103,7 +104,7 @@ VALUES (%(hostname)s, %(machine_id)s, %(site)s, %(zone)s, %(labels)s, now(),
         %(inventory_hash)s, %(identity_baseline)s,
         CASE WHEN %(confirmed_via)s::text IS NULL THEN 'planned' ELSE 'active' END,
         CASE WHEN %(confirmed_via)s::text IS NULL THEN NULL ELSE now() END,
-        %(confirmed_by)s, %(confirmed_via)s)
+        %(confirmed_by)s, %(confirmed_via)s, %(kubernetes_node_name)s)
 RETURNING id;
 
 -- name: update_host_facts
@@ -120,9 +121,11 @@ WHERE id = %(id)s;
 -- name: refresh_registration
 -- A re-registered agent starts a new credential and a new heartbeat sequence; the
 -- registration itself is a sign of life (but a drifted node stays out of placement, and
--- one whose location nobody confirmed keeps waiting).
+-- one whose location nobody confirmed keeps waiting). The Kubernetes node name is what
+-- the agent reports now (a node moved to another cluster node name is matched by it).
 UPDATE node
 SET last_heartbeat_seq = 0, last_heartbeat_at = now(),
+    kubernetes_node_name = %(kubernetes_node_name)s,
     status = CASE WHEN status <> 'offline' THEN status
                   WHEN drift_status = 'drifted' THEN 'quarantined'
                   WHEN location_confirmed_at IS NULL THEN 'planned'

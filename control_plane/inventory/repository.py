@@ -191,9 +191,17 @@ def update_host_facts(conn: DbConnection, values: dict[str, Any]) -> None:
     conn.execute(_q("update_host_facts"), values)
 
 
-def refresh_registration(conn: DbConnection, node_id: UUID) -> None:
-    """Restart a re-registered node's heartbeat sequence and count it as alive."""
-    conn.execute(_q("refresh_registration"), {"id": node_id})
+def refresh_registration(
+    conn: DbConnection, node_id: UUID, kubernetes_node_name: str | None
+) -> None:
+    """Restart a re-registered node's heartbeat sequence and count it as alive.
+
+    Stores the Kubernetes node name its agent reports now (none: it reports none).
+    """
+    conn.execute(
+        _q("refresh_registration"),
+        {"id": node_id, "kubernetes_node_name": kubernetes_node_name},
+    )
 
 
 def update_node_admin(conn: DbConnection, values: dict[str, Any]) -> None:

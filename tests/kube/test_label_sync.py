@@ -71,9 +71,24 @@ def worker_rbac(cluster: Cluster) -> Iterator[None]:
 
 @pytest.fixture
 def admin_core(cluster: Cluster) -> Iterator[client.CoreV1Api]:
-    """The Kubernetes admin's client, to make Nodes and read them back."""
+    """The Kubernetes admin's client, to make Nodes and read them back.
+
+    The Nodes a test made are deleted after it, so the tier's shared API server keeps none.
+    """
     with api_client(KubernetesSettings(kubeconfig=cluster.kubeconfig("admin"))) as api:
-        yield client.CoreV1Api(api)
+        core = client.CoreV1Api(api)
+        before = node_names(core)
+        yield core
+        for name in node_names(core) - before:
+            core.delete_node(name)
+
+
+def node_names(core: client.CoreV1Api) -> set[str]:
+    return {
+        item.metadata.name
+        for item in core.list_node().items
+        if item.metadata is not None and item.metadata.name
+    }
 
 
 @pytest.fixture
@@ -317,3 +332,36 @@ def test_beat_runs_the_sync_only_when_enabled(settings: Settings) -> None:
         "task": SYNC_LABELS_TASK,
         "schedule": 30,
     }
+
+
+def test_the_agent_reported_kubernetes_name_matches_before_the_hostname(
+    conn: DbConnection,
+    client: TestClient,
+    admin: dict[str, str],
+    zone_tree: None,
+    admin_core: client.CoreV1Api,
+    worker_settings: KubernetesSettings,
+) -> None:
+    hostname = unique("host")
+    kube_name = unique("k8s")
+    node_id = register_node(client, admin, hostname, zone="jp", kubernetes_node_name=f"{kube_name}")
+    make_kube_node(admin_core, kube_name, {})
+    make_kube_node(admin_core, hostname, {})
+
+    report = sync(conn, worker_settings)
+
+    assert labels_of(admin_core, kube_name)["sovereign.io/node-id"] == node_id
+    assert labels_of(admin_core, hostname) == {}
+    assert hostname in report.unknown
+
+
+def test_a_kubernetes_name_that_is_no_dns_subdomain_is_refused_naming_the_field(
+    client: TestClient, admin: dict[str, str], zone_tree: None
+) -> None:
+    response = client.post(
+        "/v1/agents/register",
+        json=registration(hostname="gpu-x", kubernetes_node_name="Not_A_Node/Name"),
+        headers=admin,
+    )
+    assert response.status_code == 422
+    assert "kubernetes_node_name" in response.text

@@ -235,6 +235,7 @@ def sent(request: pytest.FixtureRequest, tmp_path: Path, host_root: Path) -> Ite
         component_origins={"gpu": "TW", "cpu": "US"},
         labels={"team": "research"},
         asset_tag="AT-00417",
+        kubernetes_node_name="gpu-01.cluster.example",
     )
     agent = Agent(config, SOURCES[request.param](), client, hostname="gpu-01", host_root=host_root)
     try:

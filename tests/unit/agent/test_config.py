@@ -135,3 +135,20 @@ def test_a_pem_ca_bundle_is_taken(tmp_path: Path) -> None:
     files = make_tls_files(tmp_path / "tls")
     config = load_config(environ={"SOVEREIGN_AGENT_CA_BUNDLE": str(files.ca_cert)})
     assert config.ca_bundle == files.ca_cert
+
+
+def test_the_kubernetes_node_name_comes_from_the_daemonsets_variable_and_is_registered() -> None:
+    config = load_config(
+        environ={"SOVEREIGN_AGENT_KUBERNETES_NODE_NAME": "gpu-01.cluster.example"},
+        flags={"kubernetes_node_name": None},
+    )
+    inventory = Inventory(host=HostFacts(hostname="gpu-01", machine_id="m-1"))
+    assert config.registration(inventory).kubernetes_node_name == "gpu-01.cluster.example"
+    flagged = load_config(
+        environ={"SOVEREIGN_AGENT_KUBERNETES_NODE_NAME": "gpu-01"},
+        flags={"kubernetes_node_name": "gpu-02"},
+    )
+    assert flagged.kubernetes_node_name == "gpu-02"
+    # Unset (the chart without nodeNameEnv): none reported, so the sync matches by hostname.
+    unset = load_config(environ={"SOVEREIGN_AGENT_KUBERNETES_NODE_NAME": ""})
+    assert unset.registration(inventory).kubernetes_node_name is None
