@@ -6,6 +6,7 @@ cluster-scoped and the API server is shared by the tier, so every test names its
 uniquely and asserts only on them.
 """
 
+import logging
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,9 +213,16 @@ def test_a_node_the_inventory_lacks_is_reported_not_labelled(
     admin_core: client.CoreV1Api,
     worker_settings: KubernetesSettings,
     caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     name = unique("stranger")
     make_kube_node(admin_core, name, {"team": "ml", "sovereign.io/zone": "jp"})
+    # Earlier tests in the same process may have configured logging (Celery's worker, say,
+    # disables existing loggers); the warning must be seen whatever ran before.
+    logger = logging.getLogger(service.__name__)
+    monkeypatch.setattr(logger, "disabled", False)
+    monkeypatch.setattr(logger, "propagate", True)
+    caplog.set_level(logging.WARNING, logger=service.__name__)
 
     report = sync(conn, worker_settings)
 
