@@ -51,6 +51,7 @@ from policy_engine import policy_documents  # noqa: E402
 
 from control_plane.admission import service  # noqa: E402
 from control_plane.admission.models import AdmissionRequest  # noqa: E402
+from control_plane.admission.trust import UNAUTHENTICATED  # noqa: E402
 from control_plane.core import migrations  # noqa: E402
 from control_plane.core.audit_log import AuditContext  # noqa: E402
 from control_plane.core.db import connect  # noqa: E402
@@ -138,7 +139,7 @@ def main() -> int:
             AdmissionSettings(), CompiledPolicySets(), FleetCache(), DecisionCache(), False
         )
         with connect(url) as conn:
-            warm = service.review_workload(conn, ACTOR, review(), "mutate", deps)
+            warm = service.review_workload(conn, ACTOR, review(), "mutate", deps, UNAUTHENTICATED)
         times: dict[str, list[float]] = {"mutate": [], "validate": []}
         outcomes: dict[str, int] = {}
         lock = threading.Lock()
@@ -152,7 +153,9 @@ def main() -> int:
                 while time.perf_counter() < deadline:
                     request = review()
                     started = time.perf_counter()
-                    answer = service.review_workload(conn, ACTOR, request, webhook, deps)
+                    answer = service.review_workload(
+                        conn, ACTOR, request, webhook, deps, UNAUTHENTICATED
+                    )
                     mine.append(time.perf_counter() - started)
                     key = f"{webhook}:{'allowed' if answer.allowed else 'denied'}"
                     seen[key] = seen.get(key, 0) + 1

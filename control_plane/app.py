@@ -5,8 +5,9 @@ the lifespan), so ``uvicorn --factory control_plane.app:create_app`` and tests c
 their own.
 """
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager, asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -41,9 +42,15 @@ from control_plane.scheduling.api import router as scheduling_router
 from control_plane.scheduling.fleet import FleetCache
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the API for ``settings`` (read from the environment when omitted)."""
-    settings = settings or load_settings()
+def _base_app(
+    settings: Settings, *, title: str, description: str, docs: bool
+) -> tuple[FastAPI, Callable[[], AbstractContextManager[DbConnection]]]:
+    """What both listeners share: the pool, Redis, the per-app caches, errors, health.
+
+    The API and the webhook listener decide admissions with the same kind of state (one
+    compiled policy set, one decision cache, one fleet snapshot per process), built here
+    once so the two cannot drift apart. Returns the app and its probe connection factory.
+    """
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -60,13 +67,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.redis.close()
             pool.close()
 
+    common: dict[str, Any] = {
+        "title": title,
+        "version": control_plane.__version__,
+        "description": description,
+        "lifespan": lifespan,
+    }
     # FastAPIOffline is FastAPI with /docs and /redoc served from the package's own copies
     # of Swagger UI, ReDoc and the favicon: an air-gapped network reaches no CDN.
-    app = FastAPIOffline(
-        title="Sovereign control plane",
-        version=control_plane.__version__,
-        description="GPU inventory with provenance and residency, policy and audit evidence.",
-        lifespan=lifespan,
+    app = (
+        FastAPIOffline(**common)
+        if docs
+        else FastAPI(**common, docs_url=None, redoc_url=None, openapi_url=None)
     )
     app.state.settings = settings
     # One per app: each active policy set is compiled once, not per admission request.
@@ -76,26 +88,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.decisions = DecisionCache()
     # One per app: the fleet snapshot is rebuilt when the fleet changes, not per admission.
     app.state.fleet = FleetCache()
-    # One per app: failed authentications per client address, for the 429 (access.http).
-    app.state.failed_logins = FailedLogins(
-        settings.auth_failure_limit, settings.auth_failure_window_seconds
-    )
-    registry = CollectorRegistry()
-    metrics = ApiMetrics(registry)
 
     def probe_connection() -> AbstractContextManager[DbConnection]:
         """A pooled connection for a probe or a scrape, which gives up after 2 s."""
         pool: ConnectionPool[DbConnection] = app.state.pool
         return pool.connection(timeout=2)
 
-    registry.register(FleetCollector(probe_connection))
-    registry.register(ComplianceCollector(probe_connection))
-
     install_error_handlers(app)
-
-    # Outermost last: the request id is set before the metrics middleware times the rest.
-    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestIdMiddleware)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
@@ -125,6 +124,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             )
         return JSONResponse(content=readiness.model_dump(mode="json"))
 
+    return app, probe_connection
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the API for ``settings`` (read from the environment when omitted)."""
+    settings = settings or load_settings()
+    app, probe_connection = _base_app(
+        settings,
+        title="Sovereign control plane",
+        description="GPU inventory with provenance and residency, policy and audit evidence.",
+        docs=True,
+    )
+    # One per app: failed authentications per client address, for the 429 (access.http).
+    app.state.failed_logins = FailedLogins(
+        settings.auth_failure_limit, settings.auth_failure_window_seconds
+    )
+    registry = CollectorRegistry()
+    metrics = ApiMetrics(registry)
+    registry.register(FleetCollector(probe_connection))
+    registry.register(ComplianceCollector(probe_connection))
+
+    # Outermost last: the request id is set before the metrics middleware times the rest.
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIdMiddleware)
+
     @app.get(
         "/metrics",
         tags=["health"],
@@ -145,7 +169,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(policy_router)
     app.include_router(compliance_router)
     app.include_router(audit_router)
-    # Called by the kube-apiserver: no bearer token (docs/kubernetes.md).
+    document_errors(app)
+    return app
+
+
+def create_webhook_app(settings: Settings | None = None) -> FastAPI:
+    """Build the admission webhook listener (``sovctl serve-webhooks``; docs/kubernetes.md).
+
+    Only ``/k8s/*`` and the health routes: the kube-apiserver is its one caller, on its
+    own port with its own TLS (and, with a client CA, only with the API server's client
+    certificate), so none of the API's routes, bearer tokens or /docs are reachable there.
+    It decides with the same engine, facts and kind of per-process caches as the API.
+    The kube-apiserver measures each call itself
+    (``apiserver_admission_webhook_admission_duration_seconds``), so no /metrics here.
+    """
+    settings = settings or load_settings()
+    app, _ = _base_app(
+        settings,
+        title="Sovereign admission webhooks",
+        description="Kubernetes admission webhooks: GPU pods and Node labels.",
+        docs=False,
+    )
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(admission_router)
+    # Its schema is not served (no /openapi.json there) but stays true: tests read it.
     document_errors(app)
     return app

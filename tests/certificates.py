@@ -8,6 +8,7 @@ import datetime
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -104,6 +105,86 @@ def make_tls_files(
     files.key.write_bytes(
         server_key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+        )
+    )
+    files.key.chmod(0o600)
+    return files
+
+
+def _client_ca(common_name: str, issuer: TlsFiles | None) -> tuple[x509.Certificate, Any]:
+    """``issuer``'s CA (its key beside it as ``ca.key``), or a new one for ``common_name``."""
+    if issuer is not None:
+        ca = x509.load_pem_x509_certificate(issuer.ca_cert.read_bytes())
+        key = serialization.load_pem_private_key(
+            issuer.ca_cert.with_name("ca.key").read_bytes(), None
+        )
+        return ca, key
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name(f"{common_name} CA")
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return ca, ca_key
+
+
+def make_client_files(
+    directory: Path,
+    common_name: str,
+    dns_names: tuple[str, ...] = (),
+    issuer: TlsFiles | None = None,
+) -> TlsFiles:
+    """A client certificate (``clientAuth``) for ``common_name`` and the CA that signed it.
+
+    What the kube-apiserver presents to a webhook that asks for a client certificate;
+    ``dns_names`` become subject alternative names. A new CA unless ``issuer`` (an earlier
+    result) is given, whose CA then signs this one too; the CA key is kept as ``ca.key``.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    ca, ca_key = _client_ca(common_name, issuer)
+    ca_name = ca.subject
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+    )
+    if dns_names:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(name) for name in dns_names]),
+            critical=False,
+        )
+    cert = builder.sign(ca_key, hashes.SHA256())
+    files = TlsFiles(directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
+    files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (directory / "ca.key").write_bytes(
+        ca_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
         )
     )
     files.key.chmod(0o600)

@@ -215,23 +215,14 @@ class ApiProcess:
 
 
 @contextmanager
-def api_process(
-    settings: Settings, log_dir: Path, verify: ssl.SSLContext | bool = True, **env: str
+def _sovctl_server(
+    command: list[str], url: str, env: dict[str, str], log: Path, verify: ssl.SSLContext | bool
 ) -> Iterator[ApiProcess]:
-    """The real API as a child process on a free port (a crash kills it, not the tests).
-
-    With the TLS settings it serves HTTPS, checked ready with ``verify``.
-    """
-    port = free_port()
-    log = log_dir / f"api-{port}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*SOVCTL, "serve", "--port", str(port)],
-            env=subprocess_env(settings, **env),
-            stdout=out,
-            stderr=subprocess.STDOUT,
+            [*SOVCTL, *command], env=env, stdout=out, stderr=subprocess.STDOUT
         )
-    server = ApiProcess(f"{tls.scheme(settings)}://127.0.0.1:{port}", process, log)
+    server = ApiProcess(url, process, log)
     try:
         wait_until_ready(f"{server.url}/readyz", process=process, verify=verify)
         yield server
@@ -241,6 +232,46 @@ def api_process(
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
+
+
+@contextmanager
+def api_process(
+    settings: Settings, log_dir: Path, verify: ssl.SSLContext | bool = True, **env: str
+) -> Iterator[ApiProcess]:
+    """The real API as a child process on a free port (a crash kills it, not the tests).
+
+    With the TLS settings it serves HTTPS, checked ready with ``verify``.
+    """
+    port = free_port()
+    with _sovctl_server(
+        ["serve", "--port", str(port)],
+        f"{tls.scheme(settings)}://127.0.0.1:{port}",
+        subprocess_env(settings, **env),
+        log_dir / f"api-{port}.log",
+        verify,
+    ) as server:
+        yield server
+
+
+@contextmanager
+def webhook_process(
+    settings: Settings, log_dir: Path, verify: ssl.SSLContext, port: int | None = None, **env: str
+) -> Iterator[ApiProcess]:
+    """``sovctl serve-webhooks`` as a child process: always HTTPS, on ``port`` or a free one.
+
+    ``env`` carries the ``SOVEREIGN_ADMISSION__*`` settings (client CA, names, its own
+    pair); ``verify`` must trust the listener's certificate and, with a client CA, present
+    a client certificate (``load_cert_chain``), since readiness is probed through it.
+    """
+    port = port or free_port()
+    with _sovctl_server(
+        ["serve-webhooks", "--port", str(port)],
+        f"https://127.0.0.1:{port}",
+        subprocess_env(settings, **env),
+        log_dir / f"webhooks-{port}.log",
+        verify,
+    ) as server:
+        yield server
 
 
 #: ``sovctl`` run in-process (the ``sovctl`` fixture): arguments in, (exit code, stdout, stderr).

@@ -371,10 +371,27 @@ class PodDecisionPublic(BaseModel):
     created_at: datetime
 
 
+class WebhookCaller(BaseModel):
+    """Who called a webhook, as TLS proved it: the review's user is only what it claims.
+
+    ``client_certificate``: the caller's certificate, verified against
+    ``SOVEREIGN_ADMISSION__CLIENT_CA_FILE`` in the handshake (in a cluster set up as
+    docs/kubernetes.md says, the kube-apiserver's own). ``none``: no client CA is
+    configured, so whoever reached the listener was heard; the decision's user is then a
+    claim nobody checked, and an auditor should read it so.
+    """
+
+    authentication: Literal["client_certificate", "none"]
+    subject: str | None = Field(default=None, description="RFC 4514 subject.")
+    serial: str | None = Field(default=None, description="Serial number, hex.")
+    sha256: str | None = Field(default=None, description="SHA-256 of the DER certificate.")
+
+
 class PodDecided(PodDecisionPublic):
-    """A pod decision as the audit log records it, with the enforcement point (``webhook``)."""
+    """A pod decision as the audit log records it: the enforcement point and the caller."""
 
     point: EnforcementPoint
+    caller: WebhookCaller
 
 
 class NodeLabelChange(BaseModel):
@@ -397,3 +414,4 @@ class NodeLabelChangeDenied(BaseModel):
     username: str
     review_uid: str
     changes: list[NodeLabelChange]
+    caller: WebhookCaller

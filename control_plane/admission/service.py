@@ -48,6 +48,7 @@ from control_plane.admission.models import (
     Operation,
     PodDecided,
     PodTemplate,
+    WebhookCaller,
     WorkloadKind,
     parse_template,
 )
@@ -185,8 +186,13 @@ def review_workload(
     request: AdmissionRequest,
     webhook: Webhook,
     deps: Deps,
+    caller: WebhookCaller,
 ) -> AdmissionResponse:
-    """Answer one AdmissionReview of a Pod, Job or CronJob (see the module docstring)."""
+    """Answer one AdmissionReview of a Pod, Job or CronJob (see the module docstring).
+
+    ``caller`` is who called, as TLS proved it (``admission.trust``): recorded with the
+    decision beside the user the review claims.
+    """
     uid = request.uid
     kind = _governed(request)
     namespace = _namespace(request)
@@ -257,7 +263,7 @@ def review_workload(
                 request, webhook, template, declared, decision, snapshot.generation
             )
             reinvoked = _reinvoked(conn, template, values) if decision.admitted else None
-            decision_id = str(reinvoked or _record(conn, ctx, values, decision))
+            decision_id = str(reinvoked or _record(conn, ctx, values, decision, caller))
     if not decision.admitted:
         return deny(uid, _denial_words(decision, decision.reasons))
     if webhook == "validate":
@@ -334,14 +340,20 @@ def _reinvoked(conn: DbConnection, template: PodTemplate, values: dict[str, Any]
 
 
 def _record(
-    conn: DbConnection, ctx: AuditContext, values: dict[str, Any], decision: Decision
+    conn: DbConnection,
+    ctx: AuditContext,
+    values: dict[str, Any],
+    decision: Decision,
+    caller: WebhookCaller,
 ) -> UUID:
     """Store and audit the decision (``pod.admitted`` or ``pod.denied``); its id."""
     decision_id = uuid4()
     action = AuditAction.POD_ADMITTED if decision.admitted else AuditAction.POD_DENIED
     with audited(conn, ctx, action, str(decision_id)) as change:
         stored = repository.insert_pod_decision(conn, {**values, "id": decision_id})
-        change.after = PodDecided.model_validate({**stored.model_dump(), "point": decision.point})
+        change.after = PodDecided.model_validate(
+            {**stored.model_dump(), "point": decision.point, "caller": caller}
+        )
     return decision_id
 
 
@@ -380,7 +392,11 @@ def _node_metadata(raw: Mapping[str, Any] | None, field: str) -> _NodeMetadata:
 
 
 def review_node(
-    conn: DbConnection, ctx: AuditContext, request: AdmissionRequest, settings: AdmissionSettings
+    conn: DbConnection,
+    ctx: AuditContext,
+    request: AdmissionRequest,
+    settings: AdmissionSettings,
+    caller: WebhookCaller,
 ) -> AdmissionResponse:
     """Deny a change to a Node's ``sovereign.io/*`` labels by anyone but the label sync.
 
@@ -423,6 +439,7 @@ def review_node(
                 changes=[
                     NodeLabelChange(key=key, old=old.get(key), new=new.get(key)) for key in changed
                 ],
+                caller=caller,
             )
     words = ", ".join(
         f"{key} ({old.get(key, '<none>')} -> {new.get(key, '<none>')})" for key in changed

@@ -72,6 +72,38 @@ def serve(
     )
 
 
+@app.command("serve-webhooks")
+def serve_webhooks(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+) -> None:
+    """Run the Kubernetes admission webhooks: HTTPS only, client certificates with a CA.
+
+    Its own listener (SOVEREIGN_ADMISSION__HOST/PORT), apart from the API: only /k8s/*
+    and health routes. With SOVEREIGN_ADMISSION__CLIENT_CA_FILE a caller without a client
+    certificate from that CA fails the TLS handshake (docs/kubernetes.md).
+    """
+    import uvicorn
+
+    from control_plane.core.client_certs import TlsScopeProtocol
+
+    settings = load_settings()
+    # Checked here, once: a bad file is one line naming the setting, not a traceback.
+    options = tls.webhook_uvicorn_options(settings)
+    uvicorn.run(
+        "control_plane.app:create_webhook_app",
+        factory=True,
+        host=host or settings.admission.host,
+        port=port or settings.admission.port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        # uvicorn's httptools protocol, passing the verified client certificate on.
+        http=TlsScopeProtocol,
+        **options,
+    )
+
+
 @app.command("worker")
 def worker(concurrency: Annotated[int, typer.Option(help="Worker processes.")] = 2) -> None:
     """Run a Celery worker."""

@@ -74,11 +74,22 @@ class AdmissionSettings(BaseModel):
 
     model_config = {"extra": "forbid"}
 
-    #: Whether the ``/k8s`` routes answer at all (404 while off). They take no bearer token,
-    #: since the kube-apiserver calls them, so an install that is not a cluster's webhook
-    #: (the quickstart, compose) must not expose them; the chart turns them on with its
-    #: webhook configurations.
-    enabled: bool = False
+    #: Where ``sovctl serve-webhooks`` listens: its own port, HTTPS only, apart from the
+    #: API's, so only the kube-apiserver needs to reach it (the chart's NetworkPolicy).
+    host: str = "0.0.0.0"  # noqa: S104 - a pod's listener; the NetworkPolicy narrows it
+    port: int = Field(default=8443, ge=1, le=65535)
+    #: The listener's certificate and key (PEM); unset: the API's own
+    #: (``SOVEREIGN_TLS_CERT_FILE``/``_KEY_FILE``). One of the two pairs is required.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    #: The CA that signs the kube-apiserver's client certificate. Set: a caller without
+    #: a certificate from it fails the TLS handshake, and each decision records which
+    #: certificate called. Unset: any caller that reaches the port is heard, and decisions
+    #: record ``authentication: none`` (docs/kubernetes.md, "Who may call the webhooks").
+    client_ca_file: Path | None = None
+    #: With a client CA shared with other uses: the certificate names (subject common
+    #: name or DNS name) allowed to call; any other is refused 403. Empty: any the CA signed.
+    client_names: list[str] = Field(default_factory=list)
     #: Pods there are allowed without a decision: the platform's own namespace (where the
     #: chart installs Sovereign) and Kubernetes' system namespaces.
     exempt_namespaces: list[str] = Field(
@@ -93,6 +104,20 @@ class AdmissionSettings(BaseModel):
     #: The only user that may change ``sovereign.io/*`` labels on Nodes: the control
     #: plane's own ServiceAccount (the worker that syncs them).
     label_sync_user: str = "system:serviceaccount:sovereign:sovereign-worker"
+
+    @model_validator(mode="after")
+    def _tls_files_come_in_pairs(self) -> Self:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "SOVEREIGN_ADMISSION__TLS_CERT_FILE and SOVEREIGN_ADMISSION__TLS_KEY_FILE come"
+                " together: set both (the listener's own pair) or neither (the API's pair)"
+            )
+        if self.client_names and self.client_ca_file is None:
+            raise ValueError(
+                "SOVEREIGN_ADMISSION__CLIENT_NAMES is set but SOVEREIGN_ADMISSION__CLIENT_CA_FILE"
+                " is not: names are checked on client certificates, which only a CA asks for"
+            )
+        return self
 
 
 class KubernetesSettings(BaseModel):

@@ -12,6 +12,7 @@ into a server ``SSLContext`` as uvicorn does. uvicorn's own context is a plain
 
 import re
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +69,37 @@ def check(settings: Settings) -> None:
     cert_file, key_file = settings.tls_cert_file, settings.tls_key_file
     if cert_file is None or key_file is None:
         return
-    if _CERTIFICATE_PEM not in _read(cert_file, CERT_SETTING):
-        raise _refuse(CERT_SETTING, f"{cert_file} is not a PEM certificate (no BEGIN CERTIFICATE)")
+    _check_pair(_Pair(cert_file, key_file, settings.tls_key_password, CERT_SETTING, KEY_SETTING))
+
+
+@dataclass(frozen=True)
+class _Pair:
+    """A certificate and its key, with the names of the settings they came from."""
+
+    cert_file: Path
+    key_file: Path
+    password: SecretStr | None
+    cert_setting: str
+    key_setting: str
+
+
+def _check_pair(pair: _Pair) -> None:
+    cert_file, key_file, password = pair.cert_file, pair.key_file, pair.password
+    if _CERTIFICATE_PEM not in _read(cert_file, pair.cert_setting):
+        raise _refuse(
+            pair.cert_setting, f"{cert_file} is not a PEM certificate (no BEGIN CERTIFICATE)"
+        )
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=cert_file)
     except ssl.SSLError as exc:
-        raise _refuse(CERT_SETTING, f"{cert_file} holds no readable certificate ({exc})") from None
-    if not _KEY_PEM.search(_read(key_file, KEY_SETTING)):
-        raise _refuse(KEY_SETTING, f"{key_file} is not a PEM private key (no BEGIN … PRIVATE KEY)")
+        raise _refuse(
+            pair.cert_setting, f"{cert_file} holds no readable certificate ({exc})"
+        ) from None
+    if not _KEY_PEM.search(_read(key_file, pair.key_setting)):
+        raise _refuse(
+            pair.key_setting, f"{key_file} is not a PEM private key (no BEGIN … PRIVATE KEY)"
+        )
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    password = settings.tls_key_password
     try:
         context.load_cert_chain(cert_file, key_file, lambda: _passphrase(key_file, password))
     except ssl.SSLError as exc:
@@ -87,7 +109,7 @@ def check(settings: Settings) -> None:
             sentence = f"cannot load {key_file} with {PASSWORD_SETTING} ({exc})"
         else:
             sentence = f"cannot load {key_file} ({exc})"
-        raise _refuse(KEY_SETTING, sentence) from None
+        raise _refuse(pair.key_setting, sentence) from None
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
@@ -100,3 +122,61 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ssl_keyfile": str(settings.tls_key_file),
         "ssl_keyfile_password": None if password is None else password.get_secret_value(),
     }
+
+
+WEBHOOK_CERT_SETTING = "SOVEREIGN_ADMISSION__TLS_CERT_FILE"
+WEBHOOK_KEY_SETTING = "SOVEREIGN_ADMISSION__TLS_KEY_FILE"
+CLIENT_CA_SETTING = "SOVEREIGN_ADMISSION__CLIENT_CA_FILE"
+
+
+def _webhook_pair(settings: Settings) -> _Pair:
+    """The webhook listener's own pair, else the API's; HTTPS is not optional there."""
+    admission = settings.admission
+    if admission.tls_cert_file is not None and admission.tls_key_file is not None:
+        return _Pair(
+            admission.tls_cert_file,
+            admission.tls_key_file,
+            None,
+            WEBHOOK_CERT_SETTING,
+            WEBHOOK_KEY_SETTING,
+        )
+    if settings.tls_cert_file is not None and settings.tls_key_file is not None:
+        return _Pair(
+            settings.tls_cert_file,
+            settings.tls_key_file,
+            settings.tls_key_password,
+            CERT_SETTING,
+            KEY_SETTING,
+        )
+    raise _refuse(
+        WEBHOOK_CERT_SETTING,
+        "the admission webhooks are served over HTTPS only (the kube-apiserver calls no"
+        f" http:// webhook): set it and {WEBHOOK_KEY_SETTING}, or the API's {CERT_SETTING}"
+        f" and {KEY_SETTING}",
+    )
+
+
+def webhook_uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """``uvicorn.run`` keyword arguments for ``sovctl serve-webhooks``, files checked first.
+
+    HTTPS with the listener's pair (or the API's); with a client CA, a certificate from it
+    is required in the handshake (``CERT_REQUIRED``), so a caller without one is refused
+    before a byte of HTTP is read.
+    """
+    pair = _webhook_pair(settings)
+    _check_pair(pair)
+    options: dict[str, Any] = {
+        "ssl_certfile": str(pair.cert_file),
+        "ssl_keyfile": str(pair.key_file),
+        "ssl_keyfile_password": None if pair.password is None else pair.password.get_secret_value(),
+    }
+    ca_file = settings.admission.client_ca_file
+    if ca_file is not None:
+        if _CERTIFICATE_PEM not in _read(ca_file, CLIENT_CA_SETTING):
+            raise _refuse(CLIENT_CA_SETTING, f"{ca_file} is not a PEM certificate")
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_verify_locations(cafile=ca_file)
+        except ssl.SSLError as exc:
+            raise _refuse(CLIENT_CA_SETTING, f"{ca_file} holds no readable CA ({exc})") from None
+        options |= {"ssl_ca_certs": str(ca_file), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options

@@ -9,6 +9,7 @@ applied to the object with ``jsonpatch`` (a maintained RFC 6902 implementation).
 import base64
 import json
 import uuid
+from collections.abc import Iterator
 from typing import Any, LiteralString
 
 import jsonpatch
@@ -16,7 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from control_plane.admission import pods, service
-from control_plane.app import create_app
+from control_plane.app import create_webhook_app
 from control_plane.audit import service as audit
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import AdmissionSettings, Settings
@@ -30,12 +31,19 @@ from tests.support import registration
 pytestmark = pytest.mark.integration
 
 WORKER = "system:serviceaccount:sovereign:sovereign-worker"
+#: Who called, as the audit records it when no client CA is configured.
+UNCHECKED = {"authentication": "none", "subject": None, "serial": None, "sha256": None}
 
 
 @pytest.fixture
-def settings(settings: Settings) -> Settings:
-    """The webhooks on, as the Helm chart turns them on with its webhook configurations."""
-    return settings.model_copy(update={"admission": AdmissionSettings(enabled=True)})
+def webhooks(settings: Settings) -> Iterator[TestClient]:
+    """The webhook listener's app (``sovctl serve-webhooks``), on the test's database.
+
+    Without a client CA, as the TestClient presents no certificate: the caller checks are
+    in test_webhook_trust.py, against a real listener.
+    """
+    with TestClient(create_webhook_app(settings), raise_server_exceptions=False) as client:
+        yield client
 
 
 # -- the fleet ----------------------------------------------------------------------------
@@ -243,11 +251,15 @@ def count(conn: DbConnection, table: str) -> int:
 
 
 def test_an_admitted_pod_is_restricted_to_exactly_the_engines_eligible_nodes(
-    client: TestClient, conn: DbConnection, admin: dict[str, str], node_ids: dict[str, str]
+    client: TestClient,
+    conn: DbConnection,
+    admin: dict[str, str],
+    node_ids: dict[str, str],
+    webhooks: TestClient,
 ) -> None:
     apply_policy(client, admin, RESIDENCY)
     obj = pod_object()
-    response = post(client, "/k8s/mutate", review(obj))
+    response = post(webhooks, "/k8s/mutate", review(obj))
     assert "status" not in response
     assert "warnings" not in response
     result = patched(obj, response)
@@ -277,6 +289,7 @@ def test_an_admitted_pod_is_restricted_to_exactly_the_engines_eligible_nodes(
     assert event.object_id == decision_id
     assert event.actor_name == "alice@example.com"
     assert event.after["point"] == "webhook"
+    assert event.after["caller"] == UNCHECKED
     assert event.after["policy_set_version"] == 1
     # Nothing is booked: kube-scheduler places the pod.
     assert count(conn, "gpu_reservation") == 0
@@ -284,7 +297,7 @@ def test_an_admitted_pod_is_restricted_to_exactly_the_engines_eligible_nodes(
 
 
 def test_several_containers_init_containers_and_existing_affinity_are_merged(
-    client: TestClient, admin: dict[str, str], node_ids: dict[str, str]
+    client: TestClient, admin: dict[str, str], node_ids: dict[str, str], webhooks: TestClient
 ) -> None:
     apply_policy(client, admin, RESIDENCY)
     gpu_term = {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["H100"]}
@@ -309,7 +322,7 @@ def test_several_containers_init_containers_and_existing_affinity_are_merged(
         affinity=affinity,
         nodeSelector={"disk": "ssd"},
     )
-    result = patched(obj, post(client, "/k8s/mutate", review(obj)))
+    result = patched(obj, post(webhooks, "/k8s/mutate", review(obj)))
     terms = required_terms(result["spec"])
     assert [term["matchExpressions"][0] for term in terms] == [gpu_term, name_term]
     assert [restriction(term) for term in terms] == [{node_ids["jp-a"]}] * 2
@@ -318,7 +331,7 @@ def test_several_containers_init_containers_and_existing_affinity_are_merged(
 
 
 def test_jobs_and_cronjobs_are_patched_in_their_pod_templates(
-    client: TestClient, admin: dict[str, str], node_ids: dict[str, str]
+    client: TestClient, admin: dict[str, str], node_ids: dict[str, str], webhooks: TestClient
 ) -> None:
     apply_policy(client, admin, RESIDENCY)
     pod_template = {
@@ -332,7 +345,7 @@ def test_jobs_and_cronjobs_are_patched_in_their_pod_templates(
         "metadata": {"name": "nightly", "namespace": "research", "annotations": DECLARED},
         "spec": {"backoffLimit": 1, "template": pod_template},
     }
-    result = patched(job, post(client, "/k8s/mutate", review(job)))
+    result = patched(job, post(webhooks, "/k8s/mutate", review(job)))
     template = result["spec"]["template"]
     [term] = required_terms(template["spec"])
     assert restriction(term) == {node_ids["jp-a"], node_ids["jp-b"]}
@@ -357,24 +370,24 @@ def test_jobs_and_cronjobs_are_patched_in_their_pod_templates(
             },
         },
     }
-    result = patched(cron, post(client, "/k8s/mutate", review(cron, operation="UPDATE")))
+    result = patched(cron, post(webhooks, "/k8s/mutate", review(cron, operation="UPDATE")))
     inner = result["spec"]["jobTemplate"]["spec"]["template"]
     [term] = required_terms(inner["spec"])
     assert restriction(term) == {node_ids["jp-a"]}
 
 
 def test_pods_without_gpus_and_exempt_namespaces_are_left_alone(
-    client: TestClient, conn: DbConnection, node_ids: dict[str, str]
+    client: TestClient, conn: DbConnection, node_ids: dict[str, str], webhooks: TestClient
 ) -> None:
     plain = pod_object(container("web"), annotations={})
     body = review(plain)
-    assert post(client, "/k8s/mutate", body) == {"uid": body["request"]["uid"], "allowed": True}
+    assert post(webhooks, "/k8s/mutate", body) == {"uid": body["request"]["uid"], "allowed": True}
     for path in ("/k8s/mutate", "/k8s/validate"):
-        answer = post(client, path, review(plain))
+        answer = post(webhooks, path, review(plain))
         assert answer["allowed"] is True
         assert "patch" not in answer
         undeclared = pod_object(annotations={}, namespace="kube-system")
-        answer = post(client, path, review(undeclared, namespace="kube-system"))
+        answer = post(webhooks, path, review(undeclared, namespace="kube-system"))
         assert answer["allowed"] is True
         assert "patch" not in answer
     assert count(conn, "pod_decision") == 0
@@ -384,28 +397,30 @@ def test_pods_without_gpus_and_exempt_namespaces_are_left_alone(
 
 
 def test_an_undeclared_gpu_pod_is_denied_unless_its_namespace_allows_it(
-    client: TestClient, settings: Settings, node_ids: dict[str, str]
+    client: TestClient, settings: Settings, node_ids: dict[str, str], webhooks: TestClient
 ) -> None:
     obj = pod_object(annotations={"team": "nlp"})
-    response = post(client, "/k8s/validate", review(obj))
+    response = post(webhooks, "/k8s/validate", review(obj))
     assert response["allowed"] is False
     assert response["status"]["code"] == 403
     assert "declares no data or models" in response["status"]["message"]
     assert pods.DATASETS in response["status"]["message"]
 
     lenient = settings.model_copy(
-        update={
-            "admission": AdmissionSettings(enabled=True, undeclared_allowed_namespaces=["research"])
-        }
+        update={"admission": AdmissionSettings(undeclared_allowed_namespaces=["research"])}
     )
-    with TestClient(create_app(lenient)) as other:
+    with TestClient(create_webhook_app(lenient)) as other:
         response = post(other, "/k8s/validate", review(obj))
     assert response["allowed"] is True
     assert "declares no data or models" in response["warnings"][0]
 
 
 def test_an_engine_denial_is_denied_with_its_reasons_and_recorded(
-    client: TestClient, conn: DbConnection, admin: dict[str, str], node_ids: dict[str, str]
+    client: TestClient,
+    conn: DbConnection,
+    admin: dict[str, str],
+    node_ids: dict[str, str],
+    webhooks: TestClient,
 ) -> None:
     apply_policy(
         client,
@@ -415,7 +430,7 @@ def test_an_engine_denial_is_denied_with_its_reasons_and_recorded(
     )
     obj = pod_object()
     for path in ("/k8s/validate", "/k8s/mutate"):
-        response = post(client, path, review(obj))
+        response = post(webhooks, path, review(obj))
         assert response["allowed"] is False
         message = response["status"]["message"]
         assert message.startswith("Sovereign denied this pod (policy set version 1): ")
@@ -431,7 +446,11 @@ def test_an_engine_denial_is_denied_with_its_reasons_and_recorded(
 
 
 def test_warn_policies_come_back_as_warnings(
-    client: TestClient, conn: DbConnection, admin: dict[str, str], node_ids: dict[str, str]
+    client: TestClient,
+    conn: DbConnection,
+    admin: dict[str, str],
+    node_ids: dict[str, str],
+    webhooks: TestClient,
 ) -> None:
     apply_policy(
         client,
@@ -443,23 +462,23 @@ def test_warn_policies_come_back_as_warnings(
         },
     )
     obj = pod_object()
-    response = post(client, "/k8s/validate", review(obj))
+    response = post(webhooks, "/k8s/validate", review(obj))
     assert response["allowed"] is True
     [warning] = response["warnings"]
     assert warning.startswith("Sovereign: prefer-verified: ")
     # The validating webhook records only its denials; the mutating one recorded the admit.
     assert count(conn, "pod_decision") == 0
-    mutated = post(client, "/k8s/mutate", review(obj))
+    mutated = post(webhooks, "/k8s/mutate", review(obj))
     assert "warnings" not in mutated
     assert count(conn, "pod_decision") == 1
 
 
 def test_a_pod_whose_own_selection_leaves_no_eligible_node_is_denied(
-    client: TestClient, admin: dict[str, str], node_ids: dict[str, str]
+    client: TestClient, admin: dict[str, str], node_ids: dict[str, str], webhooks: TestClient
 ) -> None:
     apply_policy(client, admin, RESIDENCY)
     obj = pod_object(nodeSelector={"sovereign.io/zone": "tw"})
-    response = post(client, "/k8s/validate", review(obj))
+    response = post(webhooks, "/k8s/validate", review(obj))
     assert response["allowed"] is False
     assert (
         "nodeSelector or node affinity selects none of the 2 nodes"
@@ -467,19 +486,23 @@ def test_a_pod_whose_own_selection_leaves_no_eligible_node_is_denied(
     )
     # Pointing inside the eligible set is fine.
     inside = pod_object(nodeSelector={"sovereign.io/node-id": node_ids["jp-b"]})
-    assert post(client, "/k8s/validate", review(inside))["allowed"] is True
+    assert post(webhooks, "/k8s/validate", review(inside))["allowed"] is True
 
 
 def test_a_dry_run_records_nothing(
-    client: TestClient, conn: DbConnection, admin: dict[str, str], node_ids: dict[str, str]
+    client: TestClient,
+    conn: DbConnection,
+    admin: dict[str, str],
+    node_ids: dict[str, str],
+    webhooks: TestClient,
 ) -> None:
     apply_policy(client, admin, RESIDENCY)
     obj = pod_object()
-    result = patched(obj, post(client, "/k8s/mutate", review(obj, dry_run=True)))
+    result = patched(obj, post(webhooks, "/k8s/mutate", review(obj, dry_run=True)))
     assert restriction(required_terms(result["spec"])[0]) == {node_ids["jp-a"], node_ids["jp-b"]}
     assert pods.DECISION_ID not in result["metadata"]["annotations"]
     denied = pod_object(nodeSelector={"sovereign.io/zone": "tw"})
-    assert post(client, "/k8s/validate", review(denied, dry_run=True))["allowed"] is False
+    assert post(webhooks, "/k8s/validate", review(denied, dry_run=True))["allowed"] is False
     assert count(conn, "pod_decision") == 0
     assert audit.list_events(conn, object_type="pod").total == 0
 
@@ -493,15 +516,19 @@ def decision_id_of(obj: dict[str, Any]) -> str:
 
 
 def test_a_reinvoked_mutate_reuses_its_decision(
-    client: TestClient, conn: DbConnection, admin: dict[str, str], node_ids: dict[str, str]
+    client: TestClient,
+    conn: DbConnection,
+    admin: dict[str, str],
+    node_ids: dict[str, str],
+    webhooks: TestClient,
 ) -> None:
     """reinvocationPolicy: IfNeeded: a later webhook changed the pod, ours is called again."""
     apply_policy(client, admin, RESIDENCY)
     obj = pod_object()
-    once = patched(obj, post(client, "/k8s/mutate", review(obj)))
+    once = patched(obj, post(webhooks, "/k8s/mutate", review(obj)))
     # A sidecar injector ran after us; the API server calls again, with a fresh uid.
     once["spec"]["containers"].append(container("proxy"))
-    twice = patched(once, post(client, "/k8s/mutate", review(once)))
+    twice = patched(once, post(webhooks, "/k8s/mutate", review(once)))
     assert decision_id_of(twice) == decision_id_of(once)
     assert required_terms(twice["spec"]) == required_terms(once["spec"])
     assert count(conn, "pod_decision") == 1
@@ -519,10 +546,13 @@ def test_a_decision_id_annotation_never_skips_a_decision(
     node_ids: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
     forgery: str,
+    webhooks: TestClient,
 ) -> None:
     """A user may copy any decision id onto a pod: it is decided and recorded anew."""
     apply_policy(client, admin, RESIDENCY)
-    first = decision_id_of(patched(pod_object(), post(client, "/k8s/mutate", review(pod_object()))))
+    first = decision_id_of(
+        patched(pod_object(), post(webhooks, "/k8s/mutate", review(pod_object())))
+    )
     annotated = {**DECLARED, pods.DECISION_ID: first}
     obj = pod_object(annotations=annotated)
     username = "alice@example.com"
@@ -538,7 +568,7 @@ def test_a_decision_id_annotation_never_skips_a_decision(
         monkeypatch.setattr(service, "REINVOCATION_WINDOW_SECONDS", 0)
     else:
         apply_policy(client, admin, {"name": "also-jp", "requirements": {"compute_zones": ["jp"]}})
-    response = post(client, "/k8s/mutate", review(obj, username=username))
+    response = post(webhooks, "/k8s/mutate", review(obj, username=username))
     fresh = decision_id_of(patched(obj, response))
     assert fresh not in (first, obj["metadata"]["annotations"][pods.DECISION_ID])
     assert count(conn, "pod_decision") == 2
@@ -547,7 +577,7 @@ def test_a_decision_id_annotation_never_skips_a_decision(
     apply_policy(
         client, admin, {"name": "compute-in-taiwan", "requirements": {"compute_zones": ["tw"]}}
     )
-    assert post(client, "/k8s/mutate", review(obj, username=username))["allowed"] is False
+    assert post(webhooks, "/k8s/mutate", review(obj, username=username))["allowed"] is False
     assert audit.list_events(conn, action="pod.denied").total == 1
 
 
@@ -569,17 +599,17 @@ COST_CENTER = {
 
 
 def test_policies_read_the_pods_labels_as_workload_labels(
-    client: TestClient, admin: dict[str, str], node_ids: dict[str, str]
+    client: TestClient, admin: dict[str, str], node_ids: dict[str, str], webhooks: TestClient
 ) -> None:
     apply_policy(client, admin, COST_CENTER)
     billed = pod_object()
     billed["metadata"]["labels"]["cost-center"] = "ml"
-    assert post(client, "/k8s/mutate", review(billed))["allowed"] is True
-    assert post(client, "/k8s/validate", review(billed))["allowed"] is True
+    assert post(webhooks, "/k8s/mutate", review(billed))["allowed"] is True
+    assert post(webhooks, "/k8s/validate", review(billed))["allowed"] is True
     unbilled = pod_object()
     unbilled["metadata"]["labels"]["cost-center"] = "finance"
     for path in ("/k8s/mutate", "/k8s/validate"):
-        response = post(client, path, review(unbilled))
+        response = post(webhooks, path, review(unbilled))
         assert response["allowed"] is False
         assert "cost-center-ml" in response["status"]["message"]
     # A Job is decided on its template's labels, those its pods will carry.
@@ -594,17 +624,17 @@ def test_policies_read_the_pods_labels_as_workload_labels(
             }
         },
     }
-    assert post(client, "/k8s/mutate", review(job))["allowed"] is True
+    assert post(webhooks, "/k8s/mutate", review(job))["allowed"] is True
     del job["spec"]["template"]["metadata"]["labels"]
-    assert post(client, "/k8s/mutate", review(job))["allowed"] is False
+    assert post(webhooks, "/k8s/mutate", review(job))["allowed"] is False
 
 
 def test_a_label_the_api_would_refuse_is_a_denial_naming_it(
-    client: TestClient, conn: DbConnection, node_ids: dict[str, str]
+    client: TestClient, conn: DbConnection, node_ids: dict[str, str], webhooks: TestClient
 ) -> None:
     crowded = pod_object()
     crowded["metadata"]["labels"] = {f"label-{i}": "x" for i in range(65)}
-    response = post(client, "/k8s/mutate", review(crowded))
+    response = post(webhooks, "/k8s/mutate", review(crowded))
     assert response["allowed"] is False
     assert (
         "metadata.labels: has 65 labels; a workload carries at most 64"
@@ -612,19 +642,19 @@ def test_a_label_the_api_would_refuse_is_a_denial_naming_it(
     )
     odd = pod_object()
     odd["metadata"]["labels"]["Team Name"] = "nlp"
-    response = post(client, "/k8s/validate", review(odd))
+    response = post(webhooks, "/k8s/validate", review(odd))
     assert response["allowed"] is False
     assert "metadata.labels[Team Name]" in response["status"]["message"]
     assert count(conn, "pod_decision") == 0
 
 
 def test_a_dra_pod_is_decided_on_the_gpus_it_declares(
-    client: TestClient, admin: dict[str, str], node_ids: dict[str, str]
+    client: TestClient, admin: dict[str, str], node_ids: dict[str, str], webhooks: TestClient
 ) -> None:
     apply_policy(client, admin, RESIDENCY)
     claims = [{"name": "gpus", "resourceClaimTemplateName": "four-gpus"}]
     unsaid = pod_object(container("train"), resourceClaims=claims)
-    response = post(client, "/k8s/mutate", review(unsaid))
+    response = post(webhooks, "/k8s/mutate", review(unsaid))
     assert response["allowed"] is False
     message = response["status"]["message"]
     assert "metadata.annotations[sovereign.io/gpus]" in message
@@ -633,7 +663,7 @@ def test_a_dra_pod_is_decided_on_the_gpus_it_declares(
     said = pod_object(
         container("train"), annotations={**DECLARED, pods.GPUS: "4"}, resourceClaims=claims
     )
-    result = patched(said, post(client, "/k8s/mutate", review(said)))
+    result = patched(said, post(webhooks, "/k8s/mutate", review(said)))
     assert restriction(required_terms(result["spec"])[0]) == {node_ids["jp-a"]}
     # On a Job, the annotation is copied into the template with the declaration.
     job = {
@@ -654,7 +684,7 @@ def test_a_dra_pod_is_decided_on_the_gpus_it_declares(
             }
         },
     }
-    result = patched(job, post(client, "/k8s/mutate", review(job)))
+    result = patched(job, post(webhooks, "/k8s/mutate", review(job)))
     assert result["spec"]["template"]["metadata"]["annotations"][pods.GPUS] == "2"
 
 
@@ -671,66 +701,72 @@ def test_a_dra_pod_is_decided_on_the_gpus_it_declares(
     ],
 )
 def test_a_bad_or_unknown_name_is_a_denial_naming_the_annotation(
-    client: TestClient, node_ids: dict[str, str], annotations: dict[str, str], named: str
+    client: TestClient,
+    node_ids: dict[str, str],
+    annotations: dict[str, str],
+    named: str,
+    webhooks: TestClient,
 ) -> None:
-    response = post(client, "/k8s/validate", review(pod_object(annotations=annotations)))
+    response = post(webhooks, "/k8s/validate", review(pod_object(annotations=annotations)))
     assert response["allowed"] is False
     assert named in response["status"]["message"]
 
 
 def test_a_namespace_that_is_no_tenant_says_so(
-    client: TestClient, settings: Settings, node_ids: dict[str, str]
+    client: TestClient, settings: Settings, node_ids: dict[str, str], webhooks: TestClient
 ) -> None:
     obj = pod_object(namespace="ml-prod")
-    response = post(client, "/k8s/validate", review(obj, namespace="ml-prod"))
+    response = post(webhooks, "/k8s/validate", review(obj, namespace="ml-prod"))
     assert response["allowed"] is False
     assert "metadata.namespace" in response["status"]["message"]
     mapped = settings.model_copy(
-        update={
-            "admission": AdmissionSettings(enabled=True, namespace_tenants={"ml-prod": "research"})
-        }
+        update={"admission": AdmissionSettings(namespace_tenants={"ml-prod": "research"})}
     )
-    with TestClient(create_app(mapped)) as other:
+    with TestClient(create_webhook_app(mapped)) as other:
         assert post(other, "/k8s/validate", review(obj, namespace="ml-prod"))["allowed"] is True
 
 
 def test_an_unparseable_pod_is_a_denial_naming_the_field(
-    client: TestClient, node_ids: dict[str, str]
+    client: TestClient, node_ids: dict[str, str], webhooks: TestClient
 ) -> None:
     obj = pod_object()
     obj["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "half"
-    response = post(client, "/k8s/mutate", review(obj))
+    response = post(webhooks, "/k8s/mutate", review(obj))
     assert response["allowed"] is False
     assert "spec.containers[0].resources.limits[nvidia.com/gpu]" in response["status"]["message"]
     broken = pod_object()
     broken["spec"]["containers"] = {"name": "not-a-list"}
-    response = post(client, "/k8s/validate", review(broken))
+    response = post(webhooks, "/k8s/validate", review(broken))
     assert response["allowed"] is False
     assert "spec.containers" in response["status"]["message"]
 
 
-def test_a_malformed_review_is_a_422_naming_the_field(client: TestClient) -> None:
+def test_a_malformed_review_is_a_422_naming_the_field(
+    client: TestClient, webhooks: TestClient
+) -> None:
     body = review(pod_object())
     del body["request"]["uid"]
-    answer = client.post("/k8s/validate", json=body)
+    answer = webhooks.post("/k8s/validate", json=body)
     assert answer.status_code == 422
     assert answer.json()["error"]["details"]["fields"][0]["field"] == "request.uid"
     wrong = review(pod_object())
     wrong["apiVersion"] = "admission.k8s.io/v1beta1"
-    answer = client.post("/k8s/mutate", json=wrong)
+    answer = webhooks.post("/k8s/mutate", json=wrong)
     assert answer.status_code == 422
     assert answer.json()["error"]["details"]["fields"][0]["field"] == "apiVersion"
     strict = review(pod_object())
     strict["request"]["dryRun"] = "false"
-    answer = client.post("/k8s/mutate", json=strict)
+    answer = webhooks.post("/k8s/mutate", json=strict)
     assert answer.status_code == 422
     assert answer.json()["error"]["details"]["fields"][0]["field"] == "request.dryRun"
-    answer = client.post("/k8s/mutate", content=b"{", headers={"content-type": "application/json"})
+    answer = webhooks.post(
+        "/k8s/mutate", content=b"{", headers={"content-type": "application/json"}
+    )
     assert answer.status_code == 422
 
 
-def test_the_body_is_bounded(client: TestClient) -> None:
-    answer = client.post(
+def test_the_body_is_bounded(client: TestClient, webhooks: TestClient) -> None:
+    answer = webhooks.post(
         "/k8s/validate",
         content=b" " * (4 * 1024 * 1024 + 1),
         headers={"content-type": "application/json"},
@@ -767,11 +803,12 @@ def test_sovereign_node_labels_change_only_by_the_control_plane(
     username: str,
     new_labels: dict[str, str],
     allowed: bool,
+    webhooks: TestClient,
 ) -> None:
     old = node({"sovereign.io/zone": "jp", "kubernetes.io/hostname": "gpu-node-01"})
     new = node({"kubernetes.io/hostname": "gpu-node-01", **new_labels})
     body = review(new, operation="UPDATE", username=username, old=old, namespace=None)
-    response = post(client, "/k8s/validate-node", body)
+    response = post(webhooks, "/k8s/validate-node", body)
     assert response["allowed"] is allowed
     conn.rollback()
     events = audit.list_events(conn, object_type="kubernetes_node").items
@@ -793,14 +830,18 @@ def test_sovereign_node_labels_change_only_by_the_control_plane(
         "changes": [
             {"key": "sovereign.io/zone", "old": "jp", "new": new_labels.get("sovereign.io/zone")}
         ],
+        # No client CA here: the record says the claimed user went unchecked.
+        "caller": UNCHECKED,
     }
 
 
-def test_a_dry_run_node_denial_records_nothing(client: TestClient, conn: DbConnection) -> None:
+def test_a_dry_run_node_denial_records_nothing(
+    client: TestClient, conn: DbConnection, webhooks: TestClient
+) -> None:
     old = node({"sovereign.io/zone": "jp"})
     new = node({"sovereign.io/zone": "tw", "sovereign.io/country": "TW"})
     body = review(new, operation="UPDATE", username="alice", old=old, namespace=None, dry_run=True)
-    response = post(client, "/k8s/validate-node", body)
+    response = post(webhooks, "/k8s/validate-node", body)
     assert response["allowed"] is False
     assert (
         "sovereign.io/country (<none> -> TW), sovereign.io/zone (jp -> tw)"
@@ -810,11 +851,13 @@ def test_a_dry_run_node_denial_records_nothing(client: TestClient, conn: DbConne
     assert audit.list_events(conn, object_type="kubernetes_node").total == 0
 
 
-def test_the_webhooks_are_off_unless_turned_on(settings: Settings) -> None:
-    """They take no bearer token: an install that is no cluster's webhook does not expose them."""
-    off = settings.model_copy(update={"admission": AdmissionSettings()})
-    with TestClient(create_app(off)) as other:
-        for path in ("/k8s/mutate", "/k8s/validate", "/k8s/validate-node"):
-            response = other.post(path, json={})
-            assert response.status_code == 404, (path, response.text)
-            assert "SOVEREIGN_ADMISSION__ENABLED" in response.json()["error"]["message"]
+def test_the_api_and_the_webhook_listener_serve_apart(
+    client: TestClient, webhooks: TestClient, admin: dict[str, str]
+) -> None:
+    """The API's port has no /k8s route; the listener has nothing but /k8s and health."""
+    for path in ("/k8s/mutate", "/k8s/validate", "/k8s/validate-node"):
+        assert client.post(path, json={}).status_code == 404, path
+    for path in ("/v1/nodes", "/v1/policies", "/docs", "/openapi.json", "/metrics"):
+        assert webhooks.get(path, headers=admin).status_code == 404, path
+    assert webhooks.get("/healthz").json() == {"status": "ok"}
+    assert webhooks.get("/readyz").status_code == 200

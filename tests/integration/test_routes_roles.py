@@ -312,7 +312,7 @@ CASES = [
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 #: The admission webhooks: the kube-apiserver calls them with no bearer token, so no role
-#: applies; they are off unless SOVEREIGN_ADMISSION__ENABLED (test_admission_webhooks.py).
+#: applies; the webhook listener serves them, never the API (test_webhook_trust.py).
 WEBHOOKS = {("POST", "/k8s/mutate"), ("POST", "/k8s/validate"), ("POST", "/k8s/validate-node")}
 
 
@@ -405,7 +405,7 @@ def test_the_table_covers_every_route(app: FastAPI) -> None:
         for path, operations in app.openapi()["paths"].items()
         for method in operations
     }
-    assert routes == {(c.method, c.path) for c in CASES} | PUBLIC | WEBHOOKS
+    assert routes == {(c.method, c.path) for c in CASES} | PUBLIC
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c.method} {c.path}")
@@ -443,9 +443,7 @@ def test_route_role(
 
 
 @pytest.mark.parametrize("path", sorted(p for _, p in WEBHOOKS))
-def test_webhook_routes_answer_no_token_and_are_off_by_default(
-    client: TestClient, path: str
-) -> None:
+def test_the_api_serves_no_webhook_route_whatever_the_token(client: TestClient, path: str) -> None:
     response = client.post(path, json={}, headers=bearer("sov_not-a-real-token"))
     assert response.status_code == 404, response.text
 

@@ -15,7 +15,6 @@ directory of the test run, with:
   is all admission, label sync and the Eviction API need.
 """
 
-import datetime
 import os
 import shutil
 import signal
@@ -28,12 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
 
-from tests.certificates import TlsFiles, make_tls_files
+from tests.certificates import TlsFiles, make_client_files, make_tls_files
 
 HERE = Path(__file__).resolve().parent
 BUILD_SCRIPT = HERE / "build-kube-apiserver.sh"
@@ -43,6 +39,10 @@ CANNOT_BUILD = 3
 #: Sovereign's worker, as the chart's ServiceAccount (release ``sovereign`` in namespace
 #: ``sovereign``); the only user that may change ``sovereign.io/*`` node labels.
 WORKER_USER = "system:serviceaccount:sovereign:sovereign-worker"
+
+
+#: The common name of the client certificate the API server presents to webhooks.
+WEBHOOK_CLIENT = "kube-apiserver"
 
 
 @dataclass(frozen=True)
@@ -127,50 +127,6 @@ class Cluster:
         """The API server's log, for a failing test's message."""
         path = self.directory / "apiserver.log"
         return path.read_text(errors="replace")[-6000:] if path.exists() else ""
-
-
-def make_client_files(directory: Path, common_name: str) -> TlsFiles:
-    """A CA and a client certificate (``clientAuth``) it signed for ``common_name``."""
-    directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{common_name} CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = TlsFiles(directory / "ca.crt", directory / "tls.crt", directory / "tls.key")
-    files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    files.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    files.key.chmod(0o600)
-    return files
 
 
 def _kubeconfig(url: str, ca: Path, user: User) -> dict[str, object]:
@@ -282,7 +238,7 @@ def start_cluster(binary: Path, directory: Path) -> Cluster:
         (directory / f"kubeconfig-{key}").write_text(
             yaml.safe_dump(_kubeconfig(url, serving.ca_cert, user))
         )
-    client_cert = make_client_files(directory / "webhook-client", "kube-apiserver")
+    client_cert = make_client_files(directory / "webhook-client", WEBHOOK_CLIENT)
     admission = _write_admission_config(directory, webhook_port, client_cert)
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     etcd_log = (directory / "etcd.log").open("wb")

@@ -8,11 +8,12 @@ The webhook configurations are the Helm chart's own (rendered with the Helm SDK,
 and ``matchConditions`` are dropped because Kubernetes 1.20 does not know them (the handler
 lets a pod without GPUs through untouched, which is what the conditions spare it).
 
-The control plane serves the webhooks over TLS and requires the client certificate that the
-API server's admission configuration presents (``tests/kube/cluster.py``), so every answer
-here came through an authenticated API server. Pods are created through the API server with
-the kubernetes client as ``alice``, an ordinary user whose RBAC allows everything: only
-Sovereign stands in her way.
+The webhooks are served as the chart runs them, by ``sovctl serve-webhooks`` as its own
+process over TLS, requiring the client certificate that the API server's admission
+configuration presents (``tests/kube/cluster.py``), so every answer here came through an
+authenticated API server, and each decision records that certificate. Pods are created
+through the API server with the kubernetes client as ``alice``, an ordinary user whose
+RBAC allows everything: only Sovereign stands in her way.
 """
 
 import base64
@@ -32,10 +33,10 @@ from kubernetes.client.exceptions import ApiException
 
 from control_plane.admission import pods
 from control_plane.core.db import DbConnection
-from control_plane.core.settings import AdmissionSettings, Settings
+from control_plane.core.settings import Settings
 from tests.certificates import make_tls_files
-from tests.kube.cluster import Cluster
-from tests.support import api_in_thread, registration
+from tests.kube.cluster import WEBHOOK_CLIENT, Cluster
+from tests.support import registration, webhook_process
 
 pytestmark = pytest.mark.e2e
 
@@ -146,24 +147,22 @@ def webhooks(
     serving = make_tls_files(
         tmp_path / "webhook-tls", name="sovereign-webhook", hosts=("127.0.0.1",)
     )
-    webhook_settings = settings.model_copy(
-        update={
-            "admission": AdmissionSettings(enabled=True),
-            "tls_cert_file": serving.cert,
-            "tls_key_file": serving.key,
-        }
-    )
     ready = ssl.create_default_context(cafile=serving.ca_cert)
     ready.load_cert_chain(cluster.webhook_client.cert, cluster.webhook_client.key)
     admin = api_as(cluster, "admin")
     registrations = client.AdmissionregistrationV1Api(admin)
-    with api_in_thread(
-        webhook_settings,
+    # As the chart runs it: its own listener, its own pair, the API server's client CA.
+    with webhook_process(
+        settings,
+        tmp_path,
         verify=ready,
         port=cluster.webhook_port,
-        ssl_cert_reqs=ssl.CERT_REQUIRED,
-        ssl_ca_certs=str(cluster.webhook_client.ca_cert),
-    ) as base:
+        SOVEREIGN_ADMISSION__TLS_CERT_FILE=str(serving.cert),
+        SOVEREIGN_ADMISSION__TLS_KEY_FILE=str(serving.key),
+        SOVEREIGN_ADMISSION__CLIENT_CA_FILE=str(cluster.webhook_client.ca_cert),
+        SOVEREIGN_ADMISSION__CLIENT_NAMES=f'["{WEBHOOK_CLIENT}"]',
+    ) as listener:
+        base = listener.url
         created: list[tuple[str, str]] = []
         for item in chart_objects:
             if item["kind"] not in (
@@ -299,11 +298,15 @@ def test_a_gpu_pod_is_admitted_through_the_api_server_restricted_to_eligible_nod
     assert row is not None
     assert tuple(row.values()) == ("admitted", "alice", NAMESPACE, "train", "mutate")
     event = conn.execute(
-        "SELECT actor_name FROM audit_event WHERE action = 'pod.admitted' AND object_id = %s",
+        "SELECT actor_name, after FROM audit_event"
+        " WHERE action = 'pod.admitted' AND object_id = %s",
         (decision_id,),
     ).fetchone()
     assert event is not None
+    # alice as the API server authenticated her, and the API server's certificate called.
     assert event["actor_name"] == "alice"
+    assert event["after"]["caller"]["authentication"] == "client_certificate"
+    assert event["after"]["caller"]["subject"] == f"CN={WEBHOOK_CLIENT}"
 
 
 def test_pods_sovereign_must_refuse_are_refused_by_the_api_server(

@@ -31,7 +31,7 @@ from agents.config import load_config
 from control_plane.app import create_app
 from control_plane.cli.main import app as sovctl_app
 from control_plane.core import tls
-from control_plane.core.settings import ENV_PREFIX, Settings
+from control_plane.core.settings import ENV_PREFIX, AdmissionSettings, Settings
 from tests.certificates import make_tls_files
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +39,7 @@ CHART_DIR = ROOT / "helm" / "sovereign"
 RELEASE = "sov"
 NAMESPACE = "sovereign"
 API_SERVICE = f"{RELEASE}-sovereign-api"
+WEBHOOK_SERVICE = f"{RELEASE}-sovereign-webhooks"
 TLS_SECRET = f"{RELEASE}-sovereign-tls"
 WORKER_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{RELEASE}-sovereign-worker"
 #: The oldest Kubernetes the chart is validated for, and the newest kubernetes-validate knows.
@@ -66,6 +67,16 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "metrics": {"serviceMonitor": {"enabled": True}, "grafanaDashboard": {"enabled": True}}
     },
     "evictions-only": {"evictions": {"enabled": True}, "labelSync": {"enabled": False}},
+    "webhook-mtls": {
+        "webhooks": {
+            "replicas": 1,
+            "clientCA": {"secretName": "apiserver-client-ca"},
+            "clientNames": ["kube-apiserver"],
+            "undeclaredAllowedNamespaces": ["research"],
+            "namespaceTenants": {"ml-prod": "research"},
+        },
+        "networkPolicy": {"webhooksFrom": [{"ipBlock": {"cidr": "10.0.0.0/24"}}]},
+    },
     "plain-http": {
         "tls": {"enabled": False},
         "webhooks": {"enabled": False},
@@ -430,7 +441,7 @@ def test_api_has_replicas_a_disruption_budget_and_anti_affinity(
     api = _workload(default, "api")
     assert api["spec"]["replicas"] == 2
     selector = api["spec"]["selector"]["matchLabels"]
-    budget = _one(default, "PodDisruptionBudget")
+    budget = _one(default, "PodDisruptionBudget", f"{RELEASE}-sovereign-api")
     assert budget["spec"]["selector"]["matchLabels"] == selector
     assert budget["spec"]["maxUnavailable"] == 1
     soft = api["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
@@ -492,16 +503,85 @@ def test_control_plane_env_names_real_settings(
             assert _setting_is_known(name), f"{component}: {name}"
 
 
-def test_the_api_turns_the_webhook_routes_on_only_with_the_webhooks(
+def test_the_webhooks_have_their_own_listener_apart_from_the_api(
     objects: dict[str, list[dict[str, Any]]],
 ) -> None:
-    """The /k8s routes take no bearer token: on with the webhook configurations, else off."""
-    on = _env(_container(_workload(objects["default"], "api")))
-    assert on["SOVEREIGN_ADMISSION__ENABLED"]["value"] == "true"
-    assert _all(objects["default"], "ValidatingWebhookConfiguration")
-    off = _env(_container(_workload(objects["plain-http"], "api")))
-    assert "SOVEREIGN_ADMISSION__ENABLED" not in off
+    """`sovctl serve-webhooks`: own Deployment, Service, PDB, NetworkPolicy; no /k8s on the API."""
+    default = objects["default"]
+    listener = _workload(default, "webhooks")
+    container = _container(listener)
+    assert container["command"][:2] == ["sovctl", "serve-webhooks"]
+    assert listener["spec"]["replicas"] == 2
+    assert listener["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+    env = _env(container)
+    # The release's own namespace and its worker, whatever the release is called.
+    assert json.loads(env["SOVEREIGN_ADMISSION__EXEMPT_NAMESPACES"]["value"]) == [
+        NAMESPACE,
+        "kube-system",
+        "kube-public",
+        "kube-node-lease",
+    ]
+    assert env["SOVEREIGN_ADMISSION__LABEL_SYNC_USER"]["value"] == (
+        f"system:serviceaccount:{NAMESPACE}:{RELEASE}-sovereign-worker"
+    )
+    assert "SOVEREIGN_ADMISSION__CLIENT_CA_FILE" not in env
+    assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    selector = listener["spec"]["selector"]["matchLabels"]
+    service = _one(default, "Service", WEBHOOK_SERVICE)
+    assert service["spec"]["selector"] == selector
+    assert service["spec"]["ports"][0]["port"] == 443
+    budget = _one(default, "PodDisruptionBudget", f"{RELEASE}-sovereign-webhooks")
+    assert budget["spec"]["minAvailable"] == 1
+    policy = _one(default, "NetworkPolicy", f"{RELEASE}-sovereign-webhooks")
+    assert policy["spec"]["ingress"] == [{"ports": [{"port": 8443, "protocol": "TCP"}]}]
+    api_env = _env(_container(_workload(default, "api")))
+    assert not [name for name in api_env if name.startswith("SOVEREIGN_ADMISSION__")]
     assert _all(objects["plain-http"], "ValidatingWebhookConfiguration") == []
+    assert [
+        item for item in objects["plain-http"] if item["metadata"]["name"].endswith("-webhooks")
+    ] == []
+
+
+def test_a_client_ca_makes_the_listener_require_the_api_servers_certificate(
+    objects: dict[str, list[dict[str, Any]]],
+) -> None:
+    items = objects["webhook-mtls"]
+    listener = _workload(items, "webhooks")
+    container = _container(listener)
+    env = _env(container)
+    ca_file = Path(env["SOVEREIGN_ADMISSION__CLIENT_CA_FILE"]["value"])
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert str(ca_file.parent) == mounts["client-ca"]
+    volume = next(
+        v for v in listener["spec"]["template"]["spec"]["volumes"] if v["name"] == "client-ca"
+    )
+    assert volume["secret"]["secretName"] == "apiserver-client-ca"
+    assert volume["secret"]["items"] == [{"key": "ca.crt", "path": ca_file.name}]
+    assert json.loads(env["SOVEREIGN_ADMISSION__CLIENT_NAMES"]["value"]) == ["kube-apiserver"]
+    assert json.loads(env["SOVEREIGN_ADMISSION__UNDECLARED_ALLOWED_NAMESPACES"]["value"]) == [
+        "research"
+    ]
+    assert json.loads(env["SOVEREIGN_ADMISSION__NAMESPACE_TENANTS"]["value"]) == {
+        "ml-prod": "research"
+    }
+    # The kubelet has no client certificate: under mTLS the probes check the port.
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "https"}, probe
+    # One replica: no budget that would block every drain.
+    assert f"{RELEASE}-sovereign-webhooks" not in {
+        b["metadata"]["name"] for b in _all(items, "PodDisruptionBudget")
+    }
+    policy = _one(items, "NetworkPolicy", f"{RELEASE}-sovereign-webhooks")
+    assert policy["spec"]["ingress"][0]["from"] == [{"ipBlock": {"cidr": "10.0.0.0/24"}}]
+    # The settings the chart writes are the ones the listener reads.
+    settings = AdmissionSettings.model_validate(
+        {
+            "client_ca_file": str(ca_file),
+            "client_names": json.loads(env["SOVEREIGN_ADMISSION__CLIENT_NAMES"]["value"]),
+            "exempt_namespaces": json.loads(env["SOVEREIGN_ADMISSION__EXEMPT_NAMESPACES"]["value"]),
+        }
+    )
+    assert settings.client_names == ["kube-apiserver"]
 
 
 def test_external_database_redis_and_key_come_from_the_named_secrets(
@@ -653,7 +733,7 @@ def test_webhooks_fail_closed_at_the_configured_paths(
         assert hook["admissionReviewVersions"] == ["v1"]
         service = hook["clientConfig"]["service"]
         assert (service["name"], service["namespace"], service["port"]) == (
-            API_SERVICE,
+            WEBHOOK_SERVICE,
             NAMESPACE,
             443,
         )
@@ -679,8 +759,9 @@ def test_generated_ca_is_the_webhooks_ca_bundle(
     assert len(hooks) == 7
     for hook in hooks:
         assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca
-    pod = _workload(objects["default"], "api")["spec"]["template"]["metadata"]
-    assert "checksum/tls" in pod["annotations"]
+    for component in ("api", "webhooks"):
+        pod = _workload(objects["default"], component)["spec"]["template"]["metadata"]
+        assert "checksum/tls" in pod["annotations"], component
 
 
 def _handshake_in_memory(server: ssl.SSLContext, client: ssl.SSLContext, name: str) -> str:
@@ -722,7 +803,13 @@ def test_the_generated_certificate_serves_and_verifies_as_the_api_and_agents_use
     assert config.ssl.minimum_version >= ssl.TLSVersion.TLSv1_2
     # The agent's context, with the chart's CA as its bundle, for each name it may dial.
     agent = ssl.create_default_context(cafile=tmp_path / "ca.crt")
-    for name in (f"{API_SERVICE}.{NAMESPACE}.svc", "localhost", "127.0.0.1"):
+    # The API server dials the webhooks' Service with the same CA as its caBundle.
+    for name in (
+        f"{API_SERVICE}.{NAMESPACE}.svc",
+        f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc",
+        "localhost",
+        "127.0.0.1",
+    ):
         assert _handshake_in_memory(config.ssl, agent, name) == "TLSv1.3", name
     with pytest.raises(ssl.SSLCertVerificationError):
         _handshake_in_memory(config.ssl, agent, "sovereign.example.com")
@@ -736,6 +823,7 @@ def test_cert_manager_issues_the_certificate_and_injects_the_ca(
     certificate = _one(items, "Certificate", TLS_SECRET)
     assert certificate["spec"]["secretName"] == TLS_SECRET
     assert f"{API_SERVICE}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
+    assert f"{WEBHOOK_SERVICE}.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
     assert _all(items, "Secret") == []
     for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration"):
         configuration = _one(items, kind)
@@ -943,3 +1031,11 @@ def test_notes_say_how_to_get_the_first_admin_token(
     notes = rendered["default"]["sovereign/templates/NOTES.txt"]
     assert f"exec deploy/{RELEASE}-sovereign-api" in notes
     assert "sovctl tokens create --role admin" in notes
+    # sovctl's own CA setting, not SSL_CERT_FILE, which would change every tool's trust.
+    assert "export SOVCTL_CA_BUNDLE=" in notes
+    assert "SSL_CERT_FILE" not in notes
+    assert "webhooks.clientCA is not set" in notes
+    assert (
+        "webhooks.clientCA is not set"
+        not in rendered["webhook-mtls"]["sovereign/templates/NOTES.txt"]
+    )

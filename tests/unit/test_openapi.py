@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from control_plane.app import create_app
+from control_plane.app import create_app, create_webhook_app
 from control_plane.core.errors import InvalidInputError, NotFoundError
 from control_plane.core.openapi import (
     EXACT_ERRORS_KEY,
@@ -74,11 +74,21 @@ def test_the_rules_come_from_the_operation() -> None:
 
 
 def test_the_webhooks_document_exactly_what_they_answer(document: dict[str, Any]) -> None:
-    # Off (404), a body too large (413), a malformed review (422), no database (503):
-    # never 409, though they are POSTs, nor 401/403, since they take no token.
+    # A caller without the required client certificate (403), a body too large (413), a
+    # malformed review (422), no database (503): never 409, though they are POSTs, nor
+    # 401/429, since they take no token. They are the webhook listener's, not the API's.
+    assert not [path for path in document["paths"] if path.startswith("/k8s")]
+    listener = create_webhook_app(SETTINGS).openapi()
+    assert set(listener["paths"]) == {
+        "/healthz",
+        "/readyz",
+        "/k8s/mutate",
+        "/k8s/validate",
+        "/k8s/validate-node",
+    }
     for path in ("/k8s/mutate", "/k8s/validate", "/k8s/validate-node"):
-        operation = document["paths"][path]["post"]
-        assert set(operation["responses"]) == {"200", "404", "413", "422", "503"}, path
+        operation = listener["paths"][path]["post"]
+        assert set(operation["responses"]) == {"200", "403", "413", "422", "503"}, path
         assert EXACT_ERRORS_KEY not in operation
         assert operation["responses"]["503"]["headers"]["Retry-After"]["required"]
 

@@ -50,6 +50,22 @@ app.kubernetes.io/part-of: sovereign
 {{- include "sovereign.componentName" (dict "root" . "component" "api") }}
 {{- end }}
 
+{{/* The Service the kube-apiserver calls the admission webhooks through. */}}
+{{- define "sovereign.webhookServiceName" -}}
+{{- include "sovereign.componentName" (dict "root" . "component" "webhooks") }}
+{{- end }}
+
+{{/* The names the one server certificate carries: the API's Service and the webhooks'. */}}
+{{- define "sovereign.certificateDnsNames" -}}
+{{- $ns := .Release.Namespace }}
+{{- $names := list }}
+{{- range $service := list (include "sovereign.apiServiceName" .) (include "sovereign.webhookServiceName" .) }}
+{{- $names = concat $names (list $service (printf "%s.%s" $service $ns) (printf "%s.%s.svc" $service $ns) (printf "%s.%s.svc.cluster.local" $service $ns)) }}
+{{- end }}
+{{- /* localhost too, so `kubectl port-forward` clients can verify the certificate. */}}
+{{- toJson (append $names "localhost") }}
+{{- end }}
+
 {{/* The Secret with tls.crt, tls.key and ca.crt (chart-generated or cert-manager's). */}}
 {{- define "sovereign.tlsSecretName" -}}
 {{- include "sovereign.componentName" (dict "root" . "component" "tls") }}
@@ -83,13 +99,16 @@ Secret already in the cluster on upgrade, so the webhooks keep trusting the same
 {{- $secretName := include "sovereign.tlsSecretName" . }}
 {{- $existing := lookup "v1" "Secret" .Release.Namespace $secretName }}
 {{- $tls := dict }}
-{{- if and $existing $existing.data (hasKey $existing.data "ca.crt") (hasKey $existing.data "tls.crt") (hasKey $existing.data "tls.key") }}
+{{- $names := include "sovereign.certificateDnsNames" . }}
+{{- /* Reused only while it still names every Service: an upgrade that adds one (the
+webhook listener's, say) gets a new pair, or the API server could not verify it. */}}
+{{- $covers := and $existing $existing.metadata.annotations (eq (index $existing.metadata.annotations "sovereign.io/certificate-names" | default "") ($names | sha256sum)) }}
+{{- if and $existing $existing.data $covers (hasKey $existing.data "ca.crt") (hasKey $existing.data "tls.crt") (hasKey $existing.data "tls.key") }}
 {{- $tls = dict "ca" (index $existing.data "ca.crt" | b64dec) "crt" (index $existing.data "tls.crt" | b64dec) "key" (index $existing.data "tls.key" | b64dec) }}
 {{- else }}
 {{- $service := include "sovereign.apiServiceName" . }}
 {{- $ns := .Release.Namespace }}
-{{- /* localhost too, so `kubectl port-forward` clients can verify the certificate. */}}
-{{- $dnsNames := list $service (printf "%s.%s" $service $ns) (printf "%s.%s.svc" $service $ns) (printf "%s.%s.svc.cluster.local" $service $ns) "localhost" }}
+{{- $dnsNames := $names | fromJsonArray }}
 {{- $ca := genCA (printf "%s-ca" (include "sovereign.fullname" .)) (int .Values.tls.generated.caValidityDays) }}
 {{- $cert := genSignedCert (printf "%s.%s.svc" $service $ns) (list "127.0.0.1") $dnsNames (int .Values.tls.generated.certValidityDays) $ca }}
 {{- $tls = dict "ca" $ca.Cert "crt" $cert.Cert "key" $cert.Key }}
@@ -111,9 +130,9 @@ annotations:
 clientConfig:
   service:
     namespace: {{ .root.Release.Namespace }}
-    name: {{ include "sovereign.apiServiceName" .root }}
+    name: {{ include "sovereign.webhookServiceName" .root }}
     path: {{ .path }}
-    port: {{ .root.Values.api.service.port }}
+    port: {{ .root.Values.webhooks.service.port }}
   {{- if eq .root.Values.tls.mode "generated" }}
   caBundle: {{ (include "sovereign.generatedTLS" .root | fromJson).ca | b64enc }}
   {{- end }}
