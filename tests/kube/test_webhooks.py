@@ -16,6 +16,7 @@ Sovereign stands in her way.
 """
 
 import base64
+import json
 import ssl
 import time
 from collections.abc import Iterator
@@ -394,9 +395,14 @@ def test_only_the_control_plane_may_change_sovereign_node_labels(
             )
         )
         try:
-            moved = _denied(
-                lambda: core.patch_node(name, {"metadata": {"labels": {"sovereign.io/zone": "tw"}}})
-            )
+            # The body is the API server's Status as JSON, where ">" is written \u003e.
+            moved = json.loads(
+                _denied(
+                    lambda: core.patch_node(
+                        name, {"metadata": {"labels": {"sovereign.io/zone": "tw"}}}
+                    )
+                )
+            )["message"]
             # Other labels stay anyone's to change.
             core.patch_node(name, {"metadata": {"labels": {"team": "vision"}}})
             # The worker may, with the chart's own RBAC for it.
