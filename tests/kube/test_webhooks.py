@@ -373,16 +373,6 @@ def test_a_job_gets_its_pod_template_restricted(cluster: Cluster, webhooks: str)
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    # Only the missing denial (pytest.raises' "DID NOT RAISE") is expected; anything else fails.
-    raises=pytest.fail.Exception,
-    reason="CVE-2021-25735 (kubernetes/kubernetes#100096) in the tier's v1.20.2: Node update"
-    " validation overwrites the stored Node with the new one before validating webhooks are"
-    " called, so every Node UPDATE (patch of any kind, or PUT) reaches /k8s/validate-node with"
-    " oldObject equal to object and the handler sees no label change; fixed upstream by"
-    " kubernetes/kubernetes#99946 (v1.20.6, v1.21.0), long before the chart's kubeVersion",
-)
 def test_only_the_control_plane_may_change_sovereign_node_labels(
     cluster: Cluster, webhooks: str, chart_objects: list[dict[str, Any]]
 ) -> None:
