@@ -12,7 +12,7 @@ CACHE=${SOVEREIGN_KUBE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/sovereign/kube}
 BIN="$CACHE/bin"
 WORK="$CACHE/build"
 # Bumped when the recipe changes, so a binary built by an older one is rebuilt.
-RECIPE=2
+RECIPE=3
 if [ -x "$BIN/kube-apiserver" ] && [ "$(cat "$BIN/recipe" 2>/dev/null)" = "$RECIPE" ] \
    && command -v etcd >/dev/null; then
   echo "kube-apiserver: $("$BIN/kube-apiserver" --version) (cached in $BIN)"
@@ -48,6 +48,15 @@ cd "$WORK/src"
 reflect2=vendor/github.com/modern-go/reflect2
 cp /usr/share/gocode/src/github.com/modern-go/reflect2/*.go /usr/share/gocode/src/github.com/modern-go/reflect2/*.s "$reflect2/"
 rm -f "$reflect2/go_above_17.go" "$reflect2/go_below_17.go" "$reflect2/go_below_19.go"
+# CVE-2021-25735 (kubernetes/kubernetes#100096): v1.20.2's ValidateNodeUpdate overwrites the
+# stored Node with the new one before validating webhooks run, so they get oldObject equal to
+# object on every Node update. Upstream's fix (#99946, v1.20.6) stops the mutation; validating
+# on a copy has the same effect. Idempotent, so a rerun on the same tree does not stack it.
+validation=pkg/apis/core/validation/validation.go
+if ! grep -q 'oldNode = oldNode.DeepCopy()' "$validation"; then
+  sed -i '/^func ValidateNodeUpdate(node, oldNode \*core.Node) field.ErrorList {$/a\	oldNode = oldNode.DeepCopy()' "$validation"
+  grep -q 'oldNode = oldNode.DeepCopy()' "$validation"
+fi
 # An interrupted build leaves empty generated files that make the generators fail.
 find . -name 'zz_generated*.go' -size 0 -delete
 if ! make WHAT=cmd/kube-apiserver > "$WORK/make.log" 2>&1; then
