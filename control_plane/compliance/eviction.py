@@ -70,6 +70,8 @@ _FINISHED = ("Succeeded", "Failed")
 #: or replaced since it was listed (the uid precondition).
 _TOO_MANY_REQUESTS = 429
 _GONE = (404, 409)
+#: The pod sweep's advisory lock ("SovPodSw"); the audit chain's is another key.
+SWEEP_LOCK = 0x536F76506F645377
 
 
 def _running_pod(item: "V1Pod") -> RunningPod | None:
@@ -223,8 +225,39 @@ def sweep_pods(
 
     Raises ``ClusterUnavailableError`` when the API server is down, slow or answers 5xx
     (the task retries; what was evicted before stays evicted and audited). ``decisions``
-    and ``deny_unselected`` as for the compliance evaluation.
+    and ``deny_unselected`` as for the compliance evaluation. One sweep at a time: while
+    another holds the lock (``SWEEP_LOCK``), this one does nothing and says so
+    (``already_running``). ``conn`` must be in autocommit mode, as ``core.db.connect``
+    opens it: the lock is the session's and each audit commits on its own.
     """
+    if not repository.try_pod_sweep_lock(conn, SWEEP_LOCK):
+        log.info("another pod sweep is running; this one leaves it the pods")
+        return PodSweepReport(already_running=True)
+    try:
+        return _sweep(
+            conn,
+            api,
+            ctx,
+            timeout_seconds=timeout_seconds,
+            policy_sets=policy_sets,
+            decisions=decisions,
+            deny_unselected=deny_unselected,
+        )
+    finally:
+        repository.pod_sweep_unlock(conn, SWEEP_LOCK)
+
+
+def _sweep(
+    conn: DbConnection,
+    api: "ApiClient",
+    ctx: AuditContext,
+    *,
+    timeout_seconds: float,
+    policy_sets: CompiledPolicySets | None,
+    decisions: DecisionCache | None,
+    deny_unselected: bool,
+) -> PodSweepReport:
+    """``sweep_pods`` under the sweep's lock."""
     from kubernetes.client import CoreV1Api
 
     core = CoreV1Api(api)

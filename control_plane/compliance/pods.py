@@ -241,8 +241,10 @@ class PodSweepReport:
     next sweep), ``deferred`` refused otherwise for now (throttled), ``gone`` went away
     before their eviction; ``notified`` break only ``notify`` policies (reported, left
     running). Samples hold at most ``REPORT_SAMPLE`` pods; counts are exact.
+    ``already_running``: another sweep held the lock, so this one did nothing.
     """
 
+    already_running: bool = False
     pods_seen: int = 0
     judged: int = 0
     violating: int = 0
@@ -266,6 +268,7 @@ class PodSweepReport:
     def to_json(self) -> dict[str, object]:
         """The report as JSON-safe values."""
         return {
+            "already_running": self.already_running,
             "pods_seen": self.pods_seen,
             "judged": self.judged,
             "violating": self.violating,

@@ -200,3 +200,12 @@ RETURNING (SELECT policies FROM previous) AS previous_policies;
 -- After a complete sweep: the pods it did not find blocked (evicted, gone, compliant
 -- again) are no longer waiting on a disruption budget. The table holds only blocked pods.
 DELETE FROM pod_eviction_block WHERE NOT (pod_uid = ANY(%(still_blocked)s::text[]));
+
+-- name: try_pod_sweep_lock
+-- One pod sweep at a time (beat's and an evaluation's may overlap): a session lock, held
+-- by the sweep's own connection until it unlocks or closes, so a second sweep returns at
+-- once instead of evicting (and auditing) the same pods again.
+SELECT pg_try_advisory_lock(%(key)s) AS locked;
+
+-- name: pod_sweep_unlock
+SELECT pg_advisory_unlock(%(key)s) AS unlocked;

@@ -229,3 +229,15 @@ def note_eviction_refused(conn: DbConnection, values: Mapping[str, Any]) -> list
 def forget_eviction_blocks(conn: DbConnection, still_blocked: Sequence[str]) -> None:
     """Drop the refusals on record of every pod (by uid) not in ``still_blocked``."""
     conn.execute(_q("forget_eviction_blocks"), {"still_blocked": list(still_blocked)})
+
+
+def try_pod_sweep_lock(conn: DbConnection, key: int) -> bool:
+    """Take the pod sweep's session lock if no other session holds it; whether it did."""
+    row = fetch_one(conn, _q("try_pod_sweep_lock"), {"key": key})
+    assert row is not None
+    return bool(row["locked"])
+
+
+def pod_sweep_unlock(conn: DbConnection, key: int) -> None:
+    """Give the pod sweep's session lock back."""
+    fetch_one(conn, _q("pod_sweep_unlock"), {"key": key})

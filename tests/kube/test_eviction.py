@@ -34,7 +34,7 @@ from kubernetes import dynamic
 from kubernetes.client.exceptions import ApiException
 
 from control_plane.admission import pods as admission_pods
-from control_plane.compliance import eviction
+from control_plane.compliance import eviction, repository
 from control_plane.compliance.pods import PodSweepReport
 from control_plane.compliance.tasks import (
     EVALUATE_TASK,
@@ -42,7 +42,7 @@ from control_plane.compliance.tasks import (
     SWEEP_PODS_TASK,
     register,
 )
-from control_plane.core.db import DbConnection
+from control_plane.core.db import DbConnection, connect
 from control_plane.core.kube import api_client
 from control_plane.core.settings import AdmissionSettings, KubernetesSettings, Settings
 from tests.kube.cluster import Cluster
@@ -465,6 +465,28 @@ def test_an_evaluation_sends_the_real_worker_sweeping(
     assert state(admin_api, namespace, "train") == "terminating"
     [event] = events(conn, "pod.evicted")
     assert event["after"]["name"] == "train"
+
+
+def test_one_sweep_at_a_time(
+    conn: DbConnection,
+    settings: Settings,
+    client: TestClient,
+    admin: dict[str, str],
+    fleet: dict[str, str],
+    admin_api: kube.ApiClient,
+    namespace: str,
+    worker_settings: KubernetesSettings,
+) -> None:
+    decided_pod(client, admin_api, namespace, "train", "research", fleet["jp"])
+    activate(client, admin, leave_jp("research", "revoke"))
+
+    with connect(settings.database_url) as other:
+        assert repository.try_pod_sweep_lock(other, eviction.SWEEP_LOCK)
+        report = sweep(conn, worker_settings)
+        assert report.already_running
+        assert state(admin_api, namespace, "train") == "running"
+    # The other sweep's session ended, and its lock with it.
+    assert sweep(conn, worker_settings).evicted_pods == [f"{namespace}/train"]
 
 
 def test_beat_runs_the_sweep_only_when_enabled(settings: Settings) -> None:
