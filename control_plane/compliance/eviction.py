@@ -31,7 +31,7 @@ between, is the one thing a crash here can leave; the API server's own audit log
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -291,9 +291,37 @@ def _sweep(
     )
     report.violating = len(found.violations)
     judged_under = PolicySetRef(version=policy_set.version, content_hash=policy_set.content_hash)
+    still_blocked = _act(
+        conn,
+        ctx,
+        api,
+        pods.verdicts(bound, evaluation.enforcements(found, policy_set)),
+        policy_set=judged_under,
+        report=report,
+        timeout_seconds=timeout_seconds,
+    )
+    with transaction(conn):
+        repository.forget_eviction_blocks(conn, still_blocked)
+    return report
+
+
+def _act(
+    conn: DbConnection,
+    ctx: AuditContext,
+    api: "ApiClient",
+    verdicts: Sequence[PodVerdict],
+    *,
+    policy_set: PolicySetRef,
+    report: PodSweepReport,
+    timeout_seconds: float,
+) -> list[str]:
+    """Evict (and audit) or report each violating pod (step 4); the uids still refused."""
+    from kubernetes.client import CoreV1Api
+
+    core = CoreV1Api(api)
     still_blocked: list[str] = []
     api_version: str | None = None
-    for verdict in pods.verdicts(bound, evaluation.enforcements(found, policy_set)):
+    for verdict in verdicts:
         pod = verdict.bound.pod
         if not verdict.evict:
             report.notified += 1
@@ -317,23 +345,21 @@ def _sweep(
                     ctx,
                     AuditAction.POD_EVICTED,
                     str(verdict.bound.decision.id),
-                    after=_evicted(verdict, judged_under),
+                    after=_evicted(verdict, policy_set),
                 )
         elif outcome is Eviction.BLOCKED:
             report.blocked += 1
             pods.sample(report.blocked_pods, pod)
             still_blocked.append(pod.uid)
             log.warning("pod %s: eviction refused: %s", pod.key, message)
-            _note_blocked(conn, ctx, verdict, judged_under, message)
+            _note_blocked(conn, ctx, verdict, policy_set, message)
         elif outcome is Eviction.DEFERRED:
             report.deferred += 1
             still_blocked.append(pod.uid)
             log.warning("pod %s: eviction deferred: %s", pod.key, message)
         else:
             report.gone += 1
-    with transaction(conn):
-        repository.forget_eviction_blocks(conn, still_blocked)
-    return report
+    return still_blocked
 
 
 def _is_uuid(text: str) -> bool:

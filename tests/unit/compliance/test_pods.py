@@ -1,5 +1,6 @@
 """The pod sweep's pure part: which pods are judged, on which node, and what is done."""
 
+import json
 import uuid
 from typing import Any
 
@@ -208,3 +209,39 @@ def test_the_report_caps_its_samples_not_its_counts() -> None:
         report.add_skipped(pods.SkippedPod(running_pod(name=f"p{number}"), "why"))
     assert report.skipped == pods.REPORT_SAMPLE + 5
     assert len(report.to_json()["skipped_pods"]) == pods.REPORT_SAMPLE  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("body", "budget"),
+    [
+        # Kubernetes 1.20: the words only.
+        (
+            {"message": "Cannot evict pod as it would violate the pod's disruption budget."},
+            True,
+        ),
+        # From 1.26: a cause says so too.
+        (
+            {
+                "message": "Cannot evict pod as it would violate the pod's disruption budget.",
+                "details": {"causes": [{"reason": "DisruptionBudget", "message": "needs 1"}]},
+            },
+            True,
+        ),
+        # API priority and fairness: throttled, no budget involved.
+        ({"message": "Too many requests, please try again later."}, False),
+        (None, False),
+    ],
+)
+def test_a_429_is_a_budget_only_when_the_api_server_says_so(
+    body: dict[str, Any] | None, budget: bool
+) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from control_plane.compliance.eviction import _refusal
+
+    refused = ApiException(
+        status=429, reason="Too Many Requests", body=None if body is None else json.dumps(body)
+    )
+    message, is_budget = _refusal(refused)
+    assert is_budget is budget
+    assert message == ((body or {}).get("message") or "Too Many Requests")
