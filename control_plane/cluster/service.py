@@ -2,10 +2,9 @@
 
 No other label is ever touched.
 
-A Kubernetes Node is matched to the inventory node whose agent reported it as its
-Kubernetes node name (``SOVEREIGN_AGENT_KUBERNETES_NODE_NAME``, the DaemonSet's
-``spec.nodeName``), or, for a node whose agent reported none, whose hostname is its name
-(compared lower-cased, as Kubernetes names nodes). Which labels it should carry is
+A Kubernetes Node is matched to the inventory node by ``facts.kubernetes`` (the name its
+agent reported, ``SOVEREIGN_AGENT_KUBERNETES_NODE_NAME``, else its hostname), the rule the
+pod sweep judges pods by too. Which labels it should carry is
 ``desired_labels``: the full set (``models``) for a node anything may be placed on
 (``active`` and not drifted, which implies its location was confirmed), none at all for
 any other node (planned, maintenance, offline, quarantined), so the webhook's affinity
@@ -36,11 +35,11 @@ from control_plane.cluster.models import (
     ZONE_LABEL,
     SyncReport,
 )
-from control_plane.cluster.repository import kubernetes_node_names
 from control_plane.core.db import DbConnection
 from control_plane.core.kube import reaching_cluster
 from control_plane.domain.fleet import placeable
 from control_plane.facts.fleet import load_snapshot
+from control_plane.facts.kubernetes import by_kubernetes_name, kubernetes_node_names
 from control_plane.policy.engine import NodeIndex
 from control_plane.policy.models import NodeView
 
@@ -124,12 +123,9 @@ def sync_node_labels(conn: DbConnection, api: "ApiClient", *, timeout_seconds: f
     from kubernetes.client.exceptions import ApiException
 
     index = load_snapshot(conn).index
-    reported = {row.node_id: row.kubernetes_node_name for row in kubernetes_node_names(conn)}
+    by_name = by_kubernetes_name(index.nodes, kubernetes_node_names(conn))
     # The read transaction is done; the API calls below must not hold it open.
     conn.commit()
-    by_name: dict[str, list[NodeView]] = {}
-    for node in index.nodes:
-        by_name.setdefault((reported.get(node.id) or node.hostname).lower(), []).append(node)
 
     core = CoreV1Api(api)
     report = SyncReport()

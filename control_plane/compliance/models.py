@@ -271,6 +271,24 @@ class RevokedRow:
     ended_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class PodDecisionRow:
+    """A stored webhook decision (``pod_decision``), as the pod sweep checks it against a pod.
+
+    ``kind`` and ``name`` are the object decided (a Pod, or the Job or CronJob whose pod
+    template it was; ``name`` its generateName when the API server had not named it yet).
+    """
+
+    id: UUID
+    namespace: str
+    kind: str
+    name: str | None
+    webhook: str
+    outcome: str
+    tenant: str
+    request: dict[str, Any]
+
+
 # -- what the compliance.evaluated audit event holds (docs/audit.md) --------------------
 
 
@@ -318,3 +336,35 @@ class WorkloadRevoked(BaseModel):
     #: GPUs its node had stopped reporting, deleted with the reservations (as on release).
     removed_gpu_uuids: list[str]
     revocation: WorkloadRevocation
+
+
+# -- what the pod.evicted and pod.eviction_blocked audit events hold (docs/audit.md) ----
+
+
+class PodEvictionNode(BaseModel):
+    """The node a pod runs on: its Kubernetes name and the inventory node it is."""
+
+    name: str
+    node_id: UUID
+    hostname: str
+    zone: str | None
+
+
+class PodEvicted(BaseModel):
+    """A running pod the pod sweep evicted, where it ran, and why."""
+
+    namespace: str
+    name: str
+    uid: str
+    node: PodEvictionNode
+    decision_id: UUID
+    policy_set: PolicySetRef
+    #: The deny policies with ``on_violation: revoke`` it breaks, sorted.
+    policies: list[str]
+    reasons: list[ReasonPublic]
+
+
+class PodEvictionBlocked(PodEvicted):
+    """An eviction the API server refused (a PodDisruptionBudget), with its message."""
+
+    refusal: str

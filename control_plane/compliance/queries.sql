@@ -175,3 +175,37 @@ LIMIT %(limit)s OFFSET %(offset)s;
 SELECT count(*) AS total FROM violation_delivery
 WHERE (%(status)s::text IS NULL OR status = %(status)s)
   AND (%(workload_id)s::uuid IS NULL OR workload_id = %(workload_id)s);
+
+-- name: pod_decisions
+-- The stored webhook decisions that running pods name in their sovereign.io/decision-id
+-- annotation (migration 0023), for the pod sweep to check each is really the pod's own.
+SELECT id, namespace, kind, name, webhook, outcome, tenant_slug AS tenant, request
+FROM pod_decision
+WHERE id = ANY(%(ids)s::uuid[]);
+
+-- name: note_eviction_refused
+-- One more refusal of a pod's eviction; `previous_policies` is null for the first one, so
+-- the caller audits a refusal only when it is new or its revoking policies changed.
+WITH previous AS (
+    SELECT policies FROM pod_eviction_block WHERE pod_uid = %(pod_uid)s
+)
+INSERT INTO pod_eviction_block (pod_uid, namespace, name, decision_id, policies, refusal)
+VALUES (%(pod_uid)s, %(namespace)s, %(name)s, %(decision_id)s, %(policies)s, %(refusal)s)
+ON CONFLICT ON CONSTRAINT pod_eviction_block_pkey DO UPDATE
+SET policies = EXCLUDED.policies, refusal = EXCLUDED.refusal, last_refused_at = now(),
+    refusals = pod_eviction_block.refusals + 1
+RETURNING (SELECT policies FROM previous) AS previous_policies;
+
+-- name: forget_eviction_blocks
+-- After a complete sweep: the pods it did not find blocked (evicted, gone, compliant
+-- again) are no longer waiting on a disruption budget. The table holds only blocked pods.
+DELETE FROM pod_eviction_block WHERE NOT (pod_uid = ANY(%(still_blocked)s::text[]));
+
+-- name: try_pod_sweep_lock
+-- One pod sweep at a time (beat's and an evaluation's may overlap): a session lock, held
+-- by the sweep's own connection until it unlocks or closes, so a second sweep returns at
+-- once instead of evicting (and auditing) the same pods again.
+SELECT pg_try_advisory_lock(%(key)s) AS locked;
+
+-- name: pod_sweep_unlock
+SELECT pg_advisory_unlock(%(key)s) AS unlocked;

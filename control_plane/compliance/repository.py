@@ -19,6 +19,7 @@ from control_plane.compliance.models import (
     DueDelivery,
     EvaluationPublic,
     EvaluationSummary,
+    PodDecisionRow,
     RevokedRow,
     RunningRow,
 )
@@ -29,6 +30,7 @@ from control_plane.core.db import (
     fetch_one,
     fetch_one_as,
     fetch_page_as,
+    fetch_returning,
     fetch_returning_as,
     load_queries,
 )
@@ -203,3 +205,39 @@ def list_deliveries(
         limit,
         offset,
     )
+
+
+# -- the pod sweep ---------------------------------------------------------------------
+
+
+def pod_decisions(conn: DbConnection, ids: Sequence[UUID]) -> dict[UUID, PodDecisionRow]:
+    """The stored webhook decisions with these ids, by id (ids unknown are absent)."""
+    rows = fetch_all_as(conn, PodDecisionRow, _q("pod_decisions"), {"ids": list(ids)})
+    return {row.id: row for row in rows}
+
+
+def note_eviction_refused(conn: DbConnection, values: Mapping[str, Any]) -> list[str] | None:
+    """Record a refused eviction (``values`` by the query's names); the policies before.
+
+    None when the pod had no refusal on record, so the caller audits it as new.
+    """
+    row = fetch_returning(conn, _q("note_eviction_refused"), values)
+    previous = row["previous_policies"]
+    return None if previous is None else list(previous)
+
+
+def forget_eviction_blocks(conn: DbConnection, still_blocked: Sequence[str]) -> None:
+    """Drop the refusals on record of every pod (by uid) not in ``still_blocked``."""
+    conn.execute(_q("forget_eviction_blocks"), {"still_blocked": list(still_blocked)})
+
+
+def try_pod_sweep_lock(conn: DbConnection, key: int) -> bool:
+    """Take the pod sweep's session lock if no other session holds it; whether it did."""
+    row = fetch_one(conn, _q("try_pod_sweep_lock"), {"key": key})
+    assert row is not None
+    return bool(row["locked"])
+
+
+def pod_sweep_unlock(conn: DbConnection, key: int) -> None:
+    """Give the pod sweep's session lock back."""
+    fetch_one(conn, _q("pod_sweep_unlock"), {"key": key})

@@ -8,6 +8,14 @@ first attempt goes out within seconds; a delivery task that leaves retries pendi
 enqueues itself for when the next is due, and beat runs it on the same interval as the
 evaluation in case a worker died in between. It is idempotent too: a delivery is claimed
 by one sender, and one delivered is never sent again.
+
+``compliance.sweep_pods`` (``eviction.sweep_pods``) judges the running pods the admission
+webhooks decided and evicts those that violate a ``revoke`` policy. Beat runs it every
+``SOVEREIGN_KUBERNETES__POD_SWEEP_SECONDS`` only when
+``SOVEREIGN_KUBERNETES__POD_SWEEP_ENABLED`` is true, and then every evaluation enqueues it
+too, so a policy or fleet change reaches the pods as soon as it reaches booked workloads.
+It is idempotent (an evicted pod is terminating at the next run, which skips it) and, when
+the API server cannot be reached, retried with backoff and then left to the next beat.
 """
 
 import logging
@@ -15,16 +23,20 @@ from typing import Any
 
 from celery import Celery
 
-from control_plane.compliance import service
+from control_plane.compliance import eviction, service
 from control_plane.compliance.webhooks import WebhookSender
 from control_plane.core.audit_log import AuditContext
 from control_plane.core.db import connect
+from control_plane.core.kube import ClusterUnavailableError, api_client
 from control_plane.core.settings import Settings
 from control_plane.policy.engine import DecisionCache
 from control_plane.policy.service import CompiledPolicySets
 
 EVALUATE_TASK = "compliance.evaluate"
 DELIVER_TASK = "compliance.deliver"
+SWEEP_PODS_TASK = "compliance.sweep_pods"
+#: Retries of one pod sweep while the API server is unreachable; beat starts a fresh one.
+SWEEP_RETRIES = 3
 
 #: Deliveries tried per task run. Each is one HTTP request of at most the webhook timeout
 #: (5 s by default) plus two small transactions; 50 keeps a run to a few seconds against a
@@ -38,14 +50,17 @@ log = logging.getLogger(__name__)
 
 #: How the evaluation appears in the audit log.
 COMPLIANCE_ACTOR = AuditContext(actor_id="system:compliance", actor_name="compliance evaluation")
+#: How the pod sweep appears in the audit log (``pod.evicted``, ``pod.eviction_blocked``).
+POD_SWEEP_ACTOR = AuditContext(actor_id="system:pod-sweep", actor_name="pod sweep")
 
 
 def register(app: Celery, settings: Settings) -> None:
-    """Add the compliance evaluation task and its beat schedule to ``app``."""
+    """Add the compliance tasks and their beat schedule (the pod sweep's if enabled) to ``app``."""
     # One per worker process, as the API keeps one: each active set is compiled once,
     # and what its decisions work out (CEL verdicts above all) is remembered between runs.
     policy_sets = CompiledPolicySets()
     decisions = DecisionCache()
+    kubernetes = settings.kubernetes
 
     # shared=False: a shared task would be added to every Celery app built later in the
     # process too, with this app's settings in its closure.
@@ -71,6 +86,9 @@ def register(app: Celery, settings: Settings) -> None:
             return None
         if found.notifications:
             app.send_task(DELIVER_TASK)
+        if kubernetes.pod_sweep_enabled:
+            # What changed for booked workloads changed for pods too: judge them now.
+            app.send_task(SWEEP_PODS_TASK)
         return {
             "evaluation_id": str(found.id),
             "trigger_count": found.trigger_count,
@@ -122,6 +140,41 @@ def register(app: Celery, settings: Settings) -> None:
         elif tried and due_in is not None:
             app.send_task(DELIVER_TASK, countdown=max(due_in, MIN_REDELIVERY_SECONDS))
         return tried
+
+    @app.task(
+        name=SWEEP_PODS_TASK,
+        bind=True,
+        ignore_result=False,
+        shared=False,
+        autoretry_for=(ClusterUnavailableError,),
+        max_retries=SWEEP_RETRIES,
+        retry_backoff=True,
+        retry_backoff_max=int(kubernetes.pod_sweep_seconds),
+    )
+    def sweep_pods(self: object) -> dict[str, Any]:
+        """Judge the running pods Sovereign decided, evict the revoked; the report as JSON.
+
+        Cost: one list of the pods bound to a node (pages of 500), one read of the fleet,
+        the policy set and the decisions they name (as an evaluation reads them), and one
+        eviction request per pod to evict; judging shares the worker's decision cache.
+        """
+        with api_client(kubernetes) as api, connect(settings.database_url) as conn:
+            report = eviction.sweep_pods(
+                conn,
+                api,
+                POD_SWEEP_ACTOR,
+                timeout_seconds=kubernetes.timeout_seconds,
+                policy_sets=policy_sets,
+                decisions=decisions,
+                deny_unselected=settings.default_deny_unselected,
+            )
+        return report.to_json()
+
+    if kubernetes.pod_sweep_enabled:
+        app.conf.beat_schedule = {
+            **(app.conf.beat_schedule or {}),
+            "sweep-pods": {"task": SWEEP_PODS_TASK, "schedule": kubernetes.pod_sweep_seconds},
+        }
 
     app.conf.beat_schedule = {
         **(app.conf.beat_schedule or {}),

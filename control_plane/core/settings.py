@@ -123,9 +123,10 @@ class AdmissionSettings(BaseModel):
 class KubernetesSettings(BaseModel):
     """How the worker reaches the cluster's API server (``control_plane.core.kube``).
 
-    Used by the tasks that change the cluster: node label sync and evictions. Unset
-    ``kubeconfig`` means the in-cluster configuration (the pod's ServiceAccount token and
-    CA, as the Helm chart runs it); a kubeconfig file is for a worker outside the cluster.
+    Used by the tasks that change the cluster: node label sync and the pod sweep's
+    evictions. Unset ``kubeconfig`` means the in-cluster configuration (the pod's
+    ServiceAccount token and CA, as the Helm chart runs it); a kubeconfig file is for a
+    worker outside the cluster.
     """
 
     model_config = {"extra": "forbid"}
@@ -141,6 +142,13 @@ class KubernetesSettings(BaseModel):
     label_sync_enabled: bool = False
     #: How often beat runs the label sync, in seconds.
     label_sync_seconds: float = Field(default=60.0, ge=5, le=86_400)
+    #: Whether beat runs the pod sweep (``compliance.eviction``), which evicts running pods
+    #: that violate a ``revoke`` policy; the worker then needs pods get/list and
+    #: pods/eviction create (the chart's ``evictions.enabled``). It also runs right after
+    #: each compliance evaluation.
+    pod_sweep_enabled: bool = False
+    #: How often beat runs the pod sweep, in seconds.
+    pod_sweep_seconds: float = Field(default=60.0, ge=5, le=86_400)
 
 
 class Settings(BaseSettings):

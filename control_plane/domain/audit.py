@@ -78,6 +78,8 @@ class AuditAction(StrEnum):
     WORKLOAD_REVOKED = "workload.revoked"
     POD_ADMITTED = "pod.admitted"
     POD_DENIED = "pod.denied"
+    POD_EVICTED = "pod.evicted"
+    POD_EVICTION_BLOCKED = "pod.eviction_blocked"
     KUBERNETES_NODE_LABEL_CHANGE_DENIED = "kubernetes_node.label_change_denied"
     COMPLIANCE_EVALUATED = "compliance.evaluated"
 
@@ -422,6 +424,30 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         " selection leaving no eligible node)",
         NOTHING,
         _side("the pod decision, as for `pod.admitted`", "PodDecided"),
+    ),
+    AuditAction.POD_EVICTED: ActionRecord(
+        AuditObjectType.POD,
+        "the pod sweep evicts a running pod (through the Eviction API) whose stored"
+        " declaration now violates, on the node it runs on, a deny policy with"
+        " `on_violation: revoke`; the object id is the pod's decision id",
+        NOTHING,
+        _side(
+            "the pod (`namespace`, `name`, `uid`), its `node` (Kubernetes name, `node_id`,"
+            " `hostname`, `zone`), the `decision_id`, the `policy_set` judged under, the"
+            " revoking `policies` and every `reasons`",
+            "PodEvicted",
+        ),
+    ),
+    AuditAction.POD_EVICTION_BLOCKED: ActionRecord(
+        AuditObjectType.POD,
+        "the API server refuses such an eviction because a PodDisruptionBudget allows no"
+        " disruption now (429); recorded once per pod and set of revoking policies, while"
+        " the sweep keeps asking on every run",
+        NOTHING,
+        _side(
+            "as for `pod.evicted`, and the API server's `refusal` message",
+            "PodEvictionBlocked",
+        ),
     ),
     AuditAction.KUBERNETES_NODE_LABEL_CHANGE_DENIED: ActionRecord(
         AuditObjectType.KUBERNETES_NODE,

@@ -4,6 +4,7 @@ Admission (``POST /v1/workloads``), continuous compliance, what-if and, later, t
 Kubernetes admission webhook all decide with the same engine; this package is where they
 all get its inputs. ``workloads.py`` turns a workload request into the engine's
 ``WorkloadView`` with what the request names read from the registry; ``fleet.py`` reads
-the fleet and the zone tree into a ``NodeIndex``. A caller that loads facts anywhere else
-would judge something else than the others, so none does.
+the fleet and the zone tree into a ``NodeIndex``; ``kubernetes.py`` says which inventory
+node a Kubernetes Node is, for the label sync and the pod sweep alike. A caller that
+loads facts anywhere else would judge something else than the others, so none does.
 """

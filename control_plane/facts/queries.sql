@@ -40,3 +40,11 @@ SELECT n.id, n.hostname, n.zone_slug AS zone, n.status, n.drift_status, n.origin
 FROM node n
 WHERE n.status <> 'decommissioned'
 ORDER BY n.hostname, n.id;
+
+-- name: kubernetes_node_names
+-- The Kubernetes node name each node's agent reported (migration 0024), for the nodes the
+-- fleet snapshot holds (not decommissioned). One small indexed read per label sync or
+-- pod sweep.
+SELECT id::text AS node_id, kubernetes_node_name
+FROM node
+WHERE kubernetes_node_name IS NOT NULL AND status <> 'decommissioned';

@@ -63,3 +63,11 @@ def _slices(pairs: list[list[str]]) -> tuple[MigSliceView, ...]:
 def fleet(conn: DbConnection) -> list[NodeView]:
     """Every node that is not decommissioned, with all its GPUs, by hostname then id."""
     return [_node_view(row) for row in fetch_all(conn, _q("fleet"), {})]
+
+
+def kubernetes_node_names(conn: DbConnection) -> dict[str, str]:
+    """Node id to the Kubernetes node name its agent reported, for nodes not decommissioned."""
+    return {
+        row["node_id"]: row["kubernetes_node_name"]
+        for row in fetch_all(conn, _q("kubernetes_node_names"), {})
+    }

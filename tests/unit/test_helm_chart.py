@@ -682,6 +682,11 @@ def test_rbac_follows_the_feature_flags(objects: dict[str, list[dict[str, Any]]]
     for component in ("api", "beat", "agent"):
         pod = _workload(objects["default"], component)["spec"]["template"]["spec"]
         assert pod["automountServiceAccountToken"] is False, component
+    # Beat schedules the pod sweep exactly where the worker may evict.
+    for value_set, sweeping in (("default", "false"), ("evictions-only", "true")):
+        for component in ("worker", "beat"):
+            env = _env(_container(_workload(objects[value_set], component)))
+            assert env["SOVEREIGN_KUBERNETES__POD_SWEEP_ENABLED"]["value"] == sweeping
 
 
 def test_network_policies(objects: dict[str, list[dict[str, Any]]]) -> None:

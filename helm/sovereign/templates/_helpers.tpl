@@ -218,6 +218,9 @@ securityContext:
 # Beat schedules the node label sync only when it is on (the worker's RBAC follows it too).
 - name: SOVEREIGN_KUBERNETES__LABEL_SYNC_ENABLED
   value: {{ .Values.labelSync.enabled | toString | quote }}
+# Beat schedules the pod sweep, which evicts revoked pods, only with evictions on (as its RBAC).
+- name: SOVEREIGN_KUBERNETES__POD_SWEEP_ENABLED
+  value: {{ .Values.evictions.enabled | toString | quote }}
 {{- range $name, $value := .Values.settings }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
