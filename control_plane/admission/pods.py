@@ -528,10 +528,11 @@ def node_restriction(index: NodeIndex, eligible: int) -> list[list[Requirement]]
     1. ``sovereign.io/node-id In [every eligible id]``, the plain one (left out where
        the zone list of 2. alone is certainly smaller);
     2. ``sovereign.io/zone In [zones]`` for the zones all of whose labelled nodes are
-       eligible, or an id list for the eligible nodes elsewhere;
+       eligible, beside (as another alternative) an id list of the eligible nodes
+       outside them, if any;
     3. ``sovereign.io/zone.<slug> Exists`` for each outermost zone whose labelled nodes,
-       inner zones included, are all eligible, or ``sovereign.io/zone In`` for the own
-       zones left whole outside them, or an id list for the rest.
+       inner zones included, are all eligible, beside ``sovereign.io/zone In`` for the
+       zones whole by their own nodes outside those, and an id list for the rest.
 
     An eligible node without labels (the engine's baseline leaves only active nodes, so
     one without a zone) is selected by none of them, the id list included; the zone ways
@@ -545,8 +546,8 @@ def node_restriction(index: NodeIndex, eligible: int) -> list[list[Requirement]]
         way = [{"key": ZONE_LABEL, "operator": "In", "values": zones}]
         rest = eligible & labelled & ~by_zone
         ways.append([*way, _ids(index, rest)] if rest else way)
-        # An id list is at least 4 bytes an id more than its key: when the zone list alone
-        # is smaller, the id list can never be kept, and is not built (5,000 ids: 0.3 ms).
+        # An id list is at least its key and 4 bytes an id: when the zone list alone is
+        # smaller, the id list can never be kept, and is not built (5,000 ids: 0.3 ms).
         ids_lose = (
             not rest and _size(way[0]) < _size({"key": NODE_ID_LABEL}) + 4 * eligible.bit_count()
         )
