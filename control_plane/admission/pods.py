@@ -73,22 +73,22 @@ from control_plane.admission.models import (
     WorkloadKind,
 )
 from control_plane.domain import kubernetes
+
+# The pod annotations this module reads and the webhooks set, named where every feature
+# reads them (``domain.kubernetes``) and offered here as the admission's own words.
+from control_plane.domain.kubernetes import DATASETS as DATASETS
+from control_plane.domain.kubernetes import DECISION_ID as DECISION_ID
+from control_plane.domain.kubernetes import GPUS as GPUS
+from control_plane.domain.kubernetes import MIG_PROFILE as MIG_PROFILE
+from control_plane.domain.kubernetes import MODELS as MODELS
 from control_plane.domain.kubernetes import NODE_ID_LABEL, NODE_LABELS, ZONE_LABEL
+from control_plane.domain.kubernetes import OUTPUT as OUTPUT
+from control_plane.domain.kubernetes import POLICY_SET_VERSION as POLICY_SET_VERSION
+from control_plane.domain.kubernetes import TENANT as TENANT
 from control_plane.domain.types import MAX_LABELS
 from control_plane.facts.workloads import MAX_GPUS_PER_WORKLOAD, MigProfile, WorkloadRequest
 from control_plane.policy.engine import NodeIndex
 from control_plane.policy.models import NodeView
-
-#: The annotations a pod declares itself with, and those the mutating webhook sets.
-DATASETS = "sovereign.io/datasets"
-MODELS = "sovereign.io/models"
-OUTPUT = "sovereign.io/output"
-TENANT = "sovereign.io/tenant"
-#: How many GPUs (or MIG slices) a pod's DRA resource claims allocate, and of which profile.
-GPUS = "sovereign.io/gpus"
-MIG_PROFILE = "sovereign.io/mig-profile"
-DECISION_ID = "sovereign.io/decision-id"
-POLICY_SET_VERSION = "sovereign.io/policy-set-version"
 
 WHOLE_GPU = "nvidia.com/gpu"
 MIG_PREFIX = "nvidia.com/mig-"

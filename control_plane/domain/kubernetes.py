@@ -1,10 +1,11 @@
-"""The ``sovereign.io/*`` Node labels: their names and the values a node carries.
+"""The ``sovereign.io/*`` names: Node labels (and the values a node carries), pod annotations.
 
-Written once here because two features read them and may not import each other: the
-label sync (``cluster``) writes them on every Node, and the admission webhooks
+Written once here because several features read them and may not import each other. The
+label sync (``cluster``) writes the labels on every Node; the admission webhooks
 (``admission``) judge a pod's node selection against them, inject an affinity that
-selects on them, and refuse anyone else's change to them. The scheme (docs/kubernetes.md,
-"Node label sync"):
+selects on them and refuse anyone else's change to them, and read and set the pod
+annotations; the pod sweep (``compliance``) reads those annotations again on running
+pods. The label scheme (docs/kubernetes.md, "Node label sync"):
 
 - ``sovereign.io/node-id``: the inventory node id;
 - ``sovereign.io/zone``, ``sovereign.io/country``, ``sovereign.io/origin-country``,
@@ -15,6 +16,7 @@ selects on them, and refuse anyone else's change to them. The scheme (docs/kuber
   at most 63 characters, so a zone slug longer than 58 gets no such label.
 
 Which nodes carry them at all (only those anything may be placed on) is the sync's rule.
+The annotations are docs/kubernetes.md's "Declaring a workload's data and models".
 """
 
 #: Every label of the control plane's own starts with this; only its user may change them.
@@ -55,3 +57,16 @@ def in_zone_label(zone: str) -> str | None:
     """The ``sovereign.io/zone.<slug>`` key for ``zone``; None when the slug is too long."""
     key = IN_ZONE_PREFIX + zone
     return key if len(key) - len(LABEL_PREFIX) <= MAX_LABEL_NAME else None
+
+
+#: The annotations a pod declares itself with (comma-separated registry names; the tenant).
+DATASETS = "sovereign.io/datasets"
+MODELS = "sovereign.io/models"
+OUTPUT = "sovereign.io/output"
+TENANT = "sovereign.io/tenant"
+#: How many GPUs (or MIG slices) a pod's DRA resource claims allocate, and of which profile.
+GPUS = "sovereign.io/gpus"
+MIG_PROFILE = "sovereign.io/mig-profile"
+#: What the mutating webhook sets: the stored decision, and the policy set it was taken under.
+DECISION_ID = "sovereign.io/decision-id"
+POLICY_SET_VERSION = "sovereign.io/policy-set-version"
