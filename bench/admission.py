@@ -152,6 +152,12 @@ def main() -> int:
     parser.add_argument(
         "--compute-zones", default="", help="comma-separated zones compute must stay in"
     )
+    parser.add_argument(
+        "--affinity",
+        choices=["node_ids", "zones"],
+        default="zones",
+        help="SOVEREIGN_ADMISSION__AFFINITY (the setting's default is node_ids)",
+    )
     args = parser.parse_args()
 
     name = f"sovereign_bench_{uuid.uuid4().hex[:12]}"
@@ -165,7 +171,11 @@ def main() -> int:
             policies.apply_policies(conn, ACTOR, documents(compute_zones))
             policies.activate(conn, ACTOR, PolicySetActivate())
         deps = service.Deps(
-            AdmissionSettings(), CompiledPolicySets(), FleetCache(), DecisionCache(), False
+            AdmissionSettings(affinity=args.affinity),
+            CompiledPolicySets(),
+            FleetCache(),
+            DecisionCache(),
+            False,
         )
         with connect(url) as conn:
             warm = service.review_workload(conn, ACTOR, review(), "mutate", deps, UNAUTHENTICATED)

@@ -516,8 +516,14 @@ def _whole_subtrees(index: NodeIndex, labelled: int, eligible: int) -> tuple[lis
     return outermost, covered
 
 
-def node_restriction(index: NodeIndex, eligible: int) -> list[list[Requirement]]:
+def node_restriction(
+    index: NodeIndex, eligible: int, *, zone_labels: bool = False
+) -> list[list[Requirement]]:
     """Exact ways to select the ``eligible`` nodes (a mask over ``index``) by their labels.
+
+    Without ``zone_labels`` (``SOVEREIGN_ADMISSION__AFFINITY=node_ids``, the default) only the
+    id list of 1. below: a pending pod can then go only to nodes the engine judged
+    (docs/kubernetes.md, "By id or by zone").
 
     Each way is a list of alternatives, one requirement each, of which a node must meet
     one (``affinity_patch`` ORs them as terms and keeps the smallest way). On the labels
@@ -538,6 +544,8 @@ def node_restriction(index: NodeIndex, eligible: int) -> list[list[Requirement]]
     one without a zone) is selected by none of them, the id list included; the zone ways
     leave it out. Costs a few masks per zone, not a walk of the nodes.
     """
+    if not zone_labels:
+        return [[_ids(index, eligible)]]
     labelled = index.placeable() & ~index.by_zone.get(None, 0)
     ways: list[list[Requirement]] = []
     zones, by_zone = _whole_zones(index, labelled, eligible)

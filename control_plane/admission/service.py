@@ -278,7 +278,11 @@ def review_workload(
         annotations[pods.DECISION_ID] = decision_id
     raw = pods.template_of(kind, request.object)
     patch = [
-        *pods.affinity_patch(template, raw, pods.node_restriction(index, eligible)),
+        *pods.affinity_patch(
+            template,
+            raw,
+            pods.node_restriction(index, eligible, zone_labels=deps.settings.affinity == "zones"),
+        ),
         *pods.annotation_patch(template, raw, annotations),
     ]
     return allow(uid, patch=patch)

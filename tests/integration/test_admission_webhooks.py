@@ -261,6 +261,27 @@ def count(conn: DbConnection, table: str) -> int:
 # -- mutate -------------------------------------------------------------------------------
 
 
+def test_with_zones_whole_eligible_zones_are_written_by_their_labels(
+    client: TestClient,
+    conn: DbConnection,
+    admin: dict[str, str],
+    node_ids: dict[str, str],
+    settings: Settings,
+) -> None:
+    """``SOVEREIGN_ADMISSION__AFFINITY=zones``: one zone label, as exact on the sync's labels."""
+    apply_policy(client, admin, RESIDENCY)
+    by_zone = settings.model_copy(update={"admission": AdmissionSettings(affinity="zones")})
+    obj = pod_object()
+    with TestClient(create_webhook_app(by_zone)) as webhooks:
+        result = patched(obj, post(webhooks, "/k8s/mutate", review(obj)))
+    terms = required_terms(result["spec"])
+    expected = engine_eligible(
+        conn, WorkloadRequest(tenant="research", datasets=["tickets"], output="results-jp")
+    )
+    assert restriction(conn, terms) == expected == {node_ids["jp-a"], node_ids["jp-b"]}
+    assert injected(terms) == [[{"key": ZONE_JP, "operator": "Exists"}]]
+
+
 def test_an_admitted_pod_is_restricted_to_exactly_the_engines_eligible_nodes(
     client: TestClient,
     conn: DbConnection,
@@ -280,8 +301,10 @@ def test_an_admitted_pod_is_restricted_to_exactly_the_engines_eligible_nodes(
         conn, WorkloadRequest(tenant="research", datasets=["tickets"], output="results-jp")
     )
     assert restriction(conn, terms) == expected == {node_ids["jp-a"], node_ids["jp-b"]}
-    # Every node of zone jp is eligible: one zone label, not a list of ids.
-    assert injected(terms) == [[{"key": "sovereign.io/zone.jp", "operator": "Exists"}]]
+    # By default the nodes the engine judged, by id, though they are all of zone jp.
+    [[ids]] = injected(terms)
+    assert (ids["key"], ids["operator"]) == ("sovereign.io/node-id", "In")
+    assert sorted(ids["values"]) == sorted(expected)
 
     annotations = result["metadata"]["annotations"]
     assert annotations[pods.POLICY_SET_VERSION] == "1"

@@ -35,7 +35,7 @@ from kubernetes.client.exceptions import ApiException
 from control_plane.admission import pods
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import Settings
-from control_plane.domain.kubernetes import IN_ZONE_PREFIX, LABEL_PREFIX
+from control_plane.domain.kubernetes import LABEL_PREFIX, NODE_ID_LABEL
 from control_plane.facts.fleet import load_snapshot
 from tests.certificates import make_tls_files
 from tests.kube.cluster import WEBHOOK_CLIENT, Cluster
@@ -294,8 +294,9 @@ def test_a_gpu_pod_is_admitted_through_the_api_server_restricted_to_eligible_nod
     by_key = {expression.key: expression for expression in term.match_expressions}
     # Her own requirement is kept, Sovereign's is ANDed into the same term.
     assert by_key["kubernetes.io/arch"].values == ["amd64"]
-    # The jp nodes are all of zone jp: its zone label, which the label sync writes on each.
-    assert by_key[IN_ZONE_PREFIX + "jp"].operator == "Exists"
+    # The nodes the engine judged eligible, by the node-id label the label sync writes.
+    assert by_key[NODE_ID_LABEL].operator == "In"
+    assert set(by_key[NODE_ID_LABEL].values) == {fleet["jp-a"], fleet["jp-b"]}
     raw = client.ApiClient().sanitize_for_serialization(term)
     assert selected(ours([raw]), load_snapshot(conn).index) == {fleet["jp-a"], fleet["jp-b"]}
     row = conn.execute(

@@ -448,7 +448,7 @@ def names(found: NodeIndex, ids: set[str]) -> set[str]:
 def injected(found: NodeIndex, eligible: set[str], **spec: Any) -> list[dict[str, Any]]:
     """The required terms of a pod (with ``spec``) patched for ``eligible``."""
     raw = pod([container(limits=gpus(1))], **spec)
-    ways = pods.node_restriction(found, mask(found, eligible))
+    ways = pods.node_restriction(found, mask(found, eligible), zone_labels=True)
     result = jsonpatch.apply_patch(raw, pods.affinity_patch(template(raw), raw, ways))
     return required(result["spec"])
 
@@ -466,7 +466,7 @@ def test_every_way_selects_exactly_the_eligible_nodes_on_the_synced_labels() -> 
         cases.append(set(chance.sample(everyone, chance.randint(1, len(everyone)))))
     for eligible in cases:
         expected = eligible & labelled(found)
-        for way in pods.node_restriction(found, mask(found, eligible)):
+        for way in pods.node_restriction(found, mask(found, eligible), zone_labels=True):
             terms = [{"matchExpressions": [alternative]} for alternative in way]
             assert names(found, selected(terms, found)) == expected, (eligible, way)
         assert names(found, selected(injected(found, eligible), found)) == expected
@@ -532,7 +532,9 @@ def test_a_zone_too_long_for_its_label_is_listed_by_its_own_zone() -> None:
 
 def test_patching_twice_with_several_terms_adds_nothing_more() -> None:
     found = fleet()
-    ways = pods.node_restriction(found, mask(found, {f"tw-{i}" for i in range(8)} | {"us-0"}))
+    ways = pods.node_restriction(
+        found, mask(found, {f"tw-{i}" for i in range(8)} | {"us-0"}), zone_labels=True
+    )
     raw = pod([container(limits=gpus(1))])
     once = jsonpatch.apply_patch(raw, pods.affinity_patch(template(raw), raw, ways))
     assert len(required(once["spec"])) == 2
