@@ -5,6 +5,7 @@ Run from the repository root (PostgreSQL as for the integration tests)::
     python bench/admission.py                    # 5,000 nodes x 8 GPUs, 20 policies, 4 threads
     python bench/admission.py --nodes 500 --seconds 5 --json
     python bench/admission.py --compute-zones jp   # only jp's nodes (a third) eligible
+    python bench/admission.py --http --clients 1   # through `sovctl serve-webhooks`, mTLS
 
 What it does:
 
@@ -37,14 +38,20 @@ import base64
 import json
 import os
 import platform
+import ssl
 import statistics
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 from machine_info import cpu_model
 from psycopg import sql
@@ -68,6 +75,8 @@ from control_plane.policy.engine import DecisionCache  # noqa: E402
 from control_plane.policy.service import CompiledPolicySets  # noqa: E402
 from control_plane.policy.store_models import PolicySetActivate  # noqa: E402
 from control_plane.scheduling.fleet import FleetCache  # noqa: E402
+from tests.certificates import make_client_files, make_tls_files  # noqa: E402
+from tests.support import free_port, wait_until_ready  # noqa: E402
 
 ACTOR = AuditContext(actor_id="bench:admission", actor_name="bench")
 #: Kyverno's published average at 100 concurrent users (docs/benchmarks.md).
@@ -107,34 +116,73 @@ def affinity_terms(answer: Any) -> list[Any]:
 
 def review() -> AdmissionRequest:
     """A Pod CREATE as the kube-apiserver sends it, with a fresh uid."""
-    return AdmissionRequest.model_validate(
-        {
-            "uid": str(uuid.uuid4()),
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "namespace": "research",
-            "operation": "CREATE",
-            "userInfo": {"username": "bench@example.com", "groups": ["system:authenticated"]},
-            "object": {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": "train",
-                    "namespace": "research",
-                    "annotations": {"sovereign.io/datasets": "tickets"},
-                },
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "main",
-                            "image": "x",
-                            "resources": {"limits": {"nvidia.com/gpu": 1}},
-                        }
-                    ]
-                },
+    return AdmissionRequest.model_validate(review_document())
+
+
+def review_document() -> dict[str, Any]:
+    """The AdmissionReview ``request`` of ``review`` as JSON, with a fresh uid."""
+    return {
+        "uid": str(uuid.uuid4()),
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "namespace": "research",
+        "operation": "CREATE",
+        "userInfo": {"username": "bench@example.com", "groups": ["system:authenticated"]},
+        "object": {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": "train",
+                "namespace": "research",
+                "annotations": {"sovereign.io/datasets": "tickets"},
             },
-            "dryRun": False,
-        }
+            "spec": {
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": "x",
+                        "resources": {"limits": {"nvidia.com/gpu": 1}},
+                    }
+                ]
+            },
+        },
+        "dryRun": False,
+    }
+
+
+@contextmanager
+def listener(url: str, affinity: str, directory: Path) -> Iterator[tuple[str, ssl.SSLContext]]:
+    """``sovctl serve-webhooks`` on ``url``'s database, as the chart runs it: HTTPS, a
+    client CA, one process. Yields its base URL and a client context with the
+    kube-apiserver's certificate."""
+    server = make_tls_files(directory / "server", name="bench-webhooks", hosts=("127.0.0.1",))
+    apiserver = make_client_files(directory / "apiserver", "kube-apiserver")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
+    env.update(
+        SOVEREIGN_DATABASE_URL=url,
+        SOVEREIGN_LOG_LEVEL="WARNING",
+        SOVEREIGN_ADMISSION__TLS_CERT_FILE=str(server.cert),
+        SOVEREIGN_ADMISSION__TLS_KEY_FILE=str(server.key),
+        SOVEREIGN_ADMISSION__CLIENT_CA_FILE=str(apiserver.ca_cert),
+        SOVEREIGN_ADMISSION__AFFINITY=affinity,
     )
+    log = (directory / "webhooks.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "control_plane.cli", "serve-webhooks", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    context = ssl.create_default_context(cafile=server.ca_cert)
+    context.load_cert_chain(apiserver.cert, apiserver.key)
+    base = f"https://127.0.0.1:{port}"
+    try:
+        wait_until_ready(f"{base}/readyz", timeout=60, process=process, verify=context)
+        yield base, context
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -151,6 +199,11 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument(
         "--compute-zones", default="", help="comma-separated zones compute must stay in"
+    )
+    parser.add_argument(
+        "--http",
+        action="store_true",
+        help="post each review to a real `sovctl serve-webhooks` over mTLS, timed by the client",
     )
     parser.add_argument(
         "--affinity",
@@ -183,24 +236,53 @@ def main() -> int:
         cpu_times: dict[str, list[float]] = {"mutate": [], "validate": []}
         outcomes: dict[str, int] = {}
         lock = threading.Lock()
-        deadline = time.perf_counter() + args.seconds
+
+        stack = ExitStack()
+        if args.http:
+            base, context = stack.enter_context(
+                listener(
+                    url, args.affinity, Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                )
+            )
+
+        def one_review(webhook: service.Webhook) -> Callable[[], bool]:
+            """One review, in-process or over HTTPS; whether it was allowed."""
+            if not args.http:
+                conn = stack.enter_context(connect(url))
+                return lambda: (
+                    service.review_workload(
+                        conn, ACTOR, review(), webhook, deps, UNAUTHENTICATED
+                    ).allowed
+                )
+            http = stack.enter_context(httpx.Client(verify=context, timeout=10))
+            path = f"{base}/k8s/{webhook}"
+
+            def over_https() -> bool:
+                body = {
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "request": review_document(),
+                }
+                answer = http.post(path, json=body)
+                answer.raise_for_status()
+                return bool(answer.json()["response"]["allowed"])
+
+            return over_https
 
         def client(number: int) -> None:
             webhook: service.Webhook = "mutate" if number % 2 == 0 else "validate"
             mine: list[float] = []
             cpu_mine: list[float] = []
             seen: dict[str, int] = {}
-            with connect(url) as conn:
-                while time.perf_counter() < deadline:
-                    request = review()
-                    started, cpu = time.perf_counter(), time.thread_time()
-                    answer = service.review_workload(
-                        conn, ACTOR, request, webhook, deps, UNAUTHENTICATED
-                    )
-                    mine.append(time.perf_counter() - started)
-                    cpu_mine.append(time.thread_time() - cpu)
-                    key = f"{webhook}:{'allowed' if answer.allowed else 'denied'}"
-                    seen[key] = seen.get(key, 0) + 1
+            with lock:
+                call = one_review(webhook)
+            while time.perf_counter() < deadline:
+                started, cpu = time.perf_counter(), time.thread_time()
+                allowed = call()
+                mine.append(time.perf_counter() - started)
+                cpu_mine.append(time.thread_time() - cpu)
+                key = f"{webhook}:{'allowed' if allowed else 'denied'}"
+                seen[key] = seen.get(key, 0) + 1
             with lock:
                 times[webhook].extend(mine)
                 cpu_times[webhook].extend(cpu_mine)
@@ -209,17 +291,22 @@ def main() -> int:
 
         threads = [threading.Thread(target=client, args=(i,)) for i in range(args.clients)]
         began = time.perf_counter()
+        deadline = began + args.seconds
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         elapsed = time.perf_counter() - began
+        stack.close()
         result: dict[str, Any] = {
             "machine": {"cpu": cpu_model(), "cores": _cores(), "python": platform.python_version()},
             "fleet": seeded,
             "policies": len(documents(compute_zones)),
             "compute_zones": compute_zones,
             "clients": args.clients,
+            "measured": "client side, over HTTPS with a client certificate"
+            if args.http
+            else "server side, in the service",
             "warm_review_allowed": warm.allowed,
             "mutate_patch_bytes": len(warm.patch or ""),
             "affinity_terms": affinity_terms(warm) if warm.patch else [],
