@@ -70,12 +70,21 @@ def _timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def event_hash(fields: dict[str, Any], prev_hash: str) -> str:
-    """Hash an event's fields (``before``/``after`` as JSON values) chained to ``prev_hash``."""
+def hashed_text(fields: dict[str, Any], prev_hash: str) -> str:
+    """The canonical JSON an event's hash is taken over: its fields chained to ``prev_hash``.
+
+    One line of an audit export is exactly this text, so ``sha256sum`` of a line is the
+    event's hash (docs/audit.md#verify-a-bundle-by-hand).
+    """
     document = {name: fields[name] for name in _HASHED_FIELDS}
     document["occurred_at"] = _timestamp(fields["occurred_at"])
     document["prev_hash"] = prev_hash
-    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+    return canonical_json(document)
+
+
+def event_hash(fields: dict[str, Any], prev_hash: str) -> str:
+    """Hash an event's fields (``before``/``after`` as JSON values) chained to ``prev_hash``."""
+    return hashlib.sha256(hashed_text(fields, prev_hash).encode("utf-8")).hexdigest()
 
 
 def hash_parts(fields: dict[str, Any]) -> tuple[str, str]:
