@@ -151,7 +151,11 @@ def test_the_walk_reads_prev_hash_and_seq_from_the_line_itself() -> None:
     ("damage", "kind", "seq"),
     [
         (lambda ls: [ls[0].replace(b'_id":"1"', b'_id":"x"'), *ls[1:]], Tampering.MODIFIED, 1),
-        (lambda ls: [ls[0], ls[1].replace(b'_id":"2"', b'_id":"x"'), *ls[2:]], Tampering.MODIFIED, 2),
+        (
+            lambda ls: [ls[0], ls[1].replace(b'_id":"2"', b'_id":"x"'), *ls[2:]],
+            Tampering.MODIFIED,
+            2,
+        ),
         (lambda ls: [ls[0], ls[2], ls[3]], Tampering.DELETED, 2),
         (lambda ls: [ls[0], ls[1], ls[1], ls[2], ls[3]], Tampering.INSERTED, 2),
         (lambda ls: [ls[0], ls[2], ls[1], ls[3]], Tampering.REORDERED, 2),
@@ -187,10 +191,10 @@ def test_dev_generates_a_key_once_and_says_so(
 def test_a_key_file_must_be_an_ed25519_pem(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pem"
     bad.write_text("not a key")
-    with pytest.raises(ConfigurationError, match="SOVEREIGN_AUDIT__SIGNING_KEY_FILE: .* not an"):
+    with pytest.raises(ConfigurationError, match=r"SOVEREIGN_AUDIT__SIGNING_KEY_FILE: .* not an"):
         load_signing_key(_settings(tmp_path, audit=AuditSettings(signing_key_file=bad)))
+    missing = AuditSettings(signing_key_file=tmp_path / "missing.pem")
     with pytest.raises(ConfigurationError, match="cannot read"):
-        missing = AuditSettings(signing_key_file=tmp_path / "missing.pem")
         load_signing_key(_settings(tmp_path, audit=missing))
 
 
@@ -208,8 +212,10 @@ def test_an_openssl_key_loads_and_signs_what_openssl_verifies(tmp_path: Path) ->
     (tmp_path / "statement").write_bytes(STATEMENT.encode())
     (tmp_path / "sig").write_bytes(base64.b64decode(sign(key.private_key, STATEMENT.encode())))
     verified = subprocess.run(
-        ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(public), "-rawin"]
-        + ["-in", str(tmp_path / "statement"), "-sigfile", str(tmp_path / "sig")],
+        [
+            *("openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(public), "-rawin"),
+            *("-in", str(tmp_path / "statement"), "-sigfile", str(tmp_path / "sig")),
+        ],
         capture_output=True,
         text=True,
         check=False,
