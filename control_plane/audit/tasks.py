@@ -16,6 +16,7 @@ from control_plane.audit import checkpoints
 from control_plane.audit.keys import load_signing_key
 from control_plane.core.audit_log import AuditContext
 from control_plane.core.db import connect
+from control_plane.core.errors import ConfigurationError
 from control_plane.core.settings import Environment, Settings
 
 CHECKPOINT_TASK = "audit.checkpoint"
@@ -29,11 +30,16 @@ log = logging.getLogger(__name__)
 def register(app: Celery, settings: Settings) -> None:
     """Add the checkpoint task and its beat entry to ``app``.
 
-    In prod the key is loaded here, so a worker or beat without one refuses to start with
-    the one-line ``ConfigurationError`` naming ``SOVEREIGN_AUDIT__SIGNING_KEY_FILE``.
+    In prod a worker or beat whose ``SOVEREIGN_AUDIT__SIGNING_KEY_FILE`` is unset refuses to
+    start, with the one-line ``ConfigurationError`` naming it. Only the worker reads the
+    file (beat schedules, it never signs), so the file is read when a checkpoint is signed.
     """
-    if settings.env is Environment.PROD:
-        load_signing_key(settings)
+    if settings.env is Environment.PROD and settings.audit.signing_key_file is None:
+        raise ConfigurationError(
+            "SOVEREIGN_AUDIT__SIGNING_KEY_FILE is not set: audit checkpoints need an Ed25519 "
+            "signing key (PEM PKCS#8; in Kubernetes the Secret the chart mounts) with "
+            "SOVEREIGN_ENV=prod"
+        )
 
     # shared=False: see compliance.tasks (the closure holds this app's settings).
     @app.task(name=CHECKPOINT_TASK, ignore_result=False, shared=False)

@@ -221,3 +221,19 @@ def test_an_openssl_key_loads_and_signs_what_openssl_verifies(tmp_path: Path) ->
         check=False,
     )
     assert verified.returncode == 0, verified.stderr
+
+
+def test_a_prod_worker_or_beat_refuses_to_start_without_the_key_setting(tmp_path: Path) -> None:
+    from celery import Celery
+
+    from control_plane.audit import tasks
+
+    with pytest.raises(ConfigurationError, match="SOVEREIGN_AUDIT__SIGNING_KEY_FILE is not set"):
+        tasks.register(Celery("t"), _settings(tmp_path, env=Environment.PROD))
+    app = Celery("t")
+    key_file = tmp_path / "k.pem"
+    tasks.register(
+        app,
+        _settings(tmp_path, env=Environment.PROD, audit=AuditSettings(signing_key_file=key_file)),
+    )
+    assert tasks.CHECKPOINT_TASK in app.tasks
