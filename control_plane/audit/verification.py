@@ -191,6 +191,16 @@ class CheckpointHeads:
                     )
                 )
 
+    def watched(self) -> frozenset[int]:
+        """The seqs ``at_event`` must see: checkpoint heads and rotation windows.
+
+        A walk that skips every other seq (the fast path of bundles) misses nothing.
+        """
+        seqs = set(self._heads)
+        for rotation in self._rotations:
+            seqs.update(range(rotation.after_seq + 1, rotation.head_seq + 1))
+        return frozenset(seqs)
+
     def in_rotation(self, seq: int) -> bool:
         """Whether the event at ``seq`` may be a rotation that must be found (then describe it)."""
         return any(r.after_seq < seq <= r.head_seq for r in self._rotations)
