@@ -17,6 +17,9 @@ over the whole chain after a warm-up, best of ``--repeat`` runs (garbage collect
 ``bundle walk + checkpoint heads``
     The same with a ``CheckpointHeads`` of one checkpoint per 1,000 events, as a bundle
     carries them.
+``bundle walk, parallel``
+    ``bundle.walk_parallel`` over the lines written to a file, in one process per CPU (what
+    ``verify-bundle --jobs`` does for a bundle over 32 MiB), process start-up included.
 ``database walk (event_hash)``
     ``service.broken_link`` on the stored rows, as ``sovctl audit verify`` does after
     reading them: the canonical JSON is rebuilt from the columns for every event (no I/O
@@ -30,6 +33,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from control_plane.audit.bundle import walk_lines  # noqa: E402
+from control_plane.audit.bundle import walk_lines, walk_parallel  # noqa: E402
 from control_plane.audit.repository import StoredEvent  # noqa: E402
 from control_plane.audit.service import broken_link  # noqa: E402
 from control_plane.audit.signatures import Statement  # noqa: E402
@@ -127,7 +131,22 @@ def measure(count: int, payload: int, repeat: int) -> dict[str, Any]:
         assert checked == count
 
     db_rows = rows if count <= 100_000 else rows[:100_000]
+    jobs = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "events.jsonl"
+        path.write_bytes(b"".join(line + b"\n" for line in lines))
+
+        def parallel() -> None:
+            checked, intact = walk_parallel(
+                path, GENESIS_HASH, 1, CheckpointHeads(statements), jobs
+            )
+            assert intact
+            assert checked == count
+
+        parallel_rate = best_rate(parallel, count, repeat)
     return {
+        "parallel_jobs": jobs,
+        "bundle_walk_parallel_per_s": round(parallel_rate),
         "events": count,
         "mean_line_bytes": round(sum(map(len, lines)) / count),
         "bundle_walk_per_s": round(best_rate(bundle, count, repeat)),
@@ -167,12 +186,12 @@ def main() -> int:
         return 0
     print(f"{report['machine']['processor']}, Python {report['machine']['python']}")
     header = f"{'events':>9} {'bytes':>6} {'bundle/s':>11} {'+heads/s':>11} {'db walk/s':>10}"
-    print(header + f" {'sha256 only/s':>14}")
+    print(header + f" {'sha256 only/s':>14} {'parallel/s':>11}")
     for r in results:
         print(
             f"{r['events']:>9} {r['mean_line_bytes']:>6} {r['bundle_walk_per_s']:>11,}"
             f" {r['bundle_walk_heads_per_s']:>11,} {r['database_walk_per_s']:>10,}"
-            f" {r['sha256_only_per_s']:>14,}"
+            f" {r['sha256_only_per_s']:>14,} {r['bundle_walk_parallel_per_s']:>11,}"
         )
     return 0
 

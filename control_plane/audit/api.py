@@ -21,7 +21,7 @@ from control_plane.audit.models import (
     EventOrder,
     PublicKeys,
 )
-from control_plane.core.errors import ConflictError
+from control_plane.core.errors import ConflictError, InvalidInputError
 from control_plane.core.http import Conn, RequestId, SettingsDep
 from control_plane.domain.types import BIGINT_END
 
@@ -44,8 +44,16 @@ def list_events(
     order: EventOrder = EventOrder.DESC,
     cursor: Cursor = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[str | None, Query(include_in_schema=False)] = None,
 ) -> AuditEventPage:
     """List audit events, newest first unless `order=asc`, a page at a time by `cursor`."""
+    if offset is not None:
+        # Clients of the offset pages: refused by name rather than served page one forever.
+        raise InvalidInputError.for_field(
+            "query.offset",
+            "audit events are paged by `cursor` (the previous page's `next_cursor`), not offset",
+            offset,
+        )
     return service.list_events(
         conn,
         object_type=filters.object_type,

@@ -25,9 +25,11 @@ none are, as the bundle carries them; a change of key needs the audited rotation
 
 import base64
 import hashlib
+import itertools
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agents.protocol import canonical_json
 from control_plane.audit.signatures import (
+    Statement,
     StatementError,
     fingerprint,
     load_public_key,
@@ -56,6 +59,8 @@ EVENTS = "events.jsonl"
 CHECKPOINTS = "checkpoints.jsonl"
 _PREV = b',"prev_hash":"'
 _SEQ = b',"seq":'
+#: Below this, starting worker processes costs more than walking in one (about 50,000 events).
+PARALLEL_MIN_BYTES = 32 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +224,79 @@ def walk_lines(
     return expected - first_seq, prev.decode(), None
 
 
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """What walking one byte range of ``events.jsonl`` found, self-anchored."""
+
+    first_seq: int
+    first_prev: str
+    count: int
+    last_hash: str
+    ok: bool
+    rotations_seen: list[bool]
+
+
+def _walk_part(path: Path, start: int, end: int, statements: list[Statement]) -> _Part | None:
+    """Walk the lines that start in ``[start, end)``, anchored on the first one's own fields."""
+    with path.open("rb") as file:
+        file.seek(start)
+        data = file.read(end - start)
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    if not lines:
+        return None
+    try:
+        first_prev, first_seq = line_fields(lines[0])
+    except ValueError:
+        return _Part(0, "", 0, "", False, [])
+    heads = CheckpointHeads(statements)
+    count, last, found = walk_lines(lines, first_prev, first_seq, heads)
+    return _Part(first_seq, first_prev, count, last, found is None, heads.rotations_seen())
+
+
+def _ranges(path: Path, jobs: int) -> list[tuple[int, int]]:
+    """``jobs`` byte ranges of the file, each starting at a line."""
+    size = path.stat().st_size
+    cuts = [0]
+    with path.open("rb") as file:
+        for part in range(1, jobs):
+            file.seek(size * part // jobs)
+            file.readline()
+            cuts.append(max(file.tell(), cuts[-1]))
+    cuts.append(size)
+    return [(a, b) for a, b in itertools.pairwise(cuts) if b > a]
+
+
+def walk_parallel(
+    path: Path, anchor: str, first_seq: int, heads: CheckpointHeads, jobs: int
+) -> tuple[int, bool]:
+    """Walk ``events.jsonl`` in ``jobs`` processes; (events, whether every link held).
+
+    Each part is walked on its own, anchored on its first line; the parts are then joined:
+    each must start at the seq after the previous part's last and name its last hash as
+    ``prev_hash``. Only the good case is fast: on any problem the caller walks again in one
+    process, which names the first one exactly.
+    """
+    parts_ranges = _ranges(path, jobs)
+    with ProcessPoolExecutor(max_workers=len(parts_ranges)) as pool:
+        futures = [
+            pool.submit(_walk_part, path, a, b, list(heads.statements)) for a, b in parts_ranges
+        ]
+        parts = [future.result() for future in futures]
+    expected, prev, total = first_seq, anchor, 0
+    for part in parts:
+        if part is None:
+            continue
+        if not part.ok or part.first_seq != expected or part.first_prev != prev:
+            return total, False
+        heads.merge_seen(part.rotations_seen)
+        expected += part.count
+        prev = part.last_hash
+        total += part.count
+    return total, True
+
+
 def _describe(line: bytes) -> tuple[str, str]:
     document = json.loads(line)
     return str(document.get("action")), str(document.get("object_id"))
@@ -340,9 +418,13 @@ def _check_files(directory: Path, manifest: dict[str, Any]) -> Finding | None:
 
 
 def verify_bundle(
-    directory: Path, pinned: Sequence[Ed25519PublicKey] | None = None
+    directory: Path, pinned: Sequence[Ed25519PublicKey] | None = None, jobs: int = 1
 ) -> BundleVerification:
-    """Verify a bundle offline; pinpoint the first problem (see the module docstring)."""
+    """Verify a bundle offline; pinpoint the first problem (see the module docstring).
+
+    ``jobs`` > 1 walks the events in that many processes (``walk_parallel``) when the file
+    is large enough to pay for them; a problem is then pinpointed by a walk in one.
+    """
     keys_pinned = bool(pinned)
 
     def result(
@@ -380,7 +462,13 @@ def verify_bundle(
         return result(Finding(Tampering.UNSIGNED_TAIL, "the bundle holds no checkpoint"))
     heads = CheckpointHeads(statements)
     events = directory / EVENTS
-    checked, _, found = walk_lines(_read_lines(events), anchor, first_seq, heads)
+    intact = False
+    if jobs > 1 and events.stat().st_size >= PARALLEL_MIN_BYTES:
+        checked, intact = walk_parallel(events, anchor, first_seq, heads, jobs)
+        found = None
+    if not intact:
+        heads = CheckpointHeads(statements)
+        checked, _, found = walk_lines(_read_lines(events), anchor, first_seq, heads)
     last_seq = first_seq + checked - 1 if checked else None
     if found is not None:
         if found.kind is Tampering.MODIFIED and not found.message:

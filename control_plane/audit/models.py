@@ -1,10 +1,11 @@
 """Audit API models: the events as stored, a page of them, and what a chain walk found."""
 
+import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from control_plane.domain.audit import AuditAction, AuditObjectType
 from control_plane.domain.types import Lookup
@@ -29,6 +30,22 @@ class AuditEventPublic(BaseModel):
     hash: str
 
 
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    """Only an RFC 3339 time with a zone: pydantic would also take ``0.5`` (Unix seconds)."""
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        return value
+    if isinstance(value, datetime):
+        return value
+    raise ValueError("must be an RFC 3339 time with a zone, e.g. 2026-01-31T00:00:00Z")
+
+
+#: A query parameter's time: RFC 3339 with a zone, nothing else.
+QueryTime = Annotated[AwareDatetime, BeforeValidator(_rfc3339)]
+
+
 class EventOrder(StrEnum):
     """Which way a page of events runs: by ``seq``, newest or oldest first."""
 
@@ -49,8 +66,8 @@ class AuditFilters(BaseModel):
     object_type: AuditObjectType | None = None
     object_id: Lookup | None = None
     action: list[AuditAction] = Field(default_factory=list)
-    since: AwareDatetime | None = Field(default=None, description="Events at or after it.")
-    until: AwareDatetime | None = Field(default=None, description="Events before it.")
+    since: QueryTime | None = Field(default=None, description="Events at or after it.")
+    until: QueryTime | None = Field(default=None, description="Events before it.")
 
 
 class AuditEventPage(BaseModel):

@@ -226,6 +226,15 @@ class CheckpointHeads:
                     rotation.seen = True
         return None
 
+    def rotations_seen(self) -> list[bool]:
+        """Which rotations this walk found its event for (in checkpoint order)."""
+        return [rotation.seen for rotation in self._rotations]
+
+    def merge_seen(self, seen: Sequence[bool]) -> None:
+        """Take in what another walk over other lines found (a parallel walk's part)."""
+        for rotation, found in zip(self._rotations, seen, strict=True):
+            rotation.seen = rotation.seen or found
+
     def at_end(self, last_seq: int) -> Finding | None:
         """After the last event: the chain must reach every head, and rotations be recorded."""
         for statement in self.statements:

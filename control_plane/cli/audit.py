@@ -10,6 +10,7 @@ needs neither: it prints the closed list of actions the code records, with the s
 each event's ``before`` and ``after`` hold (docs/audit.md shows the same).
 """
 
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -163,10 +164,16 @@ def audit_verify_bundle(
         Path, typer.Argument(help="The bundle directory.", exists=True, file_okay=False)
     ],
     keys: Keys = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs", min=1, max=256, help="Processes to hash the events with (large bundles)."
+        ),
+    ] = max(1, min(8, os.cpu_count() or 1)),
     output: Output = OutputFormat.TABLE,
 ) -> None:
     """Verify an export bundle offline; exit 1 naming the first bad seq and the kind of damage."""
-    result = verify_bundle(bundle, _pinned(keys)).as_json()
+    result = verify_bundle(bundle, _pinned(keys), jobs=jobs).as_json()
     if output is OutputFormat.JSON:
         emit(result, output)
     elif result["ok"]:

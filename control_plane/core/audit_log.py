@@ -1,7 +1,8 @@
 """Recording audited changes: the one helper every mutation goes through, and the chain format.
 
 Every mutation runs inside ``audited`` (or, for a batch in one transaction, calls
-``record_change`` per object): the change and its evidence commit together or not at all.
+``record_change`` per object, or ``record_changes`` once for them all): the change and its
+evidence commit together or not at all.
 The helper takes typed snapshots, public models as the API shows them, of the object
 before and after the change, dumps them as JSON at the moment they are given, and queues
 one event with an action from ``domain.audit.AuditAction``. Nothing else writes events, so

@@ -325,10 +325,14 @@ def test_events_newest_first_with_cursor_and_filters(
     ("param", "value"),
     [
         ("since", "yesterday"),
+        ("since", "0.5"),  # Unix seconds: not RFC 3339
+        ("until", "2026-01-01"),
         ("until", "2026-01-01T00:00:00"),  # no zone: ambiguous
         ("action", "zone.creatd"),
         ("order", "newest"),
         ("cursor", "0"),
+        ("cursor", "9223372036854775808"),
+        ("offset", "100"),  # the pages before cursors: refused, not page one forever
     ],
 )
 def test_bad_event_filters_are_422_naming_the_field(

@@ -237,3 +237,19 @@ def test_a_prod_worker_or_beat_refuses_to_start_without_the_key_setting(tmp_path
         _settings(tmp_path, env=Environment.PROD, audit=AuditSettings(signing_key_file=key_file)),
     )
     assert tasks.CHECKPOINT_TASK in app.tasks
+
+
+def test_the_parallel_walk_joins_its_parts_and_refuses_a_broken_link(tmp_path: Path) -> None:
+    from control_plane.audit.bundle import walk_parallel
+    from control_plane.audit.verification import CheckpointHeads
+
+    lines = _lines(40)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    last = hashlib.sha256(lines[-1]).hexdigest()
+    head = Statement(1, 40, last, STATEMENT.signed_at, "0" * 64, STATEMENT.key_fingerprint)
+    assert walk_parallel(path, GENESIS_HASH, 1, CheckpointHeads([head]), 4) == (40, True)
+    del lines[17]
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    _, intact = walk_parallel(path, GENESIS_HASH, 1, CheckpointHeads([head]), 4)
+    assert not intact
