@@ -9,6 +9,7 @@ outside that machine and must never be used for real evidence.
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,13 +64,19 @@ def _generate(path: Path) -> Ed25519PrivateKey:
         serialization.NoEncryption(),
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    # O_EXCL: two processes starting together must not each write a key of their own.
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return _read(path)
+    # Written aside, then linked into place: two processes starting together (the API and
+    # the worker of `sovctl up`) must end with one key, and neither may read a half-written
+    # file. The link fails if the other won; then its key is the key.
+    aside = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as file:
         file.write(pem)
+    try:
+        os.link(aside, path)
+    except FileExistsError:
+        return _read(path)
+    finally:
+        aside.unlink()
     log.warning(
         "generated a development audit signing key at %s (SOVEREIGN_ENV=dev): set %s "
         "to a key of your own for real evidence",
