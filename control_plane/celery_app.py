@@ -7,6 +7,7 @@ exposes a ``register(app, settings)`` that adds its tasks and beat entries.
 
 from celery import Celery
 
+from control_plane.audit import tasks as audit_tasks
 from control_plane.cluster import tasks as cluster_tasks
 from control_plane.compliance import tasks as compliance_tasks
 from control_plane.core.settings import Settings
@@ -33,4 +34,5 @@ def create_celery(settings: Settings) -> Celery:
     scheduling_tasks.register(app, settings)
     compliance_tasks.register(app, settings)
     cluster_tasks.register(app, settings)
+    audit_tasks.register(app, settings)
     return app

@@ -30,6 +30,8 @@ class Permission(StrEnum):
     INVENTORY_READ = "inventory:read"
     INVENTORY_WRITE = "inventory:write"
     AUDIT_READ = "audit:read"
+    #: Sign a checkpoint of the audit chain on demand (admins; beat signs them anyway).
+    AUDIT_SIGN = "audit:sign"
     AGENT_REGISTER = "agent:register"
     AGENT_HEARTBEAT = "agent:heartbeat"
     REGISTRY_WRITE = "registry:write"

@@ -1,7 +1,8 @@
 """Recording audited changes: the one helper every mutation goes through, and the chain format.
 
 Every mutation runs inside ``audited`` (or, for a batch in one transaction, calls
-``record_change`` per object): the change and its evidence commit together or not at all.
+``record_change`` per object, or ``record_changes`` once for them all): the change and its
+evidence commit together or not at all.
 The helper takes typed snapshots, public models as the API shows them, of the object
 before and after the change, dumps them as JSON at the moment they are given, and queues
 one event with an action from ``domain.audit.AuditAction``. Nothing else writes events, so
@@ -21,7 +22,7 @@ them.
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,11 @@ from pydantic import BaseModel
 from agents.protocol import canonical_json
 from control_plane.core.db import DbConnection, load_queries
 from control_plane.domain.audit import AuditAction, check_snapshot
+
+#: ``agents.protocol.canonical_json`` as one encoder built once: ``json.dumps`` with these
+#: options builds a new encoder on every call, which the write path would pay several times
+#: per event. The same text (tests/unit/test_audit_hash.py holds them equal).
+_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
 
 #: ``prev_hash`` of the first event: there is nothing before it.
 GENESIS_HASH = "0" * 64
@@ -70,12 +76,21 @@ def _timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def event_hash(fields: dict[str, Any], prev_hash: str) -> str:
-    """Hash an event's fields (``before``/``after`` as JSON values) chained to ``prev_hash``."""
+def hashed_text(fields: dict[str, Any], prev_hash: str) -> str:
+    """The canonical JSON an event's hash is taken over: its fields chained to ``prev_hash``.
+
+    One line of an audit export is exactly this text, so ``sha256sum`` of a line is the
+    event's hash (docs/audit.md#verify-a-bundle-by-hand).
+    """
     document = {name: fields[name] for name in _HASHED_FIELDS}
     document["occurred_at"] = _timestamp(fields["occurred_at"])
     document["prev_hash"] = prev_hash
-    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+    return canonical_json(document)
+
+
+def event_hash(fields: dict[str, Any], prev_hash: str) -> str:
+    """Hash an event's fields (``before``/``after`` as JSON values) chained to ``prev_hash``."""
+    return hashlib.sha256(hashed_text(fields, prev_hash).encode("utf-8")).hexdigest()
 
 
 def hash_parts(fields: dict[str, Any]) -> tuple[str, str]:
@@ -92,13 +107,78 @@ def hash_parts(fields: dict[str, Any]) -> tuple[str, str]:
     return head, tail
 
 
+def _hash_parts_of_text(
+    fields: dict[str, Any], before_json: str | None, after_json: str | None
+) -> tuple[str, str]:
+    """``hash_parts``, built around ``before``/``after`` already in canonical text.
+
+    The same strings (a unit test holds the two equal) without serialising the snapshots a
+    second time: the top-level keys sort as ``action, actor_id, actor_name, after, before,
+    object_id, object_type, occurred_at``, then the head-decided ones.
+    """
+    head = (
+        '{"action":'
+        + _canonical(fields["action"])
+        + ',"actor_id":'
+        + _canonical(fields["actor_id"])
+        + ',"actor_name":'
+        + _canonical(fields["actor_name"])
+        + ',"after":'
+        + ("null" if after_json is None else after_json)
+        + ',"before":'
+        + ("null" if before_json is None else before_json)
+        + ',"object_id":'
+        + _canonical(fields["object_id"])
+        + ',"object_type":'
+        + _canonical(fields["object_type"])
+        + ',"occurred_at":"'
+        + _timestamp(fields["occurred_at"])
+        + '","prev_hash":"'
+    )
+    tail = '","request_id":' + _canonical(fields["request_id"]) + ',"seq":'
+    return head, tail
+
+
 def _insert_pending() -> LiteralString:
     return load_queries("control_plane.core", "audit_log.sql")["insert_pending"]
 
 
 def _snapshot(model: BaseModel | None) -> str | None:
     """A model as the canonical JSON text the event stores and hashes (None for nothing)."""
-    return None if model is None else canonical_json(model.model_dump(mode="json"))
+    return None if model is None else _canonical(model.model_dump(mode="json"))
+
+
+def _pending_row(
+    ctx: AuditContext,
+    action: AuditAction,
+    object_id: str,
+    before_json: str | None,
+    after_json: str | None,
+) -> dict[str, Any]:
+    """The ``audit_pending`` row of one event: its fields and the hashed JSON around the head."""
+    fields: dict[str, Any] = {
+        "occurred_at": datetime.now(UTC),
+        "actor_id": ctx.actor_id,
+        "actor_name": ctx.actor_name,
+        "request_id": ctx.request_id,
+        "action": action.value,
+        "object_type": action.object_type.value,
+        "object_id": object_id,
+    }
+    hash_head, hash_tail = _hash_parts_of_text(fields, before_json, after_json)
+    # What is hashed is the canonical text, exactly as stored.
+    return {
+        **fields,
+        "before": before_json,
+        "after": after_json,
+        "hash_head": hash_head,
+        "hash_tail": hash_tail,
+    }
+
+
+def _require_transaction(conn: DbConnection) -> None:
+    if conn.info.transaction_status != TransactionStatus.INTRANS:
+        raise RuntimeError("an audited change must run inside the transaction that makes it")
 
 
 def _queue_event(
@@ -110,31 +190,8 @@ def _queue_event(
     after_json: str | None,
 ) -> None:
     """Queue one event in the open transaction; the commit trigger links it into the chain."""
-    if conn.info.transaction_status != TransactionStatus.INTRANS:
-        raise RuntimeError("an audited change must run inside the transaction that makes it")
-    fields: dict[str, Any] = {
-        "occurred_at": datetime.now(UTC),
-        "actor_id": ctx.actor_id,
-        "actor_name": ctx.actor_name,
-        "request_id": ctx.request_id,
-        "action": action.value,
-        "object_type": action.object_type.value,
-        "object_id": object_id,
-        # Round-trip through canonical text so what is hashed is exactly what is stored.
-        "before": None if before_json is None else json.loads(before_json),
-        "after": None if after_json is None else json.loads(after_json),
-    }
-    hash_head, hash_tail = hash_parts(fields)
-    conn.execute(
-        _insert_pending(),
-        {
-            **fields,
-            "before": before_json,
-            "after": after_json,
-            "hash_head": hash_head,
-            "hash_tail": hash_tail,
-        },
-    )
+    _require_transaction(conn)
+    conn.execute(_insert_pending(), _pending_row(ctx, action, object_id, before_json, after_json))
 
 
 def record_change(
@@ -157,6 +214,38 @@ def record_change(
     check_snapshot(action, "before", None if before is None else type(before).__name__)
     check_snapshot(action, "after", None if after is None else type(after).__name__)
     _queue_event(conn, ctx, action, object_id, _snapshot(before), _snapshot(after))
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One change of a batch given to ``record_changes``: as ``record_change`` takes it."""
+
+    action: AuditAction
+    object_id: str
+    before: BaseModel | None = None
+    after: BaseModel | None = None
+
+
+def record_changes(conn: DbConnection, ctx: AuditContext, changes: Sequence[Change]) -> None:
+    """Record a batch of changes, in order, inside the caller's open transaction.
+
+    The same events as ``record_change`` once per change (same checks, same snapshots,
+    same chain), queued with one pipelined ``executemany`` instead of a round trip each:
+    for sweeps that change many objects in one transaction. They join the chain at commit,
+    in the order given.
+    """
+    _require_transaction(conn)
+    rows = []
+    for change in changes:
+        before, after = change.before, change.after
+        check_snapshot(change.action, "before", None if before is None else type(before).__name__)
+        check_snapshot(change.action, "after", None if after is None else type(after).__name__)
+        rows.append(
+            _pending_row(ctx, change.action, change.object_id, _snapshot(before), _snapshot(after))
+        )
+    if rows:
+        with conn.cursor() as cursor:
+            cursor.executemany(_insert_pending(), rows)
 
 
 class AuditedChange:

@@ -111,6 +111,9 @@ def _field_name(loc: tuple[int | str, ...], error_type: str) -> str:
     parts = list(loc)
     if parts and parts[0] == "body":
         parts = parts[1:]
+    # A repeatable query parameter (``?action=a&action=b``) is named, not its position.
+    if len(parts) == 3 and parts[0] == "query" and isinstance(parts[2], int):
+        parts = parts[:2]
     return ".".join(str(p) for p in parts) or "body"
 
 

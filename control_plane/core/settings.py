@@ -158,6 +158,20 @@ class KubernetesSettings(BaseModel):
     pod_sweep_seconds: float = Field(default=60.0, ge=5, le=86_400)
 
 
+class AuditSettings(BaseModel):
+    """How the audit chain's checkpoints are signed (``control_plane.audit.checkpoints``)."""
+
+    model_config = {"extra": "forbid"}
+
+    #: The Ed25519 private key that signs checkpoints (PEM, unencrypted PKCS#8: ``openssl
+    #: genpkey -algorithm ed25519``); in Kubernetes the Secret the chart mounts. Required
+    #: with ``SOVEREIGN_ENV=prod``; in dev, unset means a key generated under ``state_dir``.
+    #: A different key here is a rotation, audited at the next checkpoint.
+    signing_key_file: Path | None = None
+    #: How often beat signs a checkpoint of the chain's head (skipped when it did not move).
+    checkpoint_seconds: float = Field(default=300.0, ge=1, le=86_400)
+
+
 class Settings(BaseSettings):
     """Everything the API, the Celery worker and beat need to run.
 
@@ -178,6 +192,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     admission: AdmissionSettings = AdmissionSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
+    audit: AuditSettings = AuditSettings()
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
     #: How often agents are told to send heartbeats; three missed ones mark a node offline.

@@ -30,6 +30,8 @@ class AuditObjectType(StrEnum):
     #: A Kubernetes Node, by its name (not an inventory ``node``, whose id is a UUID).
     KUBERNETES_NODE = "kubernetes_node"
     COMPLIANCE_EVALUATION = "compliance_evaluation"
+    #: The key that signs the audit chain's checkpoints, by its fingerprint.
+    AUDIT_SIGNING_KEY = "audit_signing_key"
 
 
 class AuditAction(StrEnum):
@@ -82,6 +84,7 @@ class AuditAction(StrEnum):
     POD_EVICTION_BLOCKED = "pod.eviction_blocked"
     KUBERNETES_NODE_LABEL_CHANGE_DENIED = "kubernetes_node.label_change_denied"
     COMPLIANCE_EVALUATED = "compliance.evaluated"
+    AUDIT_SIGNING_KEY_ROTATED = "audit.signing_key_rotated"
 
     @property
     def object_type(self) -> AuditObjectType:
@@ -471,6 +474,14 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
             " `revoked_workload_ids` and `notifications`",
             "EvaluationRecorded",
         ),
+    ),
+    AuditAction.AUDIT_SIGNING_KEY_ROTATED: ActionRecord(
+        AuditObjectType.AUDIT_SIGNING_KEY,
+        "a checkpoint is about to be signed with another key than the newest checkpoint's"
+        " (the signing key file changed); the object id is the new key's fingerprint, and"
+        " the checkpoint that follows names the old one as `previous_key_fingerprint`",
+        _side("the old key: `fingerprint`, `public_key` (PEM)", "SigningKeyPublic"),
+        _side("the new key: `fingerprint`, `public_key` (PEM)", "SigningKeyPublic"),
     ),
 }
 

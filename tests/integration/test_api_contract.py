@@ -150,7 +150,8 @@ def test_the_api_answers_as_it_documents(
 def test_any_offset_is_served_or_refused_by_name(
     client: TestClient, admin: dict[str, str], query: str, status: int
 ) -> None:
-    for path in ("/v1/nodes", "/v1/datasets", "/v1/workloads", "/v1/audit/events"):
+    # Audit events page by cursor: test_audit_checkpoints.py refuses their offset by name.
+    for path in ("/v1/nodes", "/v1/datasets", "/v1/workloads"):
         response = client.get(f"{path}?{query}", headers=admin)
         assert response.status_code == status, response.text
         if status == 422:

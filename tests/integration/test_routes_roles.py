@@ -309,6 +309,9 @@ CASES = [
     ),
     Case("GET", "/v1/audit/events", frozenset({A, U}), 200),
     Case("GET", "/v1/audit/verify", frozenset({A, U}), 200),
+    Case("POST", "/v1/audit/checkpoints", frozenset({A}), 201),
+    Case("GET", "/v1/audit/checkpoints", frozenset({A, U}), 200),
+    Case("GET", "/v1/audit/public-key", frozenset({A, U}), 200),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 #: The admission webhooks: the kube-apiserver calls them with no bearer token, so no role

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from agents.protocol import canonical_json
-from control_plane.core.audit_log import event_hash, hash_parts
+from control_plane.core.audit_log import _hash_parts_of_text, event_hash, hash_parts
 
 FIELDS: dict[str, Any] = {
     "occurred_at": datetime(2026, 11, 25, 19, 30, 1, 123456, tzinfo=UTC),
@@ -47,3 +47,30 @@ def test_the_parts_complete_to_the_hashed_document(
     assert completed == canonical_json(document)
     digest = hashlib.sha256(completed.encode("utf-8")).hexdigest()
     assert digest == event_hash({**fields, "seq": seq}, prev_hash)
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "request_id"),
+    [
+        (None, {"zone": "jp", "x": 0.1, "名前": '東京 "quoted"'}, None),
+        ({"a": [1, 2.5e20, None], "b": {"c": True}}, None, "req-\u00e9"),
+        (None, None, ',"prev_hash":"'),
+    ],
+)
+def test_the_write_paths_parts_equal_hash_parts(
+    before: object, after: object, request_id: str | None
+) -> None:
+    """The recording path builds the hashed text around the stored snapshots' own text."""
+    fields = {
+        "occurred_at": datetime(2026, 12, 3, 11, 0, 0, 123456, tzinfo=UTC),
+        "actor_id": "token:1",
+        "actor_name": "ops \u00e9",
+        "request_id": request_id,
+        "action": "zone.created",
+        "object_type": "zone",
+        "object_id": "jp/\u6771",
+        "before": before,
+        "after": after,
+    }
+    texts = [None if v is None else canonical_json(v) for v in (before, after)]
+    assert _hash_parts_of_text(fields, *texts) == hash_parts(fields)

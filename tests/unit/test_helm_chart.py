@@ -1048,3 +1048,31 @@ def test_notes_say_how_to_get_the_first_admin_token(
         "webhooks.clientCA is not set"
         not in rendered["webhook-mtls"]["sovereign/templates/NOTES.txt"]
     )
+
+
+def test_the_audit_signing_key_is_mounted_where_checkpoints_are_signed(
+    objects: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The worker (beat's checkpoints) and the API (on demand) read the key; nothing else."""
+    for component in ("api", "worker"):
+        workload = _workload(objects["default"], component)
+        pod = workload["spec"]["template"]["spec"]
+        [volume] = [v for v in pod["volumes"] if v["name"] == "audit-signing"]
+        assert volume["secret"] == {
+            "secretName": "sovereign-audit-signing-key",
+            "defaultMode": 0o440,
+            "items": [{"key": "signing-key.pem", "path": "signing-key.pem"}],
+        }
+        container = _container(workload)
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "audit-signing"]
+        assert mount["readOnly"] is True
+        env = _env(container)
+        path = env["SOVEREIGN_AUDIT__SIGNING_KEY_FILE"]["value"]
+        assert path == mount["mountPath"] + "/signing-key.pem"
+        assert env["SOVEREIGN_AUDIT__CHECKPOINT_SECONDS"]["value"] == "300"
+    beat = _workload(objects["default"], "beat")["spec"]["template"]["spec"]
+    assert all(v["name"] != "audit-signing" for v in beat.get("volumes", []))
+    # Beat is told the path (it refuses to start in prod without it) but never reads it.
+    assert "SOVEREIGN_AUDIT__SIGNING_KEY_FILE" in _env(
+        _container(_workload(objects["default"], "beat"))
+    )

@@ -221,6 +221,11 @@ securityContext:
 # Beat schedules the pod sweep, which evicts revoked pods, only with evictions on (as its RBAC).
 - name: SOVEREIGN_KUBERNETES__POD_SWEEP_ENABLED
   value: {{ .Values.evictions.enabled | toString | quote }}
+# The checkpoint signing key; mounted only where it signs (worker, API): see sovereign.auditSigningVolume.
+- name: SOVEREIGN_AUDIT__SIGNING_KEY_FILE
+  value: {{ printf "%s/%s" (include "sovereign.auditSigningDir" .) .Values.auditSigning.key | quote }}
+- name: SOVEREIGN_AUDIT__CHECKPOINT_SECONDS
+  value: {{ .Values.auditSigning.checkpointSeconds | toString | quote }}
 {{- range $name, $value := .Values.settings }}
 - name: {{ $name }}
   value: {{ $value | toString | quote }}
@@ -248,4 +253,26 @@ imagePullSecrets:
 {{- $pairs = append $pairs (printf "%s=%v" $key (index $ $key)) }}
 {{- end }}
 {{- join "," $pairs }}
+{{- end }}
+
+{{/* Where the audit signing key's Secret is mounted. */}}
+{{- define "sovereign.auditSigningDir" -}}
+/etc/sovereign/audit-signing
+{{- end }}
+
+{{/* The audit signing key's mount and volume (the worker signs on beat, the API on demand). */}}
+{{- define "sovereign.auditSigningMount" -}}
+- name: audit-signing
+  mountPath: {{ include "sovereign.auditSigningDir" . }}
+  readOnly: true
+{{- end }}
+
+{{- define "sovereign.auditSigningVolume" -}}
+- name: audit-signing
+  secret:
+    secretName: {{ .Values.auditSigning.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.auditSigning.key }}
+        path: {{ .Values.auditSigning.key }}
 {{- end }}
