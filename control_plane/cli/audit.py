@@ -137,9 +137,8 @@ def audit_checkpoint(
 
 @app.command("export")
 def audit_export(
-    bundle: Annotated[
-        Path, typer.Option("--output", "-o", help="The bundle directory to create (new or empty).")
-    ],
+    # A positional argument, not -o: -o means the output format in every command.
+    bundle: Annotated[Path, typer.Argument(help="The bundle directory to create (new or empty).")],
     since: Annotated[
         str | None, typer.Option("--from", help="First time included (RFC 3339).")
     ] = None,
