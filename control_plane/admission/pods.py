@@ -42,11 +42,17 @@ requirement on any other key (or on ``matchFields``) cannot be judged here and i
 as possibly met, so a pod is refused only when what it asks for certainly leaves it no
 eligible node.
 
-**Patch.** The restriction ``sovereign.io/node-id In [eligible ids]`` is ANDed into every
-existing required ``nodeSelectorTerm`` (Kubernetes ORs the terms, so adding a term of its
-own would widen the pod's choice, never narrow it); an empty term, which matches nothing,
-is left as it is. Without required affinity, one term is added. Applying the patch twice
-adds nothing the second time (the API server may call the webhook again).
+**Patch.** The restriction to the eligible nodes is ANDed into every existing required
+``nodeSelectorTerm`` (Kubernetes ORs the terms, so adding a term of its own would widen
+the pod's choice, never narrow it); an empty term, which matches nothing, is left as it
+is. Without required affinity, terms of its own are added. The restriction is the
+smallest of a few exact ways (``node_restriction``): ``sovereign.io/node-id In [eligible
+ids]``, or, where the eligible nodes are all the labelled nodes of whole zones, those
+zones' labels (``sovereign.io/zone.jp Exists``, ``sovereign.io/zone In [...]``), with an
+id list for any eligible nodes beside them. A restriction of several alternatives is
+ORed as one term per alternative, each a copy of the pod's term, so it stays one
+selection ANDed into each. Applying the patch twice adds nothing the second time (the API
+server may call the webhook again).
 """
 
 import base64
@@ -66,25 +72,23 @@ from control_plane.admission.models import (
     PodTemplate,
     WorkloadKind,
 )
+from control_plane.domain import kubernetes
+
+# The pod annotations this module reads and the webhooks set, named where every feature
+# reads them (``domain.kubernetes``) and offered here as the admission's own words.
+from control_plane.domain.kubernetes import DATASETS as DATASETS
+from control_plane.domain.kubernetes import DECISION_ID as DECISION_ID
+from control_plane.domain.kubernetes import GPUS as GPUS
+from control_plane.domain.kubernetes import MIG_PROFILE as MIG_PROFILE
+from control_plane.domain.kubernetes import MODELS as MODELS
+from control_plane.domain.kubernetes import NODE_ID_LABEL, NODE_LABELS, ZONE_LABEL
+from control_plane.domain.kubernetes import OUTPUT as OUTPUT
+from control_plane.domain.kubernetes import POLICY_SET_VERSION as POLICY_SET_VERSION
+from control_plane.domain.kubernetes import TENANT as TENANT
 from control_plane.domain.types import MAX_LABELS
 from control_plane.facts.workloads import MAX_GPUS_PER_WORKLOAD, MigProfile, WorkloadRequest
 from control_plane.policy.engine import NodeIndex
 from control_plane.policy.models import NodeView
-
-#: The annotations a pod declares itself with, and those the mutating webhook sets.
-DATASETS = "sovereign.io/datasets"
-MODELS = "sovereign.io/models"
-OUTPUT = "sovereign.io/output"
-TENANT = "sovereign.io/tenant"
-#: How many GPUs (or MIG slices) a pod's DRA resource claims allocate, and of which profile.
-GPUS = "sovereign.io/gpus"
-MIG_PROFILE = "sovereign.io/mig-profile"
-DECISION_ID = "sovereign.io/decision-id"
-POLICY_SET_VERSION = "sovereign.io/policy-set-version"
-#: The node label the injected affinity selects on (kept in sync by the label sync).
-NODE_ID_LABEL = "sovereign.io/node-id"
-#: The Node labels of the control plane's own, which only its ServiceAccount may change.
-LABEL_PREFIX = "sovereign.io/"
 
 WHOLE_GPU = "nvidia.com/gpu"
 MIG_PREFIX = "nvidia.com/mig-"
@@ -368,26 +372,15 @@ class Match(StrEnum):
     UNKNOWN = "unknown"
 
 
-#: The labels the label sync gives every node; only these are judged.
-NODE_LABELS = (
-    NODE_ID_LABEL,
-    "sovereign.io/zone",
-    "sovereign.io/country",
-    "sovereign.io/origin-country",
-    "sovereign.io/provenance",
-)
-
-
 def node_labels(node: NodeView, index: NodeIndex) -> dict[str, str]:
-    """The ``NODE_LABELS`` a node carries (those it has a value for)."""
-    values = {
-        NODE_ID_LABEL: node.id,
-        "sovereign.io/zone": node.zone,
-        "sovereign.io/country": index.country_of(node.zone),
-        "sovereign.io/origin-country": node.origin_country,
-        "sovereign.io/provenance": node.provenance_status.value,
-    }
-    return {key: value for key, value in values.items() if value is not None}
+    """The ``NODE_LABELS`` a node carries (those it has a value for), as the sync writes them."""
+    return kubernetes.node_labels(
+        node.id,
+        node.zone,
+        index.country_of(node.zone),
+        node.origin_country,
+        node.provenance_status.value,
+    )
 
 
 def _requirement(requirement: NodeSelectorRequirement, labels: Mapping[str, str]) -> Match:
@@ -484,26 +477,156 @@ def _pointer(*parts: str) -> str:
     return "".join("/" + part.replace("~", "~0").replace("/", "~1") for part in parts)
 
 
-def _restricted(term: dict[str, Any], restriction: dict[str, Any]) -> dict[str, Any]:
-    """``term`` ANDed with ``restriction``; an empty term (it matches nothing) as it is."""
+#: One ``matchExpressions`` entry: ``{"key", "operator", "values"?}``.
+Requirement = dict[str, Any]
+
+
+def _ids(index: NodeIndex, mask: int) -> Requirement:
+    return {"key": NODE_ID_LABEL, "operator": "In", "values": index.ids_of(mask)}
+
+
+def _whole_zones(index: NodeIndex, labelled: int, eligible: int) -> tuple[list[str], int]:
+    """The own zones all of whose labelled nodes are eligible, and the nodes they hold."""
+    zones: list[str] = []
+    covered = 0
+    for zone, members in index.by_zone.items():
+        here = labelled & members
+        if zone is not None and here and not here & ~eligible:
+            zones.append(zone)
+            covered |= here
+    return sorted(zones), covered
+
+
+def _whole_subtrees(index: NodeIndex, labelled: int, eligible: int) -> tuple[list[str], int]:
+    """The outermost zones whose labelled nodes, inner zones included, are all eligible.
+
+    Only zones with a ``sovereign.io/zone.<slug>`` label count; also the nodes they hold.
+    """
+    whole: dict[str, int] = {}
+    for zone, members in index.within_zone.items():
+        here = labelled & members
+        if here and not here & ~eligible and kubernetes.in_zone_label(zone) is not None:
+            whole[zone] = here
+    outermost = sorted(
+        zone for zone in whole if not any(outer in whole for outer in index.ancestors(zone)[1:])
+    )
+    covered = 0
+    for zone in outermost:
+        covered |= whole[zone]
+    return outermost, covered
+
+
+def node_restriction(
+    index: NodeIndex, eligible: int, *, zone_labels: bool = False
+) -> list[list[Requirement]]:
+    """Exact ways to select the ``eligible`` nodes (a mask over ``index``) by their labels.
+
+    Without ``zone_labels`` (``SOVEREIGN_ADMISSION__AFFINITY=node_ids``, the default) only the
+    id list of 1. below: a pending pod can then go only to nodes the engine judged
+    (docs/kubernetes.md, "By id or by zone").
+
+    Each way is a list of alternatives, one requirement each, of which a node must meet
+    one (``affinity_patch`` ORs them as terms and keeps the smallest way). On the labels
+    the sync writes from the same snapshot (``cluster.service.desired_labels``: a
+    placeable node with a zone carries them all, any other none), every way selects
+    exactly the eligible nodes that carry labels:
+
+    1. ``sovereign.io/node-id In [every eligible id]``, the plain one (left out where
+       the zone list of 2. alone is certainly smaller);
+    2. ``sovereign.io/zone In [zones]`` for the zones all of whose labelled nodes are
+       eligible, beside (as another alternative) an id list of the eligible nodes
+       outside them, if any;
+    3. ``sovereign.io/zone.<slug> Exists`` for each outermost zone whose labelled nodes,
+       inner zones included, are all eligible, beside ``sovereign.io/zone In`` for the
+       zones whole by their own nodes outside those, and an id list for the rest.
+
+    An eligible node without labels (the engine's baseline leaves only active nodes, so
+    one without a zone) is selected by none of them, the id list included; the zone ways
+    leave it out. Costs a few masks per zone, not a walk of the nodes.
+    """
+    if not zone_labels:
+        return [[_ids(index, eligible)]]
+    labelled = index.placeable() & ~index.by_zone.get(None, 0)
+    ways: list[list[Requirement]] = []
+    zones, by_zone = _whole_zones(index, labelled, eligible)
+    ids_lose = False
+    if zones:
+        way = [{"key": ZONE_LABEL, "operator": "In", "values": zones}]
+        rest = eligible & labelled & ~by_zone
+        ways.append([*way, _ids(index, rest)] if rest else way)
+        # An id list is at least its key and 4 bytes an id: when the zone list alone is
+        # smaller, the id list can never be kept, and is not built (5,000 ids: 0.3 ms).
+        ids_lose = (
+            not rest and _size(way[0]) < _size({"key": NODE_ID_LABEL}) + 4 * eligible.bit_count()
+        )
+    if not ids_lose:
+        ways.insert(0, [_ids(index, eligible)])
+    outermost, by_subtree = _whole_subtrees(index, labelled, eligible)
+    if outermost:
+        way = [
+            {"key": kubernetes.IN_ZONE_PREFIX + zone, "operator": "Exists"} for zone in outermost
+        ]
+        inside = [zone for zone in zones if not index.by_zone[zone] & by_subtree]
+        if inside:
+            way.append({"key": ZONE_LABEL, "operator": "In", "values": inside})
+        rest = eligible & labelled & ~by_subtree & ~by_zone
+        ways.append([*way, _ids(index, rest)] if rest else way)
+    return ways
+
+
+def _size(requirement: Requirement) -> int:
+    """About how many bytes of JSON a requirement is (its values counted, not encoded)."""
+    values = requirement.get("values") or ()
+    return 40 + len(requirement["key"]) + sum(map(len, values)) + 3 * len(values)
+
+
+def _restricted(
+    term: dict[str, Any], way: Sequence[Requirement], known: Sequence[Requirement]
+) -> list[dict[str, Any]]:
+    """``term`` ANDed with the OR of ``way``'s alternatives: one term per alternative.
+
+    An empty term (it matches nothing) is kept as it is, and so is one that already holds
+    one of the ``known`` alternatives (of any of the equivalent ways): each selects only
+    eligible nodes, so the term is already restricted (the webhook's second call on the
+    same object, which may find another way the smallest now that the terms are there).
+    """
     expressions = list(term.get("matchExpressions") or [])
     if not expressions and not term.get("matchFields"):
-        return term
-    if restriction in expressions:
-        return term
-    return {**term, "matchExpressions": [*expressions, restriction]}
+        return [term]
+    if any(alternative in expressions for alternative in known):
+        return [term]
+    return [{**term, "matchExpressions": [*expressions, alternative]} for alternative in way]
+
+
+def _smallest(
+    terms: Sequence[dict[str, Any]], ways: Sequence[Sequence[Requirement]]
+) -> Sequence[Requirement]:
+    """The way whose merge into ``terms`` is the fewest bytes.
+
+    Each term is copied once per alternative, so an alternative more costs the terms'
+    size again, and each alternative is written into every term.
+    """
+    base = sum(len(json.dumps(term, separators=(",", ":"))) for term in terms)
+    count = max(len(terms), 1)
+
+    def cost(way: Sequence[Requirement]) -> int:
+        return len(way) * base + count * sum(_size(alternative) for alternative in way)
+
+    return min(ways, key=cost)
 
 
 def affinity_patch(
-    template: PodTemplate, raw_template: Mapping[str, Any], eligible: Sequence[str]
+    template: PodTemplate,
+    raw_template: Mapping[str, Any],
+    ways: Sequence[Sequence[Requirement]],
 ) -> list[dict[str, Any]]:
-    """JSONPatch operations that restrict the pod to the ``eligible`` node ids.
+    """JSONPatch operations that restrict the pod to the nodes ``ways`` select.
 
-    ``raw_template`` is the pod template as received (a pod: the object itself), so the
-    operations address what is really there; see the module docstring for the merge.
+    ``ways`` are equivalent selections (``node_restriction``); the smallest merge is
+    kept. ``raw_template`` is the pod template as received (a pod: the object itself), so
+    the operations address what is really there; see the module docstring for the merge.
     """
     prefix = template.pointer
-    restriction = {"key": NODE_ID_LABEL, "operator": "In", "values": list(eligible)}
     spec = raw_template.get("spec") or {}
     affinity = spec.get("affinity")
     node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, dict) else None
@@ -513,7 +636,9 @@ def affinity_patch(
         else None
     )
     terms = required.get("nodeSelectorTerms") if isinstance(required, dict) else None
-    fresh = {"nodeSelectorTerms": [{"matchExpressions": [restriction]}]}
+    existing = terms if isinstance(terms, list) and terms else []
+    way = _smallest(existing, ways)
+    fresh = {"nodeSelectorTerms": [{"matchExpressions": [alternative]} for alternative in way]}
     if not isinstance(affinity, dict):
         return [
             {
@@ -535,10 +660,11 @@ def affinity_patch(
     path = prefix + _pointer(
         "spec", "affinity", "nodeAffinity", "requiredDuringSchedulingIgnoredDuringExecution"
     )
-    if not isinstance(terms, list) or not terms:
+    if not existing:
         return [{"op": "add", "path": path, "value": fresh}]
-    merged = [_restricted(term, restriction) for term in terms]
-    if merged == terms:
+    known = [alternative for each in ways for alternative in each]
+    merged = [restricted for term in existing for restricted in _restricted(term, way, known)]
+    if merged == existing:
         return []
     return [{"op": "replace", "path": path + "/nodeSelectorTerms", "value": merged}]
 

@@ -11,7 +11,8 @@ webhook's affinity keeps it on the nodes the engine found eligible.
 What each webhook does with the same decision:
 
 * **mutate** (``/k8s/mutate``) denies what the engine denies; on admit it answers a
-  JSONPatch with the node affinity and the ``sovereign.io/decision-id`` and
+  JSONPatch with the node affinity (the eligible nodes, by id or by whole zones,
+  ``pods.node_restriction``) and the ``sovereign.io/decision-id`` and
   ``sovereign.io/policy-set-version`` annotations, and records the decision
   (``pod.admitted`` or ``pod.denied``). Called again for the same object (the chart's
   ``reinvocationPolicy: IfNeeded``), it decides again and reuses the first call's record
@@ -58,9 +59,10 @@ from control_plane.core.errors import InvalidInputError
 from control_plane.core.settings import AdmissionSettings
 from control_plane.domain.audit import AuditAction
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
+from control_plane.domain.kubernetes import LABEL_PREFIX
 from control_plane.facts.fleet import SnapshotSource
 from control_plane.facts.workloads import WorkloadRequest, workload_view
-from control_plane.policy.engine import DecisionCache, decide
+from control_plane.policy.engine import DecisionCache, decide_with_mask
 from control_plane.policy.models import Decision, Reason
 from control_plane.policy.service import CompiledPolicySets, active_policy_set
 
@@ -231,7 +233,7 @@ def review_workload(
             return deny(uid, f"Sovereign cannot admit this pod: {_unknown_name(exc, template)}")
         snapshot = deps.fleet.snapshot(conn)
         index = snapshot.index
-        decision = decide(
+        decision, eligible = decide_with_mask(
             workload,
             index,
             active_policy_set(conn, deps.policy_sets),
@@ -276,7 +278,11 @@ def review_workload(
         annotations[pods.DECISION_ID] = decision_id
     raw = pods.template_of(kind, request.object)
     patch = [
-        *pods.affinity_patch(template, raw, decision.eligible_node_ids),
+        *pods.affinity_patch(
+            template,
+            raw,
+            pods.node_restriction(index, eligible, zone_labels=deps.settings.affinity == "zones"),
+        ),
         *pods.annotation_patch(template, raw, annotations),
     ]
     return allow(uid, patch=patch)
@@ -424,7 +430,7 @@ def review_node(
     changed = sorted(
         key
         for key in set(old) | set(new)
-        if key.startswith(pods.LABEL_PREFIX) and old.get(key) != new.get(key)
+        if key.startswith(LABEL_PREFIX) and old.get(key) != new.get(key)
     )
     if not changed:
         return allow(uid)
@@ -446,6 +452,6 @@ def review_node(
     )
     return deny(
         uid,
-        f"Sovereign: only {settings.label_sync_user} may change {pods.LABEL_PREFIX}* labels on"
+        f"Sovereign: only {settings.label_sync_user} may change {LABEL_PREFIX}* labels on"
         f" Nodes; {username or 'this user'} tried to change {words}",
     )

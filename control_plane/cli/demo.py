@@ -23,6 +23,7 @@ import control_plane
 from control_plane.access import service as access
 from control_plane.access.models import Role
 from control_plane.cli.local import cli_actor
+from control_plane.core import tls
 from control_plane.core.audit_log import AuditContext
 from control_plane.core.db import DbConnection, connect
 from control_plane.core.settings import Settings, load_settings
@@ -129,8 +130,14 @@ def _approve_lost_simulated_nodes(
             return approved
 
 
-def seed(settings: Settings, actor: AuditContext, api_url: str) -> DemoSeed:
-    """Create the demo admin token, zones and the simulator's bootstrap config if missing."""
+def seed(
+    settings: Settings, actor: AuditContext, api_url: str, ca_bundle: Path | None = None
+) -> DemoSeed:
+    """Create the demo admin token, zones and the simulator's bootstrap config if missing.
+
+    ``ca_bundle``: what the simulated agents verify an HTTPS API with (else the system's
+    trust store).
+    """
     admin_file = settings.state_dir / "admin.token"
     admin_token = _token(settings, actor, DEMO_ADMIN_NAME, Role.ADMIN, admin_file)
     created = []
@@ -156,9 +163,15 @@ def seed(settings: Settings, actor: AuditContext, api_url: str) -> DemoSeed:
             zone=zone_slug,
         )
     config = settings.state_dir / "simulator.yaml"
+    control_plane: dict[str, str] = {
+        "url": api_url,
+        "bootstrap_token": simulator_file.read_text().strip(),
+    }
+    if ca_bundle is not None:
+        control_plane["ca_bundle"] = str(ca_bundle.resolve())
     document = {
         "version": "v1",
-        "control_plane": {"url": api_url, "bootstrap_token": simulator_file.read_text().strip()},
+        "control_plane": control_plane,
         "sweep_interval_seconds": settings.heartbeat_interval_seconds,
         "state_dir": str(simulator_state),
     }
@@ -206,17 +219,21 @@ def _local_api_url(settings: Settings, host: str | None, port: int | None) -> st
     """The URL a process on this host reaches the API at, given where it listens."""
     listen = host or settings.api.host
     reachable = "127.0.0.1" if listen in ("0.0.0.0", "::", "") else listen  # noqa: S104
-    return f"http://{reachable}:{port or settings.api.port}"
+    return f"{tls.scheme(settings)}://{reachable}:{port or settings.api.port}"
 
 
 @app.command("seed")
 def demo_seed(
     host: Annotated[str | None, typer.Option(help="API address the simulator uses.")] = None,
     port: Annotated[int | None, typer.Option(help="API port the simulator uses.")] = None,
+    ca_bundle: Annotated[
+        Path | None,
+        typer.Option(help="With SOVEREIGN_TLS_*: the CA the simulated agents verify the API with."),
+    ] = None,
 ) -> None:
     """Create the demo admin token (printed once), demo zones and the simulator's config."""
     settings = load_settings()
-    result = seed(settings, cli_actor(), _local_api_url(settings, host, port))
+    result = seed(settings, cli_actor(), _local_api_url(settings, host, port), ca_bundle)
     if result.admin_token:
         typer.echo(
             f"demo admin token (shown once, also saved to {result.admin_token_file}):\n"

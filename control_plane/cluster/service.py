@@ -22,22 +22,17 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from control_plane.cluster.models import (
-    COUNTRY_LABEL,
-    IN_ZONE_PREFIX,
-    IN_ZONE_VALUE,
-    LABEL_PREFIX,
-    MAX_LABEL_NAME,
-    NODE_ID_LABEL,
-    ORIGIN_COUNTRY_LABEL,
-    PROVENANCE_LABEL,
-    UNKNOWN_SAMPLE,
-    ZONE_LABEL,
-    SyncReport,
-)
+from control_plane.cluster.models import UNKNOWN_SAMPLE, SyncReport
 from control_plane.core.db import DbConnection
 from control_plane.core.kube import reaching_cluster
 from control_plane.domain.fleet import placeable
+from control_plane.domain.kubernetes import (
+    IN_ZONE_PREFIX,
+    IN_ZONE_VALUE,
+    LABEL_PREFIX,
+    in_zone_label,
+    node_labels,
+)
 from control_plane.facts.fleet import load_snapshot
 from control_plane.facts.kubernetes import by_kubernetes_name, kubernetes_node_names
 from control_plane.policy.engine import NodeIndex
@@ -56,25 +51,26 @@ LIST_PAGE_SIZE = 500
 def desired_labels(node: NodeView, index: NodeIndex) -> dict[str, str]:
     """The ``sovereign.io/*`` labels ``node`` should carry; empty unless it is placeable.
 
-    The first five are what the admission webhook judges a pod's node selection against
-    (``admission.pods.node_labels``), so the webhook and kube-scheduler read the same.
+    ``domain.kubernetes.node_labels`` is what the admission webhook judges a pod's node
+    selection against (``admission.pods.node_labels`` calls it too), so the webhook and
+    kube-scheduler read the same; the webhook's compact affinity selects on the
+    ``sovereign.io/zone.<slug>`` ones added here.
     """
     if not placeable(node.status, node.drift_status) or node.zone is None:
         return {}
-    values = {
-        NODE_ID_LABEL: node.id,
-        ZONE_LABEL: node.zone,
-        COUNTRY_LABEL: index.country_of(node.zone),
-        ORIGIN_COUNTRY_LABEL: node.origin_country,
-        PROVENANCE_LABEL: node.provenance_status.value,
-    }
-    labels = {key: value for key, value in values.items() if value is not None}
+    labels = node_labels(
+        node.id,
+        node.zone,
+        index.country_of(node.zone),
+        node.origin_country,
+        node.provenance_status.value,
+    )
     for zone in index.ancestors(node.zone):
-        key = IN_ZONE_PREFIX + zone
-        if len(key) - len(LABEL_PREFIX) <= MAX_LABEL_NAME:
+        key = in_zone_label(zone)
+        if key is not None:
             labels[key] = IN_ZONE_VALUE
         else:
-            log.warning("zone %s: slug too long for a %s<slug> label; none set", zone, key)
+            log.warning("zone %s: slug too long for a %s<slug> label", zone, IN_ZONE_PREFIX)
     return labels
 
 

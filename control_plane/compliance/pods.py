@@ -29,14 +29,14 @@ from uuid import UUID
 from control_plane.compliance.evaluation import Enforcement, Finding, RunningWorkload
 from control_plane.compliance.models import PodDecisionRow
 from control_plane.domain.decisions import DecisionOutcome
-from control_plane.policy.models import NodeView, WorkloadView
 
-#: The annotations of ``admission.pods`` the sweep reads (a unit test keeps them equal).
-DECISION_ID = "sovereign.io/decision-id"
-DATASETS = "sovereign.io/datasets"
-MODELS = "sovereign.io/models"
-OUTPUT = "sovereign.io/output"
-TENANT = "sovereign.io/tenant"
+# The annotations the sweep reads, the webhooks' own (``domain.kubernetes``).
+from control_plane.domain.kubernetes import DATASETS as DATASETS
+from control_plane.domain.kubernetes import DECISION_ID as DECISION_ID
+from control_plane.domain.kubernetes import MODELS as MODELS
+from control_plane.domain.kubernetes import OUTPUT as OUTPUT
+from control_plane.domain.kubernetes import TENANT as TENANT
+from control_plane.policy.models import NodeView, WorkloadView
 
 #: How many skipped pods (and evicted, blocked ones) a report lists; the counts are exact.
 REPORT_SAMPLE = 100

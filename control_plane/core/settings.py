@@ -101,6 +101,13 @@ class AdmissionSettings(BaseModel):
     #: Namespace to tenant slug, where they differ; otherwise a pod without a
     #: ``sovereign.io/tenant`` annotation runs for the tenant whose slug is its namespace.
     namespace_tenants: dict[str, str] = Field(default_factory=dict)
+    #: How the mutating webhook writes the eligible nodes into a pod's affinity.
+    #: ``node_ids``: ``sovereign.io/node-id In [...]``, exactly the nodes the engine judged
+    #: (about 40 bytes a node in the pod object). ``zones``: where whole zones are
+    #: eligible, their ``sovereign.io/zone.<slug>`` labels instead (a few hundred bytes),
+    #: which a node joining such a zone after the decision also matches, unjudged, once
+    #: the label sync labels it (docs/kubernetes.md, "By id or by zone").
+    affinity: Literal["node_ids", "zones"] = "node_ids"
     #: The only user that may change ``sovereign.io/*`` labels on Nodes: the control
     #: plane's own ServiceAccount (the worker that syncs them).
     label_sync_user: str = "system:serviceaccount:sovereign:sovereign-worker"

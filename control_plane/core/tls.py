@@ -1,4 +1,4 @@
-"""The API's own TLS: check the certificate and key settings, and hand them to uvicorn.
+"""TLS of the API and the webhook listener: check the files, hand them to uvicorn, reload.
 
 ``sovctl serve``, ``sovctl up`` and ``sovctl preflight`` check the files before uvicorn
 loads them, so a missing or unreadable file, a file that is not PEM, a key that is not the
@@ -8,10 +8,17 @@ OpenSSL asking for a passphrase on a terminal nobody watches). The check loads t
 into a server ``SSLContext`` as uvicorn does. uvicorn's own context is a plain
 ``PROTOCOL_TLS_SERVER`` one, whose floor since Python 3.10 is TLS 1.2: the API speaks TLS
 1.2 and 1.3 only (``tests/e2e/test_tls.py`` checks that a TLS 1.1 client is refused).
+
+The webhook listener (``sovctl serve-webhooks``) has its own pair or the API's, HTTPS
+only, and optionally a client CA (``webhook_uvicorn_options``). Both servers pick up a
+renewed certificate on the next connection, without a restart (``reloading_context``).
 """
 
+import logging
 import re
 import ssl
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +27,9 @@ from pydantic import SecretStr
 
 from control_plane.core.errors import ConfigurationError
 from control_plane.core.settings import Settings
+
+#: The server's own log (uvicorn configures it): a reload is an event of the server.
+_log = logging.getLogger("uvicorn.error")
 
 CERT_SETTING = "SOVEREIGN_TLS_CERT_FILE"
 KEY_SETTING = "SOVEREIGN_TLS_KEY_FILE"
@@ -113,7 +123,10 @@ def _check_pair(pair: _Pair) -> None:
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """``uvicorn.run`` keyword arguments that serve HTTPS with the settings' pair (or none)."""
+    """``uvicorn.run`` keyword arguments that serve HTTPS with the settings' pair (or none).
+
+    The certificate is re-read when its files change (``reloading_context``).
+    """
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return {}
     password = settings.tls_key_password
@@ -121,7 +134,83 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ssl_certfile": str(settings.tls_cert_file),
         "ssl_keyfile": str(settings.tls_key_file),
         "ssl_keyfile_password": None if password is None else password.get_secret_value(),
+        "ssl_context_factory": reloading_context,
     }
+
+
+_Stamp = tuple[tuple[int, int, int], ...]
+
+
+def _stamp(files: tuple[Path, ...]) -> _Stamp:
+    """What changes when a file is replaced: inode, size, modification time (ns)."""
+    stamps = []
+    for path in files:
+        try:
+            status = path.stat()
+        except OSError:
+            stamps.append((0, 0, 0))
+        else:
+            stamps.append((status.st_ino, status.st_size, status.st_mtime_ns))
+    return tuple(stamps)
+
+
+class _Reloader:
+    """The SNI callback that swaps in a context with the newest certificate on disk.
+
+    OpenSSL calls it on every ClientHello, with or without SNI, before the server sends
+    its certificate, so setting ``ssl_object.context`` there serves the new pair on that
+    very connection. A failed load (a key not yet matching a certificate copied by hand)
+    keeps the current pair, is logged, and is tried again when the files change again.
+    """
+
+    def __init__(
+        self, factory: Callable[[], ssl.SSLContext], files: tuple[Path, ...], first: ssl.SSLContext
+    ) -> None:
+        self._factory = factory
+        self._files = files
+        self._stamp = _stamp(files)
+        self._current = first
+        self._lock = threading.Lock()
+
+    def __call__(
+        self, ssl_object: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
+    ) -> None:
+        stamp = _stamp(self._files)
+        if stamp != self._stamp:
+            with self._lock:
+                if stamp != self._stamp:
+                    self._reload(stamp)
+        if self._current is not context:
+            ssl_object.context = self._current
+
+    def _reload(self, stamp: _Stamp) -> None:
+        self._stamp = stamp
+        try:
+            self._current = self._factory()
+        except (OSError, ssl.SSLError) as exc:
+            _log.warning(
+                "TLS certificate files changed but do not load (%s); serving the previous one",
+                exc,
+            )
+        else:
+            _log.info("TLS certificate reloaded from %s", ", ".join(map(str, self._files)))
+
+
+def reloading_context(config: Any, default_factory: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """The server's SSL context, serving a renewed certificate without a restart.
+
+    cert-manager renews the certificate into its Secret, which the kubelet updates in the
+    pod's volume; a server that read the files once would serve the old certificate until
+    it expired, and with the webhooks' ``failurePolicy: Fail`` that is every GPU pod
+    refused. Each new connection checks the files' stamps (one ``stat`` each) and loads a
+    changed pair once. uvicorn's ``ssl_context_factory`` hook, so ``default_factory`` is
+    its own context builder (the same ciphers, client CA and ALPN); a module-level
+    function, so worker processes receive it too.
+    """
+    context = default_factory()
+    files = tuple(Path(name) for name in (config.ssl_certfile, config.ssl_keyfile) if name)
+    context.sni_callback = _Reloader(default_factory, files, context)
+    return context
 
 
 WEBHOOK_CERT_SETTING = "SOVEREIGN_ADMISSION__TLS_CERT_FILE"
@@ -169,6 +258,7 @@ def webhook_uvicorn_options(settings: Settings) -> dict[str, Any]:
         "ssl_certfile": str(pair.cert_file),
         "ssl_keyfile": str(pair.key_file),
         "ssl_keyfile_password": None if pair.password is None else pair.password.get_secret_value(),
+        "ssl_context_factory": reloading_context,
     }
     ca_file = settings.admission.client_ca_file
     if ca_file is not None:

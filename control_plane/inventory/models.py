@@ -437,6 +437,12 @@ class NodePublic(BaseModel):
     cpu_model: str | None
     cpu_count: int | None
     memory_bytes: int | None
+    kubernetes_node_name: str | None = Field(
+        description=(
+            "The Kubernetes Node name its agent reports (the node label sync matches Nodes by"
+            " it, else by hostname); the agent's claim, not checked against the kubelet."
+        )
+    )
     gpu_count: int = Field(description="GPUs the node reports (missing GPUs not counted).")
     location: Location
     mig_slices: list[MigSliceCount] = Field(
@@ -569,6 +575,7 @@ class NodeRow(BaseModel):
     cpu_model: str | None
     cpu_count: int | None
     memory_bytes: int | None
+    kubernetes_node_name: str | None
     system_manufacturer: str | None
     system_model: str | None
     system_serial: str | None
@@ -637,6 +644,7 @@ class NodeRow(BaseModel):
             cpu_model=self.cpu_model,
             cpu_count=self.cpu_count,
             memory_bytes=self.memory_bytes,
+            kubernetes_node_name=self.kubernetes_node_name,
             gpu_count=self.gpu_count,
             location=self.location,
             mig_slices=self.mig_slices,

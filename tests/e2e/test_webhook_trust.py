@@ -6,10 +6,12 @@ from that CA is heard, and the audit records which certificate called beside the
 review claims; one without a certificate, or with one from another CA, fails the TLS
 handshake and nothing is recorded; with ``SOVEREIGN_ADMISSION__CLIENT_NAMES`` a
 certificate of the right CA but another name is refused 403. Without TLS settings the
-listener does not start, in one line.
+listener does not start, in one line. Both servers serve a renewed certificate without a
+restart.
 """
 
 import hashlib
+import socket
 import ssl
 import subprocess
 import uuid
@@ -26,7 +28,14 @@ from control_plane.audit import service as audit
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import Settings
 from tests.certificates import TlsFiles, make_client_files, make_tls_files
-from tests.support import SOVCTL, ApiProcess, free_port, subprocess_env, webhook_process
+from tests.support import (
+    SOVCTL,
+    ApiProcess,
+    free_port,
+    subprocess_env,
+    wait_until_ready,
+    webhook_process,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -213,3 +222,67 @@ def test_an_unreadable_client_ca_stops_the_listener_in_one_line(
     assert result.stderr == (
         f"error: SOVEREIGN_ADMISSION__CLIENT_CA_FILE: {garbage} is not a PEM certificate\n"
     )
+
+
+def served_certificate(port: int, ca: Path, client: TlsFiles | None = None) -> x509.Certificate:
+    """The certificate a new connection to ``port`` is served, verified against ``ca``."""
+    context = ssl.create_default_context(cafile=ca)
+    if client is not None:
+        context.load_cert_chain(client.cert, client.key)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="127.0.0.1") as tls_socket,
+    ):
+        der = tls_socket.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+@pytest.mark.parametrize("server", ["serve", "serve-webhooks"])
+def test_a_renewed_certificate_is_served_without_a_restart(
+    server: str, settings: Settings, apiserver: TlsFiles, tmp_path: Path
+) -> None:
+    """As cert-manager renews into the Secret the pod mounts: files swapped by a symlink."""
+    first = make_tls_files(tmp_path / "first", name="first")
+    second = make_tls_files(tmp_path / "second", name="second")
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    data = mounted / "..data"
+    data.symlink_to(first.cert.parent)
+    for name in ("tls.crt", "tls.key"):
+        (mounted / name).symlink_to(Path("..data") / name)
+    env = {
+        "SOVEREIGN_TLS_CERT_FILE": str(mounted / "tls.crt"),
+        "SOVEREIGN_TLS_KEY_FILE": str(mounted / "tls.key"),
+    }
+    client = apiserver if server == "serve-webhooks" else None
+    if client is not None:
+        env["SOVEREIGN_ADMISSION__CLIENT_CA_FILE"] = str(apiserver.ca_cert)
+    port = free_port()
+    log = tmp_path / f"{server}.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [*SOVCTL, server, "--port", str(port)],
+            env=subprocess_env(settings, **env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_ready(
+            f"https://127.0.0.1:{port}/readyz",
+            process=process,
+            verify=client_context(first, client),
+        )
+        before = served_certificate(port, first.ca_cert, client)
+        # The kubelet's update: a new folder, then the ..data link swapped in one rename.
+        swap = mounted / "..data_tmp"
+        swap.symlink_to(second.cert.parent)
+        swap.rename(data)
+        after = served_certificate(port, second.ca_cert, client)
+        assert process.poll() is None, log.read_text()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    assert before.issuer.rfc4514_string() == "CN=first CA"
+    assert after.issuer.rfc4514_string() == "CN=second CA"
+    assert "TLS certificate reloaded" in log.read_text()

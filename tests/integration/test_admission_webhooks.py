@@ -22,15 +22,18 @@ from control_plane.audit import service as audit
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import AdmissionSettings, Settings
 from control_plane.domain.decisions import EnforcementPoint
+from control_plane.domain.kubernetes import NODE_ID_LABEL
 from control_plane.facts.fleet import load_snapshot
 from control_plane.facts.workloads import WorkloadRequest, workload_view
 from control_plane.policy.engine import DecisionCache, decide
 from control_plane.policy.service import active_policy_set
 from tests.support import registration
+from tests.unit.admission.affinity import ours, selected
 
 pytestmark = pytest.mark.integration
 
 WORKER = "system:serviceaccount:sovereign:sovereign-worker"
+ZONE_JP = "sovereign.io/zone.jp"
 #: Who called, as the audit records it when no client CA is configured.
 UNCHECKED = {"authentication": "none", "subject": None, "serial": None, "sha256": None}
 
@@ -212,10 +215,18 @@ def required_terms(spec: dict[str, Any]) -> list[dict[str, Any]]:
     return terms
 
 
-def restriction(term: dict[str, Any]) -> set[str]:
-    [found] = [e for e in term["matchExpressions"] if e["key"] == pods.NODE_ID_LABEL]
-    assert found["operator"] == "In"
-    return set(found["values"])
+def restriction(conn: DbConnection, terms: list[dict[str, Any]]) -> set[str]:
+    """The nodes Sovereign's expressions in ``terms`` select, by the Kubernetes rules, on
+    the labels the label sync writes from the fleet as it is now (its pure function)."""
+    conn.rollback()
+    index = load_snapshot(conn).index
+    conn.rollback()
+    return selected(ours(terms), index)
+
+
+def injected(terms: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Sovereign's expressions in each term."""
+    return [term["matchExpressions"] for term in ours(terms)]
 
 
 def engine_eligible(conn: DbConnection, request: WorkloadRequest) -> set[str]:
@@ -250,6 +261,27 @@ def count(conn: DbConnection, table: str) -> int:
 # -- mutate -------------------------------------------------------------------------------
 
 
+def test_with_zones_whole_eligible_zones_are_written_by_their_labels(
+    client: TestClient,
+    conn: DbConnection,
+    admin: dict[str, str],
+    node_ids: dict[str, str],
+    settings: Settings,
+) -> None:
+    """``SOVEREIGN_ADMISSION__AFFINITY=zones``: one zone label, as exact on the sync's labels."""
+    apply_policy(client, admin, RESIDENCY)
+    by_zone = settings.model_copy(update={"admission": AdmissionSettings(affinity="zones")})
+    obj = pod_object()
+    with TestClient(create_webhook_app(by_zone)) as webhooks:
+        result = patched(obj, post(webhooks, "/k8s/mutate", review(obj)))
+    terms = required_terms(result["spec"])
+    expected = engine_eligible(
+        conn, WorkloadRequest(tenant="research", datasets=["tickets"], output="results-jp")
+    )
+    assert restriction(conn, terms) == expected == {node_ids["jp-a"], node_ids["jp-b"]}
+    assert injected(terms) == [[{"key": ZONE_JP, "operator": "Exists"}]]
+
+
 def test_an_admitted_pod_is_restricted_to_exactly_the_engines_eligible_nodes(
     client: TestClient,
     conn: DbConnection,
@@ -264,11 +296,15 @@ def test_an_admitted_pod_is_restricted_to_exactly_the_engines_eligible_nodes(
     assert "warnings" not in response
     result = patched(obj, response)
 
-    [term] = required_terms(result["spec"])
+    terms = required_terms(result["spec"])
     expected = engine_eligible(
         conn, WorkloadRequest(tenant="research", datasets=["tickets"], output="results-jp")
     )
-    assert restriction(term) == expected == {node_ids["jp-a"], node_ids["jp-b"]}
+    assert restriction(conn, terms) == expected == {node_ids["jp-a"], node_ids["jp-b"]}
+    # By default the nodes the engine judged, by id, though they are all of zone jp.
+    [[ids]] = injected(terms)
+    assert (ids["key"], ids["operator"]) == ("sovereign.io/node-id", "In")
+    assert sorted(ids["values"]) == sorted(expected)
 
     annotations = result["metadata"]["annotations"]
     assert annotations[pods.POLICY_SET_VERSION] == "1"
@@ -297,7 +333,11 @@ def test_an_admitted_pod_is_restricted_to_exactly_the_engines_eligible_nodes(
 
 
 def test_several_containers_init_containers_and_existing_affinity_are_merged(
-    client: TestClient, admin: dict[str, str], node_ids: dict[str, str], webhooks: TestClient
+    client: TestClient,
+    conn: DbConnection,
+    admin: dict[str, str],
+    node_ids: dict[str, str],
+    webhooks: TestClient,
 ) -> None:
     apply_policy(client, admin, RESIDENCY)
     gpu_term = {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["H100"]}
@@ -325,13 +365,19 @@ def test_several_containers_init_containers_and_existing_affinity_are_merged(
     result = patched(obj, post(webhooks, "/k8s/mutate", review(obj)))
     terms = required_terms(result["spec"])
     assert [term["matchExpressions"][0] for term in terms] == [gpu_term, name_term]
-    assert [restriction(term) for term in terms] == [{node_ids["jp-a"]}] * 2
+    # jp-a alone, not all of jp: its id, ANDed into each of the pod's terms.
+    assert [restriction(conn, [term]) for term in terms] == [{node_ids["jp-a"]}] * 2
+    assert {e["key"] for [e] in injected(terms)} == {NODE_ID_LABEL}
     assert result["spec"]["nodeSelector"] == {"disk": "ssd"}
     assert [c["name"] for c in result["spec"]["initContainers"]] == ["warm", "fetch"]
 
 
 def test_jobs_and_cronjobs_are_patched_in_their_pod_templates(
-    client: TestClient, admin: dict[str, str], node_ids: dict[str, str], webhooks: TestClient
+    client: TestClient,
+    conn: DbConnection,
+    admin: dict[str, str],
+    node_ids: dict[str, str],
+    webhooks: TestClient,
 ) -> None:
     apply_policy(client, admin, RESIDENCY)
     pod_template = {
@@ -347,8 +393,10 @@ def test_jobs_and_cronjobs_are_patched_in_their_pod_templates(
     }
     result = patched(job, post(webhooks, "/k8s/mutate", review(job)))
     template = result["spec"]["template"]
-    [term] = required_terms(template["spec"])
-    assert restriction(term) == {node_ids["jp-a"], node_ids["jp-b"]}
+    assert restriction(conn, required_terms(template["spec"])) == {
+        node_ids["jp-a"],
+        node_ids["jp-b"],
+    }
     assert template["metadata"]["labels"] == {"app": "nightly"}
     annotations = template["metadata"]["annotations"]
     assert annotations[pods.DATASETS] == "tickets"
@@ -372,8 +420,7 @@ def test_jobs_and_cronjobs_are_patched_in_their_pod_templates(
     }
     result = patched(cron, post(webhooks, "/k8s/mutate", review(cron, operation="UPDATE")))
     inner = result["spec"]["jobTemplate"]["spec"]["template"]
-    [term] = required_terms(inner["spec"])
-    assert restriction(term) == {node_ids["jp-a"]}
+    assert restriction(conn, required_terms(inner["spec"])) == {node_ids["jp-a"]}
 
 
 def test_pods_without_gpus_and_exempt_namespaces_are_left_alone(
@@ -499,7 +546,10 @@ def test_a_dry_run_records_nothing(
     apply_policy(client, admin, RESIDENCY)
     obj = pod_object()
     result = patched(obj, post(webhooks, "/k8s/mutate", review(obj, dry_run=True)))
-    assert restriction(required_terms(result["spec"])[0]) == {node_ids["jp-a"], node_ids["jp-b"]}
+    assert restriction(conn, required_terms(result["spec"])) == {
+        node_ids["jp-a"],
+        node_ids["jp-b"],
+    }
     assert pods.DECISION_ID not in result["metadata"]["annotations"]
     denied = pod_object(nodeSelector={"sovereign.io/zone": "tw"})
     assert post(webhooks, "/k8s/validate", review(denied, dry_run=True))["allowed"] is False
@@ -649,7 +699,11 @@ def test_a_label_the_api_would_refuse_is_a_denial_naming_it(
 
 
 def test_a_dra_pod_is_decided_on_the_gpus_it_declares(
-    client: TestClient, admin: dict[str, str], node_ids: dict[str, str], webhooks: TestClient
+    client: TestClient,
+    conn: DbConnection,
+    admin: dict[str, str],
+    node_ids: dict[str, str],
+    webhooks: TestClient,
 ) -> None:
     apply_policy(client, admin, RESIDENCY)
     claims = [{"name": "gpus", "resourceClaimTemplateName": "four-gpus"}]
@@ -664,7 +718,7 @@ def test_a_dra_pod_is_decided_on_the_gpus_it_declares(
         container("train"), annotations={**DECLARED, pods.GPUS: "4"}, resourceClaims=claims
     )
     result = patched(said, post(webhooks, "/k8s/mutate", review(said)))
-    assert restriction(required_terms(result["spec"])[0]) == {node_ids["jp-a"]}
+    assert restriction(conn, required_terms(result["spec"])) == {node_ids["jp-a"]}
     # On a Job, the annotation is copied into the template with the declaration.
     job = {
         "apiVersion": "batch/v1",
@@ -833,6 +887,41 @@ def test_sovereign_node_labels_change_only_by_the_control_plane(
         # No client CA here: the record says the claimed user went unchecked.
         "caller": UNCHECKED,
     }
+
+
+@pytest.mark.parametrize(
+    ("old_labels", "new_labels"),
+    [
+        # A node in tw claiming also to lie in jp, which the compact affinity selects on.
+        ({"sovereign.io/zone.tw": "true"}, {"sovereign.io/zone.tw": "true", ZONE_JP: "true"}),
+        ({ZONE_JP: "true"}, {}),  # dropping out of jp
+        ({ZONE_JP: "true"}, {ZONE_JP: "false"}),
+    ],
+)
+def test_the_ancestor_zone_labels_are_protected_too(
+    conn: DbConnection,
+    webhooks: TestClient,
+    old_labels: dict[str, str],
+    new_labels: dict[str, str],
+) -> None:
+    body = review(
+        node(new_labels),
+        operation="UPDATE",
+        username="system:node:gpu-node-01",
+        old=node(old_labels),
+        namespace=None,
+    )
+    response = post(webhooks, "/k8s/validate-node", body)
+    assert response["allowed"] is False
+    assert f"{ZONE_JP} ({old_labels.get(ZONE_JP, '<none>')} -> " in response["status"]["message"]
+    conn.rollback()
+    [event] = audit.list_events(conn, object_type="kubernetes_node").items
+    assert event.after["changes"] == [
+        {"key": ZONE_JP, "old": old_labels.get(ZONE_JP), "new": new_labels.get(ZONE_JP)}
+    ]
+    # The label sync's own user may.
+    synced = review(node(new_labels), operation="UPDATE", username=WORKER, old=node(old_labels))
+    assert post(webhooks, "/k8s/validate-node", synced)["allowed"] is True
 
 
 def test_a_dry_run_node_denial_records_nothing(

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from control_plane.access.models import Role
 from control_plane.cli.demo import SIMULATED_ZONES, simulator_command
 from control_plane.core.db import DbConnection
+from tests.certificates import make_tls_files
 from tests.support import Run, bearer, registration
 
 pytestmark = pytest.mark.integration
@@ -47,6 +48,20 @@ def test_seed_twice_creates_once(
         [("demo-admin", None), ("demo-simulator", None)]
         + [(f"demo-simulator-{zone}", zone) for zone in SIMULATED_ZONES]
     )
+
+
+def test_with_tls_the_simulator_is_told_https_and_its_ca(
+    sovctl: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = make_tls_files(tmp_path / "tls")
+    monkeypatch.setenv("SOVEREIGN_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("SOVEREIGN_TLS_CERT_FILE", str(files.cert))
+    monkeypatch.setenv("SOVEREIGN_TLS_KEY_FILE", str(files.key))
+    code, _, err = sovctl("demo", "seed", "--port", "18443", "--ca-bundle", str(files.ca_cert))
+    assert code == 0, err
+    config = yaml.safe_load((tmp_path / "state/simulator.yaml").read_text())
+    assert config["control_plane"]["url"] == "https://127.0.0.1:18443"
+    assert config["control_plane"]["ca_bundle"] == str(files.ca_cert)
 
 
 def test_simulator_command_spreads_over_the_demo_zones(tmp_path: Path) -> None:

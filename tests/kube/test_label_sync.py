@@ -353,6 +353,9 @@ def test_the_agent_reported_kubernetes_name_matches_before_the_hostname(
     hostname = unique("host")
     kube_name = unique("k8s")
     node_id = register_node(client, admin, hostname, zone="jp", kubernetes_node_name=f"{kube_name}")
+    # What an admin sees matching a Node by hand.
+    shown = client.get(f"/v1/nodes/{node_id}", headers=admin).json()
+    assert shown["kubernetes_node_name"] == kube_name
     make_kube_node(admin_core, kube_name, {})
     make_kube_node(admin_core, hostname, {})
 

@@ -35,9 +35,12 @@ from kubernetes.client.exceptions import ApiException
 from control_plane.admission import pods
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import Settings
+from control_plane.domain.kubernetes import LABEL_PREFIX, NODE_ID_LABEL
+from control_plane.facts.fleet import load_snapshot
 from tests.certificates import make_tls_files
 from tests.kube.cluster import WEBHOOK_CLIENT, Cluster
 from tests.support import registration, webhook_process
+from tests.unit.admission.affinity import ours, selected
 
 pytestmark = pytest.mark.e2e
 
@@ -219,7 +222,7 @@ def _wait_until_in_path(core: client.CoreV1Api, seconds: float = 20) -> None:
             if exc.status == 403:
                 probe = core.create_namespaced_pod(NAMESPACE, gpu_pod("probe"), dry_run="All")
                 if probe.spec.affinity is not None and any(
-                    expression.key == pods.NODE_ID_LABEL
+                    expression.key.startswith(LABEL_PREFIX)
                     for term in required_terms(probe.spec)
                     for expression in term.match_expressions
                 ):
@@ -291,7 +294,11 @@ def test_a_gpu_pod_is_admitted_through_the_api_server_restricted_to_eligible_nod
     by_key = {expression.key: expression for expression in term.match_expressions}
     # Her own requirement is kept, Sovereign's is ANDed into the same term.
     assert by_key["kubernetes.io/arch"].values == ["amd64"]
-    assert set(by_key[pods.NODE_ID_LABEL].values) == {fleet["jp-a"], fleet["jp-b"]}
+    # The nodes the engine judged eligible, by the node-id label the label sync writes.
+    assert by_key[NODE_ID_LABEL].operator == "In"
+    assert set(by_key[NODE_ID_LABEL].values) == {fleet["jp-a"], fleet["jp-b"]}
+    raw = client.ApiClient().sanitize_for_serialization(term)
+    assert selected(ours([raw]), load_snapshot(conn).index) == {fleet["jp-a"], fleet["jp-b"]}
     row = conn.execute(
         "SELECT outcome, username, namespace, name, webhook FROM pod_decision WHERE id = %s",
         (decision_id,),
@@ -371,7 +378,7 @@ def test_a_job_gets_its_pod_template_restricted(cluster: Cluster, webhooks: str)
     assert template.metadata.annotations[pods.DATASETS] == "tickets"
     terms = required_terms(template.spec)
     assert all(
-        any(expression.key == pods.NODE_ID_LABEL for expression in term.match_expressions)
+        any(expression.key.startswith(LABEL_PREFIX) for expression in term.match_expressions)
         for term in terms
     )
 

@@ -72,6 +72,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "replicas": 1,
             "clientCA": {"secretName": "apiserver-client-ca"},
             "clientNames": ["kube-apiserver"],
+            "affinity": "zones",
             "undeclaredAllowedNamespaces": ["research"],
             "namespaceTenants": {"ml-prod": "research"},
         },
@@ -525,6 +526,7 @@ def test_the_webhooks_have_their_own_listener_apart_from_the_api(
         f"system:serviceaccount:{NAMESPACE}:{RELEASE}-sovereign-worker"
     )
     assert "SOVEREIGN_ADMISSION__CLIENT_CA_FILE" not in env
+    assert env["SOVEREIGN_ADMISSION__AFFINITY"]["value"] == "node_ids"
     assert container["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
     selector = listener["spec"]["selector"]["matchLabels"]
     service = _one(default, "Service", WEBHOOK_SERVICE)
@@ -579,9 +581,11 @@ def test_a_client_ca_makes_the_listener_require_the_api_servers_certificate(
             "client_ca_file": str(ca_file),
             "client_names": json.loads(env["SOVEREIGN_ADMISSION__CLIENT_NAMES"]["value"]),
             "exempt_namespaces": json.loads(env["SOVEREIGN_ADMISSION__EXEMPT_NAMESPACES"]["value"]),
+            "affinity": env["SOVEREIGN_ADMISSION__AFFINITY"]["value"],
         }
     )
     assert settings.client_names == ["kube-apiserver"]
+    assert settings.affinity == "zones"
 
 
 def test_external_database_redis_and_key_come_from_the_named_secrets(

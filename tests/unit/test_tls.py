@@ -4,6 +4,8 @@ Real files from a throwaway CA (``make_tls_files``), loaded by the real ``ssl`` 
 refusal names the one setting to fix, so ``sovctl serve`` can print it as its only line.
 """
 
+import shutil
+import ssl
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,7 @@ def test_a_matching_pair_passes_and_goes_to_uvicorn(files: TlsFiles) -> None:
         "ssl_certfile": str(files.cert),
         "ssl_keyfile": str(files.key),
         "ssl_keyfile_password": None,
+        "ssl_context_factory": tls.reloading_context,
     }
 
 
@@ -109,3 +112,42 @@ def test_an_encrypted_key_needs_its_password(tmp_path: Path) -> None:
     settings = _settings(files.cert, files.key, "correct horse")
     tls.check(settings)
     assert tls.uvicorn_options(settings)["ssl_keyfile_password"] == "correct horse"
+
+
+def test_a_half_replaced_pair_keeps_the_previous_certificate_until_it_loads(
+    tmp_path: Path,
+) -> None:
+    """A certificate copied by hand before its key: serve the old pair, then the new."""
+    first = make_tls_files(tmp_path / "first", name="first")
+    second = make_tls_files(tmp_path / "second", name="second")
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    shutil.copy(first.cert, cert)
+    shutil.copy(first.key, key)
+
+    def factory() -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        return context
+
+    class Config:
+        ssl_certfile, ssl_keyfile = str(cert), str(key)
+
+    listening = tls.reloading_context(Config(), factory)
+    callback = listening.sni_callback
+    assert callback is not None
+
+    class Connection:
+        context = listening
+
+    def served() -> ssl.SSLContext:
+        connection = Connection()
+        callback(connection, None, listening)  # type: ignore[arg-type]
+        return connection.context
+
+    assert served() is listening
+    shutil.copy(second.cert, cert)  # the key does not match it yet
+    assert served() is listening
+    shutil.copy(second.key, key)
+    renewed = served()
+    assert renewed is not listening
+    assert served() is renewed  # loaded once, not per connection

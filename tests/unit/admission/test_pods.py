@@ -3,6 +3,9 @@
 import base64
 import copy
 import json
+import random
+import uuid
+from dataclasses import replace
 from typing import Any
 
 import jsonpatch
@@ -10,9 +13,12 @@ import pytest
 
 from control_plane.admission import pods
 from control_plane.admission.models import PodTemplate, WorkloadKind, parse_template
-from control_plane.domain.fleet import ProvenanceStatus
+from control_plane.domain.fleet import DriftStatus, NodeStatus, ProvenanceStatus
+from control_plane.domain.kubernetes import IN_ZONE_PREFIX, NODE_ID_LABEL, ZONE_LABEL
 from control_plane.policy.engine import NodeIndex
 from control_plane.policy.models import NodeView, ZoneView
+from tests.unit.admission.affinity import matches, selected, synced_labels
+from tests.unit.policy.builders import ZONES, node
 
 
 def container(name: str = "main", **resources: dict[str, Any]) -> dict[str, Any]:
@@ -299,14 +305,14 @@ def test_a_namespace_that_is_no_tenant_slug_says_so() -> None:
 # -- the affinity merge -----------------------------------------------------------------
 
 ELIGIBLE = ["node-a", "node-b"]
-RESTRICTION = {"key": pods.NODE_ID_LABEL, "operator": "In", "values": ELIGIBLE}
+RESTRICTION = {"key": NODE_ID_LABEL, "operator": "In", "values": ELIGIBLE}
 
 
 def patched(raw: dict[str, Any], kind: WorkloadKind = WorkloadKind.POD) -> dict[str, Any]:
     found = template(raw, kind)
     inner = pods.template_of(kind, raw)
     operations = [
-        *pods.affinity_patch(found, inner, ELIGIBLE),
+        *pods.affinity_patch(found, inner, [[RESTRICTION]]),
         *pods.annotation_patch(found, inner, {pods.DECISION_ID: "d-1"}),
     ]
     # Through the wire encoding, as the API server reads it.
@@ -394,6 +400,145 @@ def test_jobs_and_cronjobs_are_patched_in_their_templates() -> None:
     inner = cron["spec"]["jobTemplate"]["spec"]["template"]
     assert required(inner["spec"]) == [{"matchExpressions": [RESTRICTION]}]
     assert inner["metadata"] == {"annotations": {pods.DECISION_ID: "d-1"}}
+
+
+# -- the compact restriction: whole zones by their labels ---------------------------------
+
+#: A zone whose slug is too long for a ``sovereign.io/zone.<slug>`` label (63 characters).
+LONG = "z" * 63
+TREE = {**ZONES, LONG: ZoneView(LONG, None, "JP"), "kyoto": ZoneView("kyoto", LONG, "JP")}
+
+
+def uid(name: str) -> str:
+    """A node id as the inventory gives them (a UUID), so id lists cost what they do."""
+    return str(uuid.uuid5(uuid.NAMESPACE_DNS, name))
+
+
+def fleet() -> NodeIndex:
+    """Placeable nodes in most zones, and in jp-east and kyoto nodes nothing may use."""
+    nodes = [
+        *(node(f"east-{i}", "jp-east") for i in range(3)),
+        *(node(f"dc1-{i}", "tokyo-dc1") for i in range(2)),
+        node("west-0", "jp-west"),
+        node("jp-0", "jp"),
+        *(node(f"tw-{i}", "tw-north") for i in range(8)),
+        *(node(f"us-{i}", "us-west") for i in range(2)),
+        *(node(f"long-{i}", LONG) for i in range(2)),
+        node("kyoto-0", "kyoto"),
+        node("east-planned", "jp-east", status=NodeStatus.PLANNED),
+        node("kyoto-drifted", "kyoto", drift=DriftStatus.DRIFTED),
+        node("nowhere", None),
+    ]
+    return NodeIndex.build([replace(n, id=uid(n.hostname)) for n in nodes], TREE)
+
+
+def mask(found: NodeIndex, names: set[str]) -> int:
+    return sum(1 << found.position(uid(name)) for name in names)
+
+
+def labelled(found: NodeIndex) -> set[str]:
+    """The names of the nodes the sync labels."""
+    return {found.node(i).hostname for i, labels in synced_labels(found).items() if labels}
+
+
+def names(found: NodeIndex, ids: set[str]) -> set[str]:
+    return {found.node(node_id).hostname for node_id in ids}
+
+
+def injected(found: NodeIndex, eligible: set[str], **spec: Any) -> list[dict[str, Any]]:
+    """The required terms of a pod (with ``spec``) patched for ``eligible``."""
+    raw = pod([container(limits=gpus(1))], **spec)
+    ways = pods.node_restriction(found, mask(found, eligible), zone_labels=True)
+    result = jsonpatch.apply_patch(raw, pods.affinity_patch(template(raw), raw, ways))
+    return required(result["spec"])
+
+
+def test_every_way_selects_exactly_the_eligible_nodes_on_the_synced_labels() -> None:
+    found = fleet()
+    everyone = [n.hostname for n in found.nodes]
+    chance = random.Random(12)
+    cases = [set(everyone), labelled(found), {"east-0"}]
+    for _ in range(300):
+        # Unions of whole zones (all their nodes, placeable or not), plus a few strays.
+        zones = chance.sample(sorted(found.within_zone), chance.randint(1, 3))
+        eligible = {n.hostname for n in found.nodes if set(found.ancestors(n.zone)) & set(zones)}
+        cases.append(eligible | set(chance.sample(everyone, chance.randint(0, 2))))
+        cases.append(set(chance.sample(everyone, chance.randint(1, len(everyone)))))
+    for eligible in cases:
+        expected = eligible & labelled(found)
+        for way in pods.node_restriction(found, mask(found, eligible), zone_labels=True):
+            terms = [{"matchExpressions": [alternative]} for alternative in way]
+            assert names(found, selected(terms, found)) == expected, (eligible, way)
+        assert names(found, selected(injected(found, eligible), found)) == expected
+
+
+def test_a_whole_zone_tree_is_one_zone_label() -> None:
+    found = fleet()
+    jp = {"east-0", "east-1", "east-2", "dc1-0", "dc1-1", "west-0", "jp-0", "east-planned"}
+    assert injected(found, jp) == [
+        {"matchExpressions": [{"key": IN_ZONE_PREFIX + "jp", "operator": "Exists"}]}
+    ]
+
+
+def test_every_placeable_node_is_one_zone_list() -> None:
+    found = fleet()
+    [term] = injected(found, labelled(found))
+    [expression] = term["matchExpressions"]
+    assert expression["key"] == ZONE_LABEL
+    assert set(expression["values"]) == {
+        n.zone for n in found.nodes if n.hostname in labelled(found)
+    }
+
+
+def test_whole_zones_and_a_few_more_nodes_are_a_term_each_anded_into_every_term() -> None:
+    found = fleet()
+    eligible = {f"tw-{i}" for i in range(8)} | {"us-0"}
+    gpu = {"key": "gpu", "operator": "In", "values": ["h100"]}
+    arch = {"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}
+    affinity = {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [gpu]}, {"matchExpressions": [arch]}]
+            }
+        }
+    }
+    terms = injected(found, eligible, affinity=affinity)
+    whole = {"key": IN_ZONE_PREFIX + "tw-north", "operator": "Exists"}
+    stray = {"key": NODE_ID_LABEL, "operator": "In", "values": [uid("us-0")]}
+    assert terms == [
+        {"matchExpressions": [gpu, whole]},
+        {"matchExpressions": [gpu, stray]},
+        {"matchExpressions": [arch, whole]},
+        {"matchExpressions": [arch, stray]},
+    ]
+    # Each of the pod's own terms still holds, now only on the eligible nodes.
+    for own in (gpu, arch):
+        mine = [term for term in terms if own in term["matchExpressions"]]
+        on = {
+            node_id: {**labels, own["key"]: own["values"][0]}
+            for node_id, labels in synced_labels(found).items()
+        }
+        chosen = {node_id for node_id, labels in on.items() if matches(mine, labels)}
+        assert names(found, chosen) == eligible
+
+
+def test_a_zone_too_long_for_its_label_is_listed_by_its_own_zone() -> None:
+    found = fleet()
+    [term] = injected(found, {"long-0", "long-1", "kyoto-0"})
+    assert term["matchExpressions"] == [
+        {"key": ZONE_LABEL, "operator": "In", "values": sorted(["kyoto", LONG])}
+    ]
+
+
+def test_patching_twice_with_several_terms_adds_nothing_more() -> None:
+    found = fleet()
+    ways = pods.node_restriction(
+        found, mask(found, {f"tw-{i}" for i in range(8)} | {"us-0"}), zone_labels=True
+    )
+    raw = pod([container(limits=gpus(1))])
+    once = jsonpatch.apply_patch(raw, pods.affinity_patch(template(raw), raw, ways))
+    assert len(required(once["spec"])) == 2
+    assert pods.affinity_patch(template(once), once, ways) == []
 
 
 # -- the pod's own node selection -------------------------------------------------------

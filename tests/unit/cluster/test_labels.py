@@ -5,8 +5,8 @@ import re
 import pytest
 
 from control_plane.admission import pods
-from control_plane.cluster import models
 from control_plane.cluster.service import desired_labels, label_changes
+from control_plane.domain import kubernetes
 from control_plane.domain.fleet import DriftStatus, NodeStatus
 from control_plane.policy.engine import NodeIndex
 from control_plane.policy.models import ZoneView
@@ -16,17 +16,12 @@ from tests.unit.policy.builders import ZONES, node
 LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 
 
-def test_the_names_are_the_webhooks() -> None:
-    assert models.LABEL_PREFIX == pods.LABEL_PREFIX
-    assert models.NODE_ID_LABEL == pods.NODE_ID_LABEL
-
-
 def test_a_placeable_node_carries_every_label_the_webhook_judges_and_its_ancestors() -> None:
     gpu = node("gpu-1", "tokyo-dc1", origin="US")
     index = NodeIndex.build([gpu], ZONES)
     labels = desired_labels(gpu, index)
     assert pods.node_labels(gpu, index).items() <= labels.items()
-    in_zones = {key for key in labels if key.startswith(models.IN_ZONE_PREFIX)}
+    in_zones = {key for key in labels if key.startswith(kubernetes.IN_ZONE_PREFIX)}
     assert in_zones == {
         "sovereign.io/zone.tokyo-dc1",
         "sovereign.io/zone.jp-east",
@@ -60,8 +55,8 @@ def test_a_slug_too_long_for_a_label_name_gets_no_zone_label() -> None:
     longest = "z" * 63
     gpu = node("gpu-1", longest)
     labels = desired_labels(gpu, NodeIndex.build([gpu], {longest: ZoneView(longest, None, "JP")}))
-    assert labels[models.ZONE_LABEL] == longest
-    assert not any(key.startswith(models.IN_ZONE_PREFIX) for key in labels)
+    assert labels[kubernetes.ZONE_LABEL] == longest
+    assert not any(key.startswith(kubernetes.IN_ZONE_PREFIX) for key in labels)
 
 
 def test_changes_touch_only_ours_and_are_empty_when_equal() -> None:

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from control_plane.admission import pods as admission_pods
 from control_plane.compliance import pods
 from control_plane.compliance.evaluation import assess, enforcements
 from control_plane.compliance.models import PodDecisionRow
@@ -48,14 +47,6 @@ def running_pod(found: PodDecisionRow | None = None, **changes: Any) -> RunningP
         **changes,
     }
     return RunningPod(**values)
-
-
-def test_the_annotations_are_the_webhooks_own() -> None:
-    assert pods.DECISION_ID == admission_pods.DECISION_ID
-    assert pods.DATASETS == admission_pods.DATASETS
-    assert pods.MODELS == admission_pods.MODELS
-    assert pods.OUTPUT == admission_pods.OUTPUT
-    assert pods.TENANT == admission_pods.TENANT
 
 
 def test_the_pods_own_decision_is_taken() -> None:
