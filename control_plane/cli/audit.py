@@ -138,16 +138,27 @@ def audit_checkpoint(
 @app.command("export")
 def audit_export(
     bundle: Annotated[
-        Path, typer.Option("--output", "-o", help="The bundle directory to create (new or empty).")
-    ],
+        Path | None, typer.Argument(help="The bundle directory to create (new or empty).")
+    ] = None,
     since: Annotated[
         str | None, typer.Option("--from", help="First time included (RFC 3339).")
     ] = None,
     until: Annotated[
         str | None, typer.Option("--to", help="First time excluded (RFC 3339).")
     ] = None,
+    # A command that writes a file names it with -o, as curl does (test_cli_shape.py).
+    to_directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="The bundle directory to create (new or empty); or as BUNDLE."
+        ),
+    ] = None,
 ) -> None:
     """Write the events of a time range, their checkpoints and keys as a bundle (from the DB)."""
+    if (bundle is None) == (to_directory is None):
+        raise typer.BadParameter("name the bundle directory once: BUNDLE or -o BUNDLE")
+    bundle = bundle or to_directory
+    assert bundle is not None
     start, end = _time(since, "--from"), _time(until, "--to")
     with connect(load_settings().database_url) as conn:
         manifest = export.export_bundle(conn, bundle, start, end)

@@ -68,7 +68,7 @@ def bundle(conn: DbConnection, run: Sovctl, tmp_path: Path) -> Path:
     write_events(conn, 3)
     assert run("audit", "checkpoint").returncode == 0
     directory = tmp_path / "bundle"
-    exported = run("audit", "export", "--from", "2000-01-01T00:00:00Z", "-o", str(directory))
+    exported = run("audit", "export", "--from", "2000-01-01T00:00:00Z", str(directory))
     assert exported.returncode == 0, exported.stderr
     assert "exported seq 1 to 6" in exported.stdout
     return directory
@@ -237,6 +237,7 @@ def test_a_legitimate_rotation_verifies(
     assert rotated.returncode == 0, rotated.stderr
     assert json.loads(rotated.stdout)["head_seq"] == 3  # the rotation event is covered
     directory = tmp_path / "rotated"
+    # -o names it too, as the issue writes the command.
     assert run("audit", "export", "-o", str(directory)).returncode == 0
     code, result = verify(run, directory)
     assert code == 0, result
@@ -250,10 +251,10 @@ def test_export_refuses_a_range_no_checkpoint_covers(
     conn: DbConnection, run: Sovctl, tmp_path: Path
 ) -> None:
     write_events(conn, 2)
-    done = run("audit", "export", "-o", str(tmp_path / "b"))
+    done = run("audit", "export", str(tmp_path / "b"))
     assert done.returncode == 1
     assert "no checkpoint covers seq" in done.stderr
-    bad = run("audit", "export", "--from", "yesterday", "-o", str(tmp_path / "c"))
+    bad = run("audit", "export", "--from", "yesterday", str(tmp_path / "c"))
     assert bad.returncode == 2
     assert "--from" in bad.stderr
 
