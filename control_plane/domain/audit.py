@@ -30,6 +30,7 @@ class AuditObjectType(StrEnum):
     #: A Kubernetes Node, by its name (not an inventory ``node``, whose id is a UUID).
     KUBERNETES_NODE = "kubernetes_node"
     COMPLIANCE_EVALUATION = "compliance_evaluation"
+    REPORT = "report"
 
 
 class AuditAction(StrEnum):
@@ -82,6 +83,8 @@ class AuditAction(StrEnum):
     POD_EVICTION_BLOCKED = "pod.eviction_blocked"
     KUBERNETES_NODE_LABEL_CHANGE_DENIED = "kubernetes_node.label_change_denied"
     COMPLIANCE_EVALUATED = "compliance.evaluated"
+    REPORT_REQUESTED = "report.requested"
+    REPORT_DOWNLOADED = "report.downloaded"
 
     @property
     def object_type(self) -> AuditObjectType:
@@ -471,6 +474,21 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
             " `revoked_workload_ids` and `notifications`",
             "EvaluationRecorded",
         ),
+    ),
+    AuditAction.REPORT_REQUESTED: ActionRecord(
+        AuditObjectType.REPORT,
+        "an auditor or admin asks for a report (also when the stored one is returned)",
+        NOTHING,
+        _side(
+            "the job: `kind`, the period, `format`, the covered `checkpoint`, `status`",
+            "ReportJobPublic",
+        ),
+    ),
+    AuditAction.REPORT_DOWNLOADED: ActionRecord(
+        AuditObjectType.REPORT,
+        "an auditor or admin downloads a finished report",
+        NOTHING,
+        _side("the job with the file's `sha256` and `signature`", "ReportJobPublic"),
     ),
 }
 
