@@ -27,6 +27,15 @@ READERS = frozenset({A, OP, U})
 RUNNERS = frozenset({A, OP})
 
 
+#: A compliance report of one day, as JSON.
+REPORT: dict[str, str] = {
+    "kind": "compliance",
+    "period_from": "2026-01-01T00:00:00Z",
+    "period_to": "2026-01-02T00:00:00Z",
+    "format": "json",
+}
+
+
 @dataclass(frozen=True)
 class Fixture:
     """What exists before the call: zones, a node and its token, registry entries, policies.
@@ -326,15 +335,6 @@ PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 #: The admission webhooks: the kube-apiserver calls them with no bearer token, so no role
 #: applies; the webhook listener serves them, never the API (test_webhook_trust.py).
 WEBHOOKS = {("POST", "/k8s/mutate"), ("POST", "/k8s/validate"), ("POST", "/k8s/validate-node")}
-
-
-#: A report of the last day, as JSON.
-REPORT = {
-    "kind": "compliance",
-    "period_from": "2026-01-01T00:00:00Z",
-    "period_to": "2026-01-02T00:00:00Z",
-    "format": "json",
-}
 
 
 @pytest.fixture
