@@ -80,7 +80,7 @@ def _percent(part: int | float, whole: int | float) -> float | None:
 
 def _chart_moments(period: Period) -> list[datetime]:
     step = (period.end - period.start) / (CHART_POINTS - 1)
-    return [period.start + step * i for i in range(CHART_POINTS)]
+    return [period.start + step * i for i in range(CHART_POINTS - 1)] + [period.end]
 
 
 def _sum_by(rows: Iterable[CapacityRow], key: Callable[[CapacityRow], str]) -> dict[str, int]:

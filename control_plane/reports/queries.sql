@@ -143,7 +143,7 @@ ORDER BY 1, 4, 5, 9;
 -- Audited node events of the period of the given actions, oldest first.
 SELECT e.occurred_at, e.action, e.object_id AS node_id,
        coalesce(e.after ->> 'hostname', e.before ->> 'hostname', n.hostname) AS hostname,
-       coalesce(e.after ->> 'zone_slug', n.zone_slug) AS zone,
+       coalesce(e.after ->> 'zone', n.zone_slug) AS zone,
        e.actor_name
 FROM audit_event e LEFT JOIN node n ON n.id::text = e.object_id
 WHERE e.occurred_at >= %(start)s AND e.occurred_at < %(end)s

@@ -8,7 +8,7 @@ and CSV formats carry them all, and every row is still in the content digest, so
 PDF's seal is the same as theirs. The last page is the seal.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
@@ -56,12 +56,17 @@ _STYLES = getSampleStyleSheet()
 _CELL = ParagraphStyle("cell", parent=_STYLES["BodyText"], fontSize=7, leading=8.5)
 _HEAD = ParagraphStyle("head", parent=_CELL, fontName="Helvetica-Bold")
 _BODY = ParagraphStyle("body", parent=_STYLES["BodyText"], fontSize=9, leading=11)
+_KEPT = ParagraphStyle("kept", parent=_BODY, keepWithNext=1)
+#: A table's heading stays on the page of its table's first rows.
+_HEADING = ParagraphStyle("heading", parent=_STYLES["Heading2"], keepWithNext=1)
 _MONO = ParagraphStyle("mono", parent=_BODY, fontName="Courier", fontSize=7.5, leading=9)
 
 
 def _text(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, datetime):
+        return _when(value)
     if isinstance(value, float):
         return f"{value:,.2f}"
     if isinstance(value, bool):
@@ -73,6 +78,21 @@ def _text(value: Any) -> str:
 
 def _p(value: Any, style: ParagraphStyle = _CELL) -> Paragraph:
     return Paragraph(escape(_text(value)), style)
+
+
+def _widths(titles: list[str], rows: list[list[Any]]) -> list[float]:
+    """Column widths by how much each column says, page-wide.
+
+    A column gets at least its longest word (so no word breaks) and at most 60
+    characters' worth; in between, its longest cell among the first rows.
+    """
+    weights = []
+    for i, title in enumerate(titles):
+        cells = [_text(row[i]) for row in rows[:50]]
+        longest_word = max((len(w) for text in [title, *cells] for w in text.split()), default=4)
+        weights.append(min(60, max(longest_word + 2, *(len(c) for c in cells), 6)))
+    usable = _PAGE[0] - 2 * _MARGIN
+    return [usable * w / sum(weights) for w in weights]
 
 
 def _grid(header: list[Any], rows: list[list[Any]], widths: list[float] | None = None) -> Table:
@@ -134,7 +154,15 @@ def _chart(series: Series) -> Drawing:
     chart.width, chart.height = int(width - 190), int(75 * mm - 45)
     chart.data = data or [[0.0] * len(series.times)]
     chart.categoryAxis.style = "stacked"
-    chart.categoryAxis.categoryNames = [t.strftime("%Y-%m-%d %H:%M") for t in series.times]
+    span = series.times[-1] - series.times[0] if series.times else timedelta(0)
+    shape = (
+        "%Y-%m-%d"
+        if span >= timedelta(days=7)
+        else "%m-%d %H:%M"
+        if span >= timedelta(hours=2)
+        else "%H:%M:%S"
+    )
+    chart.categoryAxis.categoryNames = [t.strftime(shape) for t in series.times]
     chart.categoryAxis.labels.fontSize = 6
     chart.categoryAxis.labels.angle = 20
     chart.categoryAxis.labels.dy = -8
@@ -149,7 +177,9 @@ def _chart(series: Series) -> Drawing:
     legend.x, legend.y = int(width - 140), int(75 * mm - 25)
     legend.fontSize = 7
     legend.alignment = "right"
-    legend.colorNamePairs = [(_PALETTE[i % len(_PALETTE)], name) for i, name in enumerate(shown)]
+    # Top to bottom as the bars stack: the last series is on top.
+    pairs = [(_PALETTE[i % len(_PALETTE)], name) for i, name in enumerate(shown)]
+    legend.colorNamePairs = pairs[::-1]
     drawing.add(legend)
     drawing.add(String(0, 75 * mm - 8, f"{series.title} ({series.unit})", fontSize=9))
     return drawing
@@ -160,20 +190,22 @@ def _table(table: ReportTable, digest: ContentDigest) -> list[Any]:
     shown: list[list[Any]] = []
     count = 0
     for row in table.rows:
-        cells = digest.row(row)
+        digest.row(row)
         count += 1
         if len(shown) < PDF_ROW_LIMIT:
-            shown.append([_p(v) for v in cells])
+            shown.append(list(row))
     story: list[Any] = [
-        Paragraph(escape(table.title), _STYLES["Heading2"]),
-        Paragraph(escape(table.description), _BODY),
+        Paragraph(escape(table.title), _HEADING),
+        Paragraph(escape(table.description), _KEPT),
         Spacer(1, 2 * mm),
     ]
     if not shown:
         story.append(Paragraph("None in the period.", _BODY))
     else:
-        header = [_p(c.title, _HEAD) for c in table.columns]
-        story.append(_grid(header, shown))
+        titles = [c.title for c in table.columns]
+        widths = _widths(titles, shown)
+        header = [_p(title, _HEAD) for title in titles]
+        story.append(_grid(header, [[_p(v) for v in row] for row in shown], widths))
     if count > len(shown):
         story.append(
             Paragraph(
@@ -228,7 +260,7 @@ def render_pdf(report: Report, out: IO[bytes], seal: Sealer) -> str:
         f" {report.checkpoint.head_seq}, signed {_when(report.checkpoint.signed_at)})"
     )
     period = f"{_when(report.period.start)} to {_when(report.period.end)}"
-    title = f"Sovereign {report.kind.value} report"
+    title = f"{report.kind.value.capitalize()} report"
     story: list[Any] = [
         Paragraph(escape(title), _STYLES["Title"]),
         Paragraph(escape(f"Period: {period} (end exclusive)"), _BODY),
@@ -268,7 +300,7 @@ def render_pdf(report: Report, out: IO[bytes], seal: Sealer) -> str:
         Paragraph(f"<b>Key fingerprint:</b> {escape(sealed.key_fingerprint)}", _MONO),
         Paragraph(f"<b>Content SHA-256:</b> {escape(content)}", _MONO),
     ]
-    banner = f"{title} · {period} · {checkpoint}"
+    banner = f"Sovereign · {title} · {period} · {checkpoint}"
     document = SimpleDocTemplate(
         out,
         pagesize=_PAGE,
