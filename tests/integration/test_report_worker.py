@@ -96,7 +96,7 @@ def test_a_worker_killed_mid_report_leaves_a_job_another_worker_completes(
         # What beat does every SOVEREIGN_REPORTS__DISPATCH_SECONDS.
         def done() -> bool:
             celery_app.send_task(DISPATCH_TASK)
-            return _job(conn, job["id"])["status"] == "done"
+            return bool(_job(conn, job["id"])["status"] == "done")
 
         _until(done, 90, "done")
     finally:
