@@ -676,3 +676,47 @@ def test_the_signature_verifies_by_hand_with_openssl(
         text=True,
     )
     assert tampered.returncode != 0
+
+
+def _openssl_verify(key: Path, message: Path, signature: Path) -> subprocess.CompletedProcess[str]:
+    command = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(key), "-rawin"]
+    return subprocess.run(
+        [*command, "-in", str(message), "-sigfile", str(signature)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
+def test_the_statement_in_the_file_verifies_by_hand_with_openssl(
+    client: TestClient, admin: dict[str, str], settings: Settings, signer: Signer, tmp_path: Path
+) -> None:
+    body = {
+        "kind": "compliance",
+        "format": "json",
+        "period_from": "2026-01-01T00:00:00Z",
+        "period_to": "2026-01-02T00:00:00Z",
+    }
+    job = client.post("/v1/reports", json=body, headers=admin).json()
+    service.build(settings.database_url, UUID(job["id"]), signer, ReportSettings())
+    document = json.loads(client.get(f"/v1/reports/{job['id']}/download", headers=admin).content)
+    # docs/reports.md, "Verifying the statement in the file" (what jq -j writes).
+    (tmp_path / "statement.txt").write_text(document["signature"]["statement"])
+    (tmp_path / "statement.sig").write_bytes(base64.b64decode(document["signature"]["signature"]))
+    (tmp_path / "audit.pem").write_text(signer.public_key_pem())
+    verified = _openssl_verify(
+        tmp_path / "audit.pem", tmp_path / "statement.txt", tmp_path / "statement.sig"
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    statement = json.loads(document["signature"]["statement"])
+    assert statement == {
+        "checkpoint": None,
+        "content_sha256": _content_digest(document),
+        "format": "sovereign-report-signature/1",
+        "key_fingerprint": signer.fingerprint,
+        "kind": "compliance",
+        "period_from": "2026-01-01T00:00:00+00:00",
+        "period_to": "2026-01-02T00:00:00+00:00",
+    }
+    assert canonical_json(statement) == document["signature"]["statement"]
