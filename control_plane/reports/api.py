@@ -15,6 +15,7 @@ from fastapi.responses import StreamingResponse
 from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.http import Conn, Limit, Offset, RequestId
+from control_plane.core.openapi import error_responses
 from control_plane.reports import service
 from control_plane.reports.models import ReportCreate, ReportJobPage, ReportJobPublic
 
@@ -68,7 +69,11 @@ def get_report(report_id: UUID, conn: Conn, _: Reader) -> ReportJobPublic:
     return service.get_job(conn, report_id)
 
 
-@router.get("/{report_id}/download", response_class=StreamingResponse, responses=_DOWNLOAD)
+@router.get(
+    "/{report_id}/download",
+    response_class=StreamingResponse,
+    responses={**_DOWNLOAD, **error_responses(409)},
+)
 def download_report(
     report_id: UUID, request: Request, conn: Conn, who: Reader, request_id: RequestId
 ) -> StreamingResponse:

@@ -9,7 +9,7 @@ three: the signature in each file signs that digest (docs/reports.md).
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 from uuid import UUID
@@ -18,6 +18,9 @@ from pydantic import BaseModel, Field, model_validator
 
 #: The version of the report's JSON document; bumped on any change of its shape.
 SCHEMA_VERSION = "sovereign-report/1"
+#: The bounds of a report's period.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 class ReportKind(StrEnum):
@@ -72,6 +75,10 @@ class ReportCreate(BaseModel):
             raise ValueError("period_from and period_to need a time zone (e.g. Z)")
         if self.period_to <= self.period_from:
             raise ValueError("period_to must be after period_from")
+        # Far outside any record, and past the years every part (Python's datetime, the
+        # PDF's dates) can write once converted to UTC.
+        if self.period_from < EARLIEST or self.period_to > LATEST:
+            raise ValueError("the period must lie between 1970-01-01 and 9999-01-01 (UTC)")
         return self
 
 
@@ -158,8 +165,7 @@ class ReportTable:
     """One table of a report: the unit every format renders (a CSV file, a PDF table).
 
     ``rows`` is any iterable of tuples in column order; large ones (every denial) come
-    from a server-side cursor and are read once, as they are rendered. ``total`` is set
-    when ``rows`` is known to be capped (a sample), so the renderers can say so.
+    from a server-side cursor and are read once, as they are rendered.
     """
 
     name: str
@@ -167,7 +173,6 @@ class ReportTable:
     description: str
     columns: Sequence[Column]
     rows: Iterable[Sequence[Any]]
-    total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -246,7 +246,13 @@ def _build_locked(
                 )
                 if job.kind is ReportKind.SOVEREIGNTY:
                     report = builder.build_sovereignty(
-                        snapshot, period, checkpoint, settings.home_countries, progress
+                        snapshot,
+                        period,
+                        checkpoint,
+                        settings.home_countries,
+                        progress,
+                        # The GPU-hour source: metering's rollups plug in here.
+                        gpu_hours=builder.no_gpu_hours,
                     )
                 else:
                     report = builder.build_compliance(snapshot, period, checkpoint, progress)

@@ -555,6 +555,14 @@ def test_asking_again_returns_the_stored_report_and_both_are_audited(
     [
         (
             {
+                "kind": "compliance",
+                "period_from": "0001-01-01T00:00:00+23:59",
+                "period_to": "2026-01-02T00:00:00Z",
+            },
+            "body",
+        ),
+        (
+            {
                 "kind": "board",
                 "period_from": "2026-01-01T00:00:00Z",
                 "period_to": "2026-01-02T00:00:00Z",
