@@ -196,6 +196,9 @@ def main() -> int:
     parser.add_argument("--decisions", type=int, default=1_000_000)
     parser.add_argument("--days", type=int, default=90)
     parser.add_argument("--json", action="store_true", help="Print the results as JSON.")
+    parser.add_argument(
+        "--keep", action="store_true", help="Keep the database (its URL is printed) to study it."
+    )
     parser.add_argument("--build-one", nargs=5, metavar=("URL", "KIND", "FORMAT", "FROM", "TO"))
     args = parser.parse_args()
     if args.build_one:
@@ -234,7 +237,10 @@ def main() -> int:
                         flush=True,
                     )
     finally:
-        _drop(name)
+        if args.keep:
+            print(f"kept {url}", file=sys.stderr)
+        else:
+            _drop(name)
     report = {
         "nodes": args.nodes,
         "gpus": args.nodes * 8,

@@ -275,3 +275,9 @@ ORDER BY 1, 2, 4, 5;
 -- name: consistent_read
 -- A report reads many tables in several statements; one snapshot makes them agree.
 SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+
+-- name: no_jit
+-- The planner's row estimates for JSON arrays (100 elements each) make report queries look
+-- costly enough to JIT-compile, which then takes seconds (4 s of 6 for the assets at a
+-- million decisions, bench/reports.py) to save a fraction of that: report reads go without.
+SET LOCAL jit = off;

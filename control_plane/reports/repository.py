@@ -129,8 +129,9 @@ def get_chunk(conn: DbConnection, job_id: UUID, seq: int) -> bytes:
 
 
 def consistent_read(conn: DbConnection) -> None:
-    """Make the open transaction read one snapshot, and nothing but read."""
+    """Make the open transaction read one snapshot, nothing but read, without JIT."""
     conn.execute(_q("consistent_read"))
+    conn.execute(_q("no_jit"))
 
 
 # -- the covered checkpoint ----------------------------------------------------------------
