@@ -77,6 +77,12 @@ class ContentDigest:
         self._line(cells)
         return cells
 
+    def row_json(self, values: Sequence[Any]) -> bytes:
+        """Add one row; the canonical JSON the digest took, for the JSON file as it is."""
+        line = canonical_json([cell(v) for v in values]).encode("utf-8")
+        self._hash.update(line + b"\n")
+        return line
+
     def hexdigest(self) -> str:
         """The digest so far (the report's, once every table was fed)."""
         return self._hash.hexdigest()

@@ -32,7 +32,7 @@ def render_json(report: Report, out: IO[bytes], seal: Sealer) -> str:
         out.write((b"," if position else b"") + _dump(meta)[:-1] + b',"rows":[')
         count = 0
         for row in table.rows:
-            out.write((b",\n" if count else b"\n") + _dump(digest.row(row)))
+            out.write((b",\n" if count else b"\n") + digest.row_json(row))
             count += 1
         out.write(b'],"row_count":' + _dump(count) + b"}")
     out.write(b'],"charts":')
