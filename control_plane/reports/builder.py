@@ -350,6 +350,7 @@ def build_sovereignty(
                 Column("gpus", "GPUs", "int"),
             ],
             over_time,
+            in_pdf=False,
         ),
         _events_table(
             "drift_quarantine_events",

@@ -165,7 +165,8 @@ class ReportTable:
     """One table of a report: the unit every format renders (a CSV file, a PDF table).
 
     ``rows`` is any iterable of tuples in column order; large ones (every denial) come
-    from a server-side cursor and are read once, as they are rendered.
+    from a server-side cursor and are read once, as they are rendered. ``in_pdf`` false:
+    the PDF shows it otherwise (as charts) and leaves its rows to JSON and CSV.
     """
 
     name: str
@@ -173,6 +174,7 @@ class ReportTable:
     description: str
     columns: Sequence[Column]
     rows: Iterable[Sequence[Any]]
+    in_pdf: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,21 +192,28 @@ def _table(table: ReportTable, digest: ContentDigest) -> list[Any]:
     for row in table.rows:
         digest.row(row)
         count += 1
-        if len(shown) < PDF_ROW_LIMIT:
+        if table.in_pdf and len(shown) < PDF_ROW_LIMIT:
             shown.append(list(row))
     story: list[Any] = [
         Paragraph(escape(table.title), _HEADING),
         Paragraph(escape(table.description), _KEPT),
         Spacer(1, 2 * mm),
     ]
-    if not shown:
+    if not table.in_pdf:
+        story.append(
+            Paragraph(
+                f"Shown as the charts above; the JSON and CSV formats carry its {count:,} rows.",
+                _BODY,
+            )
+        )
+    elif not shown:
         story.append(Paragraph("None in the period.", _BODY))
     else:
         titles = [c.title for c in table.columns]
         widths = _widths(titles, shown)
         header = [_p(title, _HEAD) for title in titles]
         story.append(_grid(header, [[_p(v) for v in row] for row in shown], widths))
-    if count > len(shown):
+    if table.in_pdf and count > len(shown):
         story.append(
             Paragraph(
                 f"The first {len(shown):,} of {count:,} rows; the JSON and CSV formats"

@@ -194,3 +194,8 @@ def test_sovctl_reports_create_refuses_a_bad_kind(admin_sovctl: Run) -> None:
     )
     assert code == 2
     assert "board" in err
+
+
+def test_beat_dispatches_reports_on_its_interval(settings: Settings) -> None:
+    app = create_celery(settings.model_copy(update={"reports": ReportSettings(dispatch_seconds=5)}))
+    assert app.conf.beat_schedule["dispatch-reports"] == {"task": DISPATCH_TASK, "schedule": 5.0}
