@@ -38,6 +38,7 @@ from control_plane.policy.engine import DecisionCache
 from control_plane.policy.service import CompiledPolicySets
 from control_plane.provenance.api import router as provenance_router
 from control_plane.registry.api import router as registry_router
+from control_plane.reports.api import router as reports_router
 from control_plane.scheduling.api import router as scheduling_router
 from control_plane.scheduling.fleet import FleetCache
 
@@ -169,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(policy_router)
     app.include_router(compliance_router)
     app.include_router(audit_router)
+    app.include_router(reports_router)
     document_errors(app)
     return app
 

@@ -131,6 +131,30 @@ class ControlPlaneClient:
             raise RemoteError(response.status_code, body)
         return body
 
+    def download(self, path: str, destination: Path) -> httpx.Headers:
+        """Stream ``path`` into ``destination`` (a file); the response's headers.
+
+        Written a chunk at a time, so a large report never sits in memory; an error answer
+        raises ``RemoteError`` and writes nothing.
+        """
+        try:
+            with self._http.stream("GET", path) as response:
+                if response.is_error:
+                    response.read()
+                    try:
+                        body = response.json()
+                    except ValueError:
+                        body = {"error": {"message": response.text[:200]}}
+                    raise RemoteError(response.status_code, body)
+                with destination.open("wb") as file:
+                    for chunk in response.iter_bytes():
+                        file.write(chunk)
+                return response.headers
+        except httpx.TransportError as exc:
+            raise ServiceUnavailableError(
+                f"the control plane is not reachable at {self._url} ({exc})"
+            ) from None
+
 
 class _Target:
     """The ``--url``, ``--token`` and ``--ca-bundle`` given to ``sovctl`` (None: not given)."""

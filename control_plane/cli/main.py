@@ -27,6 +27,7 @@ from control_plane.cli import (
     nodes,
     policies,
     provenance,
+    reports,
     server,
     tenants,
     tokens,
@@ -52,6 +53,7 @@ for sub_app, name in [
     (compliance.app, "compliance"),
     (provenance.app, "provenance"),
     (audit.app, "audit"),
+    (reports.app, "reports"),
     (demo.app, "demo"),
 ]:
     app.add_typer(sub_app, name=name)

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, Field, SecretStr, ValidationErro
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from control_plane.core.errors import ConfigurationError
+from control_plane.domain.countries import CountryCode
 
 ENV_PREFIX = "SOVEREIGN_"
 #: The node agent reads its own ``SOVEREIGN_AGENT_*`` variables; they are not ours to reject.
@@ -172,6 +173,25 @@ class AuditSettings(BaseModel):
     checkpoint_seconds: float = Field(default=300.0, ge=1, le=86_400)
 
 
+class ReportSettings(BaseModel):
+    """How evidence reports are built (``control_plane.reports``, docs/reports.md)."""
+
+    model_config = {"extra": "forbid"}
+
+    #: The countries whose residency zones are the company's own, for the sovereignty
+    #: report's first line (ISO 3166-1 alpha-2). Empty: every zone counts as its own, and
+    #: only capacity outside any zone does not.
+    home_countries: list[CountryCode] = Field(default_factory=list)
+    #: How often beat sends queued report jobs to the worker.
+    dispatch_seconds: float = Field(default=2.0, ge=0.1, le=3600)
+    #: How long a running job's builder may stay silent (no progress step) before the job
+    #: is sent to the queue again, its worker presumed dead.
+    lease_seconds: float = Field(default=120.0, ge=1, le=86_400)
+    #: A pause after each build step: to watch the progress bar in a demo, or to kill a
+    #: worker mid-report in a test. Leave it 0 in production.
+    step_delay_seconds: float = Field(default=0.0, ge=0, le=60)
+
+
 class Settings(BaseSettings):
     """Everything the API, the Celery worker and beat need to run.
 
@@ -193,6 +213,7 @@ class Settings(BaseSettings):
     admission: AdmissionSettings = AdmissionSettings()
     kubernetes: KubernetesSettings = KubernetesSettings()
     audit: AuditSettings = AuditSettings()
+    reports: ReportSettings = ReportSettings()
     db_pool_min_size: int = Field(default=1, ge=0)
     db_pool_max_size: int = Field(default=10, ge=1)
     #: How often agents are told to send heartbeats; three missed ones mark a node offline.

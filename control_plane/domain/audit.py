@@ -32,6 +32,7 @@ class AuditObjectType(StrEnum):
     COMPLIANCE_EVALUATION = "compliance_evaluation"
     #: The key that signs the audit chain's checkpoints, by its fingerprint.
     AUDIT_SIGNING_KEY = "audit_signing_key"
+    REPORT = "report"
 
 
 class AuditAction(StrEnum):
@@ -85,6 +86,8 @@ class AuditAction(StrEnum):
     KUBERNETES_NODE_LABEL_CHANGE_DENIED = "kubernetes_node.label_change_denied"
     COMPLIANCE_EVALUATED = "compliance.evaluated"
     AUDIT_SIGNING_KEY_ROTATED = "audit.signing_key_rotated"
+    REPORT_REQUESTED = "report.requested"
+    REPORT_DOWNLOADED = "report.downloaded"
 
     @property
     def object_type(self) -> AuditObjectType:
@@ -482,6 +485,21 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         " the checkpoint that follows names the old one as `previous_key_fingerprint`",
         _side("the old key: `fingerprint`, `public_key` (PEM)", "SigningKeyPublic"),
         _side("the new key: `fingerprint`, `public_key` (PEM)", "SigningKeyPublic"),
+    ),
+    AuditAction.REPORT_REQUESTED: ActionRecord(
+        AuditObjectType.REPORT,
+        "an auditor or admin asks for a report (also when the stored one is returned)",
+        NOTHING,
+        _side(
+            "the job: `kind`, the period, `format`, the covered `checkpoint`, `status`",
+            "ReportJobPublic",
+        ),
+    ),
+    AuditAction.REPORT_DOWNLOADED: ActionRecord(
+        AuditObjectType.REPORT,
+        "an auditor or admin downloads a finished report",
+        NOTHING,
+        _side("the job with the file's `sha256` and `signature`", "ReportJobPublic"),
     ),
 }
 

@@ -3,8 +3,10 @@
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -13,6 +15,9 @@ from control_plane.access.models import Role
 from control_plane.compliance import service as compliance
 from control_plane.compliance.tasks import COMPLIANCE_ACTOR
 from control_plane.core.db import DbConnection
+from control_plane.core.settings import Settings
+from control_plane.reports import service as reports
+from control_plane.reports.signing import signer_for
 from tests.support import TEST_ACTOR, bearer, registration
 
 pytestmark = pytest.mark.integration
@@ -20,6 +25,15 @@ pytestmark = pytest.mark.integration
 A, OP, U, B, G = Role.ADMIN, Role.OPERATOR, Role.AUDITOR, Role.BOOTSTRAP, Role.AGENT
 READERS = frozenset({A, OP, U})
 RUNNERS = frozenset({A, OP})
+
+
+#: A compliance report of one day, as JSON.
+REPORT: dict[str, str] = {
+    "kind": "compliance",
+    "period_from": "2026-01-01T00:00:00Z",
+    "period_to": "2026-01-02T00:00:00Z",
+    "format": "json",
+}
 
 
 @dataclass(frozen=True)
@@ -39,6 +53,8 @@ class Fixture:
     #: Grants to tenant "partner" of platform's "shared-logs" and "shared-model".
     dataset_grant_id: str
     model_grant_id: str
+    #: A compliance report, built.
+    report_id: str
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,7 @@ class Case:
             .replace("{workload_id}", fx.workload_id)
             .replace("{evaluation_id}", fx.evaluation_id)
             .replace("{request_id}", str(fx.request_id))
+            .replace("{report_id}", fx.report_id)
         )
 
 
@@ -312,6 +329,10 @@ CASES = [
     Case("POST", "/v1/audit/checkpoints", frozenset({A}), 201),
     Case("GET", "/v1/audit/checkpoints", frozenset({A, U}), 200),
     Case("GET", "/v1/audit/public-key", frozenset({A, U}), 200),
+    Case("POST", "/v1/reports", frozenset({A, U}), 202, lambda fx: REPORT),
+    Case("GET", "/v1/reports", frozenset({A, U}), 200),
+    Case("GET", "/v1/reports/{report_id}", frozenset({A, U}), 200),
+    Case("GET", "/v1/reports/{report_id}/download", frozenset({A, U}), 200),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 #: The admission webhooks: the kube-apiserver calls them with no bearer token, so no role
@@ -320,7 +341,9 @@ WEBHOOKS = {("POST", "/k8s/mutate"), ("POST", "/k8s/validate"), ("POST", "/k8s/v
 
 
 @pytest.fixture
-def world(client: TestClient, admin: dict[str, str], conn: DbConnection) -> Fixture:
+def world(
+    client: TestClient, admin: dict[str, str], conn: DbConnection, settings: Settings
+) -> Fixture:
     for zone in (
         {"slug": "jp", "name": "Japan", "country": "JP"},
         {"slug": "jp-east", "name": "Japan East", "country": "JP"},
@@ -389,6 +412,16 @@ def world(client: TestClient, admin: dict[str, str], conn: DbConnection) -> Fixt
         conn, COMPLIANCE_ACTOR, sample_size=10, request_retention_days=7
     )
     assert evaluation is not None
+    asked = client.post("/v1/reports", json=REPORT, headers=admin)
+    assert asked.status_code == 202, asked.text
+    report_id = asked.json()["id"]
+    built = reports.build(
+        settings.database_url,
+        UUID(report_id),
+        signer_for(Ed25519PrivateKey.generate()),
+        settings.reports,
+    )
+    assert built is not None
     return Fixture(
         node_id=registered["node_id"],
         agent_token=registered["token"],
@@ -398,6 +431,7 @@ def world(client: TestClient, admin: dict[str, str], conn: DbConnection) -> Fixt
         request_id=requested.json()["id"],
         dataset_grant_id=grants[0].json()["id"],
         model_grant_id=grants[1].json()["id"],
+        report_id=report_id,
     )
 
 
