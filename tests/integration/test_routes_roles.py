@@ -309,6 +309,7 @@ CASES = [
     ),
     Case("GET", "/v1/audit/events", frozenset({A, U}), 200),
     Case("GET", "/v1/audit/verify", frozenset({A, U}), 200),
+    Case("GET", "/v1/usage", frozenset({A, U}), 200),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 #: The admission webhooks: the kube-apiserver calls them with no bearer token, so no role
