@@ -95,27 +95,29 @@ ORDER BY 1, 5, 6, 7, 8, 9, 10
 LIMIT %(limit)s;
 
 -- name: charged_seconds
--- What a GPU-hour quota charges a tenant since `since` (a UTC day boundary), in a zone or
--- on servers of an origin country (one of the two given): the metered GPU-seconds in the
--- daily rollup, plus, for each running workload, the rest of its lease from where it is
--- metered (or `since`) to its end: what admission has already promised. Slices weigh
--- their share of the GPU (`mig_slice_weight`). A running workload counts in the zone it
--- was booked in and on its node's origin now.
-WITH metered AS (
-    SELECT coalesce(sum(gpu_seconds), 0) AS seconds
-    FROM usage_daily
-    WHERE tenant_slug = %(tenant)s AND day >= %(since)s::date
-      AND (%(zone)s::text IS NULL OR zone_slug = %(zone)s)
-      AND (%(origin_country)s::text IS NULL OR origin_country = %(origin_country)s)
+-- What a GPU-hour quota charges a tenant in the current `period` (day, week or month,
+-- UTC calendar: `date_trunc`, weeks from Monday), in a zone or on servers of an origin
+-- country (one of the two given): the metered GPU-seconds in the daily rollup since the
+-- period began, plus, for each running workload, the rest of its lease from where it is
+-- metered (or the period's start) to its end: what admission has already promised.
+-- Slices weigh their share of the GPU (`mig_slice_weight`). A running workload counts in
+-- the zone it was booked in and on its node's origin now.
+WITH period AS (SELECT date_trunc(%(period)s, now(), 'UTC') AS since
+), metered AS (
+    SELECT coalesce(sum(d.gpu_seconds), 0) AS seconds
+    FROM usage_daily d, period p
+    WHERE d.tenant_slug = %(tenant)s AND d.day >= (p.since AT TIME ZONE 'UTC')::date
+      AND (%(zone)s::text IS NULL OR d.zone_slug = %(zone)s)
+      AND (%(origin_country)s::text IS NULL OR d.origin_country = %(origin_country)s)
 ), promised AS (
     SELECT coalesce(sum(
                CASE WHEN jsonb_array_length(w.mig_slices) = 0 THEN cardinality(w.gpu_uuids)
                     ELSE (SELECT sum(mig_slice_weight(e ->> 'profile'))
                           FROM jsonb_array_elements(w.mig_slices) AS e) END
                * greatest(0, extract(epoch FROM w.lease_expires_at
-                                      - greatest(m.metered_until, %(since)s)))
+                                      - greatest(m.metered_until, p.since)))
            ), 0) AS seconds
-    FROM workload w JOIN usage_watermark m ON m.workload_id = w.id
+    FROM period p, workload w JOIN usage_watermark m ON m.workload_id = w.id
          JOIN node n ON n.id = w.node_id
     WHERE w.tenant_slug = %(tenant)s AND w.status = 'admitted'
       AND (%(zone)s::text IS NULL OR w.zone_slug = %(zone)s)

@@ -50,13 +50,13 @@ def usage(conn: DbConnection, source: str, params: dict[str, Any]) -> list[Usage
 def charged_seconds(
     conn: DbConnection,
     tenant: str,
-    since: datetime,
+    period: str,
     *,
     zone: str | None = None,
     origin_country: str | None = None,
 ) -> float:
-    """GPU-seconds a GPU-hour quota charges the tenant since ``since`` (see queries.sql)."""
-    params = {"tenant": tenant, "since": since, "zone": zone, "origin_country": origin_country}
+    """GPU-seconds a GPU-hour quota charges the tenant this ``period`` (see queries.sql)."""
+    params = {"tenant": tenant, "period": period, "zone": zone, "origin_country": origin_country}
     row = fetch_one(conn, _q("charged_seconds"), params)
     assert row is not None
     return float(row["seconds"])
