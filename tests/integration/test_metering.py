@@ -5,11 +5,15 @@ hours exact, a test moves a workload's start (and the node's history) into the p
 the owner's connection, as if it had been admitted then, and meters up to a chosen time.
 """
 
+import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import httpx
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -391,7 +395,159 @@ def test_the_sql_and_python_slice_weights_agree(conn: DbConnection, profile: str
 
 
 def test_the_application_role_cannot_write_the_ledger(conn: DbConnection) -> None:
-    import psycopg
-
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("UPDATE usage_daily SET gpu_seconds = 0")
+
+
+# -- GPU-hour quotas ---------------------------------------------------------------------
+
+
+def decide(client: TestClient, site: Site, **overrides: Any) -> dict[str, Any]:
+    body = {"tenant": "research", "gpu_count": 1, "lease_seconds": 3600, **overrides}
+    response = client.post("/v1/workloads", json=body, headers=site.admin)
+    assert response.status_code == 201, response.text
+    decided: dict[str, Any] = response.json()
+    return decided
+
+
+def quota_messages(decided: dict[str, Any]) -> list[str]:
+    return [r["message"] for r in decided["reasons"] if r["rule"] == "quota"]
+
+
+def test_an_origin_quota_counts_gpu_hours_on_servers_of_that_origin(
+    client: TestClient, site: Site
+) -> None:
+    response = client.put(
+        "/v1/tenants/research/origin-quotas/tw",
+        json={"gpu_hours_per_period": 1.5, "period": "week"},
+        headers=site.admin,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["origin_country"] == "TW"
+    tenant = client.get("/v1/tenants/research", headers=site.admin).json()
+    assert [q["origin_country"] for q in tenant["origin_quotas"]] == ["TW"]
+
+    denied = decide(client, site, gpu_count=2)
+    assert denied["status"] == "denied"
+    (message,) = quota_messages(denied)
+    assert "may use 1.5 GPU-hours per week on servers made in TW" in message
+    assert decide(client, site)["status"] == "admitted"
+    # Half an hour is left: 30 minutes fit, 31 do not.
+    assert decide(client, site, lease_seconds=1860)["status"] == "denied"
+    assert decide(client, site, lease_seconds=1800)["status"] == "admitted"
+
+    removed = client.delete("/v1/tenants/research/origin-quotas/TW", headers=site.admin)
+    assert removed.status_code == 204
+    again = client.delete("/v1/tenants/research/origin-quotas/TW", headers=site.admin)
+    assert again.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/tenants/research/origin-quotas/XX", {"gpu_hours_per_period": 1}, "path.country"),
+        ("/v1/tenants/research/origin-quotas/TW", {"gpu_hours_per_period": -1}, None),
+        ("/v1/tenants/research/origin-quotas/TW", {}, None),
+    ],
+)
+def test_a_bad_origin_quota_is_a_422(
+    client: TestClient, site: Site, path: str, body: dict[str, Any], field: str | None
+) -> None:
+    response = client.put(path, json=body, headers=site.admin)
+    assert response.status_code == 422, response.text
+    fields = [f["field"] for f in response.json()["error"]["details"]["fields"]]
+    assert (field or "gpu_hours_per_period") in fields, fields
+
+
+def test_a_slice_is_charged_its_share_of_the_gpu_by_the_quota(
+    client: TestClient, admin: dict[str, str], owner_conn: DbConnection
+) -> None:
+    for path, item in (
+        ("/v1/zones", {"slug": "jp", "name": "Japan", "country": "JP"}),
+        ("/v1/tenants", {"slug": "research", "name": "Research"}),
+    ):
+        assert client.post(path, json=item, headers=admin).status_code == 201
+    body = registration(hostname="mig-a", zone="jp", gpu_uuids=("GPU-mig-0",))
+    (gpu,) = body["inventory"]["gpus"]
+    gpu.update(
+        model=A100,
+        mig_mode="enabled",
+        mig_devices=[
+            {"index": i, "uuid": f"MIG-mig-{i}", "profile": "3g.40gb", "gpu_instance_id": i + 1}
+            for i in range(2)
+        ],
+    )
+    assert client.post("/v1/agents/register", json=body, headers=admin).status_code == 201
+    quota = {"max_gpus": 8, "gpu_hours_per_period": 1, "period": "day"}
+    assert (
+        client.put("/v1/tenants/research/quotas/jp", json=quota, headers=admin).status_code == 200
+    )
+    site = Site(admin, "")
+    # Two 3g slices for an hour: 6/7 of a GPU-hour (a whole GPU each would be 2).
+    one = decide(client, site, mig_profile="3g.40gb", gpu_count=2, gpu_model="A100")
+    assert one["status"] == "admitted", one["reasons"]
+    client.post(f"/v1/workloads/{one['id']}/release", headers=admin)
+    # Released at once: only seconds were used; one more hour of one slice is 3/7, fits.
+    two = decide(client, site, mig_profile="3g.40gb", gpu_count=1, gpu_model="A100")
+    assert two["status"] == "admitted", two["reasons"]
+    # 3/7 held plus 3/7 more is under 1, plus 3/7 again is not.
+    three = decide(client, site, mig_profile="3g.40gb", gpu_count=1, gpu_model="A100")
+    assert three["status"] == "admitted", three["reasons"]
+    client.post(f"/v1/workloads/{two['id']}/release", headers=admin)
+    row = owner_conn.execute("SELECT count(*) AS n FROM usage_watermark WHERE closed").fetchone()
+    assert row is not None
+    assert row["n"] == 2
+
+
+def test_two_admissions_racing_for_the_last_gpu_hours_one_wins(
+    client: TestClient, site: Site, live_server: str
+) -> None:
+    quota = {"max_gpus": 8, "gpu_hours_per_period": 1.5, "period": "month"}
+    response = client.put("/v1/tenants/research/quotas/jp", json=quota, headers=site.admin)
+    assert response.status_code == 200
+    body = {"tenant": "research", "gpu_count": 1, "lease_seconds": 3600}
+
+    def post(_: int) -> dict[str, Any]:
+        with httpx.Client(base_url=live_server, headers=site.admin, timeout=30) as http:
+            answer = http.post("/v1/workloads", json=body)
+            assert answer.status_code == 201, answer.text
+            decided: dict[str, Any] = answer.json()
+            return decided
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(post, range(2)))
+    assert sorted(r["status"] for r in results) == ["admitted", "denied"]
+    (loser,) = [r for r in results if r["status"] == "denied"]
+    assert any("1.5 GPU-hours per month in zone jp" in m for m in quota_messages(loser))
+
+
+# -- sovctl --------------------------------------------------------------------------------
+
+
+def test_sovctl_usage_prints_the_rollups_as_a_table_or_json(
+    client: TestClient,
+    site: Site,
+    conn: DbConnection,
+    owner_conn: DbConnection,
+    admin_sovctl: Any,
+) -> None:
+    workload = submit(client, site)
+    started(owner_conn, workload, HOUR)
+    roll_up(conn, HOUR + timedelta(hours=2))
+    day = HOUR.replace(hour=0).isoformat()
+    until = (HOUR.replace(hour=0) + timedelta(days=1)).isoformat()
+    code, out, err = admin_sovctl(
+        "usage", "--since", day, "--until", until, "--by", "tenant", "--by", "zone"
+    )
+    assert code == 0, err
+    assert "research" in out
+    assert "2.000 GPU-hours" in out
+    code, out, err = admin_sovctl("usage", "--since", day, "--until", until, "-o", "json")
+    assert code == 0, err
+    assert json.loads(out)["gpu_hours"] == 2.0
+    code, _, err = admin_sovctl("usage", "--since", "2026-01-01T00:30:00Z")
+    assert code == 1
+    assert "query.since" in err
+    code, out, err = admin_sovctl("tenants", "origin-quota", "research", "TW", "--gpu-hours", "9")
+    assert code == 0, err
+    assert "TW" in out
