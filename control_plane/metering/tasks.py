@@ -23,13 +23,22 @@ def register(app: Celery, settings: Settings) -> None:
     """Add the roll-up task and its beat schedule to ``app``."""
 
     @app.task(name=ROLL_UP_TASK, bind=True, ignore_result=False, shared=False)
-    def roll_up(self: object) -> int:
-        """Meter running workloads and capacity up to now minus the lag; re-enqueue if full."""
-        until = datetime.now(UTC) - timedelta(seconds=settings.metering_lag_seconds)
+    def roll_up(self: object, until: str | None = None) -> int:
+        """Meter running workloads and capacity up to ``until``; re-enqueue if a batch was full.
+
+        Beat calls it without ``until``: now minus the lag. A full batch re-enqueues the
+        task with the same ``until``, so a backlog is worked off up to one point in time
+        (a workload metered up to it is not picked again) instead of chasing the clock.
+        """
+        point = (
+            datetime.fromisoformat(until)
+            if until is not None
+            else datetime.now(UTC) - timedelta(seconds=settings.metering_lag_seconds)
+        )
         with connect(settings.database_url) as conn:
-            done = service.roll_up(conn, until=until, batch_size=ROLL_UP_BATCH)
+            done = service.roll_up(conn, until=point, batch_size=ROLL_UP_BATCH)
         if done.workloads == ROLL_UP_BATCH:
-            app.send_task(ROLL_UP_TASK)
+            app.send_task(ROLL_UP_TASK, kwargs={"until": point.isoformat()})
         return done.workloads
 
     app.conf.beat_schedule = {

@@ -254,8 +254,10 @@ INSERT INTO metering_position (name, metered_until) VALUES ('capacity', now());
 -- sooner) to the rollups, and move the watermarks. The watermark rows are locked first,
 -- and the usage is computed by a statement that starts after the lock is held, so it
 -- reads the position the last metering committed: a workload is never counted twice.
+-- JIT off: the planner's guess of rows per generate_series makes the cost look large
+-- enough to compile, and compiling (about a second) costs more than the statement.
 CREATE FUNCTION meter_workloads(p_ids uuid[], p_until timestamptz) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public SET jit = off AS $$
 DECLARE
     moved integer;
 BEGIN
@@ -356,7 +358,7 @@ $$;
 -- `capacity_hourly` and move the position (returns the buckets touched); the position row's lock makes two roll-ups
 -- run one after the other, and the second finds nothing left.
 CREATE FUNCTION meter_capacity(p_until timestamptz) RETURNS integer
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public SET jit = off AS $$
 DECLARE
     since timestamptz;
     added integer;
