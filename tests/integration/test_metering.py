@@ -15,6 +15,7 @@ from uuid import UUID
 import httpx
 import psycopg
 import pytest
+from celery import Celery
 from fastapi.testclient import TestClient
 
 from control_plane.access.models import Role
@@ -25,6 +26,7 @@ from control_plane.inventory import agents
 from control_plane.inventory.tasks import SWEEP_ACTOR
 from control_plane.metering import service
 from control_plane.metering.models import UsageQuery
+from control_plane.metering.tasks import ROLL_UP_TASK
 from control_plane.scheduling import service as scheduling
 from control_plane.scheduling.tasks import LEASE_SWEEP_ACTOR
 from tests.support import bearer, registration
@@ -551,3 +553,27 @@ def test_sovctl_usage_prints_the_rollups_as_a_table_or_json(
     code, out, err = admin_sovctl("tenants", "origin-quota", "research", "TW", "--gpu-hours", "9")
     assert code == 0, err
     assert "TW" in out
+
+
+# -- the Celery task -------------------------------------------------------------------------
+
+
+def test_the_roll_up_runs_on_a_real_worker_and_twice_counts_once(
+    client: TestClient,
+    site: Site,
+    conn: DbConnection,
+    owner_conn: DbConnection,
+    celery_app: Celery,
+    worker: None,
+) -> None:
+    entry = celery_app.conf.beat_schedule["metering-roll-up"]
+    assert entry["task"] == ROLL_UP_TASK
+    workload = submit(client, site)
+    started(owner_conn, workload, HOUR)
+    until = (HOUR + timedelta(hours=2)).isoformat()
+    assert celery_app.send_task(ROLL_UP_TASK, kwargs={"until": until}).get(timeout=30) == 1
+    assert celery_app.send_task(ROLL_UP_TASK, kwargs={"until": until}).get(timeout=30) == 0
+    assert daily_total(conn) == 7200.0
+    # Beat's own call (no `until`): up to now minus the lag, so more, once.
+    assert celery_app.send_task(ROLL_UP_TASK).get(timeout=30) == 1
+    assert daily_total(conn) > 7200.0
