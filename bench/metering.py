@@ -264,11 +264,13 @@ def bench_reports(url: str, since: datetime, until: datetime) -> dict[str, Any]:
         "usage by zone country, origin, provenance, per day": {
             "group_by": board,
             "granularity": "day",
+            "limit": 10_000,
         },
         "capacity by zone country, origin, provenance, status, per day": {
             "measure": "capacity",
             "group_by": [*board, "node_status"],
             "granularity": "day",
+            "limit": 10_000,
         },
         "usage per node, whole period": {"group_by": ["node"], "limit": 10_000},
         "one tenant per workload and hour, last week": {

@@ -408,15 +408,19 @@ $$;
 -- metered to its end in the ending transaction (release, expiry, revocation alike).
 CREATE FUNCTION workload_metering() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    ended uuid[];
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO usage_watermark (workload_id, metered_until)
         SELECT id, created_at FROM new_rows WHERE status = 'admitted';
-    ELSE
-        PERFORM meter_workloads(
-            ARRAY(SELECT n.id FROM new_rows n JOIN old_rows o ON o.id = n.id
-                  WHERE o.status = 'admitted' AND n.status <> 'admitted'),
-            'infinity');
+        RETURN NULL;
+    END IF;
+    ended := ARRAY(SELECT n.id FROM new_rows n JOIN old_rows o ON o.id = n.id
+                   WHERE o.status = 'admitted' AND n.status <> 'admitted');
+    -- Most updates (a renewal) end nothing: they cost only this look.
+    IF cardinality(ended) > 0 THEN
+        PERFORM meter_workloads(ended, 'infinity');
     END IF;
     RETURN NULL;
 END
