@@ -277,6 +277,25 @@ def test_capacity_counts_the_gpus_there_per_hour_once(
         (HOUR, "jp", "active", 7200.0),
         (HOUR + timedelta(hours=1), "jp", "active", 7200.0),
     ]
+    report = service.usage(
+        conn,
+        UsageQuery.model_validate(
+            {
+                "measure": "capacity",
+                "since": HOUR.isoformat(),
+                "until": (HOUR + timedelta(hours=3)).isoformat(),
+                "group_by": ["zone_country", "origin_country", "node_status"],
+                "granularity": "hour",
+            }
+        ),
+    )
+    assert report.source == "capacity_hourly"
+    assert [
+        (r.period_start, r.zone_country, r.origin_country, r.gpu_hours) for r in report.rows
+    ] == [
+        (HOUR, "JP", "TW", 2.0),
+        (HOUR + timedelta(hours=1), "JP", "TW", 2.0),
+    ]
 
 
 def test_the_usage_query_reads_the_rollups_by_any_dimension(
