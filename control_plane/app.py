@@ -33,6 +33,7 @@ from control_plane.core.readiness import Readiness, ReadinessStatus, probe, redi
 from control_plane.core.settings import Settings, load_settings
 from control_plane.inventory.api import router as inventory_router
 from control_plane.inventory.metrics import FleetCollector
+from control_plane.metering.api import router as metering_router
 from control_plane.policy.api import router as policy_router
 from control_plane.policy.engine import DecisionCache
 from control_plane.policy.service import CompiledPolicySets
@@ -171,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(compliance_router)
     app.include_router(audit_router)
     app.include_router(reports_router)
+    app.include_router(metering_router)
     document_errors(app)
     return app
 

@@ -12,6 +12,7 @@ from control_plane.cluster import tasks as cluster_tasks
 from control_plane.compliance import tasks as compliance_tasks
 from control_plane.core.settings import Settings
 from control_plane.inventory import tasks as inventory_tasks
+from control_plane.metering import tasks as metering_tasks
 from control_plane.reports import tasks as report_tasks
 from control_plane.scheduling import tasks as scheduling_tasks
 
@@ -37,4 +38,5 @@ def create_celery(settings: Settings) -> Celery:
     cluster_tasks.register(app, settings)
     audit_tasks.register(app, settings)
     report_tasks.register(app, settings)
+    metering_tasks.register(app, settings)
     return app

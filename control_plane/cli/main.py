@@ -31,6 +31,7 @@ from control_plane.cli import (
     server,
     tenants,
     tokens,
+    usage,
     workloads,
     zones,
 )
@@ -57,6 +58,7 @@ for sub_app, name in [
     (demo.app, "demo"),
 ]:
     app.add_typer(sub_app, name=name)
+app.command("usage")(usage.usage_command)
 
 # The spellings of 0.1, removed in 0.3: renamed verbs first, so the old nouns carry them too.
 deprecated_alias(assets.datasets_app, "register", "create")

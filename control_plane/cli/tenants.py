@@ -1,4 +1,4 @@
-"""``sovctl tenants create|list|show|delete|quota``: tenants and their GPU quotas, via the API."""
+"""``sovctl tenants create|list|show|delete|quota|origin-quota``: tenants and GPU quotas."""
 
 from typing import Annotated, Any
 
@@ -95,3 +95,31 @@ def tenants_quota(
         raise typer.BadParameter("give --max-gpus, or --remove", param_hint="--max-gpus")
     body = {"max_gpus": max_gpus, "gpu_hours_per_period": gpu_hours, "period": period.value}
     emit(api("PUT", path, json=body), output, _QUOTA_COLUMNS)
+
+
+_ORIGIN_QUOTA_COLUMNS = ["tenant", "origin_country", "gpu_hours_per_period", "period"]
+
+
+@app.command("origin-quota")
+def tenants_origin_quota(
+    tenant: Tenant,
+    country: Annotated[str, typer.Argument(help="Origin country of the servers, e.g. TW.")],
+    gpu_hours: Annotated[
+        float | None, typer.Option(min=0, help="GPU-hours per period on those servers.")
+    ] = None,
+    period: Annotated[QuotaPeriod, typer.Option(help="day, week or month.")] = QuotaPeriod.MONTH,
+    remove: Annotated[bool, typer.Option("--remove", help="Remove the quota instead.")] = False,
+    output: Output = OutputFormat.TABLE,
+) -> None:
+    """Set a tenant's GPU-hour quota on servers made in a country, or --remove it."""
+    path = f"/v1/tenants/{tenant}/origin-quotas/{country}"
+    if remove:
+        if gpu_hours is not None:
+            raise typer.BadParameter("--remove takes no quota values", param_hint="--remove")
+        api("DELETE", path)
+        typer.echo(f"removed the quota of {tenant} on servers made in {country}")
+        return
+    if gpu_hours is None:
+        raise typer.BadParameter("give --gpu-hours, or --remove", param_hint="--gpu-hours")
+    body = {"gpu_hours_per_period": gpu_hours, "period": period.value}
+    emit(api("PUT", path, json=body), output, _ORIGIN_QUOTA_COLUMNS)

@@ -230,6 +230,13 @@ class Settings(BaseSettings):
     #: deletes it; the evaluation that handled it keeps its triggers. At most a century,
     #: so the cutoff stays a valid timestamp.
     compliance_request_retention_days: int = Field(default=7, ge=1, le=36_500)
+    #: How often beat runs the metering roll-up, which carries running workloads and the
+    #: fleet capacity forward into the usage rollups (ended workloads are metered as they
+    #: end). A report is at most this much (plus the lag) behind for running workloads.
+    metering_interval_seconds: float = Field(default=300.0, ge=5, le=86_400)
+    #: How far behind now the roll-up stops, so a change whose transaction started before
+    #: the roll-up but commits after it is still attributed to the right node state.
+    metering_lag_seconds: float = Field(default=60.0, ge=0, le=3600)
     #: Deny a workload on classified data (its most sensitive dataset or model is above
     #: ``public``) that no active policy selects, instead of admitting it on the baseline
     #: alone: for sites where "no policy applies" must not read as "compliant". Admission,

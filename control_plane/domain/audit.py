@@ -60,6 +60,8 @@ class AuditAction(StrEnum):
     TENANT_DELETED = "tenant.deleted"
     TENANT_QUOTA_SET = "tenant.quota_set"
     TENANT_QUOTA_REMOVED = "tenant.quota_removed"
+    TENANT_ORIGIN_QUOTA_SET = "tenant.origin_quota_set"
+    TENANT_ORIGIN_QUOTA_REMOVED = "tenant.origin_quota_removed"
     DATASET_REGISTERED = "dataset.registered"
     DATASET_UPDATED = "dataset.updated"
     DATASET_DELETED = "dataset.deleted"
@@ -271,6 +273,18 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
         AuditObjectType.TENANT,
         "a tenant's quota in a zone is removed",
         _side("the quota", "QuotaPublic"),
+        NOTHING,
+    ),
+    AuditAction.TENANT_ORIGIN_QUOTA_SET: ActionRecord(
+        AuditObjectType.TENANT,
+        "a tenant's GPU-hour quota on servers of an origin country is set",
+        _side("the quota it replaces", "OriginQuotaPublic", None),
+        _side("the quota", "OriginQuotaPublic"),
+    ),
+    AuditAction.TENANT_ORIGIN_QUOTA_REMOVED: ActionRecord(
+        AuditObjectType.TENANT,
+        "a tenant's GPU-hour quota on servers of an origin country is removed",
+        _side("the quota", "OriginQuotaPublic"),
         NOTHING,
     ),
     AuditAction.DATASET_REGISTERED: ActionRecord(

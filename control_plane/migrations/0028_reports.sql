@@ -1,4 +1,4 @@
--- depends: 0026_audit_checkpoints
+-- depends: 0027_metering
 -- Evidence reports (docs/reports.md): the jobs that build them and the signed files.
 --
 -- A job is one report of one kind, period, format and covered audit checkpoint. The

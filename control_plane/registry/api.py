@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from control_plane.access.http import SecuredRoute, require
 from control_plane.access.models import Permission, Principal
 from control_plane.core.http import Conn, Limit, Offset, RequestId
+from control_plane.domain.countries import CountryCode
 from control_plane.domain.types import Lookup
 from control_plane.registry import service
 from control_plane.registry.models import (
@@ -30,6 +31,8 @@ from control_plane.registry.models import (
     ModelPage,
     ModelPublic,
     ModelUpdate,
+    OriginQuotaPublic,
+    OriginQuotaSet,
     QuotaPublic,
     QuotaSet,
     TenantCreate,
@@ -87,6 +90,32 @@ def remove_quota(
 ) -> Response:
     """Remove a tenant's GPU quota in a zone."""
     service.remove_quota(conn, who.audit_context(request_id), tenant, zone)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.put("/tenants/{tenant}/origin-quotas/{country}", tags=["tenants"])
+def set_origin_quota(
+    tenant: Lookup,
+    country: CountryCode,
+    quota: OriginQuotaSet,
+    conn: Conn,
+    who: Admin,
+    request_id: RequestId,
+) -> OriginQuotaPublic:
+    """Set a tenant's GPU-hour quota on servers made in a country, replacing the old one."""
+    return service.set_origin_quota(conn, who.audit_context(request_id), tenant, country, quota)
+
+
+@router.delete(
+    "/tenants/{tenant}/origin-quotas/{country}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["tenants"],
+)
+def remove_origin_quota(
+    tenant: Lookup, country: CountryCode, conn: Conn, who: Admin, request_id: RequestId
+) -> Response:
+    """Remove a tenant's GPU-hour quota on servers made in a country."""
+    service.remove_origin_quota(conn, who.audit_context(request_id), tenant, country)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

@@ -92,6 +92,27 @@ class QuotaPublic(BaseModel):
     updated_at: datetime
 
 
+class OriginQuotaSet(Input):
+    """A tenant's GPU-hour quota on servers of one origin country; replaces the one it had.
+
+    Counted over the tenant's usage on nodes whose origin country (at the time of use)
+    is that country, in every zone; see docs/metering.md.
+    """
+
+    gpu_hours_per_period: GpuHours = Field(description="GPU-hours per period.")
+    period: QuotaPeriod = QuotaPeriod.MONTH
+
+
+class OriginQuotaPublic(BaseModel):
+    """A tenant's GPU-hour quota on servers of one origin country, as stored."""
+
+    tenant: str
+    origin_country: str
+    gpu_hours_per_period: float
+    period: QuotaPeriod
+    updated_at: datetime
+
+
 class TenantRow(BaseModel):
     """A tenant as its table holds it (the quotas are rows of their own)."""
 
@@ -102,9 +123,10 @@ class TenantRow(BaseModel):
 
 
 class TenantPublic(TenantRow):
-    """A tenant with its quotas (by zone)."""
+    """A tenant with its quotas (by zone, and GPU-hour quotas by server origin)."""
 
     quotas: list[QuotaPublic]
+    origin_quotas: list[OriginQuotaPublic] = Field(default_factory=list)
 
 
 # -- datasets and models ---------------------------------------------------------------

@@ -47,6 +47,34 @@ RETURNING tenant_slug AS tenant, zone_slug AS zone, max_gpus, gpu_hours_per_peri
 -- name: delete_quota
 DELETE FROM tenant_quota WHERE tenant_slug = %(tenant)s AND zone_slug = %(zone)s;
 
+-- name: list_origin_quotas
+SELECT tenant_slug AS tenant, origin_country::text AS origin_country,
+       gpu_hours_per_period, period, updated_at
+FROM tenant_origin_quota ORDER BY tenant_slug, origin_country;
+
+-- name: tenant_origin_quotas
+SELECT tenant_slug AS tenant, origin_country::text AS origin_country,
+       gpu_hours_per_period, period, updated_at
+FROM tenant_origin_quota WHERE tenant_slug = %(tenant)s ORDER BY origin_country;
+
+-- name: get_origin_quota
+SELECT tenant_slug AS tenant, origin_country::text AS origin_country,
+       gpu_hours_per_period, period, updated_at
+FROM tenant_origin_quota WHERE tenant_slug = %(tenant)s AND origin_country = %(origin_country)s;
+
+-- name: upsert_origin_quota
+INSERT INTO tenant_origin_quota (tenant_slug, origin_country, gpu_hours_per_period, period)
+VALUES (%(tenant)s, %(origin_country)s, %(gpu_hours_per_period)s, %(period)s)
+ON CONFLICT (tenant_slug, origin_country) DO UPDATE
+SET gpu_hours_per_period = EXCLUDED.gpu_hours_per_period, period = EXCLUDED.period,
+    updated_at = now()
+RETURNING tenant_slug AS tenant, origin_country::text AS origin_country,
+          gpu_hours_per_period, period, updated_at;
+
+-- name: delete_origin_quota
+DELETE FROM tenant_origin_quota
+WHERE tenant_slug = %(tenant)s AND origin_country = %(origin_country)s;
+
 -- name: insert_dataset
 INSERT INTO dataset (name, owner_tenant, classification, labels, description)
 VALUES (%(name)s, %(tenant)s, %(classification)s, %(labels)s, %(description)s);

@@ -37,6 +37,7 @@ from control_plane.registry.models import (
     GrantPublic,
     Lookup,
     ModelFacts,
+    OriginQuotaPublic,
     QuotaPublic,
     TenantRow,
 )
@@ -144,6 +145,32 @@ def upsert_quota(conn: DbConnection, values: dict[str, Any]) -> QuotaPublic:
 def delete_quota(conn: DbConnection, tenant: str, zone: str) -> None:
     """Remove a tenant's quota in a zone."""
     conn.execute(_q("delete_quota"), {"tenant": tenant, "zone": zone})
+
+
+def list_origin_quotas(conn: DbConnection) -> list[OriginQuotaPublic]:
+    """Every GPU-hour quota by server origin, by tenant and country."""
+    return fetch_all_as(conn, OriginQuotaPublic, _q("list_origin_quotas"), {})
+
+
+def tenant_origin_quotas(conn: DbConnection, tenant: str) -> list[OriginQuotaPublic]:
+    """One tenant's GPU-hour quotas by server origin, by country."""
+    return fetch_all_as(conn, OriginQuotaPublic, _q("tenant_origin_quotas"), {"tenant": tenant})
+
+
+def get_origin_quota(conn: DbConnection, tenant: str, country: str) -> OriginQuotaPublic | None:
+    """A tenant's GPU-hour quota on servers made in ``country``, or None."""
+    params = {"tenant": tenant, "origin_country": country}
+    return fetch_one_as(conn, OriginQuotaPublic, _q("get_origin_quota"), params)
+
+
+def upsert_origin_quota(conn: DbConnection, values: dict[str, Any]) -> OriginQuotaPublic:
+    """Set a tenant's GPU-hour quota on servers of an origin, replacing any it had."""
+    return fetch_returning_as(conn, OriginQuotaPublic, _q("upsert_origin_quota"), values)
+
+
+def delete_origin_quota(conn: DbConnection, tenant: str, country: str) -> None:
+    """Remove a tenant's GPU-hour quota on servers of an origin."""
+    conn.execute(_q("delete_origin_quota"), {"tenant": tenant, "origin_country": country})
 
 
 # -- datasets and models ---------------------------------------------------------------

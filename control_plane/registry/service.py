@@ -39,6 +39,8 @@ from control_plane.registry.models import (
     ModelPage,
     ModelPublic,
     ModelUpdate,
+    OriginQuotaPublic,
+    OriginQuotaSet,
     QuotaPublic,
     QuotaSet,
     TenantCreate,
@@ -51,8 +53,12 @@ AssetT = TypeVar("AssetT", bound=AssetPublic)
 # -- tenants and quotas ----------------------------------------------------------------
 
 
-def _tenant_public(row: TenantRow, quotas: list[QuotaPublic]) -> TenantPublic:
-    return TenantPublic(**row.model_dump(), quotas=quotas)
+def _tenant_public(
+    row: TenantRow,
+    quotas: list[QuotaPublic],
+    origin_quotas: list[OriginQuotaPublic] | None = None,
+) -> TenantPublic:
+    return TenantPublic(**row.model_dump(), quotas=quotas, origin_quotas=origin_quotas or [])
 
 
 def _existing_tenant(conn: DbConnection, slug: str, *, for_update: bool = False) -> TenantRow:
@@ -81,7 +87,13 @@ def list_tenants(conn: DbConnection) -> list[TenantPublic]:
     quotas: defaultdict[str, list[QuotaPublic]] = defaultdict(list)
     for quota in repository.list_quotas(conn):
         quotas[quota.tenant].append(quota)
-    return [_tenant_public(row, quotas[row.slug]) for row in repository.list_tenants(conn)]
+    by_origin: defaultdict[str, list[OriginQuotaPublic]] = defaultdict(list)
+    for origin_quota in repository.list_origin_quotas(conn):
+        by_origin[origin_quota.tenant].append(origin_quota)
+    return [
+        _tenant_public(row, quotas[row.slug], by_origin[row.slug])
+        for row in repository.list_tenants(conn)
+    ]
 
 
 def tenant_slugs(conn: DbConnection) -> list[str]:
@@ -91,14 +103,20 @@ def tenant_slugs(conn: DbConnection) -> list[str]:
 
 def get_tenant(conn: DbConnection, slug: str) -> TenantPublic:
     """One tenant with its quotas, or 404."""
-    return _tenant_public(_existing_tenant(conn, slug), repository.tenant_quotas(conn, slug))
+    return _tenant_public(
+        _existing_tenant(conn, slug),
+        repository.tenant_quotas(conn, slug),
+        repository.tenant_origin_quotas(conn, slug),
+    )
 
 
 def delete_tenant(conn: DbConnection, ctx: AuditContext, slug: str) -> None:
     """Delete a tenant that owns no dataset or model (else 409), with its quotas."""
     with audited(conn, ctx, AuditAction.TENANT_DELETED, slug) as change:
         row = _existing_tenant(conn, slug, for_update=True)
-        change.before = _tenant_public(row, repository.tenant_quotas(conn, slug))
+        change.before = _tenant_public(
+            row, repository.tenant_quotas(conn, slug), repository.tenant_origin_quotas(conn, slug)
+        )
         repository.delete_tenant(conn, slug)
 
 
@@ -122,6 +140,28 @@ def remove_quota(conn: DbConnection, ctx: AuditContext, tenant: str, zone: str) 
         if change.before is None:
             raise NotFoundError(f"tenant {tenant!r} has no quota in zone {zone!r}")
         repository.delete_quota(conn, tenant, zone)
+
+
+def set_origin_quota(
+    conn: DbConnection, ctx: AuditContext, tenant: str, country: str, quota: OriginQuotaSet
+) -> OriginQuotaPublic:
+    """Set a tenant's GPU-hour quota on servers made in ``country``; audit old and new."""
+    with audited(conn, ctx, AuditAction.TENANT_ORIGIN_QUOTA_SET, tenant) as change:
+        _lock_quotas(conn, tenant)
+        change.before = repository.get_origin_quota(conn, tenant, country)
+        values = {**quota.model_dump(mode="json"), "tenant": tenant, "origin_country": country}
+        change.after = after = repository.upsert_origin_quota(conn, values)
+    return after
+
+
+def remove_origin_quota(conn: DbConnection, ctx: AuditContext, tenant: str, country: str) -> None:
+    """Remove a tenant's GPU-hour quota on servers of an origin (404 if none); audit it."""
+    with audited(conn, ctx, AuditAction.TENANT_ORIGIN_QUOTA_REMOVED, tenant) as change:
+        _lock_quotas(conn, tenant)
+        change.before = repository.get_origin_quota(conn, tenant, country)
+        if change.before is None:
+            raise NotFoundError(f"tenant {tenant!r} has no quota on servers made in {country}")
+        repository.delete_origin_quota(conn, tenant, country)
 
 
 # -- datasets and models (one implementation, by kind) ----------------------------------

@@ -226,6 +226,15 @@ class ZoneQuota:
 
 
 @dataclass(frozen=True, slots=True)
+class OriginQuota:
+    """A tenant's GPU-hour quota on servers of one origin country, locked for an admission."""
+
+    origin_country: str
+    gpu_hours_per_period: Decimal
+    period: str
+
+
+@dataclass(frozen=True, slots=True)
 class ExpiredWorkload:
     """A workload the lease sweep just ended, with what it held."""
 

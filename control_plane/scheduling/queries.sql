@@ -23,18 +23,15 @@ SELECT (SELECT count(*) FROM gpu_reservation
      + (SELECT count(*) FROM mig_reservation
         WHERE tenant_slug = %(tenant)s AND zone_slug = %(zone)s) AS reserved;
 
--- name: gpu_seconds_in_period
--- GPU-seconds the tenant used in one zone since the start of the current period (UTC):
--- ended workloads up to their end, running ones up to now.
-WITH period AS (SELECT date_trunc(%(period)s, now(), 'UTC') AS since)
-SELECT coalesce(sum(
-           cardinality(w.gpu_uuids)
-           * extract(epoch FROM coalesce(w.ended_at, now()) - greatest(w.created_at, p.since))
-       ), 0)::float8 AS gpu_seconds
-FROM workload w, period p
-WHERE w.tenant_slug = %(tenant)s AND w.zone_slug = %(zone)s
-  AND w.status IN ('admitted', 'released', 'expired', 'revoked')
-  AND coalesce(w.ended_at, now()) > p.since;
+-- name: lock_origin_quotas
+-- The tenant's GPU-hour quotas on the server origins placement may use, locked in country
+-- order after the zone quotas (the same order in every transaction, so no deadlock):
+-- admissions of one tenant on servers of one origin are serialized like those in a zone.
+SELECT origin_country, gpu_hours_per_period, period
+FROM tenant_origin_quota
+WHERE tenant_slug = %(tenant)s AND origin_country = ANY(%(origins)s)
+ORDER BY origin_country
+FOR UPDATE;
 
 -- name: book
 -- One round trip per node tried. Share-locks the node if it is still active, undrifted

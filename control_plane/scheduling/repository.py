@@ -27,6 +27,7 @@ from control_plane.scheduling.models import (
     Booking,
     ExpiredWorkload,
     LockedWorkload,
+    OriginQuota,
     WorkloadPublic,
     ZoneQuota,
 )
@@ -54,12 +55,13 @@ def reserved_gpus(conn: DbConnection, tenant: str, zone: str) -> int:
     return int(row["reserved"])
 
 
-def gpu_seconds_in_period(conn: DbConnection, tenant: str, zone: str, period: str) -> float:
-    """GPU-seconds the tenant used in ``zone`` since the current ``period`` began (UTC)."""
-    params = {"tenant": tenant, "zone": zone, "period": period}
-    row = fetch_one(conn, _q("gpu_seconds_in_period"), params)
-    assert row is not None
-    return float(row["gpu_seconds"])
+def lock_origin_quotas(
+    conn: DbConnection, tenant: str, origins: Sequence[str]
+) -> dict[str, OriginQuota]:
+    """Lock the tenant's GPU-hour quotas on servers of ``origins`` until commit; by country."""
+    params = {"tenant": tenant, "origins": list(origins)}
+    rows = fetch_all_as(conn, OriginQuota, _q("lock_origin_quotas"), params)
+    return {row.origin_country: row for row in rows}
 
 
 def book(conn: DbConnection, values: dict[str, Any]) -> Booking:

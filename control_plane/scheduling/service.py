@@ -43,8 +43,10 @@ from control_plane.core.errors import ConflictError, NotFoundError
 from control_plane.core.filters import check_references
 from control_plane.domain.audit import AuditAction
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
+from control_plane.domain.metering import mig_slice_weight
 from control_plane.facts.workloads import WorkloadRequest, workload_view
 from control_plane.inventory import repository as inventory
+from control_plane.metering import repository as metering
 from control_plane.policy.documents import PolicySet
 from control_plane.policy.engine import (
     DecisionCache,
@@ -59,6 +61,7 @@ from control_plane.scheduling.fleet import FleetCache, Occupancy
 from control_plane.scheduling.models import (
     LeaseRenew,
     LockedWorkload,
+    OriginQuota,
     WorkloadCreate,
     WorkloadDecided,
     WorkloadExpired,
@@ -76,6 +79,8 @@ from control_plane.scheduling.placement import placeable
 #: transaction that committed after it looked; each try sees that commit.
 _ADMISSION_ATTEMPTS = 3
 _SECONDS_PER_HOUR = 3600.0
+#: GPU-hours a quota lets through beyond its limit: float sums of seconds, nothing more.
+_HOURS_TOLERANCE = 1e-9
 
 
 class _BookedMeanwhileError(Exception):
@@ -112,6 +117,48 @@ def _deny(message: str, rule: str) -> Reason:
     return Reason(None, rule, EnforcementAction.DENY, message)
 
 
+def _requested_seconds(request: WorkloadCreate) -> float:
+    """The GPU-seconds a request asks a GPU-hour quota for: units * weight * lease.
+
+    A lease is always bounded (``lease_seconds``, at most a day), and admission charges
+    all of it up front; a renewal is not refused by a quota, and the time it adds is
+    metered and charged to the admissions after it. A MIG slice weighs its share of the
+    GPU (``domain.metering.mig_slice_weight``), a whole GPU 1.
+    """
+    weight = 1.0 if request.mig_profile is None else mig_slice_weight(request.mig_profile)
+    return request.gpu_count * weight * request.lease_seconds
+
+
+def _hours_refusal(
+    conn: DbConnection,
+    request: WorkloadCreate,
+    quota: ZoneQuota | OriginQuota,
+    where: str,
+) -> Reason | None:
+    """Why a GPU-hour quota refuses the request, or None (no limit, or it fits).
+
+    Charged: what metering has of this period, plus the rest of the tenant's running
+    leases, plus this request's lease; it must not exceed the limit.
+    """
+    limit = quota.gpu_hours_per_period
+    if limit is None:
+        return None
+    zone = quota.zone if isinstance(quota, ZoneQuota) else None
+    origin = quota.origin_country if isinstance(quota, OriginQuota) else None
+    charged = metering.charged_seconds(
+        conn, request.tenant, quota.period, zone=zone, origin_country=origin
+    )
+    used, asked = charged / _SECONDS_PER_HOUR, _requested_seconds(request) / _SECONDS_PER_HOUR
+    if used + asked <= float(limit) + _HOURS_TOLERANCE:
+        return None
+    return _deny(
+        f"quota: tenant {request.tenant} may use {float(limit):g} GPU-hours per"
+        f" {quota.period} {where}; {used:.2f} are used or held by running leases and this"
+        f" workload asks for {asked:.2f}",
+        "quota",
+    )
+
+
 def _quota_refusal(conn: DbConnection, request: WorkloadCreate, quota: ZoneQuota) -> Reason | None:
     """Why the tenant's ``quota`` (one zone's, locked) refuses the request, or None."""
     zone = quota.zone
@@ -122,19 +169,7 @@ def _quota_refusal(conn: DbConnection, request: WorkloadCreate, quota: ZoneQuota
             f" it holds {held} and asks for {request.gpu_count}",
             "quota",
         )
-    limit = quota.gpu_hours_per_period
-    if limit is not None:
-        used = (
-            repository.gpu_seconds_in_period(conn, request.tenant, zone, quota.period)
-            / _SECONDS_PER_HOUR
-        )
-        if used >= float(limit):
-            return _deny(
-                f"tenant {request.tenant} has used {used:.2f} of its {float(limit):g} GPU-hours"
-                f" this {quota.period} in zone {zone}",
-                "quota",
-            )
-    return None
+    return _hours_refusal(conn, request, quota, f"in zone {zone}")
 
 
 @dataclass
@@ -151,10 +186,12 @@ class _Placement:
     workload: WorkloadView
     values: dict[str, Any]
     quotas: dict[str, ZoneQuota]
+    origin_quotas: dict[str, OriginQuota]
     index: NodeIndex
     policy_set: PolicySet
     decisions: DecisionCache
     refusals: dict[str | None, Reason | None] = field(default_factory=dict)
+    origin_refusals: dict[str | None, Reason | None] = field(default_factory=dict)
     taken: int = 0
     tried: int = 0
     #: The claims of the node being booked (GPUs marked booked in the belief so the
@@ -162,17 +199,30 @@ class _Placement:
     #: commit them. A node refused or missed has settled its claims already.
     claimed: tuple[str, ...] = ()
 
-    def refusal(self, zone: str | None) -> Reason | None:
-        """Why the tenant's quota in ``zone`` refuses the request (worked out once per zone).
+    def refusal(self, node: NodeView) -> Reason | None:
+        """Why the tenant's quotas refuse the request on ``node`` (worked out once each).
 
-        A quota covers nodes whose zone is exactly its zone; a zone without a quota row
-        (and a node without a zone) sets no limit.
+        A zone quota covers nodes whose zone is exactly its zone, an origin quota nodes
+        whose server origin is its country; a zone or origin without a quota row (and a
+        node without one) sets no limit.
         """
+        zone, origin = node.zone, node.origin_country
         if zone not in self.refusals:
             quota = None if zone is None else self.quotas.get(zone)
             refusal = None if quota is None else _quota_refusal(self.conn, self.request, quota)
             self.refusals[zone] = refusal
-        return self.refusals[zone]
+        if self.refusals[zone] is not None:
+            return self.refusals[zone]
+        if origin not in self.origin_refusals:
+            by_origin = None if origin is None else self.origin_quotas.get(origin)
+            self.origin_refusals[origin] = (
+                None
+                if by_origin is None
+                else _hours_refusal(
+                    self.conn, self.request, by_origin, f"on servers made in {origin}"
+                )
+            )
+        return self.origin_refusals[origin]
 
     def verdict(self, node: NodeView) -> dict[str, Any]:
         """What the workload records if it is placed on ``node``: the verdict on that node.
@@ -210,7 +260,7 @@ class _Placement:
                 return None
             self.tried |= 1 << pick.position
             node = pick.node
-            if not placeable(node) or self.refusal(node.zone) is not None:
+            if not placeable(node) or self.refusal(node) is not None:
                 self.fleet.settle(pick.claimed, ())
                 continue
             self.claimed = pick.claimed
@@ -251,7 +301,8 @@ def _place(
         placed = walk.walk(walk.fleet.resync(walk.conn, occupancy), eligible)
     if placed is not None:
         return placed, []
-    reasons = [reason for reason in walk.refusals.values() if reason is not None]
+    refused = [*walk.refusals.values(), *walk.origin_refusals.values()]
+    reasons = [reason for reason in refused if reason is not None]
     if walk.taken:
         reasons.append(
             _deny(
@@ -348,8 +399,19 @@ def _admit(
             if decision.admitted:
                 zones = sorted(z for z, mask in index.by_zone.items() if z and mask & eligible)
                 quotas = repository.lock_quotas(conn, request.tenant, zones)
+                origins = sorted(o for o, mask in index.by_origin.items() if o and mask & eligible)
+                origin_quotas = repository.lock_origin_quotas(conn, request.tenant, origins)
                 walk = _Placement(
-                    conn, fleet, request, workload, values, quotas, index, policy_set, decisions
+                    conn,
+                    fleet,
+                    request,
+                    workload,
+                    values,
+                    quotas,
+                    origin_quotas,
+                    index,
+                    policy_set,
+                    decisions,
                 )
                 created, refusals = _place(walk, occupancy, eligible)
                 if created is None:

@@ -77,6 +77,7 @@ class Case:
             .replace("{node_id}", fx.node_id)
             .replace("{tenant}", "research")
             .replace("{zone}", "jp")
+            .replace("{country}", "TW")
             .replace("{dataset}", "support-tickets")
             .replace("{model}", "llama-3-8b")
             .replace("{destination}", "results-jp")
@@ -220,6 +221,14 @@ CASES = [
     ),
     Case("DELETE", "/v1/tenants/{tenant}/quotas/{zone}", frozenset({A}), 204),
     Case(
+        "PUT",
+        "/v1/tenants/{tenant}/origin-quotas/{country}",
+        frozenset({A}),
+        200,
+        lambda fx: {"gpu_hours_per_period": 500, "period": "month"},
+    ),
+    Case("DELETE", "/v1/tenants/{tenant}/origin-quotas/{country}", frozenset({A}), 204),
+    Case(
         "POST",
         "/v1/datasets",
         frozenset({A}),
@@ -333,6 +342,7 @@ CASES = [
     Case("GET", "/v1/reports", frozenset({A, U}), 200),
     Case("GET", "/v1/reports/{report_id}", frozenset({A, U}), 200),
     Case("GET", "/v1/reports/{report_id}/download", frozenset({A, U}), 200),
+    Case("GET", "/v1/usage", frozenset({A, U}), 200),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 #: The admission webhooks: the kube-apiserver calls them with no bearer token, so no role
@@ -395,6 +405,12 @@ def world(
     assert [g.status_code for g in grants] == [201, 201]
     quota = client.put("/v1/tenants/research/quotas/jp", json={"max_gpus": 4}, headers=admin)
     assert quota.status_code == 200
+    origin_quota = client.put(
+        "/v1/tenants/research/origin-quotas/TW",
+        json={"gpu_hours_per_period": 1000},
+        headers=admin,
+    )
+    assert origin_quota.status_code == 200
     # Two versions of one policy, each activated in turn: sets 1 and 2, 2 active.
     for description in ("first", "second"):
         policy = {**POLICY, "description": description}

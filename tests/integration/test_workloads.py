@@ -302,23 +302,39 @@ def test_the_quota_in_a_zone_refuses_with_a_reason(client: TestClient, fleet: Fl
 def test_gpu_hours_used_this_period_are_enforced(
     client: TestClient, owner_conn: DbConnection, fleet: Fleet
 ) -> None:
+    """Admission charges the lease up front, up to the limit exactly; a release gives back."""
     response = client.put(
         "/v1/tenants/research/quotas/jp",
-        json={"max_gpus": 8, "gpu_hours_per_period": 0.05, "period": "month"},
+        json={"max_gpus": 8, "gpu_hours_per_period": 5, "period": "month"},
         headers=fleet.admin,
     )
     assert response.status_code == 200
     client.put("/v1/tenants/research/quotas/tw", json={"max_gpus": 0}, headers=fleet.admin)
-    first = submit(client, fleet, gpu_count=4)
+    # 4 GPUs for an hour, then 1 for an hour: 5 GPU-hours, the limit exactly.
+    first = submit(client, fleet, gpu_count=4, lease_seconds=3600)
     assert first["status"] == "admitted"
-    # 4 GPUs for a minute: 0.067 GPU-hours, over the 0.05 allowed this month.
-    owner_conn.execute(
-        "UPDATE workload SET created_at = now() - interval '1 minute' WHERE id = %s",
-        (first["id"],),
-    )
-    denied = submit(client, fleet)
+    second = submit(client, fleet, gpu_count=1, lease_seconds=3600)
+    assert second["status"] == "admitted", second["reasons"]
+    # Even 30 s more of one GPU is over.
+    denied = submit(client, fleet, gpu_count=1, lease_seconds=30)
     assert denied["status"] == "denied"
-    assert any("GPU-hours this month in zone jp" in r["message"] for r in denied["reasons"])
+    (reason,) = [r for r in denied["reasons"] if "GPU-hours" in r["message"]]
+    assert "quota: tenant research may use 5 GPU-hours per month in zone jp" in reason["message"]
+    assert "5.00 are used or held by running leases" in reason["message"]
+    # The first ran a minute and is released: what it did not use is free again.
+    owner_conn.execute(
+        "UPDATE workload SET created_at = now() - interval '1 minute' WHERE id = %(id)s;",
+        {"id": first["id"]},
+    )
+    owner_conn.execute(
+        "UPDATE usage_watermark SET metered_until = now() - interval '1 minute'"
+        " WHERE workload_id = %(id)s",
+        {"id": first["id"]},
+    )
+    released = client.post(f"/v1/workloads/{first['id']}/release", headers=fleet.admin)
+    assert released.status_code == 200
+    again = submit(client, fleet, gpu_count=2, lease_seconds=3600)
+    assert again["status"] == "admitted", again["reasons"]
 
 
 # -- release, renewal, expiry ----------------------------------------------------------

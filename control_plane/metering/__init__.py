@@ -1,0 +1,1 @@
+"""Metering: GPU-hours and MIG-slice-hours used and available, rolled up incrementally."""
