@@ -51,7 +51,7 @@ DRIFT_ACTIONS = ("node.drift_detected", "node.drift_acknowledged")
 UNCONFIRMED_ACTIONS = ("node.offline", "node.provenance_downgraded")
 
 #: Why a GPU-hour measure has no value while no usage rollups are installed.
-GPU_HOURS_UNAVAILABLE = "GPU-hour metering is not installed in this control plane"
+GPU_HOURS_UNAVAILABLE = "no complete GPU-hour answer from metering for this period"
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ class GpuHoursRow:
 
 
 def no_gpu_hours(conn: DbConnection, period: Period, home: Sequence[str]) -> None:
-    """The GPU-hour source while metering is absent: nothing, so nothing is made up."""
+    """A GPU-hour source that has none: the lines say so, and nothing is made up."""
     return
 
 

@@ -186,7 +186,7 @@ class Headline:
     at_start: float | None
     at_end: float | None
     unit: str = "percent"
-    #: Why the measure has no value (a data source not installed), shown instead.
+    #: Why the measure has no value (its source gave no complete answer), shown instead.
     unavailable: str | None = None
 
     def to_json(self) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from control_plane.core.db import DbConnection, connect
 from control_plane.core.errors import ConflictError, NotFoundError
 from control_plane.core.settings import ReportSettings
 from control_plane.domain.audit import AuditAction
-from control_plane.reports import builder, repository
+from control_plane.reports import builder, gpu_hours, repository
 from control_plane.reports.content import Seal
 from control_plane.reports.models import (
     Period,
@@ -251,8 +251,7 @@ def _build_locked(
                         checkpoint,
                         settings.home_countries,
                         progress,
-                        # The GPU-hour source: metering's rollups plug in here.
-                        gpu_hours=builder.no_gpu_hours,
+                        gpu_hours=gpu_hours.metered,
                     )
                 else:
                     report = builder.build_compliance(snapshot, period, checkpoint, progress)

@@ -1,0 +1,86 @@
+"""The sovereignty report's GPU-hours: metering's rollups, grouped as the report shows them.
+
+``metered`` is the report builder's ``GpuHoursSource``. It asks metering's usage service
+(``metering.service.usage``: the rollups only, never the raw reservations) for the
+period's GPU-hours by zone, zone country, server origin and provenance, as they were at
+the time of use, and marks a zone the company's own as the capacity lines do (its country
+among ``SOVEREIGN_REPORTS__HOME_COUNTRIES``, or every zone when none are named).
+
+Metering counts whole UTC hours, so the period is widened to the hours it touches (a
+report from 09:30 counts the hour from 09:00). A period longer than one usage query may
+cover is asked for in pieces and summed. If metering ever answered with a truncated
+list, the lines are left without a number rather than made up from part of it.
+"""
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from control_plane.core.db import DbConnection
+from control_plane.domain.metering import UsageDimension
+from control_plane.metering import service as metering
+from control_plane.metering.models import MAX_USAGE_DAYS, MAX_USAGE_ROWS, UsageQuery
+from control_plane.reports.builder import GpuHoursRow
+from control_plane.reports.models import Period
+
+log = logging.getLogger(__name__)
+
+_HOUR = timedelta(hours=1)
+_GROUPS = [
+    UsageDimension.ZONE,
+    UsageDimension.ZONE_COUNTRY,
+    UsageDimension.ORIGIN_COUNTRY,
+    UsageDimension.PROVENANCE_STATUS,
+]
+
+
+def _floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _ceil_hour(moment: datetime) -> datetime:
+    floor = _floor_hour(moment)
+    return floor if floor == moment.astimezone(UTC) else floor + _HOUR
+
+
+def _windows(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """``[start, end)`` in pieces of at most ``MAX_USAGE_DAYS`` whole days."""
+    step = timedelta(days=MAX_USAGE_DAYS)
+    pieces = []
+    while start < end:
+        pieces.append((start, min(start + step, end)))
+        start += step
+    return pieces
+
+
+def metered(conn: DbConnection, period: Period, home: Sequence[str]) -> list[GpuHoursRow] | None:
+    """The period's GPU-hours from the rollups, one row per zone, origin and provenance."""
+    totals: dict[tuple[str | None, str | None, str, str], float] = defaultdict(float)
+    for since, until in _windows(_floor_hour(period.start), _ceil_hour(period.end)):
+        answer = metering.usage(
+            conn, UsageQuery(since=since, until=until, group_by=_GROUPS, limit=MAX_USAGE_ROWS)
+        )
+        if answer.truncated:
+            log.warning("metering answered %s rows or more: no GPU-hour lines", MAX_USAGE_ROWS)
+            return None
+        for row in answer.rows:
+            key = (
+                row.zone,
+                row.zone_country,
+                row.origin_country or "unknown",
+                row.provenance_status or "unknown",
+            )
+            totals[key] += row.gpu_hours
+    return [
+        GpuHoursRow(
+            zone=zone,
+            own=zone is not None and (not home or country in home),
+            origin_country=origin,
+            provenance_status=provenance,
+            gpu_hours=hours,
+        )
+        for (zone, country, origin, provenance), hours in sorted(
+            totals.items(), key=lambda item: tuple(str(part) for part in item[0])
+        )
+    ]
