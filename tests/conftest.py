@@ -4,6 +4,7 @@ Cloning a template (``CREATE DATABASE ... TEMPLATE``) gives each test a private,
 migrated database in a few tens of milliseconds, so tests never see each other's rows.
 """
 
+import logging
 import os
 import sys
 import uuid
@@ -45,6 +46,20 @@ def _no_sovereign_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith(("SOVEREIGN_", "SOVCTL_")):
             monkeypatch.delenv(key)
+
+
+@pytest.fixture(autouse=True)
+def _our_loggers_are_heard() -> None:
+    """Each test hears our loggers, whatever an earlier one configured in the process.
+
+    Something earlier in a full run (a library's logging setup) can leave loggers that
+    existed then disabled, and a test that reads its warnings with ``caplog`` would then
+    see nothing: seen in CI for the label sync and the audit key, never alone.
+    """
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith(("control_plane", "agents")) and isinstance(logger, logging.Logger):
+            logger.disabled = False
+            logger.propagate = True
 
 
 @pytest.fixture(scope="session")
