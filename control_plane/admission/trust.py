@@ -29,7 +29,12 @@ def webhook_caller(scope: Mapping[str, Any], settings: AdmissionSettings) -> Web
     """
     if settings.client_ca_file is None:
         return UNAUTHENTICATED
-    certificate = peer_certificate(scope)
+    try:
+        certificate = peer_certificate(scope)
+    except ValueError:
+        # OpenSSL verified it, but it does not parse as X.509 here (or the scope's chain
+        # is not PEM): not one we can name, so not one that may call.
+        certificate = None
     if certificate is None:
         raise PermissionDeniedError(
             "the admission webhooks require a client certificate"

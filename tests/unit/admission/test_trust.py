@@ -26,7 +26,15 @@ def test_without_a_client_ca_every_caller_is_unauthenticated(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(
-    "scope", [{"type": "http"}, {"type": "http", "extensions": {}}, scope_with(None)]
+    "scope",
+    [
+        {"type": "http"},
+        {"type": "http", "extensions": {}},
+        scope_with(None),
+        scope_with("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n"),
+        scope_with("\u00e9" * 100_000),
+    ],
+    ids=["no-extension", "no-tls", "no-chain", "garbled-pem", "not-ascii"],
 )
 def test_a_required_certificate_that_did_not_arrive_is_refused(
     scope: dict[str, object], tmp_path: Path
