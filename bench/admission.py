@@ -40,7 +40,6 @@ import os
 import platform
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -69,14 +68,14 @@ from control_plane.admission.trust import UNAUTHENTICATED  # noqa: E402
 from control_plane.core import migrations  # noqa: E402
 from control_plane.core.audit_log import AuditContext  # noqa: E402
 from control_plane.core.db import connect  # noqa: E402
-from control_plane.core.settings import AdmissionSettings  # noqa: E402
+from control_plane.core.settings import AdmissionSettings, Settings  # noqa: E402
 from control_plane.policy import service as policies  # noqa: E402
 from control_plane.policy.engine import DecisionCache  # noqa: E402
 from control_plane.policy.service import CompiledPolicySets  # noqa: E402
 from control_plane.policy.store_models import PolicySetActivate  # noqa: E402
 from control_plane.scheduling.fleet import FleetCache  # noqa: E402
 from tests.certificates import make_client_files, make_tls_files  # noqa: E402
-from tests.support import free_port, wait_until_ready  # noqa: E402
+from tests.support import webhook_process  # noqa: E402
 
 ACTOR = AuditContext(actor_id="bench:admission", actor_name="bench")
 #: Kyverno's published average at 100 concurrent users (docs/benchmarks.md).
@@ -156,33 +155,18 @@ def listener(url: str, affinity: str, directory: Path) -> Iterator[tuple[str, ss
     kube-apiserver's certificate."""
     server = make_tls_files(directory / "server", name="bench-webhooks", hosts=("127.0.0.1",))
     apiserver = make_client_files(directory / "apiserver", "kube-apiserver")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
-    env.update(
-        SOVEREIGN_DATABASE_URL=url,
-        SOVEREIGN_LOG_LEVEL="WARNING",
+    context = ssl.create_default_context(cafile=server.ca_cert)
+    context.load_cert_chain(apiserver.cert, apiserver.key)
+    with webhook_process(
+        Settings(database_url=url, log_level="WARNING"),
+        directory,
+        verify=context,
         SOVEREIGN_ADMISSION__TLS_CERT_FILE=str(server.cert),
         SOVEREIGN_ADMISSION__TLS_KEY_FILE=str(server.key),
         SOVEREIGN_ADMISSION__CLIENT_CA_FILE=str(apiserver.ca_cert),
         SOVEREIGN_ADMISSION__AFFINITY=affinity,
-    )
-    log = (directory / "webhooks.log").open("wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "control_plane.cli", "serve-webhooks", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    context = ssl.create_default_context(cafile=server.ca_cert)
-    context.load_cert_chain(apiserver.cert, apiserver.key)
-    base = f"https://127.0.0.1:{port}"
-    try:
-        wait_until_ready(f"{base}/readyz", timeout=60, process=process, verify=context)
-        yield base, context
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        log.close()
+    ) as listening:
+        yield listening.url, context
 
 
 def percentile(ordered: list[float], q: float) -> float:
