@@ -48,14 +48,20 @@ def _no_sovereign_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(key)
 
 
+_ROOT_LEVEL = logging.getLogger().level
+
+
 @pytest.fixture(autouse=True)
 def _our_loggers_are_heard() -> None:
     """Each test hears our loggers, whatever an earlier one configured in the process.
 
-    Something earlier in a full run (a library's logging setup) can leave loggers that
-    existed then disabled, and a test that reads its warnings with ``caplog`` would then
-    see nothing: seen in CI for the label sync and the audit key, never alone.
+    Something earlier in a full run can leave loggers that existed then disabled, or the
+    root logger raised: an embedded Celery worker (``start_worker``) sets the root level
+    to its own ``loglevel``, ERROR by default. A test that reads its warnings with
+    ``caplog`` would then see nothing: seen in CI for the label sync and the audit key,
+    never alone.
     """
+    logging.getLogger().setLevel(_ROOT_LEVEL)
     for name, logger in list(logging.root.manager.loggerDict.items()):
         if name.startswith(("control_plane", "agents")) and isinstance(logger, logging.Logger):
             logger.disabled = False
