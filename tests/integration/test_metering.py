@@ -193,6 +193,30 @@ def test_an_expired_lease_is_charged_up_to_its_expiry_not_up_to_the_sweep(
     assert watermark(conn, workload) == (HOUR + timedelta(minutes=90), True)
 
 
+def test_a_lapsed_lease_not_yet_swept_is_not_picked_again_and_starves_no_one(
+    client: TestClient, site: Site, conn: DbConnection, owner_conn: DbConnection
+) -> None:
+    """Metered to its lease's end, a workload the sweep has not expired yet has nothing
+    left to meter: a batch of one goes to the next workload, and then there is none."""
+    lapsed = submit(client, site)
+    started(owner_conn, lapsed, HOUR, lease=timedelta(minutes=30))
+    running = submit(client, site)
+    started(owner_conn, running, HOUR + timedelta(hours=1))
+    until = HOUR + timedelta(hours=3)
+    assert service.roll_up(conn, until=until, batch_size=1).workloads == 1
+    assert watermark(conn, lapsed) == (HOUR + timedelta(minutes=30), False)
+    assert service.roll_up(conn, until=until, batch_size=1).workloads == 1
+    assert watermark(conn, running) == (until, False)
+    assert service.roll_up(conn, until=until, batch_size=1).workloads == 0
+    # A renewed lease has time to meter again.
+    owner_conn.execute(
+        "UPDATE workload SET lease_expires_at = %s WHERE id = %s",
+        (HOUR + timedelta(hours=2), lapsed),
+    )
+    assert service.roll_up(conn, until=until, batch_size=10).workloads == 1
+    assert watermark(conn, lapsed) == (HOUR + timedelta(hours=2), False)
+
+
 def test_revocation_ends_the_metering_where_it_ended_the_workload(
     client: TestClient, site: Site, conn: DbConnection, owner_conn: DbConnection
 ) -> None:
