@@ -56,8 +56,9 @@ GPU_HOURS_UNAVAILABLE = "no complete GPU-hour answer from metering for this peri
 
 @dataclass(frozen=True, slots=True)
 class GpuHoursRow:
-    """GPU-hours of one group over the period (metering's rollups)."""
+    """GPU-hours of one group in one hour or day of the period (metering's rollups)."""
 
+    bucket: datetime
     zone: str | None
     own: bool
     origin_country: str
@@ -65,13 +66,21 @@ class GpuHoursRow:
     gpu_hours: float
 
 
+@dataclass(frozen=True, slots=True)
+class GpuHours:
+    """The period's GPU-hours: every hour or day it touches, in order, and their rows."""
+
+    buckets: list[datetime]
+    rows: list[GpuHoursRow]
+
+
 def no_gpu_hours(conn: DbConnection, period: Period, home: Sequence[str]) -> None:
     """A GPU-hour source that has none: the lines say so, and nothing is made up."""
     return
 
 
-#: A GPU-hour source: rows for the period, or None when none is installed.
-GpuHoursSource = Callable[[DbConnection, Period, Sequence[str]], list[GpuHoursRow] | None]
+#: A GPU-hour source: the period's GPU-hours, or None when it has no complete answer.
+GpuHoursSource = Callable[[DbConnection, Period, Sequence[str]], GpuHours | None]
 
 
 def _percent(part: int | float, whole: int | float) -> float | None:
@@ -127,9 +136,30 @@ def _capacity_headline(start: list[CapacityRow], end: list[CapacityRow]) -> list
     return lines
 
 
-def _gpu_hours_headline(rows: list[GpuHoursRow] | None) -> list[Headline]:
-    """The GPU-hour lines: shares of the period's GPU-hours (one value, the whole period)."""
-    if rows is None:
+def _gpu_hour_shares(rows: Iterable[GpuHoursRow]) -> dict[str, float | None]:
+    """Each GPU-hour measure's share of the rows' GPU-hours, in %."""
+    rows = list(rows)
+    total = sum(row.gpu_hours for row in rows)
+    shares = {"gpu_hours_own_zones": _percent(sum(r.gpu_hours for r in rows if r.own), total)}
+    by_origin: dict[str, float] = defaultdict(float)
+    by_prov: dict[str, float] = defaultdict(float)
+    for row in rows:
+        by_origin[row.origin_country] += row.gpu_hours
+        by_prov[PROVENANCE_CLASS.get(row.provenance_status, "unverified")] += row.gpu_hours
+    for country, hours in by_origin.items():
+        shares[f"gpu_hours_origin_{country}"] = _percent(hours, total)
+    for status in ("verified", "declared", "unverified"):
+        shares[f"gpu_hours_provenance_{status}"] = _percent(by_prov.get(status, 0.0), total)
+    return shares
+
+
+def _gpu_hours_headline(hours: GpuHours | None) -> list[Headline]:
+    """The GPU-hour lines: shares in the period's first and last hour or day, and overall.
+
+    A share of a bucket with no GPU-hours is null (as is one of an origin not seen in
+    it); ``whole_period`` sums every bucket.
+    """
+    if hours is None:
         return [
             Headline(
                 "gpu_hours_own_zones",
@@ -146,39 +176,33 @@ def _gpu_hours_headline(rows: list[GpuHoursRow] | None) -> list[Headline]:
                 unavailable=GPU_HOURS_UNAVAILABLE,
             ),
         ]
-    total = sum(row.gpu_hours for row in rows)
-    lines = [
-        Headline(
-            "gpu_hours_own_zones",
-            "Share of GPU-hours in the company's own zones",
-            None,
-            _percent(sum(r.gpu_hours for r in rows if r.own), total),
-        )
+    whole = _gpu_hour_shares(hours.rows)
+    first = _gpu_hour_shares(r for r in hours.rows if r.bucket == hours.buckets[0])
+    last = _gpu_hour_shares(r for r in hours.rows if r.bucket == hours.buckets[-1])
+
+    def line(measure: str, text: str) -> Headline:
+        start, end = first.get(measure), last.get(measure)
+        if measure.startswith("gpu_hours_origin_") and whole.get(measure) is not None:
+            # An origin absent from a bucket that had GPU-hours had 0 % of them there.
+            start = start if start is not None or not _has_hours(first) else 0.0
+            end = end if end is not None or not _has_hours(last) else 0.0
+        return Headline(measure, text, start, end, whole_period=whole.get(measure))
+
+    lines = [line("gpu_hours_own_zones", "Share of GPU-hours in the company's own zones")]
+    countries = sorted(m.removeprefix("gpu_hours_origin_") for m in whole if "_origin_" in m)
+    lines += [
+        line(f"gpu_hours_origin_{c}", f"Share of GPU-hours on servers of origin {c}")
+        for c in countries
     ]
-    by_origin: dict[str, float] = defaultdict(float)
-    by_prov: dict[str, float] = defaultdict(float)
-    for row in rows:
-        by_origin[row.origin_country] += row.gpu_hours
-        by_prov[PROVENANCE_CLASS.get(row.provenance_status, "unverified")] += row.gpu_hours
-    for country in sorted(by_origin):
-        lines.append(
-            Headline(
-                f"gpu_hours_origin_{country}",
-                f"Share of GPU-hours on servers of origin {country}",
-                None,
-                _percent(by_origin[country], total),
-            )
-        )
-    for status in ("verified", "declared", "unverified"):
-        lines.append(
-            Headline(
-                f"gpu_hours_provenance_{status}",
-                f"Share of GPU-hours with provenance {status}",
-                None,
-                _percent(by_prov.get(status, 0.0), total),
-            )
-        )
+    lines += [
+        line(f"gpu_hours_provenance_{s}", f"Share of GPU-hours with provenance {s}")
+        for s in ("verified", "declared", "unverified")
+    ]
     return lines
+
+
+def _has_hours(shares: dict[str, float | None]) -> bool:
+    return shares["gpu_hours_own_zones"] is not None
 
 
 def headline_table(lines: Sequence[Headline]) -> ReportTable:
@@ -186,7 +210,8 @@ def headline_table(lines: Sequence[Headline]) -> ReportTable:
     return ReportTable(
         "headline",
         "Summary",
-        "One line per measure: its value at the period's start and end, and the change.",
+        "One line per measure: its value at the period's start and end, and the change;"
+        " for GPU-hours, in the period's first and last hour or day, and over all of it.",
         [
             Column("measure", "Measure"),
             Column("text", "What it says"),
@@ -195,6 +220,7 @@ def headline_table(lines: Sequence[Headline]) -> ReportTable:
             Column("at_end", "At end", "float"),
             Column("change", "Change", "float"),
             Column("unavailable", "Unavailable because"),
+            Column("whole_period", "Whole period", "float"),
         ],
         [
             (
@@ -205,6 +231,7 @@ def headline_table(lines: Sequence[Headline]) -> ReportTable:
                 line.at_end,
                 line.to_json()["change"],
                 line.unavailable,
+                line.whole_period,
             )
             for line in lines
         ],
@@ -367,34 +394,67 @@ def build_sovereignty(
             unconfirmed,
         ),
     ]
+    charts = [by_origin, by_zone]
     if hours is not None:
-        tables.append(
-            ReportTable(
-                "gpu_hours",
-                "GPU-hours",
-                "GPU-hours of the period by zone, origin and provenance (metering).",
-                [
-                    Column("zone", "Zone"),
-                    Column("own", "Own zone"),
-                    Column("origin_country", "Origin"),
-                    Column("provenance_status", "Provenance"),
-                    Column("gpu_hours", "GPU-hours", "float"),
-                ],
-                [
-                    (r.zone, r.own, r.origin_country, r.provenance_status, r.gpu_hours)
-                    for r in hours
-                ],
-            )
-        )
+        tables += _gpu_hours_tables(hours)
+        charts += _gpu_hours_charts(hours)
     return Report(
-        ReportKind.SOVEREIGNTY,
-        period,
-        checkpoint,
-        datetime.now(UTC),
-        headline,
-        tables,
-        [by_origin, by_zone],
+        ReportKind.SOVEREIGNTY, period, checkpoint, datetime.now(UTC), headline, tables, charts
     )
+
+
+def _gpu_hours_tables(hours: GpuHours) -> list[ReportTable]:
+    """The whole period's GPU-hours by group, and the same per hour or day (the charts)."""
+    whole: dict[tuple[str | None, bool, str, str], float] = defaultdict(float)
+    for r in hours.rows:
+        whole[(r.zone, r.own, r.origin_country, r.provenance_status)] += r.gpu_hours
+    group_columns = [
+        Column("zone", "Zone"),
+        Column("own", "Own zone"),
+        Column("origin_country", "Origin"),
+        Column("provenance_status", "Provenance"),
+        Column("gpu_hours", "GPU-hours", "float"),
+    ]
+    return [
+        ReportTable(
+            "gpu_hours",
+            "GPU-hours",
+            "GPU-hours of the whole period by zone, origin and provenance as they were at the"
+            " time of use (metering).",
+            group_columns,
+            [(*key, value) for key, value in sorted(whole.items(), key=lambda i: str(i[0]))],
+        ),
+        ReportTable(
+            "gpu_hours_over_time",
+            "GPU-hours over time",
+            "The same per UTC hour (a period of up to two days) or day, from its start.",
+            [Column("bucket", "From", "timestamp"), *group_columns],
+            [
+                (r.bucket, r.zone, r.own, r.origin_country, r.provenance_status, r.gpu_hours)
+                for r in hours.rows
+            ],
+            in_pdf=False,
+        ),
+    ]
+
+
+def _gpu_hours_charts(hours: GpuHours) -> list[Series]:
+    """GPU-hours per hour or day by server origin and by zone, zeros where none."""
+    charts = []
+    by: list[tuple[str, str, Callable[[GpuHoursRow], str]]] = [
+        ("gpu_hours_by_origin", "GPU-hours by server origin", lambda r: r.origin_country),
+        ("gpu_hours_by_zone", "GPU-hours by zone", lambda r: r.zone or "(none)"),
+    ]
+    position = {bucket: i for i, bucket in enumerate(hours.buckets)}
+    for name, title, key in by:
+        groups: dict[str, list[float]] = {}
+        for row in hours.rows:
+            values = groups.setdefault(key(row), [0.0] * len(hours.buckets))
+            values[position[row.bucket]] += row.gpu_hours
+        charts.append(
+            Series(name, title, "GPU-hours", list(hours.buckets), dict(sorted(groups.items())))
+        )
+    return charts
 
 
 def build_compliance(

@@ -7,9 +7,11 @@ the time of use, and marks a zone the company's own as the capacity lines do (it
 among ``SOVEREIGN_REPORTS__HOME_COUNTRIES``, or every zone when none are named).
 
 Metering counts whole UTC hours, so the period is widened to the hours it touches (a
-report from 09:30 counts the hour from 09:00). A period longer than one usage query may
-cover is asked for in pieces and summed. If metering ever answered with a truncated
-list, the lines are left without a number rather than made up from part of it.
+report from 09:30 counts the hour from 09:00). Each row is one group's GPU-hours in one
+UTC hour (a period of up to two days) or one UTC day (longer), so the report can show
+how the shares moved and chart them. A long period is asked for in pieces of a month.
+If metering ever answered with a truncated list, the lines are left without a number
+rather than made up from part of it.
 """
 
 import logging
@@ -18,15 +20,19 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from control_plane.core.db import DbConnection
-from control_plane.domain.metering import UsageDimension
+from control_plane.domain.metering import UsageDimension, UsageGranularity
 from control_plane.metering import service as metering
-from control_plane.metering.models import MAX_USAGE_DAYS, MAX_USAGE_ROWS, UsageQuery
-from control_plane.reports.builder import GpuHoursRow
+from control_plane.metering.models import MAX_USAGE_ROWS, UsageQuery
+from control_plane.reports.builder import GpuHours, GpuHoursRow
 from control_plane.reports.models import Period
 
 log = logging.getLogger(__name__)
 
 _HOUR = timedelta(hours=1)
+#: Up to this long (once widened to whole hours), a period is shown hour by hour.
+HOURLY_UP_TO = timedelta(days=2)
+#: One usage query covers at most this much: a month of days keeps its rows few.
+_WINDOW = timedelta(days=31)
 _GROUPS = [
     UsageDimension.ZONE,
     UsageDimension.ZONE_COUNTRY,
@@ -45,42 +51,69 @@ def _ceil_hour(moment: datetime) -> datetime:
 
 
 def _windows(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
-    """``[start, end)`` in pieces of at most ``MAX_USAGE_DAYS`` whole days."""
-    step = timedelta(days=MAX_USAGE_DAYS)
+    """``[start, end)`` in pieces of at most ``_WINDOW``."""
     pieces = []
     while start < end:
-        pieces.append((start, min(start + step, end)))
-        start += step
+        pieces.append((start, min(start + _WINDOW, end)))
+        start += _WINDOW
     return pieces
 
 
-def metered(conn: DbConnection, period: Period, home: Sequence[str]) -> list[GpuHoursRow] | None:
-    """The period's GPU-hours from the rollups, one row per zone, origin and provenance."""
-    totals: dict[tuple[str | None, str | None, str, str], float] = defaultdict(float)
+def granularity(period: Period) -> UsageGranularity:
+    """Hour by hour for a period of up to two days, else day by day."""
+    span = _ceil_hour(period.end) - _floor_hour(period.start)
+    return UsageGranularity.HOUR if span <= HOURLY_UP_TO else UsageGranularity.DAY
+
+
+def buckets(period: Period) -> list[datetime]:
+    """The starts of the hours or days the period touches, in order: a chart's x axis."""
+    start, end = _floor_hour(period.start), _ceil_hour(period.end)
+    step = _HOUR
+    if granularity(period) is UsageGranularity.DAY:
+        start, step = start.replace(hour=0), timedelta(days=1)
+    moments = []
+    while start < end:
+        moments.append(start)
+        start += step
+    return moments
+
+
+def metered(conn: DbConnection, period: Period, home: Sequence[str]) -> GpuHours | None:
+    """The period's GPU-hours from the rollups, per hour or day, zone, origin and provenance."""
+    totals: dict[tuple[datetime, str | None, str | None, str, str], float] = defaultdict(float)
+    grain = granularity(period)
     for since, until in _windows(_floor_hour(period.start), _ceil_hour(period.end)):
         answer = metering.usage(
-            conn, UsageQuery(since=since, until=until, group_by=_GROUPS, limit=MAX_USAGE_ROWS)
+            conn,
+            UsageQuery(
+                since=since, until=until, group_by=_GROUPS, granularity=grain, limit=MAX_USAGE_ROWS
+            ),
         )
         if answer.truncated:
             log.warning("metering answered %s rows or more: no GPU-hour lines", MAX_USAGE_ROWS)
             return None
         for row in answer.rows:
+            if row.period_start is None:  # pragma: no cover - a grained query always has one
+                raise RuntimeError("metering answered a grained query without period starts")
             key = (
+                row.period_start,
                 row.zone,
                 row.zone_country,
                 row.origin_country or "unknown",
                 row.provenance_status or "unknown",
             )
             totals[key] += row.gpu_hours
-    return [
+    rows = [
         GpuHoursRow(
+            bucket=bucket,
             zone=zone,
             own=zone is not None and (not home or country in home),
             origin_country=origin,
             provenance_status=provenance,
             gpu_hours=hours,
         )
-        for (zone, country, origin, provenance), hours in sorted(
+        for (bucket, zone, country, origin, provenance), hours in sorted(
             totals.items(), key=lambda item: tuple(str(part) for part in item[0])
         )
     ]
+    return GpuHours(buckets(period), rows)

@@ -17,7 +17,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field, model_validator
 
 #: The version of the report's JSON document; bumped on any change of its shape.
-SCHEMA_VERSION = "sovereign-report/1"
+SCHEMA_VERSION = "sovereign-report/2"
 #: The bounds of a report's period.
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(9999, 1, 1, tzinfo=UTC)
@@ -179,7 +179,12 @@ class ReportTable:
 
 @dataclass(frozen=True, slots=True)
 class Headline:
-    """One line of a report's first page: a measure at the period's start and end."""
+    """One line of a report's first page: a measure at the period's start and end.
+
+    A measure of a moment (capacity) has ``at_start`` and ``at_end``; a measure summed
+    over time (GPU-hours) has those for the period's first and last day (or hour) and
+    ``whole_period`` for all of it.
+    """
 
     measure: str
     text: str
@@ -188,6 +193,7 @@ class Headline:
     unit: str = "percent"
     #: Why the measure has no value (its source gave no complete answer), shown instead.
     unavailable: str | None = None
+    whole_period: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-safe values."""
@@ -201,6 +207,7 @@ class Headline:
             if self.at_start is None or self.at_end is None
             else round(self.at_end - self.at_start, 4),
             "unavailable": self.unavailable,
+            "whole_period": self.whole_period,
         }
 
 

@@ -1,7 +1,7 @@
 """The PDF format: the report as a person reads it, with ReportLab (docs/reports.md).
 
-First page: the headline, one line per measure. Then the charts (capacity by origin and
-zone over the period, stacked bars) and every table. Every page names the report, its
+First page: the headline, one line per measure. Then the charts (capacity and GPU-hours
+by origin and zone over the period, stacked bars) and every table. Every page names the report, its
 period and the checkpoint it covers, and is numbered "page n of m". A table longer than
 ``PDF_ROW_LIMIT`` rows shows its first rows and says how many there are in all; the JSON
 and CSV formats carry them all, and every row is still in the content digest, so the
@@ -9,6 +9,7 @@ PDF's seal is the same as theirs. The last page is the seal.
 """
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import IO, Any
 from xml.sax.saxutils import escape
 
@@ -68,12 +69,23 @@ def _text(value: Any) -> str:
     if isinstance(value, datetime):
         return _when(value)
     if isinstance(value, float):
-        return f"{value:,.2f}"
+        return number_text(value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
+
+
+def number_text(value: float) -> str:
+    """A decimal as the PDF prints it: two decimals with thousands separators.
+
+    A small amount that is not zero (a few seconds of GPU time) keeps three significant
+    digits instead, so it never reads as none ("0.0000349").
+    """
+    if 0 < abs(value) < 0.01:
+        return format(Decimal(f"{value:.3g}"), "f")
+    return f"{value:,.2f}"
 
 
 def _p(value: Any, style: ParagraphStyle = _CELL) -> Paragraph:
@@ -132,11 +144,29 @@ def _headline(lines: list[Headline]) -> Table:
                     else f"{change:+,.0f}",
                     _BODY,
                 ),
+                _p("" if line.unavailable else value(line.whole_period, line.unit), _BODY)
+                if line.whole_period is not None or line.measure.startswith("gpu_hours")
+                else _p(""),
             ]
         )
     width = _PAGE[0] - 2 * _MARGIN
-    header = [_p(h, _HEAD) for h in ("Measure", "At period start", "At period end", "Change")]
-    return _grid(header, rows, [width * 0.46, width * 0.22, width * 0.18, width * 0.14])
+    header = [
+        _p(h, _HEAD)
+        for h in ("Measure", "At period start", "At period end", "Change", "Whole period")
+    ]
+    return _grid(
+        header, rows, [width * 0.40, width * 0.20, width * 0.14, width * 0.12, width * 0.14]
+    )
+
+
+#: Under the first page's table: what its columns mean, and what a dash says.
+HEADLINE_NOTE = (
+    "Capacity is measured at two moments, the period's start and its end. GPU-hours are"
+    " summed: the start and end columns are their shares in the period's first and last"
+    " UTC hour (a period of up to two days) or day, and the last column over the whole"
+    " period. A dash: nothing to share at that moment or in that hour or day (no GPUs"
+    " registered yet, no GPU-hours metered)."
+)
 
 
 def _chart(series: Series) -> Drawing:
@@ -159,14 +189,24 @@ def _chart(series: Series) -> Drawing:
         "%Y-%m-%d"
         if span >= timedelta(days=7)
         else "%m-%d %H:%M"
-        if span >= timedelta(hours=2)
+        if span >= timedelta(hours=2) or not span
         else "%H:%M:%S"
+        if span >= timedelta(minutes=1)
+        else "%H:%M:%S.%f"  # a period of seconds: to the millisecond
     )
-    chart.categoryAxis.categoryNames = [t.strftime(shape) for t in series.times]
+    # At most about 24 labels; a day-by-day quarter labels every fourth day.
+    every = max(1, -(-len(series.times) // 24))
+    chart.categoryAxis.categoryNames = [
+        (t.strftime(shape)[:-3] if shape.endswith("%f") else t.strftime(shape))
+        if i % every == 0
+        else ""
+        for i, t in enumerate(series.times)
+    ]
     chart.categoryAxis.labels.fontSize = 6
     chart.categoryAxis.labels.angle = 20
     chart.categoryAxis.labels.dy = -8
     chart.valueAxis.valueMin = 0
+    chart.valueAxis.labelTextFormat = lambda v: number_text(float(v)).removesuffix(".00")
     chart.valueAxis.labels.fontSize = 7
     chart.barSpacing = 1
     for position in range(len(chart.data)):
@@ -200,20 +240,19 @@ def _table(table: ReportTable, digest: ContentDigest) -> list[Any]:
         Spacer(1, 2 * mm),
     ]
     if not table.in_pdf:
-        story.append(
-            Paragraph(
-                f"Shown as the charts above; the JSON and CSV formats carry its {count:,} rows.",
-                _BODY,
-            )
+        note = (
+            "Shown as the charts after the first page; the JSON and CSV formats carry its"
+            f" {count:,} rows."
         )
-    elif not shown:
+        return [KeepTogether([*story, Paragraph(note, _BODY)]), Spacer(1, 5 * mm)]
+    if not shown:
         story.append(Paragraph("None in the period.", _BODY))
     else:
         titles = [c.title for c in table.columns]
         widths = _widths(titles, shown)
         header = [_p(title, _HEAD) for title in titles]
         story.append(_grid(header, [[_p(v) for v in row] for row in shown], widths))
-    if table.in_pdf and count > len(shown):
+    if count > len(shown):
         story.append(
             Paragraph(
                 f"The first {len(shown):,} of {count:,} rows; the JSON and CSV formats"
@@ -275,6 +314,8 @@ def render_pdf(report: Report, out: IO[bytes], seal: Sealer) -> str:
         Paragraph(escape(f"Generated: {_when(report.generated_at)}"), _BODY),
         Spacer(1, 5 * mm),
         _headline(report.headline),
+        Spacer(1, 2 * mm),
+        Paragraph(escape(HEADLINE_NOTE), _CELL),
     ]
     # The headline is on the first page; its table is there already, so not repeated.
     tables = [t for t in report.tables if t.name != "headline"]

@@ -72,11 +72,15 @@ def test_the_gpu_hour_lines_add_up_the_metered_hours(
         settings.database_url, UUID(job["id"]), signer, ReportSettings(home_countries=["JP"])
     )
     document = client.get(f"/v1/reports/{job['id']}/download", headers=admin).json()
+    # Every hour alike: the first hour's, the last hour's and the whole period's shares.
     shares = {
-        line["measure"]: line["at_end"]
+        line["measure"]: line["whole_period"]
         for line in document["headline"]
         if line["measure"].startswith("gpu_hours")
     }
+    for line in document["headline"]:
+        if line["measure"].startswith("gpu_hours"):
+            assert line["at_start"] == line["at_end"] == line["whole_period"], line
     assert shares == {
         "gpu_hours_own_zones": 50.0,
         "gpu_hours_origin_TW": 50.0,
@@ -86,3 +90,77 @@ def test_the_gpu_hour_lines_add_up_the_metered_hours(
         "gpu_hours_provenance_unverified": 0.0,
     }
     assert not [line for line in document["headline"] if line.get("unavailable")]
+    tables = {t["name"]: t for t in document["tables"]}
+    hours = [
+        dict(zip([c["name"] for c in tables["gpu_hours_over_time"]["columns"]], row, strict=True))
+        for row in tables["gpu_hours_over_time"]["rows"]
+    ]
+    assert sorted({r["bucket"] for r in hours}) == [
+        (HOUR + timedelta(hours=h)).isoformat() for h in range(3)
+    ]
+    assert sum(r["gpu_hours"] for r in hours) == pytest.approx(12.0)
+
+
+def test_a_long_period_goes_day_by_day_and_its_first_and_last_day_differ(
+    client: TestClient,
+    admin: dict[str, str],
+    settings: Settings,
+    conn: DbConnection,
+    owner_conn: DbConnection,
+) -> None:
+    """Three days: two GPUs in jp (own) for the first day's first three hours, two in us
+    for three hours of the last day. Day by day: 100 % own on the first, 0 % on the last,
+    50 % over the period; the chart has a bar per day, the empty middle one at zero."""
+    _created(client, admin, "/v1/zones", {"slug": "jp", "name": "Japan", "country": "JP"})
+    _created(client, admin, "/v1/zones", {"slug": "us", "name": "US East", "country": "US"})
+    _created(client, admin, "/v1/tenants", {"slug": "research", "name": "Research"})
+    for hostname, zone, origin in (("gpu-jp", "jp", "TW"), ("gpu-us", "us", "US")):
+        body = registration(
+            hostname=hostname,
+            zone=zone,
+            origin_country=origin,
+            gpu_uuids=(f"GPU-{hostname}-0", f"GPU-{hostname}-1"),
+        )
+        since_ever(owner_conn, _created(client, admin, "/v1/agents/register", body)["node_id"])
+    day = HOUR.replace(hour=0) - timedelta(days=3)
+    # Each node has two GPUs: the two workloads take one node each.
+    starts = {"jp": day, "us": day + timedelta(days=2, hours=5)}
+    for _ in starts:
+        workload = _created(client, admin, "/v1/workloads", {"tenant": "research", "gpu_count": 2})
+        assert workload["status"] == "admitted", workload
+        started(owner_conn, workload["id"], starts[workload["zone"]], lease=timedelta(hours=3))
+    end = day + timedelta(days=3)
+    assert metering.roll_up(conn, until=end, batch_size=100).workloads == 2
+
+    job = _created(
+        client,
+        admin,
+        "/v1/reports",
+        {
+            "kind": "sovereignty",
+            "format": "json",
+            "period_from": day.isoformat(),
+            "period_to": end.isoformat(),
+        },
+    )
+    signer = signer_for(Ed25519PrivateKey.generate())
+    service.build(
+        settings.database_url, UUID(job["id"]), signer, ReportSettings(home_countries=["JP"])
+    )
+    document = client.get(f"/v1/reports/{job['id']}/download", headers=admin).json()
+    lines = {line["measure"]: line for line in document["headline"]}
+    own = lines["gpu_hours_own_zones"]
+    assert (own["at_start"], own["at_end"], own["whole_period"], own["change"]) == (
+        100.0,
+        0.0,
+        50.0,
+        -100.0,
+    )
+    assert (lines["gpu_hours_origin_US"]["at_start"], lines["gpu_hours_origin_US"]["at_end"]) == (
+        0.0,
+        100.0,
+    )
+    charts = {chart["name"]: chart for chart in document["charts"]}
+    by_zone = charts["gpu_hours_by_zone"]
+    assert by_zone["times"] == [(day + timedelta(days=d)).isoformat() for d in range(3)]
+    assert by_zone["groups"] == {"jp": [6.0, 0.0, 0.0], "us": [0.0, 0.0, 6.0]}

@@ -36,9 +36,12 @@ from control_plane.core.db import DbConnection
 from control_plane.core.settings import ReportSettings, Settings
 from control_plane.inventory import agents
 from control_plane.inventory.tasks import SWEEP_ACTOR
+from control_plane.metering import service as metering
 from control_plane.provenance import bom
 from control_plane.reports import service
+from control_plane.reports.render_pdf import number_text
 from control_plane.reports.signing import Signer, signer_for
+from tests.integration.test_metering import started
 from tests.support import bearer, registration
 
 pytestmark = pytest.mark.integration
@@ -79,6 +82,8 @@ class Scenario:
     policy_sets: list[dict[str, Any]]
     grant_id: str
     violating_workload: str
+    #: How long each admitted workload (one GPU each) was metered, in hours.
+    metered_hours: float
 
 
 def _now(conn: DbConnection) -> datetime:
@@ -174,6 +179,12 @@ def scenario(
         "admitted_with_warnings": 2,
         "denied": 1,
     }, workloads
+    # Metering: every admitted workload runs from the same moment to the same roll-up, so
+    # each has the same GPU-hours and the shares are by count.
+    metered_from = _now(conn)
+    for workload in workloads:
+        if workload["outcome"] != "denied":
+            started(owner_conn, workload["id"], metered_from)
     # A drift: us-1's agent reports another system serial (a swapped chassis, the same
     # GPUs); the node is quarantined.
     us1 = registered["us-1"]
@@ -207,8 +218,12 @@ def scenario(
     on_de = [w for w in workloads if w["outcome"] != "denied" and w["zone"] == "de"]
     assert any(w["request"]["datasets"] == ["ledger"] for w in on_de), workloads
     violating = next(w["id"] for w in on_de if w["request"]["datasets"] == ["ledger"])
+    metered_to = _now(conn)
+    rolled = metering.roll_up(conn, until=metered_to, batch_size=100)
+    assert rolled.workloads == 3, rolled
     time.sleep(0.01)
     return Scenario(
+        metered_hours=(metered_to - metered_from).total_seconds() / 3600,
         period_from=period_from,
         period_to=_now(conn),
         node_ids={name: r["node_id"] for name, r in registered.items()},
@@ -259,8 +274,7 @@ def _pct(part: float, whole: float) -> float:
 def sovereignty_expectations() -> dict[str, tuple[float | None, float | None]]:
     """The first page, from FLEET: (at start, at end) per measure."""
     start = [n for n in FLEET if n.before_period]
-    origin = {"de-1": "DE", "us-1": "CN", "fr-1": "DE", "us-2": "unknown"}
-    provenance = {"de-1": "verified", "us-1": "declared", "fr-1": "declared", "us-2": "unverified"}
+    origin, provenance = ORIGIN, PROVENANCE
 
     def share(nodes: list[NodeSpec], keep: Any) -> float | None:
         total = sum(n.gpus for n in nodes)
@@ -278,8 +292,50 @@ def sovereignty_expectations() -> dict[str, tuple[float | None, float | None]]:
         expected[f"gpu_capacity_provenance_{status}"] = both(
             lambda n, s=status: provenance[n.hostname] == s
         )
-    expected["gpu_hours_own_zones"] = (None, None)
     return expected
+
+
+#: Each server's origin and provenance class, as the first page counts them.
+ORIGIN = {"de-1": "DE", "us-1": "CN", "fr-1": "DE", "us-2": "unknown"}
+PROVENANCE = {"de-1": "verified", "us-1": "declared", "fr-1": "declared", "us-2": "unverified"}
+
+
+def gpu_hour_expectations(sc: Scenario) -> dict[str, float | None]:
+    """The GPU-hour shares, from where the API placed each admitted workload (one GPU each,
+    metered equally long): the same in the first hour, the last and the whole period."""
+    hostname = {node_id: name for name, node_id in sc.node_ids.items()}
+    placed = [hostname[w["node_id"]] for w in sc.workloads if w["outcome"] != "denied"]
+    expected: dict[str, float | None] = {
+        "gpu_hours_own_zones": _pct(
+            sum(ZONE_COUNTRY[_spec(h).zone] in HOME for h in placed), len(placed)
+        )
+    }
+    for country in {ORIGIN[h] for h in placed}:
+        expected[f"gpu_hours_origin_{country}"] = _pct(
+            sum(ORIGIN[h] == country for h in placed), len(placed)
+        )
+    for status in ("verified", "declared", "unverified"):
+        expected[f"gpu_hours_provenance_{status}"] = _pct(
+            sum(PROVENANCE[h] == status for h in placed), len(placed)
+        )
+    return expected
+
+
+def gpu_hour_rows(sc: Scenario) -> dict[tuple[str, str, str], float]:
+    """GPU-hours of the whole period per (zone, origin, provenance status)."""
+    hostname = {node_id: name for name, node_id in sc.node_ids.items()}
+    status = {"de-1": "verified", "us-1": "declared", "fr-1": "declared", "us-2": "unknown"}
+    rows: dict[tuple[str, str, str], float] = {}
+    for w in sc.workloads:
+        if w["outcome"] != "denied":
+            h = hostname[w["node_id"]]
+            key = (_spec(h).zone, ORIGIN[h], status[h])
+            rows[key] = rows.get(key, 0.0) + sc.metered_hours
+    return rows
+
+
+def _spec(hostname: str) -> NodeSpec:
+    return next(n for n in FLEET if n.hostname == hostname)
 
 
 def _tables(document: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -342,23 +398,25 @@ def test_the_sovereignty_report_in_every_format(
     tmp_path: Path,
 ) -> None:
     expected = sovereignty_expectations()
+    hours = gpu_hour_expectations(scenario)
+    # The first page: capacity at two moments; GPU-hours in the first and last hour and
+    # over the whole period (one GPU each, all metered equally long: the same shares).
+    first_page = {
+        **{m: (start, end, None) for m, (start, end) in expected.items()},
+        **{m: (share, share, share) for m, share in hours.items()},
+    }
     status, data, headers = _build(client, admin, settings, signer, scenario, "sovereignty", "json")
     assert headers["content-type"] == "application/json"
     assert "attachment; filename=" in headers["content-disposition"]
     document = json.loads(data)
-    assert document["header"]["schema"] == "sovereign-report/1"
+    assert document["header"]["schema"] == "sovereign-report/2"
     assert document["header"]["checkpoint"] is None
     headline = {h["measure"]: h for h in document["headline"]}
-    assert {m: (h["at_start"], h["at_end"]) for m, h in headline.items()} == {
-        **expected,
-        # Metered, but the period is seconds long and the roll-up runs behind the clock:
-        # no GPU-hours yet, so no share (test_report_gpu_hours.py has the numbers).
-        **{
-            f"gpu_hours_provenance_{s}": (None, None)
-            for s in ("verified", "declared", "unverified")
-        },
-    }
-    assert not headline["gpu_hours_own_zones"]["unavailable"]
+    assert {
+        m: (h["at_start"], h["at_end"], h["whole_period"]) for m, h in headline.items()
+    } == first_page
+    assert not [h for h in headline.values() if h["unavailable"]]
+    assert headline["gpu_hours_own_zones"]["change"] == 0.0
     assert headline["gpu_capacity_own_zones"]["change"] == round(
         expected["gpu_capacity_own_zones"][1] - expected["gpu_capacity_own_zones"][0],  # type: ignore[operator]
         4,
@@ -397,6 +455,28 @@ def test_the_sovereignty_report_in_every_format(
         if r["at"] == last and r["series"] == "gpus_by_zone"
     }
     assert at_end == {"de": 2, "fr": 4, "us": 2}
+    metered = {
+        (r["zone"], r["origin_country"], r["provenance_status"]): r["gpu_hours"]
+        for r in tables["gpu_hours"]
+    }
+    assert metered == pytest.approx(gpu_hour_rows(scenario), rel=1e-6)
+    assert {r["zone"]: r["own"] for r in tables["gpu_hours"]} == {
+        zone: ZONE_COUNTRY[zone] in HOME for zone, _, _ in metered
+    }
+    over_time = tables["gpu_hours_over_time"]
+    assert sum(r["gpu_hours"] for r in over_time) == pytest.approx(sum(metered.values()))
+    assert {r["bucket"][14:] for r in over_time} == {"00:00+00:00"}  # whole UTC hours
+    charts = {c["name"]: c for c in document["charts"]}
+    assert set(charts) == {
+        "gpus_by_origin",
+        "gpus_by_zone",
+        "gpu_hours_by_origin",
+        "gpu_hours_by_zone",
+    }
+    by_zone_hours = charts["gpu_hours_by_zone"]["groups"]
+    assert {z: sum(v) for z, v in by_zone_hours.items()} == pytest.approx(
+        {z: sum(h for (zz, _, _), h in metered.items() if zz == z) for z, _, _ in metered}
+    )
 
     # CSV: the same numbers, one file per table, and the same content digest.
     csv_status, archive, csv_headers = _build(
@@ -410,11 +490,21 @@ def test_the_sovereignty_report_in_every_format(
         )
     csv_tables = _csv_tables(archive)
     csv_headline = {r["measure"]: r for r in csv_tables["headline"]}
-    for measure, (start, end) in expected.items():
-        assert csv_headline[measure]["at_start"] == ("" if start is None else str(start))
-        assert csv_headline[measure]["at_end"] == ("" if end is None else str(end))
+    assert set(csv_headline) == set(first_page)
+    for measure, values in first_page.items():
+        row = csv_headline[measure]
+        for column, value in zip(("at_start", "at_end", "whole_period"), values, strict=True):
+            assert row[column] == ("" if value is None else str(value)), (measure, column)
     csv_zone = {r["zone"]: r for r in csv_tables["capacity_by_zone"]}
     assert {z: int(r["gpus"]) for z, r in csv_zone.items()} == {"de": 2, "fr": 4, "us": 2}
+    csv_hours = {
+        (r["zone"], r["origin_country"], r["provenance_status"]): float(r["gpu_hours"])
+        for r in csv_tables["gpu_hours"]
+    }
+    assert csv_hours == pytest.approx(gpu_hour_rows(scenario), rel=1e-6)
+    assert sum(float(r["gpu_hours"]) for r in csv_tables["gpu_hours_over_time"]) == (
+        pytest.approx(sum(metered.values()))
+    )
 
     # PDF: the same numbers in its text, the period and checkpoint on every page.
     pdf_status, pdf, pdf_headers = _build(
@@ -428,14 +518,27 @@ def test_the_sovereignty_report_in_every_format(
         assert f"Page {number} of {len(pages)}" in page
         assert "no audit checkpoint yet" in page
         assert scenario.period_from.strftime("%Y-%m-%d %H:%M:%S UTC") in page
-    first_page = pages[0]
-    for measure, (start, end) in expected.items():
+    page_one = pages[0]
+    for measure, values in first_page.items():
         line = headline[measure]["text"]
-        assert line in first_page, line
-        for value in (start, end):
-            if value is not None:
-                assert f"{value:.2f} %" in first_page, (measure, value)
-    assert "Share of GPU-hours in the company's own zones" in first_page
+        assert line in page_one, line
+        # The measure's row: its text, then its values in column order (capacity has no
+        # whole-period value; a change between them).
+        start, end, whole = values
+        cells = page_one[page_one.index(line) + len(line) :].split("\n")[1:5]
+        assert cells[0] == ("—" if start is None else f"{start:.2f} %"), (measure, cells)
+        assert cells[1] == ("—" if end is None else f"{end:.2f} %"), (measure, cells)
+        if whole is not None:
+            assert cells[3] == f"{whole:.2f} %", (measure, cells)
+    assert "Share of GPU-hours in the company's own zones" in page_one
+    assert "Whole period" in page_one
+    # The GPU-hours table: one row per group, its value as the PDF prints numbers.
+    for (zone, origin, prov), value in gpu_hour_rows(scenario).items():
+        own = "yes" if ZONE_COUNTRY[zone] in HOME else "no"
+        printed = "\n".join([zone, own, origin, prov, number_text(value)])
+        assert printed in text, (zone, origin, prov, value)
+    for title in ("GPU-hours by server origin", "GPU-hours by zone"):
+        assert title in text
     assert "us-1" in text
     assert "node.drift_detected" in text
     assert "node.offline" in text
