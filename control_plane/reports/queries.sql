@@ -111,27 +111,44 @@ FROM audit_checkpoint WHERE number = %(number)s;
 -- name: capacity_at
 -- The fleet at one moment, grouped by where it stands and what it is made of. A node is
 -- in the fleet at `at` if it registered before and is not decommissioned now; a GPU
--- counts if it is there now (not missing), or went missing only after `at`. Attributes
--- (zone, origin, provenance) are today's: node history arrives with metering.
+-- counts if it is there now (not missing), or went missing only after `at`. Zone, its
+-- country, the server's and the GPUs' origin and the provenance status are the node's at
+-- `at` (`node_state_history`, migration 0027), today's where the history does not reach
+-- back that far; the CPU, board and NIC origins are today's (the history keeps none).
 -- `own` is whether the zone is one of the company's (its country among `home_countries`,
 -- or any zone when that list is empty).
-SELECT n.zone_slug AS zone, z.country::text AS zone_country,
-       (n.zone_slug IS NOT NULL
+WITH fleet AS (
+    SELECT n.id,
+           CASE WHEN h.node_id IS NULL THEN n.zone_slug ELSE h.zone_slug END AS zone,
+           CASE WHEN h.node_id IS NULL THEN z.country::text ELSE h.zone_country END
+               AS zone_country,
+           CASE WHEN h.node_id IS NULL THEN n.origin_country::text ELSE h.origin_country END
+               AS origin_country,
+           CASE WHEN h.node_id IS NULL THEN n.component_origins ->> 'gpu' ELSE h.gpu_origin END
+               AS gpu_origin,
+           n.component_origins,
+           coalesce(h.provenance_status, n.provenance_status::text) AS provenance_status
+    FROM node n
+    LEFT JOIN residency_zone z ON z.slug = n.zone_slug
+    LEFT JOIN node_state_history h ON h.node_id = n.id AND h.valid_from <= %(at)s
+         AND (h.valid_to IS NULL OR h.valid_to > %(at)s)
+    WHERE n.registered_at <= %(at)s AND n.status <> 'decommissioned'
+)
+SELECT f.zone, f.zone_country,
+       (f.zone IS NOT NULL
         AND (cardinality(%(home_countries)s::text[]) = 0
-             OR z.country::text = ANY(%(home_countries)s::text[]))) AS own,
-       coalesce(n.origin_country::text, 'unknown') AS origin_country,
-       coalesce(n.component_origins ->> 'gpu', 'unknown') AS gpu_origin,
-       coalesce(n.component_origins ->> 'cpu', 'unknown') AS cpu_origin,
-       coalesce(n.component_origins ->> 'board', 'unknown') AS board_origin,
-       coalesce(n.component_origins ->> 'nic', 'unknown') AS nic_origin,
-       n.provenance_status,
-       count(DISTINCT n.id)::bigint AS servers,
+             OR f.zone_country = ANY(%(home_countries)s::text[]))) AS own,
+       coalesce(f.origin_country, 'unknown') AS origin_country,
+       coalesce(f.gpu_origin, 'unknown') AS gpu_origin,
+       coalesce(f.component_origins ->> 'cpu', 'unknown') AS cpu_origin,
+       coalesce(f.component_origins ->> 'board', 'unknown') AS board_origin,
+       coalesce(f.component_origins ->> 'nic', 'unknown') AS nic_origin,
+       f.provenance_status,
+       count(DISTINCT f.id)::bigint AS servers,
        count(g.uuid)::bigint AS gpus,
        coalesce(sum(g.memory_total_bytes), 0)::bigint AS gpu_memory_bytes
-FROM node n
-LEFT JOIN residency_zone z ON z.slug = n.zone_slug
-LEFT JOIN gpu g ON g.node_id = n.id AND (g.missing_since IS NULL OR g.missing_since > %(at)s)
-WHERE n.registered_at <= %(at)s AND n.status <> 'decommissioned'
+FROM fleet f
+LEFT JOIN gpu g ON g.node_id = f.id AND (g.missing_since IS NULL OR g.missing_since > %(at)s)
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 ORDER BY 1, 4, 5, 9;
 

@@ -873,3 +873,31 @@ def test_a_report_covers_the_newest_checkpoint_signed_after_its_period(
 
 
 ZONE_FOR_CHECKPOINTS = {"slug": "ck", "name": "Checkpointed", "country": "JP"}
+
+
+def test_capacity_at_the_start_is_the_fleet_as_it_was_then(
+    client: TestClient,
+    admin: dict[str, str],
+    settings: Settings,
+    signer: Signer,
+    conn: DbConnection,
+) -> None:
+    """A bill of materials verifies a declared server during the period: the first page
+    says declared at the start and verified at the end, not today's status at both."""
+    _post(client, admin, "/v1/zones", {"slug": "de", "name": "DE", "country": "DE"})
+    _register(client, admin, NodeSpec("de-1", "de", "DE", 2, True))
+    time.sleep(0.01)
+    period_from = _now(conn)
+    rows = [
+        "SER-de-1,AT-1,system,,SYS-821GE-TNHR,DE",
+        *(f"SER-de-1,AT-1,gpu,de-1-{i},{H100_PART},US" for i in range(2)),
+    ]
+    parsed = [r.model_dump(mode="json") for r in bom.parse_csv("\n".join([BOM_HEADER, *rows]))]
+    imported = _post(client, admin, "/v1/provenance/imports", {"name": "po.csv", "rows": parsed})
+    assert imported["servers"][0]["status"] == "verified", imported
+    time.sleep(0.01)
+    sc = Scenario(period_from, _now(conn), {}, [], [], "", "", 0.0)
+    _, data, _ = _build(client, admin, settings, signer, sc, "sovereignty", "json")
+    headline = {h["measure"]: (h["at_start"], h["at_end"]) for h in json.loads(data)["headline"]}
+    assert headline["gpu_capacity_provenance_declared"] == (100.0, 0.0)
+    assert headline["gpu_capacity_provenance_verified"] == (0.0, 100.0)
