@@ -51,11 +51,22 @@ def _ceil_hour(moment: datetime) -> datetime:
 
 
 def _windows(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
-    """``[start, end)`` in pieces of at most ``_WINDOW``."""
-    pieces = []
-    while start < end:
-        pieces.append((start, min(start + _WINDOW, end)))
-        start += _WINDOW
+    """``[start, end)`` (whole hours) in pieces the cheapest rollup answers.
+
+    The hours before the first midnight and after the last go alone (the hourly rollup);
+    the whole days between go in pieces of at most ``_WINDOW`` (the daily one).
+    """
+    first_midnight = start if start.hour == 0 else start.replace(hour=0) + timedelta(days=1)
+    last_midnight = end.replace(hour=0)
+    if first_midnight >= last_midnight:
+        return [(start, end)]
+    pieces = [(start, first_midnight)] if start < first_midnight else []
+    moment = first_midnight
+    while moment < last_midnight:
+        pieces.append((moment, min(moment + _WINDOW, last_midnight)))
+        moment += _WINDOW
+    if last_midnight < end:
+        pieces.append((last_midnight, end))
     return pieces
 
 

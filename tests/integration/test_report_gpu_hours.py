@@ -6,7 +6,7 @@ the real roll-up; the report of those three hours must say, by hand: 12 GPU-hour
 in the company's own zones, half on servers of each origin, all of declared provenance.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -31,13 +31,9 @@ def _created(client: TestClient, admin: dict[str, str], path: str, body: dict[st
     return response.json()
 
 
-def test_the_gpu_hour_lines_add_up_the_metered_hours(
-    client: TestClient,
-    admin: dict[str, str],
-    settings: Settings,
-    conn: DbConnection,
-    owner_conn: DbConnection,
-) -> None:
+@pytest.fixture
+def two_sites(client: TestClient, admin: dict[str, str], owner_conn: DbConnection) -> None:
+    """Zone jp (own) with a server made in TW, zone us with one made in US, two GPUs each."""
     _created(client, admin, "/v1/zones", {"slug": "jp", "name": "Japan", "country": "JP"})
     _created(client, admin, "/v1/zones", {"slug": "us", "name": "US East", "country": "US"})
     _created(client, admin, "/v1/tenants", {"slug": "research", "name": "Research"})
@@ -49,6 +45,34 @@ def test_the_gpu_hour_lines_add_up_the_metered_hours(
             gpu_uuids=(f"GPU-{hostname}-0", f"GPU-{hostname}-1"),
         )
         since_ever(owner_conn, _created(client, admin, "/v1/agents/register", body)["node_id"])
+
+
+def _sovereignty(
+    client: TestClient, admin: dict[str, str], settings: Settings, start: datetime, end: datetime
+) -> Any:
+    """The sovereignty report of ``[start, end)`` as JSON, built with JP as home."""
+    body = {
+        "kind": "sovereignty",
+        "format": "json",
+        "period_from": start.isoformat(),
+        "period_to": end.isoformat(),
+    }
+    job = _created(client, admin, "/v1/reports", body)
+    signer = signer_for(Ed25519PrivateKey.generate())
+    service.build(
+        settings.database_url, UUID(job["id"]), signer, ReportSettings(home_countries=["JP"])
+    )
+    return client.get(f"/v1/reports/{job['id']}/download", headers=admin).json()
+
+
+@pytest.mark.usefixtures("two_sites")
+def test_the_gpu_hour_lines_add_up_the_metered_hours(
+    client: TestClient,
+    admin: dict[str, str],
+    settings: Settings,
+    conn: DbConnection,
+    owner_conn: DbConnection,
+) -> None:
     for _ in range(2):
         workload = _created(client, admin, "/v1/workloads", {"tenant": "research", "gpu_count": 2})
         assert workload["status"] == "admitted", workload
@@ -56,22 +80,7 @@ def test_the_gpu_hour_lines_add_up_the_metered_hours(
     end = HOUR + timedelta(hours=3)
     assert metering.roll_up(conn, until=end, batch_size=100).workloads == 2
 
-    job = _created(
-        client,
-        admin,
-        "/v1/reports",
-        {
-            "kind": "sovereignty",
-            "format": "json",
-            "period_from": HOUR.isoformat(),
-            "period_to": end.isoformat(),
-        },
-    )
-    signer = signer_for(Ed25519PrivateKey.generate())
-    service.build(
-        settings.database_url, UUID(job["id"]), signer, ReportSettings(home_countries=["JP"])
-    )
-    document = client.get(f"/v1/reports/{job['id']}/download", headers=admin).json()
+    document = _sovereignty(client, admin, settings, HOUR, end)
     # Every hour alike: the first hour's, the last hour's and the whole period's shares.
     shares = {
         line["measure"]: line["whole_period"]
@@ -101,6 +110,7 @@ def test_the_gpu_hour_lines_add_up_the_metered_hours(
     assert sum(r["gpu_hours"] for r in hours) == pytest.approx(12.0)
 
 
+@pytest.mark.usefixtures("two_sites")
 def test_a_long_period_goes_day_by_day_and_its_first_and_last_day_differ(
     client: TestClient,
     admin: dict[str, str],
@@ -111,17 +121,6 @@ def test_a_long_period_goes_day_by_day_and_its_first_and_last_day_differ(
     """Three days: two GPUs in jp (own) for the first day's first three hours, two in us
     for three hours of the last day. Day by day: 100 % own on the first, 0 % on the last,
     50 % over the period; the chart has a bar per day, the empty middle one at zero."""
-    _created(client, admin, "/v1/zones", {"slug": "jp", "name": "Japan", "country": "JP"})
-    _created(client, admin, "/v1/zones", {"slug": "us", "name": "US East", "country": "US"})
-    _created(client, admin, "/v1/tenants", {"slug": "research", "name": "Research"})
-    for hostname, zone, origin in (("gpu-jp", "jp", "TW"), ("gpu-us", "us", "US")):
-        body = registration(
-            hostname=hostname,
-            zone=zone,
-            origin_country=origin,
-            gpu_uuids=(f"GPU-{hostname}-0", f"GPU-{hostname}-1"),
-        )
-        since_ever(owner_conn, _created(client, admin, "/v1/agents/register", body)["node_id"])
     day = HOUR.replace(hour=0) - timedelta(days=3)
     # Each node has two GPUs: the two workloads take one node each.
     starts = {"jp": day, "us": day + timedelta(days=2, hours=5)}
@@ -132,22 +131,7 @@ def test_a_long_period_goes_day_by_day_and_its_first_and_last_day_differ(
     end = day + timedelta(days=3)
     assert metering.roll_up(conn, until=end, batch_size=100).workloads == 2
 
-    job = _created(
-        client,
-        admin,
-        "/v1/reports",
-        {
-            "kind": "sovereignty",
-            "format": "json",
-            "period_from": day.isoformat(),
-            "period_to": end.isoformat(),
-        },
-    )
-    signer = signer_for(Ed25519PrivateKey.generate())
-    service.build(
-        settings.database_url, UUID(job["id"]), signer, ReportSettings(home_countries=["JP"])
-    )
-    document = client.get(f"/v1/reports/{job['id']}/download", headers=admin).json()
+    document = _sovereignty(client, admin, settings, day, end)
     lines = {line["measure"]: line for line in document["headline"]}
     own = lines["gpu_hours_own_zones"]
     assert (own["at_start"], own["at_end"], own["whole_period"], own["change"]) == (

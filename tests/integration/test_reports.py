@@ -112,6 +112,17 @@ def _post(client: TestClient, admin: dict[str, str], path: str, body: Any) -> An
     return response.json()
 
 
+def _verify_de1(client: TestClient, admin: dict[str, str]) -> None:
+    """de-1's bill of materials: assembled in DE, GPUs from the US; the readings agree."""
+    rows = [
+        "SER-de-1,AT-1,system,,SYS-821GE-TNHR,DE",
+        *(f"SER-de-1,AT-1,gpu,de-1-{i},{H100_PART},US" for i in range(2)),
+    ]
+    parsed = [r.model_dump(mode="json") for r in bom.parse_csv("\n".join([BOM_HEADER, *rows]))]
+    imported = _post(client, admin, "/v1/provenance/imports", {"name": "po.csv", "rows": parsed})
+    assert imported["servers"][0]["status"] == "verified", imported
+
+
 @pytest.fixture
 def scenario(
     client: TestClient, admin: dict[str, str], conn: DbConnection, owner_conn: DbConnection
@@ -132,14 +143,7 @@ def scenario(
     registered: dict[str, dict[str, Any]] = {}
     for spec in FLEET[:2]:
         registered[spec.hostname] = _register(client, admin, spec)
-    # de-1's bill of materials: assembled in DE, GPUs from the US; the readings agree.
-    rows = [
-        "SER-de-1,AT-1,system,,SYS-821GE-TNHR,DE",
-        *(f"SER-de-1,AT-1,gpu,de-1-{i},{H100_PART},US" for i in range(2)),
-    ]
-    parsed = [r.model_dump(mode="json") for r in bom.parse_csv("\n".join([BOM_HEADER, *rows]))]
-    imported = _post(client, admin, "/v1/provenance/imports", {"name": "po.csv", "rows": parsed})
-    assert imported["servers"][0]["status"] == "verified", imported
+    _verify_de1(client, admin)
     # A deny policy for confidential data (the company's countries only), and a warning
     # for the partner tenant on servers not assembled in DE. Set 1, before the period.
     eu_only = {
@@ -888,13 +892,7 @@ def test_capacity_at_the_start_is_the_fleet_as_it_was_then(
     _register(client, admin, NodeSpec("de-1", "de", "DE", 2, True))
     time.sleep(0.01)
     period_from = _now(conn)
-    rows = [
-        "SER-de-1,AT-1,system,,SYS-821GE-TNHR,DE",
-        *(f"SER-de-1,AT-1,gpu,de-1-{i},{H100_PART},US" for i in range(2)),
-    ]
-    parsed = [r.model_dump(mode="json") for r in bom.parse_csv("\n".join([BOM_HEADER, *rows]))]
-    imported = _post(client, admin, "/v1/provenance/imports", {"name": "po.csv", "rows": parsed})
-    assert imported["servers"][0]["status"] == "verified", imported
+    _verify_de1(client, admin)
     time.sleep(0.01)
     sc = Scenario(period_from, _now(conn), {}, [], [], "", "", 0.0)
     _, data, _ = _build(client, admin, settings, signer, sc, "sovereignty", "json")
