@@ -13,8 +13,10 @@ What it does:
    registrations spread over the ``--days`` of the period, so the capacity grows in it;
 3. inserts ``--decisions`` admission decisions spread evenly over the period, 60 % API
    workloads and 40 % Kubernetes pod decisions, over 20 tenants: 80 % admitted, 10 % with
-   a warning and 10 % denied, each of those with two reasons; plus three policy sets and an
-   evaluation a day with a sample of 20 violations;
+   a warning and 10 % denied, each of those with two reasons; plus three policy sets, an
+   evaluation a day with a sample of 20 violations, and GPU-hours in the metering rollups
+   (each node 60 % busy from its registration: daily rows for whole days, hourly ones for
+   the period's first and last partial day);
 4. builds each report (sovereignty and compliance) in each format (JSON, CSV, PDF) in a
    child process of its own, through ``reports.service.build`` as the worker does, and
    reports its wall time and the child's peak resident memory (``ru_maxrss``), plus the
@@ -51,7 +53,7 @@ from placement import ADMIN_URL, _admin, _drop, seed  # noqa: E402
 
 from control_plane.core import migrations  # noqa: E402
 from control_plane.core.audit_log import AuditContext  # noqa: E402
-from control_plane.core.db import connect  # noqa: E402
+from control_plane.core.db import connect, create_pool  # noqa: E402
 from control_plane.core.settings import ReportSettings  # noqa: E402
 from control_plane.reports import service  # noqa: E402
 from control_plane.reports.models import ReportCreate, ReportFormat, ReportKind  # noqa: E402
@@ -108,6 +110,35 @@ SELECT gen_random_uuid(), 'ns' || (i %% 20), 'Pod', 'pod-' || i, 'uid-' || i, 'm
 FROM generate_series(0, %(total)s - 1) AS i
 WHERE i %% 5 >= 3
 """
+#: GPU-hours: each node busy 60 % of its 8 GPUs from its registration on, for one of the
+#: tenants. Whole days in the daily rollup, the period's first and last partial day hour
+#: by hour in the hourly one (as one workload per node), as metering leaves them.
+_USAGE_DAILY = """
+INSERT INTO usage_daily (day, tenant_slug, node_id, zone_slug, zone_country, origin_country,
+                         gpu_origin, provenance_status, node_status, mig_profile,
+                         gpu_seconds, mig_slice_seconds)
+SELECT d::date, 't' || (abs(hashtext(n.id::text)) %% 20), n.id, n.zone_slug, z.country,
+       n.origin_country, n.component_origins ->> 'gpu', n.provenance_status, 'active', NULL,
+       0.6 * 8 * 86400, 0
+FROM node n JOIN residency_zone z ON z.slug = n.zone_slug,
+     generate_series(date_trunc('day', greatest(n.registered_at, %(start)s), 'UTC')
+                         + interval '1 day',
+                     date_trunc('day', %(end)s, 'UTC') - interval '1 day',
+                     interval '1 day') AS d
+"""
+_USAGE_HOURLY = """
+INSERT INTO usage_hourly (bucket, workload_id, tenant_slug, node_id, zone_slug, zone_country,
+                          origin_country, gpu_origin, provenance_status, node_status,
+                          mig_profile, gpu_seconds, mig_slice_seconds)
+SELECT b, n.id, 't' || (abs(hashtext(n.id::text)) %% 20), n.id, n.zone_slug, z.country,
+       n.origin_country, n.component_origins ->> 'gpu', n.provenance_status, 'active', NULL,
+       0.6 * 8 * 3600, 0
+FROM node n JOIN residency_zone z ON z.slug = n.zone_slug,
+     generate_series(date_trunc('hour', %(start)s, 'UTC'), %(end)s, interval '1 hour') AS b
+WHERE b >= date_trunc('hour', n.registered_at, 'UTC')
+  AND (b < date_trunc('day', %(start)s, 'UTC') + interval '1 day'
+       OR b >= date_trunc('day', %(end)s, 'UTC'))
+"""
 _EVALUATIONS = """
 INSERT INTO compliance_evaluation (id, started_at, finished_at, triggers, trigger_count,
     policy_set_version, policy_set_hash, fleet_generation, workloads_evaluated,
@@ -135,7 +166,14 @@ def populate(url: str, nodes: int, decisions: int, days: int) -> dict[str, float
     end = datetime.now(UTC).replace(microsecond=0)
     start = end - timedelta(days=days)
     span = timedelta(days=days)
-    params = {"start": start, "span": span, "total": decisions, "hash": HASH, "days": days}
+    params = {
+        "start": start,
+        "end": end,
+        "span": span,
+        "total": decisions,
+        "hash": HASH,
+        "days": days,
+    }
     started = time.perf_counter()
     with psycopg.connect(url, autocommit=True) as conn:
         # Registrations spread over the period, so capacity grows in it.
@@ -159,8 +197,12 @@ def populate(url: str, nodes: int, decisions: int, days: int) -> dict[str, float
         conn.execute(_WORKLOADS, params)
         conn.execute(_PODS, params)
         conn.execute(_EVALUATIONS, params)
+        took["decisions_seconds"] = time.perf_counter() - started
+        started = time.perf_counter()
+        conn.execute(_USAGE_DAILY, params)
+        conn.execute(_USAGE_HOURLY, params)
         conn.execute("ANALYZE")
-    took["decisions_seconds"] = time.perf_counter() - started
+        took["usage_seconds"] = time.perf_counter() - started
     took["period_from"] = start.timestamp()
     took["period_to"] = end.timestamp()
     return took
@@ -181,6 +223,16 @@ def build_one(url: str, kind: str, fmt: str, start: float, end: float) -> dict[s
     done = service.build(url, job.id, signer, ReportSettings())
     seconds = time.perf_counter() - started
     assert done is not None
+    if kind == "sovereignty" and fmt == "json":
+        # The GPU-hour lines have numbers: the metering rollups were read, not skipped.
+        pool = create_pool(url, max_size=1)
+        try:
+            document = json.loads(b"".join(service.iter_file(pool, job.id)))
+        finally:
+            pool.close()
+        hours = [h for h in document["headline"] if h["measure"] == "gpu_hours_own_zones"]
+        assert hours, document["headline"]
+        assert hours[0]["whole_period"] is not None, hours
     return {
         "kind": kind,
         "format": fmt,
