@@ -205,6 +205,13 @@ def _has_hours(shares: dict[str, float | None]) -> bool:
     return shares["gpu_hours_own_zones"] is not None
 
 
+def _over_period(
+    measure: str, text: str, value: float | None, unit: str = "percent"
+) -> Headline:
+    """A measure of the whole period, not of a moment (the compliance report's)."""
+    return Headline(measure, text, None, None, unit=unit, whole_period=value)
+
+
 def headline_table(lines: Sequence[Headline]) -> ReportTable:
     """The first page as a table, for JSON and CSV."""
     return ReportTable(
@@ -482,29 +489,26 @@ def build_compliance(
     progress(55, "datasets and models")
     assets = repository.assets_processed(conn, period)
     headline = [
-        Headline("decisions", "Admission decisions in the period", None, total, unit="count"),
+        _over_period("decisions", "Admission decisions in the period", total, "count"),
         *(
-            Headline(
+            _over_period(
                 f"decisions_{outcome}",
                 f"Share of decisions {outcome.replace('_', ' ')}",
-                None,
                 _percent(sum(n for (_, o), n in by_outcome.items() if o == outcome), total),
             )
             for outcome in ("admitted", "admitted_with_warnings", "denied")
         ),
-        Headline(
+        _over_period(
             "violating_workloads",
             "Violating workloads found by re-evaluation (the most in one evaluation)",
-            None,
             max((e.violating_workloads for e in evaluations), default=0),
-            unit="count",
+            "count",
         ),
-        Headline(
+        _over_period(
             "revoked_workloads",
             "Workloads revoked by re-evaluation",
-            None,
             sum(e.revoked_workloads for e in evaluations),
-            unit="count",
+            "count",
         ),
     ]
     progress(65, "denials and warnings")

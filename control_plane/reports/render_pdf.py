@@ -122,20 +122,38 @@ def _grid(header: list[Any], rows: list[list[Any]], widths: list[float] | None =
     return table
 
 
-def _headline(lines: list[Headline]) -> Table:
-    def value(v: float | None, unit: str) -> str:
-        if v is None:
-            return "—"
-        return f"{v:.2f} %" if unit == "percent" else f"{v:,.0f}"
+def _headline(lines: list[Headline]) -> list[Any]:
+    """The first page's table, and the note on its columns when it has moments."""
+    if all(line.at_start is None and line.at_end is None for line in lines):
+        # Measures of the whole period only (the compliance report): two columns.
+        width = _PAGE[0] - 2 * _MARGIN
+        header = [_p("Measure", _HEAD), _p("Over the period", _HEAD)]
+        rows = [
+            [
+                _p(line.text, _BODY),
+                _p(line.unavailable or _value(line.whole_period, line.unit), _BODY),
+            ]
+            for line in lines
+        ]
+        return [_grid(header, rows, [width * 0.7, width * 0.3])]
+    return [_moments(lines), Spacer(1, 2 * mm), Paragraph(escape(HEADLINE_NOTE), _CELL)]
 
+
+def _value(v: float | None, unit: str) -> str:
+    if v is None:
+        return "—"
+    return f"{v:.2f} %" if unit == "percent" else f"{v:,.0f}"
+
+
+def _moments(lines: list[Headline]) -> Table:
     rows = []
     for line in lines:
         change = line.to_json()["change"]
         rows.append(
             [
                 _p(line.text, _BODY),
-                _p(line.unavailable or value(line.at_start, line.unit), _BODY),
-                _p("" if line.unavailable else value(line.at_end, line.unit), _BODY),
+                _p(line.unavailable or _value(line.at_start, line.unit), _BODY),
+                _p("" if line.unavailable else _value(line.at_end, line.unit), _BODY),
                 _p(
                     ""
                     if change is None
@@ -144,7 +162,7 @@ def _headline(lines: list[Headline]) -> Table:
                     else f"{change:+,.0f}",
                     _BODY,
                 ),
-                _p("" if line.unavailable else value(line.whole_period, line.unit), _BODY)
+                _p("" if line.unavailable else _value(line.whole_period, line.unit), _BODY)
                 if line.whole_period is not None or line.measure.startswith("gpu_hours")
                 else _p(""),
             ]
@@ -313,9 +331,7 @@ def render_pdf(report: Report, out: IO[bytes], seal: Sealer) -> str:
         Paragraph(escape(f"Covers: {checkpoint}"), _BODY),
         Paragraph(escape(f"Generated: {_when(report.generated_at)}"), _BODY),
         Spacer(1, 5 * mm),
-        _headline(report.headline),
-        Spacer(1, 2 * mm),
-        Paragraph(escape(HEADLINE_NOTE), _CELL),
+        *_headline(report.headline),
     ]
     # The headline is on the first page; its table is there already, so not repeated.
     tables = [t for t in report.tables if t.name != "headline"]

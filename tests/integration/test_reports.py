@@ -606,10 +606,23 @@ def test_the_compliance_report_in_every_format(
     }
     assert assets[("ledger", "beta")]["grants"] == scenario.grant_id
     assert assets[("ledger", "acme")]["grants"] == ""
-    headline = {h["measure"]: h["at_end"] for h in document["headline"]}
+    # The first page: measures of the whole period. Set 2 allows confidential data in FR
+    # only: every admitted ledger workload outside fr violates it; nothing is revoked.
+    outcomes = Counter(w["outcome"] for w in scenario.workloads)
     total = len(scenario.workloads)
-    assert headline["decisions"] == total
-    assert headline["decisions_denied"] == _pct(1, total)
+    expected_headline: dict[str, float] = {
+        "decisions": total,
+        **{f"decisions_{o}": _pct(outcomes[o], total) for o in ("admitted", "denied")},
+        "decisions_admitted_with_warnings": _pct(outcomes["admitted_with_warnings"], total),
+        "violating_workloads": sum(
+            w["outcome"] != "denied" and "ledger" in w["request"]["datasets"] and w["zone"] != "fr"
+            for w in scenario.workloads
+        ),
+        "revoked_workloads": 0,
+    }
+    lines = {h["measure"]: h for h in document["headline"]}
+    assert {m: h["whole_period"] for m, h in lines.items()} == expected_headline
+    assert all(h["at_start"] is None and h["at_end"] is None for h in lines.values())
 
     csv_status, archive, _ = _build(client, admin, settings, signer, scenario, "compliance", "csv")
     assert csv_status["content_sha256"] == status["content_sha256"]
@@ -618,6 +631,10 @@ def test_the_compliance_report_in_every_format(
         (r["tenant"], r["outcome"]): int(r["decisions"]) for r in csv_tables["admissions_by_tenant"]
     } == dict(decided)
     assert {r["id"] for r in csv_tables["denials_and_warnings"]} == {w["id"] for w in not_plain}
+    assert {r["measure"]: r["whole_period"] for r in csv_tables["headline"]} == {
+        m: str(float(v) if lines[m]["unit"] == "percent" else v)
+        for m, v in expected_headline.items()
+    }
 
     pdf_status, pdf, _ = _build(client, admin, settings, signer, scenario, "compliance", "pdf")
     (tmp_path / "compliance.pdf").write_bytes(pdf)
@@ -625,6 +642,10 @@ def test_the_compliance_report_in_every_format(
     text, pages = _pdf_text(pdf)
     for number, page in enumerate(pages, start=1):
         assert f"Page {number} of {len(pages)}" in page
+    for measure, value in expected_headline.items():
+        line = lines[measure]["text"]
+        shown = f"{value:.2f} %" if lines[measure]["unit"] == "percent" else f"{value:,}"
+        assert f"{line}\n{shown}\n" in pages[0], (measure, shown)
     for p in scenario.policy_sets:
         assert p["content_hash"][:16] in text.replace("\n", "")
     for w in not_plain:
