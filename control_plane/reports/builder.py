@@ -205,9 +205,7 @@ def _has_hours(shares: dict[str, float | None]) -> bool:
     return shares["gpu_hours_own_zones"] is not None
 
 
-def _over_period(
-    measure: str, text: str, value: float | None, unit: str = "percent"
-) -> Headline:
+def _over_period(measure: str, text: str, value: float | None, unit: str = "percent") -> Headline:
     """A measure of the whole period, not of a moment (the compliance report's)."""
     return Headline(measure, text, None, None, unit=unit, whole_period=value)
 
