@@ -1,6 +1,6 @@
 """The sovereignty report's GPU-hours: metering's rollups, grouped as the report shows them.
 
-``metered`` is the report builder's ``GpuHoursSource``. It asks metering's usage service
+``metered`` is the sovereignty report's ``GpuHoursSource``. It asks metering's usage service
 (``metering.service.usage``: the rollups only, never the raw reservations) for the
 period's GPU-hours by zone, zone country, server origin and provenance, as they were at
 the time of use, and marks a zone the company's own as the capacity lines do (its country
@@ -23,8 +23,8 @@ from control_plane.core.db import DbConnection
 from control_plane.domain.metering import UsageDimension, UsageGranularity
 from control_plane.metering import service as metering
 from control_plane.metering.models import MAX_USAGE_ROWS, UsageQuery
-from control_plane.reports.builder import GpuHours, GpuHoursRow
 from control_plane.reports.models import Period
+from control_plane.reports.sovereignty import GpuHours, GpuHoursRow
 
 log = logging.getLogger(__name__)
 

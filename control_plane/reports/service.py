@@ -26,7 +26,7 @@ from control_plane.core.db import DbConnection, connect
 from control_plane.core.errors import ConflictError, NotFoundError
 from control_plane.core.settings import ReportSettings
 from control_plane.domain.audit import AuditAction
-from control_plane.reports import builder, gpu_hours, repository
+from control_plane.reports import compliance, gpu_hours, repository, sovereignty
 from control_plane.reports.content import Seal
 from control_plane.reports.models import (
     Period,
@@ -245,7 +245,7 @@ def _build_locked(
                     else repository.get_checkpoint(snapshot, job.checkpoint)
                 )
                 if job.kind is ReportKind.SOVEREIGNTY:
-                    report = builder.build_sovereignty(
+                    report = sovereignty.build(
                         snapshot,
                         period,
                         checkpoint,
@@ -254,7 +254,7 @@ def _build_locked(
                         gpu_hours=gpu_hours.metered,
                     )
                 else:
-                    report = builder.build_compliance(snapshot, period, checkpoint, progress)
+                    report = compliance.build(snapshot, period, checkpoint, progress)
                 progress(80, f"rendering {job.format.value}")
                 out = ChunkWriter(conn, job_id)
                 with io.BufferedWriter(out, CHUNK_BYTES) as stream:
