@@ -89,20 +89,46 @@ def buckets(period: Period) -> list[datetime]:
     return moments
 
 
-def metered(conn: DbConnection, period: Period, home: Sequence[str]) -> GpuHours | None:
-    """The period's GPU-hours from the rollups, per hour or day, zone, origin and provenance."""
+_Window = tuple[datetime, datetime]
+
+
+def _halves(since: datetime, until: datetime) -> tuple[_Window, _Window] | None:
+    """``[since, until)`` cut in two at a midnight (whole days) or an hour; None if one hour."""
+    if since.hour == 0 and until.hour == 0 and until - since > timedelta(days=1):
+        middle = since + timedelta(days=(until - since).days // 2)
+    elif until - since > _HOUR:
+        middle = since + _HOUR * ((until - since) // _HOUR // 2)
+    else:
+        return None
+    return (since, middle), (middle, until)
+
+
+def metered(
+    conn: DbConnection, period: Period, home: Sequence[str], *, limit: int = MAX_USAGE_ROWS
+) -> GpuHours | None:
+    """The period's GPU-hours from the rollups, per hour or day, zone, origin and provenance.
+
+    A window whose answer would hold more than ``limit`` groups is asked for again in two
+    halves, down to one hour; only an hour with more groups than that gives no answer.
+    """
     totals: dict[tuple[datetime, str | None, str | None, str, str], float] = defaultdict(float)
     grain = granularity(period)
-    for since, until in _windows(_floor_hour(period.start), _ceil_hour(period.end)):
+    pending = _windows(_floor_hour(period.start), _ceil_hour(period.end))[::-1]
+    while pending:
+        since, until = pending.pop()
         answer = metering.usage(
             conn,
-            UsageQuery(
-                since=since, until=until, group_by=_GROUPS, granularity=grain, limit=MAX_USAGE_ROWS
-            ),
+            UsageQuery(since=since, until=until, group_by=_GROUPS, granularity=grain, limit=limit),
         )
         if answer.truncated:
-            log.warning("metering answered %s rows or more: no GPU-hour lines", MAX_USAGE_ROWS)
-            return None
+            halves = _halves(since, until)
+            if halves is None:
+                log.warning(
+                    "metering answered over %s groups in one hour: no GPU-hour lines", limit
+                )
+                return None
+            pending += [halves[1], halves[0]]
+            continue
         for row in answer.rows:
             if row.period_start is None:  # pragma: no cover - a grained query always has one
                 raise RuntimeError("metering answered a grained query without period starts")

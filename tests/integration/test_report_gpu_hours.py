@@ -17,7 +17,8 @@ from fastapi.testclient import TestClient
 from control_plane.core.db import DbConnection
 from control_plane.core.settings import ReportSettings, Settings
 from control_plane.metering import service as metering
-from control_plane.reports import service
+from control_plane.reports import gpu_hours, service
+from control_plane.reports.models import Period
 from control_plane.reports.signing import signer_for
 from tests.integration.test_metering import HOUR, since_ever, started
 from tests.support import registration
@@ -148,3 +149,23 @@ def test_a_long_period_goes_day_by_day_and_its_first_and_last_day_differ(
     by_zone = charts["gpu_hours_by_zone"]
     assert by_zone["times"] == [(day + timedelta(days=d)).isoformat() for d in range(3)]
     assert by_zone["groups"] == {"jp": [6.0, 0.0, 0.0], "us": [0.0, 0.0, 6.0]}
+
+
+@pytest.mark.usefixtures("two_sites")
+def test_more_groups_than_one_answer_holds_are_asked_for_in_halves(
+    client: TestClient, admin: dict[str, str], conn: DbConnection, owner_conn: DbConnection
+) -> None:
+    """With room for two groups per answer, the 13-hour window of two busy servers (26
+    groups) is cut down to single hours; the sums are those of one query with room for
+    all. Two groups in one hour with room for one: no answer rather than part of one."""
+    for _ in range(2):
+        workload = _created(client, admin, "/v1/workloads", {"tenant": "research", "gpu_count": 2})
+        started(owner_conn, workload["id"], HOUR)
+    end = HOUR + timedelta(hours=13)
+    assert metering.roll_up(conn, until=end, batch_size=100).workloads == 2
+    period = Period(HOUR, end)
+    whole = gpu_hours.metered(conn, period, ["JP"])
+    assert whole is not None
+    assert len(whole.rows) == 26  # 13 hours x 2 zones
+    assert gpu_hours.metered(conn, period, ["JP"], limit=2) == whole
+    assert gpu_hours.metered(conn, period, ["JP"], limit=1) is None
