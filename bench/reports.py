@@ -179,7 +179,7 @@ def populate(url: str, nodes: int, decisions: int, days: int) -> dict[str, float
         # Registrations spread over the period, so capacity grows in it.
         conn.execute(
             "UPDATE node SET registered_at = %(start)s"
-            " + %(span)s * (row_number / count) FROM ("
+            " + %(span)s * (row_number::float8 / count) FROM ("
             "  SELECT id AS nid, row_number() OVER (ORDER BY id) - 1 AS row_number,"
             "         count(*) OVER () AS count FROM node) AS r WHERE node.id = r.nid",
             params,
