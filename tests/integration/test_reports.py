@@ -754,6 +754,16 @@ def test_a_report_not_done_is_a_409_and_an_unknown_one_404(
     assert missing.status_code == 404
 
 
+def _openssl_verify(key: Path, message: Path, signature: Path) -> subprocess.CompletedProcess[str]:
+    command = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(key), "-rawin"]
+    return subprocess.run(
+        [*command, "-in", str(message), "-sigfile", str(signature)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_the_signature_verifies_by_hand_with_openssl(
     client: TestClient, admin: dict[str, str], settings: Settings, signer: Signer, tmp_path: Path
@@ -778,55 +788,13 @@ def test_the_signature_verifies_by_hand_with_openssl(
         text=True,
     ).stdout.split()[0]
     (tmp_path / "digest").write_text(digest)
-    verified = subprocess.run(
-        [
-            "openssl",
-            "pkeyutl",
-            "-verify",
-            "-pubin",
-            "-inkey",
-            str(tmp_path / "key.pem"),
-            "-rawin",
-            "-in",
-            str(tmp_path / "digest"),
-            "-sigfile",
-            str(tmp_path / "sig"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    verified = _openssl_verify(tmp_path / "key.pem", tmp_path / "digest", tmp_path / "sig")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "Signature Verified Successfully" in verified.stdout
     # A changed file no longer verifies.
     (tmp_path / "digest").write_text("0" * 64)
-    tampered = subprocess.run(
-        [
-            "openssl",
-            "pkeyutl",
-            "-verify",
-            "-pubin",
-            "-inkey",
-            str(tmp_path / "key.pem"),
-            "-rawin",
-            "-in",
-            str(tmp_path / "digest"),
-            "-sigfile",
-            str(tmp_path / "sig"),
-        ],
-        capture_output=True,
-        text=True,
-    )
+    tampered = _openssl_verify(tmp_path / "key.pem", tmp_path / "digest", tmp_path / "sig")
     assert tampered.returncode != 0
-
-
-def _openssl_verify(key: Path, message: Path, signature: Path) -> subprocess.CompletedProcess[str]:
-    command = ["openssl", "pkeyutl", "-verify", "-pubin", "-inkey", str(key), "-rawin"]
-    return subprocess.run(
-        [*command, "-in", str(message), "-sigfile", str(signature)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
