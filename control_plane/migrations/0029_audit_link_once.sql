@@ -3,8 +3,8 @@
 --
 -- Until now `audit_chain_pending` (0010, 0026) did the whole append once per event: a
 -- single-row INSERT into `audit_event` and a single-row DELETE from `audit_pending`, each
--- with its own executor start, under the writer lock. For a batch of 1,000 that was most
--- of the time the lock was held.
+-- with its own executor start, under the writer lock. Committing a batch of 1,000 took
+-- a median of 37 ms so, and takes 22 ms linked at once (docs/benchmarks.md).
 --
 -- Now the first call of a transaction's commit does it for every event of the
 -- transaction: it takes the writer lock, reads the head (after the lock, with a fresh
@@ -25,7 +25,9 @@
 -- recorded afterwards (another deferred trigger that records at commit, or after `SET
 -- CONSTRAINTS ... IMMEDIATE`) get larger `id`s, so a row outside the range has not been
 -- linked and starts a new walk from the end of the range (or from itself, were it below
--- it): whatever fires when, each row is linked exactly once.
+-- it): whatever fires when, each row is linked exactly once. A savepoint rolled back
+-- after a walk inside it undoes the walk whole: the events it appended, the rows it
+-- deleted, the setting; PostgreSQL fires those rows' trigger events again.
 --
 -- A new walk reads the head from `audit_event` again, so the head cached in
 -- `sovereign.audit_head` since 0026 is no longer read: no value the caller can set decides
