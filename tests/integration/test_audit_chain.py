@@ -401,3 +401,17 @@ def test_events_linked_early_in_a_rolled_back_savepoint_are_linked_again_at_comm
     assert [e.seq for e in events] == list(range(1, 8))
     assert audit.verify_chain(conn).ok
     assert owner_conn.execute("SELECT count(*) AS n FROM audit_pending").fetchone() == {"n": 0}
+
+
+def test_a_transaction_of_more_events_than_one_walk_takes_links_them_all(
+    conn: DbConnection, owner_conn: DbConnection
+) -> None:
+    """The trigger walks 10,000 pending rows at a time; the chunks join without a seam."""
+    changes = quota_changes("big", 10_050)
+    with conn.transaction():
+        record_changes(conn, ACTOR, changes)
+    events = audit.list_events(conn, limit=20_000).items
+    assert [e.object_id for e in events] == [c.object_id for c in changes]
+    assert [e.seq for e in events] == list(range(1, 10_051))
+    assert audit.verify_chain(conn).ok
+    assert owner_conn.execute("SELECT count(*) AS n FROM audit_pending").fetchone() == {"n": 0}
