@@ -14,9 +14,9 @@ services do, as the application role, and drops the database at the end. Timed:
     What one API write costs the log: one ``record_change`` and the commit (the chain
     trigger under the writer lock, then the WAL flush).
 ``record_changes, N per transaction``
-    A sweep's batch: ``core.audit_log.record_changes`` queues N events with one pipelined
-    ``executemany``; the trigger links them at commit, reading the head once per
-    transaction (migration 0026). The 20,000 events/s goal is about this.
+    A sweep's batch: ``core.audit_log.record_changes`` queues N events with one ``COPY``;
+    the trigger links them all in one call at commit (migration 0029). The 20,000
+    events/s goal is about this.
 ``... W writers``
     The same batches from W threads with a connection each: recording runs side by side,
     linking is serialized by the chain's lock.

@@ -143,6 +143,26 @@ def _insert_pending() -> LiteralString:
     return load_queries("control_plane.core", "audit_log.sql")["insert_pending"]
 
 
+def _copy_pending() -> LiteralString:
+    return load_queries("control_plane.core", "audit_log.sql")["copy_pending"]
+
+
+#: The columns of ``copy_pending``, in its order.
+_PENDING_COLUMNS = (
+    "occurred_at",
+    "actor_id",
+    "actor_name",
+    "request_id",
+    "action",
+    "object_type",
+    "object_id",
+    "before",
+    "after",
+    "hash_head",
+    "hash_tail",
+)
+
+
 def _snapshot(model: BaseModel | None) -> str | None:
     """A model as the canonical JSON text the event stores and hashes (None for nothing)."""
     return None if model is None else _canonical(model.model_dump(mode="json"))
@@ -230,22 +250,26 @@ def record_changes(conn: DbConnection, ctx: AuditContext, changes: Sequence[Chan
     """Record a batch of changes, in order, inside the caller's open transaction.
 
     The same events as ``record_change`` once per change (same checks, same snapshots,
-    same chain), queued with one pipelined ``executemany`` instead of a round trip each:
-    for sweeps that change many objects in one transaction. They join the chain at commit,
-    in the order given.
+    same chain), queued with one ``COPY`` instead of a statement each: for sweeps that
+    change many objects in one transaction. They join the chain at commit, in the order
+    given, all linked by one call of the chain trigger (migration 0029).
     """
     _require_transaction(conn)
-    rows = []
+    rows: list[tuple[Any, ...]] = []
     for change in changes:
         before, after = change.before, change.after
         check_snapshot(change.action, "before", None if before is None else type(before).__name__)
         check_snapshot(change.action, "after", None if after is None else type(after).__name__)
-        rows.append(
-            _pending_row(ctx, change.action, change.object_id, _snapshot(before), _snapshot(after))
+        fields = _pending_row(
+            ctx, change.action, change.object_id, _snapshot(before), _snapshot(after)
         )
+        rows.append(tuple(fields[name] for name in _PENDING_COLUMNS))
     if rows:
-        with conn.cursor() as cursor:
-            cursor.executemany(_insert_pending(), rows)
+        # COPY: one statement for the batch; an INSERT each (even pipelined) started the
+        # executor once per row, about 12 µs of the ~30 µs a queued event cost here.
+        with conn.cursor() as cursor, cursor.copy(_copy_pending()) as copy:
+            for row in rows:
+                copy.write_row(row)
 
 
 class AuditedChange:
