@@ -1,5 +1,5 @@
 -- Metering: a workload metered up to its lease's end is not picked again (docs/metering.md).
--- depends: 0028_reports
+-- depends: 0029_audit_link_once
 --
 -- A workload whose lease has lapsed but that the lease sweep has not yet marked expired
 -- stays open (the lease may still be renewed), metered up to the lease's end. The
