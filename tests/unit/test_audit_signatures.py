@@ -253,3 +253,24 @@ def test_the_parallel_walk_joins_its_parts_and_refuses_a_broken_link(tmp_path: P
     path.write_bytes(b"".join(line + b"\n" for line in lines))
     _, intact = walk_parallel(path, GENESIS_HASH, 1, CheckpointHeads([head]), 4)
     assert not intact
+
+
+@pytest.mark.parametrize("block", [7, 100, 1 << 20])
+def test_a_part_read_in_blocks_gives_every_line_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, block: int
+) -> None:
+    """Lines cut by the blocks a worker reads are put back together: the walk of each part
+    (blocks of 7 bytes cut every line) finds what one walk of the whole file finds."""
+    from control_plane.audit import bundle
+    from control_plane.audit.verification import CheckpointHeads
+
+    monkeypatch.setattr(bundle, "_BLOCK", block)
+    lines = _lines(25)
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    assert list(bundle._part_lines(path, 0, path.stat().st_size)) == lines
+    cuts = bundle._ranges(path, 3)
+    assert [line for a, b in cuts for line in bundle._part_lines(path, a, b)] == lines
+    last = hashlib.sha256(lines[-1]).hexdigest()
+    head = Statement(1, 25, last, STATEMENT.signed_at, "0" * 64, STATEMENT.key_fingerprint)
+    assert bundle.walk_parallel(path, GENESIS_HASH, 1, CheckpointHeads([head]), 3) == (25, True)
