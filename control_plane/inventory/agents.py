@@ -25,7 +25,14 @@ from agents import protocol
 from control_plane.access import repository as access_repository
 from control_plane.access import service as access
 from control_plane.access.models import IssuedToken, Principal, Role
-from control_plane.core.audit_log import AuditContext, audited, record_change, transaction
+from control_plane.core.audit_log import (
+    AuditContext,
+    Change,
+    audited,
+    record_change,
+    record_changes,
+    transaction,
+)
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, InvalidInputError, PermissionDeniedError
 from control_plane.domain.audit import AuditAction
@@ -446,15 +453,20 @@ def mark_stale_nodes_offline(
     reason = f"missed {MISSED_HEARTBEATS_OFFLINE} heartbeats ({threshold} s without one)"
     with transaction(conn):
         stale = repository.mark_stale_nodes_offline(conn, threshold, batch_size)
-        for node in stale:
-            record_change(
-                conn,
-                ctx,
-                AuditAction.NODE_OFFLINE,
-                str(node.id),
-                before=NodeLastSeen(
-                    status=NodeStatus.ACTIVE, last_heartbeat_at=node.last_heartbeat_at
-                ),
-                after=NodeOffline(status=NodeStatus.OFFLINE, reason=reason),
-            )
+        # One batch for the sweep: one COPY instead of a statement per event.
+        record_changes(
+            conn,
+            ctx,
+            [
+                Change(
+                    AuditAction.NODE_OFFLINE,
+                    str(node.id),
+                    before=NodeLastSeen(
+                        status=NodeStatus.ACTIVE, last_heartbeat_at=node.last_heartbeat_at
+                    ),
+                    after=NodeOffline(status=NodeStatus.OFFLINE, reason=reason),
+                )
+                for node in stale
+            ],
+        )
     return len(stale)

@@ -37,7 +37,13 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID, uuid4
 
-from control_plane.core.audit_log import AuditContext, audited, record_change, transaction
+from control_plane.core.audit_log import (
+    AuditContext,
+    Change,
+    audited,
+    record_changes,
+    transaction,
+)
 from control_plane.core.db import DbConnection
 from control_plane.core.errors import ConflictError, NotFoundError
 from control_plane.core.filters import check_references
@@ -535,23 +541,28 @@ def expire_leases(conn: DbConnection, ctx: AuditContext, *, batch_size: int) -> 
         if expired:
             freed = repository.delete_reservations(conn, [found.id for found in expired])
             removed.update(_forget_missing(conn, [found.node_id for found in expired], freed))
-        for found in expired:
-            record_change(
-                conn,
-                ctx,
-                AuditAction.WORKLOAD_EXPIRED,
-                str(found.id),
-                before=WorkloadHolding(
-                    status=WorkloadStatus.ADMITTED,
-                    node_id=found.node_id,
-                    gpu_uuids=found.gpu_uuids,
-                    lease_expires_at=found.lease_expires_at,
-                ),
-                after=WorkloadExpired(
-                    status=WorkloadStatus.EXPIRED,
-                    ended_at=found.ended_at,
-                    reason="lease not renewed",
-                    removed_gpu_uuids=sorted(removed.intersection(found.gpu_uuids)),
-                ),
-            )
+        # One batch for the sweep: one COPY instead of a statement per event.
+        record_changes(
+            conn,
+            ctx,
+            [
+                Change(
+                    AuditAction.WORKLOAD_EXPIRED,
+                    str(found.id),
+                    before=WorkloadHolding(
+                        status=WorkloadStatus.ADMITTED,
+                        node_id=found.node_id,
+                        gpu_uuids=found.gpu_uuids,
+                        lease_expires_at=found.lease_expires_at,
+                    ),
+                    after=WorkloadExpired(
+                        status=WorkloadStatus.EXPIRED,
+                        ended_at=found.ended_at,
+                        reason="lease not renewed",
+                        removed_gpu_uuids=sorted(removed.intersection(found.gpu_uuids)),
+                    ),
+                )
+                for found in expired
+            ],
+        )
     return len(expired)
