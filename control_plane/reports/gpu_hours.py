@@ -111,6 +111,12 @@ def metered(
     A window whose answer would hold more than ``limit`` groups is asked for again in two
     halves, down to one hour; only an hour with more groups than that gives no answer.
     """
+    # Nothing is metered after now: a period that runs into the future (up to 9999, which
+    # the API allows) is cut at now, or its hours and days would be asked for and charted.
+    end = min(period.end, max(period.start, datetime.now(UTC)))
+    if end <= period.start:
+        return GpuHours([], [])
+    period = Period(period.start, end)
     totals: dict[tuple[datetime, str | None, str | None, str, str], float] = defaultdict(float)
     grain = granularity(period)
     pending = _windows(_floor_hour(period.start), _ceil_hour(period.end))[::-1]

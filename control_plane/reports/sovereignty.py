@@ -171,8 +171,11 @@ def _gpu_hours_headline(hours: GpuHours | None) -> list[Headline]:
             ),
         ]
     whole = _gpu_hour_shares(hours.rows)
-    first = _gpu_hour_shares(r for r in hours.rows if r.bucket == hours.buckets[0])
-    last = _gpu_hour_shares(r for r in hours.rows if r.bucket == hours.buckets[-1])
+    first_bucket, last_bucket = (
+        (hours.buckets[0], hours.buckets[-1]) if hours.buckets else (None, None)
+    )
+    first = _gpu_hour_shares(r for r in hours.rows if r.bucket == first_bucket)
+    last = _gpu_hour_shares(r for r in hours.rows if r.bucket == last_bucket)
 
     def line(measure: str, text: str) -> Headline:
         start, end = first.get(measure), last.get(measure)

@@ -6,7 +6,7 @@ the real roll-up; the report of those three hours must say, by hand: 12 GPU-hour
 in the company's own zones, half on servers of each origin, all of declared provenance.
 """
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -169,3 +169,26 @@ def test_more_groups_than_one_answer_holds_are_asked_for_in_halves(
     assert len(whole.rows) == 26  # 13 hours x 2 zones
     assert gpu_hours.metered(conn, period, ["JP"], limit=2) == whole
     assert gpu_hours.metered(conn, period, ["JP"], limit=1) is None
+
+
+@pytest.mark.usefixtures("two_sites")
+def test_a_period_into_the_future_is_metered_up_to_now_only(
+    client: TestClient, admin: dict[str, str], settings: Settings
+) -> None:
+    """The API allows periods up to 9999: the GPU-hours stop at now (no day of the next
+    eight thousand years is asked for or charted), and a period wholly ahead has none."""
+    now = datetime.now(UTC)
+    document = _sovereignty(client, admin, settings, HOUR, datetime(9999, 1, 1, tzinfo=UTC))
+    [chart] = [c for c in document["charts"] if c["name"] == "gpu_hours_by_zone"]
+    assert datetime.fromisoformat(chart["times"][-1]) <= now
+    ahead = _sovereignty(
+        client, admin, settings, now + timedelta(days=1), datetime(9999, 1, 1, tzinfo=UTC)
+    )
+    lines = {line["measure"]: line for line in ahead["headline"]}
+    own = lines["gpu_hours_own_zones"]
+    assert (own["at_start"], own["at_end"], own["whole_period"], own["unavailable"]) == (
+        None,
+        None,
+        None,
+        None,
+    )
