@@ -209,14 +209,18 @@ _CAPACITY_COLUMNS = (
 )
 
 
+def _add(cell: list[int], row: CapacityRow) -> None:
+    """Add a row's servers, GPUs and GPU memory to a table cell of the three."""
+    cell[0] += row.servers
+    cell[1] += row.gpus
+    cell[2] += row.gpu_memory_bytes
+
+
 def _by_origin(rows: list[CapacityRow]) -> ReportTable:
     totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0, 0])
     for row in rows:
         for component, attribute in COMPONENT_FIELDS:
-            cell = totals[(component, getattr(row, attribute))]
-            cell[0] += row.servers
-            cell[1] += row.gpus
-            cell[2] += row.gpu_memory_bytes
+            _add(totals[(component, getattr(row, attribute))], row)
     return ReportTable(
         "capacity_by_origin",
         "Capacity by country of origin",
@@ -230,10 +234,7 @@ def _by_origin(rows: list[CapacityRow]) -> ReportTable:
 def _by_zone(rows: list[CapacityRow]) -> ReportTable:
     totals: dict[tuple[str, str, bool], list[int]] = defaultdict(lambda: [0, 0, 0])
     for row in rows:
-        cell = totals[(row.zone or "(none)", row.zone_country or "", row.own)]
-        cell[0] += row.servers
-        cell[1] += row.gpus
-        cell[2] += row.gpu_memory_bytes
+        _add(totals[(row.zone or "(none)", row.zone_country or "", row.own)], row)
     return ReportTable(
         "capacity_by_zone",
         "Capacity by zone",
@@ -252,10 +253,7 @@ def _by_zone(rows: list[CapacityRow]) -> ReportTable:
 def _provenance(rows: list[CapacityRow]) -> ReportTable:
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for row in rows:
-        cell = totals[row.provenance_status]
-        cell[0] += row.servers
-        cell[1] += row.gpus
-        cell[2] += row.gpu_memory_bytes
+        _add(totals[row.provenance_status], row)
     return ReportTable(
         "provenance",
         "Provenance",
