@@ -219,7 +219,21 @@ class FleetCache:
         Reads the generation (one row); rebuilds the snapshot when it moved, and reloads
         the reservations when the belief is older than ``resync_seconds``.
         """
-        generation = fleet_generation(conn)
+        occupancy = self._of_generation(conn, fleet_generation(conn))
+        if self.clock() - occupancy.loaded_at > self._resync_seconds:
+            occupancy = self.resync(conn, occupancy)
+        return occupancy
+
+    def snapshot(self, conn: DbConnection) -> FleetSnapshot:
+        """The snapshot of the fleet's current generation (``facts.fleet.SnapshotSource``).
+
+        Its callers (the admission webhooks, compliance, what-if) book nothing, so the
+        bookings are not reloaded for them: a webhook review never waits for that read.
+        """
+        return self._of_generation(conn, fleet_generation(conn)).snapshot
+
+    def _of_generation(self, conn: DbConnection, generation: int) -> Occupancy:
+        """The occupancy, over a snapshot rebuilt first if ``generation`` is newer."""
         occupancy = self._occupancy
         if occupancy is None or occupancy.snapshot.generation < generation:
             with self._rebuild:
@@ -230,13 +244,7 @@ class FleetCache:
                     with self._lock:
                         occupancy = Occupancy(snapshot, reserved | self._claimed, self.clock())
                         self._occupancy = occupancy
-        if self.clock() - occupancy.loaded_at > self._resync_seconds:
-            occupancy = self.resync(conn, occupancy)
         return occupancy
-
-    def snapshot(self, conn: DbConnection) -> FleetSnapshot:
-        """The snapshot of the fleet's current generation (``facts.fleet.SnapshotSource``)."""
-        return self.current(conn).snapshot
 
     def resync(self, conn: DbConnection, occupancy: Occupancy) -> Occupancy:
         """Reload which GPUs are booked from the database; the snapshot stays."""
