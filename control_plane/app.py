@@ -19,6 +19,8 @@ import control_plane
 from control_plane.access.http import FailedLogins
 from control_plane.admission.api import router as admission_router
 from control_plane.audit.api import router as audit_router
+from control_plane.cluster.api import router as cluster_router
+from control_plane.cluster.metrics import LabelSyncCollector
 from control_plane.compliance.api import router as compliance_router
 from control_plane.compliance.metrics import ComplianceCollector
 from control_plane.core.db import DbConnection, create_pool
@@ -146,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = ApiMetrics(registry)
     registry.register(FleetCollector(probe_connection))
     registry.register(ComplianceCollector(probe_connection))
+    registry.register(LabelSyncCollector(probe_connection))
 
     # Outermost last: the request id is set before the metrics middleware times the rest.
     app.add_middleware(HttpMetricsMiddleware, metrics=metrics)
@@ -173,6 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audit_router)
     app.include_router(reports_router)
     app.include_router(metering_router)
+    app.include_router(cluster_router)
     document_errors(app)
     return app
 

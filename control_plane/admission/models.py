@@ -19,6 +19,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from control_plane.domain.decisions import DecisionOutcome, EnforcementPoint
+from control_plane.domain.kubernetes import NodeLabelChange
 from control_plane.domain.types import Input, Labels, Slug
 from control_plane.facts.workloads import AssetNames
 from control_plane.policy.models import ExplanationPublic, ReasonPublic
@@ -392,14 +393,6 @@ class PodDecided(PodDecisionPublic):
 
     point: EnforcementPoint
     caller: WebhookCaller
-
-
-class NodeLabelChange(BaseModel):
-    """One ``sovereign.io/*`` label a refused Node update would have changed (None: absent)."""
-
-    key: str
-    old: str | None
-    new: str | None
 
 
 class NodeLabelChangeDenied(BaseModel):

@@ -44,7 +44,6 @@ from control_plane.admission.models import (
     AdmissionRequest,
     AdmissionResponse,
     AdmissionStatus,
-    NodeLabelChange,
     NodeLabelChangeDenied,
     Operation,
     PodDecided,
@@ -59,7 +58,7 @@ from control_plane.core.errors import InvalidInputError
 from control_plane.core.settings import AdmissionSettings
 from control_plane.domain.audit import AuditAction
 from control_plane.domain.decisions import DecisionOutcome, EnforcementAction, EnforcementPoint
-from control_plane.domain.kubernetes import LABEL_PREFIX
+from control_plane.domain.kubernetes import LABEL_PREFIX, NodeLabelChange
 from control_plane.facts.fleet import SnapshotSource
 from control_plane.facts.workloads import WorkloadRequest, workload_view
 from control_plane.policy.engine import DecisionCache, decide_with_mask

@@ -21,6 +21,7 @@ import control_plane
 from control_plane.cli import (
     assets,
     audit,
+    cluster,
     compliance,
     demo,
     destinations,
@@ -52,6 +53,7 @@ for sub_app, name in [
     (policies.app, "policies"),
     (workloads.app, "workloads"),
     (compliance.app, "compliance"),
+    (cluster.app, "cluster"),
     (provenance.app, "provenance"),
     (audit.app, "audit"),
     (reports.app, "reports"),

@@ -9,8 +9,10 @@ pod sweep judges pods by too. Which labels it should carry is
 (``active`` and not drifted, which implies its location was confirmed), none at all for
 any other node (planned, maintenance, offline, quarantined), so the webhook's affinity
 and a pod's own zone affinity never land a pod there. A Node the inventory does not know
-(or knows twice by that name) is reported, in the log and the returned ``SyncReport``,
-and gets no labels of ours; any it still has (a decommissioned node's) are removed.
+(or knows twice by that name) is reported (the log; the stored report that
+``GET /v1/cluster/label-sync`` and the metric ``sovereign_kubernetes_unknown_nodes``
+read) and gets no labels of ours; any it still has (a decommissioned node's) are removed.
+Every change the sync makes to a Node's labels is audited.
 
 Idempotent: a Node whose labels are already right is not patched, so a second run sends no
 request but the listing. Each patch is a strategic merge patch of just the labels that
@@ -22,14 +24,24 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from control_plane.cluster.models import UNKNOWN_SAMPLE, SyncReport
+from control_plane.cluster import repository
+from control_plane.cluster.models import (
+    UNKNOWN_SAMPLE,
+    LabelSyncStatus,
+    NodeLabelsSynced,
+    SyncReport,
+)
+from control_plane.core.audit_log import AuditContext, Change, record_changes, transaction
 from control_plane.core.db import DbConnection
 from control_plane.core.kube import reaching_cluster
+from control_plane.core.settings import KubernetesSettings
+from control_plane.domain.audit import AuditAction
 from control_plane.domain.fleet import placeable
 from control_plane.domain.kubernetes import (
     IN_ZONE_PREFIX,
     IN_ZONE_VALUE,
     LABEL_PREFIX,
+    NodeLabelChange,
     in_zone_label,
     node_labels,
 )
@@ -109,22 +121,44 @@ def _kubernetes_nodes(
             return
 
 
-def sync_node_labels(conn: DbConnection, api: "ApiClient", *, timeout_seconds: float) -> SyncReport:
+def sync_node_labels(
+    conn: DbConnection, ctx: AuditContext, api: "ApiClient", *, timeout_seconds: float
+) -> SyncReport:
     """Bring every Node's ``sovereign.io/*`` labels in line with the inventory.
 
-    Raises ``ClusterUnavailableError`` when the API server is down, slow or answers 5xx
-    (the task retries); a Node deleted between the listing and its patch is skipped.
+    Each Node whose labels were changed is audited (``kubernetes_node.labels_synced``, as
+    ``ctx``) and the run's report replaces the stored one, in one transaction after the
+    last patch. A run the API server breaks off (``ClusterUnavailableError``: down, slow,
+    5xx; the task retries) still records the patches it made, and keeps the last complete
+    report. A Node deleted between the listing and its patch is skipped.
     """
     from kubernetes.client import CoreV1Api
-    from kubernetes.client.exceptions import ApiException
 
     index = load_snapshot(conn).index
     by_name = by_kubernetes_name(index.nodes, kubernetes_node_names(conn))
     # The read transaction is done; the API calls below must not hold it open.
     conn.commit()
 
-    core = CoreV1Api(api)
     report = SyncReport()
+    try:
+        _sync(CoreV1Api(api), index, by_name, report, timeout_seconds)
+    except Exception:
+        _record(conn, ctx, report, complete=False)
+        raise
+    _record(conn, ctx, report, complete=True)
+    return report
+
+
+def _sync(
+    core: "CoreV1Api",
+    index: NodeIndex,
+    by_name: Mapping[str, list[NodeView]],
+    report: SyncReport,
+    timeout_seconds: float,
+) -> None:
+    """List the Nodes and patch those whose labels differ, counting into ``report``."""
+    from kubernetes.client.exceptions import ApiException
+
     for name, current in _kubernetes_nodes(core, timeout_seconds):
         report.nodes_seen += 1
         matches = by_name.get(name.lower(), [])
@@ -156,5 +190,40 @@ def sync_node_labels(conn: DbConnection, api: "ApiClient", *, timeout_seconds: f
                 continue
             raise
         report.patched += 1
+        report.synced.append(
+            NodeLabelsSynced(
+                node=name,
+                node_id=matches[0].id if len(matches) == 1 else None,
+                changes=[
+                    NodeLabelChange(key=key, old=current.get(key), new=value)
+                    for key, value in sorted(changes.items())
+                ],
+            )
+        )
         log.info("Kubernetes node %s: labels %s", name, changes)
-    return report
+
+
+def _record(conn: DbConnection, ctx: AuditContext, report: SyncReport, *, complete: bool) -> None:
+    """Audit the patches ``report`` made and, for a ``complete`` run, store it."""
+    if not complete and not report.synced:
+        return
+    with transaction(conn):
+        record_changes(
+            conn,
+            ctx,
+            [
+                Change(AuditAction.KUBERNETES_NODE_LABELS_SYNCED, synced.node, after=synced)
+                for synced in report.synced
+            ],
+        )
+        if complete:
+            repository.save_report(conn, report)
+
+
+def sync_status(conn: DbConnection, settings: KubernetesSettings) -> LabelSyncStatus:
+    """Whether the sync runs here, how often, and the latest run's report."""
+    return LabelSyncStatus(
+        enabled=settings.label_sync_enabled,
+        interval_seconds=settings.label_sync_seconds,
+        last_run=repository.last_report(conn),
+    )

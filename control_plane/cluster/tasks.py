@@ -12,11 +12,14 @@ from typing import Any
 from celery import Celery
 
 from control_plane.cluster import service
+from control_plane.core.audit_log import AuditContext
 from control_plane.core.db import connect
 from control_plane.core.kube import ClusterUnavailableError, api_client
 from control_plane.core.settings import Settings
 
 SYNC_LABELS_TASK = "cluster.sync_node_labels"
+#: Who the audit log says changed a Node's labels.
+LABEL_SYNC_ACTOR = AuditContext(actor_id="system:label-sync", actor_name="node label sync")
 #: Retries of one run while the API server is unreachable; beat starts a fresh run anyway.
 SYNC_RETRIES = 3
 
@@ -44,7 +47,9 @@ def register(app: Celery, settings: Settings) -> None:
         changed; the fleet is read once, as the admission webhooks read it.
         """
         with api_client(kubernetes) as api, connect(settings.database_url) as conn:
-            report = service.sync_node_labels(conn, api, timeout_seconds=kubernetes.timeout_seconds)
+            report = service.sync_node_labels(
+                conn, LABEL_SYNC_ACTOR, api, timeout_seconds=kubernetes.timeout_seconds
+            )
         return report.to_json()
 
     if kubernetes.label_sync_enabled:

@@ -86,6 +86,7 @@ class AuditAction(StrEnum):
     POD_EVICTED = "pod.evicted"
     POD_EVICTION_BLOCKED = "pod.eviction_blocked"
     KUBERNETES_NODE_LABEL_CHANGE_DENIED = "kubernetes_node.label_change_denied"
+    KUBERNETES_NODE_LABELS_SYNCED = "kubernetes_node.labels_synced"
     COMPLIANCE_EVALUATED = "compliance.evaluated"
     AUDIT_SIGNING_KEY_ROTATED = "audit.signing_key_rotated"
     REPORT_REQUESTED = "report.requested"
@@ -479,6 +480,19 @@ AUDIT_ACTIONS: Mapping[AuditAction, ActionRecord] = {
             "the attempt: `node`, `operation`, `username`, the review's uid and each protected"
             " label's `key`, `old` and `new` value (null: absent)",
             "NodeLabelChangeDenied",
+        ),
+    ),
+    AuditAction.KUBERNETES_NODE_LABELS_SYNCED: ActionRecord(
+        AuditObjectType.KUBERNETES_NODE,
+        "the node label sync changed a Kubernetes Node's `sovereign.io/*` labels (recorded"
+        " after the patch succeeded, with the run's report); the object id is the Node's"
+        " name",
+        NOTHING,
+        _side(
+            "the `node`, the inventory `node_id` it was matched to (null for a Node the"
+            " inventory does not know, whose labels were removed) and each label's `key`,"
+            " `old` and `new` value (null: absent)",
+            "NodeLabelsSynced",
         ),
     ),
     AuditAction.COMPLIANCE_EVALUATED: ActionRecord(

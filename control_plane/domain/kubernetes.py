@@ -19,6 +19,8 @@ Which nodes carry them at all (only those anything may be placed on) is the sync
 The annotations are docs/kubernetes.md's "Declaring a workload's data and models".
 """
 
+from pydantic import BaseModel
+
 #: Every label of the control plane's own starts with this; only its user may change them.
 LABEL_PREFIX = "sovereign.io/"
 NODE_ID_LABEL = "sovereign.io/node-id"
@@ -70,3 +72,15 @@ MIG_PROFILE = "sovereign.io/mig-profile"
 #: What the mutating webhook sets: the stored decision, and the policy set it was taken under.
 DECISION_ID = "sovereign.io/decision-id"
 POLICY_SET_VERSION = "sovereign.io/policy-set-version"
+
+
+class NodeLabelChange(BaseModel):
+    """One ``sovereign.io/*`` label of a Node, before and after a change (None: absent).
+
+    The audit log's word for it, whether the label sync made the change or the node
+    protection refused it.
+    """
+
+    key: str
+    old: str | None
+    new: str | None

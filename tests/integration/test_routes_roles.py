@@ -343,6 +343,7 @@ CASES = [
     Case("GET", "/v1/reports/{report_id}", frozenset({A, U}), 200),
     Case("GET", "/v1/reports/{report_id}/download", frozenset({A, U}), 200),
     Case("GET", "/v1/usage", frozenset({A, U}), 200),
+    Case("GET", "/v1/cluster/label-sync", READERS, 200),
 ]
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics")}
 #: The admission webhooks: the kube-apiserver calls them with no bearer token, so no role

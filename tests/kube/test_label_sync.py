@@ -8,7 +8,7 @@ uniquely and asserts only on them.
 
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +17,12 @@ from celery import Celery
 from fastapi.testclient import TestClient
 from kubernetes import client
 
+from control_plane.access.models import Role
+from control_plane.audit import service as audit
+from control_plane.audit.models import AuditEventPublic
 from control_plane.cluster import service
 from control_plane.cluster.models import SyncReport
-from control_plane.cluster.tasks import SYNC_LABELS_TASK, register
+from control_plane.cluster.tasks import LABEL_SYNC_ACTOR, SYNC_LABELS_TASK, register
 from control_plane.core.db import DbConnection
 from control_plane.core.kube import ClusterUnavailableError, api_client
 from control_plane.core.settings import KubernetesSettings, Settings
@@ -140,7 +143,16 @@ def register_node(client_: TestClient, admin: dict[str, str], hostname: str, **b
 
 def sync(conn: DbConnection, settings: KubernetesSettings) -> SyncReport:
     with api_client(settings) as api:
-        return service.sync_node_labels(conn, api, timeout_seconds=settings.timeout_seconds)
+        return service.sync_node_labels(
+            conn, LABEL_SYNC_ACTOR, api, timeout_seconds=settings.timeout_seconds
+        )
+
+
+def synced_events(conn: DbConnection, name: str) -> list[AuditEventPublic]:
+    """The audit events of the label sync's changes to Node ``name``, oldest first."""
+    return audit.list_events(
+        conn, object_type="kubernetes_node", object_id=name, action="kubernetes_node.labels_synced"
+    ).items
 
 
 def test_an_active_node_gets_its_labels_and_its_ancestor_zones(
@@ -171,6 +183,15 @@ def test_an_active_node_gets_its_labels_and_its_ancestor_zones(
     }
     assert report.patched >= 1
     assert name not in report.unknown
+    # The change is evidence: which Node, matched to which inventory node, each label.
+    [event] = synced_events(conn, name)
+    assert (event.actor_id, event.actor_name) == ("system:label-sync", "node label sync")
+    assert event.after is not None
+    assert event.after["node"] == name
+    assert event.after["node_id"] == node_id
+    assert {change["key"]: (change["old"], change["new"]) for change in event.after["changes"]} == {
+        key: (None, value) for key, value in labels.items() if key.startswith("sovereign.io/")
+    }
 
 
 def test_stale_labels_of_ours_go_and_foreign_ones_stay(
@@ -230,6 +251,51 @@ def test_a_node_the_inventory_lacks_is_reported_not_labelled(
     assert report.unknown_count >= 1
     assert labels_of(admin_core, name) == {"team": "ml"}
     assert any(name in record.getMessage() for record in caplog.records)
+    # The removal of the stranger's label is audited, matched to no inventory node.
+    [event] = synced_events(conn, name)
+    assert event.after == {
+        "node": name,
+        "node_id": None,
+        "changes": [{"key": "sovereign.io/zone", "old": "jp", "new": None}],
+    }
+
+
+def test_the_latest_report_is_kept_for_admins_auditors_and_prometheus(
+    conn: DbConnection,
+    client: TestClient,
+    make_token: Callable[[Role], str],
+    zone_tree: None,
+    admin_core: client.CoreV1Api,
+    worker_settings: KubernetesSettings,
+) -> None:
+    auditor = {"Authorization": f"Bearer {make_token(Role.AUDITOR)}"}
+    before = client.get("/v1/cluster/label-sync", headers=auditor)
+    assert before.status_code == 200, before.text
+    assert before.json()["last_run"] is None
+    name = unique("stranger")
+    make_kube_node(admin_core, name, {})
+
+    report = sync(conn, worker_settings)
+
+    answer = client.get("/v1/cluster/label-sync", headers=auditor)
+    assert answer.status_code == 200, answer.text
+    run = answer.json()["last_run"]
+    assert name in run["unknown"]
+    assert {key: run[key] for key in ("nodes_seen", "patched", "unchanged", "unknown_count")} == {
+        "nodes_seen": report.nodes_seen,
+        "patched": report.patched,
+        "unchanged": report.unchanged,
+        "unknown_count": report.unknown_count,
+    }
+    metrics = client.get("/metrics").text
+    assert f"sovereign_kubernetes_unknown_nodes {float(report.unknown_count)}" in metrics
+
+    # The next run's report replaces it: the Node is gone, so is the name.
+    admin_core.delete_node(name)
+    sync(conn, worker_settings)
+    again = client.get("/v1/cluster/label-sync", headers=auditor).json()["last_run"]
+    assert name not in again["unknown"]
+    assert again["finished_at"] > run["finished_at"]
 
 
 def test_a_node_not_placeable_loses_our_labels(
@@ -278,6 +344,7 @@ def test_a_second_run_sends_no_patch(
     assert again.patched == 0
     assert again.unchanged == again.nodes_seen
     assert resource_version(admin_core, name) == version
+    assert len(synced_events(conn, name)) == 1  # the first run's; nothing changed since
 
 
 def down_kubeconfig(cluster: Cluster, directory: Path) -> Path:
