@@ -33,8 +33,10 @@ from tests.support import bearer, registration
 
 pytestmark = pytest.mark.integration
 
-#: An hour boundary three days ago: the tests' clock starts here.
-HOUR = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=3)
+#: 10:00 UTC three days ago: the tests' clock starts here. A fixed morning hour, so the few
+#: hours a test meters after it fall in one UTC day whenever the suite runs (the hour of
+#: the run itself put them across midnight from 22:00 on, and day totals came out short).
+HOUR = (datetime.now(UTC) - timedelta(days=3)).replace(hour=10, minute=0, second=0, microsecond=0)
 A100 = "NVIDIA A100-SXM4-80GB"
 
 
