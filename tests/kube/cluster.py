@@ -61,6 +61,8 @@ USERS = {
     "worker": User(WORKER_USER, "worker-token", ("system:serviceaccounts",)),
     # An ordinary user allowed everything by RBAC, so only Sovereign's webhooks stop her.
     "alice": User("alice", "alice-token", ("system:masters",)),
+    # A user with only the rights a test gives him (patching some Nodes and not others).
+    "bob": User("bob", "bob-token", ("sovereign-tests",)),
 }
 
 

@@ -9,6 +9,7 @@ uniquely and asserts only on them.
 import logging
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,12 @@ import pytest
 from celery import Celery
 from fastapi.testclient import TestClient
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from control_plane.access.models import Role
 from control_plane.audit import service as audit
 from control_plane.audit.models import AuditEventPublic
-from control_plane.cluster import service
+from control_plane.cluster import repository, service
 from control_plane.cluster.models import SyncReport
 from control_plane.cluster.tasks import LABEL_SYNC_ACTOR, SYNC_LABELS_TASK, register
 from control_plane.core.db import DbConnection
@@ -345,6 +347,75 @@ def test_a_second_run_sends_no_patch(
     assert again.unchanged == again.nodes_seen
     assert resource_version(admin_core, name) == version
     assert len(synced_events(conn, name)) == 1  # the first run's; nothing changed since
+
+
+@contextmanager
+def patching_only(cluster: Cluster, user: str, nodes: list[str]) -> Iterator[None]:
+    """``user`` may list every Node but patch only ``nodes`` (RBAC ``resourceNames``)."""
+    role = f"label-sync-{uuid.uuid4().hex[:8]}"
+    with api_client(KubernetesSettings(kubeconfig=cluster.kubeconfig("admin"))) as api:
+        rbac = client.RbacAuthorizationV1Api(api)
+        rbac.create_cluster_role(
+            client.V1ClusterRole(
+                metadata=client.V1ObjectMeta(name=role),
+                rules=[
+                    client.V1PolicyRule(
+                        api_groups=[""], resources=["nodes"], verbs=["get", "list", "watch"]
+                    ),
+                    client.V1PolicyRule(
+                        api_groups=[""], resources=["nodes"], verbs=["patch"], resource_names=nodes
+                    ),
+                ],
+            )
+        )
+        rbac.create_cluster_role_binding(
+            client.V1ClusterRoleBinding(
+                metadata=client.V1ObjectMeta(name=role),
+                role_ref=client.V1RoleRef(
+                    api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role
+                ),
+                subjects=[
+                    client.RbacV1Subject(
+                        kind="User", name=user, api_group="rbac.authorization.k8s.io"
+                    )
+                ],
+            )
+        )
+        try:
+            yield
+        finally:
+            rbac.delete_cluster_role_binding(role)
+            rbac.delete_cluster_role(role)
+
+
+def test_a_run_broken_off_records_the_patches_it_made_and_no_report(
+    conn: DbConnection,
+    client: TestClient,
+    admin: dict[str, str],
+    zone_tree: None,
+    admin_core: client.CoreV1Api,
+    cluster: Cluster,
+) -> None:
+    # Nodes are listed in name order: these two before any other test's.
+    first, second = unique("0a"), unique("0b")
+    for name in (first, second):
+        register_node(client, admin, name, zone="jp")
+        make_kube_node(admin_core, name, {})
+    settings = KubernetesSettings(kubeconfig=cluster.kubeconfig("bob"), timeout_seconds=5)
+
+    with patching_only(cluster, "bob", [first]), pytest.raises(ApiException) as refused:
+        sync(conn, settings)
+
+    assert refused.value.status == 403
+    assert labels_of(admin_core, first)["sovereign.io/zone"] == "jp"
+    assert labels_of(admin_core, second) == {}
+    # The patch that happened is evidence all the same; the one refused is not.
+    [event] = synced_events(conn, first)
+    assert event.after is not None
+    assert event.after["node"] == first
+    assert synced_events(conn, second) == []
+    # A run that did not finish is no report of the cluster.
+    assert repository.last_report(conn) is None
 
 
 def down_kubeconfig(cluster: Cluster, directory: Path) -> Path:
