@@ -128,9 +128,10 @@ def sync_node_labels(
 
     Each Node whose labels were changed is audited (``kubernetes_node.labels_synced``, as
     ``ctx``) and the run's report replaces the stored one, in one transaction after the
-    last patch. A run the API server breaks off (``ClusterUnavailableError``: down, slow,
-    5xx; the task retries) still records the patches it made, and keeps the last complete
-    report. A Node deleted between the listing and its patch is skipped.
+    last patch. A run broken off (``ClusterUnavailableError``: the API server down, slow,
+    5xx, which the task retries; or a patch refused, a 403 say) still records the patches
+    it made, and keeps the last complete report. A Node deleted between the listing and
+    its patch is skipped.
     """
     from kubernetes.client import CoreV1Api
 
