@@ -30,16 +30,20 @@ class SyncReport:
 
     ``unknown`` names (a sample of at most ``UNKNOWN_SAMPLE``) the Kubernetes Nodes the
     inventory has no node for, or more than one node with that hostname: they get no
-    labels of ours. ``patched`` counts Nodes whose labels were changed, ``unchanged`` those
-    already right (no request sent); ``synced`` is what each patch changed, in order.
+    labels of ours. ``synced`` is what each patch changed, in order; ``unchanged`` counts
+    the Nodes already right (no request sent).
     """
 
     nodes_seen: int = 0
-    patched: int = 0
     unchanged: int = 0
     unknown_count: int = 0
     unknown: list[str] = field(default_factory=list)
     synced: list[NodeLabelsSynced] = field(default_factory=list)
+
+    @property
+    def patched(self) -> int:
+        """How many Nodes had their labels changed."""
+        return len(self.synced)
 
     def to_json(self) -> dict[str, object]:
         """The counts and the unknown names as JSON-safe values (the Celery task's result)."""

@@ -190,7 +190,6 @@ def _sync(
             if exc.status == 404:
                 continue
             raise
-        report.patched += 1
         report.synced.append(
             NodeLabelsSynced(
                 node=name,

@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 
 from control_plane.access.models import Role
 from control_plane.cluster import repository
-from control_plane.cluster.models import SyncReport
+from control_plane.cluster.models import NodeLabelsSynced, SyncReport
 from control_plane.core.db import DbConnection
+from control_plane.domain.kubernetes import NodeLabelChange
 from tests.support import bearer
 
 
@@ -39,7 +40,17 @@ def test_a_stored_run_is_shown_and_replaced(
         repository.save_report(
             conn,
             SyncReport(
-                nodes_seen=5, patched=1, unchanged=2, unknown_count=2, unknown=["x-1", "x-2"]
+                nodes_seen=5,
+                unchanged=2,
+                unknown_count=2,
+                unknown=["x-1", "x-2"],
+                synced=[
+                    NodeLabelsSynced(
+                        node="gpu-1",
+                        node_id=None,
+                        changes=[NodeLabelChange(key="sovereign.io/zone", old="jp", new=None)],
+                    )
+                ],
             ),
         )
     auditor = bearer(make_token(Role.AUDITOR))
