@@ -38,41 +38,45 @@ pytestmark = pytest.mark.e2e
 WORKER_ROLE = "sovereign-worker-label-sync"
 
 
-@pytest.fixture(scope="module")
-def worker_rbac(cluster: Cluster) -> Iterator[None]:
-    """The chart's worker ClusterRole for label sync, bound to the worker ServiceAccount."""
+@contextmanager
+def cluster_role(
+    cluster: Cluster, name: str, rules: list[client.V1PolicyRule], subject: client.RbacV1Subject
+) -> Iterator[None]:
+    """A ClusterRole of ``rules`` bound to ``subject`` for the block, made as the admin."""
     with api_client(KubernetesSettings(kubeconfig=cluster.kubeconfig("admin"))) as api:
         rbac = client.RbacAuthorizationV1Api(api)
         rbac.create_cluster_role(
-            client.V1ClusterRole(
-                metadata=client.V1ObjectMeta(name=WORKER_ROLE),
-                rules=[
-                    client.V1PolicyRule(
-                        api_groups=[""],
-                        resources=["nodes"],
-                        verbs=["get", "list", "watch", "patch"],
-                    )
-                ],
-            )
+            client.V1ClusterRole(metadata=client.V1ObjectMeta(name=name), rules=rules)
         )
         rbac.create_cluster_role_binding(
             client.V1ClusterRoleBinding(
-                metadata=client.V1ObjectMeta(name=WORKER_ROLE),
+                metadata=client.V1ObjectMeta(name=name),
                 role_ref=client.V1RoleRef(
-                    api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=WORKER_ROLE
+                    api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=name
                 ),
-                subjects=[
-                    client.RbacV1Subject(
-                        kind="ServiceAccount", name="sovereign-worker", namespace="sovereign"
-                    )
-                ],
+                subjects=[subject],
             )
         )
         try:
             yield
         finally:
-            rbac.delete_cluster_role_binding(WORKER_ROLE)
-            rbac.delete_cluster_role(WORKER_ROLE)
+            rbac.delete_cluster_role_binding(name)
+            rbac.delete_cluster_role(name)
+
+
+@pytest.fixture(scope="module")
+def worker_rbac(cluster: Cluster) -> Iterator[None]:
+    """The chart's worker ClusterRole for label sync, bound to the worker ServiceAccount."""
+    rules = [
+        client.V1PolicyRule(
+            api_groups=[""], resources=["nodes"], verbs=["get", "list", "watch", "patch"]
+        )
+    ]
+    worker = client.RbacV1Subject(
+        kind="ServiceAccount", name="sovereign-worker", namespace="sovereign"
+    )
+    with cluster_role(cluster, WORKER_ROLE, rules, worker):
+        yield
 
 
 @pytest.fixture
@@ -352,40 +356,15 @@ def test_a_second_run_sends_no_patch(
 @contextmanager
 def patching_only(cluster: Cluster, user: str, nodes: list[str]) -> Iterator[None]:
     """``user`` may list every Node but patch only ``nodes`` (RBAC ``resourceNames``)."""
-    role = f"label-sync-{uuid.uuid4().hex[:8]}"
-    with api_client(KubernetesSettings(kubeconfig=cluster.kubeconfig("admin"))) as api:
-        rbac = client.RbacAuthorizationV1Api(api)
-        rbac.create_cluster_role(
-            client.V1ClusterRole(
-                metadata=client.V1ObjectMeta(name=role),
-                rules=[
-                    client.V1PolicyRule(
-                        api_groups=[""], resources=["nodes"], verbs=["get", "list", "watch"]
-                    ),
-                    client.V1PolicyRule(
-                        api_groups=[""], resources=["nodes"], verbs=["patch"], resource_names=nodes
-                    ),
-                ],
-            )
-        )
-        rbac.create_cluster_role_binding(
-            client.V1ClusterRoleBinding(
-                metadata=client.V1ObjectMeta(name=role),
-                role_ref=client.V1RoleRef(
-                    api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=role
-                ),
-                subjects=[
-                    client.RbacV1Subject(
-                        kind="User", name=user, api_group="rbac.authorization.k8s.io"
-                    )
-                ],
-            )
-        )
-        try:
-            yield
-        finally:
-            rbac.delete_cluster_role_binding(role)
-            rbac.delete_cluster_role(role)
+    rules = [
+        client.V1PolicyRule(api_groups=[""], resources=["nodes"], verbs=["get", "list", "watch"]),
+        client.V1PolicyRule(
+            api_groups=[""], resources=["nodes"], verbs=["patch"], resource_names=nodes
+        ),
+    ]
+    subject = client.RbacV1Subject(kind="User", name=user, api_group="rbac.authorization.k8s.io")
+    with cluster_role(cluster, f"label-sync-{uuid.uuid4().hex[:8]}", rules, subject):
+        yield
 
 
 def test_a_run_broken_off_records_the_patches_it_made_and_no_report(
